@@ -1,0 +1,113 @@
+//! The activation registry: named, stateless functions with their derivatives, collected
+//! with `inventory` so that any linked crate can add one through [`register_activation!`].
+//!
+//! `inventory` gives no order, so pools, checkpoints and manifests always refer to
+//! activations by name; a pool's order is the order the config lists.
+
+use crate::{Error, Result};
+
+/// One activation function: a scalar form for reference and tests, and in-place slice
+/// forms that the macro generates from the same expressions so the compiler can vectorise
+/// them (the training and inference kernels call only the slice forms).
+#[derive(Debug)]
+pub struct Activation {
+    /// The name used in configs, checkpoints and manifests.
+    pub name: &'static str,
+    /// `y = f(x)`.
+    pub forward: fn(f32) -> f32,
+    /// `f'(x)`, given `x` and `y = f(x)` (many derivatives are cheapest from `y`).
+    pub derivative: fn(f32, f32) -> f32,
+    /// `xs[i] <- f(xs[i])`.
+    pub forward_in_place: fn(&mut [f32]),
+    /// `xs[i] <- f(xs[i])` and `ds[i] <- f'(xs[i])`; `ds` is at least as long as `xs`.
+    pub forward_with_derivative: fn(&mut [f32], &mut [f32]),
+}
+
+impl Activation {
+    /// Used by [`register_activation!`]; `const` so that it can sit in a static.
+    pub const fn new(
+        name: &'static str,
+        forward: fn(f32) -> f32,
+        derivative: fn(f32, f32) -> f32,
+        forward_in_place: fn(&mut [f32]),
+        forward_with_derivative: fn(&mut [f32], &mut [f32]),
+    ) -> Self {
+        Self {
+            name,
+            forward,
+            derivative,
+            forward_in_place,
+            forward_with_derivative,
+        }
+    }
+}
+
+inventory::collect!(Activation);
+
+/// Registers an activation from any crate, without editing core:
+///
+/// ```
+/// smartmixed_core::register_activation!(
+///     "softsign",
+///     forward: |x| x / (1.0 + x.abs()),
+///     derivative: |x, _y| 1.0 / ((1.0 + x.abs()) * (1.0 + x.abs())),
+/// );
+/// assert_eq!((smartmixed_core::lookup("softsign").unwrap().forward)(1.0), 0.5);
+/// ```
+///
+/// A binary sees a plugin's activations only if it links the plugin crate; where nothing
+/// else names the crate, add `use the_plugin as _;`.
+#[macro_export]
+macro_rules! register_activation {
+    ($name:literal, forward: |$x:ident| $fwd:expr, derivative: |$dx:ident, $dy:ident| $der:expr $(,)?) => {
+        const _: () = {
+            #[inline(always)]
+            fn forward($x: f32) -> f32 {
+                $fwd
+            }
+            #[inline(always)]
+            #[allow(unused_variables)]
+            fn derivative($dx: f32, $dy: f32) -> f32 {
+                $der
+            }
+            fn forward_in_place(xs: &mut [f32]) {
+                for v in xs.iter_mut() {
+                    *v = forward(*v);
+                }
+            }
+            fn forward_with_derivative(xs: &mut [f32], ds: &mut [f32]) {
+                for (v, d) in xs.iter_mut().zip(ds.iter_mut()) {
+                    let x = *v;
+                    let y = forward(x);
+                    *v = y;
+                    *d = derivative(x, y);
+                }
+            }
+            $crate::inventory::submit! {
+                $crate::Activation::new($name, forward, derivative, forward_in_place, forward_with_derivative)
+            }
+        };
+    };
+}
+
+/// Every registered activation's name, sorted.
+pub fn registered_names() -> Vec<&'static str> {
+    let mut names: Vec<_> = inventory::iter::<Activation>
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// The activation registered under `name`; an error listing the registered names if none.
+pub fn lookup(name: &str) -> Result<&'static Activation> {
+    inventory::iter::<Activation>
+        .into_iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| Error::UnknownActivation {
+            name: name.to_string(),
+            registered: registered_names(),
+        })
+}

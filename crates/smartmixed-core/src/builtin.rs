@@ -1,0 +1,131 @@
+//! The paper's six activations, with PyTorch's definitions and backward formulas
+//! (`torch.nn.functional`; gradients at the kinks follow PyTorch: relu'(0) = 0,
+//! leaky_relu'(0) = 0.01, elu'(0) = 1).
+
+use crate::math::expm1;
+
+/// `F.leaky_relu` default negative slope.
+pub const LEAKY_RELU_SLOPE: f32 = 0.01;
+/// `F.elu` default alpha.
+pub const ELU_ALPHA: f32 = 1.0;
+/// `F.selu` scale (lambda).
+pub const SELU_SCALE: f32 = 1.050_700_987_355_480_5_f64 as f32;
+/// `F.selu` alpha.
+pub const SELU_ALPHA: f32 = 1.673_263_242_354_377_2_f64 as f32;
+
+crate::register_activation!(
+    "relu",
+    forward: |x| if x > 0.0 { x } else { 0.0 },
+    derivative: |x, _y| if x > 0.0 { 1.0 } else { 0.0 },
+);
+
+crate::register_activation!(
+    "sigmoid",
+    forward: |x| 1.0 / (1.0 + (-x).exp()),
+    derivative: |_x, y| y * (1.0 - y),
+);
+
+crate::register_activation!(
+    "tanh",
+    forward: |x| x.tanh(),
+    derivative: |_x, y| 1.0 - y * y,
+);
+
+crate::register_activation!(
+    "leaky_relu",
+    forward: |x| if x > 0.0 { x } else { LEAKY_RELU_SLOPE * x },
+    derivative: |x, _y| if x > 0.0 { 1.0 } else { LEAKY_RELU_SLOPE },
+);
+
+crate::register_activation!(
+    "elu",
+    forward: |x| if x > 0.0 { x } else { ELU_ALPHA * expm1(x) },
+    derivative: |x, y| if x > 0.0 { 1.0 } else { y + ELU_ALPHA },
+);
+
+crate::register_activation!(
+    "selu",
+    forward: |x| if x > 0.0 { SELU_SCALE * x } else { SELU_SCALE * SELU_ALPHA * expm1(x) },
+    derivative: |x, y| if x > 0.0 { SELU_SCALE } else { y + SELU_SCALE * SELU_ALPHA },
+);
+
+#[cfg(test)]
+mod tests {
+    use crate::{lookup, registered_names, PAPER_POOL};
+
+    /// Values computed by hand from the definitions (and checked against PyTorch 2.x).
+    #[test]
+    fn built_ins_match_hand_computed_values() {
+        let cases: &[(&str, f32, f32)] = &[
+            ("relu", -1.5, 0.0),
+            ("relu", 2.0, 2.0),
+            ("sigmoid", 0.0, 0.5),
+            ("sigmoid", 2.0, 0.880_797_1),
+            ("tanh", 1.0, 0.761_594_2),
+            ("leaky_relu", -2.0, -0.02),
+            ("leaky_relu", 3.0, 3.0),
+            ("elu", -1.0, -0.632_120_56),
+            ("elu", 0.5, 0.5),
+            ("selu", -1.0, -1.111_330_7),
+            ("selu", 1.0, 1.050_701),
+        ];
+        for &(name, x, want) in cases {
+            let got = (lookup(name).unwrap().forward)(x);
+            assert!((got - want).abs() < 1e-6, "{name}({x}) = {got}, want {want}");
+        }
+    }
+
+    /// Derivatives against central finite differences in f64-ish steps, away from kinks.
+    #[test]
+    fn derivatives_match_finite_differences() {
+        for name in PAPER_POOL {
+            let act = lookup(name).unwrap();
+            for &x in &[-3.0f32, -0.7, -0.1, 0.2, 0.9, 2.5] {
+                let h = 1e-3f32;
+                let fd = ((act.forward)(x + h) - (act.forward)(x - h)) / (2.0 * h);
+                let an = (act.derivative)(x, (act.forward)(x));
+                assert!((fd - an).abs() < 2e-3, "{name}'({x}): fd {fd}, analytic {an}");
+            }
+        }
+    }
+
+    #[test]
+    fn slice_forms_agree_with_scalar_forms() {
+        let xs: Vec<f32> = (-40..40).map(|i| i as f32 * 0.37).collect();
+        for name in PAPER_POOL {
+            let act = lookup(name).unwrap();
+            let mut ys = xs.clone();
+            (act.forward_in_place)(&mut ys);
+            let mut ys2 = xs.clone();
+            let mut ds = vec![0.0; xs.len()];
+            (act.forward_with_derivative)(&mut ys2, &mut ds);
+            for i in 0..xs.len() {
+                let y = (act.forward)(xs[i]);
+                assert_eq!(ys[i].to_bits(), y.to_bits(), "{name}");
+                assert_eq!(ys2[i].to_bits(), y.to_bits(), "{name}");
+                assert_eq!(ds[i].to_bits(), (act.derivative)(xs[i], y).to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn kinks_follow_pytorch() {
+        let d = |n: &str, x: f32| {
+            let a = lookup(n).unwrap();
+            (a.derivative)(x, (a.forward)(x))
+        };
+        assert_eq!(d("relu", 0.0), 0.0);
+        assert_eq!(d("leaky_relu", 0.0), 0.01);
+        assert_eq!(d("elu", 0.0), 1.0);
+    }
+
+    #[test]
+    fn unknown_name_lists_registered_names() {
+        let err = lookup("swish2").unwrap_err().to_string();
+        assert!(err.contains("swish2"), "{err}");
+        for name in PAPER_POOL {
+            assert!(err.contains(name), "{err}");
+        }
+        assert!(registered_names().len() >= 6);
+    }
+}

@@ -1,0 +1,387 @@
+//! The training config: TOML parsed with unknown keys rejected, then validated so that
+//! every error names the file and the field at fault.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{lookup, Error, Result, PAPER_POOL};
+
+/// A whole `train` run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub phase1: Phase1Config,
+    #[serde(default)]
+    pub phase2: Phase2Config,
+    #[serde(default)]
+    pub training: TrainingConfig,
+    #[serde(default)]
+    pub data: DataConfig,
+}
+
+/// What network to train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Hidden widths; the input width comes from the data and the output from the classes.
+    pub hidden: Vec<usize>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// The one activation of every hidden neuron when `mode = "fixed"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<String>,
+    /// The candidate activations of phase 1, in order.
+    #[serde(default = "default_pool")]
+    pub pool: Vec<String>,
+    #[serde(default)]
+    pub output_loss: OutputLoss,
+}
+
+/// SmartMixed (two phases) or a plain MLP with one activation (the paper's baselines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Smartmixed,
+    /// One phase of `phase1.epochs + phase2.epochs` epochs at `phase2.lr`, so a baseline
+    /// gets the same epoch budget as the SmartMixed run it is compared with.
+    Fixed,
+}
+
+/// How the output layer's logits become a loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputLoss {
+    /// Softmax cross-entropy on the logits (the paper's intent).
+    #[default]
+    CrossEntropy,
+    /// The authors' code: softmax on the output, then cross-entropy on that (a double
+    /// softmax; losses sit near 1.5). For comparison with their curves only.
+    DoubleSoftmax,
+}
+
+/// Phase 1: selection with the straight-through Gumbel-Softmax.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase1Config {
+    pub epochs: usize,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+}
+
+/// Phase 2: the mixed network with frozen choices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase2Config {
+    pub epochs: usize,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default)]
+    pub init: Phase2Init,
+}
+
+/// Where phase 2's weights come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase2Init {
+    /// Keep phase 1's weights and biases (the paper, eq. 9).
+    #[default]
+    Transfer,
+    /// Fresh weights (the authors' code).
+    Reinit,
+}
+
+/// Optimiser and batching.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Global gradient-norm clip; `0` turns clipping off.
+    #[serde(default = "default_clip")]
+    pub clip_norm: f64,
+    /// Seeds weight init, shuffling and Gumbel noise.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// Where the data is and how it is split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A directory with the four MNIST-style IDX files (gzipped or raw).
+    #[serde(default = "default_data_dir")]
+    pub dir: PathBuf,
+    #[serde(default = "default_validation_fraction")]
+    pub validation_fraction: f64,
+    /// Seed of the stratified train/validation split (42 in the authors' code).
+    #[serde(default = "default_split_seed")]
+    pub split_seed: u64,
+    /// Use only this many training images (a stratified subset, before the split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<usize>,
+    /// Use only the first this many test images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_limit: Option<usize>,
+}
+
+fn default_pool() -> Vec<String> {
+    PAPER_POOL.iter().map(|s| s.to_string()).collect()
+}
+fn default_lr() -> f64 {
+    1e-4
+}
+fn default_temperature() -> f64 {
+    0.3
+}
+fn default_batch() -> usize {
+    128
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data/mnist")
+}
+fn default_validation_fraction() -> f64 {
+    0.1
+}
+fn default_split_seed() -> u64 {
+    42
+}
+
+impl Default for Phase1Config {
+    fn default() -> Self {
+        Self {
+            epochs: 50,
+            lr: default_lr(),
+            temperature: default_temperature(),
+        }
+    }
+}
+impl Default for Phase2Config {
+    fn default() -> Self {
+        Self {
+            epochs: 350,
+            lr: default_lr(),
+            init: Phase2Init::default(),
+        }
+    }
+}
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: default_batch(),
+            clip_norm: default_clip(),
+            seed: 0,
+        }
+    }
+}
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_data_dir(),
+            validation_fraction: default_validation_fraction(),
+            split_seed: default_split_seed(),
+            train_limit: None,
+            test_limit: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads, parses and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+            Error::Config {
+                origin: origin.to_string(),
+                field: match line {
+                    Some(l) => format!("line {l}"),
+                    None => "toml".to_string(),
+                },
+                message: e.message().trim().replace('\n', " "),
+            }
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// The config as TOML, as a run directory records it.
+    pub fn to_toml_string(&self) -> String {
+        // Serialising plain data with no maps keyed by non-strings cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks every field; the first problem is returned naming its field.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let fail = |field: &str, message: String| {
+            Err(Error::Config {
+                origin: origin.to_string(),
+                field: field.to_string(),
+                message,
+            })
+        };
+        let m = &self.model;
+        if m.hidden.is_empty() {
+            return fail("model.hidden", "expected at least one hidden width".into());
+        }
+        if let Some(i) = m.hidden.iter().position(|&w| w == 0) {
+            return fail(&format!("model.hidden[{i}]"), "expected a width > 0, got 0".into());
+        }
+        if let Some(i) = m.hidden.iter().position(|&w| w > 1 << 20) {
+            return fail(
+                &format!("model.hidden[{i}]"),
+                format!("expected a width <= {}, got {}", 1 << 20, m.hidden[i]),
+            );
+        }
+        match (self.model.mode, &m.activation) {
+            (Mode::Fixed, None) => {
+                return fail(
+                    "model.activation",
+                    "mode = \"fixed\" needs an activation name".into(),
+                )
+            }
+            (Mode::Fixed, Some(name)) => {
+                if let Err(e) = lookup(name) {
+                    return fail("model.activation", e.to_string());
+                }
+            }
+            (Mode::Smartmixed, Some(_)) => {
+                return fail(
+                    "model.activation",
+                    "only used with mode = \"fixed\"; SmartMixed uses model.pool".into(),
+                )
+            }
+            (Mode::Smartmixed, None) => {}
+        }
+        if m.pool.is_empty() {
+            return fail("model.pool", "expected at least one activation".into());
+        }
+        if m.pool.len() > u8::MAX as usize {
+            return fail("model.pool", "expected at most 255 activations".into());
+        }
+        for (i, name) in m.pool.iter().enumerate() {
+            if let Err(e) = lookup(name) {
+                return fail(&format!("model.pool[{i}]"), e.to_string());
+            }
+            if m.pool[..i].contains(name) {
+                return fail(&format!("model.pool[{i}]"), format!("duplicate activation `{name}`"));
+            }
+        }
+        let positive = |field: &str, v: f64| -> Result<()> {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                fail(field, format!("expected a finite number > 0, got {v}"))
+            }
+        };
+        positive("phase1.temperature", self.phase1.temperature)?;
+        positive("phase1.lr", self.phase1.lr)?;
+        positive("phase2.lr", self.phase2.lr)?;
+        if self.training.batch_size == 0 {
+            return fail("training.batch_size", "expected a batch size > 0, got 0".into());
+        }
+        let clip = self.training.clip_norm;
+        if !(clip.is_finite() && clip >= 0.0) {
+            return fail("training.clip_norm", format!("expected a number >= 0, got {clip}"));
+        }
+        let vf = self.data.validation_fraction;
+        if !(vf > 0.0 && vf < 1.0) {
+            return fail(
+                "data.validation_fraction",
+                format!("expected a fraction strictly between 0 and 1, got {vf}"),
+            );
+        }
+        if self.data.train_limit == Some(0) {
+            return fail("data.train_limit", "expected a count > 0, got 0".into());
+        }
+        if self.data.test_limit == Some(0) {
+            return fail("data.test_limit", "expected a count > 0, got 0".into());
+        }
+        if self.total_epochs() == 0 {
+            return fail("phase1.epochs", "phase1.epochs + phase2.epochs must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// Every epoch the run trains, both phases together.
+    pub fn total_epochs(&self) -> usize {
+        self.phase1.epochs + self.phase2.epochs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[model]\nhidden = [8, 4]\n";
+
+    fn err(text: &str) -> String {
+        TrainConfig::from_toml_str(text, "t.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_config_takes_the_paper_defaults() {
+        let c = TrainConfig::from_toml_str(MINIMAL, "t.toml").unwrap();
+        assert_eq!(c.model.pool, PAPER_POOL);
+        assert_eq!(c.phase1.epochs, 50);
+        assert_eq!(c.phase2.epochs, 350);
+        assert_eq!(c.phase1.lr, 1e-4);
+        assert_eq!(c.phase1.temperature, 0.3);
+        assert_eq!(c.training.batch_size, 128);
+        assert_eq!(c.training.clip_norm, 1.0);
+        assert_eq!(c.data.split_seed, 42);
+        let again = TrainConfig::from_toml_str(&c.to_toml_string(), "round").unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            ("[model]\nhidden = [8, 4]\nbogus = 1\n", "line 3"),
+            ("[model]\nhidden = [8, 0]\n", "model.hidden[1]"),
+            ("[model]\nhidden = []\n", "model.hidden"),
+            ("[model]\nhidden = [8]\npool = []\n", "model.pool"),
+            ("[model]\nhidden = [8]\npool = [\"relu\", \"nope\"]\n", "model.pool[1]"),
+            ("[model]\nhidden = [8]\npool = [\"relu\", \"relu\"]\n", "model.pool[1]"),
+            ("[model]\nhidden = [8]\nmode = \"fixed\"\n", "model.activation"),
+            ("[model]\nhidden = [8]\n[phase1]\nepochs = 1\ntemperature = 0.0\n", "phase1.temperature"),
+            ("[model]\nhidden = [8]\n[phase1]\nepochs = 1\nlr = -1.0\n", "phase1.lr"),
+            ("[model]\nhidden = [8]\n[phase2]\nepochs = 1\nlr = 0.0\n", "phase2.lr"),
+            ("[model]\nhidden = [8]\n[training]\nbatch_size = 0\n", "training.batch_size"),
+            ("[model]\nhidden = [8]\n[data]\nvalidation_fraction = 1.5\n", "data.validation_fraction"),
+            ("[model]\nhidden = [8]\n[phase1]\nepochs = 0\n[phase2]\nepochs = 0\n", "phase1.epochs"),
+        ];
+        for (text, field) in cases {
+            let e = err(text);
+            assert!(e.starts_with("t.toml: "), "{e}");
+            assert!(e.contains(field), "{field} not in: {e}");
+            assert!(!e.contains('\n'), "not one line: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_activation_error_lists_registered_names() {
+        let e = err("[model]\nhidden = [8]\nmode = \"fixed\"\nactivation = \"swish9\"\n");
+        assert!(e.contains("swish9") && e.contains("leaky_relu"), "{e}");
+    }
+}

@@ -1,0 +1,30 @@
+//! The one error type of `smartmixed-core`.
+
+/// Everything that can go wrong in core: unknown activations and invalid configs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A name that no linked crate registered.
+    #[error("unknown activation `{name}`; registered activations: {}", registered.join(", "))]
+    UnknownActivation {
+        name: String,
+        registered: Vec<&'static str>,
+    },
+    /// A config that does not parse or does not validate. `origin` is the file (or a label
+    /// for in-memory text) and `field` the dotted TOML path at fault.
+    #[error("{origin}: {field}: {message}")]
+    Config {
+        origin: String,
+        field: String,
+        message: String,
+    },
+    /// A config file that cannot be read.
+    #[error("{path}: cannot read config: {source}")]
+    ReadConfig {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with core's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,23 @@
+//! SmartMixed's shared vocabulary: the activation registry, the training config and the
+//! error type. Kept free of dfdx so the embeddable runtime can build on it.
+
+pub mod activation;
+mod builtin;
+pub mod config;
+mod error;
+pub mod math;
+
+pub use activation::{lookup, registered_names, Activation};
+pub use config::{
+    DataConfig, ModelConfig, Mode, OutputLoss, Phase1Config, Phase2Config, Phase2Init, TrainConfig,
+    TrainingConfig,
+};
+pub use error::{Error, Result};
+
+/// Re-exported so that [`register_activation!`] works in crates that do not depend on
+/// `inventory` themselves.
+#[doc(hidden)]
+pub use inventory;
+
+/// The paper's pool, in the paper's order.
+pub const PAPER_POOL: [&str; 6] = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu"];
