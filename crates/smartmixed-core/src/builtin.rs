@@ -71,7 +71,10 @@ mod tests {
         ];
         for &(name, x, want) in cases {
             let got = (lookup(name).unwrap().forward)(x);
-            assert!((got - want).abs() < 1e-6, "{name}({x}) = {got}, want {want}");
+            assert!(
+                (got - want).abs() < 1e-6,
+                "{name}({x}) = {got}, want {want}"
+            );
         }
     }
 
@@ -84,7 +87,10 @@ mod tests {
                 let h = 1e-3f32;
                 let fd = ((act.forward)(x + h) - (act.forward)(x - h)) / (2.0 * h);
                 let an = (act.derivative)(x, (act.forward)(x));
-                assert!((fd - an).abs() < 2e-3, "{name}'({x}): fd {fd}, analytic {an}");
+                assert!(
+                    (fd - an).abs() < 2e-3,
+                    "{name}'({x}): fd {fd}, analytic {an}"
+                );
             }
         }
     }

@@ -122,7 +122,10 @@ pub struct DataConfig {
     /// Seed of the stratified train/validation split (42 in the authors' code).
     #[serde(default = "default_split_seed")]
     pub split_seed: u64,
-    /// Use only this many training images (a stratified subset, before the split).
+    /// Number of classes; every label must be below it.
+    #[serde(default = "default_classes")]
+    pub classes: usize,
+    /// Use only this many training images (a seeded random subset, before the split).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_limit: Option<usize>,
     /// Use only the first this many test images.
@@ -150,6 +153,9 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_validation_fraction() -> f64 {
     0.1
+}
+fn default_classes() -> usize {
+    10
 }
 fn default_split_seed() -> u64 {
     42
@@ -188,6 +194,7 @@ impl Default for DataConfig {
             dir: default_data_dir(),
             validation_fraction: default_validation_fraction(),
             split_seed: default_split_seed(),
+            classes: default_classes(),
             train_limit: None,
             test_limit: None,
         }
@@ -207,9 +214,13 @@ impl TrainConfig {
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
         let config: Self = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+            let line = e.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
             Error::Config {
                 origin: origin.to_string(),
                 field: match line {
@@ -243,7 +254,10 @@ impl TrainConfig {
             return fail("model.hidden", "expected at least one hidden width".into());
         }
         if let Some(i) = m.hidden.iter().position(|&w| w == 0) {
-            return fail(&format!("model.hidden[{i}]"), "expected a width > 0, got 0".into());
+            return fail(
+                &format!("model.hidden[{i}]"),
+                "expected a width > 0, got 0".into(),
+            );
         }
         if let Some(i) = m.hidden.iter().position(|&w| w > 1 << 20) {
             return fail(
@@ -282,7 +296,10 @@ impl TrainConfig {
                 return fail(&format!("model.pool[{i}]"), e.to_string());
             }
             if m.pool[..i].contains(name) {
-                return fail(&format!("model.pool[{i}]"), format!("duplicate activation `{name}`"));
+                return fail(
+                    &format!("model.pool[{i}]"),
+                    format!("duplicate activation `{name}`"),
+                );
             }
         }
         let positive = |field: &str, v: f64| -> Result<()> {
@@ -296,17 +313,29 @@ impl TrainConfig {
         positive("phase1.lr", self.phase1.lr)?;
         positive("phase2.lr", self.phase2.lr)?;
         if self.training.batch_size == 0 {
-            return fail("training.batch_size", "expected a batch size > 0, got 0".into());
+            return fail(
+                "training.batch_size",
+                "expected a batch size > 0, got 0".into(),
+            );
         }
         let clip = self.training.clip_norm;
         if !(clip.is_finite() && clip >= 0.0) {
-            return fail("training.clip_norm", format!("expected a number >= 0, got {clip}"));
+            return fail(
+                "training.clip_norm",
+                format!("expected a number >= 0, got {clip}"),
+            );
         }
         let vf = self.data.validation_fraction;
         if !(vf > 0.0 && vf < 1.0) {
             return fail(
                 "data.validation_fraction",
                 format!("expected a fraction strictly between 0 and 1, got {vf}"),
+            );
+        }
+        if !(2..=256).contains(&self.data.classes) {
+            return fail(
+                "data.classes",
+                format!("expected 2 to 256 classes, got {}", self.data.classes),
             );
         }
         if self.data.train_limit == Some(0) {
@@ -316,7 +345,10 @@ impl TrainConfig {
             return fail("data.test_limit", "expected a count > 0, got 0".into());
         }
         if self.total_epochs() == 0 {
-            return fail("phase1.epochs", "phase1.epochs + phase2.epochs must be > 0".into());
+            return fail(
+                "phase1.epochs",
+                "phase1.epochs + phase2.epochs must be > 0".into(),
+            );
         }
         Ok(())
     }
@@ -361,15 +393,42 @@ mod tests {
             ("[model]\nhidden = [8, 0]\n", "model.hidden[1]"),
             ("[model]\nhidden = []\n", "model.hidden"),
             ("[model]\nhidden = [8]\npool = []\n", "model.pool"),
-            ("[model]\nhidden = [8]\npool = [\"relu\", \"nope\"]\n", "model.pool[1]"),
-            ("[model]\nhidden = [8]\npool = [\"relu\", \"relu\"]\n", "model.pool[1]"),
-            ("[model]\nhidden = [8]\nmode = \"fixed\"\n", "model.activation"),
-            ("[model]\nhidden = [8]\n[phase1]\nepochs = 1\ntemperature = 0.0\n", "phase1.temperature"),
-            ("[model]\nhidden = [8]\n[phase1]\nepochs = 1\nlr = -1.0\n", "phase1.lr"),
-            ("[model]\nhidden = [8]\n[phase2]\nepochs = 1\nlr = 0.0\n", "phase2.lr"),
-            ("[model]\nhidden = [8]\n[training]\nbatch_size = 0\n", "training.batch_size"),
-            ("[model]\nhidden = [8]\n[data]\nvalidation_fraction = 1.5\n", "data.validation_fraction"),
-            ("[model]\nhidden = [8]\n[phase1]\nepochs = 0\n[phase2]\nepochs = 0\n", "phase1.epochs"),
+            (
+                "[model]\nhidden = [8]\npool = [\"relu\", \"nope\"]\n",
+                "model.pool[1]",
+            ),
+            (
+                "[model]\nhidden = [8]\npool = [\"relu\", \"relu\"]\n",
+                "model.pool[1]",
+            ),
+            (
+                "[model]\nhidden = [8]\nmode = \"fixed\"\n",
+                "model.activation",
+            ),
+            (
+                "[model]\nhidden = [8]\n[phase1]\nepochs = 1\ntemperature = 0.0\n",
+                "phase1.temperature",
+            ),
+            (
+                "[model]\nhidden = [8]\n[phase1]\nepochs = 1\nlr = -1.0\n",
+                "phase1.lr",
+            ),
+            (
+                "[model]\nhidden = [8]\n[phase2]\nepochs = 1\nlr = 0.0\n",
+                "phase2.lr",
+            ),
+            (
+                "[model]\nhidden = [8]\n[training]\nbatch_size = 0\n",
+                "training.batch_size",
+            ),
+            (
+                "[model]\nhidden = [8]\n[data]\nvalidation_fraction = 1.5\n",
+                "data.validation_fraction",
+            ),
+            (
+                "[model]\nhidden = [8]\n[phase1]\nepochs = 0\n[phase2]\nepochs = 0\n",
+                "phase1.epochs",
+            ),
         ];
         for (text, field) in cases {
             let e = err(text);

@@ -9,7 +9,7 @@ pub mod math;
 
 pub use activation::{lookup, registered_names, Activation};
 pub use config::{
-    DataConfig, ModelConfig, Mode, OutputLoss, Phase1Config, Phase2Config, Phase2Init, TrainConfig,
+    DataConfig, Mode, ModelConfig, OutputLoss, Phase1Config, Phase2Config, Phase2Init, TrainConfig,
     TrainingConfig,
 };
 pub use error::{Error, Result};

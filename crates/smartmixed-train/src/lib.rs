@@ -1,1 +1,11 @@
-//! placeholder
+//! SmartMixed training on dfdx: data, the two hidden-layer ops, models, both phases,
+//! checkpoints and run directories.
+
+pub mod data;
+mod error;
+pub mod kernels;
+pub mod model;
+pub mod ops;
+pub mod optim;
+
+pub use error::{Error, Result};

@@ -1,0 +1,300 @@
+//! The two hidden-layer activations as dfdx ops, generic over the device, with fused CPU
+//! kernels for [`Cpu`] (one pass forward, one pass backward; see [`crate::kernels`]).
+//!
+//! The device-generic versions ([`generic`]) are built from dfdx ops only and define the
+//! semantics; tests check that the fused CPU versions agree with them in value and gradient.
+
+use dfdx::prelude::*;
+use dfdx::tensor::Gradients;
+use smartmixed_core::Activation;
+
+use crate::kernels::{self, Group, SelectiveSaved, CLAMP};
+
+/// A runtime-sized matrix (`[batch, neurons]`, `[out, in]`, `[pool, neurons]`).
+pub type Matrix<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
+/// A runtime-sized vector (biases).
+pub type Vector<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
+
+/// A dfdx device SmartMixed can train on: the activation ops (with a device-generic
+/// default) and the two gradient primitives that clipping needs.
+pub trait TrainDevice: Device<f32> {
+    /// Phase 1: `clamp(sum_j h_j clamp(act_j(pre + bias)))` where `h` is the straight-through
+    /// hard sample: exactly `one_hot(choices)` forward, identity to `soft` (`[pool, neurons]`)
+    /// backward.
+    fn selective<T: Tape<f32, Self>>(
+        pre: Matrix<Self, T>,
+        bias: &Matrix<Self>,
+        soft: Matrix<Self, T>,
+        choices: &[u8],
+        pool: &[&'static Activation],
+    ) -> Matrix<Self, T> {
+        generic::selective(pre, bias, soft, choices, pool)
+    }
+
+    /// Phase 2 and fixed baselines: `act_g(pre + bias)` over each contiguous group.
+    fn grouped<T: Tape<f32, Self>>(
+        pre: Matrix<Self, T>,
+        bias: &Matrix<Self>,
+        groups: &[Group],
+    ) -> Matrix<Self, T> {
+        generic::grouped(pre, bias, groups)
+    }
+
+    /// The sum of squares of a gradient buffer.
+    fn sum_squares(&self, grad: &<Self as Storage<f32>>::Vec) -> Result<f64, Self::Err>;
+
+    /// Multiplies a gradient buffer by `factor` in place.
+    fn scale(&self, grad: &mut <Self as Storage<f32>>::Vec, factor: f32) -> Result<(), Self::Err>;
+}
+
+/// Device-generic versions built from dfdx ops.
+pub mod generic {
+    use super::*;
+
+    /// `pre + bias` with the `[1, n]` bias broadcast over rows.
+    pub fn add_bias<D: Device<f32>, T: Tape<f32, D>>(
+        pre: Matrix<D, T>,
+        bias: &Matrix<D>,
+    ) -> Matrix<D, T> {
+        let shape = *pre.shape();
+        pre + bias
+            .retaped::<T>()
+            .reshape_like(&(shape.1,))
+            .broadcast_like::<_, Axis<0>>(&shape)
+    }
+
+    /// A tape-free copy of `t` under a new id (`retaped` keeps the id, and dfdx cannot
+    /// take the gradient of `t - t` when both sides share one).
+    pub fn detached<D: Device<f32>, T: Tape<f32, D>>(t: &Matrix<D, T>) -> Matrix<D> {
+        t.device().tensor_from_vec(t.as_vec(), *t.shape())
+    }
+
+    /// Applies `f` (which fills values and derivatives in place) on the host and returns a
+    /// tensor whose value is exactly those values and whose gradient is those derivatives:
+    /// `(z - stopgrad(z)) * f'(z) + f(z)`. Works on every device and for every registered
+    /// activation, including plugins.
+    pub fn linearised<D: Device<f32>, T: Tape<f32, D>>(
+        z: Matrix<D, T>,
+        f: impl FnOnce(&mut [f32], &mut [f32]),
+    ) -> Matrix<D, T> {
+        let shape = *z.shape();
+        let dev = z.device().clone();
+        let z_const = detached(&z);
+        let mut y = z_const.as_vec();
+        let mut d = vec![0.0; y.len()];
+        f(&mut y, &mut d);
+        let y = dev.tensor_from_vec(y, shape);
+        let d = dev.tensor_from_vec(d, shape);
+        (z - z_const) * d + y
+    }
+
+    /// See [`TrainDevice::grouped`].
+    pub fn grouped<D: Device<f32>, T: Tape<f32, D>>(
+        pre: Matrix<D, T>,
+        bias: &Matrix<D>,
+        groups: &[Group],
+    ) -> Matrix<D, T> {
+        let n = pre.shape().1;
+        linearised(add_bias(pre, bias), |y, d| {
+            for (y, d) in y.chunks_exact_mut(n).zip(d.chunks_exact_mut(n)) {
+                for g in groups {
+                    let r = g.start..g.start + g.len;
+                    (g.activation.forward_with_derivative)(&mut y[r.clone()], &mut d[r]);
+                }
+            }
+        })
+    }
+
+    /// See [`TrainDevice::selective`]. Evaluates every candidate for every neuron and
+    /// mixes them with the straight-through sample, as equation (5) of the paper reads.
+    pub fn selective<D: Device<f32>, T: Tape<f32, D>>(
+        pre: Matrix<D, T>,
+        bias: &Matrix<D>,
+        soft: Matrix<D, T>,
+        choices: &[u8],
+        pool: &[&'static Activation],
+    ) -> Matrix<D, T> {
+        let dev = pre.device().clone();
+        let (b, n) = *pre.shape();
+        let p = pool.len();
+        let one_hot: Vec<f32> = (0..p * n)
+            .map(|k| {
+                if choices[k % n] as usize == k / n {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let one_hot = dev.tensor_from_vec(one_hot, (p, n));
+        // (soft - stopgrad(soft)) is exactly zero, so the forward value is exactly one-hot.
+        let soft_const = detached(&soft);
+        let (hard, hard_tape) = ((soft - soft_const) + one_hot).split_tape();
+        let (z, z_tape) = add_bias(pre, bias).split_tape();
+        let mut mix: Option<Matrix<D, T>> = None;
+        for (j, act) in pool.iter().enumerate() {
+            let value = linearised(z.clone().put_tape(T::default()), |y, d| {
+                (act.forward_with_derivative)(y, d)
+            })
+            .clamp(-CLAMP, CLAMP);
+            let weight = hard
+                .clone()
+                .put_tape(T::default())
+                .select(dev.tensor(j))
+                .broadcast_like::<_, Axis<0>>(&(b, n));
+            let term = value * weight;
+            mix = Some(match mix {
+                None => term,
+                Some(m) => m + term,
+            });
+        }
+        let (mix, mix_tape) = mix.expect("a validated pool is never empty").split_tape();
+        mix.put_tape(mix_tape.merge(hard_tape).merge(z_tape))
+            .clamp(-CLAMP, CLAMP)
+    }
+}
+
+/// Takes `t`'s gradient out of `grads` (allocating zeros if nothing flowed into it).
+fn take_grad<S: Shape>(
+    grads: &mut Gradients<f32, Cpu>,
+    t: &Tensor<S, f32, Cpu>,
+) -> Result<Vec<f32>, CpuError> {
+    Ok(std::mem::take(&mut **grads.get_or_alloc_mut(t)?))
+}
+
+/// Puts back a gradient taken with [`take_grad`].
+fn put_grad<S: Shape>(
+    grads: &mut Gradients<f32, Cpu>,
+    t: &Tensor<S, f32, Cpu>,
+    g: Vec<f32>,
+) -> Result<(), CpuError> {
+    **grads.get_or_alloc_mut(t)? = g;
+    Ok(())
+}
+
+/// Adds `delta` into `t`'s gradient.
+fn add_grad<S: Shape>(
+    grads: &mut Gradients<f32, Cpu>,
+    t: &Tensor<S, f32, Cpu>,
+    delta: &[f32],
+) -> Result<(), CpuError> {
+    for (g, d) in grads.get_or_alloc_mut(t)?.iter_mut().zip(delta) {
+        *g += d;
+    }
+    Ok(())
+}
+
+impl TrainDevice for Cpu {
+    fn selective<T: Tape<f32, Self>>(
+        pre: Matrix<Self, T>,
+        bias: &Matrix<Self>,
+        soft: Matrix<Self, T>,
+        choices: &[u8],
+        pool: &[&'static Activation],
+    ) -> Matrix<Self, T> {
+        let (pre, pre_tape) = pre.split_tape();
+        let (soft, soft_tape) = soft.split_tape();
+        let mut tape = pre_tape.merge(soft_tape);
+        let shape = *pre.shape();
+        let pre_v = pre.as_vec();
+        let mut out = vec![0.0; pre_v.len()];
+        let mut saved = T::OWNS_TAPE.then(SelectiveSaved::default);
+        kernels::selective_forward(
+            &pre_v,
+            &bias.as_vec(),
+            pool,
+            choices,
+            &mut out,
+            saved.as_mut(),
+        );
+        let out = pre.device().tensor_from_vec(out, shape);
+        if let Some(saved) = saved {
+            let (pre_g, bias_g, soft_g, out_g) = (pre, bias.clone(), soft, out.clone());
+            let (n, p) = (shape.1, pool.len());
+            tape.add_backward_op(move |grads| {
+                let g_out = take_grad(grads, &out_g)?;
+                let mut g_bias = vec![0.0; n];
+                let mut g_soft = vec![0.0; p * n];
+                kernels::selective_backward(
+                    &g_out,
+                    &saved,
+                    grads.get_or_alloc_mut(&pre_g)?,
+                    &mut g_bias,
+                    &mut g_soft,
+                );
+                put_grad(grads, &out_g, g_out)?;
+                add_grad(grads, &bias_g, &g_bias)?;
+                add_grad(grads, &soft_g, &g_soft)
+            });
+        }
+        out.put_tape(tape)
+    }
+
+    fn grouped<T: Tape<f32, Self>>(
+        pre: Matrix<Self, T>,
+        bias: &Matrix<Self>,
+        groups: &[Group],
+    ) -> Matrix<Self, T> {
+        let (pre, mut tape) = pre.split_tape();
+        let shape = *pre.shape();
+        let pre_v = pre.as_vec();
+        let mut out = vec![0.0; pre_v.len()];
+        let mut deriv = T::OWNS_TAPE.then(|| vec![0.0; pre_v.len()]);
+        kernels::grouped_forward(
+            &pre_v,
+            &bias.as_vec(),
+            groups,
+            &mut out,
+            deriv.as_deref_mut(),
+        );
+        let out = pre.device().tensor_from_vec(out, shape);
+        if let Some(deriv) = deriv {
+            let (pre_g, bias_g, out_g) = (pre, bias.clone(), out.clone());
+            let n = shape.1;
+            tape.add_backward_op(move |grads| {
+                let g_out = take_grad(grads, &out_g)?;
+                let mut g_bias = vec![0.0; n];
+                kernels::grouped_backward(
+                    &g_out,
+                    &deriv,
+                    grads.get_or_alloc_mut(&pre_g)?,
+                    &mut g_bias,
+                );
+                put_grad(grads, &out_g, g_out)?;
+                add_grad(grads, &bias_g, &g_bias)
+            });
+        }
+        out.put_tape(tape)
+    }
+
+    fn sum_squares(&self, grad: &<Self as Storage<f32>>::Vec) -> Result<f64, CpuError> {
+        // f32 partial sums over chunks, combined in f64: fast and accurate enough.
+        Ok(grad
+            .chunks(4096)
+            .map(|c| c.iter().map(|g| g * g).sum::<f32>() as f64)
+            .sum())
+    }
+
+    fn scale(&self, grad: &mut <Self as Storage<f32>>::Vec, factor: f32) -> Result<(), CpuError> {
+        grad.iter_mut().for_each(|g| *g *= factor);
+        Ok(())
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl TrainDevice for Cuda {
+    // The activation ops use the device-generic defaults. Clipping round-trips through
+    // the host: correct, not fast; untested here for want of a GPU.
+    fn sum_squares(&self, grad: &<Self as Storage<f32>>::Vec) -> Result<f64, Self::Err> {
+        let host = grad.device().dtoh_sync_copy(&**grad)?;
+        Ok(host.iter().map(|&g| (g as f64) * (g as f64)).sum())
+    }
+
+    fn scale(&self, grad: &mut <Self as Storage<f32>>::Vec, factor: f32) -> Result<(), Self::Err> {
+        let dev = grad.device();
+        let mut host = dev.dtoh_sync_copy(&**grad)?;
+        host.iter_mut().for_each(|g| *g *= factor);
+        dev.htod_sync_copy_into(&host, &mut **grad)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! Adam over runtime-sized parameters (dfdx's `AdamConfig` kernel, the project's own
+//! state) with PyTorch's global gradient-norm clipping.
+
+use dfdx::prelude::*;
+use dfdx::tensor::Gradients;
+
+use crate::ops::{Matrix, TrainDevice};
+
+/// Adam's moments for a fixed list of parameters.
+#[derive(Debug)]
+pub struct Adam<D: TrainDevice> {
+    config: AdamConfig,
+    step: i32,
+    moments: Vec<(<D as Storage<f32>>::Vec, <D as Storage<f32>>::Vec)>,
+}
+
+impl<D: TrainDevice> Adam<D> {
+    /// Zero moments for `params` (the order [`Adam::step`] will be given them in).
+    pub fn new(params: &[&Matrix<D>], lr: f64) -> Result<Self, D::Err> {
+        let moments = params
+            .iter()
+            .map(|p| {
+                let len = p.shape().num_elements();
+                let dev = p.device();
+                Ok((
+                    <D as Storage<f32>>::try_alloc_len(dev, len)?,
+                    <D as Storage<f32>>::try_alloc_len(dev, len)?,
+                ))
+            })
+            .collect::<Result<_, D::Err>>()?;
+        Ok(Self {
+            config: AdamConfig {
+                lr,
+                ..Default::default()
+            },
+            step: 0,
+            moments,
+        })
+    }
+
+    /// Clips the global gradient norm to `clip_norm` (when > 0; as
+    /// `torch.nn.utils.clip_grad_norm_`: scale by `clip / (norm + 1e-6)` when that is < 1)
+    /// and applies one Adam update. Returns the norm before clipping.
+    pub fn step(
+        &mut self,
+        mut params: Vec<&mut Matrix<D>>,
+        grads: &mut Gradients<f32, D>,
+        clip_norm: f64,
+    ) -> Result<f64, D::Err> {
+        assert_eq!(params.len(), self.moments.len(), "parameter list changed");
+        let mut sum_squares = 0.0;
+        for p in params.iter() {
+            let dev = p.device().clone();
+            sum_squares += dev.sum_squares(grads.get_or_alloc_mut(&**p)?)?;
+        }
+        let norm = sum_squares.sqrt();
+        let factor = clip_norm / (norm + 1e-6);
+        if clip_norm > 0.0 && factor < 1.0 {
+            for p in params.iter() {
+                let dev = p.device().clone();
+                dev.scale(grads.get_or_alloc_mut(&**p)?, factor as f32)?;
+            }
+        }
+        self.step += 1;
+        for (p, (m, v)) in params.iter_mut().zip(self.moments.iter_mut()) {
+            let g = grads.get_or_alloc_mut(&**p)?;
+            self.config.try_update(self.step, p, m, v, g)?;
+        }
+        Ok(norm)
+    }
+}
