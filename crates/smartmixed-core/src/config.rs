@@ -28,6 +28,9 @@ pub struct TrainConfig {
 pub struct ModelConfig {
     /// Hidden widths; the input width comes from the data and the output from the classes.
     pub hidden: Vec<usize>,
+    /// Expected input width; when given, data of another width is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<usize>,
     #[serde(default)]
     pub mode: Mode,
     /// The one activation of every hidden neuron when `mode = "fixed"`.

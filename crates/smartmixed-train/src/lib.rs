@@ -1,11 +1,15 @@
 //! SmartMixed training on dfdx: data, the two hidden-layer ops, models, both phases,
 //! checkpoints and run directories.
 
+pub mod checkpoint;
 pub mod data;
 mod error;
+pub mod fsutil;
 pub mod kernels;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod rundir;
+pub mod trainer;
 
 pub use error::{Error, Result};

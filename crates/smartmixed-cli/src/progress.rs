@@ -1,0 +1,82 @@
+//! Training progress: an indicatif bar per epoch on a terminal, plain lines otherwise.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use smartmixed_train::rundir::EpochRecord;
+use smartmixed_train::trainer::Progress;
+
+/// Shows batches, running loss and samples/s, then a line per epoch.
+pub struct Reporter {
+    terminal: bool,
+    bar: Option<ProgressBar>,
+    phase: String,
+    epochs: usize,
+    batches: usize,
+}
+
+impl Reporter {
+    pub fn new() -> Self {
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+            bar: None,
+            phase: String::new(),
+            epochs: 0,
+            batches: 0,
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Reporter {
+    fn phase_started(&mut self, phase: &str, epochs: usize, batches: usize) {
+        self.phase = phase.to_string();
+        self.epochs = epochs;
+        self.batches = batches;
+    }
+
+    fn batch(&mut self, epoch: usize, batch: usize, loss: f64, samples_per_second: f64) {
+        if !self.terminal {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new(self.batches as u64);
+            if let Ok(style) =
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} batches {msg}")
+            {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        });
+        bar.set_prefix(format!("{} epoch {epoch}/{}", self.phase, self.epochs));
+        bar.set_position(batch as u64);
+        bar.set_message(format!(
+            "loss {loss:.4} · {samples_per_second:.0} samples/s"
+        ));
+    }
+
+    fn epoch(&mut self, r: &EpochRecord, choices: Option<&[Vec<usize>]>) {
+        self.finish();
+        let mut line = format!(
+            "{} epoch {}/{}: train loss {:.4}, val loss {:.4}, val acc {:.2}%, {:.1} s, {:.0} samples/s",
+            r.phase,
+            r.epoch,
+            self.epochs,
+            r.train_loss,
+            r.validation_loss,
+            100.0 * r.validation_accuracy,
+            r.seconds,
+            r.samples_per_second
+        );
+        if let Some(c) = choices {
+            let layers: Vec<String> = c.iter().map(|l| format!("{l:?}")).collect();
+            line.push_str(&format!(", choices per layer {}", layers.join(" ")));
+        }
+        eprintln!("{line}");
+    }
+}

@@ -1,0 +1,160 @@
+//! `smartmixed-cli train`: resolve the config, load the data, train, print Table I.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use dfdx::tensor::Cpu;
+use smartmixed_core::{Mode, TrainConfig};
+use smartmixed_train::data::Splits;
+use smartmixed_train::rundir::RunDir;
+use smartmixed_train::trainer::{Summary, Trainer};
+
+use crate::progress::Reporter;
+
+/// The default config, built in so `train` works with no file.
+const QUICK: &str = include_str!("../../../configs/quick.toml");
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// TOML config (default: the built-in configs/quick.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run directory to create (default: runs/run-<unix time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    phase1_epochs: Option<usize>,
+    #[arg(long)]
+    phase2_epochs: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Directory with the four MNIST-style IDX files.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Train on a random subset of this many training images.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Test on the first this many test images.
+    #[arg(long)]
+    test_limit: Option<usize>,
+}
+
+fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
+    let (mut cfg, origin) = match &args.config {
+        Some(path) => (TrainConfig::from_file(path)?, path.display().to_string()),
+        None => (
+            TrainConfig::from_toml_str(QUICK, "configs/quick.toml")?,
+            "configs/quick.toml".into(),
+        ),
+    };
+    let mut overridden = false;
+    let mut set = |b: bool| overridden |= b;
+    if let Some(e) = args.phase1_epochs {
+        cfg.phase1.epochs = e;
+        set(true);
+    }
+    if let Some(e) = args.phase2_epochs {
+        cfg.phase2.epochs = e;
+        set(true);
+    }
+    if let Some(s) = args.seed {
+        cfg.training.seed = s;
+    }
+    if let Some(d) = &args.data_dir {
+        cfg.data.dir = d.clone();
+    }
+    if let Some(n) = args.train_limit {
+        cfg.data.train_limit = Some(n);
+        set(true);
+    }
+    if let Some(n) = args.test_limit {
+        cfg.data.test_limit = Some(n);
+        set(true);
+    }
+    if overridden {
+        cfg.validate(&format!("{origin} with command-line overrides"))?;
+    }
+    Ok(cfg)
+}
+
+pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    let cfg = resolve(&args)?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        PathBuf::from(format!("runs/run-{secs}"))
+    });
+    let data = Splits::load(&cfg.data, cfg.data.classes)?;
+    let mut run = RunDir::create(&out)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = stop.clone();
+    // A second Ctrl-C while stopping is ignored; the current batch finishes first.
+    let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));
+    let dev = Cpu::default();
+    let mut reporter = Reporter::new();
+    eprintln!(
+        "training {} on {} train / {} validation / {} test images, run directory {}",
+        match cfg.model.mode {
+            Mode::Smartmixed => "SmartMixed".to_string(),
+            Mode::Fixed => format!(
+                "a fixed-{} baseline",
+                cfg.model.activation.as_deref().unwrap_or("?")
+            ),
+        },
+        data.train.len(),
+        data.validation.len(),
+        data.test.len(),
+        out.display()
+    );
+    let result = Trainer {
+        dev: &dev,
+        config: &cfg,
+        data: &data,
+        run: &mut run,
+        progress: &mut reporter,
+        stop: &stop,
+    }
+    .run();
+    reporter.finish();
+    match result {
+        Ok(summary) => {
+            print_table(&summary);
+            println!("run directory: {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(smartmixed_train::Error::Interrupted) => {
+            eprintln!("interrupted; files written so far are in {}", out.display());
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Table I of the paper: phase, validation accuracy, test accuracy.
+fn print_table(s: &Summary) {
+    println!();
+    println!(
+        "{:<22} {:>20} {:>15} {:>11}",
+        "Training phase", "Validation accuracy", "Test accuracy", "Best epoch"
+    );
+    for p in &s.phases {
+        let label = match p.phase.as_str() {
+            "phase1" => "Phase 1 (Selective)",
+            "phase2" => "Phase 2 (Mixed)",
+            _ => "Fixed baseline",
+        };
+        println!(
+            "{:<22} {:>19.2}% {:>14.2}% {:>11}",
+            label,
+            100.0 * p.validation_accuracy,
+            100.0 * p.test_accuracy,
+            p.best_epoch
+        );
+    }
+    println!("wall time: {:.1} s", s.seconds);
+}

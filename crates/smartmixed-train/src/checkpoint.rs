@@ -1,0 +1,260 @@
+//! Checkpoints as safetensors: PyTorch-style tensors (`layers.{i}.weight` `[out, in]`,
+//! `layers.{i}.bias` `[out]`, phase 1's `layers.{i}.logits` `[pool, neurons]`), f32
+//! little-endian, and the hidden activations in the `__metadata__` strings.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use dfdx::prelude::*;
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use smartmixed_core::lookup;
+
+use crate::fsutil::write_atomic;
+use crate::kernels::Group;
+use crate::model::{Dense, Hidden, Network};
+use crate::ops::{Matrix, TrainDevice};
+use crate::{Error, Result};
+
+/// Value of the `format` metadata key.
+pub const FORMAT: &str = "smartmixed-checkpoint-1";
+
+fn to_le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Serialises a network to safetensors bytes.
+pub fn to_bytes<D: TrainDevice>(net: &Network<D>) -> Vec<u8> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (i, layer) in net.layers.iter().enumerate() {
+        let (out, inp) = *layer.weight.shape();
+        tensors.push((
+            format!("layers.{i}.weight"),
+            vec![out, inp],
+            to_le_bytes(&layer.weight.as_vec()),
+        ));
+        tensors.push((
+            format!("layers.{i}.bias"),
+            vec![out],
+            to_le_bytes(&layer.bias.as_vec()),
+        ));
+    }
+    let mut meta = HashMap::from([("format".to_string(), FORMAT.to_string())]);
+    match &net.hidden {
+        Hidden::Selective {
+            pool,
+            logits,
+            temperature,
+        } => {
+            for (i, l) in logits.iter().enumerate() {
+                let (p, n) = *l.shape();
+                tensors.push((
+                    format!("layers.{i}.logits"),
+                    vec![p, n],
+                    to_le_bytes(&l.as_vec()),
+                ));
+            }
+            let names: Vec<&str> = pool.iter().map(|a| a.name).collect();
+            meta.insert("kind".into(), "selective".into());
+            meta.insert(
+                "pool".into(),
+                serde_json::to_string(&names).unwrap_or_default(),
+            );
+            meta.insert("temperature".into(), temperature.to_string());
+        }
+        Hidden::Grouped {
+            groups,
+            original_index,
+        } => {
+            let groups: Vec<Vec<(&str, usize, usize)>> = groups
+                .iter()
+                .map(|gs| {
+                    gs.iter()
+                        .map(|g| (g.activation.name, g.start, g.len))
+                        .collect()
+                })
+                .collect();
+            meta.insert("kind".into(), "grouped".into());
+            meta.insert(
+                "groups".into(),
+                serde_json::to_string(&groups).unwrap_or_default(),
+            );
+            meta.insert(
+                "original_index".into(),
+                serde_json::to_string(original_index).unwrap_or_default(),
+            );
+        }
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            // Shapes and byte lengths agree by construction.
+            let view = TensorView::new(Dtype::F32, shape.clone(), data).expect("consistent tensor");
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize(views, &Some(meta)).expect("serialising in-memory tensors")
+}
+
+/// Writes a checkpoint atomically.
+pub fn save<D: TrainDevice>(net: &Network<D>, path: &Path) -> Result<()> {
+    write_atomic(path, &to_bytes(net))
+}
+
+/// Reads a checkpoint written by [`save`], checking every tensor and the metadata.
+pub fn load<D: TrainDevice>(dev: &D, path: &Path) -> Result<Network<D>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "cannot read checkpoint", e))?;
+    from_bytes(dev, &bytes).map_err(|message| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// [`load`] from bytes; the error is a message without the path.
+pub fn from_bytes<D: TrainDevice>(
+    dev: &D,
+    bytes: &[u8],
+) -> std::result::Result<Network<D>, String> {
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format!("not safetensors: {e}"))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not safetensors: {e}"))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let get = |key: &str| {
+        meta.get(key)
+            .ok_or_else(|| format!("metadata key `{key}` missing"))
+    };
+    if get("format")? != FORMAT {
+        return Err(format!(
+            "metadata `format` is `{}`, expected `{FORMAT}`",
+            get("format")?
+        ));
+    }
+    let tensor = |name: &str,
+                  shape: Option<&[usize]>|
+     -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| format!("tensor `{name}` missing"))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(format!(
+                "tensor `{name}` has dtype {:?}, expected F32",
+                t.dtype()
+            ));
+        }
+        if let Some(s) = shape {
+            if t.shape() != s {
+                return Err(format!(
+                    "tensor `{name}` has shape {:?}, expected {s:?}",
+                    t.shape()
+                ));
+            }
+        }
+        let data = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok((t.shape().to_vec(), data))
+    };
+    let mut layers = Vec::new();
+    let mut inputs = None;
+    while st
+        .names()
+        .iter()
+        .any(|n| **n == format!("layers.{}.weight", layers.len()))
+    {
+        let i = layers.len();
+        let (shape, w) = tensor(&format!("layers.{i}.weight"), None)?;
+        if shape.len() != 2 || inputs.is_some_and(|n| n != shape[1]) {
+            return Err(format!(
+                "tensor `layers.{i}.weight` has shape {shape:?}, expected [out, {}]",
+                inputs.unwrap_or(0)
+            ));
+        }
+        let (_, b) = tensor(&format!("layers.{i}.bias"), Some(&[shape[0]]))?;
+        layers.push(Dense {
+            weight: dev.tensor_from_vec(w, (shape[0], shape[1])),
+            bias: dev.tensor_from_vec(b, (1, shape[0])),
+        });
+        inputs = Some(shape[0]);
+    }
+    if layers.is_empty() {
+        return Err("tensor `layers.0.weight` missing".into());
+    }
+    let hidden_widths: Vec<usize> = layers[..layers.len() - 1]
+        .iter()
+        .map(|l| l.weight.shape().0)
+        .collect();
+    let hidden = match get("kind")?.as_str() {
+        "selective" => {
+            let names: Vec<String> =
+                serde_json::from_str(get("pool")?).map_err(|e| format!("metadata `pool`: {e}"))?;
+            let pool = names
+                .iter()
+                .map(|n| lookup(n).map_err(|e| e.to_string()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let temperature: f32 = get("temperature")?
+                .parse()
+                .map_err(|e| format!("metadata `temperature`: {e}"))?;
+            let logits = hidden_widths
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let (_, v) = tensor(&format!("layers.{i}.logits"), Some(&[pool.len(), n]))?;
+                    Ok(dev.tensor_from_vec(v, (pool.len(), n)))
+                })
+                .collect::<std::result::Result<Vec<Matrix<D>>, String>>()?;
+            Hidden::Selective {
+                pool,
+                logits,
+                temperature,
+            }
+        }
+        "grouped" => {
+            let raw: Vec<Vec<(String, usize, usize)>> = serde_json::from_str(get("groups")?)
+                .map_err(|e| format!("metadata `groups`: {e}"))?;
+            let original_index: Vec<Vec<u32>> = serde_json::from_str(get("original_index")?)
+                .map_err(|e| format!("metadata `original_index`: {e}"))?;
+            if raw.len() != hidden_widths.len() || original_index.len() != hidden_widths.len() {
+                return Err(format!(
+                    "metadata describes {} hidden layers, the tensors {}",
+                    raw.len(),
+                    hidden_widths.len()
+                ));
+            }
+            let mut groups = Vec::new();
+            for (l, gs) in raw.iter().enumerate() {
+                let mut next = 0;
+                let mut layer = Vec::new();
+                for (name, start, len) in gs {
+                    if *start != next || *len == 0 {
+                        return Err(format!("metadata `groups` layer {l}: group `{name}` at {start} (len {len}) does not continue at {next}"));
+                    }
+                    layer.push(Group {
+                        activation: lookup(name).map_err(|e| e.to_string())?,
+                        start: *start,
+                        len: *len,
+                    });
+                    next = start + len;
+                }
+                if next != hidden_widths[l] || original_index[l].len() != hidden_widths[l] {
+                    return Err(format!(
+                        "metadata layer {l}: groups cover {next} neurons, the layer has {}",
+                        hidden_widths[l]
+                    ));
+                }
+                groups.push(layer);
+            }
+            Hidden::Grouped {
+                groups,
+                original_index,
+            }
+        }
+        other => {
+            return Err(format!(
+                "metadata `kind` is `{other}`, expected `selective` or `grouped`"
+            ))
+        }
+    };
+    Ok(Network { layers, hidden })
+}

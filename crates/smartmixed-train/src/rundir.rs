@@ -1,0 +1,105 @@
+//! The run directory: resolved config, `metrics.csv`, `choices.csv`, checkpoints and
+//! `summary.json`, every file written atomically.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use smartmixed_core::TrainConfig;
+
+use crate::fsutil::write_atomic;
+use crate::{Error, Result};
+
+/// File names inside a run directory.
+pub const CONFIG: &str = "config.toml";
+pub const METRICS: &str = "metrics.csv";
+pub const CHOICES: &str = "choices.csv";
+pub const SUMMARY: &str = "summary.json";
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochRecord {
+    /// `phase1`, `phase2` or `fixed`.
+    pub phase: String,
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub validation_loss: f64,
+    pub validation_accuracy: f64,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+    /// Mean global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// An open run directory; CSV files are rewritten whole (atomically) after each epoch.
+#[derive(Debug)]
+pub struct RunDir {
+    path: PathBuf,
+    metrics: String,
+    choices: String,
+}
+
+impl RunDir {
+    /// Creates (or opens an empty) directory for a new run. A directory that already holds
+    /// a run is refused, so nothing in it can be overwritten.
+    pub fn create(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path)
+            .map_err(|e| Error::io(path, "cannot create run directory", e))?;
+        for f in [SUMMARY, METRICS, CONFIG] {
+            if path.join(f).exists() {
+                return Err(Error::Mismatch {
+                    path: path.to_path_buf(),
+                    message: format!("already holds a run ({f}); choose another --out"),
+                });
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            metrics: "phase,epoch,train_loss,validation_loss,validation_accuracy,seconds,samples_per_second,grad_norm\n".into(),
+            choices: "epoch,layer,activation,count\n".into(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write_config(&self, config: &TrainConfig) -> Result<()> {
+        write_atomic(&self.path.join(CONFIG), config.to_toml_string().as_bytes())
+    }
+
+    pub fn add_epoch(&mut self, r: &EpochRecord) -> Result<()> {
+        self.metrics.push_str(&format!(
+            "{},{},{:.6},{:.6},{:.6},{:.3},{:.1},{:.6}\n",
+            r.phase,
+            r.epoch,
+            r.train_loss,
+            r.validation_loss,
+            r.validation_accuracy,
+            r.seconds,
+            r.samples_per_second,
+            r.grad_norm
+        ));
+        write_atomic(&self.path.join(METRICS), self.metrics.as_bytes())
+    }
+
+    /// Records phase 1's per-layer counts of neurons per activation after `epoch`.
+    pub fn add_choices(
+        &mut self,
+        epoch: usize,
+        pool: &[&str],
+        counts: &[Vec<usize>],
+    ) -> Result<()> {
+        for (l, layer) in counts.iter().enumerate() {
+            for (name, c) in pool.iter().zip(layer) {
+                self.choices
+                    .push_str(&format!("{epoch},{},{name},{c}\n", l + 1));
+            }
+        }
+        write_atomic(&self.path.join(CHOICES), self.choices.as_bytes())
+    }
+
+    pub fn write_summary(&self, summary: &impl Serialize) -> Result<()> {
+        let json = serde_json::to_string_pretty(summary).unwrap_or_default();
+        write_atomic(&self.path.join(SUMMARY), json.as_bytes())
+    }
+}

@@ -1,0 +1,357 @@
+//! The training loop of both phases and of the fixed baselines: Adam, clipping, the
+//! best-validation-loss checkpoint, NaN stop, per-epoch metrics.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use dfdx::losses::cross_entropy_with_logits_loss;
+use dfdx::prelude::*;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+use smartmixed_core::{lookup, Mode, OutputLoss, Phase2Init, TrainConfig};
+
+use crate::checkpoint;
+use crate::data::{Dataset, Splits};
+use crate::model::{Hidden, Network};
+use crate::ops::{Matrix, TrainDevice};
+use crate::optim::Adam;
+use crate::rundir::{EpochRecord, RunDir};
+use crate::{Error, Result};
+
+/// Batch size of evaluation passes (no gradients, so larger is fine).
+const EVAL_BATCH: usize = 1000;
+
+/// Receives progress; every method has an empty default.
+pub trait Progress {
+    fn phase_started(&mut self, _phase: &str, _epochs: usize, _batches_per_epoch: usize) {}
+    fn batch(
+        &mut self,
+        _epoch: usize,
+        _batch: usize,
+        _running_loss: f64,
+        _samples_per_second: f64,
+    ) {
+    }
+    fn epoch(&mut self, _record: &EpochRecord, _choices: Option<&[Vec<usize>]>) {}
+}
+
+/// Ignores progress.
+pub struct Silent;
+impl Progress for Silent {}
+
+/// Loss and accuracy over a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// The Table I figures of one phase.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseSummary {
+    pub phase: String,
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub validation_loss: f64,
+    pub validation_accuracy: f64,
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub seconds: f64,
+    pub checkpoint: String,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub mode: Mode,
+    pub architecture: Vec<usize>,
+    pub seed: u64,
+    pub split_seed: u64,
+    pub train_samples: usize,
+    pub validation_samples: usize,
+    pub test_samples: usize,
+    pub phases: Vec<PhaseSummary>,
+    /// Per hidden layer, neurons per activation after phase 1 (SmartMixed only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_choices: Option<Vec<Vec<(String, usize)>>>,
+    pub seconds: f64,
+}
+
+/// The loss of a batch of logits against one-hot targets.
+pub fn loss<D: TrainDevice, T: Tape<f32, D>>(
+    logits: Matrix<D, T>,
+    targets: Matrix<D>,
+    kind: OutputLoss,
+) -> Tensor<Rank0, f32, D, T> {
+    match kind {
+        OutputLoss::CrossEntropy => cross_entropy_with_logits_loss(logits, targets),
+        OutputLoss::DoubleSoftmax => {
+            cross_entropy_with_logits_loss(logits.softmax::<Axis<1>>(), targets)
+        }
+    }
+}
+
+/// Loss and accuracy of `net` on `data` (phase 1 with its argmax choices, no noise).
+pub fn evaluate<D: TrainDevice>(
+    dev: &D,
+    net: &Network<D>,
+    data: &Dataset,
+    classes: usize,
+    kind: OutputLoss,
+) -> Evaluation {
+    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    let all: Vec<usize> = (0..data.len()).collect();
+    for chunk in all.chunks(EVAL_BATCH) {
+        let b = data.batch(chunk, classes);
+        let x = dev.tensor_from_vec(b.inputs, (chunk.len(), data.features()));
+        let logits = net.forward(x, None, false);
+        let values = logits.as_vec();
+        for (row, &label) in values.chunks_exact(classes).zip(&b.labels) {
+            if crate::model::argmax_columns(row, classes, 1)[0] == label {
+                correct += 1;
+            }
+        }
+        let y = dev.tensor_from_vec(b.targets, (chunk.len(), classes));
+        loss_sum += loss(logits, y, kind).as_vec()[0] as f64 * chunk.len() as f64;
+    }
+    Evaluation {
+        loss: loss_sum / data.len().max(1) as f64,
+        accuracy: correct as f64 / data.len().max(1) as f64,
+    }
+}
+
+/// Neurons per pool entry in each hidden layer, by argmax of the logits.
+pub fn choice_counts<D: TrainDevice>(net: &Network<D>) -> Option<Vec<Vec<usize>>> {
+    let Hidden::Selective { pool, .. } = &net.hidden else {
+        return None;
+    };
+    let choices = net.argmax_choices()?;
+    Some(
+        choices
+            .iter()
+            .map(|c| {
+                (0..pool.len())
+                    .map(|j| c.iter().filter(|&&x| x as usize == j).count())
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+/// Everything one run needs, borrowed.
+pub struct Trainer<'a, D: TrainDevice> {
+    pub dev: &'a D,
+    pub config: &'a TrainConfig,
+    pub data: &'a Splits,
+    pub run: &'a mut RunDir,
+    pub progress: &'a mut dyn Progress,
+    /// Set (e.g. by Ctrl-C) to stop after the current batch; files already written stay.
+    pub stop: &'a AtomicBool,
+}
+
+/// The outcome of one phase: the best network and its figures.
+struct PhaseOutcome<D: TrainDevice> {
+    best: Network<D>,
+    summary: PhaseSummary,
+}
+
+impl<D: TrainDevice> Trainer<'_, D> {
+    /// Runs the whole config and writes `summary.json`.
+    pub fn run(&mut self) -> Result<Summary> {
+        let start = Instant::now();
+        let cfg = self.config;
+        let features = self.data.train.features();
+        if let Some(n) = cfg.model.inputs.filter(|&n| n != features) {
+            return Err(Error::Mismatch {
+                path: cfg.data.dir.clone(),
+                message: format!("model.inputs = {n}, but the images have {features} pixels"),
+            });
+        }
+        let mut widths = vec![features];
+        widths.extend(&cfg.model.hidden);
+        widths.push(self.data.classes);
+        self.run.write_config(cfg)?;
+        let seed = cfg.training.seed;
+        let mut init_rng = StdRng::seed_from_u64(seed);
+        let mut phases = Vec::new();
+        let mut final_choices = None;
+        match cfg.model.mode {
+            Mode::Fixed => {
+                let name = cfg.model.activation.as_deref().unwrap_or("relu");
+                let mut net = Network::fixed(self.dev, &widths, lookup(name)?, &mut init_rng);
+                let out = self.phase("fixed", &mut net, cfg.total_epochs(), cfg.phase2.lr, seed)?;
+                phases.push(out.summary);
+            }
+            Mode::Smartmixed => {
+                let pool = cfg
+                    .model
+                    .pool
+                    .iter()
+                    .map(|n| lookup(n))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let mut net = Network::selective(
+                    self.dev,
+                    &widths,
+                    pool,
+                    cfg.phase1.temperature as f32,
+                    &mut init_rng,
+                );
+                let p1 = self.phase("phase1", &mut net, cfg.phase1.epochs, cfg.phase1.lr, seed)?;
+                let counts = choice_counts(&p1.best).unwrap_or_default();
+                final_choices = Some(
+                    counts
+                        .iter()
+                        .map(|layer| {
+                            cfg.model
+                                .pool
+                                .iter()
+                                .cloned()
+                                .zip(layer.iter().copied())
+                                .collect()
+                        })
+                        .collect(),
+                );
+                let mut reinit_rng = StdRng::seed_from_u64(seed ^ 0x2e1);
+                let reinit = (cfg.phase2.init == Phase2Init::Reinit).then_some(&mut reinit_rng);
+                let mut mixed = p1.best.to_mixed(reinit).expect("phase 1 is selective");
+                phases.push(p1.summary);
+                if cfg.phase2.epochs > 0 {
+                    let p2 =
+                        self.phase("phase2", &mut mixed, cfg.phase2.epochs, cfg.phase2.lr, seed)?;
+                    phases.push(p2.summary);
+                }
+            }
+        }
+        let summary = Summary {
+            mode: cfg.model.mode,
+            architecture: widths,
+            seed,
+            split_seed: cfg.data.split_seed,
+            train_samples: self.data.train.len(),
+            validation_samples: self.data.validation.len(),
+            test_samples: self.data.test.len(),
+            phases,
+            final_choices,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        self.run.write_summary(&summary)?;
+        Ok(summary)
+    }
+
+    /// Trains `net` for `epochs`, keeping (and checkpointing) the best validation loss.
+    fn phase(
+        &mut self,
+        name: &str,
+        net: &mut Network<D>,
+        epochs: usize,
+        lr: f64,
+        seed: u64,
+    ) -> Result<PhaseOutcome<D>> {
+        let phase_start = Instant::now();
+        let (cfg, data, dev) = (self.config, self.data, self.dev);
+        let classes = data.classes;
+        let bs = cfg.training.batch_size;
+        let ckpt_name = format!("{name}-best.safetensors");
+        let ckpt_path = self.run.path().join(&ckpt_name);
+        let device_err = |e: D::Err| Error::Mismatch {
+            path: ckpt_path.clone(),
+            message: format!("device error: {e:?}"),
+        };
+        let mut adam = Adam::new(&net.params(), lr).map_err(device_err)?;
+        let phase_tag = match name {
+            "phase1" => 1,
+            "phase2" => 2,
+            _ => 3,
+        };
+        let mut shuffle_rng = StdRng::seed_from_u64(seed.wrapping_add(1000 * phase_tag));
+        let mut noise_rng = StdRng::seed_from_u64(seed.wrapping_add(1000 * phase_tag + 1));
+        let selective = matches!(net.hidden, Hidden::Selective { .. });
+        let mut order: Vec<usize> = (0..data.train.len()).collect();
+        let batches = order.len().div_ceil(bs);
+        self.progress.phase_started(name, epochs, batches);
+        let mut best: Option<(Network<D>, usize, Evaluation)> = None;
+        if epochs == 0 {
+            let e = evaluate(dev, net, &data.validation, classes, cfg.model.output_loss);
+            checkpoint::save(net, &ckpt_path)?;
+            best = Some((net.clone(), 0, e));
+        }
+        for epoch in 1..=epochs {
+            let epoch_start = Instant::now();
+            order.shuffle(&mut shuffle_rng);
+            let (mut loss_sum, mut norm_sum, mut seen) = (0.0f64, 0.0f64, 0usize);
+            for (bi, chunk) in order.chunks(bs).enumerate() {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Err(Error::Interrupted);
+                }
+                let b = data.train.batch(chunk, classes);
+                let x = dev.tensor_from_vec(b.inputs, (chunk.len(), data.train.features()));
+                let y = dev.tensor_from_vec(b.targets, (chunk.len(), classes));
+                let noise = selective.then_some(&mut noise_rng);
+                let logits = net.forward(x.leaky_traced(), noise, false);
+                let l = loss(logits, y, cfg.model.output_loss);
+                let value = l.as_vec()[0];
+                if !value.is_finite() {
+                    return Err(Error::NonFiniteLoss {
+                        phase: name.into(),
+                        epoch,
+                        batch: bi + 1,
+                        loss: value,
+                    });
+                }
+                let mut grads = l.backward();
+                norm_sum += adam
+                    .step(net.params_mut(), &mut grads, cfg.training.clip_norm)
+                    .map_err(device_err)?;
+                loss_sum += value as f64 * chunk.len() as f64;
+                seen += chunk.len();
+                self.progress.batch(
+                    epoch,
+                    bi + 1,
+                    loss_sum / seen as f64,
+                    seen as f64 / epoch_start.elapsed().as_secs_f64(),
+                );
+            }
+            let train_seconds = epoch_start.elapsed().as_secs_f64();
+            let val = evaluate(dev, net, &data.validation, classes, cfg.model.output_loss);
+            if best.as_ref().is_none_or(|(_, _, b)| val.loss < b.loss) {
+                checkpoint::save(net, &ckpt_path)?;
+                best = Some((net.clone(), epoch, val));
+            }
+            let record = EpochRecord {
+                phase: name.into(),
+                epoch,
+                train_loss: loss_sum / seen.max(1) as f64,
+                validation_loss: val.loss,
+                validation_accuracy: val.accuracy,
+                seconds: epoch_start.elapsed().as_secs_f64(),
+                samples_per_second: seen as f64 / train_seconds,
+                grad_norm: norm_sum / batches.max(1) as f64,
+            };
+            self.run.add_epoch(&record)?;
+            let counts = choice_counts(net);
+            if let Some(c) = &counts {
+                let names: Vec<&str> = cfg.model.pool.iter().map(String::as_str).collect();
+                self.run.add_choices(epoch, &names, c)?;
+            }
+            self.progress.epoch(&record, counts.as_deref());
+        }
+        let (best, best_epoch, val) = best.expect("at least one evaluation");
+        let test = evaluate(dev, &best, &data.test, classes, cfg.model.output_loss);
+        Ok(PhaseOutcome {
+            summary: PhaseSummary {
+                phase: name.into(),
+                epochs,
+                best_epoch,
+                validation_loss: val.loss,
+                validation_accuracy: val.accuracy,
+                test_accuracy: test.accuracy,
+                test_loss: test.loss,
+                seconds: phase_start.elapsed().as_secs_f64(),
+                checkpoint: ckpt_name,
+            },
+            best,
+        })
+    }
+}
