@@ -2,7 +2,7 @@
 //! (`torch.nn.functional`; gradients at the kinks follow PyTorch: relu'(0) = 0,
 //! leaky_relu'(0) = 0.01, elu'(0) = 1).
 
-use crate::math::expm1;
+use crate::math::{expm1, sigmoid, tanh};
 
 /// `F.leaky_relu` default negative slope.
 pub const LEAKY_RELU_SLOPE: f32 = 0.01;
@@ -21,13 +21,13 @@ crate::register_activation!(
 
 crate::register_activation!(
     "sigmoid",
-    forward: |x| 1.0 / (1.0 + (-x).exp()),
+    forward: |x| sigmoid(x),
     derivative: |_x, y| y * (1.0 - y),
 );
 
 crate::register_activation!(
     "tanh",
-    forward: |x| x.tanh(),
+    forward: |x| tanh(x),
     derivative: |_x, y| 1.0 - y * y,
 );
 

@@ -140,6 +140,28 @@ pub fn choice_counts<D: TrainDevice>(net: &Network<D>) -> Option<Vec<Vec<usize>>
     )
 }
 
+/// One optimisation step on a batch: forward (with Gumbel noise in phase 1), loss,
+/// backward, clipping, Adam. Returns the loss and the gradient norm; a non-finite loss is
+/// returned without updating the weights.
+pub fn train_step<D: TrainDevice>(
+    net: &mut Network<D>,
+    adam: &mut Adam<D>,
+    x: Matrix<D>,
+    y: Matrix<D>,
+    noise: Option<&mut StdRng>,
+    cfg: &TrainConfig,
+) -> std::result::Result<(f32, f64), D::Err> {
+    let logits = net.forward(x.leaky_traced(), noise, false);
+    let l = loss(logits, y, cfg.model.output_loss);
+    let value = l.as_vec()[0];
+    if !value.is_finite() {
+        return Ok((value, f64::NAN));
+    }
+    let mut grads = l.backward();
+    let norm = adam.step(net.params_mut(), &mut grads, cfg.training.clip_norm)?;
+    Ok((value, norm))
+}
+
 /// Everything one run needs, borrowed.
 pub struct Trainer<'a, D: TrainDevice> {
     pub dev: &'a D,
@@ -289,21 +311,11 @@ impl<D: TrainDevice> Trainer<'_, D> {
                 let x = dev.tensor_from_vec(b.inputs, (chunk.len(), data.train.features()));
                 let y = dev.tensor_from_vec(b.targets, (chunk.len(), classes));
                 let noise = selective.then_some(&mut noise_rng);
-                let logits = net.forward(x.leaky_traced(), noise, false);
-                let l = loss(logits, y, cfg.model.output_loss);
-                let value = l.as_vec()[0];
+                let (value, norm) = train_step(net, &mut adam, x, y, noise, cfg).map_err(device_err)?;
                 if !value.is_finite() {
-                    return Err(Error::NonFiniteLoss {
-                        phase: name.into(),
-                        epoch,
-                        batch: bi + 1,
-                        loss: value,
-                    });
+                    return Err(Error::NonFiniteLoss { phase: name.into(), epoch, batch: bi + 1, loss: value });
                 }
-                let mut grads = l.backward();
-                norm_sum += adam
-                    .step(net.params_mut(), &mut grads, cfg.training.clip_norm)
-                    .map_err(device_err)?;
+                norm_sum += norm;
                 loss_sum += value as f64 * chunk.len() as f64;
                 seen += chunk.len();
                 self.progress.batch(
