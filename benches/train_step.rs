@@ -1,0 +1,96 @@
+//! One training step at batch 128 on the paper's representative architecture
+//! (784-768-512-512-256-256-128-10): the fixed-ReLU baseline, phase 1 and phase 2.
+//!
+//! After criterion's report, the three steps are timed again interleaved (A B C A B C ...)
+//! so that the printed ratios phase1/relu and phase2/relu come from the same stretch of a
+//! shared, noisy machine.
+
+use std::time::{Duration, Instant};
+
+use criterion::{black_box, Criterion};
+use dfdx::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use smartmixed_core::{lookup, TrainConfig, PAPER_POOL};
+use smartmixed_train::model::Network;
+use smartmixed_train::ops::Matrix;
+use smartmixed_train::optim::Adam;
+use smartmixed_train::trainer::train_step;
+
+const WIDTHS: [usize; 8] = [784, 768, 512, 512, 256, 256, 128, 10];
+const BATCH: usize = 128;
+
+struct Setup {
+    name: &'static str,
+    net: Network<Cpu>,
+    adam: Adam<Cpu>,
+    noise: Option<StdRng>,
+}
+
+fn setups(dev: &Cpu) -> Vec<Setup> {
+    let mut rng = StdRng::seed_from_u64(0);
+    let pool = PAPER_POOL.iter().map(|n| lookup(n).unwrap()).collect();
+    let relu = Network::fixed(dev, &WIDTHS, lookup("relu").unwrap(), &mut rng);
+    let phase1 = Network::selective(dev, &WIDTHS, pool, 0.3, &mut rng);
+    // Random initial logits give every layer all six groups: the worst case for phase 2.
+    let phase2 = phase1.to_mixed(None).unwrap();
+    [("relu", relu, false), ("phase1", phase1, true), ("phase2", phase2, false)]
+        .into_iter()
+        .map(|(name, net, noisy)| Setup {
+            name,
+            adam: Adam::new(&net.params(), 1e-4).unwrap(),
+            net,
+            noise: noisy.then(|| StdRng::seed_from_u64(1)),
+        })
+        .collect()
+}
+
+fn batch(dev: &Cpu, rng: &mut StdRng) -> (Matrix<Cpu>, Matrix<Cpu>) {
+    let x: Vec<f32> = (0..BATCH * 784).map(|_| rng.gen::<f32>()).collect();
+    let mut y = vec![0.0f32; BATCH * 10];
+    for r in 0..BATCH {
+        y[r * 10 + rng.gen_range(0..10)] = 1.0;
+    }
+    (dev.tensor_from_vec(x, (BATCH, 784)), dev.tensor_from_vec(y, (BATCH, 10)))
+}
+
+fn step(s: &mut Setup, x: &Matrix<Cpu>, y: &Matrix<Cpu>, cfg: &TrainConfig) -> f32 {
+    train_step(&mut s.net, &mut s.adam, x.clone(), y.clone(), s.noise.as_mut(), cfg).unwrap().0
+}
+
+fn main() {
+    let dev = Cpu::default();
+    let cfg = TrainConfig::from_toml_str("[model]\nhidden = [1]\n", "bench").unwrap();
+    let mut rng = StdRng::seed_from_u64(2);
+    let (x, y) = batch(&dev, &mut rng);
+    let mut setups = setups(&dev);
+
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(8));
+    let mut group = c.benchmark_group("train_step_b128");
+    for s in setups.iter_mut() {
+        group.bench_function(s.name, |b| b.iter(|| black_box(step(s, &x, &y, &cfg))));
+    }
+    group.finish();
+    c.final_summary();
+
+    // Interleaved timing for same-run ratios.
+    let rounds = 30;
+    let mut totals = vec![Duration::ZERO; setups.len()];
+    for _ in 0..rounds {
+        for (s, t) in setups.iter_mut().zip(totals.iter_mut()) {
+            let start = Instant::now();
+            black_box(step(s, &x, &y, &cfg));
+            *t += start.elapsed();
+        }
+    }
+    let per_step: Vec<f64> = totals.iter().map(|t| t.as_secs_f64() * 1e3 / rounds as f64).collect();
+    println!("\ninterleaved, {rounds} rounds, batch {BATCH}:");
+    for (s, ms) in setups.iter().zip(&per_step) {
+        println!("  {:<7} {:>7.2} ms/step  {:>6.0} samples/s", s.name, ms, BATCH as f64 * 1e3 / ms);
+    }
+    println!("  ratio phase1/relu = {:.3} (target <= 1.5)", per_step[1] / per_step[0]);
+    println!("  ratio phase2/relu = {:.3} (target <= 1.10)", per_step[2] / per_step[0]);
+}
