@@ -10,7 +10,7 @@ use dfdx::tensor::Cpu;
 use smartmixed_core::{Mode, TrainConfig};
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::RunDir;
-use smartmixed_train::trainer::{Summary, Trainer};
+use smartmixed_train::trainer::{check_data_fits, Summary, Trainer};
 
 use crate::progress::Reporter;
 
@@ -90,6 +90,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         PathBuf::from(format!("runs/run-{secs}"))
     });
     let data = Splits::load(&cfg.data, cfg.data.classes)?;
+    check_data_fits(&cfg, &data)?;
     let mut run = RunDir::create(&out)?;
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = stop.clone();

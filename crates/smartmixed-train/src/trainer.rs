@@ -162,6 +162,18 @@ pub fn train_step<D: TrainDevice>(
     Ok((value, norm))
 }
 
+/// Checks that the configured network fits the data (call before creating a run directory).
+pub fn check_data_fits(cfg: &TrainConfig, data: &Splits) -> Result<()> {
+    let features = data.train.features();
+    match cfg.model.inputs {
+        Some(n) if n != features => Err(Error::Mismatch {
+            path: cfg.data.dir.clone(),
+            message: format!("model.inputs = {n}, but the images have {features} pixels"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Everything one run needs, borrowed.
 pub struct Trainer<'a, D: TrainDevice> {
     pub dev: &'a D,
@@ -184,13 +196,8 @@ impl<D: TrainDevice> Trainer<'_, D> {
     pub fn run(&mut self) -> Result<Summary> {
         let start = Instant::now();
         let cfg = self.config;
+        check_data_fits(cfg, self.data)?;
         let features = self.data.train.features();
-        if let Some(n) = cfg.model.inputs.filter(|&n| n != features) {
-            return Err(Error::Mismatch {
-                path: cfg.data.dir.clone(),
-                message: format!("model.inputs = {n}, but the images have {features} pixels"),
-            });
-        }
         let mut widths = vec![features];
         widths.extend(&cfg.model.hidden);
         widths.push(self.data.classes);
