@@ -31,6 +31,20 @@ fn assert_one_line_error(out: &Output, needles: &[&str]) {
     }
 }
 
+/// For failures after training started (progress lines precede the error): the last line
+/// is the one-line error.
+fn assert_final_error_line(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(last.starts_with("error: "), "{stderr}");
+    assert_eq!(stderr.matches("error").count(), 1, "{stderr}");
+    for n in needles {
+        assert!(last.contains(n), "`{n}` not in: {last}");
+    }
+}
+
 fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
     let mut v = vec![0, 0, 8, dims.len() as u8];
     for d in dims {
@@ -222,4 +236,18 @@ fn unwritable_output_is_an_error_and_existing_files_survive() {
     let o = cli(&["train", "--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--out", old.to_str().unwrap()]);
     assert_one_line_error(&o, &["already holds a run"]);
     assert_eq!(std::fs::read(old.join("metrics.csv")).unwrap(), b"earlier");
+}
+
+#[test]
+fn a_diverging_loss_stops_clearly_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synthetic_data(&data, 200, 60);
+    let text = format!("{SMALL}[data]\nclasses = 2\n").replace("[phase2]\nepochs = 1\nlr = 0.01", "[phase2]\nepochs = 3\nlr = 1e30");
+    let cfg = write_config(tmp.path(), "c.toml", &text);
+    let out = tmp.path().join("run");
+    let o = cli(&["train", "--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_final_error_line(&o, &["phase2 epoch", "loss is", "stopped"]);
+    assert!(out.join("phase1-best.safetensors").is_file());
+    assert!(out.join("metrics.csv").is_file());
 }
