@@ -34,15 +34,19 @@ fn setups(dev: &Cpu) -> Vec<Setup> {
     let phase1 = Network::selective(dev, &WIDTHS, pool, 0.3, &mut rng);
     // Random initial logits give every layer all six groups: the worst case for phase 2.
     let phase2 = phase1.to_mixed(None).unwrap();
-    [("relu", relu, false), ("phase1", phase1, true), ("phase2", phase2, false)]
-        .into_iter()
-        .map(|(name, net, noisy)| Setup {
-            name,
-            adam: Adam::new(&net.params(), 1e-4).unwrap(),
-            net,
-            noise: noisy.then(|| StdRng::seed_from_u64(1)),
-        })
-        .collect()
+    [
+        ("relu", relu, false),
+        ("phase1", phase1, true),
+        ("phase2", phase2, false),
+    ]
+    .into_iter()
+    .map(|(name, net, noisy)| Setup {
+        name,
+        adam: Adam::new(&net.params(), 1e-4).unwrap(),
+        net,
+        noise: noisy.then(|| StdRng::seed_from_u64(1)),
+    })
+    .collect()
 }
 
 fn batch(dev: &Cpu, rng: &mut StdRng) -> (Matrix<Cpu>, Matrix<Cpu>) {
@@ -51,11 +55,23 @@ fn batch(dev: &Cpu, rng: &mut StdRng) -> (Matrix<Cpu>, Matrix<Cpu>) {
     for r in 0..BATCH {
         y[r * 10 + rng.gen_range(0..10)] = 1.0;
     }
-    (dev.tensor_from_vec(x, (BATCH, 784)), dev.tensor_from_vec(y, (BATCH, 10)))
+    (
+        dev.tensor_from_vec(x, (BATCH, 784)),
+        dev.tensor_from_vec(y, (BATCH, 10)),
+    )
 }
 
 fn step(s: &mut Setup, x: &Matrix<Cpu>, y: &Matrix<Cpu>, cfg: &TrainConfig) -> f32 {
-    train_step(&mut s.net, &mut s.adam, x.clone(), y.clone(), s.noise.as_mut(), cfg).unwrap().0
+    train_step(
+        &mut s.net,
+        &mut s.adam,
+        x.clone(),
+        y.clone(),
+        s.noise.as_mut(),
+        cfg,
+    )
+    .unwrap()
+    .0
 }
 
 fn main() {
@@ -86,11 +102,25 @@ fn main() {
             *t += start.elapsed();
         }
     }
-    let per_step: Vec<f64> = totals.iter().map(|t| t.as_secs_f64() * 1e3 / rounds as f64).collect();
+    let per_step: Vec<f64> = totals
+        .iter()
+        .map(|t| t.as_secs_f64() * 1e3 / rounds as f64)
+        .collect();
     println!("\ninterleaved, {rounds} rounds, batch {BATCH}:");
     for (s, ms) in setups.iter().zip(&per_step) {
-        println!("  {:<7} {:>7.2} ms/step  {:>6.0} samples/s", s.name, ms, BATCH as f64 * 1e3 / ms);
+        println!(
+            "  {:<7} {:>7.2} ms/step  {:>6.0} samples/s",
+            s.name,
+            ms,
+            BATCH as f64 * 1e3 / ms
+        );
     }
-    println!("  ratio phase1/relu = {:.3} (target <= 1.5)", per_step[1] / per_step[0]);
-    println!("  ratio phase2/relu = {:.3} (target <= 1.10)", per_step[2] / per_step[0]);
+    println!(
+        "  ratio phase1/relu = {:.3} (target <= 1.5)",
+        per_step[1] / per_step[0]
+    );
+    println!(
+        "  ratio phase2/relu = {:.3} (target <= 1.10)",
+        per_step[2] / per_step[0]
+    );
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
+#[cfg(not(feature = "cuda"))]
 use dfdx::tensor::Cpu;
 use smartmixed_core::{Mode, TrainConfig};
 use smartmixed_train::data::Splits;
@@ -96,22 +97,23 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let handler_stop = stop.clone();
     // A second Ctrl-C while stopping is ignored; the current batch finishes first.
     let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));
-    let dev = Cpu::default();
     let mut reporter = Reporter::new();
     eprintln!(
         "training {} on {} train / {} validation / {} test images, run directory {}",
         match cfg.model.mode {
             Mode::Smartmixed => "SmartMixed".to_string(),
-            Mode::Fixed => format!(
-                "a fixed-{} baseline",
-                cfg.model.activation.as_deref().unwrap_or("?")
-            ),
+            Mode::Fixed => format!("a fixed-{} baseline", cfg.model.activation.as_deref().unwrap_or("?")),
         },
         data.train.len(),
         data.validation.len(),
         data.test.len(),
         out.display()
     );
+    #[cfg(feature = "cuda")]
+    let dev = dfdx::tensor::Cuda::try_build(0, cfg.training.seed)
+        .map_err(|e| anyhow::anyhow!("cannot open CUDA device 0: {e:?}"))?;
+    #[cfg(not(feature = "cuda"))]
+    let dev = Cpu::default();
     let result = Trainer {
         dev: &dev,
         config: &cfg,

@@ -21,7 +21,10 @@ fn cli(args: &[&str]) -> Output {
 /// Asserts a failed run with exactly one line on stderr that contains every `needle`.
 fn assert_one_line_error(out: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr: {stderr}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
@@ -65,18 +68,33 @@ fn synthetic_data(dir: &Path, train: u32, test: u32) {
             for p in 0..30u32 {
                 let top = p < 15;
                 let bright = (top && label == 0) || (!top && label == 1);
-                pixels.push(if bright { 200 + (i * 7 + p) as u8 % 50 } else { (i * 13 + p * 3) as u8 % 60 });
+                pixels.push(if bright {
+                    200 + (i * 7 + p) as u8 % 50
+                } else {
+                    (i * 13 + p * 3) as u8 % 60
+                });
             }
             labels.push(label);
         }
-        std::fs::write(dir.join(format!("{stem}-images-idx3-ubyte")), idx_bytes(&[n, 6, 5], &pixels)).unwrap();
-        std::fs::write(dir.join(format!("{stem}-labels-idx1-ubyte")), idx_bytes(&[n], &labels)).unwrap();
+        std::fs::write(
+            dir.join(format!("{stem}-images-idx3-ubyte")),
+            idx_bytes(&[n, 6, 5], &pixels),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{stem}-labels-idx1-ubyte")),
+            idx_bytes(&[n], &labels),
+        )
+        .unwrap();
     }
 }
 
 fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
-    std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     p
 }
 
@@ -86,20 +104,40 @@ const SMALL: &str = "[model]\nhidden = [16, 8]\n[phase1]\nepochs = 1\nlr = 0.01\
 fn tiny_mnist_run_learns_and_writes_its_run_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = cli(&["train", "--config", "configs/tiny.toml", "--out", out.to_str().unwrap()]);
+    let o = cli(&[
+        "train",
+        "--config",
+        "configs/tiny.toml",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("Phase 1 (Selective)") && stdout.contains("Phase 2 (Mixed)"), "{stdout}");
-    for f in ["config.toml", "metrics.csv", "choices.csv", "summary.json", "phase1-best.safetensors", "phase2-best.safetensors"] {
+    assert!(
+        stdout.contains("Phase 1 (Selective)") && stdout.contains("Phase 2 (Mixed)"),
+        "{stdout}"
+    );
+    for f in [
+        "config.toml",
+        "metrics.csv",
+        "choices.csv",
+        "summary.json",
+        "phase1-best.safetensors",
+        "phase2-best.safetensors",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     let phases = summary["phases"].as_array().unwrap();
     assert_eq!(phases.len(), 2);
     // 2700 training images, 2 + 2 epochs of a 784-64-32-10 network: the stated accuracy.
     let test_acc = phases[1]["test_accuracy"].as_f64().unwrap();
     assert!(test_acc >= 0.85, "phase 2 test accuracy {test_acc}");
-    assert_eq!(summary["architecture"], serde_json::json!([784, 64, 32, 10]));
+    assert_eq!(
+        summary["architecture"],
+        serde_json::json!([784, 64, 32, 10])
+    );
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 1 + 4, "{metrics}");
     let choices = std::fs::read_to_string(out.join("choices.csv")).unwrap();
@@ -113,7 +151,13 @@ fn tiny_mnist_run_learns_and_writes_its_run_directory() {
         .sum();
     assert_eq!(layer1, 64);
     // The run directory is never overwritten.
-    let again = cli(&["train", "--config", "configs/tiny.toml", "--out", out.to_str().unwrap()]);
+    let again = cli(&[
+        "train",
+        "--config",
+        "configs/tiny.toml",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_one_line_error(&again, &["already holds a run"]);
 }
 
@@ -125,15 +169,30 @@ fn input_width_comes_from_the_data_and_plugin_activations_train() {
     let cfg = write_config(
         tmp.path(),
         "c.toml",
-        &format!("{SMALL}[data]\nclasses = 2\n").replace("hidden = [16, 8]", "hidden = [16, 8]\npool = [\"relu\", \"silu\", \"mish\"]"),
+        &format!("{SMALL}[data]\nclasses = 2\n").replace(
+            "hidden = [16, 8]",
+            "hidden = [16, 8]\npool = [\"relu\", \"silu\", \"mish\"]",
+        ),
     );
     let out = tmp.path().join("run");
-    let o = cli(&["train", "--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = cli(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["architecture"], serde_json::json!([30, 16, 8, 2]));
     let choices = std::fs::read_to_string(out.join("choices.csv")).unwrap();
-    assert!(choices.contains(",silu,") && choices.contains(",mish,"), "{choices}");
+    assert!(
+        choices.contains(",silu,") && choices.contains(",mish,"),
+        "{choices}"
+    );
 }
 
 #[test]
@@ -141,47 +200,127 @@ fn fixed_baseline_trains_one_phase() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     synthetic_data(&data, 200, 60);
-    let cfg = write_config(tmp.path(), "c.toml", &format!("{SMALL}[data]\nclasses = 2\n").replace("hidden = [16, 8]", "hidden = [16, 8]\nmode = \"fixed\"\nactivation = \"tanh\""));
+    let cfg = write_config(
+        tmp.path(),
+        "c.toml",
+        &format!("{SMALL}[data]\nclasses = 2\n").replace(
+            "hidden = [16, 8]",
+            "hidden = [16, 8]\nmode = \"fixed\"\nactivation = \"tanh\"",
+        ),
+    );
     let out = tmp.path().join("run");
-    let o = cli(&["train", "--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = cli(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Fixed baseline"));
     assert!(out.join("fixed-best.safetensors").is_file());
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    assert_eq!(metrics.lines().filter(|l| l.starts_with("fixed,")).count(), 2);
+    assert_eq!(
+        metrics.lines().filter(|l| l.starts_with("fixed,")).count(),
+        2
+    );
 }
 
 #[test]
 fn bad_configs_are_one_line_errors_naming_file_and_field() {
     let tmp = tempfile::tempdir().unwrap();
     let cases: &[(&str, &str, &[&str])] = &[
-        ("malformed.toml", "[model\nhidden = [1]\n", &["malformed.toml", "line 1"]),
-        ("unknown-key.toml", "[model]\nhidden = [4]\ncolour = 3\n", &["unknown-key.toml", "line 3", "colour"]),
-        ("unknown-act.toml", "[model]\nhidden = [4]\npool = [\"relu\", \"swishy\"]\n", &["unknown-act.toml", "model.pool[1]", "swishy", "leaky_relu"]),
-        ("zero-width.toml", "[model]\nhidden = [4, 0]\n", &["zero-width.toml", "model.hidden[1]"]),
-        ("bad-tau.toml", "[model]\nhidden = [4]\n[phase1]\nepochs = 1\ntemperature = -1.0\n", &["phase1.temperature"]),
+        (
+            "malformed.toml",
+            "[model\nhidden = [1]\n",
+            &["malformed.toml", "line 1"],
+        ),
+        (
+            "unknown-key.toml",
+            "[model]\nhidden = [4]\ncolour = 3\n",
+            &["unknown-key.toml", "line 3", "colour"],
+        ),
+        (
+            "unknown-act.toml",
+            "[model]\nhidden = [4]\npool = [\"relu\", \"swishy\"]\n",
+            &["unknown-act.toml", "model.pool[1]", "swishy", "leaky_relu"],
+        ),
+        (
+            "zero-width.toml",
+            "[model]\nhidden = [4, 0]\n",
+            &["zero-width.toml", "model.hidden[1]"],
+        ),
+        (
+            "bad-tau.toml",
+            "[model]\nhidden = [4]\n[phase1]\nepochs = 1\ntemperature = -1.0\n",
+            &["phase1.temperature"],
+        ),
     ];
     for (name, text, needles) in cases {
         let p = write_config(tmp.path(), name, text);
-        assert_one_line_error(&cli(&["train", "--config", p.to_str().unwrap(), "--out", tmp.path().join("o").to_str().unwrap()]), needles);
+        assert_one_line_error(
+            &cli(&[
+                "train",
+                "--config",
+                p.to_str().unwrap(),
+                "--out",
+                tmp.path().join("o").to_str().unwrap(),
+            ]),
+            needles,
+        );
     }
-    assert_one_line_error(&cli(&["train", "--config", "/nonexistent/x.toml"]), &["/nonexistent/x.toml"]);
-    let p = write_config(tmp.path(), "inputs.toml", "[model]\nhidden = [4]\ninputs = 100\n");
     assert_one_line_error(
-        &cli(&["train", "--config", p.to_str().unwrap(), "--train-limit", "500", "--out", tmp.path().join("o2").to_str().unwrap()]),
+        &cli(&["train", "--config", "/nonexistent/x.toml"]),
+        &["/nonexistent/x.toml"],
+    );
+    let p = write_config(
+        tmp.path(),
+        "inputs.toml",
+        "[model]\nhidden = [4]\ninputs = 100\n",
+    );
+    assert_one_line_error(
+        &cli(&[
+            "train",
+            "--config",
+            p.to_str().unwrap(),
+            "--train-limit",
+            "500",
+            "--out",
+            tmp.path().join("o2").to_str().unwrap(),
+        ]),
         &["model.inputs = 100", "784"],
     );
-    assert_one_line_error(&cli(&["train", "--phase1-epochs", "0", "--phase2-epochs", "0"]), &["with command-line overrides", "phase1.epochs"]);
+    assert_one_line_error(
+        &cli(&["train", "--phase1-epochs", "0", "--phase2-epochs", "0"]),
+        &["with command-line overrides", "phase1.epochs"],
+    );
 }
 
 #[test]
 fn bad_data_is_a_one_line_error_naming_file_and_offset() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), "c.toml", &format!("{SMALL}[data]\nclasses = 2\n"));
+    let cfg = write_config(
+        tmp.path(),
+        "c.toml",
+        &format!("{SMALL}[data]\nclasses = 2\n"),
+    );
     let run = |data: &Path| {
-        cli(&["train", "--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--out", tmp.path().join("o").to_str().unwrap()])
+        cli(&[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--out",
+            tmp.path().join("o").to_str().unwrap(),
+        ])
     };
-    assert_one_line_error(&run(&tmp.path().join("no-such-dir")), &["no-such-dir", "does not exist"]);
+    assert_one_line_error(
+        &run(&tmp.path().join("no-such-dir")),
+        &["no-such-dir", "does not exist"],
+    );
 
     let fresh = |name: &str| {
         let d = tmp.path().join(name);
@@ -206,10 +345,17 @@ fn bad_data_is_a_one_line_error_naming_file_and_offset() {
     let mut bytes = std::fs::read(&f).unwrap();
     bytes[8 + 5] = 7;
     std::fs::write(&f, &bytes).unwrap();
-    assert_one_line_error(&run(&d), &["train-labels-idx1-ubyte", "byte 13", "label 7 out of range"]);
+    assert_one_line_error(
+        &run(&d),
+        &["train-labels-idx1-ubyte", "byte 13", "label 7 out of range"],
+    );
 
     let d = fresh("gzip");
-    std::fs::write(d.join("train-labels-idx1-ubyte.gz"), [0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
+    std::fs::write(
+        d.join("train-labels-idx1-ubyte.gz"),
+        [0x1f, 0x8b, 8, 0, 1, 2, 3],
+    )
+    .unwrap();
     assert_one_line_error(&run(&d), &["train-labels-idx1-ubyte.gz", "corrupt gzip"]);
 
     let d = fresh("missing");
@@ -222,18 +368,38 @@ fn unwritable_output_is_an_error_and_existing_files_survive() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     synthetic_data(&data, 40, 10);
-    let cfg = write_config(tmp.path(), "c.toml", &format!("{SMALL}[data]\nclasses = 2\n"));
+    let cfg = write_config(
+        tmp.path(),
+        "c.toml",
+        &format!("{SMALL}[data]\nclasses = 2\n"),
+    );
     // A file where the run directory should go.
     let blocker = tmp.path().join("blocker");
     std::fs::write(&blocker, b"keep me").unwrap();
-    let o = cli(&["train", "--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--out", blocker.join("run").to_str().unwrap()]);
+    let o = cli(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        blocker.join("run").to_str().unwrap(),
+    ]);
     assert_one_line_error(&o, &["blocker"]);
     assert_eq!(std::fs::read(&blocker).unwrap(), b"keep me");
     // A directory holding an earlier run is refused, its files untouched.
     let old = tmp.path().join("old");
     std::fs::create_dir_all(&old).unwrap();
     std::fs::write(old.join("metrics.csv"), b"earlier").unwrap();
-    let o = cli(&["train", "--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--out", old.to_str().unwrap()]);
+    let o = cli(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        old.to_str().unwrap(),
+    ]);
     assert_one_line_error(&o, &["already holds a run"]);
     assert_eq!(std::fs::read(old.join("metrics.csv")).unwrap(), b"earlier");
 }
@@ -243,10 +409,21 @@ fn a_diverging_loss_stops_clearly_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     synthetic_data(&data, 200, 60);
-    let text = format!("{SMALL}[data]\nclasses = 2\n").replace("[phase2]\nepochs = 1\nlr = 0.01", "[phase2]\nepochs = 3\nlr = 1e30");
+    let text = format!("{SMALL}[data]\nclasses = 2\n").replace(
+        "[phase2]\nepochs = 1\nlr = 0.01",
+        "[phase2]\nepochs = 3\nlr = 1e30",
+    );
     let cfg = write_config(tmp.path(), "c.toml", &text);
     let out = tmp.path().join("run");
-    let o = cli(&["train", "--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = cli(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_final_error_line(&o, &["phase2 epoch", "loss is", "stopped"]);
     assert!(out.join("phase1-best.safetensors").is_file());
     assert!(out.join("metrics.csv").is_file());

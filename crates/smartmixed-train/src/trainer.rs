@@ -318,9 +318,15 @@ impl<D: TrainDevice> Trainer<'_, D> {
                 let x = dev.tensor_from_vec(b.inputs, (chunk.len(), data.train.features()));
                 let y = dev.tensor_from_vec(b.targets, (chunk.len(), classes));
                 let noise = selective.then_some(&mut noise_rng);
-                let (value, norm) = train_step(net, &mut adam, x, y, noise, cfg).map_err(device_err)?;
+                let (value, norm) =
+                    train_step(net, &mut adam, x, y, noise, cfg).map_err(device_err)?;
                 if !value.is_finite() {
-                    return Err(Error::NonFiniteLoss { phase: name.into(), epoch, batch: bi + 1, loss: value });
+                    return Err(Error::NonFiniteLoss {
+                        phase: name.into(),
+                        epoch,
+                        batch: bi + 1,
+                        loss: value,
+                    });
                 }
                 norm_sum += norm;
                 loss_sum += value as f64 * chunk.len() as f64;

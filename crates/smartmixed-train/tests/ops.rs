@@ -1,5 +1,6 @@
 //! The hidden-layer ops against real oracles: finite differences, hand-computed forward
 //! values, sampling statistics, and the fused CPU kernels against the device-generic ops.
+#![allow(clippy::needless_range_loop)] // index loops mirror the formulas
 
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
