@@ -102,7 +102,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         "training {} on {} train / {} validation / {} test images, run directory {}",
         match cfg.model.mode {
             Mode::Smartmixed => "SmartMixed".to_string(),
-            Mode::Fixed => format!("a fixed-{} baseline", cfg.model.activation.as_deref().unwrap_or("?")),
+            Mode::Fixed => format!(
+                "a fixed-{} baseline",
+                cfg.model.activation.as_deref().unwrap_or("?")
+            ),
         },
         data.train.len(),
         data.validation.len(),

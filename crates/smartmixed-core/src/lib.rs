@@ -1,10 +1,11 @@
-//! SmartMixed's shared vocabulary: the activation registry, the training config and the
-//! error type. Kept free of dfdx so the embeddable runtime can build on it.
+//! SmartMixed's shared vocabulary: the activation registry, the training config, the
+//! exported model's manifest and the error type. Kept free of dfdx so the embeddable runtime can build on it.
 
 pub mod activation;
 mod builtin;
 pub mod config;
 mod error;
+pub mod manifest;
 pub mod math;
 
 pub use activation::{lookup, registered_names, Activation};
@@ -13,6 +14,7 @@ pub use config::{
     TrainingConfig,
 };
 pub use error::{Error, Result};
+pub use manifest::{GroupManifest, LayerManifest, Manifest, ManifestError};
 
 /// Re-exported so that [`register_activation!`] works in crates that do not depend on
 /// `inventory` themselves.

@@ -23,9 +23,11 @@ fn to_le_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Serialises a network to safetensors bytes.
-pub fn to_bytes<D: TrainDevice>(net: &Network<D>) -> Vec<u8> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+/// `(name, shape, little-endian bytes)` of every weight and bias, PyTorch-style.
+pub(crate) fn layer_tensors<D: TrainDevice>(
+    net: &Network<D>,
+) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    let mut tensors = Vec::new();
     for (i, layer) in net.layers.iter().enumerate() {
         let (out, inp) = *layer.weight.shape();
         tensors.push((
@@ -39,6 +41,28 @@ pub fn to_bytes<D: TrainDevice>(net: &Network<D>) -> Vec<u8> {
             to_le_bytes(&layer.bias.as_vec()),
         ));
     }
+    tensors
+}
+
+/// safetensors bytes of f32 tensors and string metadata.
+pub(crate) fn serialize(
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    meta: HashMap<String, String>,
+) -> Vec<u8> {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            // Shapes and byte lengths agree by construction.
+            let view = TensorView::new(Dtype::F32, shape.clone(), data).expect("consistent tensor");
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize(views, &Some(meta)).expect("serialising in-memory tensors")
+}
+
+/// Serialises a network to safetensors bytes.
+pub fn to_bytes<D: TrainDevice>(net: &Network<D>) -> Vec<u8> {
+    let mut tensors = layer_tensors(net);
     let mut meta = HashMap::from([("format".to_string(), FORMAT.to_string())]);
     match &net.hidden {
         Hidden::Selective {
@@ -85,15 +109,7 @@ pub fn to_bytes<D: TrainDevice>(net: &Network<D>) -> Vec<u8> {
             );
         }
     }
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(name, shape, data)| {
-            // Shapes and byte lengths agree by construction.
-            let view = TensorView::new(Dtype::F32, shape.clone(), data).expect("consistent tensor");
-            (name.clone(), view)
-        })
-        .collect();
-    safetensors::serialize(views, &Some(meta)).expect("serialising in-memory tensors")
+    serialize(&tensors, meta)
 }
 
 /// Writes a checkpoint atomically.

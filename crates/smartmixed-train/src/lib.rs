@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod data;
 mod error;
+pub mod export;
 pub mod fsutil;
 pub mod kernels;
 pub mod model;

@@ -1,0 +1,291 @@
+//! The activation-group manifest of an exported model: which contiguous block of each
+//! hidden layer uses which activation, and where each stored neuron came from. Stored as
+//! TOML beside `model.safetensors` and copied into its `__metadata__`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::lookup;
+
+/// Value of [`Manifest::format`].
+pub const MANIFEST_FORMAT: &str = "smartmixed-manifest";
+/// The manifest version this crate writes and reads.
+pub const MANIFEST_VERSION: u32 = 1;
+/// Largest width accepted for any layer: refuses absurd sizes before allocating.
+pub const MAX_WIDTH: usize = 1 << 20;
+/// Largest weight count accepted for one layer (4 GiB of f32).
+pub const MAX_LAYER_WEIGHTS: usize = 1 << 30;
+
+/// A whole exported network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    /// Input width (pixels per image).
+    pub inputs: usize,
+    /// What the output layer applies to its pre-activations: `identity` (logits).
+    pub output_activation: String,
+    /// Hidden layers then the output layer; `layers.{i}` names its tensors.
+    pub layers: Vec<LayerManifest>,
+}
+
+/// One affine layer and, for hidden layers, its activation groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerManifest {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// Contiguous blocks partitioning `0..outputs`; empty for the output layer.
+    #[serde(default)]
+    pub groups: Vec<GroupManifest>,
+    /// For each stored neuron, its index in the trained layer before grouping.
+    #[serde(default)]
+    pub original_index: Vec<u32>,
+}
+
+/// `len` neurons from `start` that share `activation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupManifest {
+    pub activation: String,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// Why a manifest is invalid; `field` is the dotted path at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ManifestError {
+    pub field: String,
+    pub message: String,
+}
+
+fn bad<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, ManifestError> {
+    Err(ManifestError {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+impl Manifest {
+    /// Parses TOML and validates it.
+    pub fn from_toml(text: &str) -> Result<Self, ManifestError> {
+        let m: Self = toml::from_str(text).map_err(|e| ManifestError {
+            field: "toml".into(),
+            message: e.message().trim().replace('\n', " "),
+        })?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks the format, version, that layers chain, that sizes are sane, that each hidden
+    /// layer's groups partition it contiguously with registered activations, and that
+    /// `original_index` is a permutation.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.format != MANIFEST_FORMAT {
+            return bad(
+                "format",
+                format!("`{}`, expected `{MANIFEST_FORMAT}`", self.format),
+            );
+        }
+        if self.version != MANIFEST_VERSION {
+            return bad(
+                "version",
+                format!(
+                    "unsupported version {}, this build reads {MANIFEST_VERSION}",
+                    self.version
+                ),
+            );
+        }
+        if self.output_activation != "identity" {
+            return bad(
+                "output_activation",
+                format!("`{}`, expected `identity`", self.output_activation),
+            );
+        }
+        if self.layers.is_empty() {
+            return bad("layers", "expected at least one layer");
+        }
+        let mut inputs = self.inputs;
+        let last = self.layers.len() - 1;
+        for (i, l) in self.layers.iter().enumerate() {
+            let f = |name: &str| format!("layers[{i}].{name}");
+            if l.inputs != inputs {
+                return bad(
+                    f("inputs"),
+                    format!("{} but the previous layer gives {inputs}", l.inputs),
+                );
+            }
+            for (name, v) in [("inputs", l.inputs), ("outputs", l.outputs)] {
+                if v == 0 || v > MAX_WIDTH {
+                    return bad(f(name), format!("{v}, expected 1..={MAX_WIDTH}"));
+                }
+            }
+            if l.inputs * l.outputs > MAX_LAYER_WEIGHTS {
+                return bad(
+                    f("outputs"),
+                    format!(
+                        "{} x {} weights exceed {MAX_LAYER_WEIGHTS}",
+                        l.outputs, l.inputs
+                    ),
+                );
+            }
+            if i == last {
+                if !l.groups.is_empty() {
+                    return bad(f("groups"), "the output layer has no activation groups");
+                }
+            } else {
+                let mut next = 0;
+                for (g, group) in l.groups.iter().enumerate() {
+                    let gf = format!("layers[{i}].groups[{g}]");
+                    if group.start != next {
+                        let what = if group.start < next {
+                            "overlaps the previous group"
+                        } else {
+                            "leaves a gap"
+                        };
+                        return bad(
+                            gf,
+                            format!(
+                                "starts at {} and {what} (expected start {next})",
+                                group.start
+                            ),
+                        );
+                    }
+                    if group.len == 0 {
+                        return bad(gf, "empty group");
+                    }
+                    if let Err(e) = lookup(&group.activation) {
+                        return bad(gf + ".activation", e.to_string());
+                    }
+                    next = group.start.saturating_add(group.len);
+                    if next > l.outputs {
+                        return bad(
+                            format!("layers[{i}].groups[{g}]"),
+                            format!("runs to {next}, past the layer's {} neurons", l.outputs),
+                        );
+                    }
+                }
+                if next != l.outputs {
+                    return bad(
+                        f("groups"),
+                        format!("cover {next} of {} neurons", l.outputs),
+                    );
+                }
+            }
+            if !l.original_index.is_empty() {
+                if l.original_index.len() != l.outputs {
+                    return bad(
+                        f("original_index"),
+                        format!(
+                            "{} entries for {} neurons",
+                            l.original_index.len(),
+                            l.outputs
+                        ),
+                    );
+                }
+                let mut seen = vec![false; l.outputs];
+                for &o in &l.original_index {
+                    match seen.get_mut(o as usize) {
+                        Some(s) if !*s => *s = true,
+                        _ => {
+                            return bad(
+                                f("original_index"),
+                                format!("{o} is out of range or repeated"),
+                            )
+                        }
+                    }
+                }
+            }
+            inputs = l.outputs;
+        }
+        Ok(())
+    }
+
+    /// Number of classes (outputs of the last layer).
+    pub fn classes(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.outputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            version: 1,
+            inputs: 4,
+            output_activation: "identity".into(),
+            layers: vec![
+                LayerManifest {
+                    inputs: 4,
+                    outputs: 3,
+                    groups: vec![
+                        GroupManifest {
+                            activation: "relu".into(),
+                            start: 0,
+                            len: 2,
+                        },
+                        GroupManifest {
+                            activation: "elu".into(),
+                            start: 2,
+                            len: 1,
+                        },
+                    ],
+                    original_index: vec![2, 0, 1],
+                },
+                LayerManifest {
+                    inputs: 3,
+                    outputs: 2,
+                    groups: vec![],
+                    original_index: vec![],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips_and_rejects_each_defect() {
+        let m = valid();
+        assert_eq!(Manifest::from_toml(&m.to_toml()).unwrap(), m);
+        let cases: Vec<(Box<dyn Fn(&mut Manifest)>, &str)> = vec![
+            (Box::new(|m| m.version = 9), "version"),
+            (Box::new(|m| m.layers[0].groups[1].start = 1), "overlaps"),
+            (Box::new(|m| m.layers[0].groups[1].start = 3), "gap"),
+            (
+                Box::new(|m| m.layers[0].groups[1].len = 5),
+                "past the layer",
+            ),
+            (
+                Box::new(|m| m.layers[0].groups.pop().map(|_| ()).unwrap_or(())),
+                "cover 2 of 3",
+            ),
+            (
+                Box::new(|m| m.layers[0].groups[0].activation = "nope".into()),
+                "unknown activation",
+            ),
+            (Box::new(|m| m.layers[1].inputs = 5), "previous layer"),
+            (
+                Box::new(|m| m.layers[0].original_index = vec![0, 0, 1]),
+                "repeated",
+            ),
+            (
+                Box::new(|m| m.layers[1].outputs = usize::MAX),
+                "expected 1..=",
+            ),
+            (Box::new(|m| m.layers.clear()), "at least one layer"),
+        ];
+        for (edit, needle) in cases {
+            let mut m = valid();
+            edit(&mut m);
+            let e = m.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "`{needle}` not in `{e}`");
+        }
+    }
+}

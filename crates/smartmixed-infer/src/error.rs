@@ -1,0 +1,51 @@
+//! The runtime's error type: every way a model file or a call can be wrong.
+
+use std::path::PathBuf;
+
+use smartmixed_core::ManifestError;
+
+/// Why loading or running a model failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Truncated or corrupt safetensors bytes.
+    #[error("invalid safetensors: {0}")]
+    Safetensors(String),
+    #[error("manifest is not UTF-8")]
+    ManifestEncoding,
+    #[error("invalid manifest: {0}")]
+    Manifest(#[from] ManifestError),
+    #[error("tensor `{0}` missing from the weights")]
+    MissingTensor(String),
+    #[error("tensor `{name}` has dtype {found}, expected F32")]
+    Dtype { name: String, found: String },
+    #[error("tensor `{name}` has shape {found:?}, the manifest says {expected:?}")]
+    Shape {
+        name: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    /// The weights and the manifest describe different networks.
+    #[error("manifest and weights disagree: {0}")]
+    Mismatch(String),
+    #[error("input has {len} values, expected batch {batch} x {inputs} inputs = {}", batch * inputs)]
+    InputSize {
+        len: usize,
+        batch: usize,
+        inputs: usize,
+    },
+    #[error("output has room for {len} values, expected batch {batch} x {classes} classes = {}", batch * classes)]
+    OutputSize {
+        len: usize,
+        batch: usize,
+        classes: usize,
+    },
+}
+
+/// `Result` with the runtime's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

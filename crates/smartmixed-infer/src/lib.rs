@@ -1,0 +1,27 @@
+//! The embeddable SmartMixed runtime: loads `model.safetensors` plus `manifest.toml`,
+//! validates both, and runs grouped inference: per layer one matmul, then one pass that
+//! adds the bias and applies each activation to its contiguous block of neurons.
+//!
+//! ```no_run
+//! use smartmixed_infer::{Model, Scratch};
+//!
+//! let model = Model::load_dir("exported/")?;          // Send + Sync: share it in an Arc
+//! let mut scratch = Scratch::new(1);                   // per-thread, reused across calls
+//! let batch = 32;
+//! let input = vec![0.0f32; batch * model.input_size()];
+//! let mut logits = vec![0.0f32; batch * model.classes()];
+//! model.forward(&input, batch, &mut scratch, &mut logits)?; // no allocation once warm
+//! let p = model.predict(&input[..model.input_size()])?;
+//! println!("class {} with probability {:.3}", p.class, p.probabilities[p.class]);
+//! # Ok::<(), smartmixed_infer::Error>(())
+//! ```
+//!
+//! Activations are looked up by name in the `smartmixed-core` registry, so plugin
+//! activations work when their crate is linked.
+
+mod error;
+mod kernel;
+mod model;
+
+pub use error::{Error, Result};
+pub use model::{Model, Prediction, Scratch, MANIFEST_FILE, MANIFEST_METADATA_KEY, WEIGHTS_FILE};

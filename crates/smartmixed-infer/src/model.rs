@@ -1,0 +1,350 @@
+//! `Model`: an immutable, validated network, and `Scratch`: the caller-owned buffers that
+//! let a hot loop run without allocating.
+
+use std::path::Path;
+
+use safetensors::tensor::Dtype;
+use safetensors::SafeTensors;
+use smartmixed_core::{lookup, Manifest};
+
+use crate::kernel::{epilogue, matmul, Block};
+use crate::{Error, Result};
+
+/// The weights file of an exported model directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The manifest file of an exported model directory.
+pub const MANIFEST_FILE: &str = "manifest.toml";
+/// The safetensors `__metadata__` key that holds a copy of the manifest.
+pub const MANIFEST_METADATA_KEY: &str = "smartmixed.manifest";
+
+#[derive(Debug)]
+struct Layer {
+    inputs: usize,
+    outputs: usize,
+    /// `W^T`, `[inputs, outputs]` row-major, so the matmul reads it contiguously.
+    weight_t: Vec<f32>,
+    bias: Vec<f32>,
+    /// Empty for the output layer (identity).
+    blocks: Vec<Block>,
+}
+
+/// A loaded SmartMixed network. Immutable and `Send + Sync`: share one across threads.
+#[derive(Debug)]
+pub struct Model {
+    manifest: Manifest,
+    layers: Vec<Layer>,
+}
+
+/// Per-caller buffers for [`Model::forward`]; they grow to the largest batch seen and are
+/// then reused, so repeated calls allocate nothing.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    threads: usize,
+}
+
+impl Scratch {
+    /// Buffers for forward passes using `threads` matmul threads (1 = the calling thread).
+    pub fn new(threads: usize) -> Self {
+        Self {
+            a: Vec::new(),
+            b: Vec::new(),
+            threads: threads.max(1),
+        }
+    }
+}
+
+/// The class with the highest probability, and every class's probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub class: usize,
+    pub probabilities: Vec<f32>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Model {
+    /// Loads `dir/model.safetensors` and `dir/manifest.toml`.
+    pub fn load_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        Self::load(&dir.join(WEIGHTS_FILE), &dir.join(MANIFEST_FILE))
+    }
+
+    /// Loads weights and manifest from two paths.
+    pub fn load(weights: &Path, manifest: &Path) -> Result<Self> {
+        Self::from_bytes(&read(weights)?, &read(manifest)?)
+    }
+
+    /// Loads from the bytes of the two files.
+    pub fn from_bytes(weights: &[u8], manifest: &[u8]) -> Result<Self> {
+        let text = std::str::from_utf8(manifest).map_err(|_| Error::ManifestEncoding)?;
+        Self::build(weights, Manifest::from_toml(text)?)
+    }
+
+    /// Loads from safetensors bytes alone, using the manifest copy in its metadata.
+    pub fn from_safetensors(weights: &[u8]) -> Result<Self> {
+        let (_, header) =
+            SafeTensors::read_metadata(weights).map_err(|e| Error::Safetensors(e.to_string()))?;
+        let text = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(MANIFEST_METADATA_KEY))
+            .ok_or_else(|| {
+                Error::Mismatch(format!(
+                    "no `{MANIFEST_METADATA_KEY}` in the safetensors metadata"
+                ))
+            })?;
+        Self::build(weights, Manifest::from_toml(text)?)
+    }
+
+    fn build(weights: &[u8], manifest: Manifest) -> Result<Self> {
+        let (_, header) =
+            SafeTensors::read_metadata(weights).map_err(|e| Error::Safetensors(e.to_string()))?;
+        let st =
+            SafeTensors::deserialize(weights).map_err(|e| Error::Safetensors(e.to_string()))?;
+        if let Some(copy) = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(MANIFEST_METADATA_KEY))
+        {
+            if Manifest::from_toml(copy).ok().as_ref() != Some(&manifest) {
+                return Err(Error::Mismatch(
+                    "the manifest differs from the copy in the safetensors metadata".into(),
+                ));
+            }
+        }
+        let expected = 2 * manifest.layers.len();
+        if st.len() != expected {
+            return Err(Error::Mismatch(format!(
+                "{} tensors in the weights, the manifest describes {expected}",
+                st.len()
+            )));
+        }
+        let tensor = |name: String, shape: &[usize]| -> Result<Vec<f32>> {
+            let t = st
+                .tensor(&name)
+                .map_err(|_| Error::MissingTensor(name.clone()))?;
+            if t.dtype() != Dtype::F32 {
+                return Err(Error::Dtype {
+                    name,
+                    found: format!("{:?}", t.dtype()),
+                });
+            }
+            if t.shape() != shape {
+                return Err(Error::Shape {
+                    name,
+                    found: t.shape().to_vec(),
+                    expected: shape.to_vec(),
+                });
+            }
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
+        };
+        let mut layers = Vec::with_capacity(manifest.layers.len());
+        for (i, lm) in manifest.layers.iter().enumerate() {
+            let (inputs, outputs) = (lm.inputs, lm.outputs);
+            let w = tensor(format!("layers.{i}.weight"), &[outputs, inputs])?;
+            let bias = tensor(format!("layers.{i}.bias"), &[outputs])?;
+            let mut weight_t = vec![0.0f32; w.len()];
+            for o in 0..outputs {
+                for (k, &v) in w[o * inputs..(o + 1) * inputs].iter().enumerate() {
+                    weight_t[k * outputs + o] = v;
+                }
+            }
+            let blocks = lm
+                .groups
+                .iter()
+                .map(|g| {
+                    Ok(Block {
+                        activation: lookup(&g.activation)
+                            .map_err(|e| Error::Mismatch(e.to_string()))?,
+                        start: g.start,
+                        len: g.len,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            layers.push(Layer {
+                inputs,
+                outputs,
+                weight_t,
+                bias,
+                blocks,
+            });
+        }
+        Ok(Self { manifest, layers })
+    }
+
+    /// Pixels (features) per input row.
+    pub fn input_size(&self) -> usize {
+        self.manifest.inputs
+    }
+
+    /// Outputs (logits) per row.
+    pub fn classes(&self) -> usize {
+        self.manifest.classes()
+    }
+
+    /// The validated manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Per hidden layer, `(activation, neurons)` for each group in storage order.
+    pub fn group_sizes(&self) -> Vec<Vec<(&'static str, usize)>> {
+        self.layers
+            .iter()
+            .filter(|l| !l.blocks.is_empty())
+            .map(|l| {
+                l.blocks
+                    .iter()
+                    .map(|b| (b.activation.name, b.len))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn check(&self, input: &[f32], batch: usize, output: &[f32]) -> Result<()> {
+        if input.len() != batch * self.input_size() {
+            return Err(Error::InputSize {
+                len: input.len(),
+                batch,
+                inputs: self.input_size(),
+            });
+        }
+        if output.len() != batch * self.classes() {
+            return Err(Error::OutputSize {
+                len: output.len(),
+                batch,
+                classes: self.classes(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Logits for `batch` rows of `input` (row-major `[batch, input_size]`) into `output`
+    /// (`[batch, classes]`). Allocates only when `scratch` must grow.
+    pub fn forward(
+        &self,
+        input: &[f32],
+        batch: usize,
+        scratch: &mut Scratch,
+        output: &mut [f32],
+    ) -> Result<()> {
+        self.check(input, batch, output)?;
+        self.run(input, batch, scratch, output, |out, layer| {
+            epilogue(out, &layer.bias, &layer.blocks)
+        });
+        Ok(())
+    }
+
+    /// [`Model::forward`] with a naive per-neuron activation dispatch (a function-pointer
+    /// call per value, as an ungrouped network must do). For benchmarks only.
+    #[doc(hidden)]
+    pub fn forward_per_neuron(
+        &self,
+        input: &[f32],
+        batch: usize,
+        scratch: &mut Scratch,
+        output: &mut [f32],
+    ) -> Result<()> {
+        self.check(input, batch, output)?;
+        let per_neuron: Vec<Vec<fn(f32) -> f32>> = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.blocks
+                    .iter()
+                    .flat_map(|b| std::iter::repeat_n(b.activation.forward, b.len))
+                    .collect()
+            })
+            .collect();
+        let mut idx = 0;
+        self.run(input, batch, scratch, output, |out, layer| {
+            let acts = &per_neuron[idx];
+            idx += 1;
+            for row in out.chunks_exact_mut(layer.outputs) {
+                for (j, v) in row.iter_mut().enumerate() {
+                    let z = *v + layer.bias[j];
+                    *v = match acts.get(j) {
+                        Some(f) => f(z),
+                        None => z,
+                    };
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn run(
+        &self,
+        input: &[f32],
+        batch: usize,
+        scratch: &mut Scratch,
+        output: &mut [f32],
+        mut post: impl FnMut(&mut [f32], &Layer),
+    ) {
+        let widest = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
+        for buf in [&mut scratch.a, &mut scratch.b] {
+            if buf.len() < batch * widest {
+                buf.resize(batch * widest, 0.0);
+            }
+        }
+        let threads = scratch.threads.max(1);
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (k, n) = (layer.inputs, layer.outputs);
+            // Ping-pong between the two scratch buffers; the last layer writes `output`.
+            let (src, dst): (&[f32], &mut [f32]) = match (i == 0, i % 2 == 1, i == last) {
+                (true, _, true) => (input, &mut *output),
+                (true, _, false) => (input, &mut scratch.a[..batch * n]),
+                (false, true, true) => (&scratch.a[..batch * k], &mut *output),
+                (false, true, false) => (&scratch.a[..batch * k], &mut scratch.b[..batch * n]),
+                (false, false, true) => (&scratch.b[..batch * k], &mut *output),
+                (false, false, false) => (&scratch.b[..batch * k], &mut scratch.a[..batch * n]),
+            };
+            matmul(src, &layer.weight_t, dst, batch, k, n, threads);
+            post(dst, layer);
+        }
+    }
+
+    /// The class and softmax probabilities of one input row.
+    pub fn predict(&self, input: &[f32]) -> Result<Prediction> {
+        let mut logits = vec![0.0; self.classes()];
+        self.forward(input, 1, &mut Scratch::new(1), &mut logits)?;
+        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let sum: f32 = exp.iter().sum();
+        let probabilities: Vec<f32> = exp.iter().map(|e| e / sum).collect();
+        let class = probabilities.iter().enumerate().fold(0, |best, (i, p)| {
+            if *p > probabilities[best] {
+                i
+            } else {
+                best
+            }
+        });
+        Ok(Prediction {
+            class,
+            probabilities,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn model_is_send_and_sync() {
+        assert_send_sync::<Model>();
+    }
+}

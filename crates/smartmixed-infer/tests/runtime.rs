@@ -1,0 +1,224 @@
+//! The runtime against a hand-computed network, its input checks, and a robustness run:
+//! thousands of mutated copies of a valid model must each load or fail with an error,
+//! never panic.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use safetensors::tensor::{Dtype, TensorView};
+use smartmixed_infer::{Error, Model, Scratch};
+
+use smartmixed_activations_extra as _;
+
+const MANIFEST: &str = r#"format = "smartmixed-manifest"
+version = 1
+inputs = 2
+output_activation = "identity"
+
+[[layers]]
+inputs = 2
+outputs = 3
+original_index = [1, 2, 0]
+
+[[layers.groups]]
+activation = "relu"
+start = 0
+len = 2
+
+[[layers.groups]]
+activation = "silu"
+start = 2
+len = 1
+
+[[layers]]
+inputs = 3
+outputs = 2
+"#;
+
+fn weights(tensors: &[(&str, Vec<usize>, Vec<f32>)], metadata: Option<&str>) -> Vec<u8> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, v)| {
+            (
+                n.to_string(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let meta = metadata.map(|m| {
+        std::collections::HashMap::from([("smartmixed.manifest".to_string(), m.to_string())])
+    });
+    safetensors::serialize(views, &meta).unwrap()
+}
+
+fn valid_weights() -> Vec<u8> {
+    weights(
+        &[
+            (
+                "layers.0.weight",
+                vec![3, 2],
+                vec![1.0, -1.0, 0.5, 2.0, -1.0, 1.0],
+            ),
+            ("layers.0.bias", vec![3], vec![0.0, -1.0, 0.5]),
+            (
+                "layers.1.weight",
+                vec![2, 3],
+                vec![1.0, 0.0, 2.0, -1.0, 1.0, 0.0],
+            ),
+            ("layers.1.bias", vec![2], vec![0.25, 0.0]),
+        ],
+        Some(MANIFEST),
+    )
+}
+
+#[test]
+fn forward_matches_a_hand_computed_network() {
+    let model = Model::from_bytes(&valid_weights(), MANIFEST.as_bytes()).unwrap();
+    // x = (1, 2): pre = (1-2, 0.5+4-1, -1+2+0.5) = (-1, 3.5, 1.5);
+    // h = (relu(-1), relu(3.5), silu(1.5)) = (0, 3.5, 1.5 * sigmoid(1.5));
+    // out = (0 + 0 + 2 * silu(1.5) + 0.25, 0 + 3.5 + 0).
+    let silu = 1.5 / (1.0 + (-1.5f32).exp());
+    let want = [2.0 * silu + 0.25, 3.5];
+    let mut out = vec![0.0; 4];
+    let mut scratch = Scratch::new(1);
+    model
+        .forward(&[1.0, 2.0, 1.0, 2.0], 2, &mut scratch, &mut out)
+        .unwrap();
+    for (g, w) in out.iter().zip(want.iter().chain(want.iter())) {
+        assert!((g - w).abs() < 1e-6, "{out:?} vs {want:?}");
+    }
+    assert_eq!(model.group_sizes(), vec![vec![("relu", 2), ("silu", 1)]]);
+    let p = model.predict(&[1.0, 2.0]).unwrap();
+    assert_eq!(p.class, 1);
+    assert!((p.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    // Same answers from the metadata copy of the manifest.
+    let again = Model::from_safetensors(&valid_weights()).unwrap();
+    let mut out2 = vec![0.0; 4];
+    again
+        .forward(&[1.0, 2.0, 1.0, 2.0], 2, &mut scratch, &mut out2)
+        .unwrap();
+    assert_eq!(out, out2);
+}
+
+#[test]
+fn wrong_sizes_and_bad_files_are_typed_errors() {
+    let model = Model::from_bytes(&valid_weights(), MANIFEST.as_bytes()).unwrap();
+    let mut s = Scratch::new(1);
+    assert!(matches!(
+        model.forward(&[1.0; 3], 2, &mut s, &mut [0.0; 4]),
+        Err(Error::InputSize {
+            len: 3,
+            batch: 2,
+            inputs: 2
+        })
+    ));
+    assert!(matches!(
+        model.forward(&[1.0; 4], 2, &mut s, &mut [0.0; 3]),
+        Err(Error::OutputSize { .. })
+    ));
+    let wrong_shape = weights(
+        &[
+            ("layers.0.weight", vec![2, 3], vec![0.0; 6]),
+            ("layers.0.bias", vec![3], vec![0.0; 3]),
+            ("layers.1.weight", vec![2, 3], vec![0.0; 6]),
+            ("layers.1.bias", vec![2], vec![0.0; 2]),
+        ],
+        None,
+    );
+    assert!(matches!(
+        Model::from_bytes(&wrong_shape, MANIFEST.as_bytes()),
+        Err(Error::Shape { .. })
+    ));
+    let missing = weights(&[("layers.0.weight", vec![3, 2], vec![0.0; 6])], None);
+    assert!(matches!(
+        Model::from_bytes(&missing, MANIFEST.as_bytes()),
+        Err(Error::Mismatch(_))
+    ));
+    let v2 = MANIFEST.replace("version = 1", "version = 2");
+    assert!(matches!(
+        Model::from_bytes(&valid_weights(), v2.as_bytes()),
+        Err(Error::Manifest(_)) | Err(Error::Mismatch(_))
+    ));
+    let gap = MANIFEST.replace("start = 2", "start = 3");
+    let e = Model::from_bytes(&weights(&[], None), gap.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gap"), "{e}");
+    let unknown = MANIFEST.replace("\"silu\"", "\"wobble\"");
+    let e = Model::from_bytes(&weights(&[], None), unknown.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wobble") && e.contains("relu"), "{e}");
+    let bytes = valid_weights();
+    assert!(matches!(
+        Model::from_bytes(&bytes[..bytes.len() - 5], MANIFEST.as_bytes()),
+        Err(Error::Safetensors(_))
+    ));
+    assert!(matches!(
+        Model::load_dir("/nonexistent"),
+        Err(Error::Io { .. })
+    ));
+}
+
+#[test]
+fn thousands_of_mutated_models_never_panic() {
+    let base_weights = valid_weights();
+    let mut rng = StdRng::seed_from_u64(99);
+    let (mut ok, mut err) = (0, 0);
+    for i in 0..4000 {
+        let mut w = base_weights.clone();
+        let mut m = MANIFEST.as_bytes().to_vec();
+        match i % 5 {
+            0 => w.truncate(rng.gen_range(0..w.len())),
+            1 => {
+                for _ in 0..rng.gen_range(1..4) {
+                    let at = rng.gen_range(0..w.len());
+                    w[at] ^= 1 << rng.gen_range(0..8);
+                }
+            }
+            2 => {
+                // Bit flips in the header region, where offsets and shapes live.
+                let at = rng.gen_range(0..w.len().min(300));
+                w[at] ^= 1 << rng.gen_range(0..8);
+            }
+            3 => {
+                let at = rng.gen_range(0..m.len());
+                m[at] = b"0123456789 =[]\"x\n"[rng.gen_range(0..17)];
+            }
+            _ => {
+                let text = String::from_utf8(m.clone()).unwrap();
+                let lines: Vec<&str> = text.lines().collect();
+                let drop = rng.gen_range(0..lines.len());
+                m = lines
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != drop)
+                    .map(|(_, l)| *l)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    .into_bytes();
+            }
+        }
+        match Model::from_bytes(&w, &m) {
+            Ok(model) => {
+                ok += 1;
+                let mut out = vec![0.0; model.classes()];
+                let input = vec![0.5; model.input_size()];
+                model
+                    .forward(&input, 1, &mut Scratch::new(1), &mut out)
+                    .unwrap();
+            }
+            Err(_) => err += 1,
+        }
+    }
+    assert!(ok > 0 && err > 0, "ok {ok}, err {err}");
+}

@@ -1,0 +1,92 @@
+//! Export: a trained network as `model.safetensors` (PyTorch names and layout, f32) plus
+//! `manifest.toml` (activation groups and original neuron indices), the format
+//! `smartmixed-infer` loads. Phase-1 networks are exported with their argmax choices.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use dfdx::prelude::*;
+use smartmixed_core::manifest::{MANIFEST_FORMAT, MANIFEST_VERSION};
+use smartmixed_core::{GroupManifest, LayerManifest, Manifest};
+
+use crate::checkpoint::{layer_tensors, serialize};
+use crate::fsutil::write_atomic;
+use crate::model::{Hidden, Network};
+use crate::ops::TrainDevice;
+use crate::{Error, Result};
+
+/// The weights file of an exported model.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The manifest file of an exported model.
+pub const MANIFEST_FILE: &str = "manifest.toml";
+/// The safetensors `__metadata__` key holding a copy of the manifest.
+pub const MANIFEST_METADATA_KEY: &str = "smartmixed.manifest";
+
+/// The grouped network to export: itself, or phase 1's argmax transition.
+pub fn mixed<D: TrainDevice>(net: &Network<D>) -> Network<D> {
+    net.to_mixed(None).unwrap_or_else(|| net.clone())
+}
+
+/// The manifest of a grouped network.
+pub fn manifest<D: TrainDevice>(net: &Network<D>) -> Manifest {
+    let Hidden::Grouped {
+        groups,
+        original_index,
+    } = &mixed(net).hidden
+    else {
+        unreachable!("mixed() always returns a grouped network")
+    };
+    let last = net.layers.len() - 1;
+    let layers = net
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let (outputs, inputs) = *l.weight.shape();
+            LayerManifest {
+                inputs,
+                outputs,
+                groups: if i == last {
+                    vec![]
+                } else {
+                    groups[i]
+                        .iter()
+                        .map(|g| GroupManifest {
+                            activation: g.activation.name.into(),
+                            start: g.start,
+                            len: g.len,
+                        })
+                        .collect()
+                },
+                original_index: if i == last {
+                    (0..outputs as u32).collect()
+                } else {
+                    original_index[i].clone()
+                },
+            }
+        })
+        .collect();
+    Manifest {
+        format: MANIFEST_FORMAT.into(),
+        version: MANIFEST_VERSION,
+        inputs: net.layers[0].weight.shape().1,
+        output_activation: "identity".into(),
+        layers,
+    }
+}
+
+/// Writes `dir/model.safetensors` and `dir/manifest.toml`, atomically each.
+pub fn export<D: TrainDevice>(net: &Network<D>, dir: &Path) -> Result<Manifest> {
+    let net = mixed(net);
+    let manifest = manifest(&net);
+    let text = manifest.to_toml();
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(dir, "cannot create export directory", e))?;
+    let meta = HashMap::from([(MANIFEST_METADATA_KEY.to_string(), text.clone())]);
+    write_atomic(
+        &dir.join(WEIGHTS_FILE),
+        &serialize(&layer_tensors(&net), meta),
+    )?;
+    write_atomic(&dir.join(MANIFEST_FILE), text.as_bytes())?;
+    Ok(manifest)
+}
