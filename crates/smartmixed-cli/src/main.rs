@@ -1,6 +1,11 @@
-//! The `smartmixed-cli` binary: argument parsing, progress display and one-line errors.
+//! The `smartmixed-cli` binary: `train`, `export`, `eval`, `predict`, `inspect`; argument
+//! parsing, progress display and one-line errors.
 //! All work happens in the library crates; anyhow lives only here.
 
+mod eval;
+mod export;
+mod inspect;
+mod predict;
 mod progress;
 mod train;
 
@@ -26,12 +31,24 @@ struct Cli {
 enum Command {
     /// Train phase 1 (selection) then phase 2 (mixed), or a fixed-activation baseline.
     Train(train::TrainArgs),
+    /// Export a run's best checkpoint as model.safetensors + manifest.toml.
+    Export(export::ExportArgs),
+    /// Accuracy, per-class accuracy and confusion matrix of an exported model.
+    Eval(eval::EvalArgs),
+    /// Classify an image (IDX, PGM or PNG) with an exported model.
+    Predict(predict::PredictArgs),
+    /// Show an exported model's layers and activation groups.
+    Inspect(inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(args),
+        Command::Export(args) => export::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Eval(args) => eval::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Predict(args) => predict::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

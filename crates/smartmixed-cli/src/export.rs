@@ -1,0 +1,57 @@
+//! `smartmixed-cli export`: a run's best checkpoint as `model.safetensors` + `manifest.toml`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use dfdx::tensor::Cpu;
+use smartmixed_train::{checkpoint, export};
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// A run directory written by `train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Directory to write model.safetensors and manifest.toml into.
+    #[arg(long = "safetensors")]
+    out: PathBuf,
+    /// Which phase's best checkpoint: 2 (default; a fixed baseline's own checkpoint when the
+    /// run is a baseline) or 1 (exported with its argmax choices).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    phase: u8,
+}
+
+pub fn run(args: ExportArgs) -> Result<()> {
+    let candidates: &[&str] = if args.phase == 1 {
+        &["phase1-best.safetensors"]
+    } else {
+        &["phase2-best.safetensors", "fixed-best.safetensors"]
+    };
+    let Some(path) = candidates
+        .iter()
+        .map(|c| args.run.join(c))
+        .find(|p| p.is_file())
+    else {
+        bail!(
+            "{}: no {} in this run directory",
+            args.run.display(),
+            candidates.join(" or ")
+        );
+    };
+    let net = checkpoint::load(&Cpu::default(), &path)?;
+    let manifest = export::export(&net, &args.out)?;
+    let hidden: Vec<String> = manifest.layers[..manifest.layers.len() - 1]
+        .iter()
+        .map(|l| {
+            l.groups
+                .iter()
+                .map(|g| format!("{} {}", g.activation, g.len))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect();
+    println!("exported {} to {}", path.display(), args.out.display());
+    for (i, h) in hidden.iter().enumerate() {
+        println!("  hidden layer {}: {h}", i + 1);
+    }
+    Ok(())
+}

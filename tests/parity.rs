@@ -1,0 +1,132 @@
+//! The exported model in `smartmixed-infer` against the trainer's phase-2 network on the
+//! whole MNIST test set, and against an independent reader (tests/independent_reader.py,
+//! numpy + safetensors only).
+
+use std::path::Path;
+use std::process::Command;
+
+use dfdx::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use smartmixed_core::{lookup, PAPER_POOL};
+use smartmixed_infer::{Model, Scratch};
+use smartmixed_train::data::Dataset;
+use smartmixed_train::export;
+use smartmixed_train::model::{Hidden, Network};
+
+use smartmixed_activations_extra as _;
+
+fn mnist_test() -> Dataset {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    Dataset::from_idx(
+        &dir.join("t10k-images-idx3-ubyte.gz"),
+        &dir.join("t10k-labels-idx1-ubyte.gz"),
+        10,
+    )
+    .unwrap()
+}
+
+/// A phase-2 network from a phase-1 network with spread logits, so every layer has
+/// several groups; the pool includes a plugin activation.
+fn phase2(dev: &Cpu, widths: &[usize]) -> Network<Cpu> {
+    let mut rng = StdRng::seed_from_u64(17);
+    let mut names = PAPER_POOL.to_vec();
+    names.push("silu");
+    let pool = names.iter().map(|n| lookup(n).unwrap()).collect();
+    let mut net = Network::selective(dev, widths, pool, 0.3, &mut rng);
+    if let Hidden::Selective { logits, .. } = &mut net.hidden {
+        for l in logits.iter_mut() {
+            let v: Vec<f32> = (0..l.shape().0 * l.shape().1)
+                .map(|_| rng.gen_range(-2.0..2.0))
+                .collect();
+            *l = dev.tensor_from_vec(v, *l.shape());
+        }
+    }
+    net.to_mixed(None).unwrap()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |b, (i, v)| if *v > row[b] { i } else { b })
+}
+
+#[test]
+fn runtime_matches_the_trainer_on_the_mnist_test_set() {
+    let dev = Cpu::default();
+    let net = phase2(&dev, &[784, 256, 128, 64, 10]);
+    let dir = tempfile::tempdir().unwrap();
+    export::export(&net, dir.path()).unwrap();
+    let model = Model::load_dir(dir.path()).unwrap();
+    assert_eq!((model.input_size(), model.classes()), (784, 10));
+    let test = mnist_test();
+    let (mut max_diff, mut same) = (0.0f32, 0usize);
+    let mut scratch = Scratch::new(2);
+    let all: Vec<usize> = (0..test.len()).collect();
+    for chunk in all.chunks(1000) {
+        let b = test.batch(chunk, 10);
+        let x = dev.tensor_from_vec(b.inputs.clone(), (chunk.len(), 784));
+        let want = net.forward(x, None, false).as_vec();
+        let mut got = vec![0.0; chunk.len() * 10];
+        model
+            .forward(&b.inputs, chunk.len(), &mut scratch, &mut got)
+            .unwrap();
+        for (w, g) in want.chunks_exact(10).zip(got.chunks_exact(10)) {
+            max_diff = w
+                .iter()
+                .zip(g)
+                .map(|(a, b)| (a - b).abs())
+                .fold(max_diff, f32::max);
+            same += usize::from(argmax(w) == argmax(g));
+        }
+    }
+    println!("max |trainer - runtime| over 10000 test images: {max_diff:e}");
+    assert!(max_diff <= 1e-5, "max abs difference {max_diff}");
+    assert_eq!(same, test.len(), "predictions differ");
+}
+
+#[test]
+fn independent_python_reader_agrees() {
+    let probe = Command::new("python3")
+        .args(["-c", "import numpy, safetensors"])
+        .output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        assert!(
+            std::env::var_os("SMARTMIXED_REQUIRE_PYTHON").is_none(),
+            "SMARTMIXED_REQUIRE_PYTHON is set but python3 with numpy and safetensors is missing"
+        );
+        eprintln!(
+            "SKIPPED independent_python_reader_agrees: `pip install numpy safetensors` to run it"
+        );
+        return;
+    }
+    let dev = Cpu::default();
+    let net = phase2(&dev, &[784, 64, 48, 10]);
+    let dir = tempfile::tempdir().unwrap();
+    export::export(&net, dir.path()).unwrap();
+    let model = Model::load_dir(dir.path()).unwrap();
+    let test = mnist_test();
+    let n = 500;
+    let b = test.batch(&(0..n).collect::<Vec<_>>(), 10);
+    let mut logits = vec![0.0; n * 10];
+    model
+        .forward(&b.inputs, n, &mut Scratch::new(1), &mut logits)
+        .unwrap();
+    let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    std::fs::write(dir.path().join("inputs.f32"), le(&b.inputs)).unwrap();
+    std::fs::write(dir.path().join("logits.f32"), le(&logits)).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent_reader.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("agree"), "{stdout}");
+}
