@@ -428,3 +428,147 @@ fn a_diverging_loss_stops_clearly_and_keeps_the_last_good_checkpoint() {
     assert!(out.join("phase1-best.safetensors").is_file());
     assert!(out.join("metrics.csv").is_file());
 }
+
+/// Trains the tiny config on the full test set; returns (run dir, tempdir guard).
+fn tiny_run_with_full_test_set(tmp: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("configs/tiny.toml"))
+        .unwrap()
+        .replace("test_limit = 2000\n", "");
+    let cfg = write_config(tmp, "tiny-full.toml", &text);
+    let out = tmp.join("run");
+    let o = cli(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+#[test]
+fn export_eval_predict_inspect_on_a_trained_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tiny_run_with_full_test_set(tmp.path());
+    let exported = tmp.path().join("exported");
+    let o = cli(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--safetensors",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        exported.join("model.safetensors").is_file() && exported.join("manifest.toml").is_file()
+    );
+
+    // eval reports the test accuracy the training run reported.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let trained = summary["phases"][1]["test_accuracy"].as_f64().unwrap();
+    let o = cli(&["eval", "--model", exported.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let correct = (trained * 10_000.0).round() as usize;
+    assert!(
+        stdout.contains(&format!("({correct}/10000)")),
+        "trained {trained}, eval said: {stdout}"
+    );
+    assert!(stdout.contains("confusion matrix") && stdout.contains("per-class accuracy"));
+
+    let o = cli(&["inspect", "--model", exported.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("[784, 64, 32, 10]") && stdout.contains("hidden layer 1 (64 neurons)"),
+        "{stdout}"
+    );
+
+    // The first test image (a 7) as PGM, as PNG, and the first three as an IDX file.
+    let images =
+        smartmixed_train::data::read_idx(&root().join("data/mnist/t10k-images-idx3-ubyte.gz"))
+            .unwrap()
+            .data;
+    let seven = &images[..784];
+    let pgm = tmp.path().join("seven.pgm");
+    let mut pgm_bytes = b"P5\n# a seven\n28 28\n255\n".to_vec();
+    pgm_bytes.extend_from_slice(seven);
+    std::fs::write(&pgm, pgm_bytes).unwrap();
+    let png_path = tmp.path().join("seven.png");
+    {
+        let f = std::fs::File::create(&png_path).unwrap();
+        let mut enc = png::Encoder::new(f, 28, 28);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header().unwrap().write_image_data(seven).unwrap();
+    }
+    let idx = tmp.path().join("three-idx3-ubyte");
+    std::fs::write(&idx, idx_bytes(&[3, 28, 28], &images[..3 * 784])).unwrap();
+    for (input, lines) in [(&pgm, 1), (&png_path, 1), (&idx, 3)] {
+        let o = cli(&[
+            "predict",
+            "--model",
+            exported.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ]);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(stdout.lines().count(), lines, "{stdout}");
+        assert!(stdout.starts_with("image 0: class 7 "), "{stdout}");
+    }
+
+    // Phase 1 exports with its argmax choices.
+    let p1 = tmp.path().join("p1");
+    let o = cli(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--safetensors",
+        p1.to_str().unwrap(),
+        "--phase",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Bad model files and inputs: one-line errors naming the file.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::copy(exported.join("manifest.toml"), bad.join("manifest.toml")).unwrap();
+    let w = std::fs::read(exported.join("model.safetensors")).unwrap();
+    std::fs::write(bad.join("model.safetensors"), &w[..w.len() / 3]).unwrap();
+    assert_one_line_error(
+        &cli(&["eval", "--model", bad.to_str().unwrap()]),
+        &["model.safetensors", "invalid safetensors"],
+    );
+    std::fs::write(bad.join("manifest.toml"), "format = 1\n").unwrap();
+    assert_one_line_error(
+        &cli(&["inspect", "--model", bad.to_str().unwrap()]),
+        &["manifest.toml"],
+    );
+    assert_one_line_error(
+        &cli(&["eval", "--model", tmp.path().join("nope").to_str().unwrap()]),
+        &["nope", "cannot read"],
+    );
+    let small = tmp.path().join("small.pgm");
+    std::fs::write(&small, b"P2\n2 2\n255\n0 1 2 3\n").unwrap();
+    assert_one_line_error(
+        &cli(&[
+            "predict",
+            "--model",
+            exported.to_str().unwrap(),
+            small.to_str().unwrap(),
+        ]),
+        &["small.pgm", "4 pixels", "784"],
+    );
+    assert_one_line_error(
+        &cli(&[
+            "export",
+            "--run",
+            tmp.path().to_str().unwrap(),
+            "--safetensors",
+            bad.to_str().unwrap(),
+        ]),
+        &["no phase2-best.safetensors"],
+    );
+}

@@ -13,6 +13,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An error in a named file (loading from paths).
+    #[error("{}: {source}", path.display())]
+    InFile {
+        path: PathBuf,
+        #[source]
+        source: Box<Error>,
+    },
     /// Truncated or corrupt safetensors bytes.
     #[error("invalid safetensors: {0}")]
     Safetensors(String),

@@ -77,8 +77,20 @@ impl Model {
     }
 
     /// Loads weights and manifest from two paths.
+    /// Errors name the file at fault: the manifest for manifest problems, else the weights.
     pub fn load(weights: &Path, manifest: &Path) -> Result<Self> {
-        Self::from_bytes(&read(weights)?, &read(manifest)?)
+        let (w, m) = (read(weights)?, read(manifest)?);
+        let in_file = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e: Error| Error::InFile {
+                path,
+                source: Box::new(e),
+            }
+        };
+        let text =
+            std::str::from_utf8(&m).map_err(|_| in_file(manifest)(Error::ManifestEncoding))?;
+        let parsed = Manifest::from_toml(text).map_err(|e| in_file(manifest)(e.into()))?;
+        Self::build(&w, parsed).map_err(in_file(weights))
     }
 
     /// Loads from the bytes of the two files.
