@@ -25,3 +25,8 @@ mod model;
 
 pub use error::{Error, Result};
 pub use model::{Model, Prediction, Scratch, MANIFEST_FILE, MANIFEST_METADATA_KEY, WEIGHTS_FILE};
+
+/// The README's Rust examples, compiled as doc tests so they stay correct.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

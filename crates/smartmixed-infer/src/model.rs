@@ -138,7 +138,8 @@ impl Model {
                 st.len()
             )));
         }
-        let tensor = |name: String, shape: &[usize]| -> Result<Vec<f32>> {
+        // Little-endian f32 bytes of a tensor, checked against the manifest's shape.
+        let tensor = |name: String, shape: &[usize]| -> Result<&[u8]> {
             let t = st
                 .tensor(&name)
                 .map_err(|_| Error::MissingTensor(name.clone()))?;
@@ -155,20 +156,27 @@ impl Model {
                     expected: shape.to_vec(),
                 });
             }
-            Ok(t.data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect())
+            Ok(t.data())
+        };
+        let f32_at = |bytes: &[u8], i: usize| {
+            f32::from_le_bytes([
+                bytes[4 * i],
+                bytes[4 * i + 1],
+                bytes[4 * i + 2],
+                bytes[4 * i + 3],
+            ])
         };
         let mut layers = Vec::with_capacity(manifest.layers.len());
         for (i, lm) in manifest.layers.iter().enumerate() {
             let (inputs, outputs) = (lm.inputs, lm.outputs);
             let w = tensor(format!("layers.{i}.weight"), &[outputs, inputs])?;
-            let bias = tensor(format!("layers.{i}.bias"), &[outputs])?;
-            let mut weight_t = vec![0.0f32; w.len()];
+            let b = tensor(format!("layers.{i}.bias"), &[outputs])?;
+            let bias: Vec<f32> = (0..outputs).map(|o| f32_at(b, o)).collect();
+            // Transposed straight from the file's bytes: peak memory is the file plus the model.
+            let mut weight_t = vec![0.0f32; inputs * outputs];
             for o in 0..outputs {
-                for (k, &v) in w[o * inputs..(o + 1) * inputs].iter().enumerate() {
-                    weight_t[k * outputs + o] = v;
+                for k in 0..inputs {
+                    weight_t[k * outputs + o] = f32_at(w, o * inputs + k);
                 }
             }
             let blocks = lm
