@@ -4,6 +4,8 @@
 //! `inventory` gives no order, so pools, checkpoints and manifests always refer to
 //! activations by name; a pool's order is the order the config lists.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::{Error, Result};
 
 /// One activation function: a scalar form for reference and tests, and in-place slice
@@ -85,8 +87,18 @@ macro_rules! register_activation {
                     *d = derivative(x, y);
                 }
             }
-            // The same loops compiled for AVX2, chosen at run time: results are identical
-            // (no FMA contraction), only wider vectors.
+            // The same loops compiled for AVX-512 and AVX2, chosen at run time: results are
+            // identical to the portable loops (no FMA contraction), only the vectors widen.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            fn forward_in_place_avx512(xs: &mut [f32]) {
+                forward_in_place_body(xs)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            fn forward_with_derivative_avx512(xs: &mut [f32], ds: &mut [f32]) {
+                forward_with_derivative_body(xs, ds)
+            }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2")]
             fn forward_in_place_avx2(xs: &mut [f32]) {
@@ -99,17 +111,21 @@ macro_rules! register_activation {
             }
             fn forward_in_place(xs: &mut [f32]) {
                 #[cfg(target_arch = "x86_64")]
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2, checked just above.
-                    return unsafe { forward_in_place_avx2(xs) };
+                match $crate::activation::simd_level() {
+                    // SAFETY: simd_level() reports only features the CPU has.
+                    $crate::activation::SimdLevel::Avx512 => return unsafe { forward_in_place_avx512(xs) },
+                    $crate::activation::SimdLevel::Avx2 => return unsafe { forward_in_place_avx2(xs) },
+                    $crate::activation::SimdLevel::Portable => {}
                 }
                 forward_in_place_body(xs)
             }
             fn forward_with_derivative(xs: &mut [f32], ds: &mut [f32]) {
                 #[cfg(target_arch = "x86_64")]
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2, checked just above.
-                    return unsafe { forward_with_derivative_avx2(xs, ds) };
+                match $crate::activation::simd_level() {
+                    // SAFETY: simd_level() reports only features the CPU has.
+                    $crate::activation::SimdLevel::Avx512 => return unsafe { forward_with_derivative_avx512(xs, ds) },
+                    $crate::activation::SimdLevel::Avx2 => return unsafe { forward_with_derivative_avx2(xs, ds) },
+                    $crate::activation::SimdLevel::Portable => {}
                 }
                 forward_with_derivative_body(xs, ds)
             }
@@ -118,6 +134,41 @@ macro_rules! register_activation {
             }
         };
     };
+}
+
+/// The widest vector instructions the slice loops of [`register_activation!`] use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimdLevel {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+/// Set to force the portable loops (tests compare them with the vectorised ones).
+static PORTABLE_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Forces (or stops forcing) the portable loops, whatever the CPU supports. Results are
+/// the same either way; this exists so tests can show it.
+pub fn set_portable_only(portable: bool) {
+    PORTABLE_ONLY.store(portable, Ordering::Relaxed);
+}
+
+/// The instruction set the slice loops use on this CPU, detected at run time.
+#[inline]
+pub fn simd_level() -> SimdLevel {
+    if PORTABLE_ONLY.load(Ordering::Relaxed) {
+        return SimdLevel::Portable;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            return SimdLevel::Avx512;
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            return SimdLevel::Avx2;
+        }
+    }
+    SimdLevel::Portable
 }
 
 /// Every registered activation's name, sorted.
