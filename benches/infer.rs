@@ -115,12 +115,14 @@ fn main() {
     let mut out = vec![0.0f32; 4096 * 10];
     let mut bare = BareMatmul::new();
 
+    // SMARTMIXED_TABLE_ONLY=1 skips criterion and prints only the interleaved table.
+    let table_only = std::env::var_os("SMARTMIXED_TABLE_ONLY").is_some();
     let mut c = Criterion::default()
         .configure_from_args()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    for threads in [1, 2] {
+    for threads in if table_only { vec![] } else { vec![1, 2] } {
         let mut group = c.benchmark_group(format!("infer_{threads}_thread"));
         for batch in BATCHES {
             let x = &input[..batch * 784];

@@ -8,9 +8,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{Error, Result};
 
-/// One activation function: a scalar form for reference and tests, and in-place slice
-/// forms that the macro generates from the same expressions so the compiler can vectorise
-/// them (the training and inference kernels call only the slice forms).
+/// `out[i] = f(pre[i] + bias[i])`.
+pub type ApplyFn = fn(pre: &[f32], bias: &[f32], out: &mut [f32]);
+/// `out[i] = f(pre[i] + bias[i])` and `deriv[i] = f'(pre[i] + bias[i])`.
+pub type ApplyWithDerivativeFn = fn(pre: &[f32], bias: &[f32], out: &mut [f32], deriv: &mut [f32]);
+
+/// One activation function: a scalar form for reference and tests, and slice forms that
+/// the macro generates from the same expressions so the compiler can vectorise them (the
+/// training and inference kernels call only the slice forms).
+///
+/// The slice forms read `pre` and `bias` and write `out` (and `deriv`): the bias add is
+/// fused into the same pass, and writing to a different slice than the one read keeps
+/// the compiler from turning piecewise activations into masked stores, which are
+/// microcoded and slow on AMD CPUs.
 #[derive(Debug)]
 pub struct Activation {
     /// The name used in configs, checkpoints and manifests.
@@ -19,10 +29,10 @@ pub struct Activation {
     pub forward: fn(f32) -> f32,
     /// `f'(x)`, given `x` and `y = f(x)` (many derivatives are cheapest from `y`).
     pub derivative: fn(f32, f32) -> f32,
-    /// `xs[i] <- f(xs[i])`.
-    pub forward_in_place: fn(&mut [f32]),
-    /// `xs[i] <- f(xs[i])` and `ds[i] <- f'(xs[i])`; `ds` is at least as long as `xs`.
-    pub forward_with_derivative: fn(&mut [f32], &mut [f32]),
+    /// `out[i] = f(pre[i] + bias[i])` over the shortest of the three slices.
+    pub apply: ApplyFn,
+    /// [`Activation::apply`] that also writes `deriv[i] = f'(pre[i] + bias[i])`.
+    pub apply_with_derivative: ApplyWithDerivativeFn,
 }
 
 impl Activation {
@@ -31,15 +41,15 @@ impl Activation {
         name: &'static str,
         forward: fn(f32) -> f32,
         derivative: fn(f32, f32) -> f32,
-        forward_in_place: fn(&mut [f32]),
-        forward_with_derivative: fn(&mut [f32], &mut [f32]),
+        apply: ApplyFn,
+        apply_with_derivative: ApplyWithDerivativeFn,
     ) -> Self {
         Self {
             name,
             forward,
             derivative,
-            forward_in_place,
-            forward_with_derivative,
+            apply,
+            apply_with_derivative,
         }
     }
 }
@@ -73,17 +83,22 @@ macro_rules! register_activation {
                 $der
             }
             #[inline(always)]
-            fn forward_in_place_body(xs: &mut [f32]) {
-                for v in xs.iter_mut() {
-                    *v = forward(*v);
+            fn apply_body(pre: &[f32], bias: &[f32], out: &mut [f32]) {
+                for ((o, p), b) in out.iter_mut().zip(pre).zip(bias) {
+                    *o = forward(p + b);
                 }
             }
             #[inline(always)]
-            fn forward_with_derivative_body(xs: &mut [f32], ds: &mut [f32]) {
-                for (v, d) in xs.iter_mut().zip(ds.iter_mut()) {
-                    let x = *v;
+            fn apply_with_derivative_body(
+                pre: &[f32],
+                bias: &[f32],
+                out: &mut [f32],
+                deriv: &mut [f32],
+            ) {
+                for (((o, d), p), b) in out.iter_mut().zip(deriv.iter_mut()).zip(pre).zip(bias) {
+                    let x = p + b;
                     let y = forward(x);
-                    *v = y;
+                    *o = y;
                     *d = derivative(x, y);
                 }
             }
@@ -91,46 +106,69 @@ macro_rules! register_activation {
             // identical to the portable loops (no FMA contraction), only the vectors widen.
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f")]
-            fn forward_in_place_avx512(xs: &mut [f32]) {
-                forward_in_place_body(xs)
+            fn apply_avx512(pre: &[f32], bias: &[f32], out: &mut [f32]) {
+                apply_body(pre, bias, out)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f")]
-            fn forward_with_derivative_avx512(xs: &mut [f32], ds: &mut [f32]) {
-                forward_with_derivative_body(xs, ds)
+            fn apply_with_derivative_avx512(
+                pre: &[f32],
+                bias: &[f32],
+                out: &mut [f32],
+                deriv: &mut [f32],
+            ) {
+                apply_with_derivative_body(pre, bias, out, deriv)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2")]
-            fn forward_in_place_avx2(xs: &mut [f32]) {
-                forward_in_place_body(xs)
+            fn apply_avx2(pre: &[f32], bias: &[f32], out: &mut [f32]) {
+                apply_body(pre, bias, out)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2")]
-            fn forward_with_derivative_avx2(xs: &mut [f32], ds: &mut [f32]) {
-                forward_with_derivative_body(xs, ds)
+            fn apply_with_derivative_avx2(
+                pre: &[f32],
+                bias: &[f32],
+                out: &mut [f32],
+                deriv: &mut [f32],
+            ) {
+                apply_with_derivative_body(pre, bias, out, deriv)
             }
-            fn forward_in_place(xs: &mut [f32]) {
+            fn apply(pre: &[f32], bias: &[f32], out: &mut [f32]) {
                 #[cfg(target_arch = "x86_64")]
                 match $crate::activation::simd_level() {
                     // SAFETY: simd_level() reports only features the CPU has.
-                    $crate::activation::SimdLevel::Avx512 => return unsafe { forward_in_place_avx512(xs) },
-                    $crate::activation::SimdLevel::Avx2 => return unsafe { forward_in_place_avx2(xs) },
+                    $crate::activation::SimdLevel::Avx512 => {
+                        return unsafe { apply_avx512(pre, bias, out) }
+                    }
+                    $crate::activation::SimdLevel::Avx2 => {
+                        return unsafe { apply_avx2(pre, bias, out) }
+                    }
                     $crate::activation::SimdLevel::Portable => {}
                 }
-                forward_in_place_body(xs)
+                apply_body(pre, bias, out)
             }
-            fn forward_with_derivative(xs: &mut [f32], ds: &mut [f32]) {
+            fn apply_with_derivative(
+                pre: &[f32],
+                bias: &[f32],
+                out: &mut [f32],
+                deriv: &mut [f32],
+            ) {
                 #[cfg(target_arch = "x86_64")]
                 match $crate::activation::simd_level() {
                     // SAFETY: simd_level() reports only features the CPU has.
-                    $crate::activation::SimdLevel::Avx512 => return unsafe { forward_with_derivative_avx512(xs, ds) },
-                    $crate::activation::SimdLevel::Avx2 => return unsafe { forward_with_derivative_avx2(xs, ds) },
+                    $crate::activation::SimdLevel::Avx512 => {
+                        return unsafe { apply_with_derivative_avx512(pre, bias, out, deriv) }
+                    }
+                    $crate::activation::SimdLevel::Avx2 => {
+                        return unsafe { apply_with_derivative_avx2(pre, bias, out, deriv) }
+                    }
                     $crate::activation::SimdLevel::Portable => {}
                 }
-                forward_with_derivative_body(xs, ds)
+                apply_with_derivative_body(pre, bias, out, deriv)
             }
             $crate::inventory::submit! {
-                $crate::Activation::new($name, forward, derivative, forward_in_place, forward_with_derivative)
+                $crate::Activation::new($name, forward, derivative, apply, apply_with_derivative)
             }
         };
     };

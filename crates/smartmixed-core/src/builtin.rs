@@ -100,16 +100,18 @@ mod tests {
         let xs: Vec<f32> = (-40..40).map(|i| i as f32 * 0.37).collect();
         for name in PAPER_POOL {
             let act = lookup(name).unwrap();
-            let mut ys = xs.clone();
-            (act.forward_in_place)(&mut ys);
-            let mut ys2 = xs.clone();
+            let bias: Vec<f32> = (0..xs.len()).map(|i| (i % 7) as f32 * 0.1).collect();
+            let mut ys = vec![0.0; xs.len()];
+            (act.apply)(&xs, &bias, &mut ys);
+            let mut ys2 = vec![0.0; xs.len()];
             let mut ds = vec![0.0; xs.len()];
-            (act.forward_with_derivative)(&mut ys2, &mut ds);
+            (act.apply_with_derivative)(&xs, &bias, &mut ys2, &mut ds);
             for i in 0..xs.len() {
-                let y = (act.forward)(xs[i]);
+                let x = xs[i] + bias[i];
+                let y = (act.forward)(x);
                 assert_eq!(ys[i].to_bits(), y.to_bits(), "{name}");
                 assert_eq!(ys2[i].to_bits(), y.to_bits(), "{name}");
-                assert_eq!(ds[i].to_bits(), (act.derivative)(xs[i], y).to_bits());
+                assert_eq!(ds[i].to_bits(), (act.derivative)(x, y).to_bits());
             }
         }
     }
@@ -123,10 +125,11 @@ mod tests {
             let act = lookup(name).unwrap();
             let run = |portable: bool| {
                 crate::activation::set_portable_only(portable);
-                let (mut y, mut d) = (xs.clone(), vec![0.0; xs.len()]);
-                (act.forward_with_derivative)(&mut y, &mut d);
-                let mut y2 = xs.clone();
-                (act.forward_in_place)(&mut y2);
+                let zero = vec![0.0; xs.len()];
+                let (mut y, mut d) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
+                (act.apply_with_derivative)(&xs, &zero, &mut y, &mut d);
+                let mut y2 = vec![0.0; xs.len()];
+                (act.apply)(&xs, &zero, &mut y2);
                 crate::activation::set_portable_only(false);
                 (y, d, y2)
             };

@@ -254,7 +254,8 @@ mod tests {
     fn round_trips_and_rejects_each_defect() {
         let m = valid();
         assert_eq!(Manifest::from_toml(&m.to_toml()).unwrap(), m);
-        let cases: Vec<(Box<dyn Fn(&mut Manifest)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|m| m.version = 9), "version"),
             (Box::new(|m| m.layers[0].groups[1].start = 1), "overlaps"),
             (Box::new(|m| m.layers[0].groups[1].start = 3), "gap"),

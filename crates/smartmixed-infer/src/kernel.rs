@@ -57,14 +57,22 @@ pub struct Block {
     pub len: usize,
 }
 
-/// Adds the bias to every row and applies each block's activation in place.
-pub fn epilogue(out: &mut [f32], bias: &[f32], blocks: &[Block]) {
+/// `out = act(pre + bias)` for every row, each block with its activation: one pass.
+pub fn epilogue(pre: &[f32], bias: &[f32], blocks: &[Block], out: &mut [f32]) {
+    let n = bias.len();
+    for (p, o) in pre.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        for blk in blocks {
+            let r = blk.start..blk.start + blk.len;
+            (blk.activation.apply)(&p[r.clone()], &bias[r.clone()], &mut o[r]);
+        }
+    }
+}
+
+/// `out += bias` on every row (the output layer, whose activation is the identity).
+pub fn add_bias(out: &mut [f32], bias: &[f32]) {
     for row in out.chunks_exact_mut(bias.len()) {
         for (v, b) in row.iter_mut().zip(bias) {
             *v += b;
-        }
-        for blk in blocks {
-            (blk.activation.forward_in_place)(&mut row[blk.start..blk.start + blk.len]);
         }
     }
 }

@@ -7,7 +7,7 @@ use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use smartmixed_core::{lookup, Manifest};
 
-use crate::kernel::{epilogue, matmul, Block};
+use crate::kernel::{add_bias, epilogue, matmul, Block};
 use crate::{Error, Result};
 
 /// The weights file of an exported model directory.
@@ -259,8 +259,8 @@ impl Model {
         output: &mut [f32],
     ) -> Result<()> {
         self.check(input, batch, output)?;
-        self.run(input, batch, scratch, output, |out, layer| {
-            epilogue(out, &layer.bias, &layer.blocks)
+        self.run(input, batch, scratch, output, |pre, layer, out| {
+            epilogue(pre, &layer.bias, &layer.blocks, out)
         });
         Ok(())
     }
@@ -276,7 +276,8 @@ impl Model {
         output: &mut [f32],
     ) -> Result<()> {
         self.check(input, batch, output)?;
-        let per_neuron: Vec<Vec<fn(f32) -> f32>> = self
+        type Scalar = fn(f32) -> f32;
+        let per_neuron: Vec<Vec<Scalar>> = self
             .layers
             .iter()
             .map(|l| {
@@ -286,30 +287,36 @@ impl Model {
                     .collect()
             })
             .collect();
-        let mut idx = 0;
-        self.run(input, batch, scratch, output, |out, layer| {
-            let acts = &per_neuron[idx];
-            idx += 1;
-            for row in out.chunks_exact_mut(layer.outputs) {
-                for (j, v) in row.iter_mut().enumerate() {
-                    let z = *v + layer.bias[j];
-                    *v = match acts.get(j) {
-                        Some(f) => f(z),
-                        None => z,
-                    };
+        self.run(input, batch, scratch, output, |pre, layer, out| {
+            let l = self
+                .layers
+                .iter()
+                .position(|x| std::ptr::eq(x, layer))
+                .unwrap_or(0);
+            let acts = &per_neuron[l];
+            for (p, o) in pre
+                .chunks_exact(layer.outputs)
+                .zip(out.chunks_exact_mut(layer.outputs))
+            {
+                for (j, (p, o)) in p.iter().zip(o.iter_mut()).enumerate() {
+                    *o = acts[j](p + layer.bias[j]);
                 }
             }
         });
         Ok(())
     }
 
+    /// Runs every layer on `batch` rows. With several threads and enough rows, the rows
+    /// are split between scoped threads that each run the whole network on their share
+    /// (so the epilogue is parallel too and threads never wait on each other); otherwise
+    /// the matmul alone uses the threads.
     fn run(
         &self,
         input: &[f32],
         batch: usize,
         scratch: &mut Scratch,
         output: &mut [f32],
-        mut post: impl FnMut(&mut [f32], &Layer),
+        post: impl Fn(&[f32], &Layer, &mut [f32]) + Sync,
     ) {
         let widest = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
         for buf in [&mut scratch.a, &mut scratch.b] {
@@ -318,20 +325,70 @@ impl Model {
             }
         }
         let threads = scratch.threads.max(1);
+        let (a, b) = (
+            &mut scratch.a[..batch * widest],
+            &mut scratch.b[..batch * widest],
+        );
+        if threads == 1 || batch < 4 * threads {
+            return self.run_rows(input, batch, a, b, output, threads, &post);
+        }
+        let (inputs, classes) = (self.input_size(), self.classes());
+        let per = batch.div_ceil(threads);
+        std::thread::scope(|s| {
+            let parts = input
+                .chunks(per * inputs)
+                .zip(a.chunks_mut(per * widest))
+                .zip(b.chunks_mut(per * widest))
+                .zip(output.chunks_mut(per * classes));
+            let post = &post;
+            let handles: Vec<_> = parts
+                .map(|(((x, a), b), out)| {
+                    let rows = x.len() / inputs;
+                    s.spawn(move || self.run_rows(x, rows, a, b, out, 1, post))
+                })
+                .collect();
+            for h in handles {
+                // A panic in a worker is a bug; re-raise it on the caller's thread.
+                if let Err(p) = h.join() {
+                    std::panic::resume_unwind(p);
+                }
+            }
+        });
+    }
+
+    /// The network on `batch` rows: each hidden layer's matmul writes `b` and its epilogue
+    /// writes `a`; the last layer writes `output`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_rows(
+        &self,
+        input: &[f32],
+        batch: usize,
+        a: &mut [f32],
+        b: &mut [f32],
+        output: &mut [f32],
+        threads: usize,
+        post: &(impl Fn(&[f32], &Layer, &mut [f32]) + Sync),
+    ) {
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             let (k, n) = (layer.inputs, layer.outputs);
-            // Ping-pong between the two scratch buffers; the last layer writes `output`.
-            let (src, dst): (&[f32], &mut [f32]) = match (i == 0, i % 2 == 1, i == last) {
-                (true, _, true) => (input, &mut *output),
-                (true, _, false) => (input, &mut scratch.a[..batch * n]),
-                (false, true, true) => (&scratch.a[..batch * k], &mut *output),
-                (false, true, false) => (&scratch.a[..batch * k], &mut scratch.b[..batch * n]),
-                (false, false, true) => (&scratch.b[..batch * k], &mut *output),
-                (false, false, false) => (&scratch.b[..batch * k], &mut scratch.a[..batch * n]),
-            };
-            matmul(src, &layer.weight_t, dst, batch, k, n, threads);
-            post(dst, layer);
+            let src: &[f32] = if i == 0 { input } else { &a[..batch * k] };
+            if i == last {
+                matmul(src, &layer.weight_t, output, batch, k, n, threads);
+                add_bias(output, &layer.bias);
+            } else {
+                // Pre-activations go to `b`; the activations back to `a`, the next input.
+                matmul(
+                    src,
+                    &layer.weight_t,
+                    &mut b[..batch * n],
+                    batch,
+                    k,
+                    n,
+                    threads,
+                );
+                post(&b[..batch * n], layer, &mut a[..batch * n]);
+            }
         }
     }
 

@@ -43,17 +43,19 @@ pub fn grouped_forward(
 ) {
     let n = bias.len();
     for (row, (p, o)) in pre.chunks_exact(n).zip(out.chunks_exact_mut(n)).enumerate() {
-        for ((o, p), b) in o.iter_mut().zip(p).zip(bias) {
-            *o = p + b;
-        }
         for g in groups {
-            let block = &mut o[g.start..g.start + g.len];
+            let r = g.start..g.start + g.len;
             match deriv.as_deref_mut() {
                 Some(d) => {
                     let d = &mut d[row * n + g.start..row * n + g.start + g.len];
-                    (g.activation.forward_with_derivative)(block, d)
+                    (g.activation.apply_with_derivative)(
+                        &p[r.clone()],
+                        &bias[r.clone()],
+                        &mut o[r],
+                        d,
+                    )
                 }
-                None => (g.activation.forward_in_place)(block),
+                None => (g.activation.apply)(&p[r.clone()], &bias[r.clone()], &mut o[r]),
             }
         }
     }
@@ -113,10 +115,7 @@ pub fn selective_forward(
     for (row, p) in pre.chunks_exact(n).enumerate() {
         let base = row * n;
         for (j, act) in pool.iter().enumerate() {
-            for ((z, p), b) in z.iter_mut().zip(p).zip(bias) {
-                *z = p + b;
-            }
-            (act.forward_with_derivative)(&mut z, &mut dz);
+            (act.apply_with_derivative)(p, bias, &mut z, &mut dz);
             let values = &mut s.values[j * len + base..j * len + base + n];
             let deriv = &mut s.deriv[base..base + n];
             let o = &mut out[base..base + n];

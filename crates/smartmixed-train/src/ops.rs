@@ -95,11 +95,22 @@ pub mod generic {
         groups: &[Group],
     ) -> Matrix<D, T> {
         let n = pre.shape().1;
+        let zero = vec![0.0; n];
         linearised(add_bias(pre, bias), |y, d| {
-            for (y, d) in y.chunks_exact_mut(n).zip(d.chunks_exact_mut(n)) {
+            let z = y.to_vec();
+            for ((z, y), d) in z
+                .chunks_exact(n)
+                .zip(y.chunks_exact_mut(n))
+                .zip(d.chunks_exact_mut(n))
+            {
                 for g in groups {
                     let r = g.start..g.start + g.len;
-                    (g.activation.forward_with_derivative)(&mut y[r.clone()], &mut d[r]);
+                    (g.activation.apply_with_derivative)(
+                        &z[r.clone()],
+                        &zero[r.clone()],
+                        &mut y[r.clone()],
+                        &mut d[r],
+                    );
                 }
             }
         })
@@ -134,7 +145,9 @@ pub mod generic {
         let mut mix: Option<Matrix<D, T>> = None;
         for (j, act) in pool.iter().enumerate() {
             let value = linearised(z.clone().put_tape(T::default()), |y, d| {
-                (act.forward_with_derivative)(y, d)
+                let zs = y.to_vec();
+                let zero = vec![0.0; zs.len()];
+                (act.apply_with_derivative)(&zs, &zero, y, d)
             })
             .clamp(-CLAMP, CLAMP);
             let weight = hard

@@ -160,7 +160,7 @@ mod tests {
         assert_eq!(parse_idx(&bad_type).unwrap_err().0, 2);
         let truncated = idx(&[4, 2], &[1, 2, 3]);
         let (off, msg) = parse_idx(&truncated).unwrap_err();
-        assert_eq!(off, 8 + 3);
+        assert_eq!(off, 12 + 3); // 12 header bytes for two dims, then the 3 data bytes there are
         assert!(msg.contains("truncated"), "{msg}");
         assert!(parse_idx(&[0, 0]).is_err());
         let huge = idx(&[u32::MAX, u32::MAX, u32::MAX], &[]);
