@@ -1,27 +1,15 @@
 //! The two steps of a layer: the matmul (the `gemm` crate, which picks AVX2/FMA or
-//! AVX-512 at run time) and the epilogue over contiguous activation blocks.
+//! AVX-512 at run time; single-threaded, the model parallelises over rows) and the
+//! epilogue over contiguous activation blocks.
 
 use smartmixed_core::Activation;
 
 /// `dst[m, n] = lhs[m, k] * rhs[k, n]`, all row-major and contiguous.
-pub fn matmul(
-    lhs: &[f32],
-    rhs: &[f32],
-    dst: &mut [f32],
-    m: usize,
-    k: usize,
-    n: usize,
-    threads: usize,
-) {
+pub fn matmul(lhs: &[f32], rhs: &[f32], dst: &mut [f32], m: usize, k: usize, n: usize) {
     assert!(
         lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n,
         "matmul sizes"
     );
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     // SAFETY: the three slices hold at least the m*k, k*n and m*n elements addressed by the
     // strides below (asserted above), and dst does not alias lhs or rhs (&mut).
     unsafe {
@@ -44,7 +32,7 @@ pub fn matmul(
             false,
             false,
             false,
-            parallelism,
+            gemm::Parallelism::None,
         )
     }
 }
