@@ -7,6 +7,7 @@ pub mod config;
 mod error;
 pub mod manifest;
 pub mod math;
+pub mod sweep;
 
 pub use activation::{lookup, registered_names, Activation};
 pub use config::{
@@ -15,6 +16,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use manifest::{GroupManifest, LayerManifest, Manifest, ManifestError};
+pub use sweep::{Cell, CellFilter, SweepConfig};
 
 /// Re-exported so that [`register_activation!`] works in crates that do not depend on
 /// `inventory` themselves.
