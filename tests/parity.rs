@@ -83,8 +83,12 @@ fn runtime_matches_the_trainer_on_the_mnist_test_set() {
     // Rows split across threads give the same logits as one thread.
     let b = test.batch(&(0..999).collect::<Vec<_>>(), 10);
     let (mut one, mut two) = (vec![0.0; 9990], vec![0.0; 9990]);
-    model.forward(&b.inputs, 999, &mut Scratch::new(1), &mut one).unwrap();
-    model.forward(&b.inputs, 999, &mut Scratch::new(2), &mut two).unwrap();
+    model
+        .forward(&b.inputs, 999, &mut Scratch::new(1), &mut one)
+        .unwrap();
+    model
+        .forward(&b.inputs, 999, &mut Scratch::new(2), &mut two)
+        .unwrap();
     assert_eq!(one, two);
     println!("max |trainer - runtime| over 10000 test images: {max_diff:e}");
     assert!(max_diff <= 1e-5, "max abs difference {max_diff}");

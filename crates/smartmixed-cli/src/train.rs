@@ -23,6 +23,10 @@ pub struct TrainArgs {
     /// TOML config (default: the built-in configs/quick.toml).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Continue an interrupted run from its last completed epoch (its config.toml is used;
+    /// only --data-dir may be given with it).
+    #[arg(long, conflicts_with_all = ["config", "out", "phase1_epochs", "phase2_epochs", "seed", "train_limit", "test_limit"])]
+    resume: Option<PathBuf>,
     /// Run directory to create (default: runs/run-<unix time>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -82,24 +86,46 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
-    let cfg = resolve(&args)?;
-    let out = args.out.clone().unwrap_or_else(|| {
+    let (cfg, out) = match &args.resume {
+        Some(dir) => {
+            let mut cfg = TrainConfig::from_file(&dir.join(smartmixed_train::rundir::CONFIG))?;
+            if let Some(d) = &args.data_dir {
+                cfg.data.dir = d.clone();
+            }
+            (cfg, dir.clone())
+        }
+        None => (resolve(&args)?, default_out(&args)),
+    };
+    let data = Splits::load(&cfg.data, cfg.data.classes)?;
+    check_data_fits(&cfg, &data)?;
+    let mut run = match &args.resume {
+        Some(dir) => RunDir::open(dir)?,
+        None => RunDir::create(&out)?,
+    };
+    train_in(&cfg, &data, &mut run, args.resume.is_some())
+}
+
+fn default_out(args: &TrainArgs) -> PathBuf {
+    args.out.clone().unwrap_or_else(|| {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         PathBuf::from(format!("runs/run-{secs}"))
-    });
-    let data = Splits::load(&cfg.data, cfg.data.classes)?;
-    check_data_fits(&cfg, &data)?;
-    let mut run = RunDir::create(&out)?;
+    })
+}
+
+/// Trains (or resumes) in `run`, with progress, Ctrl-C handling and the final table.
+fn train_in(cfg: &TrainConfig, data: &Splits, run: &mut RunDir, resume: bool) -> Result<ExitCode> {
+    let out = run.path().to_path_buf();
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = stop.clone();
     // A second Ctrl-C while stopping is ignored; the current batch finishes first.
     let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));
     let mut reporter = Reporter::new();
     eprintln!(
-        "training {} on {} train / {} validation / {} test images, run directory {}",
+        "{} {} on {} train / {} validation / {} test images, run directory {}",
+        if resume { "resuming" } else { "training" },
         match cfg.model.mode {
             Mode::Smartmixed => "SmartMixed".to_string(),
             Mode::Fixed => format!(
@@ -117,15 +143,19 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot open CUDA device 0: {e:?}"))?;
     #[cfg(not(feature = "cuda"))]
     let dev = Cpu::default();
-    let result = Trainer {
+    let mut trainer = Trainer {
         dev: &dev,
-        config: &cfg,
-        data: &data,
-        run: &mut run,
+        config: cfg,
+        data,
+        run,
         progress: &mut reporter,
         stop: &stop,
-    }
-    .run();
+    };
+    let result = if resume {
+        trainer.resume()
+    } else {
+        trainer.run()
+    };
     reporter.finish();
     match result {
         Ok(summary) => {
@@ -134,7 +164,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(smartmixed_train::Error::Interrupted) => {
-            eprintln!("interrupted; files written so far are in {}", out.display());
+            eprintln!(
+                "interrupted; continue with: smartmixed-cli train --resume {}",
+                out.display()
+            );
             Ok(ExitCode::from(130))
         }
         Err(e) => Err(e.into()),

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DataConfig, ModelConfig, Mode, OutputLoss, Phase1Config, Phase2Config, TrainingConfig};
+use crate::config::{
+    DataConfig, Mode, ModelConfig, OutputLoss, Phase1Config, Phase2Config, TrainingConfig,
+};
 use crate::{Error, Result, TrainConfig, PAPER_POOL};
 
 /// The method name of the two-phase SmartMixed run in `sweep.methods`.
@@ -70,7 +72,10 @@ impl SweepConfig {
     /// Reads, parses and validates a sweep file (every cell's config is validated too).
     pub fn from_file(path: &Path) -> Result<Self> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig { path: origin.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+            path: origin.clone(),
+            source,
+        })?;
         Self::from_toml_str(&text, &origin)
     }
 
@@ -80,9 +85,16 @@ impl SweepConfig {
             field: "toml".into(),
             message: e.message().trim().replace('\n', " "),
         })?;
-        let fail = |field: &str, message: &str| Error::Config { origin: origin.into(), field: field.into(), message: message.into() };
+        let fail = |field: &str, message: &str| Error::Config {
+            origin: origin.into(),
+            field: field.into(),
+            message: message.into(),
+        };
         if cfg.sweep.architectures.is_empty() {
-            return Err(fail("sweep.architectures", "expected at least one architecture"));
+            return Err(fail(
+                "sweep.architectures",
+                "expected at least one architecture",
+            ));
         }
         if cfg.sweep.methods.is_empty() {
             return Err(fail("sweep.methods", "expected at least one method"));
@@ -92,11 +104,15 @@ impl SweepConfig {
         }
         for (i, m) in cfg.sweep.methods.iter().enumerate() {
             if cfg.sweep.methods[..i].contains(m) {
-                return Err(fail(&format!("sweep.methods[{i}]"), &format!("duplicate method `{m}`")));
+                return Err(fail(
+                    &format!("sweep.methods[{i}]"),
+                    &format!("duplicate method `{m}`"),
+                ));
             }
         }
         for cell in cfg.cells() {
-            cfg.cell_config(&cell).validate(&format!("{origin} (cell {})", cell.id()))?;
+            cfg.cell_config(&cell)
+                .validate(&format!("{origin} (cell {})", cell.id()))?;
         }
         Ok(cfg)
     }
@@ -107,7 +123,12 @@ impl SweepConfig {
         for (a, hidden) in self.sweep.architectures.iter().enumerate() {
             for method in &self.sweep.methods {
                 for &seed in &self.sweep.seeds {
-                    cells.push(Cell { architecture: a + 1, hidden: hidden.clone(), method: method.clone(), seed });
+                    cells.push(Cell {
+                        architecture: a + 1,
+                        hidden: hidden.clone(),
+                        method: method.clone(),
+                        seed,
+                    });
                 }
             }
         }
@@ -121,14 +142,21 @@ impl SweepConfig {
             model: ModelConfig {
                 hidden: cell.hidden.clone(),
                 inputs: None,
-                mode: if smartmixed { Mode::Smartmixed } else { Mode::Fixed },
+                mode: if smartmixed {
+                    Mode::Smartmixed
+                } else {
+                    Mode::Fixed
+                },
                 activation: (!smartmixed).then(|| cell.method.clone()),
                 pool: self.sweep.pool.clone(),
                 output_loss: self.sweep.output_loss,
             },
             phase1: self.phase1.clone(),
             phase2: self.phase2.clone(),
-            training: TrainingConfig { seed: cell.seed, ..self.training.clone() },
+            training: TrainingConfig {
+                seed: cell.seed,
+                ..self.training.clone()
+            },
             data: self.data.clone(),
         }
     }
@@ -137,7 +165,12 @@ impl SweepConfig {
 /// The cells of shard `k` of `n` (0 <= k < n): every `n`-th cell from the `k`-th, so every
 /// cell is in exactly one shard and shards get similar mixes of small and large networks.
 pub fn shard(cells: &[Cell], k: usize, n: usize) -> Vec<Cell> {
-    cells.iter().enumerate().filter(|(i, _)| n > 0 && i % n == k).map(|(_, c)| c.clone()).collect()
+    cells
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| n > 0 && i % n == k)
+        .map(|(_, c)| c.clone())
+        .collect()
 }
 
 /// A `--only` filter: `arch=1,3`, `method=relu,smartmixed` or `seed=0`.
@@ -151,19 +184,34 @@ pub enum CellFilter {
 impl std::str::FromStr for CellFilter {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let (key, values) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected KEY=VALUES with KEY arch, method or seed"))?;
-        let list: Vec<&str> = values.split(',').map(str::trim).filter(|v| !v.is_empty()).collect();
+        let (key, values) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}`: expected KEY=VALUES with KEY arch, method or seed"))?;
+        let list: Vec<&str> = values
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
         if list.is_empty() {
             return Err(format!("`{s}`: no values"));
         }
         let nums = |what: &str| -> std::result::Result<Vec<u64>, String> {
-            list.iter().map(|v| v.parse::<u64>().map_err(|_| format!("`{s}`: `{v}` is not a {what}"))).collect()
+            list.iter()
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| format!("`{s}`: `{v}` is not a {what}"))
+                })
+                .collect()
         };
         match key.trim() {
-            "arch" | "architecture" => Ok(Self::Architecture(nums("number")?.into_iter().map(|v| v as usize).collect())),
+            "arch" | "architecture" => Ok(Self::Architecture(
+                nums("number")?.into_iter().map(|v| v as usize).collect(),
+            )),
             "method" => Ok(Self::Method(list.iter().map(|v| v.to_string()).collect())),
             "seed" => Ok(Self::Seed(nums("seed")?)),
-            other => Err(format!("`{s}`: unknown key `{other}`, expected arch, method or seed")),
+            other => Err(format!(
+                "`{s}`: unknown key `{other}`, expected arch, method or seed"
+            )),
         }
     }
 }
@@ -197,7 +245,10 @@ mod tests {
             all.sort();
             assert_eq!(seen, all, "n = {n}");
             let sizes: Vec<usize> = (0..n).map(|k| shard(&cells, k, n).len()).collect();
-            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
+            assert!(
+                sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+                "{sizes:?}"
+            );
         }
         let c = &cells[5];
         let tc = cfg.cell_config(c);
@@ -208,18 +259,42 @@ mod tests {
     #[test]
     fn filters_parse_and_select() {
         let cfg = SweepConfig::from_toml_str(SWEEP, "s.toml").unwrap();
-        let f: Vec<CellFilter> = ["arch=2,3".parse().unwrap(), "method=smartmixed".parse().unwrap()].to_vec();
-        let picked: Vec<String> = cfg.cells().iter().filter(|c| f.iter().all(|f| f.accepts(c))).map(Cell::id).collect();
-        assert_eq!(picked, ["a02-smartmixed-s0", "a02-smartmixed-s1", "a03-smartmixed-s0", "a03-smartmixed-s1"]);
+        let f: Vec<CellFilter> = [
+            "arch=2,3".parse().unwrap(),
+            "method=smartmixed".parse().unwrap(),
+        ]
+        .to_vec();
+        let picked: Vec<String> = cfg
+            .cells()
+            .iter()
+            .filter(|c| f.iter().all(|f| f.accepts(c)))
+            .map(Cell::id)
+            .collect();
+        assert_eq!(
+            picked,
+            [
+                "a02-smartmixed-s0",
+                "a02-smartmixed-s1",
+                "a03-smartmixed-s0",
+                "a03-smartmixed-s1"
+            ]
+        );
         assert!("colour=red".parse::<CellFilter>().is_err());
         assert!("seed=x".parse::<CellFilter>().is_err());
     }
 
     #[test]
     fn bad_sweeps_name_the_field() {
-        let e = SweepConfig::from_toml_str(&SWEEP.replace("\"tanh\"", "\"tanhh\""), "s.toml").unwrap_err().to_string();
+        let e = SweepConfig::from_toml_str(&SWEEP.replace("\"tanh\"", "\"tanhh\""), "s.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("model.activation") && e.contains("tanhh"), "{e}");
-        let e = SweepConfig::from_toml_str(&SWEEP.replace("[[8], [8, 4], [6]]", "[[8], [0]]"), "s.toml").unwrap_err().to_string();
+        let e = SweepConfig::from_toml_str(
+            &SWEEP.replace("[[8], [8, 4], [6]]", "[[8], [0]]"),
+            "s.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("model.hidden[0]") && e.contains("a02"), "{e}");
     }
 }

@@ -62,8 +62,18 @@ pub(crate) fn serialize(
 
 /// Serialises a network to safetensors bytes.
 pub fn to_bytes<D: TrainDevice>(net: &Network<D>) -> Vec<u8> {
+    to_bytes_with(net, Vec::new(), HashMap::new())
+}
+
+/// [`to_bytes`] plus extra f32 tensors and metadata (the resume state).
+pub(crate) fn to_bytes_with<D: TrainDevice>(
+    net: &Network<D>,
+    extra: Vec<(String, Vec<usize>, Vec<u8>)>,
+    mut meta: HashMap<String, String>,
+) -> Vec<u8> {
     let mut tensors = layer_tensors(net);
-    let mut meta = HashMap::from([("format".to_string(), FORMAT.to_string())]);
+    tensors.extend(extra);
+    meta.insert("format".to_string(), FORMAT.to_string());
     match &net.hidden {
         Hidden::Selective {
             pool,

@@ -11,6 +11,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod ranking;
+pub mod resume;
 pub mod rundir;
 pub mod trainer;
 

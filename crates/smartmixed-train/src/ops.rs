@@ -45,6 +45,12 @@ pub trait TrainDevice: Device<f32> {
 
     /// Multiplies a gradient buffer by `factor` in place.
     fn scale(&self, grad: &mut <Self as Storage<f32>>::Vec, factor: f32) -> Result<(), Self::Err>;
+
+    /// A device buffer's values on the host (for the resume state).
+    fn download(&self, v: &<Self as Storage<f32>>::Vec) -> Result<Vec<f32>, Self::Err>;
+
+    /// A device buffer holding `values`.
+    fn upload(&self, values: &[f32]) -> Result<<Self as Storage<f32>>::Vec, Self::Err>;
 }
 
 /// Device-generic versions built from dfdx ops.
@@ -292,6 +298,16 @@ impl TrainDevice for Cpu {
         grad.iter_mut().for_each(|g| *g *= factor);
         Ok(())
     }
+
+    fn download(&self, v: &<Self as Storage<f32>>::Vec) -> Result<Vec<f32>, CpuError> {
+        Ok(v.to_vec())
+    }
+
+    fn upload(&self, values: &[f32]) -> Result<<Self as Storage<f32>>::Vec, CpuError> {
+        let mut v = <Self as Storage<f32>>::try_alloc_len(self, values.len())?;
+        v.copy_from_slice(values);
+        Ok(v)
+    }
 }
 
 #[cfg(feature = "cuda")]
@@ -309,5 +325,15 @@ impl TrainDevice for Cuda {
         host.iter_mut().for_each(|g| *g *= factor);
         dev.htod_sync_copy_into(&host, &mut **grad)?;
         Ok(())
+    }
+
+    fn download(&self, v: &<Self as Storage<f32>>::Vec) -> Result<Vec<f32>, Self::Err> {
+        Ok(v.device().dtoh_sync_copy(&**v)?)
+    }
+
+    fn upload(&self, values: &[f32]) -> Result<<Self as Storage<f32>>::Vec, Self::Err> {
+        let mut v = <Self as Storage<f32>>::try_alloc_len(self, values.len())?;
+        v.device().htod_sync_copy_into(values, &mut *v)?;
+        Ok(v)
     }
 }

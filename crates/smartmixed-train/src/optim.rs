@@ -38,6 +38,38 @@ impl<D: TrainDevice> Adam<D> {
         })
     }
 
+    /// The step count and every moment on the host, for the resume state.
+    #[allow(clippy::type_complexity)]
+    pub fn export(&self, dev: &D) -> Result<(i32, Vec<(Vec<f32>, Vec<f32>)>), D::Err> {
+        let moments = self
+            .moments
+            .iter()
+            .map(|(m, v)| Ok((dev.download(m)?, dev.download(v)?)))
+            .collect::<Result<_, D::Err>>()?;
+        Ok((self.step, moments))
+    }
+
+    /// Adam restored from [`Adam::export`]'s output (learning rate: set it with
+    /// [`Adam::set_lr`]).
+    pub fn import(
+        dev: &D,
+        params: &[&Matrix<D>],
+        step: i32,
+        moments: &[(Vec<f32>, Vec<f32>)],
+    ) -> Result<Self, D::Err> {
+        let mut adam = Self::new(params, 0.0)?;
+        adam.step = step;
+        adam.moments = moments
+            .iter()
+            .map(|(m, v)| Ok((dev.upload(m)?, dev.upload(v)?)))
+            .collect::<Result<_, D::Err>>()?;
+        Ok(adam)
+    }
+
+    pub fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+
     /// Clips the global gradient norm to `clip_norm` (when > 0; as
     /// `torch.nn.utils.clip_grad_norm_`: scale by `clip / (norm + 1e-6)` when that is < 1)
     /// and applies one Adam update. Returns the norm before clipping.

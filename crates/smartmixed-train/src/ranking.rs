@@ -9,14 +9,22 @@
 pub fn ranks(scores: &[(String, f64)]) -> Vec<(String, usize)> {
     scores
         .iter()
-        .map(|(m, acc)| (m.clone(), 1 + scores.iter().filter(|(_, other)| other > acc).count()))
+        .map(|(m, acc)| {
+            (
+                m.clone(),
+                1 + scores.iter().filter(|(_, other)| other > acc).count(),
+            )
+        })
         .collect()
 }
 
 /// MRR of each method in `methods` over architectures, each given as its ranks:
 /// `(1/n) * sum_i 1/rank_i` with `n` the number of architectures; an architecture without
 /// the method counts as 0.
-pub fn mean_reciprocal_rank(per_architecture: &[Vec<(String, usize)>], methods: &[String]) -> Vec<(String, f64)> {
+pub fn mean_reciprocal_rank(
+    per_architecture: &[Vec<(String, usize)>],
+    methods: &[String],
+) -> Vec<(String, f64)> {
     let n = per_architecture.len().max(1) as f64;
     methods
         .iter()
@@ -33,7 +41,10 @@ pub fn mean_reciprocal_rank(per_architecture: &[Vec<(String, usize)>], methods: 
 
 /// `counts[m][r - 1]`: how many architectures gave method `methods[m]` rank `r`
 /// (ranks 1..=methods.len()).
-pub fn rank_counts(per_architecture: &[Vec<(String, usize)>], methods: &[String]) -> Vec<Vec<usize>> {
+pub fn rank_counts(
+    per_architecture: &[Vec<(String, usize)>],
+    methods: &[String],
+) -> Vec<Vec<usize>> {
     methods
         .iter()
         .map(|m| {
@@ -57,7 +68,11 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
         return (f64::NAN, f64::NAN);
     }
     let mean = values.iter().sum::<f64>() / n;
-    let var = if values.len() < 2 { 0.0 } else { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) };
+    let var = if values.len() < 2 {
+        0.0
+    } else {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    };
     (mean, var.sqrt())
 }
 
@@ -73,7 +88,11 @@ pub struct WeightHeatmap {
 impl WeightHeatmap {
     pub fn new(activations: Vec<String>) -> Self {
         let k = activations.len();
-        Self { activations, sum: vec![0.0; k * k], count: vec![0; k * k] }
+        Self {
+            activations,
+            sum: vec![0.0; k * k],
+            count: vec![0; k * k],
+        }
     }
 
     /// Adds a `[out, in]` weight matrix whose input neurons have activations `source` and
@@ -135,7 +154,10 @@ mod tests {
         for ((_, got), w) in mrr.iter().zip(want) {
             assert!((got - w).abs() < 1e-12, "{mrr:?}");
         }
-        assert_eq!(rank_counts(&per_arch, &methods), vec![vec![1, 0, 1], vec![1, 1, 0], vec![1, 0, 1]]);
+        assert_eq!(
+            rank_counts(&per_arch, &methods),
+            vec![vec![1, 0, 1], vec![1, 1, 0], vec![1, 0, 1]]
+        );
     }
 
     #[test]
@@ -149,7 +171,11 @@ mod tests {
     fn heatmap_pools_weights_by_source_and_target_activation() {
         let mut h = WeightHeatmap::new(vec!["relu".into(), "elu".into()]);
         // 2 outputs (relu, elu) x 3 inputs (relu, elu, elu).
-        h.add(&[1.0, 2.0, 4.0, -1.0, 0.5, 1.5], &["relu", "elu", "elu"], &["relu", "elu"]);
+        h.add(
+            &[1.0, 2.0, 4.0, -1.0, 0.5, 1.5],
+            &["relu", "elu", "elu"],
+            &["relu", "elu"],
+        );
         // A second matrix: 1 output (elu) x 1 input (relu), weight 3.
         h.add(&[3.0], &["relu"], &["elu"]);
         assert_eq!(h.mean(0, 0), Some(1.0)); // relu -> relu: 1

@@ -52,11 +52,76 @@ impl RunDir {
                 });
             }
         }
-        Ok(Self {
+        Ok(Self::create_unchecked(path))
+    }
+
+    fn create_unchecked(path: &Path) -> Self {
+        Self {
             path: path.to_path_buf(),
             metrics: "phase,epoch,train_loss,validation_loss,validation_accuracy,seconds,samples_per_second,grad_norm\n".into(),
             choices: "epoch,layer,activation,count\n".into(),
-        })
+        }
+    }
+
+    /// Opens the directory of an interrupted run to resume it: its CSV files are read
+    /// back, to be trimmed with [`RunDir::truncate_after`].
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.join(CONFIG).is_file() {
+            return Err(Error::Mismatch {
+                path: path.to_path_buf(),
+                message: format!("not a run directory (no {CONFIG})"),
+            });
+        }
+        if path.join(SUMMARY).is_file() {
+            return Err(Error::Mismatch {
+                path: path.to_path_buf(),
+                message: "this run already finished (summary.json exists)".into(),
+            });
+        }
+        let mut dir = Self::create_unchecked(path);
+        for (file, text) in [(METRICS, &mut dir.metrics), (CHOICES, &mut dir.choices)] {
+            match std::fs::read_to_string(path.join(file)) {
+                Ok(t) => *text = t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(path.join(file), "cannot read", e)),
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Drops CSV rows written after epoch `epochs_done` of `phase` (a crash between the
+    /// CSV write and the state write can leave one).
+    pub fn truncate_after(&mut self, phase: &str, epochs_done: usize) -> Result<()> {
+        let order = |p: &str| match p {
+            "phase1" => 1,
+            "phase2" => 2,
+            _ => 3,
+        };
+        let keep_metric = |line: &str| {
+            let mut f = line.split(',');
+            match (f.next(), f.next().and_then(|e| e.parse::<usize>().ok())) {
+                (Some(p), Some(e)) => order(p) < order(phase) || (p == phase && e <= epochs_done),
+                _ => true, // the header
+            }
+        };
+        let keep_choice =
+            |line: &str| match line.split(',').next().and_then(|e| e.parse::<usize>().ok()) {
+                Some(e) => phase != "phase1" || e <= epochs_done,
+                None => true,
+            };
+        let filter = |text: &str, keep: &dyn Fn(&str) -> bool| -> String {
+            text.lines()
+                .filter(|l| keep(l))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        self.metrics = filter(&self.metrics, &keep_metric);
+        self.choices = filter(&self.choices, &keep_choice);
+        write_atomic(&self.path.join(METRICS), self.metrics.as_bytes())?;
+        if self.path.join(CHOICES).exists() {
+            write_atomic(&self.path.join(CHOICES), self.choices.as_bytes())?;
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {

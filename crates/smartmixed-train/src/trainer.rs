@@ -9,7 +9,7 @@ use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use smartmixed_core::{lookup, Mode, OutputLoss, Phase2Init, TrainConfig};
 
 use crate::checkpoint;
@@ -17,6 +17,7 @@ use crate::data::{Dataset, Splits};
 use crate::model::{Hidden, Network};
 use crate::ops::{Matrix, TrainDevice};
 use crate::optim::Adam;
+use crate::resume;
 use crate::rundir::{EpochRecord, RunDir};
 use crate::{Error, Result};
 
@@ -42,14 +43,14 @@ pub struct Silent;
 impl Progress for Silent {}
 
 /// Loss and accuracy over a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,
 }
 
 /// The Table I figures of one phase.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseSummary {
     pub phase: String,
     pub epochs: usize,
@@ -181,7 +182,8 @@ pub struct Trainer<'a, D: TrainDevice> {
     pub data: &'a Splits,
     pub run: &'a mut RunDir,
     pub progress: &'a mut dyn Progress,
-    /// Set (e.g. by Ctrl-C) to stop after the current batch; files already written stay.
+    /// Set (e.g. by Ctrl-C) to stop before the next batch; every file written at the end of
+    /// the last completed epoch stays, and `--resume` continues from there.
     pub stop: &'a AtomicBool,
 }
 
@@ -191,27 +193,121 @@ struct PhaseOutcome<D: TrainDevice> {
     summary: PhaseSummary,
 }
 
+/// Where a phase starts: fresh, or restored from a run's state file.
+struct PhaseStart<D: TrainDevice> {
+    net: Network<D>,
+    epochs_done: usize,
+    adam: Option<Adam<D>>,
+    best: Option<(Network<D>, usize, Evaluation)>,
+}
+
+impl<D: TrainDevice> PhaseStart<D> {
+    fn fresh(net: Network<D>) -> Self {
+        Self {
+            net,
+            epochs_done: 0,
+            adam: None,
+            best: None,
+        }
+    }
+}
+
+/// The restored start of phase `name`, if the state stopped in it (and takes the state).
+fn take_start<D: TrainDevice>(
+    state: &mut Option<resume::State<D>>,
+    name: &str,
+    run: &std::path::Path,
+) -> Result<Option<PhaseStart<D>>> {
+    if state.as_ref().is_none_or(|s| s.position.phase != name) {
+        return Ok(None);
+    }
+    let Some(s) = state.take() else {
+        return Ok(None);
+    };
+    let best_net = checkpoint::load(
+        s.net.layers[0].weight.device(),
+        &run.join(format!("{name}-best.safetensors")),
+    )?;
+    let best = Some((best_net, s.position.best_epoch, s.position.best_validation));
+    Ok(Some(PhaseStart {
+        net: s.net,
+        epochs_done: s.position.epochs_done,
+        adam: Some(s.adam),
+        best,
+    }))
+}
+
+/// A seed for epoch `epoch` of phase `phase` and stream `stream`: every epoch draws from
+/// its own generator, so a resumed run sees exactly the numbers an uninterrupted one does.
+fn epoch_seed(seed: u64, phase: &str, epoch: usize, stream: u64) -> u64 {
+    let tag = match phase {
+        "phase1" => 1u64,
+        "phase2" => 2,
+        _ => 3,
+    };
+    // SplitMix64 finaliser over the combined inputs.
+    let mut z = seed ^ (tag << 56) ^ ((epoch as u64) << 8) ^ stream;
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 impl<D: TrainDevice> Trainer<'_, D> {
+    fn widths(&self) -> Vec<usize> {
+        let mut widths = vec![self.data.train.features()];
+        widths.extend(&self.config.model.hidden);
+        widths.push(self.data.classes);
+        widths
+    }
+
     /// Runs the whole config and writes `summary.json`.
     pub fn run(&mut self) -> Result<Summary> {
+        check_data_fits(self.config, self.data)?;
+        self.run.write_config(self.config)?;
+        self.run_from(None)
+    }
+
+    /// Continues a run from its state file (written at the end of every epoch).
+    pub fn resume(&mut self) -> Result<Summary> {
+        check_data_fits(self.config, self.data)?;
+        let state = resume::load(self.dev, self.run.path())?;
+        self.run
+            .truncate_after(&state.position.phase, state.position.epochs_done)?;
+        self.run_from(Some(state))
+    }
+
+    fn run_from(&mut self, state: Option<resume::State<D>>) -> Result<Summary> {
         let start = Instant::now();
         let cfg = self.config;
-        check_data_fits(cfg, self.data)?;
-        let features = self.data.train.features();
-        let mut widths = vec![features];
-        widths.extend(&cfg.model.hidden);
-        widths.push(self.data.classes);
-        self.run.write_config(cfg)?;
+        let widths = self.widths();
         let seed = cfg.training.seed;
         let mut init_rng = StdRng::seed_from_u64(seed);
-        let mut phases = Vec::new();
+        let (mut completed, earlier_seconds) = match &state {
+            Some(s) => (s.position.completed.clone(), s.position.seconds),
+            None => (Vec::new(), 0.0),
+        };
+        let mut state = state;
+        let run_path = self.run.path().to_path_buf();
         let mut final_choices = None;
         match cfg.model.mode {
             Mode::Fixed => {
                 let name = cfg.model.activation.as_deref().unwrap_or("relu");
-                let mut net = Network::fixed(self.dev, &widths, lookup(name)?, &mut init_rng);
-                let out = self.phase("fixed", &mut net, cfg.total_epochs(), cfg.phase2.lr, seed)?;
-                phases.push(out.summary);
+                let act = lookup(name)?;
+                let start = match take_start(&mut state, "fixed", &run_path)? {
+                    Some(s) => s,
+                    None => {
+                        PhaseStart::fresh(Network::fixed(self.dev, &widths, act, &mut init_rng))
+                    }
+                };
+                let out = self.phase(
+                    "fixed",
+                    start,
+                    cfg.total_epochs(),
+                    cfg.phase2.lr,
+                    &completed,
+                )?;
+                completed.push(out.summary);
             }
             Mode::Smartmixed => {
                 let pool = cfg
@@ -220,15 +316,33 @@ impl<D: TrainDevice> Trainer<'_, D> {
                     .iter()
                     .map(|n| lookup(n))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                let mut net = Network::selective(
-                    self.dev,
-                    &widths,
-                    pool,
-                    cfg.phase1.temperature as f32,
-                    &mut init_rng,
-                );
-                let p1 = self.phase("phase1", &mut net, cfg.phase1.epochs, cfg.phase1.lr, seed)?;
-                let counts = choice_counts(&p1.best).unwrap_or_default();
+                let resumed_in_phase2 =
+                    state.as_ref().is_some_and(|s| s.position.phase == "phase2");
+                let p1_best = if resumed_in_phase2 {
+                    checkpoint::load(self.dev, &self.run.path().join("phase1-best.safetensors"))?
+                } else {
+                    let tau = cfg.phase1.temperature as f32;
+                    let start = match take_start(&mut state, "phase1", &run_path)? {
+                        Some(s) => s,
+                        None => PhaseStart::fresh(Network::selective(
+                            self.dev,
+                            &widths,
+                            pool,
+                            tau,
+                            &mut init_rng,
+                        )),
+                    };
+                    let p1 = self.phase(
+                        "phase1",
+                        start,
+                        cfg.phase1.epochs,
+                        cfg.phase1.lr,
+                        &completed,
+                    )?;
+                    completed.push(p1.summary);
+                    p1.best
+                };
+                let counts = choice_counts(&p1_best).unwrap_or_default();
                 final_choices = Some(
                     counts
                         .iter()
@@ -242,14 +356,25 @@ impl<D: TrainDevice> Trainer<'_, D> {
                         })
                         .collect(),
                 );
-                let mut reinit_rng = StdRng::seed_from_u64(seed ^ 0x2e1);
-                let reinit = (cfg.phase2.init == Phase2Init::Reinit).then_some(&mut reinit_rng);
-                let mut mixed = p1.best.to_mixed(reinit).expect("phase 1 is selective");
-                phases.push(p1.summary);
                 if cfg.phase2.epochs > 0 {
-                    let p2 =
-                        self.phase("phase2", &mut mixed, cfg.phase2.epochs, cfg.phase2.lr, seed)?;
-                    phases.push(p2.summary);
+                    let mut reinit_rng = StdRng::seed_from_u64(epoch_seed(seed, "phase2", 0, 7));
+                    let reinit = cfg.phase2.init == Phase2Init::Reinit;
+                    let start = match take_start(&mut state, "phase2", &run_path)? {
+                        Some(s) => s,
+                        None => PhaseStart::fresh(
+                            p1_best
+                                .to_mixed(reinit.then_some(&mut reinit_rng))
+                                .expect("phase 1 is selective"),
+                        ),
+                    };
+                    let p2 = self.phase(
+                        "phase2",
+                        start,
+                        cfg.phase2.epochs,
+                        cfg.phase2.lr,
+                        &completed,
+                    )?;
+                    completed.push(p2.summary);
                 }
             }
         }
@@ -261,54 +386,62 @@ impl<D: TrainDevice> Trainer<'_, D> {
             train_samples: self.data.train.len(),
             validation_samples: self.data.validation.len(),
             test_samples: self.data.test.len(),
-            phases,
+            phases: completed,
             final_choices,
-            seconds: start.elapsed().as_secs_f64(),
+            seconds: earlier_seconds + start.elapsed().as_secs_f64(),
         };
         self.run.write_summary(&summary)?;
+        resume::remove(self.run.path());
         Ok(summary)
     }
 
-    /// Trains `net` for `epochs`, keeping (and checkpointing) the best validation loss.
+    /// Trains from `start` up to `epochs` epochs, keeping (and checkpointing) the best
+    /// validation loss and writing the resume state after every epoch.
     fn phase(
         &mut self,
         name: &str,
-        net: &mut Network<D>,
+        start: PhaseStart<D>,
         epochs: usize,
         lr: f64,
-        seed: u64,
+        completed: &[PhaseSummary],
     ) -> Result<PhaseOutcome<D>> {
         let phase_start = Instant::now();
         let (cfg, data, dev) = (self.config, self.data, self.dev);
         let classes = data.classes;
         let bs = cfg.training.batch_size;
+        let seed = cfg.training.seed;
         let ckpt_name = format!("{name}-best.safetensors");
         let ckpt_path = self.run.path().join(&ckpt_name);
         let device_err = |e: D::Err| Error::Mismatch {
             path: ckpt_path.clone(),
             message: format!("device error: {e:?}"),
         };
-        let mut adam = Adam::new(&net.params(), lr).map_err(device_err)?;
-        let phase_tag = match name {
-            "phase1" => 1,
-            "phase2" => 2,
-            _ => 3,
+        let PhaseStart {
+            mut net,
+            epochs_done,
+            adam,
+            mut best,
+        } = start;
+        let mut adam = match adam {
+            Some(mut a) => {
+                a.set_lr(lr);
+                a
+            }
+            None => Adam::new(&net.params(), lr).map_err(device_err)?,
         };
-        let mut shuffle_rng = StdRng::seed_from_u64(seed.wrapping_add(1000 * phase_tag));
-        let mut noise_rng = StdRng::seed_from_u64(seed.wrapping_add(1000 * phase_tag + 1));
         let selective = matches!(net.hidden, Hidden::Selective { .. });
-        let mut order: Vec<usize> = (0..data.train.len()).collect();
-        let batches = order.len().div_ceil(bs);
+        let batches = data.train.len().div_ceil(bs);
         self.progress.phase_started(name, epochs, batches);
-        let mut best: Option<(Network<D>, usize, Evaluation)> = None;
-        if epochs == 0 {
-            let e = evaluate(dev, net, &data.validation, classes, cfg.model.output_loss);
-            checkpoint::save(net, &ckpt_path)?;
+        if epochs == 0 && best.is_none() {
+            let e = evaluate(dev, &net, &data.validation, classes, cfg.model.output_loss);
+            checkpoint::save(&net, &ckpt_path)?;
             best = Some((net.clone(), 0, e));
         }
-        for epoch in 1..=epochs {
+        for epoch in epochs_done + 1..=epochs {
             let epoch_start = Instant::now();
-            order.shuffle(&mut shuffle_rng);
+            let mut order: Vec<usize> = (0..data.train.len()).collect();
+            order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(seed, name, epoch, 0)));
+            let mut noise_rng = StdRng::seed_from_u64(epoch_seed(seed, name, epoch, 1));
             let (mut loss_sum, mut norm_sum, mut seen) = (0.0f64, 0.0f64, 0usize);
             for (bi, chunk) in order.chunks(bs).enumerate() {
                 if self.stop.load(Ordering::Relaxed) {
@@ -319,7 +452,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
                 let y = dev.tensor_from_vec(b.targets, (chunk.len(), classes));
                 let noise = selective.then_some(&mut noise_rng);
                 let (value, norm) =
-                    train_step(net, &mut adam, x, y, noise, cfg).map_err(device_err)?;
+                    train_step(&mut net, &mut adam, x, y, noise, cfg).map_err(device_err)?;
                 if !value.is_finite() {
                     return Err(Error::NonFiniteLoss {
                         phase: name.into(),
@@ -339,9 +472,9 @@ impl<D: TrainDevice> Trainer<'_, D> {
                 );
             }
             let train_seconds = epoch_start.elapsed().as_secs_f64();
-            let val = evaluate(dev, net, &data.validation, classes, cfg.model.output_loss);
+            let val = evaluate(dev, &net, &data.validation, classes, cfg.model.output_loss);
             if best.as_ref().is_none_or(|(_, _, b)| val.loss < b.loss) {
-                checkpoint::save(net, &ckpt_path)?;
+                checkpoint::save(&net, &ckpt_path)?;
                 best = Some((net.clone(), epoch, val));
             }
             let record = EpochRecord {
@@ -355,10 +488,27 @@ impl<D: TrainDevice> Trainer<'_, D> {
                 grad_norm: norm_sum / batches.max(1) as f64,
             };
             self.run.add_epoch(&record)?;
-            let counts = choice_counts(net);
+            let counts = choice_counts(&net);
             if let Some(c) = &counts {
                 let names: Vec<&str> = cfg.model.pool.iter().map(String::as_str).collect();
                 self.run.add_choices(epoch, &names, c)?;
+            }
+            if let Some((_, best_epoch, best_val)) = &best {
+                let position = resume::Position {
+                    phase: name.into(),
+                    epochs_done: epoch,
+                    best_epoch: *best_epoch,
+                    best_validation: *best_val,
+                    completed: completed.to_vec(),
+                    seconds: phase_start.elapsed().as_secs_f64()
+                        + completed.iter().map(|p| p.seconds).sum::<f64>(),
+                };
+                resume::save(dev, self.run.path(), &net, &adam, &position).map_err(
+                    |e| match e {
+                        resume::SaveError::Device(e) => device_err(e),
+                        resume::SaveError::Io(e) => e,
+                    },
+                )?;
             }
             self.progress.epoch(&record, counts.as_deref());
         }

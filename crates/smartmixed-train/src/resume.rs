@@ -1,0 +1,145 @@
+//! The resume state of a run: written atomically at the end of every epoch as
+//! `state.safetensors` (the current network, Adam's moments and step, and where training
+//! stands), removed when the run finishes. With per-epoch random streams this is all a
+//! resumed run needs to end exactly as an uninterrupted one.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use dfdx::prelude::*;
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint;
+use crate::fsutil::write_atomic;
+use crate::model::Network;
+use crate::ops::TrainDevice;
+use crate::optim::Adam;
+use crate::trainer::{Evaluation, PhaseSummary};
+use crate::{Error, Result};
+
+/// The state file inside a run directory.
+pub const STATE: &str = "state.safetensors";
+const POSITION_KEY: &str = "resume";
+
+/// Where training stands after a completed epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    /// `phase1`, `phase2` or `fixed`.
+    pub phase: String,
+    pub epochs_done: usize,
+    pub best_epoch: usize,
+    pub best_validation: Evaluation,
+    /// Phases finished before this one.
+    pub completed: Vec<PhaseSummary>,
+    /// Training seconds so far.
+    pub seconds: f64,
+}
+
+/// A loaded state.
+pub struct State<D: TrainDevice> {
+    pub position: Position,
+    pub net: Network<D>,
+    pub adam: Adam<D>,
+}
+
+/// Saving fails on the device or on the disk.
+pub enum SaveError<E> {
+    Device(E),
+    Io(Error),
+}
+
+/// Writes the state of `dir`'s run.
+pub fn save<D: TrainDevice>(
+    dev: &D,
+    dir: &Path,
+    net: &Network<D>,
+    adam: &Adam<D>,
+    position: &Position,
+) -> std::result::Result<(), SaveError<D::Err>> {
+    let (step, moments) = adam.export(dev).map_err(SaveError::Device)?;
+    let mut extra = Vec::new();
+    for (i, (m, v)) in moments.iter().enumerate() {
+        extra.push((
+            format!("adam.m.{i}"),
+            vec![m.len()],
+            m.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
+        extra.push((
+            format!("adam.v.{i}"),
+            vec![v.len()],
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
+    }
+    let mut meta = HashMap::from([(
+        POSITION_KEY.to_string(),
+        serde_json::to_string(position).unwrap_or_default(),
+    )]);
+    meta.insert("adam_step".into(), step.to_string());
+    let bytes = checkpoint::to_bytes_with(net, extra, meta);
+    write_atomic(&dir.join(STATE), &bytes).map_err(SaveError::Io)
+}
+
+/// Reads the state of `dir`'s run.
+pub fn load<D: TrainDevice>(dev: &D, dir: &Path) -> Result<State<D>> {
+    let path = dir.join(STATE);
+    let bad = |message: String| Error::Checkpoint {
+        path: path.clone(),
+        message,
+    };
+    let bytes = std::fs::read(&path).map_err(|e| {
+        Error::io(
+            &path,
+            "cannot read resume state (the run may have finished, or never completed an epoch)",
+            e,
+        )
+    })?;
+    let net = checkpoint::from_bytes(dev, &bytes).map_err(bad)?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let position: Position = meta
+        .get(POSITION_KEY)
+        .and_then(|p| serde_json::from_str(p).ok())
+        .ok_or_else(|| bad(format!("metadata `{POSITION_KEY}` missing or invalid")))?;
+    let step: i32 = meta
+        .get("adam_step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("metadata `adam_step` missing".into()))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let read = |name: String, len: usize| -> Result<Vec<f32>> {
+        let t = st
+            .tensor(&name)
+            .map_err(|_| bad(format!("tensor `{name}` missing")))?;
+        if t.shape() != [len] {
+            return Err(bad(format!(
+                "tensor `{name}` has shape {:?}, expected [{len}]",
+                t.shape()
+            )));
+        }
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    };
+    let params = net.params();
+    let mut moments = Vec::new();
+    for (i, p) in params.iter().enumerate() {
+        let len = p.shape().num_elements();
+        moments.push((
+            read(format!("adam.m.{i}"), len)?,
+            read(format!("adam.v.{i}"), len)?,
+        ));
+    }
+    let adam = Adam::import(dev, &params, step, &moments)
+        .map_err(|e| bad(format!("device error: {e:?}")))?;
+    Ok(State {
+        position,
+        net,
+        adam,
+    })
+}
+
+/// Removes the state file of a finished run (a missing file is fine).
+pub fn remove(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(STATE));
+}

@@ -1,0 +1,149 @@
+//! An interrupted run resumed from its state file ends exactly as an uninterrupted run
+//! with the same seed: same best epochs, losses and accuracies, same metrics rows.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use dfdx::prelude::*;
+use smartmixed_core::TrainConfig;
+use smartmixed_train::data::Splits;
+use smartmixed_train::rundir::{EpochRecord, RunDir};
+use smartmixed_train::trainer::{Progress, Silent, Summary, Trainer};
+use smartmixed_train::Error;
+
+/// Sets the stop flag (as Ctrl-C does) once epoch `epoch` of `phase` has finished.
+struct StopAfter<'a> {
+    phase: &'static str,
+    epoch: usize,
+    stop: &'a AtomicBool,
+}
+
+impl Progress for StopAfter<'_> {
+    fn epoch(&mut self, r: &EpochRecord, _: Option<&[Vec<usize>]>) {
+        if r.phase == self.phase && r.epoch == self.epoch {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+fn config(mode: &str) -> TrainConfig {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let text = format!(
+        "[model]\nhidden = [24, 16]\n{mode}\n[phase1]\nepochs = 2\nlr = 0.003\n[phase2]\nepochs = 3\nlr = 0.003\n[training]\nbatch_size = 64\nseed = 5\n[data]\ndir = {:?}\ntrain_limit = 1200\ntest_limit = 500\n",
+        data.display().to_string()
+    );
+    TrainConfig::from_toml_str(&text, "resume test").unwrap()
+}
+
+fn train(
+    cfg: &TrainConfig,
+    data: &Splits,
+    dir: &Path,
+    progress: &mut dyn Progress,
+    stop: &AtomicBool,
+) -> Result<Summary, Error> {
+    let mut run = RunDir::create(dir).unwrap();
+    Trainer {
+        dev: &Cpu::default(),
+        config: cfg,
+        data,
+        run: &mut run,
+        progress,
+        stop,
+    }
+    .run()
+}
+
+fn resume(cfg: &TrainConfig, data: &Splits, dir: &Path) -> Summary {
+    let mut run = RunDir::open(dir).unwrap();
+    let stop = AtomicBool::new(false);
+    Trainer {
+        dev: &Cpu::default(),
+        config: cfg,
+        data,
+        run: &mut run,
+        progress: &mut Silent,
+        stop: &stop,
+    }
+    .resume()
+    .unwrap()
+}
+
+/// metrics.csv without the timing columns.
+fn metrics(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            [&f[..5], &f[7..]].concat().join(",")
+        })
+        .collect()
+}
+
+fn same_result(a: &Summary, b: &Summary) {
+    assert_eq!(a.phases.len(), b.phases.len());
+    for (x, y) in a.phases.iter().zip(&b.phases) {
+        assert_eq!(
+            (
+                x.best_epoch,
+                x.validation_loss,
+                x.test_accuracy,
+                x.test_loss
+            ),
+            (
+                y.best_epoch,
+                y.validation_loss,
+                y.test_accuracy,
+                y.test_loss
+            ),
+            "{}",
+            x.phase
+        );
+    }
+    assert_eq!(a.final_choices, b.final_choices);
+}
+
+#[test]
+fn resumed_runs_end_exactly_as_uninterrupted_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (mode, stops) in [
+        ("", vec![("phase1", 1), ("phase1", 2), ("phase2", 1)]),
+        ("mode = \"fixed\"\nactivation = \"elu\"", vec![("fixed", 3)]),
+    ] {
+        let cfg = config(mode);
+        let data = Splits::load(&cfg.data, 10).unwrap();
+        let whole_dir = tmp.path().join(format!("whole{}", mode.len()));
+        let whole = train(
+            &cfg,
+            &data,
+            &whole_dir,
+            &mut Silent,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(
+            !whole_dir.join("state.safetensors").exists(),
+            "a finished run keeps no state"
+        );
+        for (phase, epoch) in stops {
+            let dir = tmp.path().join(format!("{phase}-{epoch}-{}", mode.len()));
+            let stop = AtomicBool::new(false);
+            let mut progress = StopAfter {
+                phase,
+                epoch,
+                stop: &stop,
+            };
+            let err = train(&cfg, &data, &dir, &mut progress, &stop).unwrap_err();
+            assert!(matches!(err, Error::Interrupted), "{err}");
+            assert!(dir.join("state.safetensors").exists() && !dir.join("summary.json").exists());
+            let resumed = resume(&cfg, &data, &dir);
+            same_result(&whole, &resumed);
+            assert_eq!(
+                metrics(&whole_dir),
+                metrics(&dir),
+                "stopped after {phase} epoch {epoch}"
+            );
+        }
+    }
+}
