@@ -7,6 +7,7 @@ mod export;
 mod inspect;
 mod predict;
 mod progress;
+mod sweep;
 mod train;
 
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Show an exported model's layers and activation groups.
     Inspect(inspect::InspectArgs),
+    /// Run (a shard of) the paper's architecture x method x seed sweep, or merge shards.
+    Sweep(sweep::SweepArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args).map(|()| ExitCode::SUCCESS),
         Command::Predict(args) => predict::run(args).map(|()| ExitCode::SUCCESS),
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Sweep(args) => sweep::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

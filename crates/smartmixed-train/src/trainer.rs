@@ -64,7 +64,7 @@ pub struct PhaseSummary {
 }
 
 /// `summary.json`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub mode: Mode,
     pub architecture: Vec<usize>,
@@ -75,7 +75,7 @@ pub struct Summary {
     pub test_samples: usize,
     pub phases: Vec<PhaseSummary>,
     /// Per hidden layer, neurons per activation after phase 1 (SmartMixed only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_choices: Option<Vec<Vec<(String, usize)>>>,
     pub seconds: f64,
 }

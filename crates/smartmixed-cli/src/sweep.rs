@@ -1,0 +1,212 @@
+//! `smartmixed-cli sweep`: the paper's architectures x methods x seeds, each cell an
+//! ordinary run directory under `OUT/cells/`; finished cells are skipped, unfinished ones
+//! resumed; `--shard K/N` and `--only` select cells; `--merge` joins shard directories.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use dfdx::tensor::Cpu;
+use smartmixed_core::sweep::{shard, Cell, CellFilter, SweepConfig};
+use smartmixed_train::data::Splits;
+use smartmixed_train::fsutil::write_atomic;
+use smartmixed_train::rundir::{RunDir, SUMMARY};
+use smartmixed_train::trainer::{Silent, Summary, Trainer};
+
+/// The results table of a sweep directory.
+pub const RESULTS: &str = "results.csv";
+/// The copy of the sweep config inside a sweep directory.
+pub const SWEEP_CONFIG: &str = "sweep.toml";
+
+#[derive(clap::Args)]
+pub struct SweepArgs {
+    /// Sweep config (e.g. configs/paper-sweep.toml).
+    #[arg(long, required_unless_present = "merge")]
+    config: Option<PathBuf>,
+    /// Sweep directory to create or continue.
+    #[arg(long)]
+    out: PathBuf,
+    /// Run only shard K of N (0 <= K < N), e.g. `--shard $SLURM_ARRAY_TASK_ID/18`.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
+    /// Only cells matching KEY=VALUES (KEY: arch, method or seed; values comma-separated).
+    /// Repeat to combine.
+    #[arg(long)]
+    only: Vec<CellFilter>,
+    /// Merge these sweep (shard) directories into --out instead of training.
+    #[arg(long, num_args = 1.., conflicts_with_all = ["config", "shard", "only"])]
+    merge: Vec<PathBuf>,
+}
+
+fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 0/4")?;
+    let (k, n): (usize, usize) = (k.parse().map_err(|_| "K is not a number")?, n.parse().map_err(|_| "N is not a number")?);
+    if n == 0 || k >= n {
+        return Err(format!("shard {k}/{n}: expected 0 <= K < N"));
+    }
+    Ok((k, n))
+}
+
+pub fn run(args: SweepArgs) -> Result<()> {
+    if !args.merge.is_empty() {
+        return merge(&args.merge, &args.out);
+    }
+    let config_path = args.config.as_ref().context("--config is required")?;
+    let cfg = SweepConfig::from_file(config_path)?;
+    let mut cells = cfg.cells();
+    if let Some((k, n)) = args.shard {
+        cells = shard(&cells, k, n);
+    }
+    cells.retain(|c| args.only.iter().all(|f| f.accepts(c)));
+    std::fs::create_dir_all(args.out.join("cells")).with_context(|| format!("{}: cannot create sweep directory", args.out.display()))?;
+    write_atomic(&args.out.join(SWEEP_CONFIG), &std::fs::read(config_path)?)?;
+    let data = Splits::load(&cfg.data, cfg.data.classes)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = stop.clone();
+    let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));
+    let dev = Cpu::default();
+    let total = cells.len();
+    for (i, cell) in cells.iter().enumerate() {
+        let dir = args.out.join("cells").join(cell.id());
+        let tag = format!("[{}/{total}] {}", i + 1, cell.id());
+        if dir.join(SUMMARY).is_file() {
+            println!("{tag}: finished earlier, skipped");
+            continue;
+        }
+        let cell_cfg = cfg.cell_config(cell);
+        let resumable = dir.join(smartmixed_train::resume::STATE).is_file();
+        let result = if resumable {
+            let mut run = RunDir::open(&dir)?;
+            Trainer { dev: &dev, config: &cell_cfg, data: &data, run: &mut run, progress: &mut Silent, stop: &stop }.resume()
+        } else {
+            if dir.exists() {
+                // Started but never finished an epoch: start over.
+                std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot clear unfinished cell", dir.display()))?;
+            }
+            let mut run = RunDir::create(&dir)?;
+            Trainer { dev: &dev, config: &cell_cfg, data: &data, run: &mut run, progress: &mut Silent, stop: &stop }.run()
+        };
+        match result {
+            Ok(s) => {
+                let last = s.phases.last().context("a run has phases")?;
+                println!(
+                    "{tag}: {}test accuracy {:.2}% (best epoch {}), {:.1} s",
+                    if resumable { "resumed, " } else { "" },
+                    100.0 * last.test_accuracy,
+                    last.best_epoch,
+                    s.seconds
+                );
+            }
+            Err(smartmixed_train::Error::Interrupted) => {
+                write_results(&[args.out.clone()], &args.out)?;
+                bail!("interrupted at cell {}; run the same command again to continue", cell.id());
+            }
+            Err(e) => return Err(e).with_context(|| format!("cell {}", cell.id())),
+        }
+    }
+    let n = write_results(&[args.out.clone()], &args.out)?;
+    println!("{n} finished cells in {}", args.out.join(RESULTS).display());
+    Ok(())
+}
+
+/// One finished cell: its id, directory and summary.
+pub struct Finished {
+    pub cell: Cell,
+    pub dir: PathBuf,
+    pub summary: Summary,
+}
+
+/// Parses `aNN-method-sSEED`.
+fn parse_cell_id(id: &str, hidden: Vec<usize>) -> Option<Cell> {
+    let rest = id.strip_prefix('a')?;
+    let (arch, rest) = rest.split_once('-')?;
+    let (method, seed) = rest.rsplit_once("-s")?;
+    Some(Cell { architecture: arch.parse().ok()?, hidden, method: method.to_string(), seed: seed.parse().ok()? })
+}
+
+/// Every finished cell under `dir/cells`, sorted by cell.
+pub fn finished_cells(dir: &Path) -> Result<Vec<Finished>> {
+    let cells = dir.join("cells");
+    let entries = std::fs::read_dir(&cells).with_context(|| format!("{}: not a sweep directory", dir.display()))?;
+    let mut out = Vec::new();
+    for e in entries {
+        let path = e?.path();
+        let Ok(text) = std::fs::read_to_string(path.join(SUMMARY)) else { continue };
+        let summary: Summary = serde_json::from_str(&text).with_context(|| format!("{}", path.join(SUMMARY).display()))?;
+        let hidden = summary.architecture[1..summary.architecture.len() - 1].to_vec();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(cell) = parse_cell_id(&name, hidden) {
+            out.push(Finished { cell, dir: path, summary });
+        }
+    }
+    out.sort_by(|a, b| a.cell.cmp(&b.cell));
+    Ok(out)
+}
+
+/// Writes `out/results.csv` from the finished cells of every directory in `dirs`.
+fn write_results(dirs: &[PathBuf], out: &Path) -> Result<usize> {
+    let mut csv = String::from("cell,architecture,hidden,method,seed,validation_accuracy,test_accuracy,best_epoch,seconds\n");
+    let mut n = 0;
+    for d in dirs {
+        for f in finished_cells(d)? {
+            let last = f.summary.phases.last().context("a run has phases")?;
+            let hidden: Vec<String> = f.cell.hidden.iter().map(|w| w.to_string()).collect();
+            csv.push_str(&format!(
+                "{},{},{},{},{},{:.6},{:.6},{},{:.1}\n",
+                f.cell.id(),
+                f.cell.architecture,
+                hidden.join("-"),
+                f.cell.method,
+                f.cell.seed,
+                last.validation_accuracy,
+                last.test_accuracy,
+                last.best_epoch,
+                f.summary.seconds
+            ));
+            n += 1;
+        }
+    }
+    write_atomic(&out.join(RESULTS), csv.as_bytes())?;
+    Ok(n)
+}
+
+/// Links the finished cells of every shard directory into `out/cells` and writes
+/// `out/results.csv` (a cell finished in two shards keeps the first).
+fn merge(dirs: &[PathBuf], out: &Path) -> Result<()> {
+    let cells = out.join("cells");
+    std::fs::create_dir_all(&cells).with_context(|| format!("{}: cannot create", cells.display()))?;
+    for d in dirs {
+        if let Ok(cfg) = std::fs::read(d.join(SWEEP_CONFIG)) {
+            if !out.join(SWEEP_CONFIG).exists() {
+                write_atomic(&out.join(SWEEP_CONFIG), &cfg)?;
+            }
+        }
+        for f in finished_cells(d)? {
+            let target = cells.join(f.cell.id());
+            if target.exists() {
+                continue;
+            }
+            let source = std::fs::canonicalize(&f.dir)?;
+            link_dir(&source, &target).with_context(|| format!("{}: cannot link {}", target.display(), source.display()))?;
+        }
+    }
+    let n = write_results(&[out.to_path_buf()], out)?;
+    println!("merged {n} finished cells into {}", out.join(RESULTS).display());
+    Ok(())
+}
+
+#[cfg(unix)]
+fn link_dir(source: &Path, target: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(source, target)
+}
+
+#[cfg(not(unix))]
+fn link_dir(source: &Path, target: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(target)?;
+    for e in std::fs::read_dir(source)? {
+        let e = e?;
+        std::fs::copy(e.path(), target.join(e.file_name()))?;
+    }
+    Ok(())
+}
