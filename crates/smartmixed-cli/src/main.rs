@@ -1,4 +1,5 @@
-//! The `smartmixed-cli` binary: `train`, `export`, `eval`, `predict`, `inspect`; argument
+//! The `smartmixed-cli` binary: `train`, `export`, `eval`, `predict`, `inspect`, `sweep`,
+//! `report`; argument
 //! parsing, progress display and one-line errors.
 //! All work happens in the library crates; anyhow lives only here.
 
@@ -7,6 +8,7 @@ mod export;
 mod inspect;
 mod predict;
 mod progress;
+mod report;
 mod sweep;
 mod train;
 
@@ -42,10 +44,24 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Run (a shard of) the paper's architecture x method x seed sweep, or merge shards.
     Sweep(sweep::SweepArgs),
+    /// Write report.md and figures (SVG + PNG) for a run or a sweep directory.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // clap's first line names the argument and what was expected; keep just that.
+            let text = e.to_string();
+            eprintln!(
+                "{}",
+                text.lines().next().unwrap_or("error: invalid arguments")
+            );
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Export(args) => export::run(args).map(|()| ExitCode::SUCCESS),
@@ -53,6 +69,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => predict::run(args).map(|()| ExitCode::SUCCESS),
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Sweep(args) => sweep::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Report(args) => report::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

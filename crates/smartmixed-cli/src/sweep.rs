@@ -41,7 +41,10 @@ pub struct SweepArgs {
 
 fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {
     let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 0/4")?;
-    let (k, n): (usize, usize) = (k.parse().map_err(|_| "K is not a number")?, n.parse().map_err(|_| "N is not a number")?);
+    let (k, n): (usize, usize) = (
+        k.parse().map_err(|_| "K is not a number")?,
+        n.parse().map_err(|_| "N is not a number")?,
+    );
     if n == 0 || k >= n {
         return Err(format!("shard {k}/{n}: expected 0 <= K < N"));
     }
@@ -59,7 +62,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
         cells = shard(&cells, k, n);
     }
     cells.retain(|c| args.only.iter().all(|f| f.accepts(c)));
-    std::fs::create_dir_all(args.out.join("cells")).with_context(|| format!("{}: cannot create sweep directory", args.out.display()))?;
+    std::fs::create_dir_all(args.out.join("cells"))
+        .with_context(|| format!("{}: cannot create sweep directory", args.out.display()))?;
     write_atomic(&args.out.join(SWEEP_CONFIG), &std::fs::read(config_path)?)?;
     let data = Splits::load(&cfg.data, cfg.data.classes)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -78,14 +82,31 @@ pub fn run(args: SweepArgs) -> Result<()> {
         let resumable = dir.join(smartmixed_train::resume::STATE).is_file();
         let result = if resumable {
             let mut run = RunDir::open(&dir)?;
-            Trainer { dev: &dev, config: &cell_cfg, data: &data, run: &mut run, progress: &mut Silent, stop: &stop }.resume()
+            Trainer {
+                dev: &dev,
+                config: &cell_cfg,
+                data: &data,
+                run: &mut run,
+                progress: &mut Silent,
+                stop: &stop,
+            }
+            .resume()
         } else {
             if dir.exists() {
                 // Started but never finished an epoch: start over.
-                std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot clear unfinished cell", dir.display()))?;
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("{}: cannot clear unfinished cell", dir.display()))?;
             }
             let mut run = RunDir::create(&dir)?;
-            Trainer { dev: &dev, config: &cell_cfg, data: &data, run: &mut run, progress: &mut Silent, stop: &stop }.run()
+            Trainer {
+                dev: &dev,
+                config: &cell_cfg,
+                data: &data,
+                run: &mut run,
+                progress: &mut Silent,
+                stop: &stop,
+            }
+            .run()
         };
         match result {
             Ok(s) => {
@@ -99,13 +120,16 @@ pub fn run(args: SweepArgs) -> Result<()> {
                 );
             }
             Err(smartmixed_train::Error::Interrupted) => {
-                write_results(&[args.out.clone()], &args.out)?;
-                bail!("interrupted at cell {}; run the same command again to continue", cell.id());
+                write_results(&args.out)?;
+                bail!(
+                    "interrupted at cell {}; run the same command again to continue",
+                    cell.id()
+                );
             }
             Err(e) => return Err(e).with_context(|| format!("cell {}", cell.id())),
         }
     }
-    let n = write_results(&[args.out.clone()], &args.out)?;
+    let n = write_results(&args.out)?;
     println!("{n} finished cells in {}", args.out.join(RESULTS).display());
     Ok(())
 }
@@ -122,60 +146,74 @@ fn parse_cell_id(id: &str, hidden: Vec<usize>) -> Option<Cell> {
     let rest = id.strip_prefix('a')?;
     let (arch, rest) = rest.split_once('-')?;
     let (method, seed) = rest.rsplit_once("-s")?;
-    Some(Cell { architecture: arch.parse().ok()?, hidden, method: method.to_string(), seed: seed.parse().ok()? })
+    Some(Cell {
+        architecture: arch.parse().ok()?,
+        hidden,
+        method: method.to_string(),
+        seed: seed.parse().ok()?,
+    })
 }
 
 /// Every finished cell under `dir/cells`, sorted by cell.
 pub fn finished_cells(dir: &Path) -> Result<Vec<Finished>> {
     let cells = dir.join("cells");
-    let entries = std::fs::read_dir(&cells).with_context(|| format!("{}: not a sweep directory", dir.display()))?;
+    let entries = std::fs::read_dir(&cells)
+        .with_context(|| format!("{}: not a sweep directory", dir.display()))?;
     let mut out = Vec::new();
     for e in entries {
         let path = e?.path();
-        let Ok(text) = std::fs::read_to_string(path.join(SUMMARY)) else { continue };
-        let summary: Summary = serde_json::from_str(&text).with_context(|| format!("{}", path.join(SUMMARY).display()))?;
+        let Ok(text) = std::fs::read_to_string(path.join(SUMMARY)) else {
+            continue;
+        };
+        let summary: Summary = serde_json::from_str(&text)
+            .with_context(|| format!("{}", path.join(SUMMARY).display()))?;
         let hidden = summary.architecture[1..summary.architecture.len() - 1].to_vec();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if let Some(cell) = parse_cell_id(&name, hidden) {
-            out.push(Finished { cell, dir: path, summary });
+            out.push(Finished {
+                cell,
+                dir: path,
+                summary,
+            });
         }
     }
     out.sort_by(|a, b| a.cell.cmp(&b.cell));
     Ok(out)
 }
 
-/// Writes `out/results.csv` from the finished cells of every directory in `dirs`.
-fn write_results(dirs: &[PathBuf], out: &Path) -> Result<usize> {
+/// Writes `dir/results.csv` from the finished cells under `dir/cells`.
+fn write_results(dir: &Path) -> Result<usize> {
     let mut csv = String::from("cell,architecture,hidden,method,seed,validation_accuracy,test_accuracy,best_epoch,seconds\n");
-    let mut n = 0;
-    for d in dirs {
-        for f in finished_cells(d)? {
-            let last = f.summary.phases.last().context("a run has phases")?;
-            let hidden: Vec<String> = f.cell.hidden.iter().map(|w| w.to_string()).collect();
-            csv.push_str(&format!(
-                "{},{},{},{},{},{:.6},{:.6},{},{:.1}\n",
-                f.cell.id(),
-                f.cell.architecture,
-                hidden.join("-"),
-                f.cell.method,
-                f.cell.seed,
-                last.validation_accuracy,
-                last.test_accuracy,
-                last.best_epoch,
-                f.summary.seconds
-            ));
-            n += 1;
-        }
+    let cells = finished_cells(dir)?;
+    for f in &cells {
+        let last = f.summary.phases.last().context("a run has phases")?;
+        let hidden: Vec<String> = f.cell.hidden.iter().map(|w| w.to_string()).collect();
+        csv.push_str(&format!(
+            "{},{},{},{},{},{:.6},{:.6},{},{:.1}\n",
+            f.cell.id(),
+            f.cell.architecture,
+            hidden.join("-"),
+            f.cell.method,
+            f.cell.seed,
+            last.validation_accuracy,
+            last.test_accuracy,
+            last.best_epoch,
+            f.summary.seconds
+        ));
     }
-    write_atomic(&out.join(RESULTS), csv.as_bytes())?;
-    Ok(n)
+    write_atomic(&dir.join(RESULTS), csv.as_bytes())?;
+    Ok(cells.len())
 }
 
 /// Links the finished cells of every shard directory into `out/cells` and writes
 /// `out/results.csv` (a cell finished in two shards keeps the first).
 fn merge(dirs: &[PathBuf], out: &Path) -> Result<()> {
     let cells = out.join("cells");
-    std::fs::create_dir_all(&cells).with_context(|| format!("{}: cannot create", cells.display()))?;
+    std::fs::create_dir_all(&cells)
+        .with_context(|| format!("{}: cannot create", cells.display()))?;
     for d in dirs {
         if let Ok(cfg) = std::fs::read(d.join(SWEEP_CONFIG)) {
             if !out.join(SWEEP_CONFIG).exists() {
@@ -188,11 +226,16 @@ fn merge(dirs: &[PathBuf], out: &Path) -> Result<()> {
                 continue;
             }
             let source = std::fs::canonicalize(&f.dir)?;
-            link_dir(&source, &target).with_context(|| format!("{}: cannot link {}", target.display(), source.display()))?;
+            link_dir(&source, &target).with_context(|| {
+                format!("{}: cannot link {}", target.display(), source.display())
+            })?;
         }
     }
-    let n = write_results(&[out.to_path_buf()], out)?;
-    println!("merged {n} finished cells into {}", out.join(RESULTS).display());
+    let n = write_results(out)?;
+    println!(
+        "merged {n} finished cells into {}",
+        out.join(RESULTS).display()
+    );
     Ok(())
 }
 

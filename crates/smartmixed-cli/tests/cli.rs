@@ -572,3 +572,189 @@ fn export_eval_predict_inspect_on_a_trained_run() {
         &["no phase2-best.safetensors"],
     );
 }
+
+const TINY_SWEEP: &str = "[sweep]\narchitectures = [[12], [10, 6]]\nmethods = [\"relu\", \"smartmixed\"]\nseeds = [0, 1]\n[phase1]\nepochs = 1\nlr = 0.01\n[phase2]\nepochs = 1\nlr = 0.01\n[training]\nbatch_size = 16\n[data]\nclasses = 2\n";
+
+fn sweep_config(tmp: &Path) -> (PathBuf, PathBuf) {
+    let data = tmp.join("data");
+    synthetic_data(&data, 120, 40);
+    let text = format!("{TINY_SWEEP}dir = {:?}\n", data.display().to_string());
+    (write_config(tmp, "sweep.toml", &text), data)
+}
+
+fn results_rows(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    let mut rows: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn assert_png_decodes(path: &Path) {
+    let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert!(info.width > 100 && info.height > 100, "{}", path.display());
+    // Not a blank image: some pixel differs from the first.
+    assert!(
+        buf[..info.buffer_size()].iter().any(|&b| b != buf[0]),
+        "{} is blank",
+        path.display()
+    );
+}
+
+#[test]
+fn sweep_skips_finished_cells_restarts_unfinished_ones_and_shards_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, _) = sweep_config(tmp.path());
+    let cfg = cfg.to_str().unwrap();
+    let out = tmp.path().join("sweep");
+    let o = cli(&[
+        "sweep",
+        "--config",
+        cfg,
+        "--out",
+        out.to_str().unwrap(),
+        "--only",
+        "arch=1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        results_rows(&out),
+        [
+            "a01-relu-s0",
+            "a01-relu-s1",
+            "a01-smartmixed-s0",
+            "a01-smartmixed-s1"
+        ]
+    );
+    let stamp = |id: &str| {
+        std::fs::metadata(out.join("cells").join(id).join("summary.json"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before = stamp("a01-smartmixed-s1");
+    // An unfinished cell (no summary, no resume state) is trained from scratch.
+    let junk = out.join("cells/a02-relu-s0");
+    std::fs::create_dir_all(&junk).unwrap();
+    std::fs::write(junk.join("config.toml"), "half-written").unwrap();
+    let o = cli(&["sweep", "--config", cfg, "--out", out.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        stdout.matches("finished earlier, skipped").count(),
+        4,
+        "{stdout}"
+    );
+    assert_eq!(
+        stamp("a01-smartmixed-s1"),
+        before,
+        "a finished cell was trained again"
+    );
+    assert_eq!(results_rows(&out).len(), 8);
+
+    // Three shards cover every cell once; merging them gives the same table.
+    let mut shards = Vec::new();
+    for k in 0..3 {
+        let d = tmp.path().join(format!("shard{k}"));
+        let o = cli(&[
+            "sweep",
+            "--config",
+            cfg,
+            "--out",
+            d.to_str().unwrap(),
+            "--shard",
+            &format!("{k}/3"),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        shards.push(d);
+    }
+    let counts: Vec<usize> = shards.iter().map(|d| results_rows(d).len()).collect();
+    assert_eq!(counts.iter().sum::<usize>(), 8, "{counts:?}");
+    let merged = tmp.path().join("merged");
+    let mut args = vec!["sweep", "--out", merged.to_str().unwrap(), "--merge"];
+    args.extend(shards.iter().map(|d| d.to_str().unwrap()));
+    let o = cli(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(results_rows(&merged), results_rows(&out));
+
+    // The report of the merged sweep: every file, every PNG a real picture.
+    let o = cli(&["report", merged.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = merged.join("report");
+    for stem in ["fig4-mrr", "fig5-rank-counts", "fig6-weight-heatmap"] {
+        assert!(report.join(format!("{stem}.svg")).is_file(), "{stem}.svg");
+        assert_png_decodes(&report.join(format!("{stem}.png")));
+    }
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    for needle in [
+        "Table II",
+        "Mean Reciprocal Rank",
+        "competition ranks",
+        "±",
+        "[30, 10, 6, 2]",
+    ] {
+        assert!(md.contains(needle), "`{needle}` missing from report.md");
+    }
+
+    assert_one_line_error(
+        &cli(&[
+            "sweep",
+            "--config",
+            cfg,
+            "--out",
+            out.to_str().unwrap(),
+            "--shard",
+            "3/3",
+        ]),
+        &["shard", "0 <= K < N"],
+    );
+    assert_one_line_error(
+        &cli(&["report", tmp.path().to_str().unwrap()]),
+        &["neither a run directory"],
+    );
+}
+
+#[test]
+fn run_report_writes_every_figure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synthetic_data(&data, 120, 40);
+    let cfg = write_config(
+        tmp.path(),
+        "c.toml",
+        &format!("{SMALL}[data]\nclasses = 2\n"),
+    );
+    let run = tmp.path().join("run");
+    let o = cli(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = cli(&["report", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for stem in [
+        "fig1-phase1-loss",
+        "fig2-phase2-loss",
+        "fig3-activation-shares",
+        "fig3b-shares-over-epochs",
+    ] {
+        assert!(
+            run.join("report").join(format!("{stem}.svg")).is_file(),
+            "{stem}.svg"
+        );
+        assert_png_decodes(&run.join("report").join(format!("{stem}.png")));
+    }
+    let md = std::fs::read_to_string(run.join("report/report.md")).unwrap();
+    assert!(md.contains("Table I") && md.contains("Phase 2 (Mixed)"));
+}

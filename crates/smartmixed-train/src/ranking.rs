@@ -32,8 +32,7 @@ pub fn mean_reciprocal_rank(
             let sum: f64 = per_architecture
                 .iter()
                 .filter_map(|ranks| ranks.iter().find(|(x, _)| x == m))
-                .map(|(_, r)| 1.0 / *r as f64)
-                .sum();
+                .fold(0.0, |acc, (_, r)| acc + 1.0 / *r as f64);
             (m.clone(), sum / n)
         })
         .collect()

@@ -1,0 +1,357 @@
+//! Figures with plotters, each written as SVG and PNG (text drawn with the bundled DejaVu
+//! Sans, so PNGs render the same on machines without system fonts).
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+const SIZE: (u32, u32) = (900, 560);
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bundled font is valid; registration only fails on unparsable bytes.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// A colour per series, stable across figures.
+pub fn colour(i: usize) -> RGBColor {
+    const P: [RGBColor; 10] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    P[i % P.len()]
+}
+
+/// A figure, drawable on any plotters backend.
+pub enum Figure {
+    Lines {
+        title: String,
+        x_label: String,
+        y_label: String,
+        series: Vec<Series>,
+    },
+    Bars {
+        title: String,
+        y_label: String,
+        groups: Vec<String>,
+        series: Vec<String>,
+        values: Vec<Vec<f64>>,
+    },
+    Heatmap {
+        title: String,
+        rows: Vec<String>,
+        cols: Vec<String>,
+        values: Vec<Vec<Option<f64>>>,
+    },
+    /// Panels laid out in a grid of `columns`.
+    Grid { columns: usize, panels: Vec<Figure> },
+}
+
+impl Figure {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        match self {
+            Figure::Lines {
+                title,
+                x_label,
+                y_label,
+                series,
+            } => lines(area, title, x_label, y_label, series),
+            Figure::Bars {
+                title,
+                y_label,
+                groups,
+                series,
+                values,
+            } => grouped_bars(area, title, y_label, groups, series, values),
+            Figure::Heatmap {
+                title,
+                rows,
+                cols,
+                values,
+            } => heatmap(area, title, rows, cols, values),
+            Figure::Grid { columns, panels } => {
+                let cols = (*columns).max(1);
+                let rows = panels.len().div_ceil(cols).max(1);
+                for (panel, sub) in panels.iter().zip(area.split_evenly((rows, cols))) {
+                    panel.draw(&sub)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Pixel size: grids grow with their panels.
+    fn size(&self) -> (u32, u32) {
+        match self {
+            Figure::Grid { columns, panels } => {
+                let cols = (*columns).max(1) as u32;
+                let rows = panels.len().div_ceil(cols as usize).max(1) as u32;
+                (cols * 600, rows * 380)
+            }
+            _ => SIZE,
+        }
+    }
+
+    /// Writes `stem.svg` and `stem.png`; returns their file names.
+    pub fn save(&self, stem: &Path) -> Result<[String; 2]> {
+        register_font();
+        let svg = stem.with_extension("svg");
+        {
+            let root = SVGBackend::new(&svg, self.size()).into_drawing_area();
+            root.fill(&WHITE)
+                .map_err(|e| anyhow!("{}: {e}", svg.display()))?;
+            self.draw(&root)?;
+            root.present()
+                .map_err(|e| anyhow!("{}: {e}", svg.display()))?;
+        }
+        let png = stem.with_extension("png");
+        {
+            let root = BitMapBackend::new(&png, self.size()).into_drawing_area();
+            root.fill(&WHITE)
+                .map_err(|e| anyhow!("{}: {e}", png.display()))?;
+            self.draw(&root)?;
+            root.present()
+                .map_err(|e| anyhow!("{}: {e}", png.display()))?;
+        }
+        let name = |p: &Path| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        Ok([name(&svg), name(&png)])
+    }
+}
+
+/// The name of the category at integer position `x`, or nothing between categories.
+fn category(names: &[String], x: f64) -> String {
+    let i = x.round();
+    if (x - i).abs() > 1e-6 || i < 0.0 {
+        return String::new();
+    }
+    names.get(i as usize).cloned().unwrap_or_default()
+}
+
+/// Series of (x, y) points with a name.
+pub type Series = (String, Vec<(f64, f64)>);
+
+/// Line chart of several series.
+fn lines<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let pts = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for (i, (name, p)) in series.iter().enumerate() {
+        let c = colour(i);
+        chart
+            .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2)))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        chart
+            .draw_series(p.iter().map(|&(x, y)| Circle::new((x, y), 3, c.filled())))
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// Grouped bar chart: `values[g][s]` is series `s` in group `g`.
+fn grouped_bars<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    y_label: &str,
+    groups: &[String],
+    series: &[String],
+    values: &[Vec<f64>],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let y1 = values
+        .iter()
+        .flatten()
+        .cloned()
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let n = groups.len().max(1);
+    let s = series.len().max(1);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..y1)
+        .map_err(|e| anyhow!("{e}"))?;
+    let names = groups.to_vec();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n + 1)
+        .x_label_formatter(&move |x| category(&names, *x))
+        .y_desc(y_label)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    let width = 0.8 / s as f64;
+    for (si, name) in series.iter().enumerate() {
+        let c = colour(si);
+        chart
+            .draw_series(values.iter().enumerate().map(|(g, row)| {
+                let x = g as f64 - 0.4 + si as f64 * width;
+                Rectangle::new(
+                    [
+                        (x, 0.0),
+                        (x + width * 0.9, row.get(si).copied().unwrap_or(0.0)),
+                    ],
+                    c.filled(),
+                )
+            }))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+    }
+    if series.len() > 1 {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
+/// Heatmap of `values[row][col]` (None = no data), rows labelled on the left.
+fn heatmap<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    rows: &[String],
+    cols: &[String],
+    values: &[Vec<Option<f64>>],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let max = values
+        .iter()
+        .flatten()
+        .flatten()
+        .fold(0.0f64, |m, v| m.max(v.abs()))
+        .max(1e-12);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(90)
+        .build_cartesian_2d(
+            -0.5f64..cols.len() as f64 - 0.5,
+            -0.5f64..rows.len() as f64 - 0.5,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    let nrows = rows.len();
+    let cn = cols.to_vec();
+    // Rows are drawn top to bottom.
+    let rn: Vec<String> = rows.iter().rev().cloned().collect();
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(cols.len() + 1)
+        .y_labels(rows.len() + 1)
+        .x_label_formatter(&move |x| category(&cn, *x))
+        .y_label_formatter(&move |y| category(&rn, *y))
+        .x_desc("target activation")
+        .y_desc("source activation")
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for (r, row) in values.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            let y = (nrows - 1 - r) as f64;
+            let fill = match v {
+                // Blue for negative, red for positive means, white near zero.
+                Some(v) => {
+                    let t = (v.abs() / max).min(1.0);
+                    let fade = (255.0 * (1.0 - t)) as u8;
+                    if *v >= 0.0 {
+                        RGBColor(255, fade, fade)
+                    } else {
+                        RGBColor(fade, fade, 255)
+                    }
+                }
+                None => RGBColor(220, 220, 220),
+            };
+            let (x0, y0) = (c as f64 - 0.5, y - 0.5);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x0, y0), (x0 + 1.0, y0 + 1.0)],
+                    fill.filled(),
+                )))
+                .map_err(|e| anyhow!("{e}"))?;
+            let text = v.map_or("n/a".to_string(), |v| format!("{v:+.4}"));
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    text,
+                    (c as f64 - 0.3, y + 0.05),
+                    ("sans-serif", 14),
+                )))
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+    }
+    Ok(())
+}
