@@ -37,6 +37,52 @@ pub fn matmul(lhs: &[f32], rhs: &[f32], dst: &mut [f32], m: usize, k: usize, n: 
     }
 }
 
+/// Rows below this count use [`gemv`] instead of the blocked matmul.
+pub const GEMV_ROWS: usize = 4;
+
+/// `y[n] = x[k] * wt[k, n]` for one row: an axpy per input that skips zero inputs, so the
+/// weight rows of zero pixels and of inactive ReLU neurons are never read (latency at
+/// batch 1 is bound by reading the weights).
+pub fn gemv(x: &[f32], wt: &[f32], y: &mut [f32], k: usize, n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { gemv_avx2(x, wt, y, k, n) };
+    }
+    gemv_body(x, wt, y, k, n)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn gemv_avx2(x: &[f32], wt: &[f32], y: &mut [f32], k: usize, n: usize) {
+    gemv_body(x, wt, y, k, n)
+}
+
+#[inline(always)]
+fn gemv_body(x: &[f32], wt: &[f32], y: &mut [f32], k: usize, n: usize) {
+    let y = &mut y[..n];
+    y.fill(0.0);
+    for (xv, row) in x[..k].iter().zip(wt.chunks_exact(n)) {
+        if *xv == 0.0 {
+            continue;
+        }
+        for (yv, w) in y.iter_mut().zip(row) {
+            *yv += xv * w;
+        }
+    }
+}
+
+/// `dst = lhs * rhs` choosing [`gemv`] per row for tiny batches.
+pub fn layer_matmul(lhs: &[f32], rhs: &[f32], dst: &mut [f32], m: usize, k: usize, n: usize) {
+    if m < GEMV_ROWS {
+        for (x, y) in lhs.chunks_exact(k).zip(dst.chunks_exact_mut(n)).take(m) {
+            gemv(x, rhs, y, k, n);
+        }
+    } else {
+        matmul(lhs, rhs, dst, m, k, n);
+    }
+}
+
 /// A contiguous block of neurons sharing an activation.
 #[derive(Debug, Clone, Copy)]
 pub struct Block {

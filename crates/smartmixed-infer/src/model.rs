@@ -7,7 +7,7 @@ use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use smartmixed_core::{lookup, Manifest};
 
-use crate::kernel::{add_bias, epilogue, matmul, Block};
+use crate::kernel::{add_bias, epilogue, layer_matmul, Block};
 use crate::{Error, Result};
 
 /// The weights file of an exported model directory.
@@ -373,11 +373,11 @@ impl Model {
             let (k, n) = (layer.inputs, layer.outputs);
             let src: &[f32] = if i == 0 { input } else { &a[..batch * k] };
             if i == last {
-                matmul(src, &layer.weight_t, output, batch, k, n);
+                layer_matmul(src, &layer.weight_t, output, batch, k, n);
                 add_bias(output, &layer.bias);
             } else {
                 // Pre-activations go to `b`; the activations back to `a`, the next input.
-                matmul(src, &layer.weight_t, &mut b[..batch * n], batch, k, n);
+                layer_matmul(src, &layer.weight_t, &mut b[..batch * n], batch, k, n);
                 post(&b[..batch * n], layer, &mut a[..batch * n]);
             }
         }
