@@ -18,7 +18,8 @@ pub struct Reporter {
 impl Reporter {
     pub fn new() -> Self {
         Self {
-            terminal: std::io::stderr().is_terminal(),
+            // The bar draws on stderr; plain lines when either stream is redirected.
+            terminal: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
             bar: None,
             phase: String::new(),
             epochs: 0,

@@ -80,33 +80,28 @@ pub fn run(args: SweepArgs) -> Result<()> {
         }
         let cell_cfg = cfg.cell_config(cell);
         let resumable = dir.join(smartmixed_train::resume::STATE).is_file();
-        let result = if resumable {
-            let mut run = RunDir::open(&dir)?;
-            Trainer {
-                dev: &dev,
-                config: &cell_cfg,
-                data: &data,
-                run: &mut run,
-                progress: &mut Silent,
-                stop: &stop,
-            }
-            .resume()
+        let mut run = if resumable {
+            RunDir::open(&dir)?
         } else {
             if dir.exists() {
                 // Started but never finished an epoch: start over.
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("{}: cannot clear unfinished cell", dir.display()))?;
             }
-            let mut run = RunDir::create(&dir)?;
-            Trainer {
-                dev: &dev,
-                config: &cell_cfg,
-                data: &data,
-                run: &mut run,
-                progress: &mut Silent,
-                stop: &stop,
-            }
-            .run()
+            RunDir::create(&dir)?
+        };
+        let mut trainer = Trainer {
+            dev: &dev,
+            config: &cell_cfg,
+            data: &data,
+            run: &mut run,
+            progress: &mut Silent,
+            stop: &stop,
+        };
+        let result = if resumable {
+            trainer.resume()
+        } else {
+            trainer.run()
         };
         match result {
             Ok(s) => {
