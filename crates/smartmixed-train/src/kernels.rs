@@ -110,22 +110,23 @@ pub fn selective_forward(
     };
     s.values.resize(pool.len() * len, 0.0);
     s.deriv.resize(len, 0.0);
-    let mut z = vec![0.0f32; n];
-    let mut dz = vec![0.0f32; n];
+    // Candidate j's values and derivatives for one row.
+    let mut y = vec![0.0f32; n];
+    let mut dy = vec![0.0f32; n];
     for (row, p) in pre.chunks_exact(n).enumerate() {
         let base = row * n;
         for (j, act) in pool.iter().enumerate() {
-            (act.apply_with_derivative)(p, bias, &mut z, &mut dz);
+            (act.apply_with_derivative)(p, bias, &mut y, &mut dy);
             let values = &mut s.values[j * len + base..j * len + base + n];
             let deriv = &mut s.deriv[base..base + n];
             let o = &mut out[base..base + n];
             for i in 0..n {
-                let v = z[i].clamp(-CLAMP, CLAMP);
+                let v = y[i].clamp(-CLAMP, CLAMP);
                 values[i] = v;
                 if choices[i] as usize == j {
                     o[i] = v;
-                    deriv[i] = if (-CLAMP..=CLAMP).contains(&z[i]) {
-                        dz[i]
+                    deriv[i] = if (-CLAMP..=CLAMP).contains(&y[i]) {
+                        dy[i]
                     } else {
                         0.0
                     };
