@@ -687,7 +687,12 @@ fn sweep_skips_finished_cells_restarts_unfinished_ones_and_shards_merge() {
     let o = cli(&["report", merged.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report = merged.join("report");
-    for stem in ["fig4-mrr", "fig5-rank-counts", "fig6-weight-heatmap"] {
+    for stem in [
+        "fig4-mrr",
+        "fig4b-mrr-per-seed",
+        "fig5-rank-counts",
+        "fig6-weight-heatmap",
+    ] {
         assert!(report.join(format!("{stem}.svg")).is_file(), "{stem}.svg");
         assert_png_decodes(&report.join(format!("{stem}.png")));
     }

@@ -184,6 +184,20 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
     let saved = fig.save(&out.join("fig4-mrr"))?;
     md.push_str(&format!("\n![MRR]({})\n", saved[1]));
     files.extend(saved);
+    if !per_seed_mrr.is_empty() {
+        let fig = Figure::Bars {
+            title: "MRR per method, one bar per seed (the spread across seeds)".into(),
+            y_label: "MRR".into(),
+            groups: methods.clone(),
+            series: seeds.iter().map(|s| format!("seed {s}")).collect(),
+            values: (0..methods.len())
+                .map(|m| per_seed_mrr.iter().map(|p| p[m].1).collect())
+                .collect(),
+        };
+        let saved = fig.save(&out.join("fig4b-mrr-per-seed"))?;
+        md.push_str(&format!("\n![MRR per seed]({})\n", saved[1]));
+        files.extend(saved);
+    }
 
     let counts = rank_counts(&per_arch, &methods);
     md.push_str(&format!(
