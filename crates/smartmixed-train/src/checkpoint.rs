@@ -19,8 +19,17 @@ use crate::{Error, Result};
 /// Value of the `format` metadata key.
 pub const FORMAT: &str = "smartmixed-checkpoint-1";
 
-fn to_le_bytes(v: &[f32]) -> Vec<u8> {
+/// f32 values as safetensors stores them (little-endian bytes).
+pub(crate) fn to_le_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The inverse of [`to_le_bytes`].
+pub(crate) fn from_le_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// `(name, shape, little-endian bytes)` of every weight and bias, PyTorch-style.
@@ -175,12 +184,7 @@ pub fn from_bytes<D: TrainDevice>(
                 ));
             }
         }
-        let data = t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        Ok((t.shape().to_vec(), data))
+        Ok((t.shape().to_vec(), from_le_bytes(t.data())))
     };
     let mut layers = Vec::new();
     let mut inputs = None;

@@ -63,12 +63,12 @@ pub fn save<D: TrainDevice>(
         extra.push((
             format!("adam.m.{i}"),
             vec![m.len()],
-            m.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            checkpoint::to_le_bytes(m),
         ));
         extra.push((
             format!("adam.v.{i}"),
             vec![v.len()],
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            checkpoint::to_le_bytes(v),
         ));
     }
     let mut meta = HashMap::from([(
@@ -116,10 +116,7 @@ pub fn load<D: TrainDevice>(dev: &D, dir: &Path) -> Result<State<D>> {
                 t.shape()
             )));
         }
-        Ok(t.data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        Ok(checkpoint::from_le_bytes(t.data()))
     };
     let params = net.params();
     let mut moments = Vec::new();
