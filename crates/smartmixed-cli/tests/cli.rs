@@ -100,6 +100,28 @@ fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 const SMALL: &str = "[model]\nhidden = [16, 8]\n[phase1]\nepochs = 1\nlr = 0.01\n[phase2]\nepochs = 1\nlr = 0.01\n[training]\nbatch_size = 16\n";
 
+/// Trains the small config (edited by `edit`) on synthetic 6x5 images into `tmp/run`.
+fn train_small(tmp: &Path, edit: impl Fn(String) -> String) -> (Output, PathBuf) {
+    let data = tmp.join("data");
+    synthetic_data(&data, 200, 60);
+    let cfg = write_config(
+        tmp,
+        "c.toml",
+        &edit(format!("{SMALL}[data]\nclasses = 2\n")),
+    );
+    let out = tmp.join("run");
+    let o = cli(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    (o, out)
+}
+
 #[test]
 fn tiny_mnist_run_learns_and_writes_its_run_directory() {
     let tmp = tempfile::tempdir().unwrap();
@@ -164,26 +186,12 @@ fn tiny_mnist_run_learns_and_writes_its_run_directory() {
 #[test]
 fn input_width_comes_from_the_data_and_plugin_activations_train() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    synthetic_data(&data, 200, 60);
-    let cfg = write_config(
-        tmp.path(),
-        "c.toml",
-        &format!("{SMALL}[data]\nclasses = 2\n").replace(
+    let (o, out) = train_small(tmp.path(), |c| {
+        c.replace(
             "hidden = [16, 8]",
             "hidden = [16, 8]\npool = [\"relu\", \"silu\", \"mish\"]",
-        ),
-    );
-    let out = tmp.path().join("run");
-    let o = cli(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        )
+    });
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
@@ -198,26 +206,12 @@ fn input_width_comes_from_the_data_and_plugin_activations_train() {
 #[test]
 fn fixed_baseline_trains_one_phase() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    synthetic_data(&data, 200, 60);
-    let cfg = write_config(
-        tmp.path(),
-        "c.toml",
-        &format!("{SMALL}[data]\nclasses = 2\n").replace(
+    let (o, out) = train_small(tmp.path(), |c| {
+        c.replace(
             "hidden = [16, 8]",
             "hidden = [16, 8]\nmode = \"fixed\"\nactivation = \"tanh\"",
-        ),
-    );
-    let out = tmp.path().join("run");
-    let o = cli(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        )
+    });
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Fixed baseline"));
     assert!(out.join("fixed-best.safetensors").is_file());
@@ -407,23 +401,12 @@ fn unwritable_output_is_an_error_and_existing_files_survive() {
 #[test]
 fn a_diverging_loss_stops_clearly_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    synthetic_data(&data, 200, 60);
-    let text = format!("{SMALL}[data]\nclasses = 2\n").replace(
-        "[phase2]\nepochs = 1\nlr = 0.01",
-        "[phase2]\nepochs = 3\nlr = 1e30",
-    );
-    let cfg = write_config(tmp.path(), "c.toml", &text);
-    let out = tmp.path().join("run");
-    let o = cli(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (o, out) = train_small(tmp.path(), |c| {
+        c.replace(
+            "[phase2]\nepochs = 1\nlr = 0.01",
+            "[phase2]\nepochs = 3\nlr = 1e30",
+        )
+    });
     assert_final_error_line(&o, &["phase2 epoch", "loss is", "stopped"]);
     assert!(out.join("phase1-best.safetensors").is_file());
     assert!(out.join("metrics.csv").is_file());
@@ -728,23 +711,7 @@ fn sweep_skips_finished_cells_restarts_unfinished_ones_and_shards_merge() {
 #[test]
 fn run_report_writes_every_figure() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    synthetic_data(&data, 120, 40);
-    let cfg = write_config(
-        tmp.path(),
-        "c.toml",
-        &format!("{SMALL}[data]\nclasses = 2\n"),
-    );
-    let run = tmp.path().join("run");
-    let o = cli(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let (o, run) = train_small(tmp.path(), |c| c);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = cli(&["report", run.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
