@@ -203,6 +203,20 @@ fn add_grad<S: Shape>(
     Ok(())
 }
 
+/// Sum of squares of one chunk in 16 f32 lanes (a single running sum is a serial
+/// dependency the compiler may not vectorise), returned as f64 for the cross-chunk total.
+fn chunk_sum_squares(chunk: &[f32]) -> f64 {
+    let mut lanes = [0.0f32; 16];
+    let mut parts = chunk.chunks_exact(16);
+    for c in &mut parts {
+        for (l, g) in lanes.iter_mut().zip(c) {
+            *l += g * g;
+        }
+    }
+    let tail: f32 = parts.remainder().iter().map(|g| g * g).sum();
+    lanes.iter().map(|&l| l as f64).sum::<f64>() + tail as f64
+}
+
 impl TrainDevice for Cpu {
     fn selective<T: Tape<f32, Self>>(
         pre: Matrix<Self, T>,
@@ -287,11 +301,10 @@ impl TrainDevice for Cpu {
     }
 
     fn sum_squares(&self, grad: &<Self as Storage<f32>>::Vec) -> Result<f64, CpuError> {
-        // f32 partial sums over chunks, combined in f64: fast and accurate enough.
         Ok(grad
             .chunks(4096)
-            .map(|c| c.iter().map(|g| g * g).sum::<f32>() as f64)
-            .sum())
+            .map(chunk_sum_squares)
+            .fold(0.0, |a, b| a + b))
     }
 
     fn scale(&self, grad: &mut <Self as Storage<f32>>::Vec, factor: f32) -> Result<(), CpuError> {
@@ -335,5 +348,24 @@ impl TrainDevice for Cuda {
         let mut v = <Self as Storage<f32>>::try_alloc_len(self, values.len())?;
         v.device().htod_sync_copy_into(values, &mut *v)?;
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_squares_matches_f64_and_scale_scales() {
+        let dev = Cpu::default();
+        let values: Vec<f32> = (0..10_007)
+            .map(|i| ((i * 37) % 101) as f32 * 0.01 - 0.5)
+            .collect();
+        let want: f64 = values.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let mut buf = dev.upload(&values).unwrap();
+        let got = dev.sum_squares(&buf).unwrap();
+        assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
+        dev.scale(&mut buf, 0.5).unwrap();
+        assert_eq!(dev.download(&buf).unwrap()[3], values[3] * 0.5);
     }
 }
