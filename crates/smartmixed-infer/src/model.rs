@@ -36,7 +36,8 @@ pub struct Model {
 }
 
 /// Per-caller buffers for [`Model::forward`]; they grow to the largest batch seen and are
-/// then reused, so repeated calls allocate nothing.
+/// then reused, so repeated single-threaded calls allocate nothing (with more threads,
+/// batches of 4 x threads rows or more are split over scoped threads spawned per call).
 #[derive(Debug, Default)]
 pub struct Scratch {
     a: Vec<f32>,

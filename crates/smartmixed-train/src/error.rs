@@ -38,6 +38,9 @@ pub enum Error {
         batch: usize,
         loss: f32,
     },
+    /// The training device failed (allocation, a CUDA call).
+    #[error("device error: {0}")]
+    Device(String),
     /// The user asked to stop (Ctrl-C).
     #[error("interrupted")]
     Interrupted,

@@ -12,8 +12,6 @@ use crate::kernels::{self, Group, SelectiveSaved, CLAMP};
 
 /// A runtime-sized matrix (`[batch, neurons]`, `[out, in]`, `[pool, neurons]`).
 pub type Matrix<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
-/// A runtime-sized vector (biases).
-pub type Vector<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
 
 /// A dfdx device SmartMixed can train on: the activation ops (with a device-generic
 /// default) and the two gradient primitives that clipping needs.

@@ -109,10 +109,10 @@ pub fn evaluate<D: TrainDevice>(
         let x = dev.tensor_from_vec(b.inputs, (chunk.len(), data.features()));
         let logits = net.forward(x, None, false);
         let values = logits.as_vec();
+        // First index of the largest logit, as torch.argmax.
         for (row, &label) in values.chunks_exact(classes).zip(&b.labels) {
-            if crate::model::argmax_columns(row, classes, 1)[0] == label {
-                correct += 1;
-            }
+            let best = (0..classes).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+            correct += usize::from(best == label as usize);
         }
         let y = dev.tensor_from_vec(b.targets, (chunk.len(), classes));
         loss_sum += loss(logits, y, kind).as_vec()[0] as f64 * chunk.len() as f64;
@@ -199,6 +199,8 @@ struct PhaseStart<D: TrainDevice> {
     epochs_done: usize,
     adam: Option<Adam<D>>,
     best: Option<(Network<D>, usize, Evaluation)>,
+    /// Training seconds this phase already spent before an interruption.
+    seconds: f64,
 }
 
 impl<D: TrainDevice> PhaseStart<D> {
@@ -208,6 +210,7 @@ impl<D: TrainDevice> PhaseStart<D> {
             epochs_done: 0,
             adam: None,
             best: None,
+            seconds: 0.0,
         }
     }
 }
@@ -229,11 +232,13 @@ fn take_start<D: TrainDevice>(
         &run.join(format!("{name}-best.safetensors")),
     )?;
     let best = Some((best_net, s.position.best_epoch, s.position.best_validation));
+    let earlier: f64 = s.position.completed.iter().map(|p| p.seconds).sum();
     Ok(Some(PhaseStart {
         net: s.net,
         epochs_done: s.position.epochs_done,
         adam: Some(s.adam),
         best,
+        seconds: (s.position.seconds - earlier).max(0.0),
     }))
 }
 
@@ -412,15 +417,13 @@ impl<D: TrainDevice> Trainer<'_, D> {
         let seed = cfg.training.seed;
         let ckpt_name = format!("{name}-best.safetensors");
         let ckpt_path = self.run.path().join(&ckpt_name);
-        let device_err = |e: D::Err| Error::Mismatch {
-            path: ckpt_path.clone(),
-            message: format!("device error: {e:?}"),
-        };
+        let device_err = |e: D::Err| Error::Device(format!("{e:?}"));
         let PhaseStart {
             mut net,
             epochs_done,
             adam,
             mut best,
+            seconds: earlier_seconds,
         } = start;
         let mut adam = match adam {
             Some(mut a) => {
@@ -500,7 +503,8 @@ impl<D: TrainDevice> Trainer<'_, D> {
                     best_epoch: *best_epoch,
                     best_validation: *best_val,
                     completed: completed.to_vec(),
-                    seconds: phase_start.elapsed().as_secs_f64()
+                    seconds: earlier_seconds
+                        + phase_start.elapsed().as_secs_f64()
                         + completed.iter().map(|p| p.seconds).sum::<f64>(),
                 };
                 resume::save(dev, self.run.path(), &net, &adam, &position).map_err(
@@ -523,7 +527,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
                 validation_accuracy: val.accuracy,
                 test_accuracy: test.accuracy,
                 test_loss: test.loss,
-                seconds: phase_start.elapsed().as_secs_f64(),
+                seconds: earlier_seconds + phase_start.elapsed().as_secs_f64(),
                 checkpoint: ckpt_name,
             },
             best,
