@@ -50,6 +50,7 @@ fn train(
         run: &mut run,
         progress,
         stop,
+        threads: 0,
     }
     .run()
 }
@@ -64,6 +65,7 @@ fn resume(cfg: &TrainConfig, data: &Splits, dir: &Path) -> Summary {
         run: &mut run,
         progress: &mut Silent,
         stop: &stop,
+        threads: 0,
     }
     .resume()
     .unwrap()

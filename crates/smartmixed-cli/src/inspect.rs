@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use smartmixed_infer::Model;
+use smartmixed_infer::{Kernel, Model};
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
@@ -43,5 +43,6 @@ pub fn run(args: InspectArgs) -> Result<()> {
             shares.join(", ")
         );
     }
+    println!("kernel on this CPU: {}", Kernel::detect().describe());
     Ok(())
 }

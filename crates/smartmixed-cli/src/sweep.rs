@@ -37,6 +37,9 @@ pub struct SweepArgs {
     /// Merge these sweep (shard) directories into --out instead of training.
     #[arg(long, num_args = 1.., conflicts_with_all = ["config", "shard", "only"])]
     merge: Vec<PathBuf>,
+    /// Training threads per cell (default: every core).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    threads: usize,
 }
 
 fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {
@@ -97,6 +100,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             run: &mut run,
             progress: &mut Silent,
             stop: &stop,
+            threads: args.threads,
         };
         let result = if resumable {
             trainer.resume()

@@ -45,6 +45,9 @@ pub struct TrainArgs {
     /// Test on the first this many test images.
     #[arg(long)]
     test_limit: Option<usize>,
+    /// Training threads (default: every core).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    threads: usize,
 }
 
 fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
@@ -102,7 +105,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         Some(dir) => RunDir::open(dir)?,
         None => RunDir::create(&out)?,
     };
-    train_in(&cfg, &data, &mut run, args.resume.is_some())
+    train_in(&cfg, &data, &mut run, args.resume.is_some(), args.threads)
 }
 
 fn default_out(args: &TrainArgs) -> PathBuf {
@@ -116,7 +119,13 @@ fn default_out(args: &TrainArgs) -> PathBuf {
 }
 
 /// Trains (or resumes) in `run`, with progress, Ctrl-C handling and the final table.
-fn train_in(cfg: &TrainConfig, data: &Splits, run: &mut RunDir, resume: bool) -> Result<ExitCode> {
+fn train_in(
+    cfg: &TrainConfig,
+    data: &Splits,
+    run: &mut RunDir,
+    resume: bool,
+    threads: usize,
+) -> Result<ExitCode> {
     let out = run.path().to_path_buf();
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = stop.clone();
@@ -150,6 +159,7 @@ fn train_in(cfg: &TrainConfig, data: &Splits, run: &mut RunDir, resume: bool) ->
         run,
         progress: &mut reporter,
         stop: &stop,
+        threads: threads,
     };
     let result = if resume {
         trainer.resume()
@@ -195,5 +205,14 @@ fn print_table(s: &Summary) {
             p.best_epoch
         );
     }
-    println!("wall time: {:.1} s", s.seconds);
+    println!(
+        "wall time: {:.1} s on {} threads, subnormals {}",
+        s.seconds,
+        s.threads,
+        if s.flush_denormals {
+            "flushed to zero"
+        } else {
+            "kept (IEEE)"
+        }
+    );
 }

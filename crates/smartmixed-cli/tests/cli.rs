@@ -467,6 +467,13 @@ fn export_eval_predict_inspect_on_a_trained_run() {
         stdout.contains("[784, 64, 32, 10]") && stdout.contains("hidden layer 1 (64 neurons)"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(&format!(
+            "kernel on this CPU: {}",
+            smartmixed_infer::Kernel::detect().describe()
+        )),
+        "{stdout}"
+    );
 
     // The first test image (a 7) as PGM, as PNG, and the first three as an IDX file.
     let images =

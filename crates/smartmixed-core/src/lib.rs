@@ -5,6 +5,7 @@ pub mod activation;
 mod builtin;
 pub mod config;
 mod error;
+pub mod fpenv;
 pub mod manifest;
 pub mod math;
 pub mod sweep;

@@ -1,17 +1,56 @@
-//! The two steps of a layer: the matmul (the `gemm` crate, which picks AVX2/FMA or
-//! AVX-512 at run time; single-threaded, the model parallelises over rows) and the
-//! epilogue over contiguous activation blocks.
+//! The two steps of a layer: the matmul (the `gemm` crate with its `x86-v4` kernels, which
+//! picks AVX-512, AVX2/FMA or portable code at run time; single-threaded, the model
+//! parallelises over rows) and the epilogue over contiguous activation blocks.
 
 use smartmixed_core::Activation;
 
+/// The instruction set the matmul and GEMV kernels run on, detected at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX-512F (gemm's x86-v4 microkernels, our GEMV in 16 lanes).
+    Avx512,
+    /// AVX2 with FMA (gemm's x86-v3 microkernels).
+    Avx2Fma,
+    /// Whatever the target has without run-time detection (SSE2 on x86_64, NEON on
+    /// aarch64 through gemm's own detection).
+    Portable,
+}
+
+impl Kernel {
+    /// What this CPU runs: the same test gemm 0.19 makes (avx512f, else fma).
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                return Kernel::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Kernel::Avx2Fma;
+            }
+        }
+        Kernel::Portable
+    }
+
+    /// A short description for `inspect` and benchmark output.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kernel::Avx512 => "AVX-512 (gemm 0.19 x86-v4 microkernels, AVX-512 GEMV)",
+            Kernel::Avx2Fma => "AVX2+FMA (gemm 0.19 x86-v3 microkernels, AVX2 GEMV)",
+            Kernel::Portable => "portable (gemm 0.19 fallback, scalar GEMV)",
+        }
+    }
+}
+
 /// `dst[m, n] = lhs[m, k] * rhs[k, n]`, all row-major and contiguous.
 pub fn matmul(lhs: &[f32], rhs: &[f32], dst: &mut [f32], m: usize, k: usize, n: usize) {
+    let fits = |len: usize, a: usize, b: usize| a.checked_mul(b).is_some_and(|p| len >= p);
     assert!(
-        lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n,
+        fits(lhs.len(), m, k) && fits(rhs.len(), k, n) && fits(dst.len(), m, n),
         "matmul sizes"
     );
     // SAFETY: the three slices hold at least the m*k, k*n and m*n elements addressed by the
-    // strides below (asserted above), and dst does not alias lhs or rhs (&mut).
+    // strides below (asserted above with checked products, so no product wrapped), and dst
+    // does not alias lhs or rhs (&mut).
     unsafe {
         gemm::gemm(
             m,
@@ -44,11 +83,20 @@ pub const GEMV_ROWS: usize = 4;
 /// weight rows of zero pixels and of inactive ReLU neurons are never read (latency at
 /// batch 1 is bound by reading the weights).
 pub fn gemv(x: &[f32], wt: &[f32], y: &mut [f32], k: usize, n: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        return unsafe { gemv_avx2(x, wt, y, k, n) };
+    match Kernel::detect() {
+        // SAFETY: detect() reports AVX-512F only when the CPU has it.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe { gemv_avx512(x, wt, y, k, n) },
+        // SAFETY: detect() reports AVX2+FMA only when the CPU has both.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2Fma => unsafe { gemv_avx2(x, wt, y, k, n) },
+        _ => gemv_body(x, wt, y, k, n),
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn gemv_avx512(x: &[f32], wt: &[f32], y: &mut [f32], k: usize, n: usize) {
     gemv_body(x, wt, y, k, n)
 }
 
@@ -108,5 +156,50 @@ pub fn add_bias(out: &mut [f32], bias: &[f32]) {
         for (v, b) in row.iter_mut().zip(bias) {
             *v += b;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every GEMV level this CPU supports gives the portable loop's bits (no FMA
+    /// contraction: the vector width changes, the arithmetic does not).
+    #[test]
+    fn every_supported_gemv_level_matches_the_portable_loop() {
+        let (k, n) = (37, 29);
+        let x: Vec<f32> = (0..k)
+            .map(|i| {
+                if i % 5 == 0 {
+                    0.0
+                } else {
+                    (i as f32 * 0.37).sin()
+                }
+            })
+            .collect();
+        let wt: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut want = vec![0.0; n];
+        gemv_body(&x, &wt, &mut want, k, n);
+        let mut got = vec![f32::NAN; n];
+        gemv(&x, &wt, &mut got, k, n);
+        assert_eq!(got, want, "dispatched ({:?})", Kernel::detect());
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                let mut y = vec![f32::NAN; n];
+                // SAFETY: the CPU has AVX-512F, checked just above.
+                unsafe { gemv_avx512(&x, &wt, &mut y, k, n) };
+                assert_eq!(y, want, "avx512");
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                let mut y = vec![f32::NAN; n];
+                // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                unsafe { gemv_avx2(&x, &wt, &mut y, k, n) };
+                assert_eq!(y, want, "avx2");
+            }
+        }
+        // A hand-computed value: row 1 of the sum.
+        let col1: f32 = (0..k).map(|i| x[i] * wt[i * n + 1]).sum();
+        assert!((want[1] - col1).abs() < 1e-4);
     }
 }

@@ -24,6 +24,7 @@ mod kernel;
 mod model;
 
 pub use error::{Error, Result};
+pub use kernel::Kernel;
 pub use model::{Model, Prediction, Scratch, MANIFEST_FILE, MANIFEST_METADATA_KEY, WEIGHTS_FILE};
 
 /// The README's Rust examples, compiled as doc tests so they stay correct.

@@ -10,6 +10,7 @@ pub mod kernels;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod pool;
 pub mod ranking;
 pub mod resume;
 pub mod rundir;

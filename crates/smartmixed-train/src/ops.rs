@@ -15,7 +15,7 @@ pub type Matrix<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
 
 /// A dfdx device SmartMixed can train on: the activation ops (with a device-generic
 /// default) and the two gradient primitives that clipping needs.
-pub trait TrainDevice: Device<f32> {
+pub trait TrainDevice: Device<f32> + Send + Sync {
     /// Phase 1: `clamp(sum_j h_j clamp(act_j(pre + bias)))` where `h` is the straight-through
     /// hard sample: exactly `one_hot(choices)` forward, identity to `soft` (`[pool, neurons]`)
     /// backward.

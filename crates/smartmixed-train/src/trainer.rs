@@ -17,6 +17,7 @@ use crate::data::{Dataset, Splits};
 use crate::model::{Hidden, Network};
 use crate::ops::{Matrix, TrainDevice};
 use crate::optim::Adam;
+use crate::pool::TrainPool;
 use crate::resume;
 use crate::rundir::{EpochRecord, RunDir};
 use crate::{Error, Result};
@@ -24,8 +25,9 @@ use crate::{Error, Result};
 /// Batch size of evaluation passes (no gradients, so larger is fine).
 const EVAL_BATCH: usize = 1000;
 
-/// Receives progress; every method has an empty default.
-pub trait Progress {
+/// Receives progress; every method has an empty default. `Send` because the run executes
+/// on a worker of its [`TrainPool`].
+pub trait Progress: Send {
     fn phase_started(&mut self, _phase: &str, _epochs: usize, _batches_per_epoch: usize) {}
     fn batch(
         &mut self,
@@ -74,6 +76,13 @@ pub struct Summary {
     pub validation_samples: usize,
     pub test_samples: usize,
     pub phases: Vec<PhaseSummary>,
+    /// Whether the training threads flushed subnormal floats to zero
+    /// (`training.flush_denormals` on a CPU that can).
+    #[serde(default)]
+    pub flush_denormals: bool,
+    /// Training threads.
+    #[serde(default)]
+    pub threads: usize,
     /// Per hidden layer, neurons per activation after phase 1 (SmartMixed only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_choices: Option<Vec<Vec<(String, usize)>>>,
@@ -185,6 +194,8 @@ pub struct Trainer<'a, D: TrainDevice> {
     /// Set (e.g. by Ctrl-C) to stop before the next batch; every file written at the end of
     /// the last completed epoch stays, and `--resume` continues from there.
     pub stop: &'a AtomicBool,
+    /// Training threads; 0 uses every core ([`crate::pool::default_threads`]).
+    pub threads: usize,
 }
 
 /// The outcome of one phase: the best network and its figures.
@@ -282,7 +293,20 @@ impl<D: TrainDevice> Trainer<'_, D> {
         self.run_from(Some(state))
     }
 
+    /// Runs on a fresh [`TrainPool`], so every thread that trains has the configured
+    /// floating-point mode and the caller's thread keeps its own.
     fn run_from(&mut self, state: Option<resume::State<D>>) -> Result<Summary> {
+        let pool = TrainPool::new(self.threads, self.config.training.flush_denormals)?;
+        let (threads, flush) = (pool.threads(), pool.flushes_denormals());
+        let mut summary = pool.install(|| self.run_phases(state))?;
+        summary.threads = threads;
+        summary.flush_denormals = flush;
+        self.run.write_summary(&summary)?;
+        resume::remove(self.run.path());
+        Ok(summary)
+    }
+
+    fn run_phases(&mut self, state: Option<resume::State<D>>) -> Result<Summary> {
         let start = Instant::now();
         let cfg = self.config;
         let widths = self.widths();
@@ -394,9 +418,9 @@ impl<D: TrainDevice> Trainer<'_, D> {
             phases: completed,
             final_choices,
             seconds: earlier_seconds + start.elapsed().as_secs_f64(),
+            flush_denormals: false,
+            threads: 0,
         };
-        self.run.write_summary(&summary)?;
-        resume::remove(self.run.path());
         Ok(summary)
     }
 

@@ -1,0 +1,89 @@
+//! The threads that train: one rayon pool per run, on which the whole run executes, so
+//! the loop, dfdx's matmul workers (they use the current rayon pool) and the trainer's own
+//! parallel kernels all run on threads whose floating-point mode the run chose, and the
+//! caller's thread is left as it was.
+
+use smartmixed_core::fpenv;
+
+use crate::{Error, Result};
+
+/// A rayon pool whose every worker has the flush-to-zero mode `flush_denormals`.
+#[derive(Debug)]
+pub struct TrainPool {
+    pool: rayon::ThreadPool,
+    flush_denormals: bool,
+}
+
+/// The number of threads a run uses when none is given: every core the OS lets it use.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl TrainPool {
+    /// `threads` workers (0: [`default_threads`]), each flushing subnormals to zero when
+    /// `flush_denormals` (set in the start hook, before the worker runs any job; a rayon
+    /// pool never adds workers later).
+    pub fn new(threads: usize, flush_denormals: bool) -> Result<Self> {
+        let threads = if threads == 0 {
+            default_threads()
+        } else {
+            threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("smartmixed-train-{i}"))
+            .start_handler(move |_| fpenv::set_flush_denormals(flush_denormals))
+            .build()
+            .map_err(|e| Error::Device(format!("cannot start {threads} training threads: {e}")))?;
+        Ok(Self {
+            pool,
+            flush_denormals,
+        })
+    }
+
+    /// Runs `f` on one of the pool's workers; rayon work inside it stays in the pool.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    /// Worker count.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Whether the workers flush subnormals (as asked; `false` where the CPU cannot).
+    pub fn flushes_denormals(&self) -> bool {
+        self.flush_denormals && fpenv::SUPPORTED
+    }
+
+    /// Each worker's mode, read back from inside the worker.
+    pub fn worker_modes(&self) -> Vec<bool> {
+        self.pool.broadcast(|_| fpenv::flush_denormals_enabled())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_worker_has_the_mode_asked_for_and_the_caller_keeps_its_own() {
+        let caller = fpenv::flush_denormals_enabled();
+        for flush in [true, false] {
+            let pool = TrainPool::new(3, flush).unwrap();
+            assert_eq!(pool.threads(), 3);
+            assert_eq!(pool.worker_modes(), vec![flush && fpenv::SUPPORTED; 3]);
+            // Work inside `install` (the trainer's loop) and nested parallel work (dfdx's
+            // matmul, the kernels) both see the mode.
+            let nested: Vec<bool> = pool.install(|| {
+                use rayon::prelude::*;
+                (0..64)
+                    .into_par_iter()
+                    .map(|_| fpenv::flush_denormals_enabled())
+                    .collect()
+            });
+            assert!(nested.iter().all(|&m| m == (flush && fpenv::SUPPORTED)));
+            assert_eq!(fpenv::flush_denormals_enabled(), caller);
+        }
+    }
+}
