@@ -2,7 +2,10 @@
 //! 1, 32, 256 and 4096 on 1 and 2 threads: (a) the grouped mixed model, (b) a uniform-ReLU
 //! model of the same shape, (c) a naive per-neuron activation dispatch, (d) the bare
 //! matmuls of the same shapes. After criterion's report, an interleaved run prints
-//! samples/s, GFLOP/s (2.98 MFLOP per sample) and the ratios (a)/(b) and (a)/(d).
+//! samples/s, GFLOP/s (2.98 MFLOP per sample) and the ratios (a)/(b) and (a)/(d), then the
+//! machine's sgemm peak as this kernel reaches it (the best of square products from 512
+//! to 2048, and of the layer chain's bare matmuls at batch 4096) and the runtime's share
+//! of it at batch 4096.
 
 use std::time::{Duration, Instant};
 
@@ -150,7 +153,12 @@ fn main() {
     c.final_summary();
 
     // Interleaved table: each variant timed in turn, repeated, best-of-rounds per variant.
+    println!(
+        "\nkernel: {}",
+        smartmixed_infer::Kernel::detect().describe()
+    );
     println!("\n threads  batch |   (a) mixed    (b) relu  (c) per-neuron  (d) matmul  samples/s |  GFLOP/s (a)  (d) | (a)/(b)  (a)/(d)");
+    let mut at_4096 = [[0.0f64; 2]; 2];
     for threads in [1, 2] {
         for batch in BATCHES {
             let x = &input[..batch * 784];
@@ -179,6 +187,9 @@ fn main() {
                 sps(best[0]), sps(best[1]), sps(best[2]), sps(best[3]), "",
                 gflops(best[0]), gflops(best[3]), best[0] / best[1], best[0] / best[3]
             );
+            if batch == 4096 {
+                at_4096[threads - 1] = [gflops(best[0]), gflops(best[3])];
+            }
             if batch == 1 {
                 println!(
                     "                  batch-1 latency: mixed {:.3} ms, relu {:.3} ms",
@@ -188,4 +199,69 @@ fn main() {
             }
         }
     }
+    for threads in [1, 2] {
+        let [runtime, chain] = at_4096[threads - 1];
+        let peak = sgemm_peak(threads).max(chain);
+        println!(
+            "sgemm peak ({threads} thread{}, gemm 0.19): {peak:.1} GFLOP/s; \
+             runtime (a) at batch 4096: {runtime:.1} GFLOP/s = {:.0}% of peak",
+            if threads > 1 { "s" } else { "" },
+            100.0 * runtime / peak
+        );
+    }
+}
+
+/// The best GFLOP/s of square sgemms (512, 1024, 2048) on `threads` threads.
+fn sgemm_peak(threads: usize) -> f64 {
+    [512, 1024, 2048]
+        .into_iter()
+        .map(|n| square_sgemm(n, threads))
+        .fold(0.0, f64::max)
+}
+
+fn square_sgemm(n: usize, threads: usize) -> f64 {
+    let a = vec![0.5f32; n * n];
+    let b = vec![0.25f32; n * n];
+    let mut c = vec![0.0f32; n * n];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let mut best = f64::MAX;
+    pool.install(|| {
+        for _ in 0..5 {
+            let start = Instant::now();
+            // SAFETY: a, b and c hold N*N values each, with the strides given.
+            unsafe {
+                gemm::gemm(
+                    N,
+                    N,
+                    N,
+                    c.as_mut_ptr(),
+                    1,
+                    N as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    N as isize,
+                    b.as_ptr(),
+                    1,
+                    N as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            }
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+    });
+    2.0 * (N * N * N) as f64 / best / 1e9
 }
