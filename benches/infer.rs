@@ -236,22 +236,22 @@ fn square_sgemm(n: usize, threads: usize) -> f64 {
     pool.install(|| {
         for _ in 0..5 {
             let start = Instant::now();
-            // SAFETY: a, b and c hold N*N values each, with the strides given.
+            // SAFETY: a, b and c hold n*n values each, with the strides given.
             unsafe {
                 gemm::gemm(
-                    N,
-                    N,
-                    N,
+                    n,
+                    n,
+                    n,
                     c.as_mut_ptr(),
                     1,
-                    N as isize,
+                    n as isize,
                     false,
                     a.as_ptr(),
                     1,
-                    N as isize,
+                    n as isize,
                     b.as_ptr(),
                     1,
-                    N as isize,
+                    n as isize,
                     0.0,
                     1.0,
                     false,
@@ -263,5 +263,5 @@ fn square_sgemm(n: usize, threads: usize) -> f64 {
             best = best.min(start.elapsed().as_secs_f64());
         }
     });
-    2.0 * (N * N * N) as f64 / best / 1e9
+    2.0 * (n * n * n) as f64 / best / 1e9
 }
