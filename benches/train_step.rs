@@ -15,6 +15,7 @@ use smartmixed_core::{lookup, TrainConfig, PAPER_POOL};
 use smartmixed_train::model::Network;
 use smartmixed_train::ops::Matrix;
 use smartmixed_train::optim::Adam;
+use smartmixed_train::pool::TrainPool;
 use smartmixed_train::trainer::train_step;
 
 const WIDTHS: [usize; 8] = [784, 768, 512, 512, 256, 256, 128, 10];
@@ -61,17 +62,26 @@ fn batch(dev: &Cpu, rng: &mut StdRng) -> (Matrix<Cpu>, Matrix<Cpu>) {
     )
 }
 
-fn step(s: &mut Setup, x: &Matrix<Cpu>, y: &Matrix<Cpu>, cfg: &TrainConfig) -> f32 {
-    train_step(
-        &mut s.net,
-        &mut s.adam,
-        x.clone(),
-        y.clone(),
-        s.noise.as_mut(),
-        cfg,
-    )
-    .unwrap()
-    .0
+/// One step on the run's training threads (every core, subnormals flushed), as `train` does.
+fn step(
+    pool: &TrainPool,
+    s: &mut Setup,
+    x: &Matrix<Cpu>,
+    y: &Matrix<Cpu>,
+    cfg: &TrainConfig,
+) -> f32 {
+    pool.install(|| {
+        train_step(
+            &mut s.net,
+            &mut s.adam,
+            x.clone(),
+            y.clone(),
+            s.noise.as_mut(),
+            cfg,
+        )
+        .unwrap()
+        .0
+    })
 }
 
 fn main() {
@@ -80,6 +90,12 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(2);
     let (x, y) = batch(&dev, &mut rng);
     let mut setups = setups(&dev);
+    let pool = TrainPool::new(0, true).unwrap();
+    println!(
+        "{} training threads; matmul kernel: {}",
+        pool.threads(),
+        smartmixed_infer::Kernel::detect().describe()
+    );
 
     let mut c = Criterion::default()
         .configure_from_args()
@@ -87,7 +103,9 @@ fn main() {
         .measurement_time(Duration::from_secs(8));
     let mut group = c.benchmark_group("train_step_b128");
     for s in setups.iter_mut() {
-        group.bench_function(s.name, |b| b.iter(|| black_box(step(s, &x, &y, &cfg))));
+        group.bench_function(s.name, |b| {
+            b.iter(|| black_box(step(&pool, s, &x, &y, &cfg)))
+        });
     }
     group.finish();
     c.final_summary();
@@ -98,7 +116,7 @@ fn main() {
     for _ in 0..rounds {
         for (s, t) in setups.iter_mut().zip(totals.iter_mut()) {
             let start = Instant::now();
-            black_box(step(s, &x, &y, &cfg));
+            black_box(step(&pool, s, &x, &y, &cfg));
             *t += start.elapsed();
         }
     }

@@ -159,7 +159,7 @@ fn train_in(
         run,
         progress: &mut reporter,
         stop: &stop,
-        threads: threads,
+        threads,
     };
     let result = if resume {
         trainer.resume()

@@ -1,7 +1,9 @@
 //! CPU kernels over row-major `[batch, neurons]` slices: bias add and activation fused into
-//! one pass forward and one pass backward. Pure functions on slices, so they are tested
-//! directly and wrapped as dfdx ops in [`crate::ops`].
+//! one pass forward and one pass backward, each split by rows over the current rayon pool
+//! (the run's training threads). Pure functions on slices, so they are tested directly and
+//! wrapped as the dense-layer dfdx op in [`crate::ops`].
 
+use rayon::prelude::*;
 use smartmixed_core::Activation;
 
 /// Phase 1 clamps every candidate activation, and the mixture, to `[-CLAMP, CLAMP]`
@@ -33,8 +35,42 @@ pub fn groups_from_choices(choices: &[u8], pool: &[&'static Activation]) -> Vec<
     groups
 }
 
+/// Values per parallel share of a `[rows, width]` slice: whole rows, one share per thread.
+fn share(len: usize, width: usize) -> usize {
+    let rows = len / width.max(1);
+    rows.div_ceil(rayon::current_num_threads()).max(1) * width.max(1)
+}
+
+/// Adds each share's partial column sums into `total`, in share order, so the result
+/// depends on the thread count but never on how rayon scheduled the shares (a resumed run
+/// must repeat an uninterrupted one bit for bit).
+fn sum_partials(total: &mut [f32], partials: impl IndexedParallelIterator<Item = Vec<f32>>) {
+    let partials: Vec<Vec<f32>> = partials.collect();
+    for part in &partials {
+        total.iter_mut().zip(part).for_each(|(t, s)| *t += s);
+    }
+}
+
 /// `out = act(pre + bias)` group by group; with `deriv`, also `deriv = act'(pre + bias)`.
 pub fn grouped_forward(
+    pre: &[f32],
+    bias: &[f32],
+    groups: &[Group],
+    out: &mut [f32],
+    deriv: Option<&mut [f32]>,
+) {
+    let n = bias.len();
+    let chunk = share(pre.len(), n);
+    let rows = pre.par_chunks(chunk).zip(out.par_chunks_mut(chunk));
+    match deriv {
+        Some(d) => rows
+            .zip(d.par_chunks_mut(chunk))
+            .for_each(|((p, o), d)| grouped_rows(p, bias, groups, o, Some(d))),
+        None => rows.for_each(|(p, o)| grouped_rows(p, bias, groups, o, None)),
+    }
+}
+
+fn grouped_rows(
     pre: &[f32],
     bias: &[f32],
     groups: &[Group],
@@ -61,26 +97,65 @@ pub fn grouped_forward(
     }
 }
 
-/// Backward of [`grouped_forward`]: `g_pre += g_out * deriv`, `g_bias += sum over rows`.
+/// `out = pre + bias` on every row (the output layer, whose activation is the identity).
+pub fn bias_forward(pre: &[f32], bias: &[f32], out: &mut [f32]) {
+    let n = bias.len();
+    let chunk = share(pre.len(), n);
+    pre.par_chunks(chunk)
+        .zip(out.par_chunks_mut(chunk))
+        .for_each(|(p, o)| {
+            for (p, o) in p.chunks_exact(n).zip(o.chunks_exact_mut(n)) {
+                for ((o, p), b) in o.iter_mut().zip(p).zip(bias) {
+                    *o = p + b;
+                }
+            }
+        });
+}
+
+/// Column sums of `g` (`[rows, n]`) added into `g_bias` (`n`): the bias gradient.
+pub fn bias_backward(g: &[f32], g_bias: &mut [f32]) {
+    let n = g_bias.len();
+    let partials = g.par_chunks(share(g.len(), n)).map(|g| {
+        let mut sum = vec![0.0f32; n];
+        for row in g.chunks_exact(n) {
+            sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+        }
+        sum
+    });
+    sum_partials(g_bias, partials);
+}
+
+/// Backward of [`grouped_forward`]: `g_pre = g_out * deriv`, `g_bias += sum over rows`.
 pub fn grouped_backward(g_out: &[f32], deriv: &[f32], g_pre: &mut [f32], g_bias: &mut [f32]) {
     let n = g_bias.len();
-    for ((go, d), gp) in g_out
-        .chunks_exact(n)
-        .zip(deriv.chunks_exact(n))
-        .zip(g_pre.chunks_exact_mut(n))
-    {
-        for i in 0..n {
-            let g = go[i] * d[i];
-            gp[i] += g;
-            g_bias[i] += g;
-        }
-    }
+    let chunk = share(g_out.len(), n);
+    let partials = g_out
+        .par_chunks(chunk)
+        .zip(deriv.par_chunks(chunk))
+        .zip(g_pre.par_chunks_mut(chunk))
+        .map(|((go, d), gp)| {
+            let mut sum = vec![0.0f32; n];
+            for ((go, d), gp) in go
+                .chunks_exact(n)
+                .zip(d.chunks_exact(n))
+                .zip(gp.chunks_exact_mut(n))
+            {
+                for i in 0..n {
+                    let g = go[i] * d[i];
+                    gp[i] = g;
+                    sum[i] += g;
+                }
+            }
+            sum
+        });
+    sum_partials(g_bias, partials);
 }
 
 /// What phase 1's backward needs from its forward.
 #[derive(Debug, Default)]
 pub struct SelectiveSaved {
-    /// `[pool][batch * neurons]`: every candidate's clamped value.
+    /// `[batch][pool][neurons]`: every candidate's clamped value (row-major by batch row,
+    /// so a share of rows is one contiguous slice).
     pub values: Vec<f32>,
     /// `[batch * neurons]`: the chosen candidate's derivative, zero where clamped.
     pub deriv: Vec<f32>,
@@ -108,18 +183,39 @@ pub fn selective_forward(
         }
         return;
     };
-    s.values.resize(pool.len() * len, 0.0);
+    let p = pool.len();
+    s.values.resize(p * len, 0.0);
     s.deriv.resize(len, 0.0);
+    let chunk = share(len, n);
+    pre.par_chunks(chunk)
+        .zip(out.par_chunks_mut(chunk))
+        .zip(s.values.par_chunks_mut(chunk * p))
+        .zip(s.deriv.par_chunks_mut(chunk))
+        .for_each(|(((pre, out), values), deriv)| {
+            selective_rows(pre, bias, pool, choices, out, values, deriv)
+        });
+}
+
+fn selective_rows(
+    pre: &[f32],
+    bias: &[f32],
+    pool: &[&'static Activation],
+    choices: &[u8],
+    out: &mut [f32],
+    values: &mut [f32],
+    deriv: &mut [f32],
+) {
+    let n = bias.len();
     // Candidate j's values and derivatives for one row.
     let mut y = vec![0.0f32; n];
     let mut dy = vec![0.0f32; n];
     for (row, p) in pre.chunks_exact(n).enumerate() {
         let base = row * n;
+        let o = &mut out[base..base + n];
+        let deriv = &mut deriv[base..base + n];
         for (j, act) in pool.iter().enumerate() {
             (act.apply_with_derivative)(p, bias, &mut y, &mut dy);
-            let values = &mut s.values[j * len + base..j * len + base + n];
-            let deriv = &mut s.deriv[base..base + n];
-            let o = &mut out[base..base + n];
+            let values = &mut values[(row * pool.len() + j) * n..][..n];
             for i in 0..n {
                 let v = y[i].clamp(-CLAMP, CLAMP);
                 values[i] = v;
@@ -138,7 +234,8 @@ pub fn selective_forward(
 
 /// Backward of [`selective_forward`] with the straight-through estimator: the hard sample
 /// passes the gradient to the soft sample unchanged, so
-/// `g_soft[j][i] += sum_rows g_out * value_j` and `g_pre += g_out * deriv_chosen`.
+/// `g_soft[j][i] += sum_rows g_out * value_j`, `g_pre = g_out * deriv_chosen` and
+/// `g_bias += sum_rows g_pre`.
 pub fn selective_backward(
     g_out: &[f32],
     saved: &SelectiveSaved,
@@ -148,13 +245,21 @@ pub fn selective_backward(
 ) {
     grouped_backward(g_out, &saved.deriv, g_pre, g_bias);
     let n = g_bias.len();
-    let len = g_out.len();
-    for (j, gs) in g_soft.chunks_exact_mut(n).enumerate() {
-        let values = &saved.values[j * len..(j + 1) * len];
-        for (go, v) in g_out.chunks_exact(n).zip(values.chunks_exact(n)) {
-            for i in 0..n {
-                gs[i] += go[i] * v[i];
+    let p = g_soft.len() / n.max(1);
+    let chunk = share(g_out.len(), n);
+    let partials = g_out
+        .par_chunks(chunk)
+        .zip(saved.values.par_chunks(chunk * p))
+        .map(|(go, values)| {
+            let mut sum = vec![0.0f32; p * n];
+            for (go, v) in go.chunks_exact(n).zip(values.chunks_exact(p * n)) {
+                for (gs, v) in sum.chunks_exact_mut(n).zip(v.chunks_exact(n)) {
+                    for i in 0..n {
+                        gs[i] += go[i] * v[i];
+                    }
+                }
             }
-        }
-    }
+            sum
+        });
+    sum_partials(g_soft, partials);
 }

@@ -7,6 +7,7 @@ mod error;
 pub mod export;
 pub mod fsutil;
 pub mod kernels;
+mod matmul;
 pub mod model;
 pub mod ops;
 pub mod optim;

@@ -8,7 +8,7 @@ use rand::Rng;
 use smartmixed_core::Activation;
 
 use crate::kernels::{groups_from_choices, Group};
-use crate::ops::{generic, Matrix, TrainDevice};
+use crate::ops::{generic, values, LayerActivation, Matrix, TrainDevice};
 
 /// Gumbel noise constant of the authors' code: `g = -ln(-ln(u + EPS) + EPS)`.
 const GUMBEL_EPS: f32 = 1e-20;
@@ -203,7 +203,7 @@ impl<D: TrainDevice> Network<D> {
             Hidden::Selective { logits, pool, .. } => Some(
                 logits
                     .iter()
-                    .map(|l| argmax_columns(&l.as_vec(), pool.len(), l.shape().1))
+                    .map(|l| argmax_columns(&values(l), pool.len(), l.shape().1))
                     .collect(),
             ),
             Hidden::Grouped { .. } => None,
@@ -222,11 +222,9 @@ impl<D: TrainDevice> Network<D> {
         let last = self.layers.len() - 1;
         let mut h = x;
         for (l, layer) in self.layers.iter().enumerate() {
-            let pre = h.matmul(layer.weight.retaped::<T>().permute::<_, Axes2<1, 0>>());
-            if l == last {
-                return generic::add_bias(pre, &layer.bias);
-            }
-            h = match &self.hidden {
+            let choices: Vec<u8>;
+            let activation = match &self.hidden {
+                _ if l == last => LayerActivation::Identity,
                 Hidden::Selective {
                     pool,
                     logits,
@@ -234,7 +232,7 @@ impl<D: TrainDevice> Network<D> {
                 } => {
                     let alpha = &logits[l];
                     let (p, n) = *alpha.shape();
-                    let mut scores = alpha.as_vec();
+                    let mut scores = values(alpha);
                     let mut noise_values = vec![0.0f32; p * n];
                     if let Some(rng) = noise.as_deref_mut() {
                         noise_values
@@ -245,27 +243,27 @@ impl<D: TrainDevice> Network<D> {
                         .iter_mut()
                         .zip(&noise_values)
                         .for_each(|(s, g)| *s += g);
-                    let choices = argmax_columns(&scores, p, n);
+                    choices = argmax_columns(&scores, p, n);
                     let noise_t = alpha.device().tensor_from_vec(noise_values, (p, n));
                     // soft = softmax((alpha + g) / tau) over the pool; gradients reach alpha.
                     let soft = ((alpha.retaped::<T>() + noise_t) * (1.0 / *temperature))
                         .softmax::<Axis<0>>();
-                    if generic_ops {
-                        generic::selective(pre, &layer.bias, soft, &choices, pool)
-                    } else {
-                        D::selective(pre, &layer.bias, soft, &choices, pool)
+                    LayerActivation::Selective {
+                        soft,
+                        choices: &choices,
+                        pool,
                     }
                 }
-                Hidden::Grouped { groups, .. } => {
-                    if generic_ops {
-                        generic::grouped(pre, &layer.bias, &groups[l])
-                    } else {
-                        D::grouped(pre, &layer.bias, &groups[l])
-                    }
-                }
+                Hidden::Grouped { groups, .. } => LayerActivation::Grouped(&groups[l]),
+            };
+            h = if generic_ops {
+                generic::dense(h, &layer.weight, &layer.bias, activation)
+            } else {
+                // The network's input needs no gradient.
+                D::dense(h, &layer.weight, &layer.bias, activation, l > 0)
             };
         }
-        unreachable!("a network has at least one layer")
+        h
     }
 
     /// The phase-2 network (section III.C): each neuron keeps its argmax activation; neurons

@@ -1,41 +1,78 @@
-//! The two hidden-layer activations as dfdx ops, generic over the device, with fused CPU
-//! kernels for [`Cpu`] (one pass forward, one pass backward; see [`crate::kernels`]).
+//! The dense layer (matmul, bias, the layer's activations) as one dfdx op, generic over the
+//! device, with a fused CPU version for [`Cpu`]: its three products run on
+//! [`crate::matmul`] and its elementwise passes on [`crate::kernels`], all over the run's
+//! training threads.
 //!
 //! The device-generic versions ([`generic`]) are built from dfdx ops only and define the
-//! semantics; tests check that the fused CPU versions agree with them in value and gradient.
+//! semantics; tests check that the fused CPU version agrees with them in value and gradient.
 
 use dfdx::prelude::*;
 use dfdx::tensor::Gradients;
 use smartmixed_core::Activation;
 
 use crate::kernels::{self, Group, SelectiveSaved, CLAMP};
+use crate::matmul;
 
 /// A runtime-sized matrix (`[batch, neurons]`, `[out, in]`, `[pool, neurons]`).
 pub type Matrix<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
 
-/// A dfdx device SmartMixed can train on: the activation ops (with a device-generic
-/// default) and the two gradient primitives that clipping needs.
-pub trait TrainDevice: Device<f32> + Send + Sync {
+/// A tensor's values on the host, by one `memcpy` of its buffer (dfdx's `as_vec` walks an
+/// index iterator element by element, which cost 13% of a training step). For the
+/// contiguous tensors the trainer creates (every tensor it builds from a `Vec`).
+pub fn values<D: Device<f32>, S: Shape, T>(t: &Tensor<S, f32, D, T>) -> Vec<f32> {
+    let mut v = vec![0.0; t.shape().num_elements()];
+    t.copy_into(&mut v);
+    v
+}
+
+/// Adam's first and second moments of one parameter, in device buffers.
+pub type Moments<D> = (<D as Storage<f32>>::Vec, <D as Storage<f32>>::Vec);
+
+/// What follows a dense layer's matmul.
+pub enum LayerActivation<'a, D: Device<f32>, T> {
+    /// The output layer: the bias alone.
+    Identity,
+    /// Phase 2 and fixed baselines: `act_g(pre + bias)` over each contiguous group.
+    Grouped(&'a [Group]),
     /// Phase 1: `clamp(sum_j h_j clamp(act_j(pre + bias)))` where `h` is the straight-through
-    /// hard sample: exactly `one_hot(choices)` forward, identity to `soft` (`[pool, neurons]`)
-    /// backward.
-    fn selective<T: Tape<f32, Self>>(
-        pre: Matrix<Self, T>,
+    /// hard sample: exactly `one_hot(choices)` forward, identity to `soft`
+    /// (`[pool, neurons]`) backward.
+    Selective {
+        soft: Matrix<D, T>,
+        choices: &'a [u8],
+        pool: &'a [&'static Activation],
+    },
+}
+
+/// A dfdx device SmartMixed can train on: the dense-layer op (with a device-generic
+/// default) and the gradient primitives that clipping needs.
+pub trait TrainDevice: Device<f32> + Send + Sync {
+    /// `act(x W^T + bias)` for `x: [batch, in]`, `W: [out, in]`, `bias: [1, out]`.
+    /// `input_grad = false` skips `x`'s gradient (the network's input needs none).
+    fn dense<T: Tape<f32, Self>>(
+        x: Matrix<Self, T>,
+        weight: &Matrix<Self>,
         bias: &Matrix<Self>,
-        soft: Matrix<Self, T>,
-        choices: &[u8],
-        pool: &[&'static Activation],
+        activation: LayerActivation<'_, Self, T>,
+        input_grad: bool,
     ) -> Matrix<Self, T> {
-        generic::selective(pre, bias, soft, choices, pool)
+        let _ = input_grad;
+        generic::dense(x, weight, bias, activation)
     }
 
-    /// Phase 2 and fixed baselines: `act_g(pre + bias)` over each contiguous group.
-    fn grouped<T: Tape<f32, Self>>(
-        pre: Matrix<Self, T>,
-        bias: &Matrix<Self>,
-        groups: &[Group],
-    ) -> Matrix<Self, T> {
-        generic::grouped(pre, bias, groups)
+    /// One Adam update of every parameter with its moments and gradient (dfdx's kernel).
+    fn adam_update(
+        config: &AdamConfig,
+        step: i32,
+        params: &mut [&mut Matrix<Self>],
+        moments: &mut [Moments<Self>],
+        grads: &mut Gradients<f32, Self>,
+    ) -> Result<(), Self::Err> {
+        for (p, (m, v)) in params.iter_mut().zip(moments.iter_mut()) {
+            let g = grads.get_or_alloc_mut(&**p)?;
+            config.try_update(step, p, m, v, g)?;
+        }
+        Ok(())
     }
 
     /// The sum of squares of a gradient buffer.
@@ -54,6 +91,25 @@ pub trait TrainDevice: Device<f32> + Send + Sync {
 /// Device-generic versions built from dfdx ops.
 pub mod generic {
     use super::*;
+
+    /// See [`TrainDevice::dense`]: dfdx's matmul, then the activation op.
+    pub fn dense<D: Device<f32>, T: Tape<f32, D>>(
+        x: Matrix<D, T>,
+        weight: &Matrix<D>,
+        bias: &Matrix<D>,
+        activation: LayerActivation<'_, D, T>,
+    ) -> Matrix<D, T> {
+        let pre = x.matmul(weight.retaped::<T>().permute::<_, Axes2<1, 0>>());
+        match activation {
+            LayerActivation::Identity => add_bias(pre, bias),
+            LayerActivation::Grouped(groups) => grouped(pre, bias, groups),
+            LayerActivation::Selective {
+                soft,
+                choices,
+                pool,
+            } => selective(pre, bias, soft, choices, pool),
+        }
+    }
 
     /// `pre + bias` with the `[1, n]` bias broadcast over rows.
     pub fn add_bias<D: Device<f32>, T: Tape<f32, D>>(
@@ -216,97 +272,134 @@ fn chunk_sum_squares(chunk: &[f32]) -> f64 {
 }
 
 impl TrainDevice for Cpu {
-    fn selective<T: Tape<f32, Self>>(
-        pre: Matrix<Self, T>,
+    fn dense<T: Tape<f32, Self>>(
+        x: Matrix<Self, T>,
+        weight: &Matrix<Self>,
         bias: &Matrix<Self>,
-        soft: Matrix<Self, T>,
-        choices: &[u8],
-        pool: &[&'static Activation],
+        activation: LayerActivation<'_, Self, T>,
+        input_grad: bool,
     ) -> Matrix<Self, T> {
-        let (pre, pre_tape) = pre.split_tape();
-        let (soft, soft_tape) = soft.split_tape();
-        let mut tape = pre_tape.merge(soft_tape);
-        let shape = *pre.shape();
-        let pre_v = pre.as_vec();
-        let mut out = vec![0.0; pre_v.len()];
-        let mut saved = T::OWNS_TAPE.then(SelectiveSaved::default);
-        kernels::selective_forward(
-            &pre_v,
-            &bias.as_vec(),
-            pool,
-            choices,
-            &mut out,
-            saved.as_mut(),
-        );
-        let out = pre.device().tensor_from_vec(out, shape);
-        if let Some(saved) = saved {
-            let (pre_g, bias_g, soft_g, out_g) = (pre, bias.clone(), soft, out.clone());
-            let (n, p) = (shape.1, pool.len());
+        let (x, mut tape) = x.split_tape();
+        let ((b, k), n) = (*x.shape(), weight.shape().0);
+        // dfdx lends no view of a tensor's buffer: one copy of each input, which the
+        // backward pass then keeps.
+        let (xv, wv, bv) = (values(&x), values(weight), values(bias));
+        let mut pre = vec![0.0; b * n];
+        matmul::forward(&xv, &wv, &mut pre, b, k, n);
+        let mut out = vec![0.0; b * n];
+        let train = T::OWNS_TAPE;
+        // What the backward pass needs to turn the output's gradient into `pre`'s.
+        enum Saved {
+            Identity,
+            Grouped(Vec<f32>),
+            Selective(SelectiveSaved, Matrix<Cpu>, usize),
+        }
+        let saved = match activation {
+            LayerActivation::Identity => {
+                kernels::bias_forward(&pre, &bv, &mut out);
+                Saved::Identity
+            }
+            LayerActivation::Grouped(groups) => {
+                let mut deriv = if train { vec![0.0; b * n] } else { Vec::new() };
+                let d = train.then_some(&mut deriv[..]);
+                kernels::grouped_forward(&pre, &bv, groups, &mut out, d);
+                Saved::Grouped(deriv)
+            }
+            LayerActivation::Selective {
+                soft,
+                choices,
+                pool,
+            } => {
+                let (soft, soft_tape) = soft.split_tape();
+                tape = tape.merge(soft_tape);
+                let mut s = SelectiveSaved::default();
+                let keep = train.then_some(&mut s);
+                kernels::selective_forward(&pre, &bv, pool, choices, &mut out, keep);
+                Saved::Selective(s, soft, pool.len())
+            }
+        };
+        drop(pre);
+        let out = x.device().tensor_from_vec(out, (b, n));
+        if train {
+            let (x_g, w_g, b_g, out_g) = (x, weight.clone(), bias.clone(), out.clone());
             tape.add_backward_op(move |grads| {
                 let g_out = take_grad(grads, &out_g)?;
                 let mut g_bias = vec![0.0; n];
-                let mut g_soft = vec![0.0; p * n];
-                kernels::selective_backward(
-                    &g_out,
-                    &saved,
-                    grads.get_or_alloc_mut(&pre_g)?,
-                    &mut g_bias,
-                    &mut g_soft,
-                );
-                put_grad(grads, &out_g, g_out)?;
-                add_grad(grads, &bias_g, &g_bias)?;
-                add_grad(grads, &soft_g, &g_soft)
+                let mut g_pre_buf = Vec::new();
+                let g_pre: &[f32] = match &saved {
+                    Saved::Identity => {
+                        kernels::bias_backward(&g_out, &mut g_bias);
+                        &g_out
+                    }
+                    Saved::Grouped(deriv) => {
+                        g_pre_buf.resize(b * n, 0.0);
+                        kernels::grouped_backward(&g_out, deriv, &mut g_pre_buf, &mut g_bias);
+                        &g_pre_buf
+                    }
+                    Saved::Selective(s, soft, p) => {
+                        g_pre_buf.resize(b * n, 0.0);
+                        let mut g_soft = vec![0.0; p * n];
+                        kernels::selective_backward(
+                            &g_out,
+                            s,
+                            &mut g_pre_buf,
+                            &mut g_bias,
+                            &mut g_soft,
+                        );
+                        add_grad(grads, soft, &g_soft)?;
+                        &g_pre_buf
+                    }
+                };
+                add_grad(grads, &b_g, &g_bias)?;
+                matmul::grad_weight(g_pre, &xv, grads.get_or_alloc_mut(&w_g)?, b, k, n);
+                if input_grad {
+                    matmul::grad_input(g_pre, &wv, grads.get_or_alloc_mut(&x_g)?, b, k, n);
+                }
+                put_grad(grads, &out_g, g_out)
             });
         }
         out.put_tape(tape)
     }
 
-    fn grouped<T: Tape<f32, Self>>(
-        pre: Matrix<Self, T>,
-        bias: &Matrix<Self>,
-        groups: &[Group],
-    ) -> Matrix<Self, T> {
-        let (pre, mut tape) = pre.split_tape();
-        let shape = *pre.shape();
-        let pre_v = pre.as_vec();
-        let mut out = vec![0.0; pre_v.len()];
-        let mut deriv = T::OWNS_TAPE.then(|| vec![0.0; pre_v.len()]);
-        kernels::grouped_forward(
-            &pre_v,
-            &bias.as_vec(),
-            groups,
-            &mut out,
-            deriv.as_deref_mut(),
-        );
-        let out = pre.device().tensor_from_vec(out, shape);
-        if let Some(deriv) = deriv {
-            let (pre_g, bias_g, out_g) = (pre, bias.clone(), out.clone());
-            let n = shape.1;
-            tape.add_backward_op(move |grads| {
-                let g_out = take_grad(grads, &out_g)?;
-                let mut g_bias = vec![0.0; n];
-                kernels::grouped_backward(
-                    &g_out,
-                    &deriv,
-                    grads.get_or_alloc_mut(&pre_g)?,
-                    &mut g_bias,
-                );
-                put_grad(grads, &out_g, g_out)?;
-                add_grad(grads, &bias_g, &g_bias)
-            });
+    /// The parameters are updated in parallel, one per task (dfdx's kernel per tensor, so
+    /// every value is exactly what the sequential loop gives).
+    fn adam_update(
+        config: &AdamConfig,
+        step: i32,
+        params: &mut [&mut Matrix<Self>],
+        moments: &mut [Moments<Self>],
+        grads: &mut Gradients<f32, Self>,
+    ) -> Result<(), CpuError> {
+        use rayon::prelude::*;
+        // Gradients lends one buffer at a time: move them out, update, move them back.
+        let mut taken = Vec::with_capacity(params.len());
+        for p in params.iter() {
+            let empty = <Self as Storage<f32>>::try_alloc_len(p.device(), 0)?;
+            taken.push(std::mem::replace(grads.get_or_alloc_mut(&**p)?, empty));
         }
-        out.put_tape(tape)
+        params
+            .par_iter_mut()
+            .zip(moments.par_iter_mut())
+            .zip(taken.par_iter())
+            .try_for_each(|((p, (m, v)), g)| config.try_update(step, &mut **p, m, v, g))?;
+        for (p, g) in params.iter().zip(taken) {
+            *grads.get_or_alloc_mut(&**p)? = g;
+        }
+        Ok(())
     }
 
     fn sum_squares(&self, grad: &<Self as Storage<f32>>::Vec) -> Result<f64, CpuError> {
-        Ok(grad
-            .chunks(4096)
-            .map(chunk_sum_squares)
-            .fold(0.0, |a, b| a + b))
+        use rayon::prelude::*;
+        // Chunk sums collected in order, then added in order: the same total whatever the
+        // scheduling.
+        let parts: Vec<f64> = grad.par_chunks(1 << 14).map(chunk_sum_squares).collect();
+        Ok(parts.iter().sum())
     }
 
     fn scale(&self, grad: &mut <Self as Storage<f32>>::Vec, factor: f32) -> Result<(), CpuError> {
-        grad.iter_mut().for_each(|g| *g *= factor);
+        use rayon::prelude::*;
+        grad.par_chunks_mut(1 << 14)
+            .for_each(|c| c.iter_mut().for_each(|g| *g *= factor));
         Ok(())
     }
 

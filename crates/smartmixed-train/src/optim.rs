@@ -11,7 +11,7 @@ use crate::ops::{Matrix, TrainDevice};
 pub struct Adam<D: TrainDevice> {
     config: AdamConfig,
     step: i32,
-    moments: Vec<(<D as Storage<f32>>::Vec, <D as Storage<f32>>::Vec)>,
+    moments: Vec<crate::ops::Moments<D>>,
 }
 
 impl<D: TrainDevice> Adam<D> {
@@ -94,10 +94,13 @@ impl<D: TrainDevice> Adam<D> {
             }
         }
         self.step += 1;
-        for (p, (m, v)) in params.iter_mut().zip(self.moments.iter_mut()) {
-            let g = grads.get_or_alloc_mut(&**p)?;
-            self.config.try_update(self.step, p, m, v, g)?;
-        }
+        D::adam_update(
+            &self.config,
+            self.step,
+            &mut params,
+            &mut self.moments,
+            grads,
+        )?;
         Ok(norm)
     }
 }

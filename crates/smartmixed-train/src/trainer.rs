@@ -15,7 +15,7 @@ use smartmixed_core::{lookup, Mode, OutputLoss, Phase2Init, TrainConfig};
 use crate::checkpoint;
 use crate::data::{Dataset, Splits};
 use crate::model::{Hidden, Network};
-use crate::ops::{Matrix, TrainDevice};
+use crate::ops::{values, Matrix, TrainDevice};
 use crate::optim::Adam;
 use crate::pool::TrainPool;
 use crate::resume;
@@ -117,7 +117,7 @@ pub fn evaluate<D: TrainDevice>(
         let b = data.batch(chunk, classes);
         let x = dev.tensor_from_vec(b.inputs, (chunk.len(), data.features()));
         let logits = net.forward(x, None, false);
-        let values = logits.as_vec();
+        let values = values(&logits);
         // First index of the largest logit, as torch.argmax.
         for (row, &label) in values.chunks_exact(classes).zip(&b.labels) {
             let best = (0..classes).fold(0, |b, i| if row[i] > row[b] { i } else { b });

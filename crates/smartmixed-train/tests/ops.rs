@@ -8,13 +8,22 @@ use rand::{Rng, SeedableRng};
 use smartmixed_core::{lookup, Activation, PAPER_POOL};
 use smartmixed_train::kernels::{Group, CLAMP};
 use smartmixed_train::model::{argmax_columns, gumbel};
-use smartmixed_train::ops::{generic, Matrix, TrainDevice};
+use smartmixed_train::ops::{generic, LayerActivation, Matrix, TrainDevice};
 
 use smartmixed_activations_extra as _;
 
 const B: usize = 3;
 const N: usize = 5;
 const TAU: f32 = 0.3;
+
+/// The `n x n` identity: the fused dense op with it computes exactly its activation of
+/// `pre` (every product is `x * 1` or `x * 0`), so the activation parts are tested alone.
+fn identity(n: usize) -> Matrix<Cpu> {
+    let v = (0..n * n)
+        .map(|i| if i / n == i % n { 1.0 } else { 0.0 })
+        .collect();
+    Cpu::default().tensor_from_vec(v, (n, n))
+}
 
 fn pool(names: &[&str]) -> Vec<&'static Activation> {
     names.iter().map(|n| lookup(n).unwrap()).collect()
@@ -86,7 +95,12 @@ impl Case {
             ((alpha_t.retaped::<OwnedTape<f32, Cpu>>() + noise) * (1.0 / TAU)).softmax::<Axis<0>>();
         let x = pre_t.leaky_trace();
         let out = if fused {
-            Cpu::selective(x, &bias_t, soft, &self.choices, &self.pool)
+            let act = LayerActivation::Selective {
+                soft,
+                choices: &self.choices,
+                pool: &self.pool,
+            };
+            Cpu::dense(x, &identity(N), &bias_t, act, true)
         } else {
             generic::selective(x, &bias_t, soft, &self.choices, &self.pool)
         };
@@ -262,7 +276,13 @@ fn grouped_run(
     let bias_t: Matrix<Cpu> = dev.tensor_from_vec(bias.to_vec(), (1, N));
     let x = pre_t.leaky_trace();
     let out = if fused {
-        Cpu::grouped(x, &bias_t, groups)
+        Cpu::dense(
+            x,
+            &identity(N),
+            &bias_t,
+            LayerActivation::Grouped(groups),
+            true,
+        )
     } else {
         generic::grouped(x, &bias_t, groups)
     };
@@ -351,5 +371,94 @@ fn gumbel_argmax_picks_each_activation_with_its_softmax_probability() {
             "activation {j}: frequency {freq}, softmax {}",
             probs[j]
         );
+    }
+}
+
+/// `sum(w * dense(x))` through the fused or the generic dense op with a phase-2 grouping,
+/// and its gradients in (x, W, bias).
+fn dense_run(
+    fused: bool,
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    w: &[f32],
+    (b, k, n): (usize, usize, usize),
+    groups: &[Group],
+) -> (f32, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let dev = Cpu::default();
+    let x_t: Matrix<Cpu> = dev.tensor_from_vec(x.to_vec(), (b, k));
+    let w_t: Matrix<Cpu> = dev.tensor_from_vec(weight.to_vec(), (n, k));
+    let b_t: Matrix<Cpu> = dev.tensor_from_vec(bias.to_vec(), (1, n));
+    let act = if groups.is_empty() {
+        LayerActivation::Identity
+    } else {
+        LayerActivation::Grouped(groups)
+    };
+    let traced = x_t.leaky_trace();
+    let out = if fused {
+        Cpu::dense(traced, &w_t, &b_t, act, true)
+    } else {
+        generic::dense(traced, &w_t, &b_t, act)
+    };
+    let loss = (out * dev.tensor_from_vec(w.to_vec(), (b, n))).sum();
+    let value = loss.array();
+    let g = loss.backward();
+    (
+        value,
+        g.get(&x_t).as_vec(),
+        g.get(&w_t).as_vec(),
+        g.get(&b_t).as_vec(),
+    )
+}
+
+/// The fused dense op (gemm 0.19 products, row-parallel kernels on a 3-thread pool) against
+/// dfdx's matmul and the generic activation ops, and its weight gradient against finite
+/// differences, for a hidden layer and the output layer.
+#[test]
+fn fused_dense_op_agrees_with_generic_ops_and_finite_differences() {
+    let (b, k, n) = (7, 11, 5);
+    let mut rng = StdRng::seed_from_u64(9);
+    let x = away_from_kinks(&mut rng, b * k);
+    let weight: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-0.5..0.5)).collect();
+    let bias: Vec<f32> = (0..n).map(|_| rng.gen_range(-0.5..0.5)).collect();
+    let w: Vec<f32> = (0..b * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let groups = [
+        Group {
+            activation: lookup("tanh").unwrap(),
+            start: 0,
+            len: 3,
+        },
+        Group {
+            activation: lookup("selu").unwrap(),
+            start: 3,
+            len: 2,
+        },
+    ];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    for groups in [&groups[..], &[]] {
+        let run = |fused: bool, weight: &[f32]| {
+            pool.install(|| dense_run(fused, &x, weight, &bias, &w, (b, k, n), groups))
+        };
+        let fused = run(true, &weight);
+        let generic = run(false, &weight);
+        assert!((fused.0 - generic.0).abs() <= 1e-5 * (1.0 + generic.0.abs()));
+        for (what, u, v) in [
+            ("d/dx", &fused.1, &generic.1),
+            ("d/dW", &fused.2, &generic.2),
+            ("d/dbias", &fused.3, &generic.3),
+        ] {
+            assert_eq!(u.len(), v.len(), "{what}");
+            for (u, v) in u.iter().zip(v.iter()) {
+                assert!(
+                    (u - v).abs() <= 1e-5 * (1.0 + v.abs()),
+                    "{what}: fused {u}, generic {v}"
+                );
+            }
+        }
+        let fd = finite_differences(&weight, 1e-2, |wt| run(true, wt).0 as f64);
+        assert_close("dense d/dW", &fused.2, &fd, 3e-3);
     }
 }

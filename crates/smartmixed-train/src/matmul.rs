@@ -1,0 +1,161 @@
+//! The three products of a dense layer's training step on `gemm` 0.19 (AVX-512, AVX2+FMA or
+//! portable microkernels, chosen at run time), split over the current rayon pool (the
+//! run's [`crate::pool::TrainPool`]). Row-major slices; `W` is `[out, in]` as PyTorch
+//! stores it, so every transpose is a stride, never a copy.
+
+/// `(len >= a * b)` without overflow: a product that wraps is a size no slice can have.
+fn holds(len: usize, a: usize, b: usize) -> bool {
+    a.checked_mul(b).is_some_and(|p| len >= p)
+}
+
+/// One strided product `dst[m, n] (+)= lhs[m, k] * rhs[k, n]`; strides are (row, column).
+#[allow(clippy::too_many_arguments)]
+fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // The callers pass strides of dense row-major (or transposed) matrices whose sizes
+    // they asserted with `holds`; each largest offset is below the slice's length.
+    // SAFETY: the largest element addressed in each slice is (rows - 1) * rs + (cols - 1)
+    // * cs, which the public functions below bound by the length they asserted; dst is a
+    // &mut, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Forward: `out[b, n] = x[b, k] * W[n, k]^T`.
+pub fn forward(x: &[f32], w: &[f32], out: &mut [f32], b: usize, k: usize, n: usize) {
+    assert!(
+        holds(x.len(), b, k) && holds(w.len(), n, k) && holds(out.len(), b, n),
+        "dense forward sizes"
+    );
+    if k == 0 {
+        return out[..b * n].fill(0.0);
+    }
+    product((b, n, k), out, n, false, x, (k, 1), w, (1, k));
+}
+
+/// Weight gradient: `gw[n, k] += g[b, n]^T * x[b, k]`.
+pub fn grad_weight(g: &[f32], x: &[f32], gw: &mut [f32], b: usize, k: usize, n: usize) {
+    assert!(
+        holds(g.len(), b, n) && holds(x.len(), b, k) && holds(gw.len(), n, k),
+        "dense weight-gradient sizes"
+    );
+    if b == 0 {
+        return;
+    }
+    product((n, k, b), gw, k, true, g, (1, n), x, (k, 1));
+}
+
+/// Input gradient: `gx[b, k] += g[b, n] * W[n, k]`.
+pub fn grad_input(g: &[f32], w: &[f32], gx: &mut [f32], b: usize, k: usize, n: usize) {
+    assert!(
+        holds(g.len(), b, n) && holds(w.len(), n, k) && holds(gx.len(), b, k),
+        "dense input-gradient sizes"
+    );
+    if n == 0 {
+        return;
+    }
+    product((b, k, n), gx, k, true, g, (n, 1), w, (k, 1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: f32) -> Vec<f32> {
+        (0..len).map(|i| ((i as f32 + seed) * 0.37).sin()).collect()
+    }
+
+    /// Each product against the triple loop in f64, on odd sizes and on 1 and 3 threads.
+    #[test]
+    fn products_match_the_naive_loops() {
+        let (b, k, n) = (13, 29, 17);
+        let (x, w, g) = (values(b * k, 1.0), values(n * k, 2.0), values(b * n, 3.0));
+        let (gw0, gx0) = (values(n * k, 4.0), values(b * k, 5.0));
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (mut out, mut gw, mut gx) = (vec![f32::NAN; b * n], gw0.clone(), gx0.clone());
+            pool.install(|| {
+                forward(&x, &w, &mut out, b, k, n);
+                grad_weight(&g, &x, &mut gw, b, k, n);
+                grad_input(&g, &w, &mut gx, b, k, n);
+            });
+            let close = |got: f32, want: f64, what: &str| {
+                assert!((got as f64 - want).abs() < 1e-4, "{what}: {got} vs {want}")
+            };
+            for r in 0..b {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|i| x[r * k + i] as f64 * w[j * k + i] as f64)
+                        .sum();
+                    close(out[r * n + j], want, "forward");
+                }
+            }
+            for j in 0..n {
+                for i in 0..k {
+                    let want: f64 = gw0[j * k + i] as f64
+                        + (0..b)
+                            .map(|r| g[r * n + j] as f64 * x[r * k + i] as f64)
+                            .sum::<f64>();
+                    close(gw[j * k + i], want, "weight gradient");
+                }
+            }
+            for r in 0..b {
+                for i in 0..k {
+                    let want: f64 = gx0[r * k + i] as f64
+                        + (0..n)
+                            .map(|j| g[r * n + j] as f64 * w[j * k + i] as f64)
+                            .sum::<f64>();
+                    close(gx[r * k + i], want, "input gradient");
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "dense forward sizes")]
+    fn sizes_that_overflow_are_refused() {
+        let mut out = vec![];
+        forward(&[], &[], &mut out, 1 << 62, 4, 4);
+    }
+}
