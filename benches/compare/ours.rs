@@ -100,7 +100,11 @@ fn infer(seconds: f64) {
             let (work, value, unit) = if batch == 1 {
                 (format!("infer_b1_t{threads}"), best * 1e3, "ms")
             } else {
-                (format!("infer_b{batch}_t{threads}"), batch as f64 / best, "samples/s")
+                (
+                    format!("infer_b{batch}_t{threads}"),
+                    batch as f64 / best,
+                    "samples/s",
+                )
             };
             println!("{{\"work\": \"{work}\", \"value\": {value:.4}, \"unit\": \"{unit}\"}}");
         }
