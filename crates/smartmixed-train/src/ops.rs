@@ -25,6 +25,19 @@ pub fn values<D: Device<f32>, S: Shape, T>(t: &Tensor<S, f32, D, T>) -> Vec<f32>
     v
 }
 
+/// `Send + Sync` on CPU builds, so a run can execute on its [`crate::pool::TrainPool`];
+/// nothing under the `cuda` feature (cudarc's device is neither), where a run executes on
+/// the calling thread instead.
+#[cfg(not(feature = "cuda"))]
+pub trait ThreadSafe: Send + Sync {}
+#[cfg(not(feature = "cuda"))]
+impl<T: Send + Sync> ThreadSafe for T {}
+/// See the CPU build's `ThreadSafe`.
+#[cfg(feature = "cuda")]
+pub trait ThreadSafe {}
+#[cfg(feature = "cuda")]
+impl<T> ThreadSafe for T {}
+
 /// Adam's first and second moments of one parameter, in device buffers.
 pub type Moments<D> = (<D as Storage<f32>>::Vec, <D as Storage<f32>>::Vec);
 
@@ -46,7 +59,7 @@ pub enum LayerActivation<'a, D: Device<f32>, T> {
 
 /// A dfdx device SmartMixed can train on: the dense-layer op (with a device-generic
 /// default) and the gradient primitives that clipping needs.
-pub trait TrainDevice: Device<f32> + Send + Sync {
+pub trait TrainDevice: Device<f32> + ThreadSafe {
     /// `act(x W^T + bias)` for `x: [batch, in]`, `W: [out, in]`, `bias: [1, out]`.
     /// `input_grad = false` skips `x`'s gradient (the network's input needs none).
     fn dense<T: Tape<f32, Self>>(

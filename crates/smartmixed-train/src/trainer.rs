@@ -298,7 +298,15 @@ impl<D: TrainDevice> Trainer<'_, D> {
     fn run_from(&mut self, state: Option<resume::State<D>>) -> Result<Summary> {
         let pool = TrainPool::new(self.threads, self.config.training.flush_denormals)?;
         let (threads, flush) = (pool.threads(), pool.flushes_denormals());
+        #[cfg(not(feature = "cuda"))]
         let mut summary = pool.install(|| self.run_phases(state))?;
+        // cudarc's device cannot move to a pool worker: the loop runs here, with this
+        // thread's mode set for the run and restored after.
+        #[cfg(feature = "cuda")]
+        let mut summary = {
+            let _mode = smartmixed_core::fpenv::FlushDenormals::set(flush);
+            self.run_phases(state)?
+        };
         summary.threads = threads;
         summary.flush_denormals = flush;
         self.run.write_summary(&summary)?;
