@@ -5,6 +5,7 @@ use std::path::Path;
 
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
+use smartmixed_core::fpenv::FlushDenormals;
 use smartmixed_core::{lookup, Manifest};
 
 use crate::kernel::{add_bias, epilogue, layer_matmul, Block};
@@ -324,6 +325,11 @@ impl Model {
                 buf.resize(batch * widest, 0.0);
             }
         }
+        // Subnormal inputs or activations cost up to 85x on x86 (measured at batch 256):
+        // every thread computing this call flushes them to zero, and the caller's thread
+        // gets its own mode back when the guard drops, so an embedding service's
+        // floating-point environment is never left changed.
+        let _mode = FlushDenormals::set(true);
         let threads = scratch.threads.max(1);
         let (a, b) = (
             &mut scratch.a[..batch * widest],
@@ -346,7 +352,10 @@ impl Model {
             let handles: Vec<_> = parts
                 .map(|(((x, a), b), out)| {
                     let rows = x.len() / inputs;
-                    s.spawn(move || self.run_rows(x, rows, a, b, out, post))
+                    s.spawn(move || {
+                        let _mode = FlushDenormals::set(true);
+                        self.run_rows(x, rows, a, b, out, post)
+                    })
                 })
                 .collect();
             for h in handles {

@@ -222,3 +222,34 @@ fn thousands_of_mutated_models_never_panic() {
     }
     assert!(ok > 0 && err > 0, "ok {ok}, err {err}");
 }
+
+/// Every thread computing a call flushes subnormals (a service sent subnormal inputs would
+/// otherwise run up to 85x slower), and the caller's mode is as it was after the call.
+#[test]
+fn forward_flushes_subnormals_and_leaves_the_callers_mode_alone() {
+    use smartmixed_core::fpenv;
+    let model = Model::from_bytes(&valid_weights(), MANIFEST.as_bytes()).unwrap();
+    // x = (s, 0) with s subnormal: h0 = relu(s) = s, and out1 = -h0 + h1 = -s unless s is
+    // flushed (h1 = relu(0.5 s - 1) = 0).
+    let s = f32::from_bits(1000);
+    for (threads, batch) in [(1, 1), (1, 8), (2, 8)] {
+        for callers_mode in [false, true] {
+            let _caller = fpenv::FlushDenormals::set(callers_mode);
+            let input: Vec<f32> = [s, 0.0].repeat(batch);
+            let mut out = vec![f32::NAN; 2 * batch];
+            model
+                .forward(&input, batch, &mut Scratch::new(threads), &mut out)
+                .unwrap();
+            if fpenv::SUPPORTED {
+                assert!(
+                    out.chunks(2).all(|o| o[1] == 0.0),
+                    "threads {threads} batch {batch}: {out:?}"
+                );
+            }
+            assert_eq!(
+                fpenv::flush_denormals_enabled(),
+                callers_mode && fpenv::SUPPORTED
+            );
+        }
+    }
+}
