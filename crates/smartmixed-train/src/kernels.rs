@@ -205,29 +205,36 @@ fn selective_rows(
     values: &mut [f32],
     deriv: &mut [f32],
 ) {
-    let n = bias.len();
-    // Candidate j's values and derivatives for one row.
-    let mut y = vec![0.0f32; n];
-    let mut dy = vec![0.0f32; n];
-    for (row, p) in pre.chunks_exact(n).enumerate() {
-        let base = row * n;
-        let o = &mut out[base..base + n];
-        let deriv = &mut deriv[base..base + n];
-        for (j, act) in pool.iter().enumerate() {
-            (act.apply_with_derivative)(p, bias, &mut y, &mut dy);
-            let values = &mut values[(row * pool.len() + j) * n..][..n];
-            for i in 0..n {
-                let v = y[i].clamp(-CLAMP, CLAMP);
-                values[i] = v;
-                if choices[i] as usize == j {
-                    o[i] = v;
-                    deriv[i] = if (-CLAMP..=CLAMP).contains(&y[i]) {
-                        dy[i]
-                    } else {
-                        0.0
-                    };
-                }
-            }
+    let (n, p) = (bias.len(), pool.len());
+    // Every candidate's derivative for one row, `[pool][neurons]`.
+    let mut dy = vec![0.0f32; p * n];
+    for (row, pre) in pre.chunks_exact(n).enumerate() {
+        let values = &mut values[row * p * n..(row + 1) * p * n];
+        for ((act, v), d) in pool
+            .iter()
+            .zip(values.chunks_exact_mut(n))
+            .zip(dy.chunks_exact_mut(n))
+        {
+            (act.apply_with_derivative)(pre, bias, v, d);
+        }
+        // Branch-free passes that vectorise: zero derivatives where the clamp is active,
+        // then clamp.
+        for (v, d) in values.iter_mut().zip(dy.iter_mut()) {
+            *d = if (-CLAMP..=CLAMP).contains(v) {
+                *d
+            } else {
+                0.0
+            };
+            *v = v.clamp(-CLAMP, CLAMP);
+        }
+        let (o, dr) = (
+            &mut out[row * n..(row + 1) * n],
+            &mut deriv[row * n..(row + 1) * n],
+        );
+        for (i, &c) in choices.iter().enumerate() {
+            let at = c as usize * n + i;
+            o[i] = values[at];
+            dr[i] = dy[at];
         }
     }
 }

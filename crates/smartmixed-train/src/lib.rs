@@ -13,6 +13,7 @@ pub mod ops;
 pub mod optim;
 pub mod pool;
 pub mod ranking;
+mod recycle;
 pub mod resume;
 pub mod rundir;
 pub mod trainer;

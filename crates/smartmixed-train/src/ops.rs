@@ -12,6 +12,7 @@ use smartmixed_core::Activation;
 
 use crate::kernels::{self, Group, SelectiveSaved, CLAMP};
 use crate::matmul;
+use crate::recycle;
 
 /// A runtime-sized matrix (`[batch, neurons]`, `[out, in]`, `[pool, neurons]`).
 pub type Matrix<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
@@ -40,6 +41,13 @@ impl<T> ThreadSafe for T {}
 
 /// Adam's first and second moments of one parameter, in device buffers.
 pub type Moments<D> = (<D as Storage<f32>>::Vec, <D as Storage<f32>>::Vec);
+
+/// [`values`] into a recycled buffer (see [`recycle`]).
+fn host_copy<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
+    let mut v = recycle::take(t.shape().num_elements());
+    t.copy_into(&mut v);
+    v
+}
 
 /// What follows a dense layer's matmul.
 pub enum LayerActivation<'a, D: Device<f32>, T> {
@@ -295,9 +303,9 @@ impl TrainDevice for Cpu {
         let (x, mut tape) = x.split_tape();
         let ((b, k), n) = (*x.shape(), weight.shape().0);
         // dfdx lends no view of a tensor's buffer: one copy of each input, which the
-        // backward pass then keeps.
-        let (xv, wv, bv) = (values(&x), values(weight), values(bias));
-        let mut pre = vec![0.0; b * n];
+        // backward pass then keeps. Every buffer of this op is recycled across steps.
+        let (mut xv, mut wv, bv) = (host_copy(&x), host_copy(weight), values(bias));
+        let mut pre = recycle::take(b * n);
         matmul::forward(&xv, &wv, &mut pre, b, k, n);
         let mut out = vec![0.0; b * n];
         let train = T::OWNS_TAPE;
@@ -307,13 +315,17 @@ impl TrainDevice for Cpu {
             Grouped(Vec<f32>),
             Selective(SelectiveSaved, Matrix<Cpu>, usize),
         }
-        let saved = match activation {
+        let mut saved = match activation {
             LayerActivation::Identity => {
                 kernels::bias_forward(&pre, &bv, &mut out);
                 Saved::Identity
             }
             LayerActivation::Grouped(groups) => {
-                let mut deriv = if train { vec![0.0; b * n] } else { Vec::new() };
+                let mut deriv = if train {
+                    recycle::take(b * n)
+                } else {
+                    Vec::new()
+                };
                 let d = train.then_some(&mut deriv[..]);
                 kernels::grouped_forward(&pre, &bv, groups, &mut out, d);
                 Saved::Grouped(deriv)
@@ -325,52 +337,79 @@ impl TrainDevice for Cpu {
             } => {
                 let (soft, soft_tape) = soft.split_tape();
                 tape = tape.merge(soft_tape);
-                let mut s = SelectiveSaved::default();
+                let mut s = SelectiveSaved {
+                    values: if train {
+                        recycle::take(pool.len() * b * n)
+                    } else {
+                        Vec::new()
+                    },
+                    deriv: if train {
+                        recycle::take(b * n)
+                    } else {
+                        Vec::new()
+                    },
+                };
                 let keep = train.then_some(&mut s);
                 kernels::selective_forward(&pre, &bv, pool, choices, &mut out, keep);
                 Saved::Selective(s, soft, pool.len())
             }
         };
-        drop(pre);
+        recycle::give(pre);
         let out = x.device().tensor_from_vec(out, (b, n));
-        if train {
-            let (x_g, w_g, b_g, out_g) = (x, weight.clone(), bias.clone(), out.clone());
-            tape.add_backward_op(move |grads| {
-                let g_out = take_grad(grads, &out_g)?;
-                let mut g_bias = vec![0.0; n];
-                let mut g_pre_buf = Vec::new();
-                let g_pre: &[f32] = match &saved {
-                    Saved::Identity => {
-                        kernels::bias_backward(&g_out, &mut g_bias);
-                        &g_out
-                    }
-                    Saved::Grouped(deriv) => {
-                        g_pre_buf.resize(b * n, 0.0);
-                        kernels::grouped_backward(&g_out, deriv, &mut g_pre_buf, &mut g_bias);
-                        &g_pre_buf
-                    }
-                    Saved::Selective(s, soft, p) => {
-                        g_pre_buf.resize(b * n, 0.0);
-                        let mut g_soft = vec![0.0; p * n];
-                        kernels::selective_backward(
-                            &g_out,
-                            s,
-                            &mut g_pre_buf,
-                            &mut g_bias,
-                            &mut g_soft,
-                        );
-                        add_grad(grads, soft, &g_soft)?;
-                        &g_pre_buf
-                    }
-                };
-                add_grad(grads, &b_g, &g_bias)?;
-                matmul::grad_weight(g_pre, &xv, grads.get_or_alloc_mut(&w_g)?, b, k, n);
-                if input_grad {
-                    matmul::grad_input(g_pre, &wv, grads.get_or_alloc_mut(&x_g)?, b, k, n);
-                }
-                put_grad(grads, &out_g, g_out)
-            });
+        if !train {
+            recycle::give(xv);
+            recycle::give(wv);
+            return out.put_tape(tape);
         }
+        let (x_g, w_g, b_g, out_g) = (x, weight.clone(), bias.clone(), out.clone());
+        tape.add_backward_op(move |grads| {
+            let g_out = take_grad(grads, &out_g)?;
+            let mut g_bias = vec![0.0; n];
+            let mut g_pre_buf = Vec::new();
+            let g_pre: &[f32] = match &saved {
+                Saved::Identity => {
+                    kernels::bias_backward(&g_out, &mut g_bias);
+                    &g_out
+                }
+                Saved::Grouped(deriv) => {
+                    g_pre_buf = recycle::take(b * n);
+                    kernels::grouped_backward(&g_out, deriv, &mut g_pre_buf, &mut g_bias);
+                    &g_pre_buf
+                }
+                Saved::Selective(s, soft, p) => {
+                    g_pre_buf = recycle::take(b * n);
+                    let mut g_soft = vec![0.0; p * n];
+                    kernels::selective_backward(
+                        &g_out,
+                        s,
+                        &mut g_pre_buf,
+                        &mut g_bias,
+                        &mut g_soft,
+                    );
+                    add_grad(grads, soft, &g_soft)?;
+                    &g_pre_buf
+                }
+            };
+            add_grad(grads, &b_g, &g_bias)?;
+            matmul::grad_weight(g_pre, &xv, grads.get_or_alloc_mut(&w_g)?, b, k, n);
+            if input_grad {
+                matmul::grad_input(g_pre, &wv, grads.get_or_alloc_mut(&x_g)?, b, k, n);
+            }
+            put_grad(grads, &out_g, g_out)?;
+            // The buffers go back for the next step (the closure runs once).
+            for buf in [std::mem::take(&mut xv), std::mem::take(&mut wv), g_pre_buf] {
+                recycle::give(buf);
+            }
+            match std::mem::replace(&mut saved, Saved::Identity) {
+                Saved::Grouped(d) => recycle::give(d),
+                Saved::Selective(s, ..) => {
+                    recycle::give(s.values);
+                    recycle::give(s.deriv);
+                }
+                Saved::Identity => {}
+            }
+            Ok(())
+        });
         out.put_tape(tape)
     }
 
