@@ -2,8 +2,6 @@
 //! picks AVX-512, AVX2/FMA or portable code at run time; single-threaded, the model
 //! parallelises over rows) and the epilogue over contiguous activation blocks.
 
-use std::ops::Range;
-
 use smartmixed_core::Activation;
 
 /// The instruction set the matmul and GEMV kernels run on, detected at run time.
@@ -43,27 +41,16 @@ impl Kernel {
     }
 }
 
-/// `dst[m, n] (+)= lhs[m, k] * rhs[k, n]`, row-major; `rhs` rows are `rhs_rs` apart (a
-/// column block of a wider matrix when `rhs_rs > n`); with `accumulate`, adds to `dst`.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul(
-    lhs: &[f32],
-    rhs: &[f32],
-    rhs_rs: usize,
-    dst: &mut [f32],
-    (m, k, n): (usize, usize, usize),
-    accumulate: bool,
-) {
+/// `dst[m, n] = lhs[m, k] * rhs[k, n]`, all row-major and contiguous.
+pub fn matmul(lhs: &[f32], rhs: &[f32], dst: &mut [f32], m: usize, k: usize, n: usize) {
+    let fits = |len: usize, a: usize, b: usize| a.checked_mul(b).is_some_and(|p| len >= p);
     assert!(
-        fits(lhs.len(), m, k, k) && fits(rhs.len(), k, n, rhs_rs) && fits(dst.len(), m, n, n),
+        fits(lhs.len(), m, k) && fits(rhs.len(), k, n) && fits(dst.len(), m, n),
         "matmul sizes"
     );
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: `fits` checked, without overflow, that each slice holds the largest element
-    // the strides below address ((rows - 1) * row stride + cols - 1); dst does not alias
-    // lhs or rhs (&mut).
+    // SAFETY: the three slices hold at least the m*k, k*n and m*n elements addressed by the
+    // strides below (asserted above with checked products, so no product wrapped), and dst
+    // does not alias lhs or rhs (&mut).
     unsafe {
         gemm::gemm(
             m,
@@ -72,14 +59,14 @@ pub fn matmul(
             dst.as_mut_ptr(),
             1,
             n as isize,
-            accumulate,
+            false,
             lhs.as_ptr(),
             1,
             k as isize,
             rhs.as_ptr(),
             1,
-            rhs_rs as isize,
-            if accumulate { 1.0 } else { 0.0 },
+            n as isize,
+            0.0,
             1.0,
             false,
             false,
@@ -89,79 +76,58 @@ pub fn matmul(
     }
 }
 
-/// Whether a slice of `len` holds a `[rows, cols]` matrix whose rows are `rs` apart.
-fn fits(len: usize, rows: usize, cols: usize, rs: usize) -> bool {
-    if rows == 0 || cols == 0 {
-        return true;
-    }
-    (rows - 1)
-        .checked_mul(rs)
-        .and_then(|o| o.checked_add(cols))
-        .is_some_and(|need| cols <= rs && len >= need)
-}
-
 /// Rows below this count use [`gemv`] instead of the blocked matmul.
 pub const GEMV_ROWS: usize = 4;
 
-/// `y[n] (+)= x[k] * wt[k, n]` for one row (`wt` rows `rs` apart): an axpy per input that
-/// skips zero inputs, so the weight rows of zero pixels and of inactive ReLU neurons are
-/// never read (latency at batch 1 is bound by reading the weights).
-pub fn gemv(x: &[f32], wt: &[f32], rs: usize, y: &mut [f32], accumulate: bool) {
-    assert!(fits(wt.len(), x.len(), y.len(), rs), "gemv sizes");
+/// `y[n] = x[k] * wt[k, n]` for one row: an axpy per input that skips zero inputs, so the
+/// weight rows of zero pixels and of inactive ReLU neurons are never read (latency at
+/// batch 1 is bound by reading the weights).
+pub fn gemv(x: &[f32], wt: &[f32], y: &mut [f32], k: usize, n: usize) {
     match Kernel::detect() {
         // SAFETY: detect() reports AVX-512F only when the CPU has it.
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => unsafe { gemv_avx512(x, wt, rs, y, accumulate) },
+        Kernel::Avx512 => unsafe { gemv_avx512(x, wt, y, k, n) },
         // SAFETY: detect() reports AVX2+FMA only when the CPU has both.
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2Fma => unsafe { gemv_avx2(x, wt, rs, y, accumulate) },
-        _ => gemv_body(x, wt, rs, y, accumulate),
+        Kernel::Avx2Fma => unsafe { gemv_avx2(x, wt, y, k, n) },
+        _ => gemv_body(x, wt, y, k, n),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn gemv_avx512(x: &[f32], wt: &[f32], rs: usize, y: &mut [f32], accumulate: bool) {
-    gemv_body(x, wt, rs, y, accumulate)
+fn gemv_avx512(x: &[f32], wt: &[f32], y: &mut [f32], k: usize, n: usize) {
+    gemv_body(x, wt, y, k, n)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn gemv_avx2(x: &[f32], wt: &[f32], rs: usize, y: &mut [f32], accumulate: bool) {
-    gemv_body(x, wt, rs, y, accumulate)
+fn gemv_avx2(x: &[f32], wt: &[f32], y: &mut [f32], k: usize, n: usize) {
+    gemv_body(x, wt, y, k, n)
 }
 
 #[inline(always)]
-fn gemv_body(x: &[f32], wt: &[f32], rs: usize, y: &mut [f32], accumulate: bool) {
-    if !accumulate {
-        y.fill(0.0);
-    }
-    let n = y.len();
-    for (i, xv) in x.iter().enumerate() {
+fn gemv_body(x: &[f32], wt: &[f32], y: &mut [f32], k: usize, n: usize) {
+    let y = &mut y[..n];
+    y.fill(0.0);
+    for (xv, row) in x[..k].iter().zip(wt.chunks_exact(n)) {
         if *xv == 0.0 {
             continue;
         }
-        for (yv, w) in y.iter_mut().zip(&wt[i * rs..i * rs + n]) {
+        for (yv, w) in y.iter_mut().zip(row) {
             *yv += xv * w;
         }
     }
 }
 
-/// `dst (+)= lhs * rhs` (see [`matmul`]), choosing [`gemv`] per row for tiny batches.
-pub fn layer_matmul(
-    lhs: &[f32],
-    rhs: &[f32],
-    rhs_rs: usize,
-    dst: &mut [f32],
-    (m, k, n): (usize, usize, usize),
-    accumulate: bool,
-) {
-    if m < GEMV_ROWS && k > 0 && n > 0 {
+/// `dst = lhs * rhs` choosing [`gemv`] per row for tiny batches.
+pub fn layer_matmul(lhs: &[f32], rhs: &[f32], dst: &mut [f32], m: usize, k: usize, n: usize) {
+    if m < GEMV_ROWS {
         for (x, y) in lhs.chunks_exact(k).zip(dst.chunks_exact_mut(n)).take(m) {
-            gemv(x, rhs, rhs_rs, y, accumulate);
+            gemv(x, rhs, y, k, n);
         }
     } else {
-        matmul(lhs, rhs, rhs_rs, dst, (m, k, n), accumulate);
+        matmul(lhs, rhs, dst, m, k, n);
     }
 }
 
@@ -173,24 +139,13 @@ pub struct Block {
     pub len: usize,
 }
 
-/// `out = act(pre + bias)` for the columns `cols` of every row (`pre` and `out` rows hold
-/// just those columns), each block with its activation: one pass.
-pub fn epilogue(pre: &[f32], bias: &[f32], blocks: &[Block], cols: Range<usize>, out: &mut [f32]) {
-    let w = cols.len();
-    if w == 0 {
-        return;
-    }
-    for (p, o) in pre.chunks_exact(w).zip(out.chunks_exact_mut(w)) {
+/// `out = act(pre + bias)` for every row, each block with its activation: one pass.
+pub fn epilogue(pre: &[f32], bias: &[f32], blocks: &[Block], out: &mut [f32]) {
+    let n = bias.len();
+    for (p, o) in pre.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
         for blk in blocks {
-            let (start, end) = (
-                blk.start.max(cols.start),
-                (blk.start + blk.len).min(cols.end),
-            );
-            if start >= end {
-                continue;
-            }
-            let r = start - cols.start..end - cols.start;
-            (blk.activation.apply)(&p[r.clone()], &bias[start..end], &mut o[r]);
+            let r = blk.start..blk.start + blk.len;
+            (blk.activation.apply)(&p[r.clone()], &bias[r.clone()], &mut o[r]);
         }
     }
 }
@@ -224,22 +179,22 @@ mod tests {
             .collect();
         let wt: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
         let mut want = vec![0.0; n];
-        gemv_body(&x, &wt, n, &mut want, false);
+        gemv_body(&x, &wt, &mut want, k, n);
         let mut got = vec![f32::NAN; n];
-        gemv(&x, &wt, n, &mut got, false);
+        gemv(&x, &wt, &mut got, k, n);
         assert_eq!(got, want, "dispatched ({:?})", Kernel::detect());
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx512f") {
                 let mut y = vec![f32::NAN; n];
                 // SAFETY: the CPU has AVX-512F, checked just above.
-                unsafe { gemv_avx512(&x, &wt, n, &mut y, false) };
+                unsafe { gemv_avx512(&x, &wt, &mut y, k, n) };
                 assert_eq!(y, want, "avx512");
             }
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 let mut y = vec![f32::NAN; n];
                 // SAFETY: the CPU has AVX2 and FMA, checked just above.
-                unsafe { gemv_avx2(&x, &wt, n, &mut y, false) };
+                unsafe { gemv_avx2(&x, &wt, &mut y, k, n) };
                 assert_eq!(y, want, "avx2");
             }
         }

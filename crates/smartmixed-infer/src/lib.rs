@@ -19,7 +19,6 @@
 //! Activations are looked up by name in the `smartmixed-core` registry, so plugin
 //! activations work when their crate is linked.
 
-mod columns;
 mod error;
 mod kernel;
 mod model;

@@ -8,14 +8,7 @@ use safetensors::SafeTensors;
 use smartmixed_core::fpenv::FlushDenormals;
 use smartmixed_core::{lookup, Manifest};
 
-use std::ops::Range;
-
-use crate::columns::{self, ColumnBuffers};
 use crate::kernel::{add_bias, epilogue, layer_matmul, Block};
-
-/// Batches under this many rows per thread split each layer's columns between threads
-/// instead of the batch's rows.
-pub const COLUMN_SPLIT_ROWS: usize = 32;
 use crate::{Error, Result};
 
 /// The weights file of an exported model directory.
@@ -26,20 +19,15 @@ pub const MANIFEST_FILE: &str = "manifest.toml";
 pub const MANIFEST_METADATA_KEY: &str = "smartmixed.manifest";
 
 #[derive(Debug)]
-pub(crate) struct Layer {
-    pub(crate) inputs: usize,
-    pub(crate) outputs: usize,
+struct Layer {
+    inputs: usize,
+    outputs: usize,
     /// `W^T`, `[inputs, outputs]` row-major, so the matmul reads it contiguously.
-    pub(crate) weight_t: Vec<f32>,
-    pub(crate) bias: Vec<f32>,
+    weight_t: Vec<f32>,
+    bias: Vec<f32>,
     /// Empty for the output layer (identity).
-    pub(crate) blocks: Vec<Block>,
+    blocks: Vec<Block>,
 }
-
-/// The activation step of a hidden layer for the columns `cols` of its outputs:
-/// `(pre, layer, cols, out)`, `pre` and `out` rows holding just those columns.
-pub(crate) trait Post: Fn(&[f32], &Layer, Range<usize>, &mut [f32]) + Sync {}
-impl<F: Fn(&[f32], &Layer, Range<usize>, &mut [f32]) + Sync> Post for F {}
 
 /// A loaded SmartMixed network. Immutable and `Send + Sync`: share one across threads.
 #[derive(Debug)]
@@ -49,14 +37,12 @@ pub struct Model {
 }
 
 /// Per-caller buffers for [`Model::forward`]; they grow to the largest batch seen and are
-/// then reused, so repeated single-threaded calls allocate nothing. With more threads,
-/// scoped threads are spawned per call: small batches split every layer's output columns
-/// between them, larger ones split the rows.
+/// then reused, so repeated single-threaded calls allocate nothing (with more threads,
+/// batches of 4 x threads rows or more are split over scoped threads spawned per call).
 #[derive(Debug, Default)]
 pub struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
-    columns: ColumnBuffers,
     threads: usize,
 }
 
@@ -64,8 +50,9 @@ impl Scratch {
     /// Buffers for forward passes using `threads` matmul threads (1 = the calling thread).
     pub fn new(threads: usize) -> Self {
         Self {
+            a: Vec::new(),
+            b: Vec::new(),
             threads: threads.max(1),
-            ..Self::default()
         }
     }
 }
@@ -274,8 +261,8 @@ impl Model {
         output: &mut [f32],
     ) -> Result<()> {
         self.check(input, batch, output)?;
-        self.run(input, batch, scratch, output, |pre, layer, cols, out| {
-            epilogue(pre, &layer.bias, &layer.blocks, cols, out)
+        self.run(input, batch, scratch, output, |pre, layer, out| {
+            epilogue(pre, &layer.bias, &layer.blocks, out)
         });
         Ok(())
     }
@@ -302,38 +289,35 @@ impl Model {
                     .collect()
             })
             .collect();
-        self.run(input, batch, scratch, output, |pre, layer, cols, out| {
+        self.run(input, batch, scratch, output, |pre, layer, out| {
             let l = self
                 .layers
                 .iter()
                 .position(|x| std::ptr::eq(x, layer))
                 .unwrap_or(0);
-            let acts = &per_neuron[l][cols.clone()];
-            let bias = &layer.bias[cols.clone()];
+            let acts = &per_neuron[l];
             for (p, o) in pre
-                .chunks_exact(cols.len())
-                .zip(out.chunks_exact_mut(cols.len()))
+                .chunks_exact(layer.outputs)
+                .zip(out.chunks_exact_mut(layer.outputs))
             {
                 for (j, (p, o)) in p.iter().zip(o.iter_mut()).enumerate() {
-                    *o = acts[j](p + bias[j]);
+                    *o = acts[j](p + layer.bias[j]);
                 }
             }
         });
         Ok(())
     }
 
-    /// Runs every layer on `batch` rows. With several threads, batches under
-    /// [`COLUMN_SPLIT_ROWS`] rows per thread split every layer's output columns between
-    /// scoped threads (each reads only its share of the weights, which bounds small
-    /// batches); larger ones split the rows, each thread running the whole network on its
-    /// share (so threads never wait on each other).
+    /// Runs every layer on `batch` rows. With several threads and enough rows, the rows
+    /// are split between scoped threads that each run the whole network on their share
+    /// (so the epilogue is parallel too and threads never wait on each other).
     fn run(
         &self,
         input: &[f32],
         batch: usize,
         scratch: &mut Scratch,
         output: &mut [f32],
-        post: impl Post,
+        post: impl Fn(&[f32], &Layer, &mut [f32]) + Sync,
     ) {
         let widest = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
         for buf in [&mut scratch.a, &mut scratch.b] {
@@ -351,13 +335,10 @@ impl Model {
             &mut scratch.a[..batch * widest],
             &mut scratch.b[..batch * widest],
         );
-        if threads == 1 {
+        if threads == 1 || batch < 4 * threads {
+            // Too few rows to split: a second thread on the matmul alone costs more than it
+            // saves at these sizes (measured), so small batches stay on the calling thread.
             return self.run_rows(input, batch, a, b, output, &post);
-        }
-        if batch < COLUMN_SPLIT_ROWS * threads && self.layers.len() > 1 {
-            let widest_share = widest.div_ceil(threads) + 1;
-            let bufs = scratch.columns.sized(threads, batch * widest_share);
-            return columns::run(&self.layers, input, batch, threads, bufs, output, &post);
         }
         let (inputs, classes) = (self.input_size(), self.classes());
         let per = batch.div_ceil(threads);
@@ -395,20 +376,19 @@ impl Model {
         a: &mut [f32],
         b: &mut [f32],
         output: &mut [f32],
-        post: &impl Post,
+        post: &(impl Fn(&[f32], &Layer, &mut [f32]) + Sync),
     ) {
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             let (k, n) = (layer.inputs, layer.outputs);
             let src: &[f32] = if i == 0 { input } else { &a[..batch * k] };
             if i == last {
-                layer_matmul(src, &layer.weight_t, n, output, (batch, k, n), false);
+                layer_matmul(src, &layer.weight_t, output, batch, k, n);
                 add_bias(output, &layer.bias);
             } else {
                 // Pre-activations go to `b`; the activations back to `a`, the next input.
-                let pre = &mut b[..batch * n];
-                layer_matmul(src, &layer.weight_t, n, pre, (batch, k, n), false);
-                post(pre, layer, 0..n, &mut a[..batch * n]);
+                layer_matmul(src, &layer.weight_t, &mut b[..batch * n], batch, k, n);
+                post(&b[..batch * n], layer, &mut a[..batch * n]);
             }
         }
     }
