@@ -349,15 +349,20 @@ impl Model {
                 .zip(b.chunks_mut(per * widest))
                 .zip(output.chunks_mut(per * classes));
             let post = &post;
+            let mut parts = parts.map(|(((x, a), b), out)| (x.len() / inputs, x, a, b, out));
+            // The first share runs on the calling thread: one spawn fewer per call.
+            let first = parts.next();
             let handles: Vec<_> = parts
-                .map(|(((x, a), b), out)| {
-                    let rows = x.len() / inputs;
+                .map(|(rows, x, a, b, out)| {
                     s.spawn(move || {
                         let _mode = FlushDenormals::set(true);
                         self.run_rows(x, rows, a, b, out, post)
                     })
                 })
                 .collect();
+            if let Some((rows, x, a, b, out)) = first {
+                self.run_rows(x, rows, a, b, out, post);
+            }
             for h in handles {
                 // A panic in a worker is a bug; re-raise it on the caller's thread.
                 if let Err(p) = h.join() {
