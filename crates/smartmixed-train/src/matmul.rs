@@ -8,19 +8,16 @@ fn holds(len: usize, a: usize, b: usize) -> bool {
     a.checked_mul(b).is_some_and(|p| len >= p)
 }
 
-/// One strided product `dst[m, n] (+)= lhs[m, k] * rhs[k, n]`; strides are (row, column).
-#[allow(clippy::too_many_arguments)]
+/// One strided product `dst[m, n] (+)= lhs[m, k] * rhs[k, n]` over the current rayon pool;
+/// every stride pair is (row, column), so a transposed view is a swapped pair.
 fn product(
     (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    dst_rs: usize,
+    (dst, dst_rs, dst_cs): (&mut [f32], usize, usize),
     accumulate: bool,
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
+    (lhs, lhs_rs, lhs_cs): (&[f32], usize, usize),
+    (rhs, rhs_rs, rhs_cs): (&[f32], usize, usize),
 ) {
-    if m == 0 || n == 0 {
+    if m == 0 || n == 0 || k == 0 {
         return;
     }
     let threads = rayon::current_num_threads();
@@ -29,18 +26,17 @@ fn product(
     } else {
         gemm::Parallelism::None
     };
-    // The callers pass strides of dense row-major (or transposed) matrices whose sizes
-    // they asserted with `holds`; each largest offset is below the slice's length.
-    // SAFETY: the largest element addressed in each slice is (rows - 1) * rs + (cols - 1)
-    // * cs, which the public functions below bound by the length they asserted; dst is a
-    // &mut, so it aliases neither input.
+    // SAFETY: the callers below pass each slice as a dense matrix or its transpose, whose
+    // size they asserted with `holds`; the largest element addressed, (rows - 1) * rs +
+    // (cols - 1) * cs, is then the matrix's last one, inside the slice. dst is a &mut, so
+    // it aliases neither input.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             dst.as_mut_ptr(),
-            1,
+            dst_cs as isize,
             dst_rs as isize,
             accumulate,
             lhs.as_ptr(),
@@ -128,42 +124,8 @@ pub fn grad_weight(g: &[f32], x: &[f32], gw: &mut [f32], b: usize, k: usize, n: 
         holds(g.len(), b, n) && holds(x.len(), b, k) && holds(gw.len(), n, k),
         "dense weight-gradient sizes"
     );
-    if b == 0 || n == 0 || k == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: gw^T is [k, n] with row stride 1 and column stride k: its largest offset is
-    // (k - 1) + (n - 1) * k < n * k <= gw.len(); x^T is [k, b] (row stride 1, column
-    // stride k), largest offset (k - 1) + (b - 1) * k < b * k; g is [b, n] (row stride n),
-    // largest offset b * n - 1. gw is a &mut, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            k,
-            n,
-            b,
-            gw.as_mut_ptr(),
-            k as isize,
-            1,
-            true,
-            x.as_ptr(),
-            k as isize,
-            1,
-            g.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
+    // gw^T[k, n] (row stride 1, column stride k) += x^T[k, b] * g[b, n].
+    product((k, n, b), (gw, 1, k), true, (x, 1, k), (g, n, 1));
 }
 
 /// Input gradient: `gx[b, k] += g[b, n] * W[n, k]`.
@@ -172,10 +134,7 @@ pub fn grad_input(g: &[f32], w: &[f32], gx: &mut [f32], b: usize, k: usize, n: u
         holds(g.len(), b, n) && holds(w.len(), n, k) && holds(gx.len(), b, k),
         "dense input-gradient sizes"
     );
-    if n == 0 {
-        return;
-    }
-    product((b, k, n), gx, k, true, g, (n, 1), w, (k, 1));
+    product((b, k, n), (gx, k, 1), true, (g, n, 1), (w, k, 1));
 }
 
 #[cfg(test)]
