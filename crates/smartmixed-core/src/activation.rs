@@ -4,7 +4,7 @@
 //! `inventory` gives no order, so pools, checkpoints and manifests always refer to
 //! activations by name; a pool's order is the order the config lists.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::{Error, Result};
 
@@ -174,29 +174,32 @@ macro_rules! register_activation {
     };
 }
 
-/// The widest vector instructions the slice loops of [`register_activation!`] use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The widest vector instructions the slice loops of [`register_activation!`] use, in
+/// increasing width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SimdLevel {
     Portable,
     Avx2,
     Avx512,
 }
 
-/// Set to force the portable loops (tests compare them with the vectorised ones).
-static PORTABLE_ONLY: AtomicBool = AtomicBool::new(false);
-
-/// Forces (or stops forcing) the portable loops, whatever the CPU supports. Results are
-/// the same either way; this exists so tests can show it.
-pub fn set_portable_only(portable: bool) {
-    PORTABLE_ONLY.store(portable, Ordering::Relaxed);
+impl SimdLevel {
+    const ALL: [SimdLevel; 3] = [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512];
 }
 
-/// The instruction set the slice loops use on this CPU, detected at run time.
-#[inline]
-pub fn simd_level() -> SimdLevel {
-    if PORTABLE_ONLY.load(Ordering::Relaxed) {
-        return SimdLevel::Portable;
-    }
+/// The widest level the loops may use (an index into `SimdLevel::ALL`); tests lower it to
+/// compare every level the CPU has with the portable loops.
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(2);
+
+/// Caps the slice loops at `level` (`SimdLevel::Avx512`: no cap), whatever the CPU
+/// supports beyond it. Results are the same at every level; this exists so tests can show
+/// it.
+pub fn set_max_simd_level(level: SimdLevel) {
+    MAX_LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+/// The widest level this CPU supports, detected at run time.
+pub fn detected_simd_level() -> SimdLevel {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {
@@ -207,6 +210,20 @@ pub fn simd_level() -> SimdLevel {
         }
     }
     SimdLevel::Portable
+}
+
+/// Every level this CPU supports, narrowest first.
+pub fn supported_simd_levels() -> Vec<SimdLevel> {
+    let top = detected_simd_level();
+    SimdLevel::ALL.into_iter().filter(|l| *l <= top).collect()
+}
+
+/// The instruction set the slice loops use: the detected level, capped by
+/// [`set_max_simd_level`].
+#[inline]
+pub fn simd_level() -> SimdLevel {
+    let cap = SimdLevel::ALL[(MAX_LEVEL.load(Ordering::Relaxed) as usize).min(2)];
+    detected_simd_level().min(cap)
 }
 
 /// Every registered activation's name, sorted.

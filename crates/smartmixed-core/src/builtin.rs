@@ -116,28 +116,32 @@ mod tests {
         }
     }
 
-    /// The vectorised loops (AVX2 or AVX-512 where the CPU has them) give bit-identical
-    /// results to the portable ones.
+    /// Every vector level the CPU supports (AVX2, AVX-512) gives bit-identical results to
+    /// the portable loops.
     #[test]
-    fn vectorised_and_portable_loops_agree_bit_for_bit() {
+    fn every_supported_level_agrees_with_the_portable_loops_bit_for_bit() {
+        use crate::activation::{set_max_simd_level, supported_simd_levels, SimdLevel};
         let xs: Vec<f32> = (-3000..3000).map(|i| i as f32 * 0.0131).collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for name in crate::registered_names() {
             let act = lookup(name).unwrap();
-            let run = |portable: bool| {
-                crate::activation::set_portable_only(portable);
+            let run = |level: SimdLevel| {
+                set_max_simd_level(level);
                 let zero = vec![0.0; xs.len()];
                 let (mut y, mut d) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
                 (act.apply_with_derivative)(&xs, &zero, &mut y, &mut d);
                 let mut y2 = vec![0.0; xs.len()];
                 (act.apply)(&xs, &zero, &mut y2);
-                crate::activation::set_portable_only(false);
-                (y, d, y2)
+                set_max_simd_level(SimdLevel::Avx512);
+                (bits(&y), bits(&d), bits(&y2))
             };
-            let (a, b) = (run(true), run(false));
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&a.0), bits(&b.0), "{name} values");
-            assert_eq!(bits(&a.1), bits(&b.1), "{name} derivatives");
-            assert_eq!(bits(&a.2), bits(&b.2), "{name} in place");
+            let portable = run(SimdLevel::Portable);
+            for level in supported_simd_levels() {
+                let got = run(level);
+                assert_eq!(got.0, portable.0, "{name} values at {level:?}");
+                assert_eq!(got.1, portable.1, "{name} derivatives at {level:?}");
+                assert_eq!(got.2, portable.2, "{name} values-only at {level:?}");
+            }
         }
     }
 
