@@ -14,6 +14,8 @@ use smartmixed_train::fsutil::write_atomic;
 use smartmixed_train::rundir::{RunDir, SUMMARY};
 use smartmixed_train::trainer::{Silent, Summary, Trainer};
 
+use crate::train::parse_threads;
+
 /// The results table of a sweep directory.
 pub const RESULTS: &str = "results.csv";
 /// The copy of the sweep config inside a sweep directory.
@@ -38,7 +40,7 @@ pub struct SweepArgs {
     #[arg(long, num_args = 1.., conflicts_with_all = ["config", "shard", "only"])]
     merge: Vec<PathBuf>,
     /// Training threads per cell (default: every core).
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    #[arg(long, default_value_t = 0, hide_default_value = true, value_parser = parse_threads)]
     threads: usize,
 }
 

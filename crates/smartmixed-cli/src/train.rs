@@ -46,8 +46,19 @@ pub struct TrainArgs {
     #[arg(long)]
     test_limit: Option<usize>,
     /// Training threads (default: every core).
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    #[arg(long, default_value_t = 0, hide_default_value = true, value_parser = parse_threads)]
     threads: usize,
+}
+
+/// `--threads`: 0 (every core) up to [`smartmixed_train::pool::MAX_THREADS`].
+pub fn parse_threads(s: &str) -> std::result::Result<usize, String> {
+    let max = smartmixed_train::pool::MAX_THREADS;
+    match s.parse::<usize>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!(
+            "expected a thread count from 0 (every core) to {max}"
+        )),
+    }
 }
 
 fn resolve(args: &TrainArgs) -> Result<TrainConfig> {

@@ -737,3 +737,21 @@ fn run_report_writes_every_figure() {
     let md = std::fs::read_to_string(run.join("report/report.md")).unwrap();
     assert!(md.contains("Table I") && md.contains("Phase 2 (Mixed)"));
 }
+
+#[test]
+fn absurd_thread_counts_are_one_line_errors() {
+    for cmd in [
+        vec!["train", "--threads", "5000"],
+        vec![
+            "sweep",
+            "--config",
+            "configs/paper-sweep-quick.toml",
+            "--out",
+            "x",
+            "--threads",
+            "99999999999999999999999",
+        ],
+    ] {
+        assert_one_line_error(&cli(&cmd), &["--threads", "from 0 (every core) to 1024"]);
+    }
+}

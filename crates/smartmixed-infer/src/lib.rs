@@ -25,7 +25,9 @@ mod model;
 
 pub use error::{Error, Result};
 pub use kernel::Kernel;
-pub use model::{Model, Prediction, Scratch, MANIFEST_FILE, MANIFEST_METADATA_KEY, WEIGHTS_FILE};
+pub use model::{
+    Model, Prediction, Scratch, MANIFEST_FILE, MANIFEST_METADATA_KEY, MAX_THREADS, WEIGHTS_FILE,
+};
 
 /// The README's Rust examples, compiled as doc tests so they stay correct.
 #[cfg(doctest)]

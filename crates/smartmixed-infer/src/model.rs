@@ -11,6 +11,10 @@ use smartmixed_core::{lookup, Manifest};
 use crate::kernel::{add_bias, epilogue, layer_matmul, Block};
 use crate::{Error, Result};
 
+/// The most threads a [`Scratch`] uses: each call spawns that many, so an absurd request
+/// must not reach the OS.
+pub const MAX_THREADS: usize = 256;
+
 /// The weights file of an exported model directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// The manifest file of an exported model directory.
@@ -47,12 +51,13 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Buffers for forward passes using `threads` matmul threads (1 = the calling thread).
+    /// Buffers for forward passes using `threads` threads (1 = the calling thread; at most
+    /// [`MAX_THREADS`], which larger requests are capped to).
     pub fn new(threads: usize) -> Self {
         Self {
             a: Vec::new(),
             b: Vec::new(),
-            threads: threads.max(1),
+            threads: threads.clamp(1, MAX_THREADS),
         }
     }
 }

@@ -253,3 +253,20 @@ fn forward_flushes_subnormals_and_leaves_the_callers_mode_alone() {
         }
     }
 }
+
+/// An absurd thread count is capped (each call spawns its threads), and the capped split
+/// still computes the one-thread logits.
+#[test]
+fn absurd_thread_counts_are_capped() {
+    let model = Model::from_bytes(&valid_weights(), MANIFEST.as_bytes()).unwrap();
+    let batch = 4 * smartmixed_infer::MAX_THREADS + 3;
+    let input: Vec<f32> = (0..2 * batch).map(|i| (i % 7) as f32 - 3.0).collect();
+    let (mut one, mut many) = (vec![0.0; 2 * batch], vec![f32::NAN; 2 * batch]);
+    model
+        .forward(&input, batch, &mut Scratch::new(1), &mut one)
+        .unwrap();
+    model
+        .forward(&input, batch, &mut Scratch::new(usize::MAX), &mut many)
+        .unwrap();
+    assert_eq!(one, many);
+}

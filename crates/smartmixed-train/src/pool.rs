@@ -14,6 +14,10 @@ pub struct TrainPool {
     flush_denormals: bool,
 }
 
+/// The most training threads a run may ask for (a typo of `--threads` must not try to
+/// start a million threads).
+pub const MAX_THREADS: usize = 1024;
+
 /// The number of threads a run uses when none is given: every core the OS lets it use.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -24,6 +28,11 @@ impl TrainPool {
     /// `flush_denormals` (set in the start hook, before the worker runs any job; a rayon
     /// pool never adds workers later).
     pub fn new(threads: usize, flush_denormals: bool) -> Result<Self> {
+        if threads > MAX_THREADS {
+            return Err(Error::Device(format!(
+                "{threads} training threads asked for; at most {MAX_THREADS}"
+            )));
+        }
         let threads = if threads == 0 {
             default_threads()
         } else {
@@ -85,5 +94,13 @@ mod tests {
             assert!(nested.iter().all(|&m| m == (flush && fpenv::SUPPORTED)));
             assert_eq!(fpenv::flush_denormals_enabled(), caller);
         }
+    }
+
+    #[test]
+    fn absurd_thread_counts_are_refused_before_any_thread_starts() {
+        let err = TrainPool::new(MAX_THREADS + 1, true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 1024"), "{err}");
     }
 }
