@@ -40,17 +40,26 @@ pub enum Error {
     /// The weights and the manifest describe different networks.
     #[error("manifest and weights disagree: {0}")]
     Mismatch(String),
-    #[error("input has {len} values, expected batch {batch} x {inputs} inputs = {}", batch * inputs)]
+    #[error("input has {len} values, expected batch {batch} x {inputs} inputs = {}", *batch as u128 * *inputs as u128)]
     InputSize {
         len: usize,
         batch: usize,
         inputs: usize,
     },
-    #[error("output has room for {len} values, expected batch {batch} x {classes} classes = {}", batch * classes)]
+    #[error("output has room for {len} values, expected batch {batch} x {classes} classes = {}", *batch as u128 * *classes as u128)]
     OutputSize {
         len: usize,
         batch: usize,
         classes: usize,
+    },
+    /// A batch whose working buffers would exceed [`crate::MAX_BATCH_VALUES`].
+    #[error(
+        "batch {batch} needs {values} working values per buffer, more than the limit of {limit}"
+    )]
+    BatchTooLarge {
+        batch: usize,
+        values: u128,
+        limit: usize,
     },
 }
 

@@ -26,7 +26,8 @@ mod model;
 pub use error::{Error, Result};
 pub use kernel::Kernel;
 pub use model::{
-    Model, Prediction, Scratch, MANIFEST_FILE, MANIFEST_METADATA_KEY, MAX_THREADS, WEIGHTS_FILE,
+    Model, Prediction, Scratch, MANIFEST_FILE, MANIFEST_METADATA_KEY, MAX_BATCH_VALUES,
+    MAX_THREADS, WEIGHTS_FILE,
 };
 
 /// The README's Rust examples, compiled as doc tests so they stay correct.

@@ -15,6 +15,10 @@ use crate::{Error, Result};
 /// must not reach the OS.
 pub const MAX_THREADS: usize = 256;
 
+/// The most values one working buffer of a forward pass may hold (batch x widest layer):
+/// 2^30 values, 4 GiB, well past any sensible batch.
+pub const MAX_BATCH_VALUES: usize = 1 << 30;
+
 /// The weights file of an exported model directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// The manifest file of an exported model directory.
@@ -238,15 +242,27 @@ impl Model {
             .collect()
     }
 
+    /// Sizes derived from `batch` are computed without overflow (a wrapped product could
+    /// make an empty slice look right) and bounded before any buffer grows.
     fn check(&self, input: &[f32], batch: usize, output: &[f32]) -> Result<()> {
-        if input.len() != batch * self.input_size() {
+        let widest = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
+        let values = batch as u128 * widest as u128;
+        if values > MAX_BATCH_VALUES as u128 {
+            return Err(Error::BatchTooLarge {
+                batch,
+                values,
+                limit: MAX_BATCH_VALUES,
+            });
+        }
+        let fits = |len: usize, width: usize| batch.checked_mul(width) == Some(len);
+        if !fits(input.len(), self.input_size()) {
             return Err(Error::InputSize {
                 len: input.len(),
                 batch,
                 inputs: self.input_size(),
             });
         }
-        if output.len() != batch * self.classes() {
+        if !fits(output.len(), self.classes()) {
             return Err(Error::OutputSize {
                 len: output.len(),
                 batch,

@@ -270,3 +270,28 @@ fn absurd_thread_counts_are_capped() {
         .unwrap();
     assert_eq!(one, many);
 }
+
+/// Hostile batch sizes: a batch whose size products wrap around must not pass the length
+/// checks with empty slices, and one whose buffers would be enormous is refused before
+/// anything grows.
+#[test]
+fn hostile_batch_sizes_are_errors() {
+    let model = Model::from_bytes(&valid_weights(), MANIFEST.as_bytes()).unwrap();
+    let mut scratch = Scratch::new(2);
+    for batch in [1usize << 63, 1 << 62, usize::MAX, (1 << 30) + 1] {
+        let err = model
+            .forward(&[], batch, &mut scratch, &mut [])
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::BatchTooLarge { .. }),
+            "batch {batch}: {err}"
+        );
+        assert!(!err.to_string().is_empty());
+    }
+    // Large but allowed: a length mismatch, reported with the full product.
+    let err = model
+        .forward(&[], 1 << 20, &mut scratch, &mut [])
+        .unwrap_err();
+    assert!(matches!(err, Error::InputSize { .. }), "{err}");
+    assert!(err.to_string().contains("2097152"), "{err}");
+}
