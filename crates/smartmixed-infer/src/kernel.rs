@@ -2,6 +2,7 @@
 //! picks AVX-512, AVX2/FMA or portable code at run time; single-threaded, the model
 //! parallelises over rows) and the epilogue over contiguous activation blocks.
 
+use smartmixed_core::activation::{detected_simd_level, SimdLevel};
 use smartmixed_core::Activation;
 
 /// The instruction set the matmul and GEMV kernels run on, detected at run time.
@@ -17,18 +18,15 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// What this CPU runs: the same test gemm 0.19 makes (avx512f, else fma).
+    /// What this CPU runs: core's detected level (the activation loops use the same), with
+    /// FMA required for the AVX2 kernels as gemm 0.19 requires it.
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                return Kernel::Avx512;
-            }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return Kernel::Avx2Fma;
-            }
+        match detected_simd_level() {
+            SimdLevel::Avx512 => Kernel::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 if std::is_x86_feature_detected!("fma") => Kernel::Avx2Fma,
+            _ => Kernel::Portable,
         }
-        Kernel::Portable
     }
 
     /// A short description for `inspect` and benchmark output.

@@ -217,8 +217,8 @@ fn selective_rows(
         {
             (act.apply_with_derivative)(pre, bias, v, d);
         }
-        // Branch-free passes that vectorise: zero derivatives where the clamp is active,
-        // then clamp.
+        // Branch-free passes over all candidates: zero derivatives where the clamp is
+        // active, then clamp; the chosen candidate is then picked per neuron.
         for (v, d) in values.iter_mut().zip(dy.iter_mut()) {
             *d = if (-CLAMP..=CLAMP).contains(v) {
                 *d

@@ -443,8 +443,8 @@ impl TrainDevice for Cpu {
     fn sum_squares(&self, grad: &<Self as Storage<f32>>::Vec) -> Result<f64, CpuError> {
         use rayon::prelude::*;
         // Chunk sums collected in order, then added in order: the same total whatever the
-        // scheduling.
-        let parts: Vec<f64> = grad.par_chunks(1 << 14).map(chunk_sum_squares).collect();
+        // scheduling, and the same chunks as the serial sum this replaced.
+        let parts: Vec<f64> = grad.par_chunks(4096).map(chunk_sum_squares).collect();
         Ok(parts.iter().sum())
     }
 

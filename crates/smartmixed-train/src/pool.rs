@@ -64,11 +64,6 @@ impl TrainPool {
     pub fn flushes_denormals(&self) -> bool {
         self.flush_denormals && fpenv::SUPPORTED
     }
-
-    /// Each worker's mode, read back from inside the worker.
-    pub fn worker_modes(&self) -> Vec<bool> {
-        self.pool.broadcast(|_| fpenv::flush_denormals_enabled())
-    }
 }
 
 #[cfg(test)]
@@ -81,7 +76,9 @@ mod tests {
         for flush in [true, false] {
             let pool = TrainPool::new(3, flush).unwrap();
             assert_eq!(pool.threads(), 3);
-            assert_eq!(pool.worker_modes(), vec![flush && fpenv::SUPPORTED; 3]);
+            // Each worker's mode, read back from inside the worker.
+            let modes = pool.pool.broadcast(|_| fpenv::flush_denormals_enabled());
+            assert_eq!(modes, vec![flush && fpenv::SUPPORTED; 3]);
             // Work inside `install` (the trainer's loop) and nested parallel work (dfdx's
             // matmul, the kernels) both see the mode.
             let nested: Vec<bool> = pool.install(|| {

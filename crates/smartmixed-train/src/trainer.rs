@@ -299,22 +299,27 @@ impl<D: TrainDevice> Trainer<'_, D> {
         let pool = TrainPool::new(self.threads, self.config.training.flush_denormals)?;
         let (threads, flush) = (pool.threads(), pool.flushes_denormals());
         #[cfg(not(feature = "cuda"))]
-        let mut summary = pool.install(|| self.run_phases(state))?;
+        let summary = pool.install(|| self.run_phases(state, threads, flush))?;
         // cudarc's device cannot move to a pool worker: the loop runs here, with this
         // thread's mode set for the run and restored after.
         #[cfg(feature = "cuda")]
-        let mut summary = {
+        let summary = {
             let _mode = smartmixed_core::fpenv::FlushDenormals::set(flush);
-            self.run_phases(state)?
+            self.run_phases(state, threads, flush)?
         };
-        summary.threads = threads;
-        summary.flush_denormals = flush;
         self.run.write_summary(&summary)?;
         resume::remove(self.run.path());
         Ok(summary)
     }
 
-    fn run_phases(&mut self, state: Option<resume::State<D>>) -> Result<Summary> {
+    /// Both phases (or the baseline); `threads` and `flush_denormals` are recorded in the
+    /// summary.
+    fn run_phases(
+        &mut self,
+        state: Option<resume::State<D>>,
+        threads: usize,
+        flush_denormals: bool,
+    ) -> Result<Summary> {
         let start = Instant::now();
         let cfg = self.config;
         let widths = self.widths();
@@ -426,8 +431,8 @@ impl<D: TrainDevice> Trainer<'_, D> {
             phases: completed,
             final_choices,
             seconds: earlier_seconds + start.elapsed().as_secs_f64(),
-            flush_denormals: false,
-            threads: 0,
+            flush_denormals,
+            threads,
         };
         Ok(summary)
     }
