@@ -30,20 +30,20 @@ pub struct TrainArgs {
     /// Run directory to create (default: runs/run-<unix time>).
     #[arg(long)]
     out: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, value_parser = parse_toml_count)]
     phase1_epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = parse_toml_count)]
     phase2_epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
     seed: Option<u64>,
     /// Directory with the four MNIST-style IDX files.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Train on a random subset of this many training images.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_toml_count)]
     train_limit: Option<usize>,
     /// Test on the first this many test images.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_toml_count)]
     test_limit: Option<usize>,
     /// Training threads (default: every core).
     #[arg(long, default_value_t = 0, hide_default_value = true, value_parser = parse_threads)]
@@ -61,7 +61,16 @@ pub fn parse_threads(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
-fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
+/// A count that config.toml can record (TOML integers are i64).
+fn parse_toml_count(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n <= i64::MAX as u64 => Ok(n as usize),
+        _ => Err(format!("expected a whole number from 0 to {}", i64::MAX)),
+    }
+}
+
+/// The config and the name errors give it.
+fn resolve(args: &TrainArgs) -> Result<(TrainConfig, String)> {
     let (mut cfg, origin) = match &args.config {
         Some(path) => (TrainConfig::from_file(path)?, path.display().to_string()),
         None => (
@@ -93,28 +102,37 @@ fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
         cfg.data.test_limit = Some(n);
         set(true);
     }
-    if overridden {
-        cfg.validate(&format!("{origin} with command-line overrides"))?;
-    }
-    Ok(cfg)
+    let origin = if overridden || args.seed.is_some() {
+        format!("{origin} with command-line overrides")
+    } else {
+        origin
+    };
+    cfg.validate(&origin)?;
+    Ok((cfg, origin))
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
-    let (cfg, out) = match &args.resume {
+    let (cfg, origin, mut run) = match &args.resume {
         Some(dir) => {
-            let mut cfg = TrainConfig::from_file(&dir.join(smartmixed_train::rundir::CONFIG))?;
+            // Checked first, so that a directory that is not a run says so.
+            let run = RunDir::open(dir)?;
+            let path = dir.join(smartmixed_train::rundir::CONFIG);
+            let mut cfg = TrainConfig::from_file(&path)?;
             if let Some(d) = &args.data_dir {
                 cfg.data.dir = d.clone();
             }
-            (cfg, dir.clone())
+            (cfg, path.display().to_string(), Some(run))
         }
-        None => (resolve(&args)?, default_out(&args)),
+        None => {
+            let (cfg, origin) = resolve(&args)?;
+            (cfg, origin, None)
+        }
     };
     let data = Splits::load(&cfg.data, cfg.data.classes)?;
-    check_data_fits(&cfg, &data)?;
-    let mut run = match &args.resume {
-        Some(dir) => RunDir::open(dir)?,
-        None => RunDir::create(&out)?,
+    check_data_fits(&cfg, &data, &origin)?;
+    let mut run = match run.take() {
+        Some(run) => run,
+        None => RunDir::create(&default_out(&args))?,
     };
     train_in(&cfg, &data, &mut run, args.resume.is_some(), args.threads)
 }

@@ -33,6 +33,9 @@ pub struct Activation {
     pub apply: ApplyFn,
     /// [`Activation::apply`] that also writes `deriv[i] = f'(pre[i] + bias[i])`.
     pub apply_with_derivative: ApplyWithDerivativeFn,
+    /// The module that registered it (`module_path!()`), named when two crates register
+    /// the same name.
+    pub origin: &'static str,
 }
 
 impl Activation {
@@ -43,6 +46,7 @@ impl Activation {
         derivative: fn(f32, f32) -> f32,
         apply: ApplyFn,
         apply_with_derivative: ApplyWithDerivativeFn,
+        origin: &'static str,
     ) -> Self {
         Self {
             name,
@@ -50,6 +54,7 @@ impl Activation {
             derivative,
             apply,
             apply_with_derivative,
+            origin,
         }
     }
 }
@@ -168,7 +173,14 @@ macro_rules! register_activation {
                 apply_with_derivative_body(pre, bias, out, deriv)
             }
             $crate::inventory::submit! {
-                $crate::Activation::new($name, forward, derivative, apply, apply_with_derivative)
+                $crate::Activation::new(
+                    $name,
+                    forward,
+                    derivative,
+                    apply,
+                    apply_with_derivative,
+                    module_path!(),
+                )
             }
         };
     };
@@ -237,13 +249,47 @@ pub fn registered_names() -> Vec<&'static str> {
     names
 }
 
-/// The activation registered under `name`; an error listing the registered names if none.
+/// The activation registered under `name`; an error listing the registered names if none,
+/// and an error naming both registrations if two linked crates chose the same name
+/// (`inventory` gives no order, so picking one would depend on the link).
 pub fn lookup(name: &str) -> Result<&'static Activation> {
-    inventory::iter::<Activation>
+    let mut found = inventory::iter::<Activation>
         .into_iter()
-        .find(|a| a.name == name)
-        .ok_or_else(|| Error::UnknownActivation {
-            name: name.to_string(),
-            registered: registered_names(),
-        })
+        .filter(|a| a.name == name);
+    let first = found.next().ok_or_else(|| Error::UnknownActivation {
+        name: name.to_string(),
+        registered: registered_names(),
+    })?;
+    match found.next() {
+        None => Ok(first),
+        Some(second) => {
+            let mut origins = [first.origin, second.origin];
+            origins.sort_unstable();
+            Err(Error::DuplicateActivation {
+                name: name.to_string(),
+                first: origins[0],
+                second: origins[1],
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    mod first {
+        crate::register_activation!("twice_for_test", forward: |x| x, derivative: |_x, _y| 1.0);
+    }
+    mod second {
+        crate::register_activation!("twice_for_test", forward: |x| -x, derivative: |_x, _y| -1.0);
+    }
+
+    #[test]
+    fn a_name_registered_twice_is_an_error_naming_both() {
+        let e = crate::lookup("twice_for_test").unwrap_err().to_string();
+        assert!(
+            e.contains("activation::tests::first") && e.contains("activation::tests::second"),
+            "{e}"
+        );
+        assert!(crate::lookup("relu").is_ok());
+    }
 }

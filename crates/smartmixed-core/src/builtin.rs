@@ -123,8 +123,8 @@ mod tests {
         use crate::activation::{set_max_simd_level, supported_simd_levels, SimdLevel};
         let xs: Vec<f32> = (-3000..3000).map(|i| i as f32 * 0.0131).collect();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for name in crate::registered_names() {
-            let act = lookup(name).unwrap();
+        for act in inventory::iter::<crate::Activation> {
+            let name = act.name;
             let run = |level: SimdLevel| {
                 set_max_simd_level(level);
                 let zero = vec![0.0; xs.len()];

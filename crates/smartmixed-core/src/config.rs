@@ -213,12 +213,33 @@ impl Default for DataConfig {
     }
 }
 
+/// Where a TOML parse error is (`line N`, or `toml` when it has no position) and what it
+/// says, in one line and never empty.
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> (String, String) {
+    let field = match e.span() {
+        Some(s) => {
+            let before = text.get(..s.start.min(text.len())).unwrap_or(text);
+            format!("line {}", before.matches('\n').count() + 1)
+        }
+        None => "toml".to_string(),
+    };
+    let message = e.message().trim().replace('\n', " ");
+    let message = if message.is_empty() {
+        "invalid TOML (cut short?)".to_string()
+    } else {
+        message
+    };
+    (field, message)
+}
+
 impl TrainConfig {
     /// Reads, parses and validates a config file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
-            path: path.display().to_string(),
-            source,
+        let text = crate::tensorfile::read_text(path, crate::MAX_TEXT_BYTES).map_err(|source| {
+            Error::ReadConfig {
+                path: path.display().to_string(),
+                source,
+            }
         })?;
         Self::from_toml_str(&text, &path.display().to_string())
     }
@@ -226,20 +247,11 @@ impl TrainConfig {
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
         let config: Self = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| {
-                text.as_bytes()[..s.start.min(text.len())]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count()
-                    + 1
-            });
+            let (field, message) = toml_error(text, &e);
             Error::Config {
                 origin: origin.to_string(),
-                field: match line {
-                    Some(l) => format!("line {l}"),
-                    None => "toml".to_string(),
-                },
-                message: e.message().trim().replace('\n', " "),
+                field,
+                message,
             }
         })?;
         config.validate(origin)?;
@@ -247,9 +259,12 @@ impl TrainConfig {
     }
 
     /// The config as TOML, as a run directory records it.
-    pub fn to_toml_string(&self) -> String {
-        // Serialising plain data with no maps keyed by non-strings cannot fail.
-        toml::to_string_pretty(self).unwrap_or_default()
+    pub fn to_toml_string(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::Config {
+            origin: "config".into(),
+            field: "toml".into(),
+            message: format!("cannot be written as TOML: {e}"),
+        })
     }
 
     /// Checks every field; the first problem is returned naming its field.
@@ -356,18 +371,142 @@ impl TrainConfig {
         if self.data.test_limit == Some(0) {
             return fail("data.test_limit", "expected a count > 0, got 0".into());
         }
-        if self.total_epochs() == 0 {
-            return fail(
-                "phase1.epochs",
-                "phase1.epochs + phase2.epochs must be > 0".into(),
-            );
+        // config.toml must be able to record every value: TOML integers are i64.
+        let integers = [
+            ("training.seed", Some(self.training.seed)),
+            ("data.split_seed", Some(self.data.split_seed)),
+            ("phase1.epochs", Some(self.phase1.epochs as u64)),
+            ("phase2.epochs", Some(self.phase2.epochs as u64)),
+            ("training.batch_size", Some(self.training.batch_size as u64)),
+            ("model.inputs", m.inputs.map(|n| n as u64)),
+            ("data.train_limit", self.data.train_limit.map(|n| n as u64)),
+            ("data.test_limit", self.data.test_limit.map(|n| n as u64)),
+        ];
+        for (field, value) in integers {
+            if let Some(v) = value.filter(|&v| v > i64::MAX as u64) {
+                return fail(
+                    field,
+                    format!("{v} is outside TOML's integer range (at most {})", i64::MAX),
+                );
+            }
+        }
+        match self.phase1.epochs.checked_add(self.phase2.epochs) {
+            None => {
+                return fail(
+                    "phase2.epochs",
+                    "phase1.epochs + phase2.epochs overflows".into(),
+                )
+            }
+            Some(0) => {
+                return fail(
+                    "phase1.epochs",
+                    "phase1.epochs + phase2.epochs must be > 0".into(),
+                )
+            }
+            Some(_) => {}
         }
         Ok(())
     }
 
-    /// Every epoch the run trains, both phases together.
+    /// The dotted fields whose values differ between `self` and `other`, ignoring
+    /// `data.dir` (the same data may move, and `--data-dir` may say where).
+    pub fn differences(&self, other: &TrainConfig) -> Vec<String> {
+        fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        flatten(&key, v, out);
+                    }
+                }
+                other => out.push((prefix.to_string(), other.to_string())),
+            }
+        }
+        let fields = |c: &TrainConfig| {
+            let mut out = Vec::new();
+            flatten("", &serde_json::to_value(c).unwrap_or_default(), &mut out);
+            out.retain(|(k, _)| k != "data.dir");
+            out
+        };
+        let (a, b) = (fields(self), fields(other));
+        let mut changed: Vec<String> = a
+            .iter()
+            .filter(|(k, v)| b.iter().find(|(k2, _)| k2 == k).map(|(_, v2)| v2) != Some(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (k, _) in &b {
+            if !a.iter().any(|(k2, _)| k2 == k) {
+                changed.push(k.clone());
+            }
+        }
+        changed
+    }
+
+    /// Every epoch the run trains, both phases together (saturating; [`Self::validate`]
+    /// refuses a sum that overflows).
     pub fn total_epochs(&self) -> usize {
-        self.phase1.epochs + self.phase2.epochs
+        self.phase1.epochs.saturating_add(self.phase2.epochs)
+    }
+
+    /// About how many bytes training this config on `inputs`-wide data with `classes`
+    /// classes needs: every parameter held 8 times (weights, gradients, Adam's two moments,
+    /// the best copy, the transfer copy and two serialised copies), and per layer the
+    /// activations of a batch (at least an evaluation batch of 1000 rows) four times over,
+    /// phase 1 also per pool entry. `None` if the figure overflows `u64`.
+    pub fn memory_estimate(&self, inputs: usize, classes: usize) -> Option<u64> {
+        let pool = if self.model.mode == Mode::Smartmixed {
+            self.model.pool.len() as u64
+        } else {
+            0
+        };
+        let rows = (self.training.batch_size as u64).max(1000);
+        let mut widths = vec![inputs as u64];
+        widths.extend(self.model.hidden.iter().map(|&w| w as u64));
+        widths.push(classes as u64);
+        let mut values = rows.checked_mul(widths[0])?.checked_mul(2)?;
+        for (l, pair) in widths.windows(2).enumerate() {
+            let (fan_in, out) = (pair[0], pair[1]);
+            let hidden = l + 2 < widths.len();
+            let params = fan_in
+                .checked_add(1)?
+                .checked_mul(out)?
+                .checked_add(if hidden { pool.checked_mul(out)? } else { 0 })?;
+            let per_row = out.checked_mul(4 + if hidden { pool } else { 0 })?;
+            values = values
+                .checked_add(params.checked_mul(8)?)?
+                .checked_add(rows.checked_mul(per_row)?)?;
+        }
+        values.checked_mul(4)
+    }
+
+    /// Refuses a config whose [`Self::memory_estimate`] exceeds `available` bytes.
+    pub fn check_memory(
+        &self,
+        origin: &str,
+        inputs: usize,
+        classes: usize,
+        available: u64,
+    ) -> Result<()> {
+        let needed = self.memory_estimate(inputs, classes);
+        if needed.is_some_and(|n| n <= available) {
+            return Ok(());
+        }
+        let gb = |b: u64| b as f64 / 1e9;
+        Err(Error::Config {
+            origin: origin.to_string(),
+            field: "model.hidden".into(),
+            message: format!(
+                "training {:?} on {inputs} inputs at batch {} needs about {}, more than the {:.1} GB of memory here",
+                self.model.hidden,
+                self.training.batch_size,
+                needed.map_or("more than 18 EB".to_string(), |n| format!("{:.1} GB", gb(n))),
+                gb(available)
+            ),
+        })
     }
 }
 
@@ -394,7 +533,7 @@ mod tests {
         assert_eq!(c.training.batch_size, 128);
         assert_eq!(c.training.clip_norm, 1.0);
         assert_eq!(c.data.split_seed, 42);
-        let again = TrainConfig::from_toml_str(&c.to_toml_string(), "round").unwrap();
+        let again = TrainConfig::from_toml_str(&c.to_toml_string().unwrap(), "round").unwrap();
         assert_eq!(again, c);
     }
 

@@ -9,6 +9,13 @@ pub enum Error {
         name: String,
         registered: Vec<&'static str>,
     },
+    /// Two linked crates registered the same name.
+    #[error("activation `{name}` is registered twice, by `{first}` and by `{second}`; rename one")]
+    DuplicateActivation {
+        name: String,
+        first: &'static str,
+        second: &'static str,
+    },
     /// A config that does not parse or does not validate. `origin` is the file (or a label
     /// for in-memory text) and `field` the dotted TOML path at fault.
     #[error("{origin}: {field}: {message}")]

@@ -9,6 +9,7 @@ pub mod fpenv;
 pub mod manifest;
 pub mod math;
 pub mod sweep;
+pub mod tensorfile;
 
 pub use activation::{lookup, registered_names, Activation};
 pub use config::{
@@ -23,6 +24,10 @@ pub use sweep::{Cell, CellFilter, SweepConfig};
 /// `inventory` themselves.
 #[doc(hidden)]
 pub use inventory;
+
+/// The largest config, sweep config or manifest read (1 MiB): endless inputs such as
+/// `/dev/zero` stop there.
+pub const MAX_TEXT_BYTES: u64 = 1 << 20;
 
 /// The paper's pool, in the paper's order.
 pub const PAPER_POOL: [&str; 6] = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu"];

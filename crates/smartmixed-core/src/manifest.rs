@@ -70,9 +70,9 @@ fn bad<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, Man
 impl Manifest {
     /// Parses TOML and validates it.
     pub fn from_toml(text: &str) -> Result<Self, ManifestError> {
-        let m: Self = toml::from_str(text).map_err(|e| ManifestError {
-            field: "toml".into(),
-            message: e.message().trim().replace('\n', " "),
+        let m: Self = toml::from_str(text).map_err(|e| {
+            let (field, message) = crate::config::toml_error(text, &e);
+            ManifestError { field, message }
         })?;
         m.validate()?;
         Ok(m)

@@ -72,18 +72,23 @@ impl SweepConfig {
     /// Reads, parses and validates a sweep file (every cell's config is validated too).
     pub fn from_file(path: &Path) -> Result<Self> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
-            path: origin.clone(),
-            source,
+        let text = crate::tensorfile::read_text(path, crate::MAX_TEXT_BYTES).map_err(|source| {
+            Error::ReadConfig {
+                path: origin.clone(),
+                source,
+            }
         })?;
         Self::from_toml_str(&text, &origin)
     }
 
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
-        let cfg: Self = toml::from_str(text).map_err(|e| Error::Config {
-            origin: origin.to_string(),
-            field: "toml".into(),
-            message: e.message().trim().replace('\n', " "),
+        let cfg: Self = toml::from_str(text).map_err(|e| {
+            let (field, message) = crate::config::toml_error(text, &e);
+            Error::Config {
+                origin: origin.to_string(),
+                field,
+                message,
+            }
         })?;
         let fail = |field: &str, message: &str| Error::Config {
             origin: origin.into(),

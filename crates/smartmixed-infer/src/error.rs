@@ -21,7 +21,7 @@ pub enum Error {
         source: Box<Error>,
     },
     /// Truncated or corrupt safetensors bytes.
-    #[error("invalid safetensors: {0}")]
+    #[error("not a valid safetensors file: {0}")]
     Safetensors(String),
     #[error("manifest is not UTF-8")]
     ManifestEncoding,
@@ -37,6 +37,8 @@ pub enum Error {
         found: Vec<usize>,
         expected: Vec<usize>,
     },
+    #[error("tensor `{name}` holds a NaN or infinite value at element {index}")]
+    NonFinite { name: String, index: usize },
     /// The weights and the manifest describe different networks.
     #[error("manifest and weights disagree: {0}")]
     Mismatch(String),

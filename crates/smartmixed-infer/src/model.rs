@@ -73,11 +73,26 @@ pub struct Prediction {
     pub probabilities: Vec<f32>,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
+fn read_weights(path: &Path) -> Result<Vec<u8>> {
+    smartmixed_core::tensorfile::read_file(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })
+}
+
+fn read_manifest(path: &Path) -> Result<Vec<u8>> {
+    smartmixed_core::tensorfile::read_text(path, smartmixed_core::MAX_TEXT_BYTES)
+        .map(String::into_bytes)
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The layout checked with readable messages, then parsed.
+fn parse_safetensors(weights: &[u8]) -> Result<SafeTensors<'_>> {
+    smartmixed_core::tensorfile::check_layout(weights).map_err(Error::Safetensors)?;
+    SafeTensors::deserialize(weights).map_err(|e| Error::Safetensors(e.to_string()))
 }
 
 impl Model {
@@ -90,7 +105,7 @@ impl Model {
     /// Loads weights and manifest from two paths.
     /// Errors name the file at fault: the manifest for manifest problems, else the weights.
     pub fn load(weights: &Path, manifest: &Path) -> Result<Self> {
-        let (w, m) = (read(weights)?, read(manifest)?);
+        let (w, m) = (read_weights(weights)?, read_manifest(manifest)?);
         let in_file = |path: &Path| {
             let path = path.to_path_buf();
             move |e: Error| Error::InFile {
@@ -112,6 +127,7 @@ impl Model {
 
     /// Loads from safetensors bytes alone, using the manifest copy in its metadata.
     pub fn from_safetensors(weights: &[u8]) -> Result<Self> {
+        parse_safetensors(weights)?;
         let (_, header) =
             SafeTensors::read_metadata(weights).map_err(|e| Error::Safetensors(e.to_string()))?;
         let text = header
@@ -127,10 +143,9 @@ impl Model {
     }
 
     fn build(weights: &[u8], manifest: Manifest) -> Result<Self> {
+        let st = parse_safetensors(weights)?;
         let (_, header) =
             SafeTensors::read_metadata(weights).map_err(|e| Error::Safetensors(e.to_string()))?;
-        let st =
-            SafeTensors::deserialize(weights).map_err(|e| Error::Safetensors(e.to_string()))?;
         if let Some(copy) = header
             .metadata()
             .as_ref()
@@ -166,6 +181,14 @@ impl Model {
                     found: t.shape().to_vec(),
                     expected: shape.to_vec(),
                 });
+            }
+            // Non-finite weights would make every prediction NaN without a word.
+            if let Some(i) = t
+                .data()
+                .chunks_exact(4)
+                .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+            {
+                return Err(Error::NonFinite { name, index: i });
             }
             Ok(t.data())
         };

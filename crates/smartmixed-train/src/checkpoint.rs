@@ -138,7 +138,8 @@ pub fn save<D: TrainDevice>(net: &Network<D>, path: &Path) -> Result<()> {
 
 /// Reads a checkpoint written by [`save`], checking every tensor and the metadata.
 pub fn load<D: TrainDevice>(dev: &D, path: &Path) -> Result<Network<D>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "cannot read checkpoint", e))?;
+    let bytes = smartmixed_core::tensorfile::read_file(path)
+        .map_err(|e| Error::io(path, "cannot read checkpoint", e))?;
     from_bytes(dev, &bytes).map_err(|message| Error::Checkpoint {
         path: path.to_path_buf(),
         message,
@@ -150,6 +151,7 @@ pub fn from_bytes<D: TrainDevice>(
     dev: &D,
     bytes: &[u8],
 ) -> std::result::Result<Network<D>, String> {
+    smartmixed_core::tensorfile::check_layout(bytes)?;
     let (_, header) =
         SafeTensors::read_metadata(bytes).map_err(|e| format!("not safetensors: {e}"))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not safetensors: {e}"))?;
@@ -184,7 +186,13 @@ pub fn from_bytes<D: TrainDevice>(
                 ));
             }
         }
-        Ok((t.shape().to_vec(), from_le_bytes(t.data())))
+        let values = from_le_bytes(t.data());
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "tensor `{name}` holds a NaN or infinite value at element {i}"
+            ));
+        }
+        Ok((t.shape().to_vec(), values))
     };
     let mut layers = Vec::new();
     let mut inputs = None;

@@ -1,5 +1,6 @@
-//! Atomic file writes: a temporary file in the same directory, synced, then renamed over
-//! the target, so a crash or a full disk never leaves a half-written file behind.
+//! Atomic file writes: a temporary file in the same directory, synced, renamed over the
+//! target, then the directory synced, so a crash, a power loss or a full disk never leaves
+//! a half-written file behind and a write that returned survives power loss.
 
 use std::io::Write;
 use std::path::Path;
@@ -17,12 +18,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        sync_parent(path)
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, "cannot write", e)
     })
+}
+
+/// Makes the rename itself durable: the directory entry lives in the parent directory.
+#[cfg(unix)]
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(parent)?.sync_all()
+}
+
+/// Windows cannot open a directory as a file; its renames are journaled by NTFS.
+#[cfg(not(unix))]
+fn sync_parent(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod export;
 pub mod fsutil;
 pub mod kernels;
 mod matmul;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod optim;

@@ -9,6 +9,7 @@ use std::path::Path;
 use dfdx::prelude::*;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
+use smartmixed_core::TrainConfig;
 
 use crate::checkpoint;
 use crate::fsutil::write_atomic;
@@ -34,6 +35,11 @@ pub struct Position {
     pub completed: Vec<PhaseSummary>,
     /// Training seconds so far.
     pub seconds: f64,
+    /// The resolved config the run trains, so that a resume after config.toml was edited
+    /// is refused ([`TrainConfig::differences`]). Absent in states written before it was
+    /// recorded.
+    #[serde(default)]
+    pub config: Option<TrainConfig>,
 }
 
 /// A loaded state.
@@ -87,7 +93,7 @@ pub fn load<D: TrainDevice>(dev: &D, dir: &Path) -> Result<State<D>> {
         path: path.clone(),
         message,
     };
-    let bytes = std::fs::read(&path).map_err(|e| {
+    let bytes = smartmixed_core::tensorfile::read_file(&path).map_err(|e| {
         Error::io(
             &path,
             "cannot read resume state (the run may have finished, or never completed an epoch)",

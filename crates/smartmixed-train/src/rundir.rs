@@ -14,6 +14,23 @@ pub const CONFIG: &str = "config.toml";
 pub const METRICS: &str = "metrics.csv";
 pub const CHOICES: &str = "choices.csv";
 pub const SUMMARY: &str = "summary.json";
+/// The phases a run trains, each with a best checkpoint [`checkpoint_file`].
+pub const PHASES: [&str; 3] = ["phase1", "phase2", "fixed"];
+
+/// The best checkpoint of `phase` (`phase1-best.safetensors`, ...).
+pub fn checkpoint_file(phase: &str) -> String {
+    format!("{phase}-best.safetensors")
+}
+
+/// Every file a run writes, so that a directory holding any of them is never reused.
+pub fn run_files() -> Vec<String> {
+    let mut files: Vec<String> = [CONFIG, METRICS, CHOICES, SUMMARY, crate::resume::STATE]
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    files.extend(PHASES.iter().map(|p| checkpoint_file(p)));
+    files
+}
 
 /// One row of `metrics.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -39,19 +56,27 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates (or opens an empty) directory for a new run. A directory that already holds
-    /// a run is refused, so nothing in it can be overwritten.
+    /// Creates (or opens an existing) directory for a new run. A directory holding any
+    /// file a run writes is refused, so nothing in it can be overwritten.
     pub fn create(path: &Path) -> Result<Self> {
-        std::fs::create_dir_all(path)
-            .map_err(|e| Error::io(path, "cannot create run directory", e))?;
-        for f in [SUMMARY, METRICS, CONFIG] {
-            if path.join(f).exists() {
+        if path.exists() && !path.is_dir() {
+            return Err(Error::Mismatch {
+                path: path.to_path_buf(),
+                message: "is a file, expected a run directory to create".into(),
+            });
+        }
+        for f in run_files() {
+            if path.join(&f).exists() {
                 return Err(Error::Mismatch {
                     path: path.to_path_buf(),
-                    message: format!("already holds a run ({f}); choose another --out"),
+                    message: format!(
+                        "already holds {f}, which a run would overwrite; choose another --out"
+                    ),
                 });
             }
         }
+        std::fs::create_dir_all(path)
+            .map_err(|e| Error::io(path, "cannot create run directory", e))?;
         Ok(Self::create_unchecked(path))
     }
 
@@ -69,7 +94,7 @@ impl RunDir {
         if !path.join(CONFIG).is_file() {
             return Err(Error::Mismatch {
                 path: path.to_path_buf(),
-                message: format!("not a run directory (no {CONFIG})"),
+                message: format!("not a run directory (no {CONFIG}); --resume takes the directory of an interrupted run"),
             });
         }
         if path.join(SUMMARY).is_file() {
@@ -129,7 +154,7 @@ impl RunDir {
     }
 
     pub fn write_config(&self, config: &TrainConfig) -> Result<()> {
-        write_atomic(&self.path.join(CONFIG), config.to_toml_string().as_bytes())
+        write_atomic(&self.path.join(CONFIG), config.to_toml_string()?.as_bytes())
     }
 
     pub fn add_epoch(&mut self, r: &EpochRecord) -> Result<()> {

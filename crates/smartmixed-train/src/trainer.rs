@@ -19,7 +19,7 @@ use crate::ops::{values, Matrix, TrainDevice};
 use crate::optim::Adam;
 use crate::pool::TrainPool;
 use crate::resume;
-use crate::rundir::{EpochRecord, RunDir};
+use crate::rundir::{checkpoint_file, EpochRecord, RunDir};
 use crate::{Error, Result};
 
 /// Batch size of evaluation passes (no gradients, so larger is fine).
@@ -172,16 +172,19 @@ pub fn train_step<D: TrainDevice>(
     Ok((value, norm))
 }
 
-/// Checks that the configured network fits the data (call before creating a run directory).
-pub fn check_data_fits(cfg: &TrainConfig, data: &Splits) -> Result<()> {
+/// Checks that the configured network fits the data and this machine's memory (call
+/// before creating a run directory); `origin` names the config in errors.
+pub fn check_data_fits(cfg: &TrainConfig, data: &Splits, origin: &str) -> Result<()> {
     let features = data.train.features();
-    match cfg.model.inputs {
-        Some(n) if n != features => Err(Error::Mismatch {
+    if let Some(n) = cfg.model.inputs.filter(|&n| n != features) {
+        return Err(Error::Mismatch {
             path: cfg.data.dir.clone(),
             message: format!("model.inputs = {n}, but the images have {features} pixels"),
-        }),
-        _ => Ok(()),
+        });
     }
+    let available = crate::memory::total_bytes().unwrap_or(u64::MAX);
+    cfg.check_memory(origin, features, data.classes, available)?;
+    Ok(())
 }
 
 /// Everything one run needs, borrowed.
@@ -240,7 +243,7 @@ fn take_start<D: TrainDevice>(
     };
     let best_net = checkpoint::load(
         s.net.layers[0].weight.device(),
-        &run.join(format!("{name}-best.safetensors")),
+        &run.join(checkpoint_file(name)),
     )?;
     let best = Some((best_net, s.position.best_epoch, s.position.best_validation));
     let earlier: f64 = s.position.completed.iter().map(|p| p.seconds).sum();
@@ -270,6 +273,15 @@ fn epoch_seed(seed: u64, phase: &str, epoch: usize, stream: u64) -> u64 {
 }
 
 impl<D: TrainDevice> Trainer<'_, D> {
+    /// The run's config file, as errors name it.
+    fn config_origin(&self) -> String {
+        self.run
+            .path()
+            .join(crate::rundir::CONFIG)
+            .display()
+            .to_string()
+    }
+
     fn widths(&self) -> Vec<usize> {
         let mut widths = vec![self.data.train.features()];
         widths.extend(&self.config.model.hidden);
@@ -279,15 +291,27 @@ impl<D: TrainDevice> Trainer<'_, D> {
 
     /// Runs the whole config and writes `summary.json`.
     pub fn run(&mut self) -> Result<Summary> {
-        check_data_fits(self.config, self.data)?;
+        check_data_fits(self.config, self.data, &self.config_origin())?;
         self.run.write_config(self.config)?;
         self.run_from(None)
     }
 
     /// Continues a run from its state file (written at the end of every epoch).
     pub fn resume(&mut self) -> Result<Summary> {
-        check_data_fits(self.config, self.data)?;
+        check_data_fits(self.config, self.data, &self.config_origin())?;
         let state = resume::load(self.dev, self.run.path())?;
+        if let Some(saved) = &state.position.config {
+            let changed = saved.differences(self.config);
+            if !changed.is_empty() {
+                return Err(Error::Mismatch {
+                    path: self.run.path().join(crate::rundir::CONFIG),
+                    message: format!(
+                        "changed since the run started ({}); a resumed run must train the config its checkpoints came from",
+                        changed.join(", ")
+                    ),
+                });
+            }
+        }
         self.run
             .truncate_after(&state.position.phase, state.position.epochs_done)?;
         self.run_from(Some(state))
@@ -361,7 +385,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
                 let resumed_in_phase2 =
                     state.as_ref().is_some_and(|s| s.position.phase == "phase2");
                 let p1_best = if resumed_in_phase2 {
-                    checkpoint::load(self.dev, &self.run.path().join("phase1-best.safetensors"))?
+                    checkpoint::load(self.dev, &self.run.path().join(checkpoint_file("phase1")))?
                 } else {
                     let tau = cfg.phase1.temperature as f32;
                     let start = match take_start(&mut state, "phase1", &run_path)? {
@@ -452,7 +476,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
         let classes = data.classes;
         let bs = cfg.training.batch_size;
         let seed = cfg.training.seed;
-        let ckpt_name = format!("{name}-best.safetensors");
+        let ckpt_name = checkpoint_file(name);
         let ckpt_path = self.run.path().join(&ckpt_name);
         let device_err = |e: D::Err| Error::Device(format!("{e:?}"));
         let PhaseStart {
@@ -543,6 +567,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
                     seconds: earlier_seconds
                         + phase_start.elapsed().as_secs_f64()
                         + completed.iter().map(|p| p.seconds).sum::<f64>(),
+                    config: Some(cfg.clone()),
                 };
                 resume::save(dev, self.run.path(), &net, &adam, &position).map_err(
                     |e| match e {

@@ -75,6 +75,13 @@ impl Dataset {
                 message: format!("{} dimensions, expected 1 for labels", lab.dims.len()),
             });
         }
+        if img.count() == 0 {
+            return Err(Error::Data {
+                path: images.to_path_buf(),
+                offset: 4,
+                message: "0 images, expected at least 1".into(),
+            });
+        }
         if img.count() != lab.count() {
             return Err(Error::Mismatch {
                 path: labels.to_path_buf(),
@@ -181,7 +188,7 @@ fn find_file(dir: &Path, stem: &str) -> Result<PathBuf> {
     [format!("{stem}.gz"), stem.to_string()]
         .iter()
         .map(|name| dir.join(name))
-        .find(|p| p.is_file())
+        .find(|p| p.exists())
         .ok_or_else(|| Error::Mismatch {
             path: dir.to_path_buf(),
             message: format!("missing data file {stem}.gz (or {stem})"),
@@ -193,6 +200,12 @@ impl Splits {
     /// stratified train/validation from the training files, the test files as test set.
     pub fn load(cfg: &DataConfig, classes: usize) -> Result<Self> {
         let dir = &cfg.dir;
+        if dir.is_file() {
+            return Err(Error::Mismatch {
+                path: dir.clone(),
+                message: "data.dir is a file, expected a directory holding the IDX files".into(),
+            });
+        }
         if !dir.is_dir() {
             return Err(Error::Mismatch {
                 path: dir.clone(),
@@ -234,12 +247,17 @@ impl Splits {
         let (train, validation) =
             full.stratified_split(cfg.validation_fraction, cfg.split_seed, classes);
         if train.is_empty() || validation.is_empty() {
+            let (left, need) = if validation.is_empty() {
+                ("no validation image", "a larger")
+            } else {
+                ("no training image", "a smaller")
+            };
             return Err(Error::Mismatch {
                 path: dir.clone(),
                 message: format!(
-                    "{} training images are too few for a {} validation split",
-                    full.len(),
-                    cfg.validation_fraction
+                    "data.validation_fraction = {} leaves {left} out of {} training images; expected {need} fraction",
+                    cfg.validation_fraction,
+                    full.len()
                 ),
             });
         }

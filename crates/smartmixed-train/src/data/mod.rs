@@ -1,7 +1,9 @@
-//! Data: IDX files, the MNIST directory layout, the stratified split and batching.
+//! Data: IDX files, single PGM/PNG images, the MNIST directory layout, the stratified
+//! split and batching.
 
 mod dataset;
 mod idx;
+pub mod image;
 
 pub use dataset::{Batch, Dataset, Splits};
 pub use idx::{read_idx, IdxArray};

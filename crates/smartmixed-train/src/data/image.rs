@@ -1,0 +1,310 @@
+//! Single images as 8-bit grey pixels: PGM (P2, P5) and PNG (any colour type, converted
+//! with BT.601 luma). Sizes are checked against [`MAX_PIXELS`] before anything is
+//! allocated, so a tiny file declaring a huge image costs nothing.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// The largest image accepted, in pixels (16 megapixels; MNIST's are 784).
+pub const MAX_PIXELS: usize = 1 << 24;
+/// PGM files larger than this are refused unread: a P2 file spends at most 4 bytes
+/// ("255 ") per pixel, plus a header.
+const MAX_PGM_BYTES: u64 = 4 * MAX_PIXELS as u64 + 4096;
+
+/// A grey image, row by row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GreyImage {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<u8>,
+}
+
+/// `width * height`, or an error if it overflows or exceeds [`MAX_PIXELS`].
+fn pixel_count(path: &Path, offset: u64, width: usize, height: usize) -> Result<usize> {
+    width
+        .checked_mul(height)
+        .filter(|&n| n <= MAX_PIXELS)
+        .ok_or_else(|| Error::Data {
+            path: path.to_path_buf(),
+            offset,
+            message: format!(
+                "image of {width} x {height} pixels, expected at most {MAX_PIXELS} pixels"
+            ),
+        })
+}
+
+/// Reads a PNG or PGM file, chosen by its first bytes.
+pub fn read_image(path: &Path) -> Result<GreyImage> {
+    let mut head = [0u8; 2];
+    let n = std::fs::File::open(path)
+        .and_then(|f| f.take(2).read(&mut head))
+        .map_err(|e| Error::io(path, "cannot read image", e))?;
+    match &head[..n] {
+        [0x89, b'P'] => read_png(path),
+        [b'P', b'2'] | [b'P', b'5'] => read_pgm(path),
+        _ => Err(Error::Data {
+            path: path.to_path_buf(),
+            offset: 0,
+            message: "not a PNG or a P2/P5 PGM image".into(),
+        }),
+    }
+}
+
+/// Reads a PNG as 8-bit grey.
+pub fn read_png(path: &Path) -> Result<GreyImage> {
+    let mut file =
+        std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open image", e))?;
+    // The signature, then IHDR (always the first chunk): its size is known from 24 bytes.
+    let mut head = Vec::with_capacity(24);
+    (&mut file)
+        .take(24)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(path, "cannot read image", e))?;
+    if head.len() == 24 && &head[12..16] == b"IHDR" {
+        let be = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        pixel_count(path, 16, be(16) as usize, be(20) as usize)?;
+    }
+    let file = std::io::Read::chain(std::io::Cursor::new(head), file);
+    let bad = |e: png::DecodingError| Error::Data {
+        path: path.to_path_buf(),
+        offset: 0,
+        message: png_message(&e),
+    };
+    let mut decoder = png::Decoder::new_with_limits(
+        std::io::BufReader::new(file),
+        png::Limits {
+            bytes: 8 * MAX_PIXELS,
+        },
+    );
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(bad)?;
+    let (w, h) = (reader.info().width as usize, reader.info().height as usize);
+    pixel_count(path, 16, w, h)?;
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).map_err(bad)?;
+    let data = buf.get(..info.buffer_size()).unwrap_or(&buf);
+    let channels = info.color_type.samples().max(1);
+    let pixels = data
+        .chunks_exact(channels)
+        .map(|px| match px {
+            [g] | [g, _] => *g,
+            // ITU-R BT.601 luma.
+            [r, g, b, ..] => {
+                (0.299 * *r as f32 + 0.587 * *g as f32 + 0.114 * *b as f32).round() as u8
+            }
+            [] => 0,
+        })
+        .collect();
+    Ok(GreyImage {
+        width: w,
+        height: h,
+        pixels,
+    })
+}
+
+/// The png crate's message in one line without its debug-printed structs.
+fn png_message(e: &png::DecodingError) -> String {
+    let text = e.to_string();
+    if text.contains("CRC error") {
+        return "corrupt PNG: a chunk's CRC checksum does not match (the file is damaged)".into();
+    }
+    match e {
+        png::DecodingError::LimitsExceeded => {
+            format!("corrupt PNG or image larger than {MAX_PIXELS} pixels")
+        }
+        _ => format!(
+            "corrupt PNG: {}",
+            text.split(['{', '\n']).next().unwrap_or("").trim()
+        ),
+    }
+}
+
+/// Reads a binary (P5) or text (P2) PGM with maxval up to 255, scaled to 0..=255.
+pub fn read_pgm(path: &Path) -> Result<GreyImage> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open image", e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PGM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, "cannot read image", e))?;
+    parse_pgm(&bytes).map_err(|(offset, message)| Error::Data {
+        path: path.to_path_buf(),
+        offset,
+        message,
+    })
+}
+
+/// Parses PGM bytes; errors carry the byte offset at fault.
+pub fn parse_pgm(bytes: &[u8]) -> std::result::Result<GreyImage, (u64, String)> {
+    if bytes.len() as u64 > MAX_PGM_BYTES {
+        return Err((
+            MAX_PGM_BYTES,
+            format!("file larger than {MAX_PGM_BYTES} bytes"),
+        ));
+    }
+    // Header: magic, width, height, maxval, separated by whitespace; '#' starts a comment.
+    let mut fields: Vec<(usize, &[u8])> = Vec::new();
+    let mut pos = 0;
+    while fields.len() < 4 && pos < bytes.len() {
+        if bytes[pos] == b'#' {
+            while pos < bytes.len() && bytes[pos] != b'\n' {
+                pos += 1;
+            }
+        } else if bytes[pos].is_ascii_whitespace() {
+            pos += 1;
+        } else {
+            let start = pos;
+            while pos < bytes.len() && !bytes[pos].is_ascii_whitespace() {
+                pos += 1;
+            }
+            fields.push((start, &bytes[start..pos]));
+        }
+    }
+    if fields.len() < 4 {
+        return Err((
+            pos as u64,
+            "file ends inside the header, expected P2 or P5, width, height, maxval".into(),
+        ));
+    }
+    let number = |(offset, text): (usize, &[u8]), what: &str| {
+        std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.parse::<usize>().ok())
+            .ok_or((
+                offset as u64,
+                format!(
+                    "{what} `{}` is not a whole number",
+                    String::from_utf8_lossy(&text[..text.len().min(20)])
+                ),
+            ))
+    };
+    let (w, h) = (number(fields[1], "width")?, number(fields[2], "height")?);
+    let max = number(fields[3], "maxval")?;
+    if !(1..=255).contains(&max) {
+        return Err((
+            fields[3].0 as u64,
+            format!("maxval {max}, expected 1..=255"),
+        ));
+    }
+    let n = w
+        .checked_mul(h)
+        .filter(|&n| n > 0 && n <= MAX_PIXELS)
+        .ok_or((
+            fields[1].0 as u64,
+            format!("image of {w} x {h} pixels, expected 1 to {MAX_PIXELS} pixels"),
+        ))?;
+    let scale = |v: usize| ((v.min(max) * 255) / max) as u8;
+    // Exactly one whitespace byte separates the header from P5 data.
+    let data_start = pos + 1;
+    let pixels: Vec<u8> = match fields[0].1 {
+        b"P5" => {
+            let data = bytes.get(data_start..).unwrap_or(&[]);
+            if data.len() < n {
+                return Err((
+                    (data_start + data.len()) as u64,
+                    format!("file ends after {} of {n} pixels", data.len()),
+                ));
+            }
+            data[..n].iter().map(|&v| scale(v as usize)).collect()
+        }
+        b"P2" => {
+            let mut pixels = Vec::with_capacity(n);
+            let mut at = pos;
+            for token in bytes[pos..].split(u8::is_ascii_whitespace) {
+                if pixels.len() == n {
+                    break;
+                }
+                if !token.is_empty() {
+                    pixels.push(scale(number((at, token), "pixel")?));
+                }
+                at += token.len() + 1;
+            }
+            if pixels.len() < n {
+                return Err((
+                    bytes.len() as u64,
+                    format!("file ends after {} of {n} pixels", pixels.len()),
+                ));
+            }
+            pixels
+        }
+        other => {
+            return Err((
+                0,
+                format!(
+                    "magic `{}`, expected P2 or P5",
+                    String::from_utf8_lossy(&other[..other.len().min(8)])
+                ),
+            ))
+        }
+    };
+    Ok(GreyImage {
+        width: w,
+        height: h,
+        pixels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_p5_and_p2_alike_with_scaling() {
+        let p5 = parse_pgm(b"P5 3 1 # c\n15\n\x00\x0f\x05").unwrap();
+        let p2 = parse_pgm(b"P2\n3 1\n15\n0 15\n5\n").unwrap();
+        assert_eq!(p5, p2);
+        assert_eq!(p5.pixels, vec![0, 255, 85]);
+        assert_eq!((p5.width, p5.height), (3, 1));
+    }
+
+    #[test]
+    fn hostile_sizes_are_refused_before_allocation() {
+        // 2^32 + 784 wraps to 784 in 32-bit arithmetic; here it overflows nothing and is
+        // simply too large.
+        let wraps = format!("P5 4294967297 784 255\n{}", "x".repeat(784));
+        let (_, m) = parse_pgm(wraps.as_bytes()).unwrap_err();
+        assert!(m.contains("expected 1 to"), "{m}");
+        let overflow = b"P5 18446744073709551615 18446744073709551615 255\n";
+        assert!(parse_pgm(overflow).unwrap_err().1.contains("pixels"));
+        let (off, m) = parse_pgm(b"P5 2 2 255\n\x01").unwrap_err();
+        assert_eq!(off, 12);
+        assert!(m.contains("1 of 4"), "{m}");
+        assert!(parse_pgm(b"P2 1 1 0\n0").unwrap_err().1.contains("maxval"));
+        assert!(parse_pgm(b"P2 1 1 255\nx").unwrap_err().1.contains("pixel"));
+    }
+
+    #[test]
+    fn a_tiny_png_declaring_a_huge_image_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("huge.png");
+        let mut bytes = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut bytes, 100_000, 100_000);
+            enc.set_color(png::ColorType::Rgba);
+            enc.set_depth(png::BitDepth::Eight);
+            enc.write_header().unwrap();
+        }
+        std::fs::write(&p, &bytes).unwrap();
+        let e = read_image(&p).unwrap_err().to_string();
+        assert!(e.contains("huge.png") && e.contains("pixels"), "{e}");
+        // A flipped bit in a chunk: one line, no debug struct.
+        let mut good = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut good, 2, 2);
+            enc.set_color(png::ColorType::Grayscale);
+            enc.set_depth(png::BitDepth::Eight);
+            enc.write_header()
+                .unwrap()
+                .write_image_data(&[1, 2, 3, 4])
+                .unwrap();
+        }
+        std::fs::write(&p, &good).unwrap();
+        assert_eq!(read_image(&p).unwrap().pixels, vec![1, 2, 3, 4]);
+        let at = good.len() - 20;
+        good[at] ^= 0x40;
+        std::fs::write(&p, &good).unwrap();
+        let e = read_image(&p).unwrap_err().to_string();
+        assert!(!e.contains('{') && !e.contains('\n'), "{e}");
+    }
+}
