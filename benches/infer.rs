@@ -28,7 +28,7 @@ fn flops_per_sample() -> f64 {
 /// Exports a network and loads it back with the runtime.
 fn load(net: &Network<Cpu>) -> Model {
     let dir = tempfile::tempdir().unwrap();
-    export::export(net, dir.path()).unwrap();
+    export::export(net, dir.path(), false).unwrap();
     Model::load_dir(dir.path()).unwrap()
 }
 

@@ -56,7 +56,7 @@ fn runtime_matches_the_trainer_on_the_mnist_test_set() {
     let dev = Cpu::default();
     let net = phase2(&dev, &[784, 256, 128, 64, 10]);
     let dir = tempfile::tempdir().unwrap();
-    export::export(&net, dir.path()).unwrap();
+    export::export(&net, dir.path(), false).unwrap();
     let model = Model::load_dir(dir.path()).unwrap();
     assert_eq!((model.input_size(), model.classes()), (784, 10));
     let test = mnist_test();
@@ -128,7 +128,7 @@ fn independent_python_reader_agrees() {
     let dev = Cpu::default();
     let net = phase2(&dev, &[784, 64, 48, 10]);
     let dir = tempfile::tempdir().unwrap();
-    export::export(&net, dir.path()).unwrap();
+    export::export(&net, dir.path(), false).unwrap();
     let model = Model::load_dir(dir.path()).unwrap();
     let test = mnist_test();
     let n = 500;

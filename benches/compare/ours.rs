@@ -78,7 +78,7 @@ fn infer(seconds: f64) {
     let mut rng = StdRng::seed_from_u64(0);
     let net = selective(&dev, &mut rng).to_mixed(None).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    export::export(&net, dir.path()).unwrap();
+    export::export(&net, dir.path(), false).unwrap();
     let model = Model::load_dir(dir.path()).unwrap();
     let input: Vec<f32> = (0..256 * 784).map(|_| rng.gen()).collect();
     let mut out = vec![0.0f32; 256 * 10];

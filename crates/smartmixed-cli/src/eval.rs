@@ -4,9 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use smartmixed_core::DataConfig;
 use smartmixed_infer::{Model, Scratch};
-use smartmixed_train::data::Splits;
+use smartmixed_train::data::Dataset;
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
@@ -16,22 +15,15 @@ pub struct EvalArgs {
     /// Directory with the IDX files; the test files are evaluated.
     #[arg(long, default_value = "data/mnist")]
     data_dir: PathBuf,
-    /// Matmul threads.
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
+    /// Matmul threads (at most 256).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let model = Model::load_dir(&args.model)?;
     let classes = model.classes();
-    let data = Splits::load(
-        &DataConfig {
-            dir: args.data_dir.clone(),
-            ..Default::default()
-        },
-        classes,
-    )?;
-    let test = &data.test;
+    let test = &Dataset::load_test(&args.data_dir, classes)?;
     if test.features() != model.input_size() {
         bail!(
             "{}: images have {} pixels, the model expects {}",
@@ -41,7 +33,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
     }
     let mut confusion = vec![vec![0usize; classes]; classes];
-    let mut scratch = Scratch::new(args.threads);
+    let mut scratch = Scratch::new(args.threads.into());
     let all: Vec<usize> = (0..test.len()).collect();
     let mut logits = Vec::new();
     for chunk in all.chunks(1000) {

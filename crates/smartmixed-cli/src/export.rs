@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use dfdx::tensor::Cpu;
+use smartmixed_train::rundir::checkpoint_file;
 use smartmixed_train::{checkpoint, export};
 
 #[derive(clap::Args)]
@@ -18,13 +19,16 @@ pub struct ExportArgs {
     /// run is a baseline) or 1 (exported with its argmax choices).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
     phase: u8,
+    /// Replace a model already in the --safetensors directory.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    let candidates: &[&str] = if args.phase == 1 {
-        &["phase1-best.safetensors"]
+    let candidates: Vec<String> = if args.phase == 1 {
+        vec![checkpoint_file("phase1")]
     } else {
-        &["phase2-best.safetensors", "fixed-best.safetensors"]
+        vec![checkpoint_file("phase2"), checkpoint_file("fixed")]
     };
     let Some(path) = candidates
         .iter()
@@ -38,7 +42,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         );
     };
     let net = checkpoint::load(&Cpu::default(), &path)?;
-    let manifest = export::export(&net, &args.out)?;
+    let manifest = export::export(&net, &args.out, args.force)?;
     let hidden: Vec<String> = manifest.layers[..manifest.layers.len() - 1]
         .iter()
         .map(|l| {

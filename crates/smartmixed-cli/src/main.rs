@@ -23,7 +23,8 @@ use smartmixed_activations_extra as _;
 #[command(
     name = "smartmixed-cli",
     version,
-    about = "Train networks whose neurons each pick their own activation"
+    about = "Train networks whose neurons each pick their own activation",
+    arg_required_else_help = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,17 +49,64 @@ enum Command {
     Report(report::ReportArgs),
 }
 
+/// Rust ignores SIGPIPE, so printing to a closed pipe (`eval ... | head -1`) would panic;
+/// Unix tools instead end quietly when the reader goes away.
+#[cfg(unix)]
+fn end_quietly_on_broken_pipe() {
+    // SAFETY: called first thing in `main`, before any other thread exists; setting a
+    // signal's disposition to SIG_DFL installs no handler and touches no Rust state.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn end_quietly_on_broken_pipe() {}
+
+/// An error and its causes in one line, each cause once: many errors already print their
+/// source in their own message.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg.replace('\n', " ")
+}
+
 fn main() -> ExitCode {
+    end_quietly_on_broken_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        // --help, --version, and the help that no subcommand prints.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
         Err(e) => {
-            // clap's first line names the argument and what was expected; keep just that.
+            // clap's first line names the argument and what was expected (a missing
+            // argument's name is on the next line); keep just that, in one line.
             let text = e.to_string();
-            eprintln!(
-                "{}",
-                text.lines().next().unwrap_or("error: invalid arguments")
-            );
+            let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+            let first = lines.next().unwrap_or("error: invalid arguments");
+            let line = if e.kind() == clap::error::ErrorKind::MissingRequiredArgument {
+                let missing: Vec<&str> = lines
+                    .take_while(|l| l.starts_with(' '))
+                    .map(str::trim)
+                    .collect();
+                format!("{first} {}", missing.join(", "))
+            } else {
+                first.to_string()
+            };
+            eprintln!("{line}");
             return ExitCode::from(2);
         }
     };
@@ -74,13 +122,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // One line: the whole cause chain, joined.
-            let msg = e
-                .chain()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(": ");
-            eprintln!("error: {}", msg.replace('\n', " "));
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(2)
         }
     }

@@ -39,6 +39,10 @@ pub struct SweepArgs {
     /// Merge these sweep (shard) directories into --out instead of training.
     #[arg(long, num_args = 1.., conflicts_with_all = ["config", "shard", "only"])]
     merge: Vec<PathBuf>,
+    /// Retrain cells whose recorded config differs from the sweep config's (they are
+    /// refused otherwise, so that results.csv never mixes configs).
+    #[arg(long)]
+    retrain_changed: bool,
     /// Training threads per cell (default: every core).
     #[arg(long, default_value_t = 0, hide_default_value = true, value_parser = parse_threads)]
     threads: usize,
@@ -67,9 +71,29 @@ pub fn run(args: SweepArgs) -> Result<()> {
         cells = shard(&cells, k, n);
     }
     cells.retain(|c| args.only.iter().all(|f| f.accepts(c)));
+    let changed = changed_cells(&cfg, &cells, &args.out);
+    if !changed.is_empty() && !args.retrain_changed {
+        bail!(
+            "{}: {} cell(s) were trained under another config: {}; pass --retrain-changed to retrain them",
+            args.out.display(),
+            changed.len(),
+            changed
+                .iter()
+                .map(|(id, fields)| format!("{id} ({fields})"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    let text = smartmixed_core::tensorfile::read_text(config_path, smartmixed_core::MAX_TEXT_BYTES)
+        .with_context(|| format!("{}: cannot read", config_path.display()))?;
     std::fs::create_dir_all(args.out.join("cells"))
         .with_context(|| format!("{}: cannot create sweep directory", args.out.display()))?;
-    write_atomic(&args.out.join(SWEEP_CONFIG), &std::fs::read(config_path)?)?;
+    for (id, _) in &changed {
+        let dir = args.out.join("cells").join(id);
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("{}: cannot clear changed cell", dir.display()))?;
+    }
+    write_atomic(&args.out.join(SWEEP_CONFIG), text.as_bytes())?;
     let data = Splits::load(&cfg.data, cfg.data.classes)?;
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = stop.clone();
@@ -135,6 +159,29 @@ pub fn run(args: SweepArgs) -> Result<()> {
     Ok(())
 }
 
+/// The cells under `out/cells` (finished or resumable) whose recorded config.toml differs
+/// from what `cfg` now asks for, with the fields that differ.
+fn changed_cells(cfg: &SweepConfig, cells: &[Cell], out: &Path) -> Vec<(String, String)> {
+    cells
+        .iter()
+        .filter_map(|cell| {
+            let dir = out.join("cells").join(cell.id());
+            let recorded = dir.join(smartmixed_train::rundir::CONFIG);
+            // Cells that never finished an epoch are started over anyway.
+            let kept =
+                dir.join(SUMMARY).is_file() || dir.join(smartmixed_train::resume::STATE).is_file();
+            if !kept || !recorded.is_file() {
+                return None;
+            }
+            let fields = match smartmixed_core::TrainConfig::from_file(&recorded) {
+                Ok(old) => old.differences(&cfg.cell_config(cell)).join(", "),
+                Err(_) => "unreadable config.toml".to_string(),
+            };
+            (!fields.is_empty()).then(|| (cell.id(), fields))
+        })
+        .collect()
+}
+
 /// One finished cell: its id, directory and summary.
 pub struct Finished {
     pub cell: Cell,
@@ -163,11 +210,11 @@ pub fn finished_cells(dir: &Path) -> Result<Vec<Finished>> {
     let mut out = Vec::new();
     for e in entries {
         let path = e?.path();
-        let Ok(text) = std::fs::read_to_string(path.join(SUMMARY)) else {
+        if !path.join(SUMMARY).is_file() {
             continue;
-        };
-        let summary: Summary = serde_json::from_str(&text)
-            .with_context(|| format!("{}", path.join(SUMMARY).display()))?;
+        }
+        let summary = smartmixed_train::rundir::read_summary(&path.join(SUMMARY))?;
+        // read_summary guarantees an input and an output width.
         let hidden = summary.architecture[1..summary.architecture.len() - 1].to_vec();
         let name = path
             .file_name()

@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::lookup;
 
+/// The weights file of an exported model directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The manifest file of an exported model directory.
+pub const MANIFEST_FILE: &str = "manifest.toml";
+/// The safetensors `__metadata__` key holding a copy of the manifest.
+pub const MANIFEST_METADATA_KEY: &str = "smartmixed.manifest";
 /// Value of [`Manifest::format`].
 pub const MANIFEST_FORMAT: &str = "smartmixed-manifest";
 /// The manifest version this crate writes and reads.

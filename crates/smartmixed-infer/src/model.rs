@@ -19,12 +19,7 @@ pub const MAX_THREADS: usize = 256;
 /// 2^30 values, 4 GiB, well past any sensible batch.
 pub const MAX_BATCH_VALUES: usize = 1 << 30;
 
-/// The weights file of an exported model directory.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-/// The manifest file of an exported model directory.
-pub const MANIFEST_FILE: &str = "manifest.toml";
-/// The safetensors `__metadata__` key that holds a copy of the manifest.
-pub const MANIFEST_METADATA_KEY: &str = "smartmixed.manifest";
+pub use smartmixed_core::manifest::{MANIFEST_FILE, MANIFEST_METADATA_KEY, WEIGHTS_FILE};
 
 #[derive(Debug)]
 struct Layer {
@@ -105,7 +100,6 @@ impl Model {
     /// Loads weights and manifest from two paths.
     /// Errors name the file at fault: the manifest for manifest problems, else the weights.
     pub fn load(weights: &Path, manifest: &Path) -> Result<Self> {
-        let (w, m) = (read_weights(weights)?, read_manifest(manifest)?);
         let in_file = |path: &Path| {
             let path = path.to_path_buf();
             move |e: Error| Error::InFile {
@@ -113,9 +107,12 @@ impl Model {
                 source: Box::new(e),
             }
         };
+        // The manifest first: it is validated before any tensor is read.
+        let m = read_manifest(manifest)?;
         let text =
             std::str::from_utf8(&m).map_err(|_| in_file(manifest)(Error::ManifestEncoding))?;
         let parsed = Manifest::from_toml(text).map_err(|e| in_file(manifest)(e.into()))?;
+        let w = read_weights(weights)?;
         Self::build(&w, parsed).map_err(in_file(weights))
     }
 

@@ -15,12 +15,7 @@ use crate::model::{Hidden, Network};
 use crate::ops::TrainDevice;
 use crate::{Error, Result};
 
-/// The weights file of an exported model.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-/// The manifest file of an exported model.
-pub const MANIFEST_FILE: &str = "manifest.toml";
-/// The safetensors `__metadata__` key holding a copy of the manifest.
-pub const MANIFEST_METADATA_KEY: &str = "smartmixed.manifest";
+pub use smartmixed_core::manifest::{MANIFEST_FILE, MANIFEST_METADATA_KEY, WEIGHTS_FILE};
 
 /// The grouped network to export: itself, or phase 1's argmax transition.
 pub fn mixed<D: TrainDevice>(net: &Network<D>) -> Network<D> {
@@ -75,8 +70,20 @@ pub fn manifest<D: TrainDevice>(net: &Network<D>) -> Manifest {
     }
 }
 
-/// Writes `dir/model.safetensors` and `dir/manifest.toml`, atomically each.
-pub fn export<D: TrainDevice>(net: &Network<D>, dir: &Path) -> Result<Manifest> {
+/// Writes `dir/model.safetensors` and `dir/manifest.toml`, atomically each. A model
+/// already in `dir` is replaced only if `replace` is set.
+pub fn export<D: TrainDevice>(net: &Network<D>, dir: &Path, replace: bool) -> Result<Manifest> {
+    if !replace {
+        if let Some(f) = [WEIGHTS_FILE, MANIFEST_FILE]
+            .iter()
+            .find(|f| dir.join(f).exists())
+        {
+            return Err(Error::Mismatch {
+                path: dir.to_path_buf(),
+                message: format!("already holds {f}; pass --force to replace the model there"),
+            });
+        }
+    }
     let net = mixed(net);
     let manifest = manifest(&net);
     let text = manifest.to_toml();

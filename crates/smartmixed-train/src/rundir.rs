@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use smartmixed_core::tensorfile::read_text;
 use smartmixed_core::TrainConfig;
 
 use crate::fsutil::write_atomic;
@@ -47,6 +48,149 @@ pub struct EpochRecord {
     pub grad_norm: f64,
 }
 
+/// The largest metrics.csv or choices.csv read back (a 350-epoch run writes 40 kB).
+const MAX_CSV_BYTES: u64 = 64 << 20;
+
+fn read_run_file(path: &Path) -> Result<String> {
+    read_text(path, MAX_CSV_BYTES).map_err(|e| Error::io(path, "cannot read", e))
+}
+
+/// Reads `metrics.csv` back, by its header's column names. A cell that is not a number is
+/// an error naming the line and the column; non-finite numbers (a diverged run) are kept.
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochRecord>> {
+    let text = read_run_file(path)?;
+    let bad = |line: usize, message: String| Error::Mismatch {
+        path: path.to_path_buf(),
+        message: format!("line {line}: {message}"),
+    };
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim() == name)
+            .ok_or_else(|| bad(1, format!("no column `{name}` in the header")))
+    };
+    let cols = [
+        column("phase")?,
+        column("epoch")?,
+        column("train_loss")?,
+        column("validation_loss")?,
+        column("validation_accuracy")?,
+    ];
+    let optional = |name: &str| header.iter().position(|h| h.trim() == name);
+    let extra = [
+        optional("seconds"),
+        optional("samples_per_second"),
+        optional("grad_norm"),
+    ];
+    let mut rows = Vec::new();
+    for (i, l) in lines.enumerate() {
+        let line = i + 2;
+        if l.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = l.split(',').collect();
+        let cell = |c: usize| {
+            f.get(c).map(|v| v.trim()).ok_or_else(|| {
+                bad(
+                    line,
+                    format!("{} fields, expected {}", f.len(), header.len()),
+                )
+            })
+        };
+        let number = |c: usize| -> Result<f64> {
+            let v = cell(c)?;
+            v.parse::<f64>()
+                .map_err(|_| bad(line, format!("{}: `{v}` is not a number", header[c].trim())))
+        };
+        let epoch = cell(cols[1])?;
+        let epoch = epoch
+            .parse::<usize>()
+            .map_err(|_| bad(line, format!("epoch: `{epoch}` is not a whole number")))?;
+        let maybe = |c: Option<usize>| c.map_or(Ok(0.0), number);
+        rows.push(EpochRecord {
+            phase: cell(cols[0])?.to_string(),
+            epoch,
+            train_loss: number(cols[2])?,
+            validation_loss: number(cols[3])?,
+            validation_accuracy: number(cols[4])?,
+            seconds: maybe(extra[0])?,
+            samples_per_second: maybe(extra[1])?,
+            grad_norm: maybe(extra[2])?,
+        });
+    }
+    Ok(rows)
+}
+
+/// One row of `choices.csv`: after phase-1 `epoch`, `count` neurons of hidden `layer`
+/// (from 1) chose `activation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChoiceRow {
+    pub epoch: usize,
+    pub layer: usize,
+    pub activation: String,
+    pub count: usize,
+}
+
+/// Reads `choices.csv` back; a missing file is no rows (fixed baselines write none).
+pub fn read_choices(path: &Path) -> Result<Vec<ChoiceRow>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = read_run_file(path)?;
+    let mut rows = Vec::new();
+    for (i, l) in text.lines().enumerate().skip(1) {
+        if l.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = l.split(',').map(str::trim).collect();
+        let bad = |what: &str| Error::Mismatch {
+            path: path.to_path_buf(),
+            message: format!(
+                "line {}: {what}; expected epoch,layer,activation,count",
+                i + 1
+            ),
+        };
+        if f.len() != 4 {
+            return Err(bad(&format!("{} fields", f.len())));
+        }
+        let whole = |k: usize, name: &str| {
+            f[k].parse::<usize>()
+                .map_err(|_| bad(&format!("{name} `{}` is not a whole number", f[k])))
+        };
+        rows.push(ChoiceRow {
+            epoch: whole(0, "epoch")?,
+            layer: whole(1, "layer")?,
+            activation: f[2].to_string(),
+            count: whole(3, "count")?,
+        });
+    }
+    Ok(rows)
+}
+
+/// Reads `summary.json` back and checks what readers index: at least an input and an
+/// output width, at least one phase.
+pub fn read_summary(path: &Path) -> Result<crate::trainer::Summary> {
+    let text = read_run_file(path)?;
+    let bad = |message: String| Error::Mismatch {
+        path: path.to_path_buf(),
+        message,
+    };
+    let summary: crate::trainer::Summary =
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if summary.architecture.len() < 2 || summary.architecture.contains(&0) {
+        return Err(bad(format!(
+            "architecture: {:?}, expected input, hidden and output widths, each > 0",
+            summary.architecture
+        )));
+    }
+    if summary.phases.is_empty() {
+        return Err(bad("phases: empty, expected at least one phase".into()));
+    }
+    Ok(summary)
+}
+
 /// An open run directory; CSV files are rewritten whole (atomically) after each epoch.
 #[derive(Debug)]
 pub struct RunDir {
@@ -70,7 +214,7 @@ impl RunDir {
                 return Err(Error::Mismatch {
                     path: path.to_path_buf(),
                     message: format!(
-                        "already holds {f}, which a run would overwrite; choose another --out"
+                        "already holds a run (its {f} would be overwritten); choose another --out"
                     ),
                 });
             }

@@ -23,17 +23,19 @@ pub struct ReportArgs {
 
 pub fn run(args: ReportArgs) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| args.path.join("report"));
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("{}: cannot create report directory", out.display()))?;
-    let files = if args.path.join("cells").is_dir() {
-        sweep::report(&args.path, &out)?
-    } else if args.path.join(smartmixed_train::rundir::METRICS).is_file() {
-        run::report(&args.path, &out)?
-    } else {
+    let sweep = args.path.join("cells").is_dir();
+    if !sweep && !args.path.join(smartmixed_train::rundir::METRICS).is_file() {
         bail!(
             "{}: neither a run directory (metrics.csv) nor a sweep directory (cells/)",
             args.path.display()
         );
+    }
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("{}: cannot create report directory", out.display()))?;
+    let files = if sweep {
+        sweep::report(&args.path, &out)?
+    } else {
+        run::report(&args.path, &out)?
     };
     println!("wrote {} in {}", files.join(", "), out.display());
     Ok(())

@@ -151,6 +151,33 @@ fn category(names: &[String], x: f64) -> String {
 /// Series of (x, y) points with a name.
 pub type Series = (String, Vec<(f64, f64)>);
 
+/// Coordinates beyond this magnitude are left out of figures: plotters' tick computation
+/// never ends on infinite or near-`f64::MAX` ranges.
+const MAX_COORDINATE: f64 = 1e12;
+
+fn drawable_value(v: f64) -> bool {
+    v.is_finite() && v.abs() <= MAX_COORDINATE
+}
+
+/// The points a figure can show, and how many were left out (non-finite or beyond
+/// [`MAX_COORDINATE`]); a series left with no point is dropped.
+pub fn drawable(series: Vec<Series>) -> (Vec<Series>, usize) {
+    let mut left_out = 0;
+    let kept = series
+        .into_iter()
+        .filter_map(|(name, points)| {
+            let before = points.len();
+            let points: Vec<(f64, f64)> = points
+                .into_iter()
+                .filter(|&(x, y)| drawable_value(x) && drawable_value(y))
+                .collect();
+            left_out += before - points.len();
+            (!points.is_empty()).then_some((name, points))
+        })
+        .collect();
+    (kept, left_out)
+}
+
 /// Line chart of several series.
 fn lines<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -162,6 +189,8 @@ fn lines<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
+    // Callers drop undrawable points with `drawable`; this keeps the figure safe anyway.
+    let (series, _) = drawable(series.to_vec());
     let pts = series.iter().flat_map(|(_, p)| p.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
@@ -173,13 +202,15 @@ where
     if x0 > x1 {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
-    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    // A pad that survives rounding at the values' magnitude, so the range is never empty.
+    let pad = ((y1 - y0) * 0.05).max(1e-6 * y0.abs().max(y1.abs()).max(1.0));
+    let x1 = x1.max(x0 + 1e-6 * x0.abs().max(1.0));
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
+        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
         .map_err(|e| anyhow!("{e}"))?;
     chart
         .configure_mesh()
@@ -221,10 +252,11 @@ fn grouped_bars<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
+    let value = |v: f64| if drawable_value(v) { v.max(0.0) } else { 0.0 };
     let y1 = values
         .iter()
         .flatten()
-        .cloned()
+        .map(|&v| value(v))
         .fold(0.0f64, f64::max)
         .max(1e-9)
         * 1.1;
@@ -256,7 +288,7 @@ where
                 Rectangle::new(
                     [
                         (x, 0.0),
-                        (x + width * 0.9, row.get(si).copied().unwrap_or(0.0)),
+                        (x + width * 0.9, value(row.get(si).copied().unwrap_or(0.0))),
                     ],
                     c.filled(),
                 )
@@ -288,6 +320,11 @@ fn heatmap<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
+    // Undrawable means show as "no data".
+    let values: Vec<Vec<Option<f64>>> = values
+        .iter()
+        .map(|r| r.iter().map(|v| v.filter(|&v| drawable_value(v))).collect())
+        .collect();
     let max = values
         .iter()
         .flatten()

@@ -4,70 +4,36 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 use smartmixed_train::fsutil::write_atomic;
-use smartmixed_train::rundir::{CHOICES, METRICS, SUMMARY};
-use smartmixed_train::trainer::Summary;
+use smartmixed_train::rundir::{self, CHOICES, METRICS, SUMMARY};
 
 use super::plot::{Figure, Series};
-
-/// `(phase, epoch, train_loss, validation_loss, validation_accuracy)`: a row of metrics.csv.
-type MetricRow = (String, f64, f64, f64, f64);
-
-fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    text.lines()
-        .skip(1)
-        .enumerate()
-        .map(|(i, l)| {
-            let f: Vec<&str> = l.split(',').collect();
-            let num = |k: usize| {
-                f.get(k)
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .with_context(|| format!("{}: line {}: field {k}", path.display(), i + 2))
-            };
-            Ok((f[0].to_string(), num(1)?, num(2)?, num(3)?, num(4)?))
-        })
-        .collect()
-}
 
 /// `epoch -> layer -> activation -> count` from choices.csv (missing file: empty).
 type Choices = BTreeMap<usize, BTreeMap<usize, Vec<(String, usize)>>>;
 
 fn read_choices(path: &Path) -> Result<Choices> {
     let mut out = Choices::new();
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(out);
-    };
-    for (i, l) in text.lines().skip(1).enumerate() {
-        let f: Vec<&str> = l.split(',').collect();
-        let bad = || format!("{}: line {}", path.display(), i + 2);
-        let (epoch, layer, count) = (
-            f.first().and_then(|v| v.parse().ok()).with_context(bad)?,
-            f.get(1).and_then(|v| v.parse().ok()).with_context(bad)?,
-            f.get(3).and_then(|v| v.parse().ok()).with_context(bad)?,
-        );
-        out.entry(epoch)
+    for r in rundir::read_choices(path)? {
+        out.entry(r.epoch)
             .or_default()
-            .entry(layer)
+            .entry(r.layer)
             .or_default()
-            .push((f.get(2).with_context(bad)?.to_string(), count));
+            .push((r.activation, r.count));
     }
     Ok(out)
 }
 
 pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
-    let summary: Summary = serde_json::from_str(
-        &std::fs::read_to_string(dir.join(SUMMARY)).with_context(|| {
-            format!(
-                "{}: the run has not finished (no summary.json)",
-                dir.display()
-            )
-        })?,
-    )
-    .with_context(|| format!("{}", dir.join(SUMMARY).display()))?;
-    let metrics = read_metrics(&dir.join(METRICS))?;
+    if !dir.join(SUMMARY).is_file() {
+        bail!(
+            "{}: the run has not finished (no summary.json)",
+            dir.display()
+        );
+    }
+    let summary = rundir::read_summary(&dir.join(SUMMARY))?;
+    let metrics = rundir::read_metrics(&dir.join(METRICS))?;
     let choices = read_choices(&dir.join(CHOICES))?;
     let mut files = Vec::new();
     let mut md = format!(
@@ -95,14 +61,33 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
 
     md.push_str("\n## Loss curves (Figs. 1-2)\n\n");
     for (n, phase) in summary.phases.iter().map(|p| p.phase.clone()).enumerate() {
-        let rows: Vec<_> = metrics.iter().filter(|r| r.0 == phase).collect();
+        let rows: Vec<_> = metrics.iter().filter(|r| r.phase == phase).collect();
         let series: Vec<Series> = vec![
-            ("train".into(), rows.iter().map(|r| (r.1, r.2)).collect()),
+            (
+                "train".into(),
+                rows.iter()
+                    .map(|r| (r.epoch as f64, r.train_loss))
+                    .collect(),
+            ),
             (
                 "validation".into(),
-                rows.iter().map(|r| (r.1, r.3)).collect(),
+                rows.iter()
+                    .map(|r| (r.epoch as f64, r.validation_loss))
+                    .collect(),
             ),
         ];
+        let (series, left_out) = super::plot::drawable(series);
+        if series.is_empty() {
+            md.push_str(&format!(
+                "{phase}: no finite loss value in metrics.csv, so no figure.\n\n"
+            ));
+            continue;
+        }
+        if left_out > 0 {
+            md.push_str(&format!(
+                "{left_out} non-finite or out-of-range loss values of {phase} are left out of the figure.\n\n"
+            ));
+        }
         let stem = format!("fig{}-{phase}-loss", n + 1);
         let fig = Figure::Lines {
             title: format!("{phase}: loss per epoch"),

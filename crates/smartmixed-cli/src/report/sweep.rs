@@ -25,7 +25,9 @@ fn heatmap(cells: &[&Finished], pool: &[String]) -> Result<WeightHeatmap> {
     let dev = Cpu::default();
     let mut h = WeightHeatmap::new(pool.to_vec());
     for f in cells {
-        let path = f.dir.join("phase2-best.safetensors");
+        let path = f
+            .dir
+            .join(smartmixed_train::rundir::checkpoint_file("phase2"));
         if !path.is_file() {
             continue;
         }

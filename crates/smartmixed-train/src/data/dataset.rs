@@ -195,33 +195,47 @@ fn find_file(dir: &Path, stem: &str) -> Result<PathBuf> {
         })
 }
 
+/// Checks that `dir` is a data directory (errors name `data.dir`).
+fn check_data_dir(dir: &Path) -> Result<()> {
+    if dir.is_file() {
+        return Err(Error::Mismatch {
+            path: dir.to_path_buf(),
+            message: "data.dir is a file, expected a directory holding the IDX files".into(),
+        });
+    }
+    if !dir.is_dir() {
+        return Err(Error::Mismatch {
+            path: dir.to_path_buf(),
+            message: "data directory does not exist (set data.dir or --data-dir)".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Dataset {
+    /// Only the test files of an MNIST-style directory (`eval` needs nothing else).
+    pub fn load_test(dir: &Path, classes: usize) -> Result<Self> {
+        check_data_dir(dir)?;
+        Self::from_idx(
+            &find_file(dir, "t10k-images-idx3-ubyte")?,
+            &find_file(dir, "t10k-labels-idx1-ubyte")?,
+            classes,
+        )
+    }
+}
+
 impl Splits {
     /// Loads the MNIST-style directory named by the config and splits it as configured:
     /// stratified train/validation from the training files, the test files as test set.
     pub fn load(cfg: &DataConfig, classes: usize) -> Result<Self> {
         let dir = &cfg.dir;
-        if dir.is_file() {
-            return Err(Error::Mismatch {
-                path: dir.clone(),
-                message: "data.dir is a file, expected a directory holding the IDX files".into(),
-            });
-        }
-        if !dir.is_dir() {
-            return Err(Error::Mismatch {
-                path: dir.clone(),
-                message: "data directory does not exist (set data.dir or --data-dir)".into(),
-            });
-        }
+        check_data_dir(dir)?;
         let mut full = Dataset::from_idx(
             &find_file(dir, "train-images-idx3-ubyte")?,
             &find_file(dir, "train-labels-idx1-ubyte")?,
             classes,
         )?;
-        let mut test = Dataset::from_idx(
-            &find_file(dir, "t10k-images-idx3-ubyte")?,
-            &find_file(dir, "t10k-labels-idx1-ubyte")?,
-            classes,
-        )?;
+        let mut test = Dataset::load_test(dir, classes)?;
         if test.features != full.features {
             return Err(Error::Mismatch {
                 path: dir.clone(),
