@@ -149,3 +149,47 @@ fn resumed_runs_end_exactly_as_uninterrupted_ones() {
         }
     }
 }
+
+/// A resume after config.toml was edited (other widths, another learning rate) is refused
+/// naming the fields, and leaves the run resumable with its own config.
+#[test]
+fn a_resume_under_a_changed_config_is_refused_naming_the_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config("");
+    let data = Splits::load(&cfg.data, 10).unwrap();
+    let dir = tmp.path().join("run");
+    let stop = AtomicBool::new(false);
+    let mut progress = StopAfter {
+        phase: "phase1",
+        epoch: 1,
+        stop: &stop,
+    };
+    let err = train(&cfg, &data, &dir, &mut progress, &stop).unwrap_err();
+    assert!(matches!(err, Error::Interrupted), "{err}");
+    let mut edited = cfg.clone();
+    edited.model.hidden = vec![30, 16];
+    edited.phase2.lr = 0.01;
+    edited.data.dir = tmp.path().to_path_buf(); // where the data is may change
+    let mut run = RunDir::open(&dir).unwrap();
+    let err = Trainer {
+        dev: &Cpu::default(),
+        config: &edited,
+        data: &data,
+        run: &mut run,
+        progress: &mut Silent,
+        stop: &AtomicBool::new(false),
+        threads: 0,
+    }
+    .resume()
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("config.toml")
+            && err.contains("model.hidden")
+            && err.contains("phase2.lr")
+            && !err.contains("data.dir"),
+        "{err}"
+    );
+    let resumed = resume(&cfg, &data, &dir);
+    assert_eq!(resumed.architecture, vec![784, 24, 16, 10]);
+}

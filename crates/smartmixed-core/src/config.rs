@@ -390,11 +390,19 @@ impl TrainConfig {
                 );
             }
         }
-        match self.phase1.epochs.checked_add(self.phase2.epochs) {
+        match self
+            .phase1
+            .epochs
+            .checked_add(self.phase2.epochs)
+            .filter(|&n| n as u64 <= i64::MAX as u64)
+        {
             None => {
                 return fail(
                     "phase2.epochs",
-                    "phase1.epochs + phase2.epochs overflows".into(),
+                    format!(
+                        "phase1.epochs + phase2.epochs overflows (more than {})",
+                        i64::MAX
+                    ),
                 )
             }
             Some(0) => {

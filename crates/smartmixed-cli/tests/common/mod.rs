@@ -1,0 +1,123 @@
+//! Helpers shared by the binary's test files: running it, checking one-line errors,
+//! synthetic IDX data and small training runs.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_smartmixed-cli"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run smartmixed-cli")
+}
+
+/// Asserts a failed run with exactly one line on stderr that contains every `needle`.
+pub fn assert_one_line_error(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    for n in needles {
+        assert!(lines[0].contains(n), "`{n}` not in: {}", lines[0]);
+    }
+}
+
+/// For failures after training started (progress lines precede the error): the last line
+/// is the one-line error.
+pub fn assert_final_error_line(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(last.starts_with("error: "), "{stderr}");
+    assert_eq!(stderr.matches("error").count(), 1, "{stderr}");
+    for n in needles {
+        assert!(last.contains(n), "`{n}` not in: {last}");
+    }
+}
+
+pub fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+/// A synthetic IDX data set of 6x5 images (two classes: bright top or bright bottom), raw.
+pub fn synthetic_data(dir: &Path, train: u32, test: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (stem, n) in [("train", train), ("t10k", test)] {
+        let mut pixels = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..n {
+            let label = (i % 2) as u8;
+            for p in 0..30u32 {
+                let top = p < 15;
+                let bright = (top && label == 0) || (!top && label == 1);
+                pixels.push(if bright {
+                    200 + (i * 7 + p) as u8 % 50
+                } else {
+                    (i * 13 + p * 3) as u8 % 60
+                });
+            }
+            labels.push(label);
+        }
+        std::fs::write(
+            dir.join(format!("{stem}-images-idx3-ubyte")),
+            idx_bytes(&[n, 6, 5], &pixels),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{stem}-labels-idx1-ubyte")),
+            idx_bytes(&[n], &labels),
+        )
+        .unwrap();
+    }
+}
+
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    p
+}
+
+pub const SMALL: &str = "[model]\nhidden = [16, 8]\n[phase1]\nepochs = 1\nlr = 0.01\n[phase2]\nepochs = 1\nlr = 0.01\n[training]\nbatch_size = 16\n";
+
+/// Trains the small config (edited by `edit`) on synthetic 6x5 images into `tmp/run`.
+pub fn train_small(tmp: &Path, edit: impl Fn(String) -> String) -> (Output, PathBuf) {
+    let data = tmp.join("data");
+    synthetic_data(&data, 200, 60);
+    let cfg = write_config(
+        tmp,
+        "c.toml",
+        &edit(format!("{SMALL}[data]\nclasses = 2\n")),
+    );
+    let out = tmp.join("run");
+    let o = cli(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    (o, out)
+}
