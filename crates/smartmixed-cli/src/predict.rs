@@ -25,7 +25,7 @@ fn load_images(path: &Path, expected: usize) -> Result<Vec<Vec<u8>>> {
         .unwrap_or("")
         .to_ascii_lowercase();
     if ext == "png" || ext == "pgm" {
-        let img = read_image(path)?;
+        let img = read_image(path, expected)?;
         if img.pixels.len() != expected {
             bail!(
                 "{}: image of {} x {} = {} pixels, the model expects {expected}",

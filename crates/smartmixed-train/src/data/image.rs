@@ -9,9 +9,6 @@ use crate::{Error, Result};
 
 /// The largest image accepted, in pixels (16 megapixels; MNIST's are 784).
 pub const MAX_PIXELS: usize = 1 << 24;
-/// PGM files larger than this are refused unread: a P2 file spends at most 4 bytes
-/// ("255 ") per pixel, plus a header.
-const MAX_PGM_BYTES: u64 = 4 * MAX_PIXELS as u64 + 4096;
 
 /// A grey image, row by row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,29 +18,38 @@ pub struct GreyImage {
     pub pixels: Vec<u8>,
 }
 
-/// `width * height`, or an error if it overflows or exceeds [`MAX_PIXELS`].
-fn pixel_count(path: &Path, offset: u64, width: usize, height: usize) -> Result<usize> {
+/// `width * height`, or an error if it overflows or exceeds `max_pixels`.
+fn pixel_count(
+    path: &Path,
+    offset: u64,
+    width: usize,
+    height: usize,
+    max_pixels: usize,
+) -> Result<usize> {
     width
         .checked_mul(height)
-        .filter(|&n| n <= MAX_PIXELS)
+        .filter(|&n| n <= max_pixels)
         .ok_or_else(|| Error::Data {
             path: path.to_path_buf(),
             offset,
             message: format!(
-                "image of {width} x {height} pixels, expected at most {MAX_PIXELS} pixels"
+                "image of {width} x {height} pixels, expected at most {max_pixels} pixels"
             ),
         })
 }
 
-/// Reads a PNG or PGM file, chosen by its first bytes.
-pub fn read_image(path: &Path) -> Result<GreyImage> {
+/// Reads a PNG or PGM file, chosen by its first bytes, of at most `max_pixels` pixels
+/// (capped at [`MAX_PIXELS`]; a caller that knows the size it needs, such as a model's
+/// input width, passes that, so memory stays bounded by it).
+pub fn read_image(path: &Path, max_pixels: usize) -> Result<GreyImage> {
+    let max_pixels = max_pixels.min(MAX_PIXELS);
     let mut head = [0u8; 2];
     let n = std::fs::File::open(path)
         .and_then(|f| f.take(2).read(&mut head))
         .map_err(|e| Error::io(path, "cannot read image", e))?;
     match &head[..n] {
-        [0x89, b'P'] => read_png(path),
-        [b'P', b'2'] | [b'P', b'5'] => read_pgm(path),
+        [0x89, b'P'] => read_png(path, max_pixels),
+        [b'P', b'2'] | [b'P', b'5'] => read_pgm(path, max_pixels),
         _ => Err(Error::Data {
             path: path.to_path_buf(),
             offset: 0,
@@ -52,8 +58,8 @@ pub fn read_image(path: &Path) -> Result<GreyImage> {
     }
 }
 
-/// Reads a PNG as 8-bit grey.
-pub fn read_png(path: &Path) -> Result<GreyImage> {
+/// Reads a PNG of at most `max_pixels` pixels as 8-bit grey.
+pub fn read_png(path: &Path, max_pixels: usize) -> Result<GreyImage> {
     let mut file =
         std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open image", e))?;
     // The signature, then IHDR (always the first chunk): its size is known from 24 bytes.
@@ -64,7 +70,7 @@ pub fn read_png(path: &Path) -> Result<GreyImage> {
         .map_err(|e| Error::io(path, "cannot read image", e))?;
     if head.len() == 24 && &head[12..16] == b"IHDR" {
         let be = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-        pixel_count(path, 16, be(16) as usize, be(20) as usize)?;
+        pixel_count(path, 16, be(16) as usize, be(20) as usize, max_pixels)?;
     }
     let file = std::io::Read::chain(std::io::Cursor::new(head), file);
     let bad = |e: png::DecodingError| Error::Data {
@@ -75,13 +81,13 @@ pub fn read_png(path: &Path) -> Result<GreyImage> {
     let mut decoder = png::Decoder::new_with_limits(
         std::io::BufReader::new(file),
         png::Limits {
-            bytes: 8 * MAX_PIXELS,
+            bytes: 8 * max_pixels.max(1024),
         },
     );
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().map_err(bad)?;
     let (w, h) = (reader.info().width as usize, reader.info().height as usize);
-    pixel_count(path, 16, w, h)?;
+    pixel_count(path, 16, w, h, max_pixels)?;
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).map_err(bad)?;
     let data = buf.get(..info.buffer_size()).unwrap_or(&buf);
@@ -121,28 +127,34 @@ fn png_message(e: &png::DecodingError) -> String {
     }
 }
 
-/// Reads a binary (P5) or text (P2) PGM with maxval up to 255, scaled to 0..=255.
-pub fn read_pgm(path: &Path) -> Result<GreyImage> {
+/// Reads a binary (P5) or text (P2) PGM of at most `max_pixels` pixels with maxval up to
+/// 255, scaled to 0..=255.
+pub fn read_pgm(path: &Path, max_pixels: usize) -> Result<GreyImage> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open image", e))?;
+    let max_pixels = max_pixels.min(MAX_PIXELS);
+    // A P2 file spends at most 4 bytes ("255 ") per pixel, plus a header.
+    let limit = 4 * max_pixels as u64 + 4096;
     let mut bytes = Vec::new();
-    file.take(MAX_PGM_BYTES + 1)
+    file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io(path, "cannot read image", e))?;
-    parse_pgm(&bytes).map_err(|(offset, message)| Error::Data {
+    if bytes.len() as u64 > limit {
+        return Err(Error::Data {
+            path: path.to_path_buf(),
+            offset: limit,
+            message: format!("file larger than {limit} bytes, too large for {max_pixels} pixels"),
+        });
+    }
+    parse_pgm(&bytes, max_pixels).map_err(|(offset, message)| Error::Data {
         path: path.to_path_buf(),
         offset,
         message,
     })
 }
 
-/// Parses PGM bytes; errors carry the byte offset at fault.
-pub fn parse_pgm(bytes: &[u8]) -> std::result::Result<GreyImage, (u64, String)> {
-    if bytes.len() as u64 > MAX_PGM_BYTES {
-        return Err((
-            MAX_PGM_BYTES,
-            format!("file larger than {MAX_PGM_BYTES} bytes"),
-        ));
-    }
+/// Parses PGM bytes of an image of at most `max_pixels` pixels; errors carry the byte
+/// offset at fault.
+pub fn parse_pgm(bytes: &[u8], max_pixels: usize) -> std::result::Result<GreyImage, (u64, String)> {
     // Header: magic, width, height, maxval, separated by whitespace; '#' starts a comment.
     let mut fields: Vec<(usize, &[u8])> = Vec::new();
     let mut pos = 0;
@@ -189,10 +201,10 @@ pub fn parse_pgm(bytes: &[u8]) -> std::result::Result<GreyImage, (u64, String)> 
     }
     let n = w
         .checked_mul(h)
-        .filter(|&n| n > 0 && n <= MAX_PIXELS)
+        .filter(|&n| n > 0 && n <= max_pixels)
         .ok_or((
             fields[1].0 as u64,
-            format!("image of {w} x {h} pixels, expected 1 to {MAX_PIXELS} pixels"),
+            format!("image of {w} x {h} pixels, expected 1 to {max_pixels} pixels"),
         ))?;
     let scale = |v: usize| ((v.min(max) * 255) / max) as u8;
     // Exactly one whitespace byte separates the header from P5 data.
@@ -251,8 +263,8 @@ mod tests {
 
     #[test]
     fn reads_p5_and_p2_alike_with_scaling() {
-        let p5 = parse_pgm(b"P5 3 1 # c\n15\n\x00\x0f\x05").unwrap();
-        let p2 = parse_pgm(b"P2\n3 1\n15\n0 15\n5\n").unwrap();
+        let p5 = parse_pgm(b"P5 3 1 # c\n15\n\x00\x0f\x05", MAX_PIXELS).unwrap();
+        let p2 = parse_pgm(b"P2\n3 1\n15\n0 15\n5\n", MAX_PIXELS).unwrap();
         assert_eq!(p5, p2);
         assert_eq!(p5.pixels, vec![0, 255, 85]);
         assert_eq!((p5.width, p5.height), (3, 1));
@@ -263,15 +275,24 @@ mod tests {
         // 2^32 + 784 wraps to 784 in 32-bit arithmetic; here it overflows nothing and is
         // simply too large.
         let wraps = format!("P5 4294967297 784 255\n{}", "x".repeat(784));
-        let (_, m) = parse_pgm(wraps.as_bytes()).unwrap_err();
+        let (_, m) = parse_pgm(wraps.as_bytes(), MAX_PIXELS).unwrap_err();
         assert!(m.contains("expected 1 to"), "{m}");
         let overflow = b"P5 18446744073709551615 18446744073709551615 255\n";
-        assert!(parse_pgm(overflow).unwrap_err().1.contains("pixels"));
-        let (off, m) = parse_pgm(b"P5 2 2 255\n\x01").unwrap_err();
+        assert!(parse_pgm(overflow, MAX_PIXELS)
+            .unwrap_err()
+            .1
+            .contains("pixels"));
+        let (off, m) = parse_pgm(b"P5 2 2 255\n\x01", MAX_PIXELS).unwrap_err();
         assert_eq!(off, 12);
         assert!(m.contains("1 of 4"), "{m}");
-        assert!(parse_pgm(b"P2 1 1 0\n0").unwrap_err().1.contains("maxval"));
-        assert!(parse_pgm(b"P2 1 1 255\nx").unwrap_err().1.contains("pixel"));
+        assert!(parse_pgm(b"P2 1 1 0\n0", MAX_PIXELS)
+            .unwrap_err()
+            .1
+            .contains("maxval"));
+        assert!(parse_pgm(b"P2 1 1 255\nx", MAX_PIXELS)
+            .unwrap_err()
+            .1
+            .contains("pixel"));
     }
 
     #[test]
@@ -286,7 +307,7 @@ mod tests {
             enc.write_header().unwrap();
         }
         std::fs::write(&p, &bytes).unwrap();
-        let e = read_image(&p).unwrap_err().to_string();
+        let e = read_image(&p, MAX_PIXELS).unwrap_err().to_string();
         assert!(e.contains("huge.png") && e.contains("pixels"), "{e}");
         // A flipped bit in a chunk: one line, no debug struct.
         let mut good = Vec::new();
@@ -300,11 +321,11 @@ mod tests {
                 .unwrap();
         }
         std::fs::write(&p, &good).unwrap();
-        assert_eq!(read_image(&p).unwrap().pixels, vec![1, 2, 3, 4]);
+        assert_eq!(read_image(&p, MAX_PIXELS).unwrap().pixels, vec![1, 2, 3, 4]);
         let at = good.len() - 20;
         good[at] ^= 0x40;
         std::fs::write(&p, &good).unwrap();
-        let e = read_image(&p).unwrap_err().to_string();
+        let e = read_image(&p, MAX_PIXELS).unwrap_err().to_string();
         assert!(!e.contains('{') && !e.contains('\n'), "{e}");
     }
 }

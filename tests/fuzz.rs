@@ -1,0 +1,548 @@
+//! Fuzz-style tests on stable Rust, run by CI: every parser of user files gets thousands of
+//! seeded mutants (bit flips, truncations, inserted and deleted bytes, size fields and
+//! numbers set to extremes) of valid inputs and of the interesting cases kept in
+//! `tests/fuzz-corpus/<target>/`. Each case must return (an error is fine) without a panic,
+//! within a time limit (a watchdog aborts the test binary on a hang) and within a memory
+//! bound measured by a counting allocator.
+//!
+//! `SMARTMIXED_FUZZ_MUTANTS=N` runs N mutants per target instead of the default 5000.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dfdx::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use smartmixed_core::{Manifest, SweepConfig, TrainConfig};
+use smartmixed_infer::{Model, Scratch};
+use smartmixed_train::data::image::{parse_pgm, read_png};
+use smartmixed_train::data::read_idx;
+use smartmixed_train::{checkpoint, export, model::Network, rundir};
+
+// ---------------------------------------------------------------------------------------
+// A counting allocator: bytes live per thread, and the peak since the last reset.
+
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn track(delta: isize) {
+    // `try_with`: allocations during thread teardown are not counted.
+    let _ = LIVE.try_with(|live| {
+        let now = live.get() + delta;
+        live.set(now);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+    });
+}
+
+// SAFETY: every method forwards to the system allocator unchanged and only updates
+// thread-local counters, which neither allocate nor unwind.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        track(layout.size() as isize);
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        track(layout.size() as isize);
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        track(-(layout.size() as isize));
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        track(new_size as isize - layout.size() as isize);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Bytes this thread allocated at its peak while running `f`, beyond what it held before.
+fn peak_during(f: impl FnOnce()) -> usize {
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    f();
+    (PEAK.with(Cell::get) - base).max(0) as usize
+}
+
+// ---------------------------------------------------------------------------------------
+// Mutations.
+
+/// Numbers that break careless size arithmetic, as text.
+const EXTREME_TEXT: &[&str] = &[
+    "0",
+    "1",
+    "-1",
+    "255",
+    "256",
+    "65536",
+    "4294967295",
+    "4294967296",
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551615",
+    "99999999999999999999999",
+    "1e308",
+    "-1e308",
+    "inf",
+    "nan",
+    "1048577",
+];
+
+/// The same as little- or big-endian 4- and 8-byte fields.
+const EXTREME_U64: &[u64] = &[
+    0,
+    1,
+    0x7f,
+    0xff,
+    0x7fff_ffff,
+    0x8000_0000,
+    0xffff_ffff,
+    0x1_0000_0000,
+    i64::MAX as u64,
+    u64::MAX,
+];
+
+fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
+    let mut b = seed.to_vec();
+    for _ in 0..rng.gen_range(1..=3) {
+        let len = b.len();
+        match rng.gen_range(0..8) {
+            // Bit flips.
+            0 if len > 0 => {
+                for _ in 0..rng.gen_range(1..=8) {
+                    let i = rng.gen_range(0..len);
+                    b[i] ^= 1 << rng.gen_range(0..8);
+                }
+            }
+            // Truncation.
+            1 => b.truncate(rng.gen_range(0..=len)),
+            // Random bytes overwritten.
+            2 if len > 0 => {
+                let i = rng.gen_range(0..len);
+                let n = rng.gen_range(1..=16).min(len - i);
+                rng.fill(&mut b[i..i + n]);
+            }
+            // A size field set to an extreme, preferring the header.
+            3 if len >= 8 => {
+                let width = if rng.gen_bool(0.5) { 4 } else { 8 };
+                let hi = if rng.gen_bool(0.7) { len.min(64) } else { len };
+                let i = rng.gen_range(0..=hi.saturating_sub(width).min(len - width));
+                let v = EXTREME_U64[rng.gen_range(0..EXTREME_U64.len())];
+                let le = rng.gen_bool(0.5);
+                let field = match (width, le) {
+                    (4, true) => (v as u32).to_le_bytes().to_vec(),
+                    (4, false) => (v as u32).to_be_bytes().to_vec(),
+                    (_, true) => v.to_le_bytes().to_vec(),
+                    (_, false) => v.to_be_bytes().to_vec(),
+                };
+                b[i..i + width].copy_from_slice(&field);
+            }
+            // A decimal number (TOML, CSV, JSON headers, PGM headers) set to an extreme.
+            4 => {
+                let runs = digit_runs(&b);
+                if let Some(&(s, e)) = runs.get(rng.gen_range(0..runs.len().max(1))) {
+                    let t = EXTREME_TEXT[rng.gen_range(0..EXTREME_TEXT.len())];
+                    b.splice(s..e, t.bytes());
+                }
+            }
+            // Inserted bytes, or a duplicated slice.
+            5 => {
+                let i = rng.gen_range(0..=len);
+                if len > 0 && rng.gen_bool(0.5) {
+                    let s = rng.gen_range(0..len);
+                    let e = (s + rng.gen_range(1..=64)).min(len);
+                    let copy = b[s..e].to_vec();
+                    b.splice(i..i, copy);
+                } else {
+                    let n = rng.gen_range(1..=8);
+                    let bytes: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+                    b.splice(i..i, bytes);
+                }
+            }
+            // A deleted range.
+            6 if len > 0 => {
+                let s = rng.gen_range(0..len);
+                let e = (s + rng.gen_range(1..=32)).min(len);
+                b.drain(s..e);
+            }
+            // A line deleted or duplicated (text formats).
+            _ => {
+                let lines: Vec<&[u8]> = b.split_inclusive(|&c| c == b'\n').collect();
+                if lines.len() > 1 {
+                    let i = rng.gen_range(0..lines.len());
+                    let mut out: Vec<u8> = Vec::with_capacity(len + 64);
+                    for (k, l) in lines.iter().enumerate() {
+                        if k != i || rng.gen_bool(0.5) {
+                            out.extend_from_slice(l);
+                        }
+                        if k == i && rng.gen_bool(0.5) {
+                            out.extend_from_slice(l);
+                        }
+                    }
+                    b = out;
+                }
+            }
+        }
+    }
+    b
+}
+
+fn digit_runs(b: &[u8]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let s = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            runs.push((s, i));
+        } else {
+            i += 1;
+        }
+    }
+    runs
+}
+
+// ---------------------------------------------------------------------------------------
+// The harness.
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz-corpus")
+        .join(target)
+}
+
+/// The kept interesting cases of `target`, as seeds.
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir(target))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
+}
+
+fn mutants() -> usize {
+    std::env::var("SMARTMIXED_FUZZ_MUTANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000)
+}
+
+/// No case may take longer than this (the slowest valid case takes milliseconds).
+const HANG: Duration = Duration::from_secs(20);
+
+/// Runs `parse` on every seed and on [`mutants`] mutants of them; fails on a panic or on a
+/// case allocating more than `bound` bytes, aborts on a hang. A failing input is written
+/// to `target/fuzz-failures/` for reproduction.
+fn fuzz(target: &str, seeds: Vec<Vec<u8>>, bound: usize, parse: impl Fn(&[u8])) {
+    let mut seeds = seeds;
+    seeds.extend(corpus(target));
+    assert!(!seeds.is_empty(), "{target}: no seeds");
+    let progress = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    {
+        let (progress, done, name) = (progress.clone(), done.clone(), target.to_string());
+        std::thread::spawn(move || {
+            let mut last = (0, Instant::now());
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                let now = progress.load(Ordering::Relaxed);
+                if now != last.0 {
+                    last = (now, Instant::now());
+                } else if last.1.elapsed() > HANG {
+                    eprintln!("fuzz {name}: case {now} hangs (no progress for {HANG:?})");
+                    std::process::abort();
+                }
+            }
+        });
+    }
+    let mut rng = StdRng::seed_from_u64(0x5eed_f022 ^ target.len() as u64);
+    let total = seeds.len() + mutants();
+    let (mut worst, mut slowest) = (0usize, Duration::ZERO);
+    for case in 0..total {
+        let input = if case < seeds.len() {
+            seeds[case].clone()
+        } else {
+            let seed = &seeds[rng.gen_range(0..seeds.len())];
+            mutate(&mut rng, seed)
+        };
+        progress.store(case as u64 + 1, Ordering::Relaxed);
+        let t = Instant::now();
+        let mut panicked = false;
+        let peak = peak_during(|| {
+            panicked = std::panic::catch_unwind(AssertUnwindSafe(|| parse(&input))).is_err();
+        });
+        slowest = slowest.max(t.elapsed());
+        worst = worst.max(peak);
+        if panicked || peak > bound {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-failures");
+            let _ = std::fs::create_dir_all(&dir);
+            let file = dir.join(format!("{target}-{case}.bin"));
+            let _ = std::fs::write(&file, &input);
+            done.store(true, Ordering::Relaxed);
+            panic!(
+                "fuzz {target}: case {case} {} (input kept in {})",
+                if panicked {
+                    "panicked".to_string()
+                } else {
+                    format!("allocated {peak} bytes, more than the bound of {bound}")
+                },
+                file.display()
+            );
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    eprintln!(
+        "fuzz {target}: {total} cases in {:.1} s, slowest {:.1} ms, peak {} kB",
+        start.elapsed().as_secs_f64(),
+        slowest.as_secs_f64() * 1e3,
+        worst / 1024
+    );
+}
+
+/// A scratch file for readers that take paths.
+struct Scratchpad(tempfile::TempDir);
+
+impl Scratchpad {
+    fn new() -> Self {
+        Self(tempfile::tempdir().unwrap())
+    }
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+const MB: usize = 1 << 20;
+
+// ---------------------------------------------------------------------------------------
+// Valid seeds.
+
+/// A small trained-shape network: 12 inputs, hidden 8 and 6, 3 classes.
+fn selective() -> Network<Cpu> {
+    let dev = Cpu::default();
+    let pool = ["relu", "tanh", "elu"]
+        .iter()
+        .map(|n| smartmixed_core::lookup(n).unwrap())
+        .collect();
+    let mut rng = StdRng::seed_from_u64(3);
+    Network::selective(&dev, &[12, 8, 6, 3], pool, 0.3, &mut rng)
+}
+
+/// An exported model: (model.safetensors, manifest.toml).
+fn exported() -> (Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    export::export(&selective(), dir.path(), false).unwrap();
+    (
+        std::fs::read(dir.path().join("model.safetensors")).unwrap(),
+        std::fs::read(dir.path().join("manifest.toml")).unwrap(),
+    )
+}
+
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+fn png_bytes(w: u32, h: u32, colour: png::ColorType) -> Vec<u8> {
+    let mut out = Vec::new();
+    let n = (w * h) as usize * colour.samples();
+    let data: Vec<u8> = (0..n).map(|i| (i * 37 % 256) as u8).collect();
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(colour);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header().unwrap().write_image_data(&data).unwrap();
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// The targets.
+
+/// Runs a loaded model once, so that what loads also runs.
+fn exercise(model: &Model) {
+    let x = vec![0.5f32; 2 * model.input_size()];
+    let mut out = vec![0.0f32; 2 * model.classes()];
+    let _ = model.forward(&x, 2, &mut Scratch::new(1), &mut out);
+}
+
+#[test]
+fn fuzz_model_weights_bytes() {
+    let (weights, manifest) = exported();
+    fuzz("model-weights", vec![weights], 16 * MB, |w| {
+        if let Ok(m) = Model::from_bytes(w, &manifest) {
+            exercise(&m);
+        }
+        if let Ok(m) = Model::from_safetensors(w) {
+            exercise(&m);
+        }
+    });
+}
+
+#[test]
+fn fuzz_model_directory() {
+    let (weights, manifest) = exported();
+    let pad = Scratchpad::new();
+    let dir = pad.0.path().to_path_buf();
+    let seeds = vec![weights.clone(), manifest.clone()];
+    fuzz("model-directory", seeds, 16 * MB, |bytes| {
+        // Mutants of either file, beside an intact copy of the other.
+        let is_weights = bytes.first().is_some_and(|&b| b != b'f' && b != b'[');
+        let (w, m) = if is_weights {
+            (bytes, &manifest[..])
+        } else {
+            (&weights[..], bytes)
+        };
+        pad.write("model.safetensors", w);
+        pad.write("manifest.toml", m);
+        if let Ok(model) = Model::load_dir(&dir) {
+            exercise(&model);
+        }
+    });
+}
+
+#[test]
+fn fuzz_manifest() {
+    let (_, manifest) = exported();
+    fuzz("manifest", vec![manifest], 4 * MB, |m| {
+        if let Ok(text) = std::str::from_utf8(m) {
+            let _ = Manifest::from_toml(text);
+        }
+    });
+}
+
+#[test]
+fn fuzz_checkpoint() {
+    let bytes = checkpoint::to_bytes(&selective());
+    let mixed = checkpoint::to_bytes(&selective().to_mixed(None).unwrap());
+    let dev = Cpu::default();
+    fuzz("checkpoint", vec![bytes, mixed], 16 * MB, |b| {
+        let _ = checkpoint::from_bytes(&dev, b);
+    });
+}
+
+#[test]
+fn fuzz_idx_raw_and_gzip() {
+    let images = idx(&[3, 4, 5], &(0..60).collect::<Vec<u8>>());
+    let labels = idx(&[3], &[0, 1, 2]);
+    let seeds = vec![images.clone(), labels.clone(), gzip(&images), gzip(&labels)];
+    let pad = Scratchpad::new();
+    fuzz("idx", seeds, 4 * MB, |b| {
+        let _ = read_idx(&pad.write("data", b));
+    });
+}
+
+#[test]
+fn fuzz_train_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let seeds = ["configs/quick.toml", "configs/paper-representative.toml"]
+        .iter()
+        .map(|c| std::fs::read(root.join(c)).unwrap())
+        .collect();
+    fuzz("config", seeds, 4 * MB, |b| {
+        if let Ok(text) = std::str::from_utf8(b) {
+            if let Ok(cfg) = TrainConfig::from_toml_str(text, "fuzz") {
+                let _ = cfg.check_memory("fuzz", 784, 10, 1 << 30);
+                let _ = cfg.to_toml_string();
+            }
+        }
+    });
+}
+
+#[test]
+fn fuzz_sweep_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let seeds = vec![std::fs::read(root.join("configs/paper-sweep.toml")).unwrap()];
+    fuzz("sweep", seeds, 8 * MB, |b| {
+        if let Ok(text) = std::str::from_utf8(b) {
+            let _ = SweepConfig::from_toml_str(text, "fuzz");
+        }
+    });
+}
+
+#[test]
+fn fuzz_pgm() {
+    let seeds = vec![
+        b"P5 4 3 255\n\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b".to_vec(),
+        b"P2\n# a comment\n4 3\n15\n0 1 2 3\n4 5 6 7\n8 9 10 11\n".to_vec(),
+    ];
+    fuzz("pgm", seeds, 4 * MB, |b| {
+        let _ = parse_pgm(b, 784);
+    });
+}
+
+#[test]
+fn fuzz_png() {
+    let seeds = vec![
+        png_bytes(4, 3, png::ColorType::Grayscale),
+        png_bytes(3, 2, png::ColorType::Rgba),
+        png_bytes(2, 2, png::ColorType::Rgb),
+    ];
+    let pad = Scratchpad::new();
+    fuzz("png", seeds, 4 * MB, |b| {
+        let _ = read_png(&pad.write("image.png", b), 784);
+    });
+}
+
+#[test]
+fn fuzz_run_directory_readers() {
+    let metrics = b"phase,epoch,train_loss,validation_loss,validation_accuracy,seconds,samples_per_second,grad_norm\nphase1,1,0.500000,0.400000,0.900000,1.000,100.0,0.100000\nphase2,1,0.300000,0.200000,0.950000,1.000,100.0,0.100000\n".to_vec();
+    let choices = b"epoch,layer,activation,count\n1,1,relu,5\n1,1,tanh,3\n1,2,relu,6\n".to_vec();
+    let summary = br#"{"mode":"smartmixed","architecture":[784,16,10],"seed":0,"split_seed":42,"train_samples":100,"validation_samples":10,"test_samples":10,"phases":[{"phase":"phase1","epochs":1,"best_epoch":1,"validation_loss":0.4,"validation_accuracy":0.9,"test_accuracy":0.9,"test_loss":0.4,"seconds":1.0,"checkpoint":"phase1-best.safetensors"}],"flush_denormals":true,"threads":2,"final_choices":[[["relu",10],["tanh",6]]],"seconds":2.0}"#.to_vec();
+    let pad = Scratchpad::new();
+    fuzz(
+        "run-directory",
+        vec![metrics, choices, summary],
+        4 * MB,
+        |b| {
+            let _ = rundir::read_metrics(&pad.write("metrics.csv", b));
+            let _ = rundir::read_choices(&pad.write("choices.csv", b));
+            let _ = rundir::read_summary(&pad.write("summary.json", b));
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The harness itself can fail.
+
+#[test]
+#[should_panic(expected = "panicked")]
+fn the_harness_reports_a_panicking_parser() {
+    fuzz("self-test", vec![b"boom".to_vec()], MB, |b| {
+        assert!(!b.starts_with(b"boom"), "boom");
+    });
+}
+
+#[test]
+#[should_panic(expected = "more than the bound")]
+fn the_harness_reports_a_parser_that_allocates_too_much() {
+    fuzz("self-test", vec![vec![1]], MB, |_| {
+        std::hint::black_box(vec![1u8; 2 * MB]);
+    });
+}
