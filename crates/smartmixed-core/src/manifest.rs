@@ -131,7 +131,10 @@ impl Manifest {
                     return bad(f(name), format!("{v}, expected 1..={MAX_WIDTH}"));
                 }
             }
-            if l.inputs * l.outputs > MAX_LAYER_WEIGHTS {
+            if l.inputs
+                .checked_mul(l.outputs)
+                .is_none_or(|w| w > MAX_LAYER_WEIGHTS)
+            {
                 return bad(
                     f("outputs"),
                     format!(
