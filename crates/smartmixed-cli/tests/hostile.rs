@@ -100,6 +100,21 @@ fn report_leaves_out_non_finite_points_instead_of_hanging() {
     assert!(md.contains("phase2: no finite loss value"), "{md}");
     assert!(run.join("report/fig1-phase1-loss.png").is_file());
     assert!(!run.join("report/fig2-phase2-loss.png").exists());
+    // A cell that is not a number is named by line and column.
+    std::fs::write(
+        run.join("metrics.csv"),
+        format!("{header}\nphase1,1,abc,0.5,0.5,1.0,10.0,0.1\n"),
+    )
+    .unwrap();
+    assert_one_line_error(
+        &cli(&["report", s(&run)]),
+        &[
+            "metrics.csv",
+            "line 2",
+            "train_loss",
+            "`abc` is not a number",
+        ],
+    );
 }
 
 /// Defects 3 and 15: a summary.json with `architecture = [784]` or `[]` panicked `report`
@@ -191,9 +206,10 @@ fn predict_refuses_huge_and_damaged_images_in_one_line() {
     let o = cli(&["predict", "--model", s(&model), s(&img)]);
     assert_one_line_error(&o, &["img.png", "corrupt PNG"]);
     assert!(!String::from_utf8_lossy(&o.stderr).contains('{'));
-    // A PGM whose width x height wraps around to 30 in 64-bit arithmetic.
+    // A PGM whose width x height, (2^63 + 15) x 2, wraps around to 30 (the model's input
+    // width) in 64-bit arithmetic.
     let wraps = tmp.path().join("wraps.pgm");
-    let mut pgm = b"P5 6148914691236517206 3 255\n".to_vec();
+    let mut pgm = b"P5 9223372036854775823 2 255\n".to_vec();
     pgm.extend_from_slice(&[9; 30]);
     std::fs::write(&wraps, &pgm).unwrap();
     assert_one_line_error(
@@ -506,6 +522,16 @@ fn messages_name_what_is_wrong_once() {
         &train_on(tmp.path(), &data),
         &["train-labels-idx1-ubyte", "is a directory"],
     );
+    // eval reads only the test files: a training label out of the model's range is no
+    // concern of it.
+    let (_, model, data) = small_model(&tmp.path().join("m"));
+    std::fs::write(
+        data.join("train-labels-idx1-ubyte"),
+        idx_bytes(&[200], &[7; 200]),
+    )
+    .unwrap();
+    let o = cli(&["eval", "--model", s(&model), "--data-dir", s(&data)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // A validation fraction too small names itself, not the training set.
     let other = tempfile::tempdir().unwrap();
     let (o, _) = train_small(other.path(), |c| {

@@ -39,6 +39,9 @@ pub enum Error {
     },
     #[error("tensor `{name}` holds a NaN or infinite value at element {index}")]
     NonFinite { name: String, index: usize },
+    /// Memory for a tensor could not be allocated.
+    #[error("cannot allocate {bytes} bytes for {what}")]
+    OutOfMemory { what: String, bytes: u128 },
     /// The weights and the manifest describe different networks.
     #[error("manifest and weights disagree: {0}")]
     Mismatch(String),

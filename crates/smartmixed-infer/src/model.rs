@@ -204,7 +204,15 @@ impl Model {
             let b = tensor(format!("layers.{i}.bias"), &[outputs])?;
             let bias: Vec<f32> = (0..outputs).map(|o| f32_at(b, o)).collect();
             // Transposed straight from the file's bytes: peak memory is the file plus the model.
-            let mut weight_t = vec![0.0f32; inputs * outputs];
+            // Fallible: a service that cannot hold the model gets an error, not an abort.
+            let mut weight_t = Vec::new();
+            weight_t
+                .try_reserve_exact(inputs * outputs)
+                .map_err(|_| Error::OutOfMemory {
+                    what: format!("layers.{i}.weight"),
+                    bytes: inputs as u128 * outputs as u128 * 4,
+                })?;
+            weight_t.resize(inputs * outputs, 0.0f32);
             for o in 0..outputs {
                 for k in 0..inputs {
                     weight_t[k * outputs + o] = f32_at(w, o * inputs + k);

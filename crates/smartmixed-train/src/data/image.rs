@@ -88,7 +88,14 @@ pub fn read_png(path: &Path, max_pixels: usize) -> Result<GreyImage> {
     let mut reader = decoder.read_info().map_err(bad)?;
     let (w, h) = (reader.info().width as usize, reader.info().height as usize);
     pixel_count(path, 16, w, h, max_pixels)?;
-    let mut buf = vec![0; reader.output_buffer_size()];
+    let size = reader.output_buffer_size();
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(size).map_err(|_| Error::Data {
+        path: path.to_path_buf(),
+        offset: 16,
+        message: format!("cannot allocate {size} bytes to decode the image"),
+    })?;
+    buf.resize(size, 0);
     let info = reader.next_frame(&mut buf).map_err(bad)?;
     let data = buf.get(..info.buffer_size()).unwrap_or(&buf);
     let channels = info.color_type.samples().max(1);
