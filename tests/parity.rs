@@ -90,6 +90,18 @@ fn runtime_matches_the_trainer_on_the_mnist_test_set() {
         .forward(&b.inputs, 999, &mut Scratch::new(2), &mut two)
         .unwrap();
     assert_eq!(one, two);
+    // Any thread count and batch, on a scratch reused across calls (its workers persist),
+    // gives the single-thread bits: AVX-512 CPUs split columns, others rows.
+    for threads in [2, 3] {
+        let mut scratch = Scratch::new(threads);
+        for batch in [4, 5, 33, 999, 7] {
+            let mut split = vec![0.0; batch * 10];
+            model
+                .forward(&b.inputs[..batch * 784], batch, &mut scratch, &mut split)
+                .unwrap();
+            assert_eq!(split, one[..batch * 10], "{threads} threads, batch {batch}");
+        }
+    }
     // Batches below four rows take the skip-zero GEMV path: same logits within 1e-5.
     for row in 0..3 {
         let mut single = vec![0.0; 10];

@@ -22,6 +22,9 @@
 mod error;
 mod kernel;
 mod model;
+mod packed;
+mod split;
+mod workers;
 
 pub use error::{Error, Result};
 pub use kernel::Kernel;

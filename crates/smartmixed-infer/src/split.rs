@@ -1,0 +1,187 @@
+//! A forward pass split over threads by output columns, layer by layer: each thread owns
+//! a range of every layer's 32-column weight panels, computes those columns for all rows
+//! (matmul and epilogue) and waits at a barrier before the next layer. Every thread reads
+//! only its share of the weights, so small batches, which are bound by reading weights,
+//! scale with threads, which splitting rows cannot do (every thread would read all of
+//! them). Used with packed weights (AVX-512); each value is computed as on one thread, so
+//! the bits are the same.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::kernel::{gemv_cols, GEMV_ROWS};
+use crate::model::Layer;
+use crate::packed::NR;
+use crate::workers::Workers;
+
+/// A barrier for a fixed number of threads that spins (the threads are all running this
+/// call and the wait is microseconds), yielding if it lasts.
+struct SpinBarrier {
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    threads: usize,
+}
+
+impl SpinBarrier {
+    fn new(threads: usize) -> Self {
+        Self {
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            threads,
+        }
+    }
+
+    fn wait(&self) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.threads {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == generation {
+            std::hint::spin_loop();
+            spins += 1;
+            if spins > 20_000 {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// A buffer several threads write in disjoint column ranges.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: threads write through a Shared only in their own column ranges and read it only
+// after the barrier that ends the writes; see `forward`.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+/// What one thread computes of a layer: panels `panels`, columns `cols`.
+fn share(n: usize, t: usize, threads: usize) -> (Range<usize>, Range<usize>) {
+    let panels = n.div_ceil(NR);
+    let p = panels * t / threads..panels * (t + 1) / threads;
+    let cols = (p.start * NR).min(n)..(p.end * NR).min(n);
+    (p, cols)
+}
+
+/// Runs `layers` on `batch` rows of `input` on `workers` (the caller's thread included;
+/// each worker flushes subnormals, as the caller does during the call), writing `output`. `bufs` are three working buffers of `batch * widest`
+/// values: the layer's input, its pre-activations and its activations. Every layer must
+/// have packed weights.
+pub(crate) fn forward(
+    layers: &[Layer],
+    input: &[f32],
+    batch: usize,
+    bufs: [&mut [f32]; 3],
+    output: &mut [f32],
+    workers: &Workers,
+) {
+    let threads = workers.threads();
+    let widest = layers.iter().map(|l| l.outputs).max().unwrap_or(0);
+    let classes = layers.last().map_or(0, |l| l.outputs);
+    assert!(
+        bufs.iter().all(|b| b.len() >= batch * widest)
+            && output.len() >= batch * classes
+            && input.len() >= batch * layers.first().map_or(0, |l| l.inputs)
+            && layers.iter().all(|l| l.packed.is_some()),
+        "split forward sizes"
+    );
+    let [x, p, y] = bufs.map(|b| Shared(b.as_mut_ptr()));
+    let out = Shared(output.as_mut_ptr());
+    let barrier = SpinBarrier::new(threads);
+    let run = |t: usize| {
+        let (mut x, p, mut y) = (x, p, y);
+        let last = layers.len() - 1;
+        for (i, layer) in layers.iter().enumerate() {
+            let (k, n) = (layer.inputs, layer.outputs);
+            let (panels, cols) = share(n, t, threads);
+            // SAFETY: every thread has passed the barrier that ended the previous layer's
+            // writes to `x` (or `x` is the caller's input), and no thread writes `x`
+            // during this layer: writes go to `p`, `y` and `out` only.
+            let src: &[f32] = if i == 0 {
+                input
+            } else {
+                unsafe { std::slice::from_raw_parts(x.0, batch * k) }
+            };
+            let dst = if i == last { out } else { p };
+            // SAFETY: dst holds batch * n values (asserted via widest / classes) and this
+            // thread alone writes columns `cols` of it during this layer.
+            unsafe { matmul_cols(layer, src, dst.0, batch, panels, cols.clone()) };
+            if i == last {
+                // SAFETY: as above, columns `cols` of `out` are this thread's alone.
+                unsafe { add_bias_cols(dst.0, &layer.bias, batch, cols) };
+            } else {
+                // SAFETY: this thread's columns of `p` were written by it just above, and
+                // its columns of `y` are written by no other thread during this layer.
+                unsafe { epilogue_cols(layer, p.0, y.0, batch, cols) };
+                std::mem::swap(&mut x, &mut y);
+            }
+            barrier.wait();
+        }
+    };
+    workers.run(&run);
+}
+
+/// Columns `cols` (panels `panels`) of `dst[m, n] = src[m, k] * W^T`.
+///
+/// # Safety
+/// `dst` must be valid for `m * n` values, and no other thread may touch columns `cols`.
+unsafe fn matmul_cols(
+    layer: &Layer,
+    src: &[f32],
+    dst: *mut f32,
+    m: usize,
+    panels: Range<usize>,
+    cols: Range<usize>,
+) {
+    let (k, n) = (layer.inputs, layer.outputs);
+    if m >= GEMV_ROWS {
+        if let Some(packed) = &layer.packed {
+            if packed.matmul_panels(src, dst, m, panels).is_some() {
+                return;
+            }
+        }
+    }
+    // Skip-zero GEMV on this thread's columns, per row (as `kernel::gemv`, same order).
+    for r in 0..m {
+        let y = std::slice::from_raw_parts_mut(dst.add(r * n + cols.start), cols.len());
+        gemv_cols(&src[r * k..(r + 1) * k], &layer.weight_t, n, cols.start, y);
+    }
+}
+
+/// `y = act(p + bias)` on columns `cols` of every row, each block clipped to them.
+///
+/// # Safety
+/// `p` and `y` must be valid for `m * n` values; columns `cols` of `y` must be this
+/// thread's alone and those of `p` written.
+unsafe fn epilogue_cols(layer: &Layer, p: *const f32, y: *mut f32, m: usize, cols: Range<usize>) {
+    let n = layer.outputs;
+    for r in 0..m {
+        // Only this thread's columns: other threads write the rest of `p` meanwhile.
+        let pre = std::slice::from_raw_parts(p.add(r * n + cols.start), cols.len());
+        let out = std::slice::from_raw_parts_mut(y.add(r * n + cols.start), cols.len());
+        for blk in &layer.blocks {
+            let s = blk.start.max(cols.start);
+            let e = (blk.start + blk.len).min(cols.end);
+            if s < e {
+                let local = s - cols.start..e - cols.start;
+                (blk.activation.apply)(&pre[local.clone()], &layer.bias[s..e], &mut out[local]);
+            }
+        }
+    }
+}
+
+/// `out += bias` on columns `cols` of every row.
+///
+/// # Safety
+/// `out` must be valid for `m * bias.len()` values, columns `cols` this thread's alone.
+unsafe fn add_bias_cols(out: *mut f32, bias: &[f32], m: usize, cols: Range<usize>) {
+    let n = bias.len();
+    for r in 0..m {
+        let row = std::slice::from_raw_parts_mut(out.add(r * n + cols.start), cols.len());
+        for (v, b) in row.iter_mut().zip(&bias[cols.clone()]) {
+            *v += b;
+        }
+    }
+}
