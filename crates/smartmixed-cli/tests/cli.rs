@@ -294,8 +294,53 @@ fn a_diverging_loss_stops_clearly_and_keeps_the_last_good_checkpoint() {
         )
     });
     assert_final_error_line(&o, &["phase2 epoch", "loss is", "stopped"]);
-    assert!(out.join("phase1-best.safetensors").is_file());
-    assert!(out.join("metrics.csv").is_file());
+    // The kept checkpoint is phase 1's best, from before the divergence: it loads (export
+    // refuses non-finite weights) and classifies the synthetic data as training did.
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let phase1: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("phase1,"))
+        .collect();
+    assert_eq!(phase1.len(), 1, "{metrics}");
+    let model = tmp.path().join("model");
+    let o = cli(&[
+        "export",
+        "--run",
+        out.to_str().unwrap(),
+        "--safetensors",
+        model.to_str().unwrap(),
+        "--phase",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = cli(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data-dir",
+        tmp.path().join("data").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let accuracy: f64 = stdout
+        .split("test accuracy: ")
+        .nth(1)
+        .and_then(|r| r.split('%').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(accuracy > 90.0, "{stdout}");
+    assert!(
+        !out.join("phase2-best.safetensors").exists() || {
+            let o = cli(&[
+                "export",
+                "--run",
+                out.to_str().unwrap(),
+                "--safetensors",
+                tmp.path().join("m2").to_str().unwrap(),
+            ]);
+            o.status.success()
+        }
+    );
 }
 
 /// Trains the tiny config on the full test set; returns (run dir, tempdir guard).

@@ -60,8 +60,20 @@ mod tests {
     #[test]
     fn failure_keeps_the_old_file() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("missing-dir").join("a.txt");
-        let e = write_atomic(&p, b"x").unwrap_err().to_string();
+        let p = dir.path().join("a.txt");
+        write_atomic(&p, b"old").unwrap();
+        // A directory where the temporary file goes makes the write fail part-way.
+        let tmp = dir
+            .path()
+            .join(format!(".a.txt.{}.tmp", std::process::id()));
+        std::fs::create_dir(&tmp).unwrap();
+        std::fs::write(tmp.join("x"), b"").unwrap();
+        let e = write_atomic(&p, b"new").unwrap_err().to_string();
         assert!(e.contains("a.txt") && e.contains("cannot write"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        // A missing directory fails without creating anything.
+        let q = dir.path().join("missing-dir").join("b.txt");
+        assert!(write_atomic(&q, b"x").is_err());
+        assert!(!dir.path().join("missing-dir").exists());
     }
 }

@@ -509,6 +509,7 @@ mod tests {
         let got = dev.sum_squares(&buf).unwrap();
         assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
         dev.scale(&mut buf, 0.5).unwrap();
-        assert_eq!(dev.download(&buf).unwrap()[3], values[3] * 0.5);
+        let halved: Vec<f32> = values.iter().map(|v| v * 0.5).collect();
+        assert_eq!(dev.download(&buf).unwrap(), halved);
     }
 }
