@@ -45,11 +45,7 @@ fn phase2(dev: &Cpu, widths: &[usize]) -> Network<Cpu> {
     net.to_mixed(None).unwrap()
 }
 
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(0, |b, (i, v)| if *v > row[b] { i } else { b })
-}
+use smartmixed_core::math::argmax;
 
 #[test]
 fn runtime_matches_the_trainer_on_the_mnist_test_set() {

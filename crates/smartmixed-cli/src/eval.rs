@@ -41,10 +41,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         logits.resize(chunk.len() * classes, 0.0);
         model.forward(&batch.inputs, chunk.len(), &mut scratch, &mut logits)?;
         for (row, &label) in logits.chunks_exact(classes).zip(&batch.labels) {
-            let pred = row
-                .iter()
-                .enumerate()
-                .fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
+            let pred = smartmixed_core::math::argmax(row);
             confusion[label as usize][pred] += 1;
         }
     }

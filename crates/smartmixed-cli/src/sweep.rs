@@ -189,19 +189,6 @@ pub struct Finished {
     pub summary: Summary,
 }
 
-/// Parses `aNN-method-sSEED`.
-fn parse_cell_id(id: &str, hidden: Vec<usize>) -> Option<Cell> {
-    let rest = id.strip_prefix('a')?;
-    let (arch, rest) = rest.split_once('-')?;
-    let (method, seed) = rest.rsplit_once("-s")?;
-    Some(Cell {
-        architecture: arch.parse().ok()?,
-        hidden,
-        method: method.to_string(),
-        seed: seed.parse().ok()?,
-    })
-}
-
 /// Every finished cell under `dir/cells`, sorted by cell.
 pub fn finished_cells(dir: &Path) -> Result<Vec<Finished>> {
     let cells = dir.join("cells");
@@ -220,7 +207,7 @@ pub fn finished_cells(dir: &Path) -> Result<Vec<Finished>> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if let Some(cell) = parse_cell_id(&name, hidden) {
+        if let Some(cell) = Cell::from_id(&name, hidden) {
             out.push(Finished {
                 cell,
                 dir: path,

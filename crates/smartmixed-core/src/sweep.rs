@@ -66,6 +66,19 @@ impl Cell {
     pub fn id(&self) -> String {
         format!("a{:02}-{}-s{}", self.architecture, self.method, self.seed)
     }
+
+    /// Reads a directory name written by [`Cell::id`] back (the widths are not in it).
+    pub fn from_id(id: &str, hidden: Vec<usize>) -> Option<Self> {
+        let rest = id.strip_prefix('a')?;
+        let (arch, rest) = rest.split_once('-')?;
+        let (method, seed) = rest.rsplit_once("-s")?;
+        Some(Cell {
+            architecture: arch.parse().ok()?,
+            hidden,
+            method: method.to_string(),
+            seed: seed.parse().ok()?,
+        })
+    }
 }
 
 impl SweepConfig {
@@ -236,6 +249,22 @@ mod tests {
     use super::*;
 
     const SWEEP: &str = "[sweep]\narchitectures = [[8], [8, 4], [6]]\nmethods = [\"relu\", \"tanh\", \"smartmixed\"]\nseeds = [0, 1]\n[phase1]\nepochs = 1\n[phase2]\nepochs = 1\n";
+
+    #[test]
+    fn cell_ids_read_back() {
+        for cell in SweepConfig::from_toml_str(SWEEP, "t").unwrap().cells() {
+            assert_eq!(Cell::from_id(&cell.id(), cell.hidden.clone()), Some(cell));
+        }
+        let odd = Cell {
+            architecture: 12,
+            hidden: vec![],
+            method: "leaky_relu-s-x".into(),
+            seed: 7,
+        };
+        assert_eq!(Cell::from_id(&odd.id(), vec![]), Some(odd));
+        assert_eq!(Cell::from_id("b01-relu-s0", vec![]), None);
+        assert_eq!(Cell::from_id("a01-relu-sx", vec![]), None);
+    }
 
     #[test]
     fn cells_are_the_full_product_and_shards_partition_them() {

@@ -517,13 +517,7 @@ impl Model {
         let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
         let sum: f32 = exp.iter().sum();
         let probabilities: Vec<f32> = exp.iter().map(|e| e / sum).collect();
-        let class = probabilities.iter().enumerate().fold(0, |best, (i, p)| {
-            if *p > probabilities[best] {
-                i
-            } else {
-                best
-            }
-        });
+        let class = smartmixed_core::math::argmax(&probabilities);
         Ok(Prediction {
             class,
             probabilities,

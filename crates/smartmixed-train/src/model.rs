@@ -96,15 +96,13 @@ fn init_logits<D: TrainDevice>(
 /// Index of the largest value per column of a `[rows, cols]` row-major matrix; the first
 /// on ties, as `torch.argmax`.
 pub fn argmax_columns(values: &[f32], rows: usize, cols: usize) -> Vec<u8> {
+    let mut column = vec![0.0; rows];
     (0..cols)
         .map(|i| {
-            let mut best = 0;
-            for j in 1..rows {
-                if values[j * cols + i] > values[best * cols + i] {
-                    best = j;
-                }
+            for (j, v) in column.iter_mut().enumerate() {
+                *v = values[j * cols + i];
             }
-            best as u8
+            smartmixed_core::math::argmax(&column) as u8
         })
         .collect()
 }

@@ -120,7 +120,7 @@ pub fn evaluate<D: TrainDevice>(
         let values = values(&logits);
         // First index of the largest logit, as torch.argmax.
         for (row, &label) in values.chunks_exact(classes).zip(&b.labels) {
-            let best = (0..classes).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+            let best = smartmixed_core::math::argmax(row);
             correct += usize::from(best == label as usize);
         }
         let y = dev.tensor_from_vec(b.targets, (chunk.len(), classes));
