@@ -193,3 +193,78 @@ fn a_resume_under_a_changed_config_is_refused_naming_the_fields() {
     let resumed = resume(&cfg, &data, &dir);
     assert_eq!(resumed.architecture, vec![784, 24, 16, 10]);
 }
+
+/// Copies the state file aside after `epoch` of `phase`, and stops after `stop_epoch`.
+struct KeepStateThenStop<'a> {
+    phase: &'static str,
+    epoch: usize,
+    stop_epoch: usize,
+    dir: &'a Path,
+    stop: &'a AtomicBool,
+}
+
+impl Progress for KeepStateThenStop<'_> {
+    fn epoch(&mut self, r: &EpochRecord, _: Option<&[Vec<usize>]>) {
+        if r.phase == self.phase && r.epoch == self.epoch {
+            std::fs::copy(
+                self.dir.join("state.safetensors"),
+                self.dir.join("state.kept"),
+            )
+            .unwrap();
+            std::fs::copy(
+                self.dir.join(format!("{}-best.safetensors", self.phase)),
+                self.dir.join("best.kept"),
+            )
+            .unwrap();
+        }
+        if r.phase == self.phase && r.epoch == self.stop_epoch {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A crash after an epoch's metrics row and best checkpoint were written but before its
+/// state was: the state of the epoch before, with a newer metrics.csv and checkpoint. The
+/// resumed run replays the epoch and still ends exactly as an uninterrupted one.
+#[test]
+fn a_crash_between_the_checkpoint_and_the_state_write_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config("");
+    let data = Splits::load(&cfg.data, 10).unwrap();
+    let whole_dir = tmp.path().join("whole");
+    let whole = train(
+        &cfg,
+        &data,
+        &whole_dir,
+        &mut Silent,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    for (phase, kept, stopped) in [("phase1", 1, 2), ("phase2", 1, 2)] {
+        let dir = tmp.path().join(format!("crash-{phase}"));
+        let stop = AtomicBool::new(false);
+        let mut progress = KeepStateThenStop {
+            phase,
+            epoch: kept,
+            stop_epoch: stopped,
+            dir: &dir,
+            stop: &stop,
+        };
+        let err = train(&cfg, &data, &dir, &mut progress, &stop).unwrap_err();
+        assert!(matches!(err, Error::Interrupted), "{err}");
+        let newer = std::fs::read(dir.join(format!("{phase}-best.safetensors"))).unwrap();
+        std::fs::rename(dir.join("state.kept"), dir.join("state.safetensors")).unwrap();
+        assert!(metrics(&dir)
+            .iter()
+            .any(|l| l.starts_with(&format!("{phase},{stopped},"))));
+        let resumed = resume(&cfg, &data, &dir);
+        same_result(&whole, &resumed);
+        assert_eq!(metrics(&whole_dir), metrics(&dir), "{phase}");
+        // The window really held a newer best checkpoint than the state's.
+        assert_ne!(
+            newer,
+            std::fs::read(dir.join("best.kept")).unwrap(),
+            "{phase}"
+        );
+    }
+}
