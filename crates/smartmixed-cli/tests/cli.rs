@@ -689,3 +689,52 @@ fn absurd_thread_counts_are_one_line_errors() {
         assert_one_line_error(&cli(&cmd), &["--threads", "from 0 (every core) to 1024"]);
     }
 }
+
+/// Ctrl-C through the binary: exit code 130 with the command that continues, and
+/// `train --resume` finishing the run.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_exits_130_and_resume_finishes_the_run() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let text = std::fs::read_to_string(root().join("configs/tiny.toml"))
+        .unwrap()
+        .replace("[phase2]\nepochs = 2", "[phase2]\nepochs = 150");
+    let cfg = write_config(tmp.path(), "long.toml", &text);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_smartmixed-cli"))
+        .args(["train", "--config", cfg.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for a few finished epochs, then interrupt as Ctrl-C does.
+    let start = Instant::now();
+    while std::fs::read_to_string(out.join("metrics.csv"))
+        .map(|m| m.lines().count() < 5)
+        .unwrap_or(true)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no epoch finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("train --resume"), "{stderr}");
+    assert!(out.join("state.safetensors").is_file() && !out.join("summary.json").exists());
+    let o = cli(&["train", "--resume", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    assert!(summary.contains("\"epochs\": 150"), "{summary}");
+    assert!(!out.join("state.safetensors").exists());
+}
