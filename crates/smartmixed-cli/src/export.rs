@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use dfdx::tensor::Cpu;
 use smartmixed_train::rundir::checkpoint_file;
-use smartmixed_train::{checkpoint, export};
+use smartmixed_train::{checkpoint, export, Cpu};
 
 #[derive(clap::Args)]
 pub struct ExportArgs {

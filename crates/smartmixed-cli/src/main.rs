@@ -49,6 +49,13 @@ enum Command {
     Report(report::ReportArgs),
 }
 
+/// Writes a file atomically (`smartmixed_core::fsutil`), the error naming it.
+pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    smartmixed_core::fsutil::write_atomic(path, bytes)
+        .with_context(|| format!("{}: cannot write", path.display()))
+}
+
 /// Rust ignores SIGPIPE, so printing to a closed pipe (`eval ... | head -1`) would panic;
 /// Unix tools instead end quietly when the reader goes away.
 #[cfg(unix)]

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::write_atomic;
 use anyhow::{bail, Context, Result};
-use dfdx::tensor::Cpu;
 use smartmixed_core::sweep::{shard, Cell, CellFilter, SweepConfig};
 use smartmixed_train::data::Splits;
-use smartmixed_train::fsutil::write_atomic;
 use smartmixed_train::rundir::{RunDir, SUMMARY};
 use smartmixed_train::trainer::{Silent, Summary, Trainer};
+use smartmixed_train::Cpu;
 
 use crate::train::parse_threads;
 

@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
-#[cfg(not(feature = "cuda"))]
-use dfdx::tensor::Cpu;
 use smartmixed_core::{Mode, TrainConfig};
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::RunDir;
@@ -177,10 +175,10 @@ fn train_in(
         out.display()
     );
     #[cfg(feature = "cuda")]
-    let dev = dfdx::tensor::Cuda::try_build(0, cfg.training.seed)
+    let dev = smartmixed_train::Cuda::try_build(0, cfg.training.seed)
         .map_err(|e| anyhow::anyhow!("cannot open CUDA device 0: {e:?}"))?;
     #[cfg(not(feature = "cuda"))]
-    let dev = Cpu::default();
+    let dev = smartmixed_train::Cpu::default();
     let mut trainer = Trainer {
         dev: &dev,
         config: cfg,

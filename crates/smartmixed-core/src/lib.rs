@@ -6,6 +6,7 @@ mod builtin;
 pub mod config;
 mod error;
 pub mod fpenv;
+pub mod fsutil;
 pub mod manifest;
 pub mod math;
 pub mod sweep;

@@ -5,7 +5,7 @@ pub mod checkpoint;
 pub mod data;
 mod error;
 pub mod export;
-pub mod fsutil;
+mod fsutil;
 pub mod kernels;
 mod matmul;
 pub mod memory;
@@ -13,10 +13,14 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod pool;
-pub mod ranking;
 mod recycle;
 pub mod resume;
 pub mod rundir;
 pub mod trainer;
 
 pub use error::{Error, Result};
+
+/// The devices a run trains on, re-exported so that callers need not depend on dfdx.
+pub use dfdx::tensor::Cpu;
+#[cfg(feature = "cuda")]
+pub use dfdx::tensor::Cuda;

@@ -2,6 +2,7 @@
 //! and PNG) for a run directory or a sweep directory.
 
 mod plot;
+mod ranking;
 mod run;
 mod sweep;
 

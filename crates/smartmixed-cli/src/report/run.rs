@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::write_atomic;
 use anyhow::{bail, Result};
-use smartmixed_train::fsutil::write_atomic;
 use smartmixed_train::rundir::{self, CHOICES, METRICS, SUMMARY};
 
 use super::plot::{Figure, Series};

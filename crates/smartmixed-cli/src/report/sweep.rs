@@ -5,16 +5,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::ranking::{mean_reciprocal_rank, mean_std, rank_counts, ranks, WeightHeatmap};
+use crate::write_atomic;
 use anyhow::{Context, Result};
-use dfdx::prelude::*;
 use smartmixed_core::sweep::{SweepConfig, SMARTMIXED};
 use smartmixed_core::PAPER_POOL;
-use smartmixed_train::checkpoint;
-use smartmixed_train::fsutil::write_atomic;
 use smartmixed_train::model::Hidden;
-use smartmixed_train::ranking::{
-    mean_reciprocal_rank, mean_std, rank_counts, ranks, WeightHeatmap,
-};
+use smartmixed_train::ops::values;
+use smartmixed_train::{checkpoint, Cpu};
 
 use super::plot::Figure;
 use super::TIE_RULE;
@@ -45,7 +43,7 @@ fn heatmap(cells: &[&Finished], pool: &[String]) -> Result<WeightHeatmap> {
             .collect();
         // layers[l] maps hidden layer l-1 to hidden layer l for 1 <= l < hidden layers.
         for l in 1..names.len() {
-            h.add(&net.layers[l].weight.as_vec(), &names[l - 1], &names[l]);
+            h.add(&values(&net.layers[l].weight), &names[l - 1], &names[l]);
         }
     }
     Ok(h)
