@@ -20,7 +20,7 @@ struct StopAfter<'a> {
 
 impl Progress for StopAfter<'_> {
     fn epoch(&mut self, r: &EpochRecord, _: Option<&[Vec<usize>]>) {
-        if r.phase == self.phase && r.epoch == self.epoch {
+        if r.phase.name() == self.phase && r.epoch == self.epoch {
             self.stop.store(true, Ordering::Relaxed);
         }
     }
@@ -205,7 +205,7 @@ struct KeepStateThenStop<'a> {
 
 impl Progress for KeepStateThenStop<'_> {
     fn epoch(&mut self, r: &EpochRecord, _: Option<&[Vec<usize>]>) {
-        if r.phase == self.phase && r.epoch == self.epoch {
+        if r.phase.name() == self.phase && r.epoch == self.epoch {
             std::fs::copy(
                 self.dir.join("state.safetensors"),
                 self.dir.join("state.kept"),
@@ -217,7 +217,7 @@ impl Progress for KeepStateThenStop<'_> {
             )
             .unwrap();
         }
-        if r.phase == self.phase && r.epoch == self.stop_epoch {
+        if r.phase.name() == self.phase && r.epoch == self.stop_epoch {
             self.stop.store(true, Ordering::Relaxed);
         }
     }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use smartmixed_train::rundir::checkpoint_file;
+use smartmixed_core::Phase;
 use smartmixed_train::{checkpoint, export, Cpu};
 
 #[derive(clap::Args)]
@@ -25,9 +25,12 @@ pub struct ExportArgs {
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let candidates: Vec<String> = if args.phase == 1 {
-        vec![checkpoint_file("phase1")]
+        vec![Phase::Phase1.checkpoint_file()]
     } else {
-        vec![checkpoint_file("phase2"), checkpoint_file("fixed")]
+        vec![
+            Phase::Phase2.checkpoint_file(),
+            Phase::Fixed.checkpoint_file(),
+        ]
     };
     let Some(path) = candidates
         .iter()

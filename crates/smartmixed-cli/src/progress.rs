@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use smartmixed_core::Phase;
 use smartmixed_train::rundir::EpochRecord;
 use smartmixed_train::trainer::Progress;
 
@@ -35,7 +36,7 @@ impl Reporter {
 }
 
 impl Progress for Reporter {
-    fn phase_started(&mut self, phase: &str, epochs: usize, batches: usize) {
+    fn phase_started(&mut self, phase: Phase, epochs: usize, batches: usize) {
         self.phase = phase.to_string();
         self.epochs = epochs;
         self.batches = batches;

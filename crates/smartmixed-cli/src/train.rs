@@ -219,11 +219,7 @@ fn print_table(s: &Summary) {
         "Training phase", "Validation accuracy", "Test accuracy", "Best epoch"
     );
     for p in &s.phases {
-        let label = match p.phase.as_str() {
-            "phase1" => "Phase 1 (Selective)",
-            "phase2" => "Phase 2 (Mixed)",
-            _ => "Fixed baseline",
-        };
+        let label = p.phase.label();
         println!(
             "{:<22} {:>19.2}% {:>14.2}% {:>11}",
             label,

@@ -9,6 +9,7 @@ pub mod fpenv;
 pub mod fsutil;
 pub mod manifest;
 pub mod math;
+mod phase;
 pub mod sweep;
 pub mod tensorfile;
 
@@ -19,6 +20,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use manifest::{GroupManifest, LayerManifest, Manifest, ManifestError};
+pub use phase::Phase;
 pub use sweep::{Cell, CellFilter, SweepConfig};
 
 /// Re-exported so that [`register_activation!`] works in crates that do not depend on

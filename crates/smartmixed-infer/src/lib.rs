@@ -27,15 +27,14 @@ mod split;
 mod workers;
 
 pub use error::{Error, Result};
-/// Core types that appear in this crate's API, so an embedder depends on this crate alone.
-pub use smartmixed_core::{
-    fpenv, register_activation, Activation, GroupManifest, LayerManifest, Manifest,
-    ManifestError,
-};
 pub use kernel::Kernel;
 pub use model::{
     Model, Prediction, Scratch, MANIFEST_FILE, MANIFEST_METADATA_KEY, MAX_BATCH_VALUES,
     MAX_THREADS, WEIGHTS_FILE,
+};
+/// Core types that appear in this crate's API, so an embedder depends on this crate alone.
+pub use smartmixed_core::{
+    fpenv, register_activation, Activation, GroupManifest, LayerManifest, Manifest, ManifestError,
 };
 
 /// The README's Rust examples, compiled as doc tests so they stay correct.

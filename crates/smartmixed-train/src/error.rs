@@ -33,7 +33,7 @@ pub enum Error {
     /// The loss stopped being finite; the last good checkpoint is kept.
     #[error("{phase} epoch {epoch} batch {batch}: loss is {loss}; stopped (the best checkpoint so far is kept in the run directory)")]
     NonFiniteLoss {
-        phase: String,
+        phase: smartmixed_core::Phase,
         epoch: usize,
         batch: usize,
         loss: f32,

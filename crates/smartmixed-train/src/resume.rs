@@ -9,7 +9,7 @@ use std::path::Path;
 use dfdx::prelude::*;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
-use smartmixed_core::TrainConfig;
+use smartmixed_core::{Phase, TrainConfig};
 
 use crate::checkpoint;
 use crate::fsutil::write_atomic;
@@ -26,8 +26,7 @@ const POSITION_KEY: &str = "resume";
 /// Where training stands after a completed epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Position {
-    /// `phase1`, `phase2` or `fixed`.
-    pub phase: String,
+    pub phase: Phase,
     pub epochs_done: usize,
     pub best_epoch: usize,
     pub best_validation: Evaluation,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use smartmixed_core::tensorfile::read_text;
-use smartmixed_core::TrainConfig;
+use smartmixed_core::{Phase, TrainConfig};
 
 use crate::fsutil::write_atomic;
 use crate::{Error, Result};
@@ -15,13 +15,6 @@ pub const CONFIG: &str = "config.toml";
 pub const METRICS: &str = "metrics.csv";
 pub const CHOICES: &str = "choices.csv";
 pub const SUMMARY: &str = "summary.json";
-/// The phases a run trains, each with a best checkpoint [`checkpoint_file`].
-pub const PHASES: [&str; 3] = ["phase1", "phase2", "fixed"];
-
-/// The best checkpoint of `phase` (`phase1-best.safetensors`, ...).
-pub fn checkpoint_file(phase: &str) -> String {
-    format!("{phase}-best.safetensors")
-}
 
 /// Every file a run writes, so that a directory holding any of them is never reused.
 pub fn run_files() -> Vec<String> {
@@ -29,15 +22,14 @@ pub fn run_files() -> Vec<String> {
         .iter()
         .map(|f| f.to_string())
         .collect();
-    files.extend(PHASES.iter().map(|p| checkpoint_file(p)));
+    files.extend(Phase::ALL.iter().map(|p| p.checkpoint_file()));
     files
 }
 
 /// One row of `metrics.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EpochRecord {
-    /// `phase1`, `phase2` or `fixed`.
-    pub phase: String,
+    pub phase: Phase,
     pub epoch: usize,
     pub train_loss: f64,
     pub validation_loss: f64,
@@ -110,7 +102,15 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochRecord>> {
             .map_err(|_| bad(line, format!("epoch: `{epoch}` is not a whole number")))?;
         let maybe = |c: Option<usize>| c.map_or(Ok(0.0), number);
         rows.push(EpochRecord {
-            phase: cell(cols[0])?.to_string(),
+            phase: {
+                let name = cell(cols[0])?;
+                Phase::from_name(name).ok_or_else(|| {
+                    bad(
+                        line,
+                        format!("phase: `{name}`, expected phase1, phase2 or fixed"),
+                    )
+                })?
+            },
             epoch,
             train_loss: number(cols[2])?,
             validation_loss: number(cols[3])?,
@@ -260,22 +260,20 @@ impl RunDir {
 
     /// Drops CSV rows written after epoch `epochs_done` of `phase` (a crash between the
     /// CSV write and the state write can leave one).
-    pub fn truncate_after(&mut self, phase: &str, epochs_done: usize) -> Result<()> {
-        let order = |p: &str| match p {
-            "phase1" => 1,
-            "phase2" => 2,
-            _ => 3,
-        };
+    pub fn truncate_after(&mut self, phase: Phase, epochs_done: usize) -> Result<()> {
         let keep_metric = |line: &str| {
             let mut f = line.split(',');
-            match (f.next(), f.next().and_then(|e| e.parse::<usize>().ok())) {
-                (Some(p), Some(e)) => order(p) < order(phase) || (p == phase && e <= epochs_done),
+            match (
+                f.next().and_then(Phase::from_name),
+                f.next().and_then(|e| e.parse::<usize>().ok()),
+            ) {
+                (Some(p), Some(e)) => p < phase || (p == phase && e <= epochs_done),
                 _ => true, // the header
             }
         };
         let keep_choice =
             |line: &str| match line.split(',').next().and_then(|e| e.parse::<usize>().ok()) {
-                Some(e) => phase != "phase1" || e <= epochs_done,
+                Some(e) => phase != Phase::Phase1 || e <= epochs_done,
                 None => true,
             };
         let filter = |text: &str, keep: &dyn Fn(&str) -> bool| -> String {

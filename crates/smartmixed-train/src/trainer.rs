@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use smartmixed_core::{lookup, Mode, OutputLoss, Phase2Init, TrainConfig};
+use smartmixed_core::{lookup, Mode, OutputLoss, Phase, Phase2Init, TrainConfig};
 
 use crate::checkpoint;
 use crate::data::{Dataset, Splits};
@@ -19,7 +19,7 @@ use crate::ops::{values, Matrix, TrainDevice};
 use crate::optim::Adam;
 use crate::pool::TrainPool;
 use crate::resume;
-use crate::rundir::{checkpoint_file, EpochRecord, RunDir};
+use crate::rundir::{EpochRecord, RunDir};
 use crate::{Error, Result};
 
 /// Batch size of evaluation passes (no gradients, so larger is fine).
@@ -28,7 +28,7 @@ const EVAL_BATCH: usize = 1000;
 /// Receives progress; every method has an empty default. `Send` because the run executes
 /// on a worker of its [`TrainPool`].
 pub trait Progress: Send {
-    fn phase_started(&mut self, _phase: &str, _epochs: usize, _batches_per_epoch: usize) {}
+    fn phase_started(&mut self, _phase: Phase, _epochs: usize, _batches_per_epoch: usize) {}
     fn batch(
         &mut self,
         _epoch: usize,
@@ -54,7 +54,7 @@ pub struct Evaluation {
 /// The Table I figures of one phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseSummary {
-    pub phase: String,
+    pub phase: Phase,
     pub epochs: usize,
     pub best_epoch: usize,
     pub validation_loss: f64,
@@ -232,7 +232,7 @@ impl<D: TrainDevice> PhaseStart<D> {
 /// The restored start of phase `name`, if the state stopped in it (and takes the state).
 fn take_start<D: TrainDevice>(
     state: &mut Option<resume::State<D>>,
-    name: &str,
+    name: Phase,
     run: &std::path::Path,
 ) -> Result<Option<PhaseStart<D>>> {
     if state.as_ref().is_none_or(|s| s.position.phase != name) {
@@ -243,7 +243,7 @@ fn take_start<D: TrainDevice>(
     };
     let best_net = checkpoint::load(
         s.net.layers[0].weight.device(),
-        &run.join(checkpoint_file(name)),
+        &run.join(name.checkpoint_file()),
     )?;
     let best = Some((best_net, s.position.best_epoch, s.position.best_validation));
     let earlier: f64 = s.position.completed.iter().map(|p| p.seconds).sum();
@@ -258,11 +258,11 @@ fn take_start<D: TrainDevice>(
 
 /// A seed for epoch `epoch` of phase `phase` and stream `stream`: every epoch draws from
 /// its own generator, so a resumed run sees exactly the numbers an uninterrupted one does.
-fn epoch_seed(seed: u64, phase: &str, epoch: usize, stream: u64) -> u64 {
+fn epoch_seed(seed: u64, phase: Phase, epoch: usize, stream: u64) -> u64 {
     let tag = match phase {
-        "phase1" => 1u64,
-        "phase2" => 2,
-        _ => 3,
+        Phase::Phase1 => 1u64,
+        Phase::Phase2 => 2,
+        Phase::Fixed => 3,
     };
     // SplitMix64 finaliser over the combined inputs.
     let mut z = seed ^ (tag << 56) ^ ((epoch as u64) << 8) ^ stream;
@@ -313,7 +313,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
             }
         }
         self.run
-            .truncate_after(&state.position.phase, state.position.epochs_done)?;
+            .truncate_after(state.position.phase, state.position.epochs_done)?;
         self.run_from(Some(state))
     }
 
@@ -360,14 +360,14 @@ impl<D: TrainDevice> Trainer<'_, D> {
             Mode::Fixed => {
                 let name = cfg.model.activation.as_deref().unwrap_or("relu");
                 let act = lookup(name)?;
-                let start = match take_start(&mut state, "fixed", &run_path)? {
+                let start = match take_start(&mut state, Phase::Fixed, &run_path)? {
                     Some(s) => s,
                     None => {
                         PhaseStart::fresh(Network::fixed(self.dev, &widths, act, &mut init_rng))
                     }
                 };
                 let out = self.phase(
-                    "fixed",
+                    Phase::Fixed,
                     start,
                     cfg.total_epochs(),
                     cfg.phase2.lr,
@@ -382,13 +382,17 @@ impl<D: TrainDevice> Trainer<'_, D> {
                     .iter()
                     .map(|n| lookup(n))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                let resumed_in_phase2 =
-                    state.as_ref().is_some_and(|s| s.position.phase == "phase2");
+                let resumed_in_phase2 = state
+                    .as_ref()
+                    .is_some_and(|s| s.position.phase == Phase::Phase2);
                 let p1_best = if resumed_in_phase2 {
-                    checkpoint::load(self.dev, &self.run.path().join(checkpoint_file("phase1")))?
+                    checkpoint::load(
+                        self.dev,
+                        &self.run.path().join(Phase::Phase1.checkpoint_file()),
+                    )?
                 } else {
                     let tau = cfg.phase1.temperature as f32;
-                    let start = match take_start(&mut state, "phase1", &run_path)? {
+                    let start = match take_start(&mut state, Phase::Phase1, &run_path)? {
                         Some(s) => s,
                         None => PhaseStart::fresh(Network::selective(
                             self.dev,
@@ -399,7 +403,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
                         )),
                     };
                     let p1 = self.phase(
-                        "phase1",
+                        Phase::Phase1,
                         start,
                         cfg.phase1.epochs,
                         cfg.phase1.lr,
@@ -423,9 +427,10 @@ impl<D: TrainDevice> Trainer<'_, D> {
                         .collect(),
                 );
                 if cfg.phase2.epochs > 0 {
-                    let mut reinit_rng = StdRng::seed_from_u64(epoch_seed(seed, "phase2", 0, 7));
+                    let mut reinit_rng =
+                        StdRng::seed_from_u64(epoch_seed(seed, Phase::Phase2, 0, 7));
                     let reinit = cfg.phase2.init == Phase2Init::Reinit;
-                    let start = match take_start(&mut state, "phase2", &run_path)? {
+                    let start = match take_start(&mut state, Phase::Phase2, &run_path)? {
                         Some(s) => s,
                         None => PhaseStart::fresh(
                             p1_best
@@ -434,7 +439,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
                         ),
                     };
                     let p2 = self.phase(
-                        "phase2",
+                        Phase::Phase2,
                         start,
                         cfg.phase2.epochs,
                         cfg.phase2.lr,
@@ -465,7 +470,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
     /// validation loss and writing the resume state after every epoch.
     fn phase(
         &mut self,
-        name: &str,
+        name: Phase,
         start: PhaseStart<D>,
         epochs: usize,
         lr: f64,
@@ -476,7 +481,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
         let classes = data.classes;
         let bs = cfg.training.batch_size;
         let seed = cfg.training.seed;
-        let ckpt_name = checkpoint_file(name);
+        let ckpt_name = name.checkpoint_file();
         let ckpt_path = self.run.path().join(&ckpt_name);
         let device_err = |e: D::Err| Error::Device(format!("{e:?}"));
         let PhaseStart {
@@ -519,7 +524,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
                     train_step(&mut net, &mut adam, x, y, noise, cfg).map_err(device_err)?;
                 if !value.is_finite() {
                     return Err(Error::NonFiniteLoss {
-                        phase: name.into(),
+                        phase: name,
                         epoch,
                         batch: bi + 1,
                         loss: value,
@@ -542,7 +547,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
                 best = Some((net.clone(), epoch, val));
             }
             let record = EpochRecord {
-                phase: name.into(),
+                phase: name,
                 epoch,
                 train_loss: loss_sum / seen.max(1) as f64,
                 validation_loss: val.loss,
@@ -559,7 +564,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
             }
             if let Some((_, best_epoch, best_val)) = &best {
                 let position = resume::Position {
-                    phase: name.into(),
+                    phase: name,
                     epochs_done: epoch,
                     best_epoch: *best_epoch,
                     best_validation: *best_val,
@@ -582,7 +587,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
         let test = evaluate(dev, &best, &data.test, classes, cfg.model.output_loss);
         Ok(PhaseOutcome {
             summary: PhaseSummary {
-                phase: name.into(),
+                phase: name,
                 epochs,
                 best_epoch,
                 validation_loss: val.loss,

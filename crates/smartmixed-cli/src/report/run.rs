@@ -46,11 +46,7 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
 
     md.push_str("## Table I\n\n| Training phase | Validation accuracy | Test accuracy | Best epoch |\n|---|---|---|---|\n");
     for p in &summary.phases {
-        let label = match p.phase.as_str() {
-            "phase1" => "Phase 1 (Selective)",
-            "phase2" => "Phase 2 (Mixed)",
-            _ => "Fixed baseline",
-        };
+        let label = p.phase.label();
         md.push_str(&format!(
             "| {label} | {:.2}% | {:.2}% | {} |\n",
             100.0 * p.validation_accuracy,
@@ -60,7 +56,7 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
     }
 
     md.push_str("\n## Loss curves (Figs. 1-2)\n\n");
-    for (n, phase) in summary.phases.iter().map(|p| p.phase.clone()).enumerate() {
+    for (n, phase) in summary.phases.iter().map(|p| p.phase).enumerate() {
         let rows: Vec<_> = metrics.iter().filter(|r| r.phase == phase).collect();
         let series: Vec<Series> = vec![
             (

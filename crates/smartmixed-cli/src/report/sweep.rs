@@ -23,9 +23,7 @@ fn heatmap(cells: &[&Finished], pool: &[String]) -> Result<WeightHeatmap> {
     let dev = Cpu::default();
     let mut h = WeightHeatmap::new(pool.to_vec());
     for f in cells {
-        let path = f
-            .dir
-            .join(smartmixed_train::rundir::checkpoint_file("phase2"));
+        let path = f.dir.join(smartmixed_core::Phase::Phase2.checkpoint_file());
         if !path.is_file() {
             continue;
         }
