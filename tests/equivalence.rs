@@ -86,8 +86,8 @@ fn phase2_computes_the_phase1_argmax_function() {
                 }
             }
         }
-        let y1 = p1.forward(x.clone(), None, false).as_vec();
-        let y2 = p2.forward(x.clone(), None, false).as_vec();
+        let y1 = p1.forward(x.clone(), None).as_vec();
+        let y2 = p2.forward(x.clone(), None).as_vec();
         let diff = max_abs_diff(&y1, &y2);
         assert!(diff < 1e-5, "seed {seed}: max |phase1 - phase2| = {diff}");
         assert!(
@@ -134,15 +134,15 @@ fn fused_and_generic_ops_compute_the_same_networks() {
         &mut StdRng::seed_from_u64(3),
     );
     for net in [&p1, &p2, &fixed] {
-        let fused = net.forward(x.clone(), None, false).as_vec();
-        let generic = net.forward(x.clone(), None, true).as_vec();
+        let fused = net.forward(x.clone(), None).as_vec();
+        let generic = net.forward_generic(x.clone(), None).as_vec();
         assert!(max_abs_diff(&fused, &generic) < 1e-6);
         // With noise: the same draws give the same choices and outputs.
         let fused = net
-            .forward(x.clone(), Some(&mut StdRng::seed_from_u64(5)), false)
+            .forward(x.clone(), Some(&mut StdRng::seed_from_u64(5)))
             .as_vec();
         let generic = net
-            .forward(x.clone(), Some(&mut StdRng::seed_from_u64(5)), true)
+            .forward_generic(x.clone(), Some(&mut StdRng::seed_from_u64(5)))
             .as_vec();
         assert!(max_abs_diff(&fused, &generic) < 1e-6);
     }
@@ -160,8 +160,8 @@ fn checkpoints_reload_to_the_same_function() {
         checkpoint::save(net, &path).unwrap();
         let back = checkpoint::load(&dev, &path).unwrap();
         assert_eq!(
-            net.forward(x.clone(), None, false).as_vec(),
-            back.forward(x.clone(), None, false).as_vec()
+            net.forward(x.clone(), None).as_vec(),
+            back.forward(x.clone(), None).as_vec()
         );
         assert_eq!(net.argmax_choices(), back.argmax_choices());
     }

@@ -62,7 +62,7 @@ fn runtime_matches_the_trainer_on_the_mnist_test_set() {
     for chunk in all.chunks(1000) {
         let b = test.batch(chunk, 10);
         let x = dev.tensor_from_vec(b.inputs.clone(), (chunk.len(), 784));
-        let want = net.forward(x, None, false).as_vec();
+        let want = net.forward(x, None).as_vec();
         let mut got = vec![0.0; chunk.len() * 10];
         model
             .forward(&b.inputs, chunk.len(), &mut scratch, &mut got)

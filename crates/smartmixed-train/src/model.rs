@@ -209,9 +209,26 @@ impl<D: TrainDevice> Network<D> {
     }
 
     /// The logits of the output layer. With `noise`, phase 1 draws a fresh Gumbel sample per
-    /// neuron (shared by the batch); without, it uses the argmax choices. `generic` forces the
-    /// device-generic ops (for tests comparing them with the fused CPU kernels).
+    /// neuron (shared by the batch); without, it uses the argmax choices.
     pub fn forward<T: Tape<f32, D>>(
+        &self,
+        x: Matrix<D, T>,
+        noise: Option<&mut StdRng>,
+    ) -> Matrix<D, T> {
+        self.forward_on(x, noise, false)
+    }
+
+    /// [`Network::forward`] on the device-generic ops (`ops::generic`): the reference the
+    /// fused CPU kernels are tested against, and what any device without them runs.
+    pub fn forward_generic<T: Tape<f32, D>>(
+        &self,
+        x: Matrix<D, T>,
+        noise: Option<&mut StdRng>,
+    ) -> Matrix<D, T> {
+        self.forward_on(x, noise, true)
+    }
+
+    fn forward_on<T: Tape<f32, D>>(
         &self,
         x: Matrix<D, T>,
         mut noise: Option<&mut StdRng>,

@@ -116,7 +116,7 @@ pub fn evaluate<D: TrainDevice>(
     for chunk in all.chunks(EVAL_BATCH) {
         let b = data.batch(chunk, classes);
         let x = dev.tensor_from_vec(b.inputs, (chunk.len(), data.features()));
-        let logits = net.forward(x, None, false);
+        let logits = net.forward(x, None);
         let values = values(&logits);
         // First index of the largest logit, as torch.argmax.
         for (row, &label) in values.chunks_exact(classes).zip(&b.labels) {
@@ -161,7 +161,7 @@ pub fn train_step<D: TrainDevice>(
     noise: Option<&mut StdRng>,
     cfg: &TrainConfig,
 ) -> std::result::Result<(f32, f64), D::Err> {
-    let logits = net.forward(x.leaky_traced(), noise, false);
+    let logits = net.forward(x.leaky_traced(), noise);
     let l = loss(logits, y, cfg.model.output_loss);
     let value = l.as_vec()[0];
     if !value.is_finite() {
