@@ -141,7 +141,7 @@ pub struct DataConfig {
     pub test_limit: Option<usize>,
 }
 
-fn default_pool() -> Vec<String> {
+pub(crate) fn default_pool() -> Vec<String> {
     PAPER_POOL.iter().map(|s| s.to_string()).collect()
 }
 fn default_lr() -> f64 {

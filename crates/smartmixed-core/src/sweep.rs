@@ -5,9 +5,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    DataConfig, Mode, ModelConfig, OutputLoss, Phase1Config, Phase2Config, TrainingConfig,
+    default_pool, DataConfig, Mode, ModelConfig, OutputLoss, Phase1Config, Phase2Config, TrainingConfig,
 };
-use crate::{Error, Result, TrainConfig, PAPER_POOL};
+use crate::{Error, Result, TrainConfig};
 
 /// The method name of the two-phase SmartMixed run in `sweep.methods`.
 pub const SMARTMIXED: &str = "smartmixed";
@@ -46,9 +46,6 @@ pub struct SweepSection {
 
 fn default_seeds() -> Vec<u64> {
     vec![0]
-}
-fn default_pool() -> Vec<String> {
-    PAPER_POOL.iter().map(|s| s.to_string()).collect()
 }
 
 /// One run of a sweep.
