@@ -1,7 +1,9 @@
 //! The one error type of `smartmixed-core`.
 
 /// Everything that can go wrong in core: unknown activations and invalid configs.
+/// `#[non_exhaustive]`: new failure modes are added without breaking callers' matches.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A name that no linked crate registered.
     #[error("unknown activation `{name}`; registered activations: {}", registered.join(", "))]

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use smartmixed_core::ManifestError;
 
 /// Why loading or running a model failed.
+/// `#[non_exhaustive]`: new failure modes are added without breaking callers' matches.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("{}: cannot read: {source}", path.display())]
     Io {

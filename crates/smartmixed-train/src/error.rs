@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong while loading data, training or saving.
+/// `#[non_exhaustive]`: new failure modes are added without breaking callers' matches.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error(transparent)]
     Core(#[from] smartmixed_core::Error),
