@@ -165,8 +165,29 @@ fn checkpoints_reload_to_the_same_function() {
         );
         assert_eq!(net.argmax_choices(), back.argmax_choices());
     }
-    // A damaged checkpoint is an error naming the file, never a panic.
+    // Groups and permutation are checked as a manifest's are: one changed entry of
+    // original_index makes a value repeat or fall out of range.
     let path = dir.path().join("p2.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(16)
+        .position(|w| w == b"original_index\":")
+        .expect("metadata original_index");
+    let digit = at + bytes[at..].iter().position(u8::is_ascii_digit).unwrap();
+    bytes[digit] = if bytes[digit] == b'9' {
+        b'8'
+    } else {
+        bytes[digit] + 1
+    };
+    std::fs::write(dir.path().join("perm.safetensors"), &bytes).unwrap();
+    let err = checkpoint::load(&dev, &dir.path().join("perm.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("original_index") && err.contains("out of range or repeated"),
+        "{err}"
+    );
+    // A damaged checkpoint is an error naming the file, never a panic.
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.truncate(bytes.len() / 2);
     std::fs::write(&path, &bytes).unwrap();

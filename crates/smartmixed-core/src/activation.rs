@@ -61,6 +61,31 @@ impl Activation {
 
 inventory::collect!(Activation);
 
+/// A contiguous block of a layer's neurons sharing one activation: the unit the trainer's
+/// and the runtime's kernels work on (a manifest's `GroupManifest` names it in files, and
+/// `manifest::check_partition` checks that a layer's blocks cover it).
+#[derive(Debug, Clone, Copy)]
+pub struct Block {
+    pub activation: &'static Activation,
+    pub start: usize,
+    pub len: usize,
+}
+
+impl Block {
+    /// The neurons of the block.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.start..self.start + self.len
+    }
+}
+
+/// `out = f(pre + bias)` over one row of a layer, each block with its activation.
+pub fn apply_blocks(pre: &[f32], bias: &[f32], blocks: &[Block], out: &mut [f32]) {
+    for b in blocks {
+        let r = b.range();
+        (b.activation.apply)(&pre[r.clone()], &bias[r.clone()], &mut out[r]);
+    }
+}
+
 /// Registers an activation from any crate, without editing core:
 ///
 /// ```

@@ -13,7 +13,7 @@ mod phase;
 pub mod sweep;
 pub mod tensorfile;
 
-pub use activation::{lookup, registered_names, Activation};
+pub use activation::{apply_blocks, lookup, registered_names, Activation, Block};
 pub use config::{
     DataConfig, Mode, ModelConfig, OutputLoss, Phase1Config, Phase2Config, Phase2Init, TrainConfig,
     TrainingConfig,

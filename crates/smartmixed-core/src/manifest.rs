@@ -73,6 +73,58 @@ fn bad<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, Man
     })
 }
 
+/// Checks that `(start, len)` blocks partition `0..n` in order, without gaps, overlaps or
+/// empty blocks (the one check of activation groups, for manifests and checkpoints). The
+/// error names the block at fault (`None`: the blocks as a whole) and what is wrong.
+pub fn check_partition(
+    blocks: impl IntoIterator<Item = (usize, usize)>,
+    n: usize,
+) -> Result<(), (Option<usize>, String)> {
+    let mut next = 0usize;
+    for (g, (start, len)) in blocks.into_iter().enumerate() {
+        if start != next {
+            let what = if start < next {
+                "overlaps the previous group"
+            } else {
+                "leaves a gap"
+            };
+            return Err((
+                Some(g),
+                format!("starts at {start} and {what} (expected start {next})"),
+            ));
+        }
+        if len == 0 {
+            return Err((Some(g), "empty group".into()));
+        }
+        next = start.saturating_add(len);
+        if next > n {
+            return Err((
+                Some(g),
+                format!("runs to {next}, past the layer's {n} neurons"),
+            ));
+        }
+    }
+    if next != n {
+        return Err((None, format!("cover {next} of {n} neurons")));
+    }
+    Ok(())
+}
+
+/// Checks that `index` is a permutation of `0..n`.
+pub fn check_permutation(index: &[u32], n: usize) -> Result<(), String> {
+    if index.len() != n {
+        return Err(format!("{} entries for {n} neurons", index.len()));
+    }
+    let mut seen = vec![false; n];
+    for &o in index {
+        match seen.get_mut(o as usize) {
+            Some(s) if !*s => *s = true,
+            _ => return Err(format!("{o} is out of range or repeated")),
+        }
+    }
+    Ok(())
+}
+
 impl Manifest {
     /// Parses TOML and validates it.
     pub fn from_toml(text: &str) -> Result<Self, ManifestError> {
@@ -148,42 +200,17 @@ impl Manifest {
                     return bad(f("groups"), "the output layer has no activation groups");
                 }
             } else {
-                let mut next = 0;
-                for (g, group) in l.groups.iter().enumerate() {
-                    let gf = format!("layers[{i}].groups[{g}]");
-                    if group.start != next {
-                        let what = if group.start < next {
-                            "overlaps the previous group"
-                        } else {
-                            "leaves a gap"
-                        };
-                        return bad(
-                            gf,
-                            format!(
-                                "starts at {} and {what} (expected start {next})",
-                                group.start
-                            ),
-                        );
-                    }
-                    if group.len == 0 {
-                        return bad(gf, "empty group");
-                    }
-                    if let Err(e) = lookup(&group.activation) {
-                        return bad(gf + ".activation", e.to_string());
-                    }
-                    next = group.start.saturating_add(group.len);
-                    if next > l.outputs {
-                        return bad(
-                            format!("layers[{i}].groups[{g}]"),
-                            format!("runs to {next}, past the layer's {} neurons", l.outputs),
-                        );
-                    }
-                }
-                if next != l.outputs {
+                let blocks = l.groups.iter().map(|g| (g.start, g.len));
+                if let Err((g, message)) = check_partition(blocks, l.outputs) {
                     return bad(
-                        f("groups"),
-                        format!("cover {next} of {} neurons", l.outputs),
+                        g.map_or_else(|| f("groups"), |g| format!("layers[{i}].groups[{g}]")),
+                        message,
                     );
+                }
+                for (g, group) in l.groups.iter().enumerate() {
+                    if let Err(e) = lookup(&group.activation) {
+                        return bad(format!("layers[{i}].groups[{g}].activation"), e.to_string());
+                    }
                 }
             }
             if !l.original_index.is_empty() {
@@ -197,17 +224,8 @@ impl Manifest {
                         ),
                     );
                 }
-                let mut seen = vec![false; l.outputs];
-                for &o in &l.original_index {
-                    match seen.get_mut(o as usize) {
-                        Some(s) if !*s => *s = true,
-                        _ => {
-                            return bad(
-                                f("original_index"),
-                                format!("{o} is out of range or repeated"),
-                            )
-                        }
-                    }
+                if let Err(message) = check_permutation(&l.original_index, l.outputs) {
+                    return bad(f("original_index"), message);
                 }
             }
             inputs = l.outputs;

@@ -5,7 +5,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    default_pool, DataConfig, Mode, ModelConfig, OutputLoss, Phase1Config, Phase2Config, TrainingConfig,
+    default_pool, DataConfig, Mode, ModelConfig, OutputLoss, Phase1Config, Phase2Config,
+    TrainingConfig,
 };
 use crate::{Error, Result, TrainConfig};
 

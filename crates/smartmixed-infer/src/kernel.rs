@@ -4,7 +4,7 @@
 //! activation blocks.
 
 use smartmixed_core::activation::{detected_simd_level, SimdLevel};
-use smartmixed_core::Activation;
+use smartmixed_core::{apply_blocks, Block};
 
 /// The instruction set the matmul and GEMV kernels run on, detected at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,22 +137,11 @@ pub fn layer_matmul(lhs: &[f32], rhs: &[f32], dst: &mut [f32], m: usize, k: usiz
     }
 }
 
-/// A contiguous block of neurons sharing an activation.
-#[derive(Debug, Clone, Copy)]
-pub struct Block {
-    pub activation: &'static Activation,
-    pub start: usize,
-    pub len: usize,
-}
-
 /// `out = act(pre + bias)` for every row, each block with its activation: one pass.
 pub fn epilogue(pre: &[f32], bias: &[f32], blocks: &[Block], out: &mut [f32]) {
     let n = bias.len();
     for (p, o) in pre.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        for blk in blocks {
-            let r = blk.start..blk.start + blk.len;
-            (blk.activation.apply)(&p[r.clone()], &bias[r.clone()], &mut o[r]);
-        }
+        apply_blocks(p, bias, blocks, o);
     }
 }
 

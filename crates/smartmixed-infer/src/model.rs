@@ -8,10 +8,11 @@ use safetensors::SafeTensors;
 use smartmixed_core::fpenv::FlushDenormals;
 use smartmixed_core::{lookup, Manifest};
 
-use crate::kernel::{add_bias, epilogue, layer_matmul, Block, Kernel, GEMV_ROWS};
+use crate::kernel::{add_bias, epilogue, layer_matmul, Kernel, GEMV_ROWS};
 use crate::packed::PackedWeights;
 use crate::workers::Workers;
 use crate::{Error, Result};
+use smartmixed_core::Block;
 
 /// The most threads a [`Scratch`] uses: each call spawns that many, so an absurd request
 /// must not reach the OS.

@@ -9,9 +9,10 @@ use dfdx::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use smartmixed_core::lookup;
+use smartmixed_core::manifest::{check_partition, check_permutation};
 
 use crate::fsutil::write_atomic;
-use crate::kernels::Group;
+use crate::kernels::Block;
 use crate::model::{Dense, Hidden, Network};
 use crate::ops::{Matrix, TrainDevice};
 use crate::{Error, Result};
@@ -262,25 +263,25 @@ pub fn from_bytes<D: TrainDevice>(
             }
             let mut groups = Vec::new();
             for (l, gs) in raw.iter().enumerate() {
-                let mut next = 0;
-                let mut layer = Vec::new();
-                for (name, start, len) in gs {
-                    if *start != next || *len == 0 {
-                        return Err(format!("metadata `groups` layer {l}: group `{name}` at {start} (len {len}) does not continue at {next}"));
-                    }
-                    layer.push(Group {
-                        activation: lookup(name).map_err(|e| e.to_string())?,
-                        start: *start,
-                        len: *len,
-                    });
-                    next = start + len;
-                }
-                if next != hidden_widths[l] || original_index[l].len() != hidden_widths[l] {
-                    return Err(format!(
-                        "metadata layer {l}: groups cover {next} neurons, the layer has {}",
-                        hidden_widths[l]
-                    ));
-                }
+                let n = hidden_widths[l];
+                check_partition(gs.iter().map(|(_, start, len)| (*start, *len)), n).map_err(
+                    |(g, message)| match g {
+                        Some(g) => format!("metadata `groups` layer {l} group {g}: {message}"),
+                        None => format!("metadata `groups` layer {l}: {message}"),
+                    },
+                )?;
+                check_permutation(&original_index[l], n)
+                    .map_err(|m| format!("metadata `original_index` layer {l}: {m}"))?;
+                let layer = gs
+                    .iter()
+                    .map(|(name, start, len)| {
+                        Ok(Block {
+                            activation: lookup(name).map_err(|e| e.to_string())?,
+                            start: *start,
+                            len: *len,
+                        })
+                    })
+                    .collect::<std::result::Result<Vec<_>, String>>()?;
                 groups.push(layer);
             }
             Hidden::Grouped {

@@ -10,22 +10,16 @@ use smartmixed_core::Activation;
 /// (the authors' code).
 pub const CLAMP: f32 = 10.0;
 
-/// A contiguous block of neurons that share one activation.
-#[derive(Debug, Clone, Copy)]
-pub struct Group {
-    pub activation: &'static Activation,
-    pub start: usize,
-    pub len: usize,
-}
+pub use smartmixed_core::Block;
 
 /// Groups covering `0..choices.len()` where consecutive neurons with the same choice
 /// share a group (after the phase-2 permutation that is one group per activation).
-pub fn groups_from_choices(choices: &[u8], pool: &[&'static Activation]) -> Vec<Group> {
-    let mut groups: Vec<Group> = Vec::new();
+pub fn groups_from_choices(choices: &[u8], pool: &[&'static Activation]) -> Vec<Block> {
+    let mut groups: Vec<Block> = Vec::new();
     for (i, &c) in choices.iter().enumerate() {
         match groups.last_mut() {
             Some(g) if std::ptr::eq(g.activation, pool[c as usize]) => g.len += 1,
-            _ => groups.push(Group {
+            _ => groups.push(Block {
                 activation: pool[c as usize],
                 start: i,
                 len: 1,
@@ -55,7 +49,7 @@ fn sum_partials(total: &mut [f32], partials: impl IndexedParallelIterator<Item =
 pub fn grouped_forward(
     pre: &[f32],
     bias: &[f32],
-    groups: &[Group],
+    groups: &[Block],
     out: &mut [f32],
     deriv: Option<&mut [f32]>,
 ) {
@@ -73,7 +67,7 @@ pub fn grouped_forward(
 fn grouped_rows(
     pre: &[f32],
     bias: &[f32],
-    groups: &[Group],
+    groups: &[Block],
     out: &mut [f32],
     mut deriv: Option<&mut [f32]>,
 ) {

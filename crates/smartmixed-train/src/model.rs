@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use smartmixed_core::Activation;
 
-use crate::kernels::{groups_from_choices, Group};
+use crate::kernels::{groups_from_choices, Block};
 use crate::ops::{generic, values, LayerActivation, Matrix, TrainDevice};
 
 /// Gumbel noise constant of the authors' code: `g = -ln(-ln(u + EPS) + EPS)`.
@@ -35,7 +35,7 @@ pub enum Hidden<D: TrainDevice> {
     /// Phase 2 and fixed baselines: per layer, contiguous groups covering the layer, and
     /// for each stored neuron its index before the grouping permutation.
     Grouped {
-        groups: Vec<Vec<Group>>,
+        groups: Vec<Vec<Block>>,
         original_index: Vec<Vec<u32>>,
     },
 }
@@ -150,7 +150,7 @@ impl<D: TrainDevice> Network<D> {
                 groups: hidden
                     .iter()
                     .map(|&n| {
-                        vec![Group {
+                        vec![Block {
                             activation,
                             start: 0,
                             len: n,

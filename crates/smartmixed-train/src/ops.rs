@@ -10,7 +10,7 @@ use dfdx::prelude::*;
 use dfdx::tensor::Gradients;
 use smartmixed_core::Activation;
 
-use crate::kernels::{self, Group, SelectiveSaved, CLAMP};
+use crate::kernels::{self, Block, SelectiveSaved, CLAMP};
 use crate::matmul;
 use crate::recycle;
 
@@ -54,7 +54,7 @@ pub enum LayerActivation<'a, D: Device<f32>, T> {
     /// The output layer: the bias alone.
     Identity,
     /// Phase 2 and fixed baselines: `act_g(pre + bias)` over each contiguous group.
-    Grouped(&'a [Group]),
+    Grouped(&'a [Block]),
     /// Phase 1: `clamp(sum_j h_j clamp(act_j(pre + bias)))` where `h` is the straight-through
     /// hard sample: exactly `one_hot(choices)` forward, identity to `soft`
     /// (`[pool, neurons]`) backward.
@@ -173,7 +173,7 @@ pub mod generic {
     pub fn grouped<D: Device<f32>, T: Tape<f32, D>>(
         pre: Matrix<D, T>,
         bias: &Matrix<D>,
-        groups: &[Group],
+        groups: &[Block],
     ) -> Matrix<D, T> {
         let n = pre.shape().1;
         let zero = vec![0.0; n];

@@ -6,7 +6,7 @@ use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use smartmixed_core::{lookup, Activation, PAPER_POOL};
-use smartmixed_train::kernels::{Group, CLAMP};
+use smartmixed_train::kernels::{Block, CLAMP};
 use smartmixed_train::model::{argmax_columns, gumbel};
 use smartmixed_train::ops::{generic, LayerActivation, Matrix, TrainDevice};
 
@@ -269,7 +269,7 @@ fn grouped_run(
     pre: &[f32],
     bias: &[f32],
     w: &[f32],
-    groups: &[Group],
+    groups: &[Block],
 ) -> (f32, Vec<f32>, Vec<f32>, Vec<f32>) {
     let dev = Cpu::default();
     let pre_t: Matrix<Cpu> = dev.tensor_from_vec(pre.to_vec(), (B, N));
@@ -305,17 +305,17 @@ fn grouped_op_gradients_match_finite_differences_and_generic_ops() {
     let bias: Vec<f32> = vec![0.0; N];
     let w: Vec<f32> = (0..B * N).map(|_| rng.gen_range(-1.0..1.0)).collect();
     let groups = [
-        Group {
+        Block {
             activation: lookup("elu").unwrap(),
             start: 0,
             len: 2,
         },
-        Group {
+        Block {
             activation: lookup("gelu_tanh").unwrap(),
             start: 2,
             len: 1,
         },
-        Group {
+        Block {
             activation: lookup("tanh").unwrap(),
             start: 3,
             len: 2,
@@ -383,7 +383,7 @@ fn dense_run(
     bias: &[f32],
     w: &[f32],
     (b, k, n): (usize, usize, usize),
-    groups: &[Group],
+    groups: &[Block],
 ) -> (f32, Vec<f32>, Vec<f32>, Vec<f32>) {
     let dev = Cpu::default();
     let x_t: Matrix<Cpu> = dev.tensor_from_vec(x.to_vec(), (b, k));
@@ -423,12 +423,12 @@ fn fused_dense_op_agrees_with_generic_ops_and_finite_differences() {
     let bias: Vec<f32> = (0..n).map(|_| rng.gen_range(-0.5..0.5)).collect();
     let w: Vec<f32> = (0..b * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
     let groups = [
-        Group {
+        Block {
             activation: lookup("tanh").unwrap(),
             start: 0,
             len: 3,
         },
-        Group {
+        Block {
             activation: lookup("selu").unwrap(),
             start: 3,
             len: 2,
