@@ -73,18 +73,12 @@ mod tests {
     }
 
     #[test]
-    fn derivatives_match_finite_differences() {
+    fn derivatives_and_slice_forms_pass_core_checks() {
         for name in super::NAMES {
             let act = lookup(name).unwrap();
-            for &x in &[-4.0f32, -1.3, -0.2, 0.0, 0.4, 1.7, 5.0] {
-                let h = 1e-3f32;
-                let fd = ((act.forward)(x + h) - (act.forward)(x - h)) / (2.0 * h);
-                let an = (act.derivative)(x, (act.forward)(x));
-                assert!(
-                    (fd - an).abs() < 2e-3,
-                    "{name}'({x}): fd {fd}, analytic {an}"
-                );
-            }
+            let xs = [-4.0f32, -1.3, -0.2, 0.0, 0.4, 1.7, 5.0];
+            smartmixed_core::testing::check_derivative(act, &xs, 2e-3).unwrap();
+            smartmixed_core::testing::check_slices_match_scalar(act).unwrap();
         }
     }
 }

@@ -78,42 +78,32 @@ mod tests {
         }
     }
 
-    /// Derivatives against central finite differences in f64-ish steps, away from kinks.
+    /// Derivatives against central finite differences, away from kinks.
     #[test]
     fn derivatives_match_finite_differences() {
         for name in PAPER_POOL {
-            let act = lookup(name).unwrap();
-            for &x in &[-3.0f32, -0.7, -0.1, 0.2, 0.9, 2.5] {
-                let h = 1e-3f32;
-                let fd = ((act.forward)(x + h) - (act.forward)(x - h)) / (2.0 * h);
-                let an = (act.derivative)(x, (act.forward)(x));
-                assert!(
-                    (fd - an).abs() < 2e-3,
-                    "{name}'({x}): fd {fd}, analytic {an}"
-                );
-            }
+            let xs = [-3.0f32, -0.7, -0.1, 0.2, 0.9, 2.5];
+            crate::testing::check_derivative(lookup(name).unwrap(), &xs, 2e-3).unwrap();
         }
     }
 
     #[test]
     fn slice_forms_agree_with_scalar_forms() {
-        let xs: Vec<f32> = (-40..40).map(|i| i as f32 * 0.37).collect();
         for name in PAPER_POOL {
-            let act = lookup(name).unwrap();
-            let bias: Vec<f32> = (0..xs.len()).map(|i| (i % 7) as f32 * 0.1).collect();
-            let mut ys = vec![0.0; xs.len()];
-            (act.apply)(&xs, &bias, &mut ys);
-            let mut ys2 = vec![0.0; xs.len()];
-            let mut ds = vec![0.0; xs.len()];
-            (act.apply_with_derivative)(&xs, &bias, &mut ys2, &mut ds);
-            for i in 0..xs.len() {
-                let x = xs[i] + bias[i];
-                let y = (act.forward)(x);
-                assert_eq!(ys[i].to_bits(), y.to_bits(), "{name}");
-                assert_eq!(ys2[i].to_bits(), y.to_bits(), "{name}");
-                assert_eq!(ds[i].to_bits(), (act.derivative)(x, y).to_bits());
-            }
+            crate::testing::check_slices_match_scalar(lookup(name).unwrap()).unwrap();
         }
+    }
+
+    /// The checks themselves fail on a wrong derivative.
+    #[test]
+    fn the_checks_catch_a_wrong_derivative() {
+        let act = lookup("tanh").unwrap();
+        let wrong = crate::Activation {
+            derivative: |_x, y| 1.0 - y,
+            ..*act
+        };
+        assert!(crate::testing::check_derivative(&wrong, &[0.5], 2e-3).is_err());
+        assert!(crate::testing::check_slices_match_scalar(&wrong).is_err());
     }
 
     /// Every vector level the CPU supports (AVX2, AVX-512) gives bit-identical results to

@@ -12,6 +12,7 @@ pub mod math;
 mod phase;
 pub mod sweep;
 pub mod tensorfile;
+pub mod testing;
 
 pub use activation::{apply_blocks, lookup, registered_names, Activation, Block};
 pub use config::{
