@@ -4,7 +4,7 @@
 //! wrapped as the dense-layer dfdx op in [`crate::ops`].
 
 use rayon::prelude::*;
-use smartmixed_core::Activation;
+use smartmixed_core::{apply_blocks, Activation};
 
 /// Phase 1 clamps every candidate activation, and the mixture, to `[-CLAMP, CLAMP]`
 /// (the authors' code).
@@ -73,20 +73,15 @@ fn grouped_rows(
 ) {
     let n = bias.len();
     for (row, (p, o)) in pre.chunks_exact(n).zip(out.chunks_exact_mut(n)).enumerate() {
+        let Some(d) = deriv.as_deref_mut() else {
+            // The runtime's epilogue, exactly.
+            apply_blocks(p, bias, groups, o);
+            continue;
+        };
         for g in groups {
-            let r = g.start..g.start + g.len;
-            match deriv.as_deref_mut() {
-                Some(d) => {
-                    let d = &mut d[row * n + g.start..row * n + g.start + g.len];
-                    (g.activation.apply_with_derivative)(
-                        &p[r.clone()],
-                        &bias[r.clone()],
-                        &mut o[r],
-                        d,
-                    )
-                }
-                None => (g.activation.apply)(&p[r.clone()], &bias[r.clone()], &mut o[r]),
-            }
+            let r = g.range();
+            let d = &mut d[row * n + g.start..row * n + g.start + g.len];
+            (g.activation.apply_with_derivative)(&p[r.clone()], &bias[r.clone()], &mut o[r], d)
         }
     }
 }
