@@ -268,3 +268,30 @@ fn a_crash_between_the_checkpoint_and_the_state_write_resumes_exactly() {
         );
     }
 }
+
+/// `phase2.init = "reinit"` through the trainer: phase 2 keeps phase 1's choices but starts
+/// from fresh weights, so its first epoch's loss is far above a transferred start's.
+#[test]
+fn reinit_keeps_the_choices_and_restarts_the_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let transfer = config("");
+    let mut reinit = transfer.clone();
+    reinit.phase2.init = smartmixed_core::Phase2Init::Reinit;
+    let data = Splits::load(&transfer.data, 10).unwrap();
+    let stop = AtomicBool::new(false);
+    let a = train(&transfer, &data, &tmp.path().join("t"), &mut Silent, &stop).unwrap();
+    let b = train(&reinit, &data, &tmp.path().join("r"), &mut Silent, &stop).unwrap();
+    assert_eq!(a.final_choices, b.final_choices);
+    // Phase 1 is the same run (same figures; only the wall time differs).
+    assert_eq!(
+        (a.phases[0].validation_loss, a.phases[0].test_accuracy),
+        (b.phases[0].validation_loss, b.phases[0].test_accuracy)
+    );
+    let first_loss = |dir: &str| -> f64 {
+        let m = std::fs::read_to_string(tmp.path().join(dir).join("metrics.csv")).unwrap();
+        let row = m.lines().find(|l| l.starts_with("phase2,1,")).unwrap();
+        row.split(',').nth(2).unwrap().parse().unwrap()
+    };
+    let (t, r) = (first_loss("t"), first_loss("r"));
+    assert!(r > t * 1.2, "reinit phase-2 epoch-1 loss {r}, transfer {t}");
+}
