@@ -738,3 +738,60 @@ fn ctrl_c_exits_130_and_resume_finishes_the_run() {
     assert!(summary.contains("\"epochs\": 150"), "{summary}");
     assert!(!out.join("state.safetensors").exists());
 }
+
+/// A sweep interrupted inside a cell (Ctrl-C) resumes that cell from its state file when
+/// run again, and finishes it.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_sweep_cell_resumes() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = "[sweep]\narchitectures = [[32]]\nmethods = [\"relu\"]\nseeds = [0]\n[phase1]\nepochs = 1\nlr = 0.003\n[phase2]\nepochs = 150\nlr = 0.003\n[training]\nbatch_size = 64\n[data]\ndir = \"data/mnist\"\ntrain_limit = 3000\ntest_limit = 500\n";
+    let cfg = write_config(tmp.path(), "sweep.toml", sweep);
+    let out = tmp.path().join("sweep");
+    let args = [
+        "sweep",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_smartmixed-cli"))
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = out.join("cells/a01-relu-s0/metrics.csv");
+    let start = Instant::now();
+    while std::fs::read_to_string(&metrics)
+        .map(|m| m.lines().count() < 5)
+        .unwrap_or(true)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no epoch finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert_final_error_line(
+        &o,
+        &["interrupted at cell a01-relu-s0", "run the same command"],
+    );
+    assert!(out.join("cells/a01-relu-s0/state.safetensors").is_file());
+    let o = cli(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains("a01-relu-s0: resumed, test accuracy"),
+        "{stdout}"
+    );
+    assert_eq!(results_rows(&out), ["a01-relu-s0"]);
+}
