@@ -562,9 +562,12 @@ fn a_warm_forward_allocates_nothing() {
             let x = vec![0.25f32; batch * model.input_size()];
             let mut out = vec![0.0f32; batch * model.classes()];
             model.forward(&x, batch, &mut scratch, &mut out).unwrap();
+            // Rows are split over scoped threads from 128 rows, and from 4 x threads rows
+            // on CPUs without AVX-512.
             let split_by_rows = threads > 1
                 && batch >= 4 * threads
-                && smartmixed_infer::Kernel::detect() != smartmixed_infer::Kernel::Avx512;
+                && (batch >= 128
+                    || smartmixed_infer::Kernel::detect() != smartmixed_infer::Kernel::Avx512);
             if split_by_rows {
                 continue; // scoped threads are spawned per call on such CPUs
             }

@@ -33,7 +33,7 @@ impl Kernel {
     /// A short description for `inspect` and benchmark output.
     pub fn describe(self) -> &'static str {
         match self {
-            Kernel::Avx512 => "AVX-512 (packed-weight 8x32 microkernel, AVX-512 GEMV)",
+            Kernel::Avx512 => "AVX-512 (packed-weight 12x32 microkernel, AVX-512 GEMV)",
             Kernel::Avx2Fma => "AVX2+FMA (gemm 0.19 x86-v3 microkernels, AVX2 GEMV)",
             Kernel::Portable => "portable (gemm 0.19 fallback, scalar GEMV)",
         }

@@ -5,17 +5,20 @@
 //!
 //! Layout: panel `p` holds, for every input `kk`, the 32 weights of output columns
 //! `32 p .. 32 p + 32` (zero past the last column), so the microkernel reads each panel
-//! front to back. The microkernel keeps an 8 x 32 tile of the output in 16 registers and,
-//! per input, broadcasts 8 activations against two 16-lane weight vectors. Inputs are
+//! front to back. The microkernel keeps a 12 x 32 tile of the output in 24 registers and,
+//! per input, broadcasts 12 activations against two 16-lane weight vectors. Inputs are
 //! taken in blocks of [`KC`] so that a panel's block stays in L1 while every row block
 //! passes over it.
 
 /// Output columns per panel (two 16-lane vectors).
 pub const NR: usize = 32;
-/// Rows per microkernel tile.
-const MR: usize = 8;
+/// Rows per microkernel tile: 24 accumulators of the 32 registers (12 measured faster
+/// than 8 at batch 32 and 4096 on one thread).
+const MR: usize = 12;
 /// Inputs per block: a panel's block is KC x 32 x 4 bytes = 32 KiB, L1-sized.
 const KC: usize = 256;
+/// Rows per chunk: a chunk's input block is MC x KC x 4 bytes = 128 KiB, L2-resident.
+const MC: usize = 128;
 
 /// `W^T` (`[inputs, outputs]`) packed into column panels.
 #[derive(Debug)]
@@ -102,7 +105,7 @@ impl PackedWeights {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{PackedWeights, KC, MR, NR};
+    use super::{PackedWeights, KC, MC, MR, NR};
 
     /// See [`PackedWeights::matmul_panels`]; the caller checked the sizes and the CPU.
     #[target_feature(enable = "avx512f")]
@@ -115,6 +118,26 @@ mod avx512 {
     ) {
         let (k, n) = (w.k, w.n);
         let a = lhs.as_ptr();
+        // Rows in chunks of MC, so that a chunk's block of inputs stays in L2 while every
+        // panel passes over it (without it, batch 4096 ran at 60% of gemm's speed). Each
+        // output value still sums its KC blocks in the same order.
+        for m0 in (0..m).step_by(MC) {
+            let rows = MC.min(m - m0);
+            let (a, c) = (a.add(m0 * k), c.add(m0 * n));
+            block_rows(a, w, c, rows, panels.clone());
+        }
+    }
+
+    /// [`matmul`] on `m` rows (one MC chunk).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block_rows(
+        a: *const f32,
+        w: &PackedWeights,
+        c: *mut f32,
+        m: usize,
+        panels: std::ops::Range<usize>,
+    ) {
+        let (k, n) = (w.k, w.n);
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             let accumulate = k0 > 0;
@@ -145,7 +168,11 @@ mod avx512 {
                     4 => tile::<4>(a, k, b, kc, c, n, cols, accumulate),
                     5 => tile::<5>(a, k, b, kc, c, n, cols, accumulate),
                     6 => tile::<6>(a, k, b, kc, c, n, cols, accumulate),
-                    _ => tile::<7>(a, k, b, kc, c, n, cols, accumulate),
+                    7 => tile::<7>(a, k, b, kc, c, n, cols, accumulate),
+                    8 => tile::<8>(a, k, b, kc, c, n, cols, accumulate),
+                    9 => tile::<9>(a, k, b, kc, c, n, cols, accumulate),
+                    10 => tile::<10>(a, k, b, kc, c, n, cols, accumulate),
+                    _ => tile::<11>(a, k, b, kc, c, n, cols, accumulate),
                 }
             }
         }
