@@ -48,12 +48,6 @@ pub struct State<D: TrainDevice> {
     pub adam: Adam<D>,
 }
 
-/// Saving fails on the device or on the disk.
-pub enum SaveError<E> {
-    Device(E),
-    Io(Error),
-}
-
 /// Writes the state of `dir`'s run.
 pub fn save<D: TrainDevice>(
     dev: &D,
@@ -61,8 +55,10 @@ pub fn save<D: TrainDevice>(
     net: &Network<D>,
     adam: &Adam<D>,
     position: &Position,
-) -> std::result::Result<(), SaveError<D::Err>> {
-    let (step, moments) = adam.export(dev).map_err(SaveError::Device)?;
+) -> Result<()> {
+    let (step, moments) = adam
+        .export(dev)
+        .map_err(|e| Error::Device(format!("{e:?}")))?;
     let mut extra = Vec::new();
     for (i, (m, v)) in moments.iter().enumerate() {
         extra.push((
@@ -82,7 +78,7 @@ pub fn save<D: TrainDevice>(
     )]);
     meta.insert("adam_step".into(), step.to_string());
     let bytes = checkpoint::to_bytes_with(net, extra, meta);
-    write_atomic(&dir.join(STATE), &bytes).map_err(SaveError::Io)
+    write_atomic(&dir.join(STATE), &bytes)
 }
 
 /// Reads the state of `dir`'s run.

@@ -574,12 +574,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
                         + completed.iter().map(|p| p.seconds).sum::<f64>(),
                     config: Some(cfg.clone()),
                 };
-                resume::save(dev, self.run.path(), &net, &adam, &position).map_err(
-                    |e| match e {
-                        resume::SaveError::Device(e) => device_err(e),
-                        resume::SaveError::Io(e) => e,
-                    },
-                )?;
+                resume::save(dev, self.run.path(), &net, &adam, &position)?;
             }
             self.progress.epoch(&record, counts.as_deref());
         }
