@@ -65,7 +65,10 @@ pub fn run(args: SweepArgs) -> Result<()> {
         return merge(&args.merge, &args.out);
     }
     let config_path = args.config.as_ref().context("--config is required")?;
-    let cfg = SweepConfig::from_file(config_path)?;
+    // Read once: the same text is parsed here and recorded as sweep.toml below.
+    let text = smartmixed_core::tensorfile::read_text(config_path, smartmixed_core::MAX_TEXT_BYTES)
+        .with_context(|| format!("{}: cannot read", config_path.display()))?;
+    let cfg = SweepConfig::from_toml_str(&text, &config_path.display().to_string())?;
     let mut cells = cfg.cells();
     if let Some((k, n)) = args.shard {
         cells = shard(&cells, k, n);
@@ -84,8 +87,6 @@ pub fn run(args: SweepArgs) -> Result<()> {
                 .join("; ")
         );
     }
-    let text = smartmixed_core::tensorfile::read_text(config_path, smartmixed_core::MAX_TEXT_BYTES)
-        .with_context(|| format!("{}: cannot read", config_path.display()))?;
     std::fs::create_dir_all(args.out.join("cells"))
         .with_context(|| format!("{}: cannot create sweep directory", args.out.display()))?;
     for (id, _) in &changed {

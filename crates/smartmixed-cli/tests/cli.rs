@@ -695,39 +695,20 @@ fn absurd_thread_counts_are_one_line_errors() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_exits_130_and_resume_finishes_the_run() {
-    use std::time::{Duration, Instant};
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let text = std::fs::read_to_string(root().join("configs/tiny.toml"))
         .unwrap()
         .replace("[phase2]\nepochs = 2", "[phase2]\nepochs = 150");
     let cfg = write_config(tmp.path(), "long.toml", &text);
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_smartmixed-cli"))
-        .args(["train", "--config", cfg.to_str().unwrap(), "--out"])
-        .arg(&out)
-        .current_dir(root())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for a few finished epochs, then interrupt as Ctrl-C does.
-    let start = Instant::now();
-    while std::fs::read_to_string(out.join("metrics.csv"))
-        .map(|m| m.lines().count() < 5)
-        .unwrap_or(true)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no epoch finished"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let o = child.wait_with_output().unwrap();
+    let args = [
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = interrupt_after(&args, &out.join("metrics.csv"), 5);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("train --resume"), "{stderr}");
@@ -744,7 +725,6 @@ fn ctrl_c_exits_130_and_resume_finishes_the_run() {
 #[cfg(unix)]
 #[test]
 fn an_interrupted_sweep_cell_resumes() {
-    use std::time::{Duration, Instant};
     let tmp = tempfile::tempdir().unwrap();
     let sweep = "[sweep]\narchitectures = [[32]]\nmethods = [\"relu\"]\nseeds = [0]\n[phase1]\nepochs = 1\nlr = 0.003\n[phase2]\nepochs = 150\nlr = 0.003\n[training]\nbatch_size = 64\n[data]\ndir = \"data/mnist\"\ntrain_limit = 3000\ntest_limit = 500\n";
     let cfg = write_config(tmp.path(), "sweep.toml", sweep);
@@ -756,31 +736,7 @@ fn an_interrupted_sweep_cell_resumes() {
         "--out",
         out.to_str().unwrap(),
     ];
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_smartmixed-cli"))
-        .args(args)
-        .current_dir(root())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let metrics = out.join("cells/a01-relu-s0/metrics.csv");
-    let start = Instant::now();
-    while std::fs::read_to_string(&metrics)
-        .map(|m| m.lines().count() < 5)
-        .unwrap_or(true)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no epoch finished"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let o = child.wait_with_output().unwrap();
+    let o = interrupt_after(&args, &out.join("cells/a01-relu-s0/metrics.csv"), 5);
     assert_final_error_line(
         &o,
         &["interrupted at cell a01-relu-s0", "run the same command"],

@@ -41,7 +41,7 @@ fn dtype_size(dtype: &str) -> Option<u64> {
 }
 
 /// Parses a header's JSON into its tensors (sorted by offset), checking every size with
-/// checked arithmetic. `data_len` is the data section's length when known.
+/// checked arithmetic, and that they are packed without gaps or overlaps.
 pub fn parse_header(header: &[u8]) -> Result<Vec<TensorEntry>, String> {
     let json: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(header).map_err(|e| format!("header is not a JSON object: {e}"))?;

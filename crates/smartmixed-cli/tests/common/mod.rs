@@ -121,3 +121,34 @@ pub fn train_small(tmp: &Path, edit: impl Fn(String) -> String) -> (Output, Path
     ]);
     (o, out)
 }
+
+/// Runs the binary with `args`, waits until `metrics` (a metrics.csv it writes) holds
+/// `rows` lines, then interrupts it as Ctrl-C does; returns what it printed.
+#[cfg(unix)]
+pub fn interrupt_after(args: &[&str], metrics: &Path, rows: usize) -> Output {
+    use std::time::{Duration, Instant};
+    let child = Command::new(env!("CARGO_BIN_EXE_smartmixed-cli"))
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run smartmixed-cli");
+    let start = Instant::now();
+    while std::fs::read_to_string(metrics)
+        .map(|m| m.lines().count() < rows)
+        .unwrap_or(true)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no epoch finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    child.wait_with_output().expect("wait for smartmixed-cli")
+}
