@@ -443,7 +443,7 @@ fn fuzz_checkpoint() {
     let mixed = checkpoint::to_bytes(&selective().to_mixed(None).unwrap());
     let dev = Cpu::default();
     fuzz("checkpoint", vec![bytes, mixed], 16 * MB, |b| {
-        let _ = checkpoint::from_bytes(&dev, b);
+        let _ = checkpoint::from_bytes(&dev, b, Path::new("fuzz.safetensors"));
     });
 }
 

@@ -1,6 +1,7 @@
 //! The one error type of `smartmixed-core`.
 
-/// Everything that can go wrong in core: unknown activations and invalid configs.
+/// Everything that can go wrong in core: unknown activations, invalid configs and
+/// invalid manifests.
 /// `#[non_exhaustive]`: new failure modes are added without breaking callers' matches.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -26,6 +27,10 @@ pub enum Error {
         field: String,
         message: String,
     },
+    /// An exported model's manifest that does not parse or does not validate; `field` is
+    /// the dotted path at fault.
+    #[error("invalid manifest: {field}: {message}")]
+    Manifest { field: String, message: String },
     /// A config file that cannot be read.
     #[error("{path}: cannot read config: {source}")]
     ReadConfig {

@@ -20,7 +20,7 @@ pub use config::{
     TrainingConfig,
 };
 pub use error::{Error, Result};
-pub use manifest::{GroupManifest, LayerManifest, Manifest, ManifestError};
+pub use manifest::{GroupManifest, LayerManifest, Manifest};
 pub use phase::Phase;
 pub use sweep::{Cell, CellFilter, SweepConfig};
 

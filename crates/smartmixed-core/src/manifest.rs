@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::lookup;
+use crate::{lookup, Error, Result};
 
 /// The weights file of an exported model directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -58,16 +58,8 @@ pub struct GroupManifest {
     pub len: usize,
 }
 
-/// Why a manifest is invalid; `field` is the dotted path at fault.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ManifestError {
-    pub field: String,
-    pub message: String,
-}
-
-fn bad<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, ManifestError> {
-    Err(ManifestError {
+fn bad<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T> {
+    Err(Error::Manifest {
         field: field.into(),
         message: message.into(),
     })
@@ -79,7 +71,7 @@ fn bad<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, Man
 pub fn check_partition(
     blocks: impl IntoIterator<Item = (usize, usize)>,
     n: usize,
-) -> Result<(), (Option<usize>, String)> {
+) -> std::result::Result<(), (Option<usize>, String)> {
     let mut next = 0usize;
     for (g, (start, len)) in blocks.into_iter().enumerate() {
         if start != next {
@@ -111,7 +103,7 @@ pub fn check_partition(
 }
 
 /// Checks that `index` is a permutation of `0..n`.
-pub fn check_permutation(index: &[u32], n: usize) -> Result<(), String> {
+pub fn check_permutation(index: &[u32], n: usize) -> std::result::Result<(), String> {
     if index.len() != n {
         return Err(format!("{} entries for {n} neurons", index.len()));
     }
@@ -127,10 +119,10 @@ pub fn check_permutation(index: &[u32], n: usize) -> Result<(), String> {
 
 impl Manifest {
     /// Parses TOML and validates it.
-    pub fn from_toml(text: &str) -> Result<Self, ManifestError> {
+    pub fn from_toml(text: &str) -> Result<Self> {
         let m: Self = toml::from_str(text).map_err(|e| {
             let (field, message) = crate::config::toml_error(text, &e);
-            ManifestError { field, message }
+            Error::Manifest { field, message }
         })?;
         m.validate()?;
         Ok(m)
@@ -143,7 +135,30 @@ impl Manifest {
     /// Checks the format, version, that layers chain, that sizes are sane, that each hidden
     /// layer's groups partition it contiguously with registered activations, and that
     /// `original_index` is a permutation.
-    pub fn validate(&self) -> Result<(), ManifestError> {
+    pub fn validate(&self) -> Result<()> {
+        self.check_header()?;
+        let mut inputs = self.inputs;
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.check_sizes(i, inputs)?;
+            if i == last {
+                if !layer.groups.is_empty() {
+                    return bad(
+                        format!("layers[{i}].groups"),
+                        "the output layer has no activation groups",
+                    );
+                }
+            } else {
+                layer.check_groups(i)?;
+            }
+            layer.check_original_index(i)?;
+            inputs = layer.outputs;
+        }
+        Ok(())
+    }
+
+    /// The format, version and output activation this build reads, and at least one layer.
+    fn check_header(&self) -> Result<()> {
         if self.format != MANIFEST_FORMAT {
             return bad(
                 "format",
@@ -168,74 +183,71 @@ impl Manifest {
         if self.layers.is_empty() {
             return bad("layers", "expected at least one layer");
         }
-        let mut inputs = self.inputs;
-        let last = self.layers.len() - 1;
-        for (i, l) in self.layers.iter().enumerate() {
-            let f = |name: &str| format!("layers[{i}].{name}");
-            if l.inputs != inputs {
-                return bad(
-                    f("inputs"),
-                    format!("{} but the previous layer gives {inputs}", l.inputs),
-                );
-            }
-            for (name, v) in [("inputs", l.inputs), ("outputs", l.outputs)] {
-                if v == 0 || v > MAX_WIDTH {
-                    return bad(f(name), format!("{v}, expected 1..={MAX_WIDTH}"));
-                }
-            }
-            if l.inputs
-                .checked_mul(l.outputs)
-                .is_none_or(|w| w > MAX_LAYER_WEIGHTS)
-            {
-                return bad(
-                    f("outputs"),
-                    format!(
-                        "{} x {} weights exceed {MAX_LAYER_WEIGHTS}",
-                        l.outputs, l.inputs
-                    ),
-                );
-            }
-            if i == last {
-                if !l.groups.is_empty() {
-                    return bad(f("groups"), "the output layer has no activation groups");
-                }
-            } else {
-                let blocks = l.groups.iter().map(|g| (g.start, g.len));
-                if let Err((g, message)) = check_partition(blocks, l.outputs) {
-                    return bad(
-                        g.map_or_else(|| f("groups"), |g| format!("layers[{i}].groups[{g}]")),
-                        message,
-                    );
-                }
-                for (g, group) in l.groups.iter().enumerate() {
-                    if let Err(e) = lookup(&group.activation) {
-                        return bad(format!("layers[{i}].groups[{g}].activation"), e.to_string());
-                    }
-                }
-            }
-            if !l.original_index.is_empty() {
-                if l.original_index.len() != l.outputs {
-                    return bad(
-                        f("original_index"),
-                        format!(
-                            "{} entries for {} neurons",
-                            l.original_index.len(),
-                            l.outputs
-                        ),
-                    );
-                }
-                if let Err(message) = check_permutation(&l.original_index, l.outputs) {
-                    return bad(f("original_index"), message);
-                }
-            }
-            inputs = l.outputs;
-        }
         Ok(())
     }
 
     /// Number of classes (outputs of the last layer).
     pub fn classes(&self) -> usize {
         self.layers.last().map_or(0, |l| l.outputs)
+    }
+}
+
+impl LayerManifest {
+    /// Layer `i` takes the `inputs` the previous layer gives, and its sizes are sane.
+    fn check_sizes(&self, i: usize, inputs: usize) -> Result<()> {
+        let f = |name: &str| format!("layers[{i}].{name}");
+        if self.inputs != inputs {
+            return bad(
+                f("inputs"),
+                format!("{} but the previous layer gives {inputs}", self.inputs),
+            );
+        }
+        for (name, v) in [("inputs", self.inputs), ("outputs", self.outputs)] {
+            if v == 0 || v > MAX_WIDTH {
+                return bad(f(name), format!("{v}, expected 1..={MAX_WIDTH}"));
+            }
+        }
+        if self
+            .inputs
+            .checked_mul(self.outputs)
+            .is_none_or(|w| w > MAX_LAYER_WEIGHTS)
+        {
+            return bad(
+                f("outputs"),
+                format!(
+                    "{} x {} weights exceed {MAX_LAYER_WEIGHTS}",
+                    self.outputs, self.inputs
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The groups of hidden layer `i` partition it and name registered activations.
+    fn check_groups(&self, i: usize) -> Result<()> {
+        let blocks = self.groups.iter().map(|g| (g.start, g.len));
+        if let Err((g, message)) = check_partition(blocks, self.outputs) {
+            let field = g.map_or_else(
+                || format!("layers[{i}].groups"),
+                |g| format!("layers[{i}].groups[{g}]"),
+            );
+            return bad(field, message);
+        }
+        for (g, group) in self.groups.iter().enumerate() {
+            if let Err(e) = lookup(&group.activation) {
+                return bad(format!("layers[{i}].groups[{g}].activation"), e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// `original_index`, when present, is a permutation of the layer's neurons.
+    fn check_original_index(&self, i: usize) -> Result<()> {
+        if self.original_index.is_empty() {
+            return Ok(());
+        }
+        check_permutation(&self.original_index, self.outputs)
+            .or_else(|message| bad(format!("layers[{i}].original_index"), message))
     }
 }
 

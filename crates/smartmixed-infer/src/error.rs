@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use smartmixed_core::ManifestError;
-
 /// Why loading or running a model failed.
 /// `#[non_exhaustive]`: new failure modes are added without breaking callers' matches.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +25,9 @@ pub enum Error {
     Safetensors(String),
     #[error("manifest is not UTF-8")]
     ManifestEncoding,
-    #[error("invalid manifest: {0}")]
-    Manifest(#[from] ManifestError),
+    /// An invalid manifest or an activation no linked crate registers.
+    #[error(transparent)]
+    Core(#[from] smartmixed_core::Error),
     #[error("tensor `{0}` missing from the weights")]
     MissingTensor(String),
     #[error("tensor `{name}` has dtype {found}, expected F32")]

@@ -34,7 +34,7 @@ pub use model::{
 };
 /// Core types that appear in this crate's API, so an embedder depends on this crate alone.
 pub use smartmixed_core::{
-    fpenv, register_activation, Activation, GroupManifest, LayerManifest, Manifest, ManifestError,
+    fpenv, register_activation, Activation, GroupManifest, LayerManifest, Manifest,
 };
 
 /// The README's Rust examples, compiled as doc tests so they stay correct.

@@ -141,36 +141,78 @@ pub fn save<D: TrainDevice>(net: &Network<D>, path: &Path) -> Result<()> {
 pub fn load<D: TrainDevice>(dev: &D, path: &Path) -> Result<Network<D>> {
     let bytes = smartmixed_core::tensorfile::read_file(path)
         .map_err(|e| Error::io(path, "cannot read checkpoint", e))?;
-    from_bytes(dev, &bytes).map_err(|message| Error::Checkpoint {
-        path: path.to_path_buf(),
+    from_bytes(dev, &bytes, path)
+}
+
+/// [`load`] from bytes; `origin` names them in errors.
+pub fn from_bytes<D: TrainDevice>(dev: &D, bytes: &[u8], origin: &Path) -> Result<Network<D>> {
+    parse(dev, bytes).map_err(|message| Error::Checkpoint {
+        path: origin.to_path_buf(),
         message,
     })
 }
 
-/// [`load`] from bytes; the error is a message without the path.
-pub fn from_bytes<D: TrainDevice>(
-    dev: &D,
-    bytes: &[u8],
-) -> std::result::Result<Network<D>, String> {
-    smartmixed_core::tensorfile::check_layout(bytes)?;
-    let (_, header) =
-        SafeTensors::read_metadata(bytes).map_err(|e| format!("not safetensors: {e}"))?;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not safetensors: {e}"))?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    let get = |key: &str| {
-        meta.get(key)
-            .ok_or_else(|| format!("metadata key `{key}` missing"))
-    };
-    if get("format")? != FORMAT {
+/// What is wrong with a checkpoint, without its path.
+type Problem<T> = std::result::Result<T, String>;
+
+/// The layers, then the hidden layers' kind: selective (phase 1) or grouped (phase 2).
+fn parse<D: TrainDevice>(dev: &D, bytes: &[u8]) -> Problem<Network<D>> {
+    let file = Contents::read(bytes)?;
+    if file.meta("format")? != FORMAT {
         return Err(format!(
             "metadata `format` is `{}`, expected `{FORMAT}`",
-            get("format")?
+            file.meta("format")?
         ));
     }
-    let tensor = |name: &str,
-                  shape: Option<&[usize]>|
-     -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
-        let t = st
+    let layers = file.layers(dev)?;
+    let hidden_widths: Vec<usize> = layers[..layers.len() - 1]
+        .iter()
+        .map(|l| l.weight.shape().0)
+        .collect();
+    let hidden = match file.meta("kind")?.as_str() {
+        "selective" => file.selective(dev, &hidden_widths)?,
+        "grouped" => file.grouped(&hidden_widths)?,
+        other => {
+            return Err(format!(
+                "metadata `kind` is `{other}`, expected `selective` or `grouped`"
+            ))
+        }
+    };
+    Ok(Network { layers, hidden })
+}
+
+/// A parsed safetensors file: its tensors and its string metadata.
+struct Contents<'a> {
+    tensors: SafeTensors<'a>,
+    meta: HashMap<String, String>,
+}
+
+impl<'a> Contents<'a> {
+    fn read(bytes: &'a [u8]) -> Problem<Self> {
+        smartmixed_core::tensorfile::check_layout(bytes)?;
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| format!("not safetensors: {e}"))?;
+        let tensors =
+            SafeTensors::deserialize(bytes).map_err(|e| format!("not safetensors: {e}"))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        Ok(Contents { tensors, meta })
+    }
+
+    fn meta(&self, key: &str) -> Problem<&String> {
+        self.meta
+            .get(key)
+            .ok_or_else(|| format!("metadata key `{key}` missing"))
+    }
+
+    /// A JSON-valued metadata entry.
+    fn meta_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Problem<T> {
+        serde_json::from_str(self.meta(key)?).map_err(|e| format!("metadata `{key}`: {e}"))
+    }
+
+    /// An f32 tensor of the given shape (any shape when `None`), all values finite.
+    fn tensor(&self, name: &str, shape: Option<&[usize]>) -> Problem<(Vec<usize>, Vec<f32>)> {
+        let t = self
+            .tensors
             .tensor(name)
             .map_err(|_| format!("tensor `{name}` missing"))?;
         if t.dtype() != Dtype::F32 {
@@ -179,13 +221,12 @@ pub fn from_bytes<D: TrainDevice>(
                 t.dtype()
             ));
         }
-        if let Some(s) = shape {
-            if t.shape() != s {
-                return Err(format!(
-                    "tensor `{name}` has shape {:?}, expected {s:?}",
-                    t.shape()
-                ));
-            }
+        if shape.is_some_and(|s| t.shape() != s) {
+            return Err(format!(
+                "tensor `{name}` has shape {:?}, expected {:?}",
+                t.shape(),
+                shape.unwrap_or_default()
+            ));
         }
         let values = from_le_bytes(t.data());
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
@@ -194,106 +235,113 @@ pub fn from_bytes<D: TrainDevice>(
             ));
         }
         Ok((t.shape().to_vec(), values))
-    };
-    let mut layers = Vec::new();
-    let mut inputs = None;
-    while st
-        .names()
-        .iter()
-        .any(|n| **n == format!("layers.{}.weight", layers.len()))
-    {
-        let i = layers.len();
-        let (shape, w) = tensor(&format!("layers.{i}.weight"), None)?;
-        if shape.len() != 2 || inputs.is_some_and(|n| n != shape[1]) {
-            return Err(format!(
-                "tensor `layers.{i}.weight` has shape {shape:?}, expected [out, {}]",
-                inputs.unwrap_or(0)
-            ));
-        }
-        let (_, b) = tensor(&format!("layers.{i}.bias"), Some(&[shape[0]]))?;
-        layers.push(Dense {
-            weight: dev.tensor_from_vec(w, (shape[0], shape[1])),
-            bias: dev.tensor_from_vec(b, (1, shape[0])),
-        });
-        inputs = Some(shape[0]);
     }
-    if layers.is_empty() {
-        return Err("tensor `layers.0.weight` missing".into());
-    }
-    let hidden_widths: Vec<usize> = layers[..layers.len() - 1]
-        .iter()
-        .map(|l| l.weight.shape().0)
-        .collect();
-    let hidden = match get("kind")?.as_str() {
-        "selective" => {
-            let names: Vec<String> =
-                serde_json::from_str(get("pool")?).map_err(|e| format!("metadata `pool`: {e}"))?;
-            let pool = names
-                .iter()
-                .map(|n| lookup(n).map_err(|e| e.to_string()))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let temperature: f32 = get("temperature")?
-                .parse()
-                .map_err(|e| format!("metadata `temperature`: {e}"))?;
-            let logits = hidden_widths
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| {
-                    let (_, v) = tensor(&format!("layers.{i}.logits"), Some(&[pool.len(), n]))?;
-                    Ok(dev.tensor_from_vec(v, (pool.len(), n)))
-                })
-                .collect::<std::result::Result<Vec<Matrix<D>>, String>>()?;
-            Hidden::Selective {
-                pool,
-                logits,
-                temperature,
-            }
-        }
-        "grouped" => {
-            let raw: Vec<Vec<(String, usize, usize)>> = serde_json::from_str(get("groups")?)
-                .map_err(|e| format!("metadata `groups`: {e}"))?;
-            let original_index: Vec<Vec<u32>> = serde_json::from_str(get("original_index")?)
-                .map_err(|e| format!("metadata `original_index`: {e}"))?;
-            if raw.len() != hidden_widths.len() || original_index.len() != hidden_widths.len() {
+
+    /// `layers.{i}.weight` and `.bias` for i = 0, 1, ... while they exist, each layer
+    /// taking the previous one's outputs.
+    fn layers<D: TrainDevice>(&self, dev: &D) -> Problem<Vec<Dense<D>>> {
+        let mut layers = Vec::new();
+        let mut inputs = None;
+        let names = self.tensors.names();
+        while names
+            .iter()
+            .any(|n| **n == format!("layers.{}.weight", layers.len()))
+        {
+            let i = layers.len();
+            let (shape, w) = self.tensor(&format!("layers.{i}.weight"), None)?;
+            if shape.len() != 2 || inputs.is_some_and(|n| n != shape[1]) {
                 return Err(format!(
-                    "metadata describes {} hidden layers, the tensors {}",
-                    raw.len(),
-                    hidden_widths.len()
+                    "tensor `layers.{i}.weight` has shape {shape:?}, expected [out, {}]",
+                    inputs.unwrap_or(0)
                 ));
             }
-            let mut groups = Vec::new();
-            for (l, gs) in raw.iter().enumerate() {
-                let n = hidden_widths[l];
-                check_partition(gs.iter().map(|(_, start, len)| (*start, *len)), n).map_err(
-                    |(g, message)| match g {
-                        Some(g) => format!("metadata `groups` layer {l} group {g}: {message}"),
-                        None => format!("metadata `groups` layer {l}: {message}"),
-                    },
-                )?;
-                check_permutation(&original_index[l], n)
-                    .map_err(|m| format!("metadata `original_index` layer {l}: {m}"))?;
-                let layer = gs
-                    .iter()
-                    .map(|(name, start, len)| {
-                        Ok(Block {
-                            activation: lookup(name).map_err(|e| e.to_string())?,
-                            start: *start,
-                            len: *len,
-                        })
-                    })
-                    .collect::<std::result::Result<Vec<_>, String>>()?;
-                groups.push(layer);
-            }
-            Hidden::Grouped {
-                groups,
-                original_index,
-            }
+            let (_, b) = self.tensor(&format!("layers.{i}.bias"), Some(&[shape[0]]))?;
+            layers.push(Dense {
+                weight: dev.tensor_from_vec(w, (shape[0], shape[1])),
+                bias: dev.tensor_from_vec(b, (1, shape[0])),
+            });
+            inputs = Some(shape[0]);
         }
-        other => {
+        if layers.is_empty() {
+            return Err("tensor `layers.0.weight` missing".into());
+        }
+        Ok(layers)
+    }
+
+    /// Phase 1's pool, temperature and per-layer logits.
+    fn selective<D: TrainDevice>(&self, dev: &D, widths: &[usize]) -> Problem<Hidden<D>> {
+        let names: Vec<String> = self.meta_json("pool")?;
+        let pool = names
+            .iter()
+            .map(|n| lookup(n).map_err(|e| e.to_string()))
+            .collect::<Problem<Vec<_>>>()?;
+        let temperature: f32 = self
+            .meta("temperature")?
+            .parse()
+            .map_err(|e| format!("metadata `temperature`: {e}"))?;
+        let logits = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let (_, v) = self.tensor(&format!("layers.{i}.logits"), Some(&[pool.len(), n]))?;
+                Ok(dev.tensor_from_vec(v, (pool.len(), n)))
+            })
+            .collect::<Problem<Vec<Matrix<D>>>>()?;
+        Ok(Hidden::Selective {
+            pool,
+            logits,
+            temperature,
+        })
+    }
+
+    /// Phase 2's activation blocks and neuron permutation, checked per layer.
+    fn grouped<D: TrainDevice>(&self, widths: &[usize]) -> Problem<Hidden<D>> {
+        let raw: Vec<Vec<(String, usize, usize)>> = self.meta_json("groups")?;
+        let original_index: Vec<Vec<u32>> = self.meta_json("original_index")?;
+        if raw.len() != widths.len() || original_index.len() != widths.len() {
             return Err(format!(
-                "metadata `kind` is `{other}`, expected `selective` or `grouped`"
-            ))
+                "metadata describes {} hidden layers, the tensors {}",
+                raw.len(),
+                widths.len()
+            ));
         }
-    };
-    Ok(Network { layers, hidden })
+        let groups = raw
+            .iter()
+            .zip(&original_index)
+            .zip(widths)
+            .enumerate()
+            .map(|(l, ((gs, index), &n))| layer_blocks(l, gs, index, n))
+            .collect::<Problem<Vec<_>>>()?;
+        Ok(Hidden::Grouped {
+            groups,
+            original_index,
+        })
+    }
+}
+
+/// Hidden layer `l`'s blocks, checked to partition its `n` neurons, with `index` a
+/// permutation of them.
+fn layer_blocks(
+    l: usize,
+    blocks: &[(String, usize, usize)],
+    index: &[u32],
+    n: usize,
+) -> Problem<Vec<Block>> {
+    check_partition(blocks.iter().map(|(_, start, len)| (*start, *len)), n).map_err(
+        |(g, message)| match g {
+            Some(g) => format!("metadata `groups` layer {l} group {g}: {message}"),
+            None => format!("metadata `groups` layer {l}: {message}"),
+        },
+    )?;
+    check_permutation(index, n).map_err(|m| format!("metadata `original_index` layer {l}: {m}"))?;
+    blocks
+        .iter()
+        .map(|(name, start, len)| {
+            Ok(Block {
+                activation: lookup(name).map_err(|e| e.to_string())?,
+                start: *start,
+                len: *len,
+            })
+        })
+        .collect()
 }

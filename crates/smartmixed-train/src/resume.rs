@@ -95,7 +95,7 @@ pub fn load<D: TrainDevice>(dev: &D, dir: &Path) -> Result<State<D>> {
             e,
         )
     })?;
-    let net = checkpoint::from_bytes(dev, &bytes).map_err(bad)?;
+    let net = checkpoint::from_bytes(dev, &bytes, &path)?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     let meta = header.metadata().clone().unwrap_or_default();
     let position: Position = meta
