@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use smartmixed_core::{lookup, PAPER_POOL};
 use smartmixed_infer::{Model, Scratch};
 use smartmixed_train::export;
-use smartmixed_train::model::{Hidden, Network};
+use smartmixed_train::{Hidden, Network};
 
 const WIDTHS: [usize; 8] = [784, 768, 512, 512, 256, 256, 128, 10];
 const BATCHES: [usize; 4] = [1, 32, 256, 4096];

@@ -12,7 +12,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use smartmixed_core::lookup;
 use smartmixed_train::checkpoint;
-use smartmixed_train::model::Network;
+use smartmixed_train::Network;
 
 /// One tensor as written: name, dtype, shape, bytes.
 type Tensor = (String, Dtype, Vec<usize>, Vec<u8>);

@@ -9,7 +9,7 @@ use dfdx::prelude::*;
 use smartmixed_core::{fpenv, TrainConfig};
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::RunDir;
-use smartmixed_train::trainer::{Progress, Summary, Trainer};
+use smartmixed_train::{Progress, Summary, Trainer};
 
 /// Reads the mode back from the loop's thread and from every worker, at every batch.
 #[derive(Default)]

@@ -11,8 +11,8 @@ use rand::{Rng, SeedableRng};
 use smartmixed_core::{lookup, PAPER_POOL};
 use smartmixed_train::checkpoint;
 use smartmixed_train::data::Dataset;
-use smartmixed_train::model::{Hidden, Network};
-use smartmixed_train::ops::Matrix;
+use smartmixed_train::{Hidden, Network};
+use smartmixed_train::Matrix;
 
 const WIDTHS: [usize; 5] = [784, 48, 40, 32, 10];
 

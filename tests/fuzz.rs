@@ -22,7 +22,7 @@ use smartmixed_core::{Manifest, SweepConfig, TrainConfig};
 use smartmixed_infer::{Model, Scratch};
 use smartmixed_train::data::image::{parse_pgm, read_png};
 use smartmixed_train::data::read_idx;
-use smartmixed_train::{checkpoint, export, model::Network, rundir};
+use smartmixed_train::{checkpoint, export, rundir, Network};
 
 // ---------------------------------------------------------------------------------------
 // A counting allocator: bytes live per thread, and the peak since the last reset.

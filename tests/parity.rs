@@ -12,7 +12,7 @@ use smartmixed_core::{lookup, PAPER_POOL};
 use smartmixed_infer::{Model, Scratch};
 use smartmixed_train::data::Dataset;
 use smartmixed_train::export;
-use smartmixed_train::model::{Hidden, Network};
+use smartmixed_train::{Hidden, Network};
 
 use smartmixed_activations_extra as _;
 

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 use smartmixed_core::Phase;
 use smartmixed_train::rundir::EpochRecord;
-use smartmixed_train::trainer::Progress;
+use smartmixed_train::Progress;
 
 /// Shows batches, running loss and samples/s, then a line per epoch.
 pub struct Reporter {

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use smartmixed_core::sweep::{shard, Cell, CellFilter, SweepConfig};
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::{RunDir, SUMMARY};
-use smartmixed_train::trainer::{Silent, Summary, Trainer};
+use smartmixed_train::{Silent, Summary, Trainer};
 use smartmixed_train::Cpu;
 
 use crate::train::parse_threads;
@@ -109,7 +109,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             continue;
         }
         let cell_cfg = cfg.cell_config(cell);
-        let resumable = dir.join(smartmixed_train::resume::STATE).is_file();
+        let resumable = dir.join(smartmixed_train::rundir::STATE).is_file();
         let mut run = if resumable {
             RunDir::open(&dir)?
         } else {
@@ -170,7 +170,7 @@ fn changed_cells(cfg: &SweepConfig, cells: &[Cell], out: &Path) -> Vec<(String, 
             let recorded = dir.join(smartmixed_train::rundir::CONFIG);
             // Cells that never finished an epoch are started over anyway.
             let kept =
-                dir.join(SUMMARY).is_file() || dir.join(smartmixed_train::resume::STATE).is_file();
+                dir.join(SUMMARY).is_file() || dir.join(smartmixed_train::rundir::STATE).is_file();
             if !kept || !recorded.is_file() {
                 return None;
             }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use smartmixed_core::{Mode, TrainConfig};
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::RunDir;
-use smartmixed_train::trainer::{check_data_fits, Summary, Trainer};
+use smartmixed_train::{check_data_fits, Summary, Trainer};
 
 use crate::progress::Reporter;
 
@@ -48,9 +48,9 @@ pub struct TrainArgs {
     threads: usize,
 }
 
-/// `--threads`: 0 (every core) up to [`smartmixed_train::pool::MAX_THREADS`].
+/// `--threads`: 0 (every core) up to [`smartmixed_train::MAX_THREADS`].
 pub fn parse_threads(s: &str) -> std::result::Result<usize, String> {
-    let max = smartmixed_train::pool::MAX_THREADS;
+    let max = smartmixed_train::MAX_THREADS;
     match s.parse::<usize>() {
         Ok(n) if n <= max => Ok(n),
         _ => Err(format!(

@@ -1,26 +1,47 @@
 //! SmartMixed training on dfdx: data, the two hidden-layer ops, models, both phases,
 //! checkpoints and run directories.
+//!
+//! The surface is what the CLI and an embedding program use: [`Trainer`] runs a config
+//! into a run directory, [`Network`] is a model in either phase, and the modules
+//! [`checkpoint`], [`export`], [`data`] and [`rundir`] read and write the files. The
+//! kernels, ops and optimiser stay inside; [`internals`] exposes the few pieces the
+//! crate's own tests and benches check directly.
 
 pub mod checkpoint;
 pub mod data;
 mod error;
 pub mod export;
 mod fsutil;
-pub mod kernels;
+mod kernels;
 mod matmul;
-pub mod memory;
-pub mod model;
-pub mod ops;
-pub mod optim;
-pub mod pool;
+mod memory;
+mod model;
+mod ops;
+mod optim;
+mod pool;
 mod recycle;
-pub mod resume;
+mod resume;
 pub mod rundir;
-pub mod trainer;
+mod trainer;
 
 pub use error::{Error, Result};
+pub use model::{Dense, Hidden, Network};
+pub use ops::{Matrix, TrainDevice};
+pub use optim::Adam;
+pub use pool::{TrainPool, MAX_THREADS};
+pub use trainer::{check_data_fits, train_step, Progress, Silent, Summary, Trainer};
 
 /// The devices a run trains on, re-exported so that callers need not depend on dfdx.
 pub use dfdx::tensor::Cpu;
 #[cfg(feature = "cuda")]
 pub use dfdx::tensor::Cuda;
+
+/// Pieces of the trainer that its integration tests and benchmarks check against their
+/// oracles (the device-generic ops, the sampling, the loss). Not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::kernels::{Block, CLAMP};
+    pub use crate::model::{argmax_columns, gumbel};
+    pub use crate::ops::{generic, values, LayerActivation};
+    pub use crate::trainer::loss;
+}

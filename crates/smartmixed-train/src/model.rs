@@ -23,6 +23,13 @@ pub struct Dense<D: TrainDevice> {
     pub bias: Matrix<D>,
 }
 
+impl<D: TrainDevice> Dense<D> {
+    /// The `[out, in]` weights on the host, row-major (reports read them without dfdx).
+    pub fn weight_values(&self) -> Vec<f32> {
+        crate::ops::values(&self.weight)
+    }
+}
+
 /// How the hidden neurons are activated.
 #[derive(Debug, Clone)]
 pub enum Hidden<D: TrainDevice> {

@@ -11,6 +11,7 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use smartmixed_core::{Phase, TrainConfig};
 
+use crate::rundir::STATE;
 use crate::checkpoint;
 use crate::fsutil::write_atomic;
 use crate::model::Network;
@@ -19,8 +20,6 @@ use crate::optim::Adam;
 use crate::trainer::{Evaluation, PhaseSummary};
 use crate::{Error, Result};
 
-/// The state file inside a run directory.
-pub const STATE: &str = "state.safetensors";
 const POSITION_KEY: &str = "resume";
 
 /// Where training stands after a completed epoch.

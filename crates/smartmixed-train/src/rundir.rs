@@ -15,10 +15,12 @@ pub const CONFIG: &str = "config.toml";
 pub const METRICS: &str = "metrics.csv";
 pub const CHOICES: &str = "choices.csv";
 pub const SUMMARY: &str = "summary.json";
+/// The per-epoch resume state (network, optimiser moments, position) behind `--resume`.
+pub const STATE: &str = "state.safetensors";
 
 /// Every file a run writes, so that a directory holding any of them is never reused.
 pub fn run_files() -> Vec<String> {
-    let mut files: Vec<String> = [CONFIG, METRICS, CHOICES, SUMMARY, crate::resume::STATE]
+    let mut files: Vec<String> = [CONFIG, METRICS, CHOICES, SUMMARY, STATE]
         .iter()
         .map(|f| f.to_string())
         .collect();

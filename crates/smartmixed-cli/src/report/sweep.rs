@@ -10,8 +10,7 @@ use crate::write_atomic;
 use anyhow::{Context, Result};
 use smartmixed_core::sweep::{SweepConfig, SMARTMIXED};
 use smartmixed_core::PAPER_POOL;
-use smartmixed_train::model::Hidden;
-use smartmixed_train::ops::values;
+use smartmixed_train::Hidden;
 use smartmixed_train::{checkpoint, Cpu};
 
 use super::plot::Figure;
@@ -41,7 +40,7 @@ fn heatmap(cells: &[&Finished], pool: &[String]) -> Result<WeightHeatmap> {
             .collect();
         // layers[l] maps hidden layer l-1 to hidden layer l for 1 <= l < hidden layers.
         for l in 1..names.len() {
-            h.add(&values(&net.layers[l].weight), &names[l - 1], &names[l]);
+            h.add(&net.layers[l].weight_values(), &names[l - 1], &names[l]);
         }
     }
     Ok(h)
