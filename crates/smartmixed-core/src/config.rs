@@ -70,11 +70,84 @@ pub enum OutputLoss {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Phase1Config {
+    /// The epochs of phase 1; with `transition = "auto"`, the most it may take.
     pub epochs: usize,
     #[serde(default = "default_lr")]
     pub lr: f64,
     #[serde(default = "default_temperature")]
     pub temperature: f64,
+    /// The logits' own Adam learning rate (`None`: `lr`). At 1e-4 the logits move so
+    /// slowly that early choices are nearly random against Gumbel noise of scale ~1.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_lr: Option<f64>,
+    /// The temperature of the last epoch, reached geometrically from `temperature`
+    /// (`None`: constant, the paper).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_final: Option<f64>,
+    /// When phase 1 ends: after `epochs` (the paper's alpha), or when the choices settle.
+    #[serde(default)]
+    pub transition: Transition,
+    /// The rule of `transition = "auto"`.
+    #[serde(default)]
+    pub auto: AutoTransition,
+}
+
+/// When phase 1 hands over to phase 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transition {
+    /// After `phase1.epochs` epochs (the paper).
+    #[default]
+    Fixed,
+    /// When the choices have settled and the validation loss stopped improving (see
+    /// [`AutoTransition`]), at most after `phase1.epochs`.
+    Auto,
+}
+
+/// Phase 1 ends after epoch `e` when `e >= min_epochs`, fewer than `threshold` of the
+/// hidden neurons changed their argmax choice in the last `window` epochs, and the
+/// validation loss has not improved for `patience` epochs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoTransition {
+    #[serde(default = "default_auto_min_epochs")]
+    pub min_epochs: usize,
+    #[serde(default = "default_auto_window")]
+    pub window: usize,
+    /// A fraction of the hidden neurons, in `[0, 1]`.
+    #[serde(default = "default_auto_threshold")]
+    pub threshold: f64,
+    #[serde(default = "default_auto_patience")]
+    pub patience: usize,
+}
+
+/// Which validation figure picks a phase's best checkpoint; the other breaks ties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Select {
+    /// Lowest validation loss (the authors' rule).
+    #[default]
+    ValLoss,
+    /// Highest validation accuracy.
+    ValAccuracy,
+}
+
+impl Select {
+    /// The name in configs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Select::ValLoss => "val_loss",
+            Select::ValAccuracy => "val_accuracy",
+        }
+    }
+
+    /// Whether `(loss, accuracy)` is better than `best` under this rule.
+    pub fn better(self, (loss, accuracy): (f64, f64), best: (f64, f64)) -> bool {
+        match self {
+            Select::ValLoss => loss < best.0 || (loss == best.0 && accuracy > best.1),
+            Select::ValAccuracy => accuracy > best.1 || (accuracy == best.1 && loss < best.0),
+        }
+    }
 }
 
 /// Phase 2: the mixed network with frozen choices.
@@ -116,6 +189,13 @@ pub struct TrainingConfig {
     /// IEEE subnormals.
     #[serde(default = "default_true")]
     pub flush_denormals: bool,
+    /// Early stopping of phase 2 and of fixed baselines: stop when the selected figure
+    /// has not improved for this many epochs (`None`: off, the paper).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
+    /// The rule that picks each phase's best checkpoint.
+    #[serde(default)]
+    pub select: Select,
 }
 
 /// Where the data is and how it is split.
@@ -171,6 +251,29 @@ fn default_classes() -> usize {
 fn default_split_seed() -> u64 {
     42
 }
+fn default_auto_min_epochs() -> usize {
+    10
+}
+fn default_auto_window() -> usize {
+    5
+}
+fn default_auto_threshold() -> f64 {
+    0.01
+}
+fn default_auto_patience() -> usize {
+    5
+}
+
+impl Default for AutoTransition {
+    fn default() -> Self {
+        Self {
+            min_epochs: default_auto_min_epochs(),
+            window: default_auto_window(),
+            threshold: default_auto_threshold(),
+            patience: default_auto_patience(),
+        }
+    }
+}
 
 impl Default for Phase1Config {
     fn default() -> Self {
@@ -178,6 +281,10 @@ impl Default for Phase1Config {
             epochs: 50,
             lr: default_lr(),
             temperature: default_temperature(),
+            logit_lr: None,
+            temperature_final: None,
+            transition: Transition::default(),
+            auto: AutoTransition::default(),
         }
     }
 }
@@ -197,6 +304,8 @@ impl Default for TrainingConfig {
             clip_norm: default_clip(),
             seed: 0,
             flush_denormals: true,
+            patience: None,
+            select: Select::default(),
         }
     }
 }
@@ -210,6 +319,24 @@ impl Default for DataConfig {
             train_limit: None,
             test_limit: None,
         }
+    }
+}
+
+/// The widest hidden layer a config may ask for.
+const MAX_HIDDEN: usize = 1 << 20;
+
+/// A field at fault and what is wrong with it, before the file's name is added.
+type Problem = std::result::Result<(), (String, String)>;
+
+fn problem(field: &str, message: String) -> Problem {
+    Err((field.to_string(), message))
+}
+
+fn positive(field: &str, v: f64) -> Problem {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        problem(field, format!("expected a finite number > 0, got {v}"))
     }
 }
 
@@ -269,151 +396,162 @@ impl TrainConfig {
 
     /// Checks every field; the first problem is returned naming its field.
     pub fn validate(&self, origin: &str) -> Result<()> {
-        let fail = |field: &str, message: String| {
-            Err(Error::Config {
-                origin: origin.to_string(),
-                field: field.to_string(),
-                message,
-            })
+        let fail = |field: &str, message: String| Error::Config {
+            origin: origin.to_string(),
+            field: field.to_string(),
+            message,
         };
+        self.check_model()
+            .and_then(|()| self.check_numbers())
+            .and_then(|()| self.check_integers())
+            .map_err(|(field, message)| fail(&field, message))
+    }
+
+    /// Widths, mode and activation names.
+    fn check_model(&self) -> Problem {
         let m = &self.model;
         if m.hidden.is_empty() {
-            return fail("model.hidden", "expected at least one hidden width".into());
+            return problem("model.hidden", "expected at least one hidden width".into());
         }
-        if let Some(i) = m.hidden.iter().position(|&w| w == 0) {
-            return fail(
+        if let Some(i) = m.hidden.iter().position(|&w| w == 0 || w > MAX_HIDDEN) {
+            return problem(
                 &format!("model.hidden[{i}]"),
-                "expected a width > 0, got 0".into(),
+                format!("expected a width from 1 to {MAX_HIDDEN}, got {}", m.hidden[i]),
             );
         }
-        if let Some(i) = m.hidden.iter().position(|&w| w > 1 << 20) {
-            return fail(
-                &format!("model.hidden[{i}]"),
-                format!("expected a width <= {}, got {}", 1 << 20, m.hidden[i]),
-            );
-        }
-        match (self.model.mode, &m.activation) {
-            (Mode::Fixed, None) => {
-                return fail(
-                    "model.activation",
-                    "mode = \"fixed\" needs an activation name".into(),
-                )
-            }
+        match (m.mode, &m.activation) {
+            (Mode::Fixed, None) => problem(
+                "model.activation",
+                "mode = \"fixed\" needs an activation name".into(),
+            ),
             (Mode::Fixed, Some(name)) => {
-                if let Err(e) = lookup(name) {
-                    return fail("model.activation", e.to_string());
-                }
+                lookup(name).map(|_| ()).or_else(|e| problem("model.activation", e.to_string()))?;
+                self.check_pool()
             }
-            (Mode::Smartmixed, Some(_)) => {
-                return fail(
-                    "model.activation",
-                    "only used with mode = \"fixed\"; SmartMixed uses model.pool".into(),
-                )
-            }
-            (Mode::Smartmixed, None) => {}
+            (Mode::Smartmixed, Some(_)) => problem(
+                "model.activation",
+                "only used with mode = \"fixed\"; SmartMixed uses model.pool".into(),
+            ),
+            (Mode::Smartmixed, None) => self.check_pool(),
         }
-        if m.pool.is_empty() {
-            return fail("model.pool", "expected at least one activation".into());
+    }
+
+    fn check_pool(&self) -> Problem {
+        let pool = &self.model.pool;
+        if pool.is_empty() {
+            return problem("model.pool", "expected at least one activation".into());
         }
-        if m.pool.len() > u8::MAX as usize {
-            return fail("model.pool", "expected at most 255 activations".into());
+        if pool.len() > u8::MAX as usize {
+            return problem("model.pool", "expected at most 255 activations".into());
         }
-        for (i, name) in m.pool.iter().enumerate() {
-            if let Err(e) = lookup(name) {
-                return fail(&format!("model.pool[{i}]"), e.to_string());
-            }
-            if m.pool[..i].contains(name) {
-                return fail(
-                    &format!("model.pool[{i}]"),
-                    format!("duplicate activation `{name}`"),
-                );
+        for (i, name) in pool.iter().enumerate() {
+            let field = format!("model.pool[{i}]");
+            lookup(name).map(|_| ()).or_else(|e| problem(&field, e.to_string()))?;
+            if pool[..i].contains(name) {
+                return problem(&field, format!("duplicate activation `{name}`"));
             }
         }
-        let positive = |field: &str, v: f64| -> Result<()> {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                fail(field, format!("expected a finite number > 0, got {v}"))
-            }
-        };
-        positive("phase1.temperature", self.phase1.temperature)?;
-        positive("phase1.lr", self.phase1.lr)?;
+        Ok(())
+    }
+
+    /// Rates, temperatures, fractions and counts within their ranges.
+    fn check_numbers(&self) -> Problem {
+        let (p1, t, d) = (&self.phase1, &self.training, &self.data);
+        positive("phase1.temperature", p1.temperature)?;
+        positive("phase1.lr", p1.lr)?;
         positive("phase2.lr", self.phase2.lr)?;
-        if self.training.batch_size == 0 {
-            return fail(
-                "training.batch_size",
-                "expected a batch size > 0, got 0".into(),
+        if let Some(v) = p1.logit_lr {
+            positive("phase1.logit_lr", v)?;
+        }
+        if let Some(v) = p1.temperature_final {
+            positive("phase1.temperature_final", v)?;
+        }
+        let th = p1.auto.threshold;
+        if !(0.0..=1.0).contains(&th) {
+            return problem(
+                "phase1.auto.threshold",
+                format!("expected a fraction from 0 to 1, got {th}"),
             );
         }
-        let clip = self.training.clip_norm;
+        let clip = t.clip_norm;
         if !(clip.is_finite() && clip >= 0.0) {
-            return fail(
+            return problem(
                 "training.clip_norm",
                 format!("expected a number >= 0, got {clip}"),
             );
         }
-        let vf = self.data.validation_fraction;
+        let vf = d.validation_fraction;
         if !(vf > 0.0 && vf < 1.0) {
-            return fail(
+            return problem(
                 "data.validation_fraction",
                 format!("expected a fraction strictly between 0 and 1, got {vf}"),
             );
         }
-        if !(2..=256).contains(&self.data.classes) {
-            return fail(
+        if !(2..=256).contains(&d.classes) {
+            return problem(
                 "data.classes",
-                format!("expected 2 to 256 classes, got {}", self.data.classes),
+                format!("expected 2 to 256 classes, got {}", d.classes),
             );
         }
-        if self.data.train_limit == Some(0) {
-            return fail("data.train_limit", "expected a count > 0, got 0".into());
+        let counts = [
+            ("training.batch_size", Some(t.batch_size)),
+            ("training.patience", t.patience),
+            ("phase1.auto.window", Some(p1.auto.window)),
+            ("data.train_limit", d.train_limit),
+            ("data.test_limit", d.test_limit),
+        ];
+        for (field, value) in counts {
+            if value == Some(0) {
+                return problem(field, "expected a count > 0, got 0".into());
+            }
         }
-        if self.data.test_limit == Some(0) {
-            return fail("data.test_limit", "expected a count > 0, got 0".into());
-        }
-        // config.toml must be able to record every value: TOML integers are i64.
+        Ok(())
+    }
+
+    /// Every integer fits TOML's i64 (config.toml must be able to record it), and the
+    /// epochs add up to something above zero that fits too.
+    fn check_integers(&self) -> Problem {
+        let (p1, t, d) = (&self.phase1, &self.training, &self.data);
         let integers = [
-            ("training.seed", Some(self.training.seed)),
-            ("data.split_seed", Some(self.data.split_seed)),
-            ("phase1.epochs", Some(self.phase1.epochs as u64)),
+            ("training.seed", Some(t.seed)),
+            ("data.split_seed", Some(d.split_seed)),
+            ("phase1.epochs", Some(p1.epochs as u64)),
             ("phase2.epochs", Some(self.phase2.epochs as u64)),
-            ("training.batch_size", Some(self.training.batch_size as u64)),
-            ("model.inputs", m.inputs.map(|n| n as u64)),
-            ("data.train_limit", self.data.train_limit.map(|n| n as u64)),
-            ("data.test_limit", self.data.test_limit.map(|n| n as u64)),
+            ("phase1.auto.min_epochs", Some(p1.auto.min_epochs as u64)),
+            ("phase1.auto.window", Some(p1.auto.window as u64)),
+            ("phase1.auto.patience", Some(p1.auto.patience as u64)),
+            ("training.batch_size", Some(t.batch_size as u64)),
+            ("training.patience", t.patience.map(|n| n as u64)),
+            ("model.inputs", self.model.inputs.map(|n| n as u64)),
+            ("data.train_limit", d.train_limit.map(|n| n as u64)),
+            ("data.test_limit", d.test_limit.map(|n| n as u64)),
         ];
         for (field, value) in integers {
             if let Some(v) = value.filter(|&v| v > i64::MAX as u64) {
-                return fail(
+                return problem(
                     field,
                     format!("{v} is outside TOML's integer range (at most {})", i64::MAX),
                 );
             }
         }
-        match self
-            .phase1
+        match p1
             .epochs
             .checked_add(self.phase2.epochs)
             .filter(|&n| n as u64 <= i64::MAX as u64)
         {
-            None => {
-                return fail(
-                    "phase2.epochs",
-                    format!(
-                        "phase1.epochs + phase2.epochs overflows (more than {})",
-                        i64::MAX
-                    ),
-                )
-            }
-            Some(0) => {
-                return fail(
-                    "phase1.epochs",
-                    "phase1.epochs + phase2.epochs must be > 0".into(),
-                )
-            }
-            Some(_) => {}
+            None => problem(
+                "phase2.epochs",
+                format!(
+                    "phase1.epochs + phase2.epochs overflows (more than {})",
+                    i64::MAX
+                ),
+            ),
+            Some(0) => problem(
+                "phase1.epochs",
+                "phase1.epochs + phase2.epochs must be > 0".into(),
+            ),
+            Some(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// The dotted fields whose values differ between `self` and `other`, ignoring

@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod data;
+mod epochs;
 mod error;
 pub mod export;
 mod fsutil;
@@ -22,6 +23,8 @@ mod pool;
 mod recycle;
 mod resume;
 pub mod rundir;
+mod stopping;
+mod summary;
 mod trainer;
 
 pub use error::{Error, Result};
@@ -29,7 +32,8 @@ pub use model::{Dense, Hidden, Network};
 pub use ops::{Matrix, TrainDevice};
 pub use optim::Adam;
 pub use pool::{TrainPool, MAX_THREADS};
-pub use trainer::{check_data_fits, train_step, Progress, Silent, Summary, Trainer};
+pub use summary::{EarlyEnd, Evaluation, PhaseSummary, Summary};
+pub use trainer::{check_data_fits, train_step, Progress, Silent, Trainer};
 
 /// The devices a run trains on, re-exported so that callers need not depend on dfdx.
 pub use dfdx::tensor::Cpu;

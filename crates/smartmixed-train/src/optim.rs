@@ -10,6 +10,8 @@ use crate::ops::{Matrix, TrainDevice};
 #[derive(Debug)]
 pub struct Adam<D: TrainDevice> {
     config: AdamConfig,
+    /// Parameters from this index on use their own rate (phase 1's logits).
+    tail: Option<(usize, f64)>,
     step: i32,
     moments: Vec<crate::ops::Moments<D>>,
 }
@@ -33,6 +35,7 @@ impl<D: TrainDevice> Adam<D> {
                 lr,
                 ..Default::default()
             },
+            tail: None,
             step: 0,
             moments,
         })
@@ -70,6 +73,12 @@ impl<D: TrainDevice> Adam<D> {
         self.config.lr = lr;
     }
 
+    /// Gives the parameters from index `first` on (in [`Self::step`]'s order) their own
+    /// learning rate.
+    pub fn set_lr_from(&mut self, first: usize, lr: f64) {
+        self.tail = Some((first, lr));
+    }
+
     /// Clips the global gradient norm to `clip_norm` (when > 0; as
     /// `torch.nn.utils.clip_grad_norm_`: scale by `clip / (norm + 1e-6)` when that is < 1)
     /// and applies one Adam update. Returns the norm before clipping.
@@ -94,13 +103,14 @@ impl<D: TrainDevice> Adam<D> {
             }
         }
         self.step += 1;
-        D::adam_update(
-            &self.config,
-            self.step,
-            &mut params,
-            &mut self.moments,
-            grads,
-        )?;
+        let split = self.tail.map_or(params.len(), |(first, _)| first.min(params.len()));
+        let (head, tail) = params.split_at_mut(split);
+        let (head_m, tail_m) = self.moments.split_at_mut(split);
+        D::adam_update(&self.config, self.step, head, head_m, grads)?;
+        if let Some((_, lr)) = self.tail.filter(|_| !tail.is_empty()) {
+            let config = AdamConfig { lr, ..self.config };
+            D::adam_update(&config, self.step, tail, tail_m, grads)?;
+        }
         Ok(norm)
     }
 }

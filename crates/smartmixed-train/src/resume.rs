@@ -17,7 +17,8 @@ use crate::fsutil::write_atomic;
 use crate::model::Network;
 use crate::ops::TrainDevice;
 use crate::optim::Adam;
-use crate::trainer::{Evaluation, PhaseSummary};
+use crate::stopping::Watch;
+use crate::summary::{Evaluation, PhaseSummary};
 use crate::{Error, Result};
 
 const POSITION_KEY: &str = "resume";
@@ -38,6 +39,9 @@ pub struct Position {
     /// recorded.
     #[serde(default)]
     pub config: Option<TrainConfig>,
+    /// What the phase's end rule has observed (choice changes, lowest validation loss).
+    #[serde(default)]
+    pub watch: Watch,
 }
 
 /// A loaded state.

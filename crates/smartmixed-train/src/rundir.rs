@@ -40,6 +40,9 @@ pub struct EpochRecord {
     pub samples_per_second: f64,
     /// Mean global gradient norm before clipping.
     pub grad_norm: f64,
+    /// Phase 1: the fraction of hidden neurons whose argmax choice changed in this epoch
+    /// (0 in other phases; what `phase1.transition = "auto"` watches).
+    pub choices_changed: f64,
 }
 
 /// The largest metrics.csv or choices.csv read back (a 350-epoch run writes 40 kB).
@@ -49,80 +52,102 @@ fn read_run_file(path: &Path) -> Result<String> {
     read_text(path, MAX_CSV_BYTES).map_err(|e| Error::io(path, "cannot read", e))
 }
 
-/// Reads `metrics.csv` back, by its header's column names. A cell that is not a number is
-/// an error naming the line and the column; non-finite numbers (a diverged run) are kept.
+/// A CSV file's header and rows, cells trimmed; errors name the line and column.
+struct Table<'a> {
+    path: &'a Path,
+    header: Vec<&'a str>,
+    rows: Vec<(usize, Vec<&'a str>)>,
+}
+
+impl<'a> Table<'a> {
+    fn parse(path: &'a Path, text: &'a str) -> Self {
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or("").split(',').map(str::trim).collect();
+        let rows = lines
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (i + 2, l.split(',').map(str::trim).collect()))
+            .collect();
+        Table { path, header, rows }
+    }
+
+    fn bad(&self, line: usize, message: String) -> Error {
+        Error::Mismatch {
+            path: self.path.to_path_buf(),
+            message: format!("line {line}: {message}"),
+        }
+    }
+
+    fn column(&self, name: &str) -> Result<usize> {
+        self.optional(name)
+            .ok_or_else(|| self.bad(1, format!("no column `{name}` in the header")))
+    }
+
+    fn optional(&self, name: &str) -> Option<usize> {
+        self.header.iter().position(|h| *h == name)
+    }
+
+    fn cell(&self, (line, cells): &(usize, Vec<&'a str>), c: usize) -> Result<&'a str> {
+        cells.get(c).copied().ok_or_else(|| {
+            let expected = self.header.len();
+            self.bad(*line, format!("{} fields, expected {expected}", cells.len()))
+        })
+    }
+
+    /// A cell parsed as `T`; `what` says what was expected.
+    fn parse_cell<T: std::str::FromStr>(
+        &self,
+        row: &(usize, Vec<&'a str>),
+        c: usize,
+        what: &str,
+    ) -> Result<T> {
+        let v = self.cell(row, c)?;
+        v.parse()
+            .map_err(|_| self.bad(row.0, format!("{}: `{v}` is not {what}", self.header[c])))
+    }
+}
+
+/// Reads `metrics.csv` back, by its header's column names (columns added later may be
+/// missing: they read as 0). A cell that is not a number is an error naming the line and
+/// the column; non-finite numbers (a diverged run) are kept.
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochRecord>> {
     let text = read_run_file(path)?;
-    let bad = |line: usize, message: String| Error::Mismatch {
-        path: path.to_path_buf(),
-        message: format!("line {line}: {message}"),
-    };
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| h.trim() == name)
-            .ok_or_else(|| bad(1, format!("no column `{name}` in the header")))
-    };
-    let cols = [
-        column("phase")?,
-        column("epoch")?,
-        column("train_loss")?,
-        column("validation_loss")?,
-        column("validation_accuracy")?,
-    ];
-    let optional = |name: &str| header.iter().position(|h| h.trim() == name);
-    let extra = [
-        optional("seconds"),
-        optional("samples_per_second"),
-        optional("grad_norm"),
-    ];
-    let mut rows = Vec::new();
-    for (i, l) in lines.enumerate() {
-        let line = i + 2;
-        if l.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = l.split(',').collect();
-        let cell = |c: usize| {
-            f.get(c).map(|v| v.trim()).ok_or_else(|| {
-                bad(
-                    line,
-                    format!("{} fields, expected {}", f.len(), header.len()),
-                )
-            })
-        };
-        let number = |c: usize| -> Result<f64> {
-            let v = cell(c)?;
-            v.parse::<f64>()
-                .map_err(|_| bad(line, format!("{}: `{v}` is not a number", header[c].trim())))
-        };
-        let epoch = cell(cols[1])?;
-        let epoch = epoch
-            .parse::<usize>()
-            .map_err(|_| bad(line, format!("epoch: `{epoch}` is not a whole number")))?;
+    let t = Table::parse(path, &text);
+    let [phase, epoch, train, val_loss, val_acc] = [
+        "phase",
+        "epoch",
+        "train_loss",
+        "validation_loss",
+        "validation_accuracy",
+    ]
+    .map(|name| t.column(name));
+    let (phase, epoch, train, val_loss, val_acc) = (phase?, epoch?, train?, val_loss?, val_acc?);
+    let extra = ["seconds", "samples_per_second", "grad_norm", "choices_changed"]
+        .map(|name| t.optional(name));
+    let mut records = Vec::new();
+    for row in &t.rows {
+        let number = |c: usize| t.parse_cell::<f64>(row, c, "a number");
         let maybe = |c: Option<usize>| c.map_or(Ok(0.0), number);
-        rows.push(EpochRecord {
-            phase: {
-                let name = cell(cols[0])?;
-                Phase::from_name(name).ok_or_else(|| {
-                    bad(
-                        line,
-                        format!("phase: `{name}`, expected phase1, phase2 or fixed"),
-                    )
-                })?
-            },
-            epoch,
-            train_loss: number(cols[2])?,
-            validation_loss: number(cols[3])?,
-            validation_accuracy: number(cols[4])?,
+        let name = t.cell(row, phase)?;
+        let phase = Phase::from_name(name).ok_or_else(|| {
+            t.bad(
+                row.0,
+                format!("phase: `{name}`, expected phase1, phase2 or fixed"),
+            )
+        })?;
+        records.push(EpochRecord {
+            phase,
+            epoch: t.parse_cell(row, epoch, "a whole number")?,
+            train_loss: number(train)?,
+            validation_loss: number(val_loss)?,
+            validation_accuracy: number(val_acc)?,
             seconds: maybe(extra[0])?,
             samples_per_second: maybe(extra[1])?,
             grad_norm: maybe(extra[2])?,
+            choices_changed: maybe(extra[3])?,
         });
     }
-    Ok(rows)
+    Ok(records)
 }
 
 /// One row of `choices.csv`: after phase-1 `epoch`, `count` neurons of hidden `layer`
@@ -229,7 +254,7 @@ impl RunDir {
     fn create_unchecked(path: &Path) -> Self {
         Self {
             path: path.to_path_buf(),
-            metrics: "phase,epoch,train_loss,validation_loss,validation_accuracy,seconds,samples_per_second,grad_norm\n".into(),
+            metrics: "phase,epoch,train_loss,validation_loss,validation_accuracy,seconds,samples_per_second,grad_norm,choices_changed\n".into(),
             choices: "epoch,layer,activation,count\n".into(),
         }
     }
@@ -303,7 +328,7 @@ impl RunDir {
 
     pub fn add_epoch(&mut self, r: &EpochRecord) -> Result<()> {
         self.metrics.push_str(&format!(
-            "{},{},{:.6},{:.6},{:.6},{:.3},{:.1},{:.6}\n",
+            "{},{},{:.6},{:.6},{:.6},{:.3},{:.1},{:.6},{:.6}\n",
             r.phase,
             r.epoch,
             r.train_loss,
@@ -311,7 +336,8 @@ impl RunDir {
             r.validation_accuracy,
             r.seconds,
             r.samples_per_second,
-            r.grad_norm
+            r.grad_norm,
+            r.choices_changed
         ));
         write_atomic(&self.path.join(METRICS), self.metrics.as_bytes())
     }

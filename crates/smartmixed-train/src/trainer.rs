@@ -1,16 +1,15 @@
-//! The training loop of both phases and of the fixed baselines: Adam, clipping, the
-//! best-validation-loss checkpoint, NaN stop, per-epoch metrics.
+//! A run: the phases a config asks for (SmartMixed's two, or a fixed baseline's one) in
+//! order, the transition between them, resume, and `summary.json`. The loop inside a
+//! phase is in `epochs.rs`; the loss, a training step and evaluation are here.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use dfdx::losses::cross_entropy_with_logits_loss;
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
-use smartmixed_core::{lookup, Mode, OutputLoss, Phase, Phase2Init, TrainConfig};
+use smartmixed_core::{lookup, Mode, OutputLoss, Phase, Phase2Init, TrainConfig, Transition};
 
 use crate::checkpoint;
 use crate::data::{Dataset, Splits};
@@ -20,6 +19,8 @@ use crate::optim::Adam;
 use crate::pool::TrainPool;
 use crate::resume;
 use crate::rundir::{EpochRecord, RunDir};
+use crate::stopping::{EndRule, Watch};
+pub use crate::summary::{EarlyEnd, Evaluation, PhaseSummary, Summary};
 use crate::{Error, Result};
 
 /// Batch size of evaluation passes (no gradients, so larger is fine).
@@ -38,56 +39,13 @@ pub trait Progress: Send {
     ) {
     }
     fn epoch(&mut self, _record: &EpochRecord, _choices: Option<&[Vec<usize>]>) {}
+    /// A phase is over; `summary.ended_early` says whether a rule ended it before its budget.
+    fn phase_ended(&mut self, _summary: &PhaseSummary) {}
 }
 
 /// Ignores progress.
 pub struct Silent;
 impl Progress for Silent {}
-
-/// Loss and accuracy over a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Evaluation {
-    pub loss: f64,
-    pub accuracy: f64,
-}
-
-/// The Table I figures of one phase.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PhaseSummary {
-    pub phase: Phase,
-    pub epochs: usize,
-    pub best_epoch: usize,
-    pub validation_loss: f64,
-    pub validation_accuracy: f64,
-    pub test_accuracy: f64,
-    pub test_loss: f64,
-    pub seconds: f64,
-    pub checkpoint: String,
-}
-
-/// `summary.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    pub mode: Mode,
-    pub architecture: Vec<usize>,
-    pub seed: u64,
-    pub split_seed: u64,
-    pub train_samples: usize,
-    pub validation_samples: usize,
-    pub test_samples: usize,
-    pub phases: Vec<PhaseSummary>,
-    /// Whether the training threads flushed subnormal floats to zero
-    /// (`training.flush_denormals` on a CPU that can).
-    #[serde(default)]
-    pub flush_denormals: bool,
-    /// Training threads.
-    #[serde(default)]
-    pub threads: usize,
-    /// Per hidden layer, neurons per activation after phase 1 (SmartMixed only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub final_choices: Option<Vec<Vec<(String, usize)>>>,
-    pub seconds: f64,
-}
 
 /// The loss of a batch of logits against one-hot targets.
 pub fn loss<D: TrainDevice, T: Tape<f32, D>>(
@@ -202,19 +160,31 @@ pub struct Trainer<'a, D: TrainDevice> {
 }
 
 /// The outcome of one phase: the best network and its figures.
-struct PhaseOutcome<D: TrainDevice> {
-    best: Network<D>,
-    summary: PhaseSummary,
+pub(crate) struct PhaseOutcome<D: TrainDevice> {
+    pub best: Network<D>,
+    pub summary: PhaseSummary,
+}
+
+/// One phase as the run asks for it.
+pub(crate) struct PhasePlan<'a> {
+    pub name: Phase,
+    /// The epoch budget.
+    pub epochs: usize,
+    pub lr: f64,
+    /// The logits' own learning rate (phase 1).
+    pub logit_lr: Option<f64>,
+    pub end: EndRule<'a>,
 }
 
 /// Where a phase starts: fresh, or restored from a run's state file.
-struct PhaseStart<D: TrainDevice> {
-    net: Network<D>,
-    epochs_done: usize,
-    adam: Option<Adam<D>>,
-    best: Option<(Network<D>, usize, Evaluation)>,
+pub(crate) struct PhaseStart<D: TrainDevice> {
+    pub net: Network<D>,
+    pub epochs_done: usize,
+    pub adam: Option<Adam<D>>,
+    pub best: Option<(Network<D>, usize, Evaluation)>,
+    pub watch: Watch,
     /// Training seconds this phase already spent before an interruption.
-    seconds: f64,
+    pub seconds: f64,
 }
 
 impl<D: TrainDevice> PhaseStart<D> {
@@ -224,6 +194,7 @@ impl<D: TrainDevice> PhaseStart<D> {
             epochs_done: 0,
             adam: None,
             best: None,
+            watch: Watch::default(),
             seconds: 0.0,
         }
     }
@@ -252,13 +223,14 @@ fn take_start<D: TrainDevice>(
         epochs_done: s.position.epochs_done,
         adam: Some(s.adam),
         best,
+        watch: s.position.watch,
         seconds: (s.position.seconds - earlier).max(0.0),
     }))
 }
 
 /// A seed for epoch `epoch` of phase `phase` and stream `stream`: every epoch draws from
 /// its own generator, so a resumed run sees exactly the numbers an uninterrupted one does.
-fn epoch_seed(seed: u64, phase: Phase, epoch: usize, stream: u64) -> u64 {
+pub(crate) fn epoch_seed(seed: u64, phase: Phase, epoch: usize, stream: u64) -> u64 {
     let tag = match phase {
         Phase::Phase1 => 1u64,
         Phase::Phase2 => 2,
@@ -270,6 +242,12 @@ fn epoch_seed(seed: u64, phase: Phase, epoch: usize, stream: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// A run's state, the phases it has finished and those finished before a resume.
+struct Progression<D: TrainDevice> {
+    state: Option<resume::State<D>>,
+    completed: Vec<PhaseSummary>,
 }
 
 impl<D: TrainDevice> Trainer<'_, D> {
@@ -346,253 +324,162 @@ impl<D: TrainDevice> Trainer<'_, D> {
     ) -> Result<Summary> {
         let start = Instant::now();
         let cfg = self.config;
-        let widths = self.widths();
-        let seed = cfg.training.seed;
-        let mut init_rng = StdRng::seed_from_u64(seed);
-        let (mut completed, earlier_seconds) = match &state {
-            Some(s) => (s.position.completed.clone(), s.position.seconds),
-            None => (Vec::new(), 0.0),
+        let earlier_seconds = state.as_ref().map_or(0.0, |s| s.position.seconds);
+        let mut progression = Progression {
+            completed: state
+                .as_ref()
+                .map_or_else(Vec::new, |s| s.position.completed.clone()),
+            state,
         };
-        let mut state = state;
-        let run_path = self.run.path().to_path_buf();
-        let mut final_choices = None;
-        match cfg.model.mode {
+        let final_choices = match cfg.model.mode {
             Mode::Fixed => {
-                let name = cfg.model.activation.as_deref().unwrap_or("relu");
-                let act = lookup(name)?;
-                let start = match take_start(&mut state, Phase::Fixed, &run_path)? {
-                    Some(s) => s,
-                    None => {
-                        PhaseStart::fresh(Network::fixed(self.dev, &widths, act, &mut init_rng))
-                    }
-                };
-                let out = self.phase(
-                    Phase::Fixed,
-                    start,
-                    cfg.total_epochs(),
-                    cfg.phase2.lr,
-                    &completed,
-                )?;
-                completed.push(out.summary);
+                self.run_fixed(&mut progression)?;
+                None
             }
-            Mode::Smartmixed => {
+            Mode::Smartmixed => Some(self.run_smartmixed(&mut progression)?),
+        };
+        Ok(Summary {
+            mode: cfg.model.mode,
+            architecture: self.widths(),
+            seed: cfg.training.seed,
+            split_seed: cfg.data.split_seed,
+            train_samples: self.data.train.len(),
+            validation_samples: self.data.validation.len(),
+            test_samples: self.data.test.len(),
+            phases: progression.completed,
+            select: cfg.training.select,
+            final_choices,
+            seconds: earlier_seconds + start.elapsed().as_secs_f64(),
+            flush_denormals,
+            threads,
+        })
+    }
+
+    /// Phase 2's and the baselines' early stopping, if `training.patience` is set.
+    fn patience_rule(&self) -> EndRule<'static> {
+        let t = &self.config.training;
+        t.patience
+            .map_or(EndRule::Never, |p| EndRule::Patience(p, t.select))
+    }
+
+    /// A fixed-activation baseline: one phase of every epoch at phase 2's rate.
+    fn run_fixed(&mut self, progression: &mut Progression<D>) -> Result<()> {
+        let cfg = self.config;
+        let name = cfg.model.activation.as_deref().unwrap_or("relu");
+        let act = lookup(name)?;
+        let run_path = self.run.path().to_path_buf();
+        let start = match take_start(&mut progression.state, Phase::Fixed, &run_path)? {
+            Some(s) => s,
+            None => {
+                let mut init_rng = StdRng::seed_from_u64(cfg.training.seed);
+                PhaseStart::fresh(Network::fixed(self.dev, &self.widths(), act, &mut init_rng))
+            }
+        };
+        let plan = PhasePlan {
+            name: Phase::Fixed,
+            epochs: cfg.total_epochs(),
+            lr: cfg.phase2.lr,
+            logit_lr: None,
+            end: self.patience_rule(),
+        };
+        let out = self.phase(&plan, start, &progression.completed)?;
+        progression.completed.push(out.summary);
+        Ok(())
+    }
+
+    /// Phase 1, the transition, phase 2. Returns the neurons per activation per layer
+    /// that phase 1 handed over.
+    fn run_smartmixed(
+        &mut self,
+        progression: &mut Progression<D>,
+    ) -> Result<Vec<Vec<(String, usize)>>> {
+        let cfg = self.config;
+        let resumed_in_phase2 = progression
+            .state
+            .as_ref()
+            .is_some_and(|s| s.position.phase == Phase::Phase2);
+        let p1_best = if resumed_in_phase2 {
+            let path = self.run.path().join(Phase::Phase1.checkpoint_file());
+            checkpoint::load(self.dev, &path)?
+        } else {
+            self.run_phase1(progression)?
+        };
+        let counts = choice_counts(&p1_best).unwrap_or_default();
+        let final_choices = counts
+            .iter()
+            .map(|layer| cfg.model.pool.iter().cloned().zip(layer.iter().copied()).collect())
+            .collect();
+        if cfg.phase2.epochs > 0 {
+            self.run_phase2(progression, &p1_best)?;
+        }
+        Ok(final_choices)
+    }
+
+    /// Phase 1 from fresh selective weights or from the state; returns its best network.
+    fn run_phase1(&mut self, progression: &mut Progression<D>) -> Result<Network<D>> {
+        let cfg = self.config;
+        let run_path = self.run.path().to_path_buf();
+        let start = match take_start(&mut progression.state, Phase::Phase1, &run_path)? {
+            Some(s) => s,
+            None => {
                 let pool = cfg
                     .model
                     .pool
                     .iter()
                     .map(|n| lookup(n))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                let resumed_in_phase2 = state
-                    .as_ref()
-                    .is_some_and(|s| s.position.phase == Phase::Phase2);
-                let p1_best = if resumed_in_phase2 {
-                    checkpoint::load(
-                        self.dev,
-                        &self.run.path().join(Phase::Phase1.checkpoint_file()),
-                    )?
-                } else {
-                    let tau = cfg.phase1.temperature as f32;
-                    let start = match take_start(&mut state, Phase::Phase1, &run_path)? {
-                        Some(s) => s,
-                        None => PhaseStart::fresh(Network::selective(
-                            self.dev,
-                            &widths,
-                            pool,
-                            tau,
-                            &mut init_rng,
-                        )),
-                    };
-                    let p1 = self.phase(
-                        Phase::Phase1,
-                        start,
-                        cfg.phase1.epochs,
-                        cfg.phase1.lr,
-                        &completed,
-                    )?;
-                    completed.push(p1.summary);
-                    p1.best
-                };
-                let counts = choice_counts(&p1_best).unwrap_or_default();
-                final_choices = Some(
-                    counts
-                        .iter()
-                        .map(|layer| {
-                            cfg.model
-                                .pool
-                                .iter()
-                                .cloned()
-                                .zip(layer.iter().copied())
-                                .collect()
-                        })
-                        .collect(),
-                );
-                if cfg.phase2.epochs > 0 {
-                    let mut reinit_rng =
-                        StdRng::seed_from_u64(epoch_seed(seed, Phase::Phase2, 0, 7));
-                    let reinit = cfg.phase2.init == Phase2Init::Reinit;
-                    let start = match take_start(&mut state, Phase::Phase2, &run_path)? {
-                        Some(s) => s,
-                        None => PhaseStart::fresh(
-                            p1_best
-                                .to_mixed(reinit.then_some(&mut reinit_rng))
-                                .expect("phase 1 is selective"),
-                        ),
-                    };
-                    let p2 = self.phase(
-                        Phase::Phase2,
-                        start,
-                        cfg.phase2.epochs,
-                        cfg.phase2.lr,
-                        &completed,
-                    )?;
-                    completed.push(p2.summary);
-                }
+                let tau = cfg.phase1.temperature as f32;
+                let mut init_rng = StdRng::seed_from_u64(cfg.training.seed);
+                let widths = self.widths();
+                PhaseStart::fresh(Network::selective(
+                    self.dev,
+                    &widths,
+                    pool,
+                    tau,
+                    &mut init_rng,
+                ))
             }
-        }
-        let summary = Summary {
-            mode: cfg.model.mode,
-            architecture: widths,
-            seed,
-            split_seed: cfg.data.split_seed,
-            train_samples: self.data.train.len(),
-            validation_samples: self.data.validation.len(),
-            test_samples: self.data.test.len(),
-            phases: completed,
-            final_choices,
-            seconds: earlier_seconds + start.elapsed().as_secs_f64(),
-            flush_denormals,
-            threads,
         };
-        Ok(summary)
+        let plan = PhasePlan {
+            name: Phase::Phase1,
+            epochs: cfg.phase1.epochs,
+            lr: cfg.phase1.lr,
+            logit_lr: cfg.phase1.logit_lr,
+            end: match cfg.phase1.transition {
+                Transition::Fixed => EndRule::Never,
+                Transition::Auto => EndRule::Settled(&cfg.phase1.auto),
+            },
+        };
+        let p1 = self.phase(&plan, start, &progression.completed)?;
+        progression.completed.push(p1.summary);
+        Ok(p1.best)
     }
 
-    /// Trains from `start` up to `epochs` epochs, keeping (and checkpointing) the best
-    /// validation loss and writing the resume state after every epoch.
-    fn phase(
-        &mut self,
-        name: Phase,
-        start: PhaseStart<D>,
-        epochs: usize,
-        lr: f64,
-        completed: &[PhaseSummary],
-    ) -> Result<PhaseOutcome<D>> {
-        let phase_start = Instant::now();
-        let (cfg, data, dev) = (self.config, self.data, self.dev);
-        let classes = data.classes;
-        let bs = cfg.training.batch_size;
-        let seed = cfg.training.seed;
-        let ckpt_name = name.checkpoint_file();
-        let ckpt_path = self.run.path().join(&ckpt_name);
-        let device_err = |e: D::Err| Error::Device(format!("{e:?}"));
-        let PhaseStart {
-            mut net,
-            epochs_done,
-            adam,
-            mut best,
-            seconds: earlier_seconds,
-        } = start;
-        let mut adam = match adam {
-            Some(mut a) => {
-                a.set_lr(lr);
-                a
+    /// Phase 2 from phase 1's best network (transferred or re-initialised) or the state.
+    fn run_phase2(&mut self, progression: &mut Progression<D>, p1_best: &Network<D>) -> Result<()> {
+        let cfg = self.config;
+        let run_path = self.run.path().to_path_buf();
+        let start = match take_start(&mut progression.state, Phase::Phase2, &run_path)? {
+            Some(s) => s,
+            None => {
+                let seed = epoch_seed(cfg.training.seed, Phase::Phase2, 0, 7);
+                let mut reinit_rng = StdRng::seed_from_u64(seed);
+                let reinit = cfg.phase2.init == Phase2Init::Reinit;
+                let mixed = p1_best
+                    .to_mixed(reinit.then_some(&mut reinit_rng))
+                    .ok_or_else(|| Error::Device("phase 1's network is not selective".into()))?;
+                PhaseStart::fresh(mixed)
             }
-            None => Adam::new(&net.params(), lr).map_err(device_err)?,
         };
-        let selective = matches!(net.hidden, Hidden::Selective { .. });
-        let batches = data.train.len().div_ceil(bs);
-        self.progress.phase_started(name, epochs, batches);
-        if epochs == 0 && best.is_none() {
-            let e = evaluate(dev, &net, &data.validation, classes, cfg.model.output_loss);
-            checkpoint::save(&net, &ckpt_path)?;
-            best = Some((net.clone(), 0, e));
-        }
-        for epoch in epochs_done + 1..=epochs {
-            let epoch_start = Instant::now();
-            let mut order: Vec<usize> = (0..data.train.len()).collect();
-            order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(seed, name, epoch, 0)));
-            let mut noise_rng = StdRng::seed_from_u64(epoch_seed(seed, name, epoch, 1));
-            let (mut loss_sum, mut norm_sum, mut seen) = (0.0f64, 0.0f64, 0usize);
-            for (bi, chunk) in order.chunks(bs).enumerate() {
-                if self.stop.load(Ordering::Relaxed) {
-                    return Err(Error::Interrupted);
-                }
-                let b = data.train.batch(chunk, classes);
-                let x = dev.tensor_from_vec(b.inputs, (chunk.len(), data.train.features()));
-                let y = dev.tensor_from_vec(b.targets, (chunk.len(), classes));
-                let noise = selective.then_some(&mut noise_rng);
-                let (value, norm) =
-                    train_step(&mut net, &mut adam, x, y, noise, cfg).map_err(device_err)?;
-                if !value.is_finite() {
-                    return Err(Error::NonFiniteLoss {
-                        phase: name,
-                        epoch,
-                        batch: bi + 1,
-                        loss: value,
-                    });
-                }
-                norm_sum += norm;
-                loss_sum += value as f64 * chunk.len() as f64;
-                seen += chunk.len();
-                self.progress.batch(
-                    epoch,
-                    bi + 1,
-                    loss_sum / seen as f64,
-                    seen as f64 / epoch_start.elapsed().as_secs_f64(),
-                );
-            }
-            let train_seconds = epoch_start.elapsed().as_secs_f64();
-            let val = evaluate(dev, &net, &data.validation, classes, cfg.model.output_loss);
-            if best.as_ref().is_none_or(|(_, _, b)| val.loss < b.loss) {
-                checkpoint::save(&net, &ckpt_path)?;
-                best = Some((net.clone(), epoch, val));
-            }
-            let record = EpochRecord {
-                phase: name,
-                epoch,
-                train_loss: loss_sum / seen.max(1) as f64,
-                validation_loss: val.loss,
-                validation_accuracy: val.accuracy,
-                seconds: epoch_start.elapsed().as_secs_f64(),
-                samples_per_second: seen as f64 / train_seconds,
-                grad_norm: norm_sum / batches.max(1) as f64,
-            };
-            self.run.add_epoch(&record)?;
-            let counts = choice_counts(&net);
-            if let Some(c) = &counts {
-                let names: Vec<&str> = cfg.model.pool.iter().map(String::as_str).collect();
-                self.run.add_choices(epoch, &names, c)?;
-            }
-            if let Some((_, best_epoch, best_val)) = &best {
-                let position = resume::Position {
-                    phase: name,
-                    epochs_done: epoch,
-                    best_epoch: *best_epoch,
-                    best_validation: *best_val,
-                    completed: completed.to_vec(),
-                    seconds: earlier_seconds
-                        + phase_start.elapsed().as_secs_f64()
-                        + completed.iter().map(|p| p.seconds).sum::<f64>(),
-                    config: Some(cfg.clone()),
-                };
-                resume::save(dev, self.run.path(), &net, &adam, &position)?;
-            }
-            self.progress.epoch(&record, counts.as_deref());
-        }
-        let (best, best_epoch, val) = best.expect("at least one evaluation");
-        let test = evaluate(dev, &best, &data.test, classes, cfg.model.output_loss);
-        Ok(PhaseOutcome {
-            summary: PhaseSummary {
-                phase: name,
-                epochs,
-                best_epoch,
-                validation_loss: val.loss,
-                validation_accuracy: val.accuracy,
-                test_accuracy: test.accuracy,
-                test_loss: test.loss,
-                seconds: earlier_seconds + phase_start.elapsed().as_secs_f64(),
-                checkpoint: ckpt_name,
-            },
-            best,
-        })
+        let plan = PhasePlan {
+            name: Phase::Phase2,
+            epochs: cfg.phase2.epochs,
+            lr: cfg.phase2.lr,
+            logit_lr: None,
+            end: self.patience_rule(),
+        };
+        let p2 = self.phase(&plan, start, &progression.completed)?;
+        progression.completed.push(p2.summary);
+        Ok(())
     }
 }
