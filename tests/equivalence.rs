@@ -11,8 +11,8 @@ use rand::{Rng, SeedableRng};
 use smartmixed_core::{lookup, PAPER_POOL};
 use smartmixed_train::checkpoint;
 use smartmixed_train::data::Dataset;
-use smartmixed_train::{Hidden, Network};
 use smartmixed_train::Matrix;
+use smartmixed_train::{Hidden, Network};
 
 const WIDTHS: [usize; 5] = [784, 48, 40, 32, 10];
 

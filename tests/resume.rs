@@ -8,8 +8,8 @@ use dfdx::prelude::*;
 use smartmixed_core::TrainConfig;
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::{EpochRecord, RunDir};
-use smartmixed_train::{Progress, Silent, Summary, Trainer};
 use smartmixed_train::Error;
+use smartmixed_train::{Progress, Silent, Summary, Trainer};
 
 /// Sets the stop flag (as Ctrl-C does) once epoch `epoch` of `phase` has finished.
 struct StopAfter<'a> {

@@ -12,10 +12,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use smartmixed_core::{lookup, TrainConfig, PAPER_POOL};
 use smartmixed_infer::{Model, Scratch};
-use smartmixed_train::{Hidden, Network};
 use smartmixed_train::Adam;
 use smartmixed_train::TrainPool;
 use smartmixed_train::{export, train_step};
+use smartmixed_train::{Hidden, Network};
 
 const WIDTHS: [usize; 8] = [784, 768, 512, 512, 256, 256, 128, 10];
 

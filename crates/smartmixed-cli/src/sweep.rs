@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use smartmixed_core::sweep::{shard, Cell, CellFilter, SweepConfig};
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::{RunDir, SUMMARY};
-use smartmixed_train::{Silent, Summary, Trainer};
 use smartmixed_train::Cpu;
+use smartmixed_train::{Silent, Summary, Trainer};
 
 use crate::train::parse_threads;
 

@@ -416,7 +416,10 @@ impl TrainConfig {
         if let Some(i) = m.hidden.iter().position(|&w| w == 0 || w > MAX_HIDDEN) {
             return problem(
                 &format!("model.hidden[{i}]"),
-                format!("expected a width from 1 to {MAX_HIDDEN}, got {}", m.hidden[i]),
+                format!(
+                    "expected a width from 1 to {MAX_HIDDEN}, got {}",
+                    m.hidden[i]
+                ),
             );
         }
         match (m.mode, &m.activation) {
@@ -425,7 +428,9 @@ impl TrainConfig {
                 "mode = \"fixed\" needs an activation name".into(),
             ),
             (Mode::Fixed, Some(name)) => {
-                lookup(name).map(|_| ()).or_else(|e| problem("model.activation", e.to_string()))?;
+                lookup(name)
+                    .map(|_| ())
+                    .or_else(|e| problem("model.activation", e.to_string()))?;
                 self.check_pool()
             }
             (Mode::Smartmixed, Some(_)) => problem(
@@ -446,7 +451,9 @@ impl TrainConfig {
         }
         for (i, name) in pool.iter().enumerate() {
             let field = format!("model.pool[{i}]");
-            lookup(name).map(|_| ()).or_else(|e| problem(&field, e.to_string()))?;
+            lookup(name)
+                .map(|_| ())
+                .or_else(|e| problem(&field, e.to_string()))?;
             if pool[..i].contains(name) {
                 return problem(&field, format!("duplicate activation `{name}`"));
             }

@@ -66,7 +66,11 @@ impl<D: TrainDevice> Trainer<'_, D> {
         completed: &[PhaseSummary],
     ) -> Result<PhaseOutcome<D>> {
         let mut run = self.begin(plan, start)?;
-        let batches = self.data.train.len().div_ceil(self.config.training.batch_size);
+        let batches = self
+            .data
+            .train
+            .len()
+            .div_ceil(self.config.training.batch_size);
         self.progress.phase_started(plan.name, plan.epochs, batches);
         if plan.epochs == 0 && run.best.is_none() {
             let e = self.validate(&run.net);
@@ -140,7 +144,11 @@ impl<D: TrainDevice> Trainer<'_, D> {
             .watch
             .observe(epoch, before.as_deref(), after.as_deref(), val.loss);
         let select = self.config.training.select;
-        if run.best.as_ref().is_none_or(|(_, _, b)| val.beats(b, select)) {
+        if run
+            .best
+            .as_ref()
+            .is_none_or(|(_, _, b)| val.beats(b, select))
+        {
             checkpoint::save(&run.net, &self.run.path().join(plan.name.checkpoint_file()))?;
             run.best = Some((run.net.clone(), epoch, val));
         }
@@ -177,7 +185,9 @@ impl<D: TrainDevice> Trainer<'_, D> {
         let (classes, bs, seed) = (data.classes, cfg.training.batch_size, cfg.training.seed);
         let clock = Instant::now();
         let mut order: Vec<usize> = (0..data.train.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(seed, plan.name, epoch, 0)));
+        order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(
+            seed, plan.name, epoch, 0,
+        )));
         let mut noise_rng = StdRng::seed_from_u64(epoch_seed(seed, plan.name, epoch, 1));
         let selective = matches!(run.net.hidden, Hidden::Selective { .. });
         let (mut loss_sum, mut norm_sum, mut seen, mut batches) = (0.0f64, 0.0f64, 0usize, 0);

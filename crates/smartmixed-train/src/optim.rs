@@ -103,7 +103,9 @@ impl<D: TrainDevice> Adam<D> {
             }
         }
         self.step += 1;
-        let split = self.tail.map_or(params.len(), |(first, _)| first.min(params.len()));
+        let split = self
+            .tail
+            .map_or(params.len(), |(first, _)| first.min(params.len()));
         let (head, tail) = params.split_at_mut(split);
         let (head_m, tail_m) = self.moments.split_at_mut(split);
         D::adam_update(&self.config, self.step, head, head_m, grads)?;

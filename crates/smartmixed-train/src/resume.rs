@@ -11,12 +11,12 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use smartmixed_core::{Phase, TrainConfig};
 
-use crate::rundir::STATE;
 use crate::checkpoint;
 use crate::fsutil::write_atomic;
 use crate::model::Network;
 use crate::ops::TrainDevice;
 use crate::optim::Adam;
+use crate::rundir::STATE;
 use crate::stopping::Watch;
 use crate::summary::{Evaluation, PhaseSummary};
 use crate::{Error, Result};

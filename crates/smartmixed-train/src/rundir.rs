@@ -62,7 +62,12 @@ struct Table<'a> {
 impl<'a> Table<'a> {
     fn parse(path: &'a Path, text: &'a str) -> Self {
         let mut lines = text.lines();
-        let header = lines.next().unwrap_or("").split(',').map(str::trim).collect();
+        let header = lines
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .collect();
         let rows = lines
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
@@ -90,7 +95,10 @@ impl<'a> Table<'a> {
     fn cell(&self, (line, cells): &(usize, Vec<&'a str>), c: usize) -> Result<&'a str> {
         cells.get(c).copied().ok_or_else(|| {
             let expected = self.header.len();
-            self.bad(*line, format!("{} fields, expected {expected}", cells.len()))
+            self.bad(
+                *line,
+                format!("{} fields, expected {expected}", cells.len()),
+            )
         })
     }
 
@@ -122,8 +130,13 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochRecord>> {
     ]
     .map(|name| t.column(name));
     let (phase, epoch, train, val_loss, val_acc) = (phase?, epoch?, train?, val_loss?, val_acc?);
-    let extra = ["seconds", "samples_per_second", "grad_norm", "choices_changed"]
-        .map(|name| t.optional(name));
+    let extra = [
+        "seconds",
+        "samples_per_second",
+        "grad_norm",
+        "choices_changed",
+    ]
+    .map(|name| t.optional(name));
     let mut records = Vec::new();
     for row in &t.rows {
         let number = |c: usize| t.parse_cell::<f64>(row, c, "a number");

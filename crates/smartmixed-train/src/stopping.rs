@@ -145,12 +145,22 @@ mod tests {
         // Epoch 6: no change in epochs 4-6, loss last improved at 3 (3 epochs ago).
         assert!(EndRule::Settled(&r).reason(&w, 6, 3).is_some());
         // Too early, or a window that still sees epoch 1's change, or too little patience.
-        assert!(EndRule::Settled(&rule(7, 3, 0.05, 2)).reason(&w, 6, 3).is_none());
-        assert!(EndRule::Settled(&rule(4, 6, 0.05, 2)).reason(&w, 6, 3).is_none());
-        assert!(EndRule::Settled(&rule(4, 3, 0.05, 4)).reason(&w, 6, 3).is_none());
+        assert!(EndRule::Settled(&rule(7, 3, 0.05, 2))
+            .reason(&w, 6, 3)
+            .is_none());
+        assert!(EndRule::Settled(&rule(4, 6, 0.05, 2))
+            .reason(&w, 6, 3)
+            .is_none());
+        assert!(EndRule::Settled(&rule(4, 3, 0.05, 4))
+            .reason(&w, 6, 3)
+            .is_none());
         // A threshold at or below the measured fraction keeps training.
-        assert!(EndRule::Settled(&rule(4, 6, 0.1, 2)).reason(&w, 6, 3).is_none());
-        assert!(EndRule::Settled(&rule(4, 6, 0.11, 2)).reason(&w, 6, 3).is_some());
+        assert!(EndRule::Settled(&rule(4, 6, 0.1, 2))
+            .reason(&w, 6, 3)
+            .is_none());
+        assert!(EndRule::Settled(&rule(4, 6, 0.11, 2))
+            .reason(&w, 6, 3)
+            .is_some());
     }
 
     #[test]
@@ -159,7 +169,10 @@ mod tests {
         let p = EndRule::Patience(3, Select::ValAccuracy);
         assert!(p.reason(&w, 5, 3).is_none());
         let why = p.reason(&w, 6, 3).unwrap();
-        assert!(why.contains("accuracy not improved for 3 epochs (best at epoch 3)"), "{why}");
+        assert!(
+            why.contains("accuracy not improved for 3 epochs (best at epoch 3)"),
+            "{why}"
+        );
         assert!(EndRule::Never.reason(&w, 100, 1).is_none());
     }
 }

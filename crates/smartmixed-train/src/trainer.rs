@@ -407,7 +407,14 @@ impl<D: TrainDevice> Trainer<'_, D> {
         let counts = choice_counts(&p1_best).unwrap_or_default();
         let final_choices = counts
             .iter()
-            .map(|layer| cfg.model.pool.iter().cloned().zip(layer.iter().copied()).collect())
+            .map(|layer| {
+                cfg.model
+                    .pool
+                    .iter()
+                    .cloned()
+                    .zip(layer.iter().copied())
+                    .collect()
+            })
             .collect();
         if cfg.phase2.epochs > 0 {
             self.run_phase2(progression, &p1_best)?;

@@ -4,8 +4,8 @@
 
 use dfdx::prelude::*;
 use smartmixed_core::OutputLoss;
-use smartmixed_train::Matrix;
 use smartmixed_train::internals::loss;
+use smartmixed_train::Matrix;
 
 #[test]
 fn cross_entropy_and_double_softmax_match_hand_computed_values() {

@@ -6,9 +6,9 @@ use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use smartmixed_core::{lookup, Activation, PAPER_POOL};
-use smartmixed_train::internals::{Block, CLAMP};
 use smartmixed_train::internals::{argmax_columns, gumbel};
 use smartmixed_train::internals::{generic, LayerActivation};
+use smartmixed_train::internals::{Block, CLAMP};
 use smartmixed_train::{Matrix, TrainDevice};
 
 use smartmixed_activations_extra as _;

@@ -3,8 +3,8 @@
 //! 2.15) on a loss linear in the parameters, so each step's gradient is known exactly.
 
 use dfdx::prelude::*;
-use smartmixed_train::Matrix;
 use smartmixed_train::Adam;
+use smartmixed_train::Matrix;
 
 #[test]
 fn adam_with_clipping_matches_pytorch() {
