@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 use smartmixed_core::Phase;
 use smartmixed_train::rundir::EpochRecord;
-use smartmixed_train::Progress;
+use smartmixed_train::{PhaseSummary, Progress};
 
 /// Shows batches, running loss and samples/s, then a line per epoch.
 pub struct Reporter {
@@ -80,5 +80,15 @@ impl Progress for Reporter {
             line.push_str(&format!(", choices per layer {}", layers.join(" ")));
         }
         eprintln!("{line}");
+    }
+
+    fn phase_ended(&mut self, summary: &PhaseSummary) {
+        self.finish();
+        if let Some(end) = &summary.ended_early {
+            eprintln!(
+                "{} ended after epoch {} of {}: {}",
+                summary.phase, end.epoch, self.epochs, end.reason
+            );
+        }
     }
 }

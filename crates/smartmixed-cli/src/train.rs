@@ -215,19 +215,30 @@ fn train_in(
 fn print_table(s: &Summary) {
     println!();
     println!(
-        "{:<22} {:>20} {:>15} {:>11}",
-        "Training phase", "Validation accuracy", "Test accuracy", "Best epoch"
+        "{:<22} {:>20} {:>15} {:>11} {:>7}",
+        "Training phase", "Validation accuracy", "Test accuracy", "Best epoch", "Epochs"
     );
     for p in &s.phases {
         let label = p.phase.label();
+        let early = if p.ended_early.is_some() { "*" } else { "" };
         println!(
-            "{:<22} {:>19.2}% {:>14.2}% {:>11}",
+            "{:<22} {:>19.2}% {:>14.2}% {:>11} {:>6}{early}",
             label,
             100.0 * p.validation_accuracy,
             100.0 * p.test_accuracy,
-            p.best_epoch
+            p.best_epoch,
+            p.epochs
         );
     }
+    println!(
+        "best epoch by {}{}",
+        s.select.name(),
+        if s.phases.iter().any(|p| p.ended_early.is_some()) {
+            "; * ended early (summary.json says why)"
+        } else {
+            ""
+        }
+    );
     println!(
         "wall time: {:.1} s on {} threads, subnormals {}",
         s.seconds,

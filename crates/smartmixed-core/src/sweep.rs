@@ -6,12 +6,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{
     default_pool, DataConfig, Mode, ModelConfig, OutputLoss, Phase1Config, Phase2Config,
-    TrainingConfig,
+    TrainingConfig, Transition,
 };
 use crate::{Error, Result, TrainConfig};
 
 /// The method name of the two-phase SmartMixed run in `sweep.methods`.
 pub const SMARTMIXED: &str = "smartmixed";
+/// SmartMixed with `phase1.transition = "auto"` and early stopping of phase 2
+/// (`training.patience = sweep.auto_patience`), the sweep's other sections unchanged.
+pub const SMARTMIXED_AUTO: &str = "smartmixed-auto";
 
 /// A sweep: the `[sweep]` table plus the training sections every cell shares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,10 +46,17 @@ pub struct SweepSection {
     pub pool: Vec<String>,
     #[serde(default)]
     pub output_loss: OutputLoss,
+    /// Phase 2's early-stopping patience in `smartmixed-auto` cells.
+    #[serde(default = "default_auto_patience")]
+    pub auto_patience: usize,
 }
 
 fn default_seeds() -> Vec<u64> {
     vec![0]
+}
+
+fn default_auto_patience() -> usize {
+    10
 }
 
 /// One run of a sweep.
@@ -118,6 +128,9 @@ impl SweepConfig {
         if cfg.sweep.seeds.is_empty() {
             return Err(fail("sweep.seeds", "expected at least one seed"));
         }
+        if cfg.sweep.auto_patience == 0 {
+            return Err(fail("sweep.auto_patience", "expected a count > 0, got 0"));
+        }
         for (i, m) in cfg.sweep.methods.iter().enumerate() {
             if cfg.sweep.methods[..i].contains(m) {
                 return Err(fail(
@@ -153,8 +166,9 @@ impl SweepConfig {
 
     /// The training config of one cell.
     pub fn cell_config(&self, cell: &Cell) -> TrainConfig {
-        let smartmixed = cell.method == SMARTMIXED;
-        TrainConfig {
+        let auto = cell.method == SMARTMIXED_AUTO;
+        let smartmixed = auto || cell.method == SMARTMIXED;
+        let mut config = TrainConfig {
             model: ModelConfig {
                 hidden: cell.hidden.clone(),
                 inputs: None,
@@ -174,7 +188,12 @@ impl SweepConfig {
                 ..self.training.clone()
             },
             data: self.data.clone(),
+        };
+        if auto {
+            config.phase1.transition = Transition::Auto;
+            config.training.patience = Some(self.sweep.auto_patience);
         }
+        config
     }
 }
 
@@ -247,6 +266,29 @@ mod tests {
     use super::*;
 
     const SWEEP: &str = "[sweep]\narchitectures = [[8], [8, 4], [6]]\nmethods = [\"relu\", \"tanh\", \"smartmixed\"]\nseeds = [0, 1]\n[phase1]\nepochs = 1\n[phase2]\nepochs = 1\n";
+
+    #[test]
+    fn smartmixed_auto_cells_transition_automatically_and_stop_early() {
+        let text = SWEEP.replace(
+            "\"smartmixed\"]",
+            "\"smartmixed\", \"smartmixed-auto\"]\nauto_patience = 4",
+        );
+        let sweep = SweepConfig::from_toml_str(&text, "t").unwrap();
+        let cells = sweep.cells();
+        let config =
+            |method: &str| sweep.cell_config(cells.iter().find(|c| c.method == method).unwrap());
+        let (auto, paper) = (config(SMARTMIXED_AUTO), config(SMARTMIXED));
+        assert_eq!(auto.model.mode, Mode::Smartmixed);
+        assert_eq!(auto.phase1.transition, Transition::Auto);
+        assert_eq!(auto.training.patience, Some(4));
+        assert_eq!(paper.phase1.transition, Transition::Fixed);
+        assert_eq!(paper.training.patience, None);
+        let zero = text.replace("auto_patience = 4", "auto_patience = 0");
+        let e = SweepConfig::from_toml_str(&zero, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sweep.auto_patience"), "{e}");
+    }
 
     #[test]
     fn cell_ids_read_back() {

@@ -43,6 +43,9 @@ pub enum Figure {
         x_label: String,
         y_label: String,
         series: Vec<Series>,
+        /// Vertical lines at these x values, named in the legend (an epoch where a phase
+        /// ended, the selected checkpoint).
+        markers: Vec<(f64, String)>,
     },
     Bars {
         title: String,
@@ -72,14 +75,24 @@ impl Figure {
                 x_label,
                 y_label,
                 series,
-            } => lines(area, title, x_label, y_label, series),
+                markers,
+            } => lines(area, title, (x_label, y_label), series, markers),
             Figure::Bars {
                 title,
                 y_label,
                 groups,
                 series,
                 values,
-            } => grouped_bars(area, title, y_label, groups, series, values),
+            } => {
+                if series.len() > 1 {
+                    let (plot, key) = beside_legend(area);
+                    let entries: Vec<_> = series.iter().map(|n| (n.clone(), Key::Box)).collect();
+                    legend(&key, &entries)?;
+                    grouped_bars(&plot, title, y_label, groups, series, values)
+                } else {
+                    grouped_bars(area, title, y_label, groups, series, values)
+                }
+            }
             Figure::Heatmap {
                 title,
                 rows,
@@ -178,19 +191,93 @@ pub fn drawable(series: Vec<Series>) -> (Vec<Series>, usize) {
     (kept, left_out)
 }
 
-/// Line chart of several series.
+/// Width of the legend column beside a chart: legends never cover data.
+const LEGEND_WIDTH: u32 = 170;
+
+/// The chart's area and, to its right, the legend's.
+fn beside_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+) -> (DrawingArea<DB, Shift>, DrawingArea<DB, Shift>) {
+    let (w, _) = area.dim_in_pixel();
+    area.split_horizontally(w.saturating_sub(LEGEND_WIDTH))
+}
+
+/// How a legend entry is drawn: a line, a dashed marker line or a filled box.
+#[derive(Clone, Copy)]
+enum Key {
+    Line,
+    Marker,
+    Box,
+}
+
+/// Legend entries, coloured by position (markers in grey), top to bottom.
+fn legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    entries: &[(String, Key)],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let draw = |e: Result<(), DrawingAreaErrorKind<DB::ErrorType>>| e.map_err(|e| anyhow!("{e}"));
+    let (mut line, mut marker) = (0, 0);
+    for (row, (name, key)) in entries.iter().enumerate() {
+        let y = 60 + 24 * row as i32;
+        let c = match key {
+            Key::Marker => {
+                marker += 1;
+                marker_colour(marker - 1)
+            }
+            _ => colour(line),
+        };
+        match key {
+            Key::Line => {
+                draw(area.draw(&PathElement::new(vec![(6, y), (28, y)], c.stroke_width(2))))?
+            }
+            Key::Marker => {
+                for x in [6, 15, 24] {
+                    draw(area.draw(&PathElement::new(
+                        vec![(x, y), (x + 5, y)],
+                        c.stroke_width(2),
+                    )))?
+                }
+            }
+            Key::Box => draw(area.draw(&Rectangle::new([(8, y - 6), (24, y + 6)], c.filled())))?,
+        }
+        draw(area.draw(&Text::new(name.clone(), (34, y - 8), ("sans-serif", 14))))?;
+        if !matches!(key, Key::Marker) {
+            line += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Marker lines: grey, then dark red.
+fn marker_colour(i: usize) -> RGBColor {
+    [RGBColor(90, 90, 90), RGBColor(170, 30, 30)][i % 2]
+}
+
+/// Whether every x is a whole number (epochs): ticks then fall on whole numbers only.
+fn whole_numbers(series: &[Series]) -> bool {
+    series
+        .iter()
+        .flat_map(|(_, p)| p.iter())
+        .all(|&(x, _)| x.fract() == 0.0)
+}
+
+/// Line chart of several series, with vertical marker lines; the legend sits beside it.
 fn lines<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
-    x_label: &str,
-    y_label: &str,
+    (x_label, y_label): (&str, &str),
     series: &[Series],
+    markers: &[(f64, String)],
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     // Callers drop undrawable points with `drawable`; this keeps the figure safe anyway.
     let (series, _) = drawable(series.to_vec());
+    let markers: Vec<&(f64, String)> = markers.iter().filter(|(x, _)| drawable_value(*x)).collect();
     let pts = series.iter().flat_map(|(_, p)| p.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
@@ -202,42 +289,63 @@ where
     if x0 > x1 {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
+    for (x, _) in &markers {
+        (x0, x1) = (x0.min(*x), x1.max(*x));
+    }
     // A pad that survives rounding at the values' magnitude, so the range is never empty.
     let pad = ((y1 - y0) * 0.05).max(1e-6 * y0.abs().max(y1.abs()).max(1.0));
     let x1 = x1.max(x0 + 1e-6 * x0.abs().max(1.0));
-    let mut chart = ChartBuilder::on(area)
+    let (plot, key) = beside_legend(area);
+    let mut chart = ChartBuilder::on(&plot)
         .caption(title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
         .map_err(|e| anyhow!("{e}"))?;
+    let whole = whole_numbers(&series);
+    let ticks = if whole {
+        ((x1 - x0) as usize + 1).min(11)
+    } else {
+        10
+    };
     chart
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
+        .x_labels(ticks)
+        .x_label_formatter(&|x| match (whole, x.fract() == 0.0) {
+            (true, true) => format!("{x:.0}"),
+            (true, false) => String::new(),
+            (false, _) => format!("{x}"),
+        })
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
+    let mut entries = Vec::new();
     for (i, (name, p)) in series.iter().enumerate() {
         let c = colour(i);
         chart
             .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2)))
-            .map_err(|e| anyhow!("{e}"))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            .map_err(|e| anyhow!("{e}"))?;
         chart
             .draw_series(p.iter().map(|&(x, y)| Circle::new((x, y), 3, c.filled())))
             .map_err(|e| anyhow!("{e}"))?;
+        entries.push((name.clone(), Key::Line));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(())
+    for (i, (x, name)) in markers.into_iter().enumerate() {
+        let grey = marker_colour(i);
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(*x, y0 - pad), (*x, y1 + pad)],
+                6,
+                4,
+                grey.stroke_width(2),
+            ))
+            .map_err(|e| anyhow!("{e}"))?;
+        entries.push((name.clone(), Key::Marker));
+    }
+    legend(&key, &entries)
 }
 
 /// Grouped bar chart: `values[g][s]` is series `s` in group `g`.
@@ -280,7 +388,7 @@ where
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     let width = 0.8 / s as f64;
-    for (si, name) in series.iter().enumerate() {
+    for si in 0..series.len() {
         let c = colour(si);
         chart
             .draw_series(values.iter().enumerate().map(|(g, row)| {
@@ -293,17 +401,6 @@ where
                     c.filled(),
                 )
             }))
-            .map_err(|e| anyhow!("{e}"))?
-            .label(name.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
-    }
-    if series.len() > 1 {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
             .map_err(|e| anyhow!("{e}"))?;
     }
     Ok(())
