@@ -150,6 +150,59 @@ fn resumed_runs_end_exactly_as_uninterrupted_ones() {
     }
 }
 
+/// An automatic transition decided from observations saved in the state: a run stopped
+/// before, at and after the transition epoch resumes to the same transition, the same
+/// phase 2 and the same early stop.
+#[test]
+fn resumed_auto_transition_runs_end_exactly_as_uninterrupted_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config("");
+    cfg.phase1.epochs = 6;
+    // Phase 1 frozen (updates far below the weights' rounding step): the lowest validation
+    // loss stays at epoch 1, which only the saved observations remember after a resume.
+    cfg.phase1.lr = 1e-30;
+    cfg.phase1.logit_lr = Some(1e-30);
+    cfg.phase1.transition = smartmixed_core::Transition::Auto;
+    cfg.phase1.auto = smartmixed_core::AutoTransition {
+        min_epochs: 2,
+        window: 1,
+        threshold: 0.01,
+        patience: 3,
+    };
+    cfg.phase2.epochs = 8;
+    cfg.training.patience = Some(1);
+    let data = Splits::load(&cfg.data, 10).unwrap();
+    let whole_dir = tmp.path().join("whole");
+    let stop = AtomicBool::new(false);
+    let whole = train(&cfg, &data, &whole_dir, &mut Silent, &stop).unwrap();
+    let transition = whole.phases[0]
+        .ended_early
+        .as_ref()
+        .expect("auto transition");
+    assert_eq!(transition.epoch, 4);
+    for (phase, epoch) in [("phase1", 2), ("phase1", 4), ("phase2", 1)] {
+        let dir = tmp.path().join(format!("{phase}-{epoch}"));
+        let stop = AtomicBool::new(false);
+        let mut progress = StopAfter {
+            phase,
+            epoch,
+            stop: &stop,
+        };
+        let err = train(&cfg, &data, &dir, &mut progress, &stop).unwrap_err();
+        assert!(matches!(err, Error::Interrupted), "{err}");
+        let resumed = resume(&cfg, &data, &dir);
+        same_result(&whole, &resumed);
+        for (a, b) in whole.phases.iter().zip(&resumed.phases) {
+            assert_eq!((a.epochs, &a.ended_early), (b.epochs, &b.ended_early));
+        }
+        assert_eq!(
+            metrics(&whole_dir),
+            metrics(&dir),
+            "stopped after {phase} epoch {epoch}"
+        );
+    }
+}
+
 /// A resume after config.toml was edited (other widths, another learning rate) is refused
 /// naming the fields, and leaves the run resumable with its own config.
 #[test]
