@@ -506,6 +506,66 @@ fn sweep_config(tmp: &Path) -> (PathBuf, PathBuf) {
     (write_config(tmp, "sweep.toml", &text), data)
 }
 
+/// `smartmixed-auto` takes part in a sweep beside the paper's schedule: its phase 1 ends
+/// when the choices settle (here at once: phase 1 is frozen by a learning rate below the
+/// weights' rounding step), and the report compares epochs and time per method.
+#[test]
+fn a_sweep_compares_smartmixed_auto_with_the_paper_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synthetic_data(&data, 120, 40);
+    let text = format!(
+        "[sweep]\narchitectures = [[12]]\nmethods = [\"smartmixed\", \"smartmixed-auto\"]\nseeds = [0, 1]\nauto_patience = 2\n[phase1]\nepochs = 5\nlr = 1e-30\nlogit_lr = 1e-30\n[phase1.auto]\nmin_epochs = 2\nwindow = 1\npatience = 1\n[phase2]\nepochs = 3\nlr = 0.01\n[training]\nbatch_size = 16\n[data]\nclasses = 2\ndir = {:?}\n",
+        data.display().to_string()
+    );
+    let cfg = write_config(tmp.path(), "auto.toml", &text);
+    let out = tmp.path().join("sweep");
+    let o = cli(&[
+        "sweep",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for seed in 0..2 {
+        let summary = |method: &str| -> serde_json::Value {
+            let path = out.join(format!("cells/a01-{method}-s{seed}/summary.json"));
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let (paper, auto) = (summary("smartmixed"), summary("smartmixed-auto"));
+        assert_eq!(paper["phases"][0]["epochs"], 5);
+        assert!(paper["phases"][0].get("ended_early").is_none());
+        assert_eq!(auto["phases"][0]["epochs"], 2);
+        assert_eq!(auto["phases"][0]["ended_early"]["epoch"], 2);
+    }
+    let o = cli(&["report", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(out.join("report/report.md")).unwrap();
+    let row = |method: &str| {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {method} | 2 |")))
+            .unwrap_or_else(|| panic!("no cost row for {method} in {md}"))
+            .to_string()
+    };
+    assert!(
+        row("smartmixed").contains("| 0 phases |"),
+        "{}",
+        row("smartmixed")
+    );
+    let auto = row("smartmixed-auto");
+    assert!(
+        auto.contains("| 2 phases |")
+            || auto.contains("| 3 phases |")
+            || auto.contains("| 4 phases |"),
+        "{auto}"
+    );
+    assert!(
+        md.contains("smartmixed-auto"),
+        "the method takes part in the rankings"
+    );
+}
+
 fn results_rows(dir: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(dir.join("results.csv")).unwrap();
     let mut rows: Vec<String> = text

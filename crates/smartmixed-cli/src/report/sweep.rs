@@ -46,244 +46,352 @@ fn heatmap(cells: &[&Finished], pool: &[String]) -> Result<WeightHeatmap> {
     Ok(h)
 }
 
+/// Test accuracy per `(architecture, method)`, per seed.
+type Accuracies = BTreeMap<(usize, String), BTreeMap<u64, f64>>;
+
+/// The finished cells of a sweep, arranged for its tables.
+struct Sweep<'a> {
+    cells: &'a [Finished],
+    methods: Vec<String>,
+    pool: Vec<String>,
+    seeds: Vec<u64>,
+    archs: Vec<usize>,
+    /// Full widths (input and output from the data) per architecture number.
+    widths: BTreeMap<usize, Vec<usize>>,
+    acc: Accuracies,
+    /// Per architecture, each method's rank by mean test accuracy.
+    per_arch: Vec<Vec<(String, usize)>>,
+}
+
+impl<'a> Sweep<'a> {
+    fn new(dir: &Path, cells: &'a [Finished]) -> Result<Self> {
+        let config = SweepConfig::from_file(&dir.join(SWEEP_CONFIG)).ok();
+        let mut methods: Vec<String> = config
+            .as_ref()
+            .map(|c| c.sweep.methods.clone())
+            .unwrap_or_default();
+        for f in cells {
+            if !methods.contains(&f.cell.method) {
+                methods.push(f.cell.method.clone());
+            }
+        }
+        let pool: Vec<String> = config
+            .as_ref()
+            .map(|c| c.sweep.pool.clone())
+            .unwrap_or_else(|| PAPER_POOL.iter().map(|s| s.to_string()).collect());
+        let mut acc = Accuracies::new();
+        let mut widths = BTreeMap::new();
+        for f in cells {
+            let last = f.summary.phases.last().context("a run has phases")?;
+            acc.entry((f.cell.architecture, f.cell.method.clone()))
+                .or_default()
+                .insert(f.cell.seed, last.test_accuracy);
+            widths.insert(f.cell.architecture, f.summary.architecture.clone());
+        }
+        let mut seeds: Vec<u64> = cells.iter().map(|f| f.cell.seed).collect();
+        seeds.sort_unstable();
+        seeds.dedup();
+        let archs: Vec<usize> = widths.keys().copied().collect();
+        let mut sweep = Sweep {
+            cells,
+            methods,
+            pool,
+            seeds,
+            archs,
+            widths,
+            acc,
+            per_arch: Vec::new(),
+        };
+        sweep.per_arch = sweep.ranks_where(|by_seed| {
+            Some(mean_std(&by_seed.values().copied().collect::<Vec<_>>()).0)
+        });
+        Ok(sweep)
+    }
+
+    /// Per architecture, the methods ranked by `score` of their per-seed accuracies.
+    fn ranks_where(
+        &self,
+        score: impl Fn(&BTreeMap<u64, f64>) -> Option<f64>,
+    ) -> Vec<Vec<(String, usize)>> {
+        self.archs
+            .iter()
+            .map(|&a| {
+                let scores: Vec<(String, f64)> = self
+                    .methods
+                    .iter()
+                    .filter_map(|m| Some((m.clone(), score(self.acc.get(&(a, m.clone()))?)?)))
+                    .collect();
+                ranks(&scores)
+            })
+            .collect()
+    }
+
+    fn mean_acc(&self, a: usize, m: &str) -> Option<(f64, f64)> {
+        self.acc
+            .get(&(a, m.to_string()))
+            .map(|by_seed| mean_std(&by_seed.values().copied().collect::<Vec<_>>()))
+    }
+}
+
+/// A report being written: its markdown and the files saved so far.
+struct Writer<'a> {
+    out: &'a Path,
+    md: String,
+    files: Vec<String>,
+}
+
+impl Writer<'_> {
+    fn save(&mut self, fig: &Figure, stem: &str, alt: &str) -> Result<()> {
+        let saved = fig.save(&self.out.join(stem))?;
+        self.md.push_str(&format!("\n![{alt}]({})\n", saved[1]));
+        self.files.extend(saved);
+        Ok(())
+    }
+
+    /// Table II: the top three methods per architecture.
+    fn table_two(&mut self, sw: &Sweep) {
+        self.md.push_str("## Table II: top three per architecture\n\n| # | Architecture | 1st | 2nd | 3rd |\n|---|---|---|---|---|\n");
+        for (i, &a) in sw.archs.iter().enumerate() {
+            let mut r = sw.per_arch[i].clone();
+            r.sort_by(|x, y| x.1.cmp(&y.1).then_with(|| x.0.cmp(&y.0)));
+            let mut top: Vec<String> = r
+                .iter()
+                .take(3)
+                .map(|(m, k)| {
+                    let mean = sw.mean_acc(a, m).map_or(0.0, |v| v.0);
+                    format!("{m} ({k}, {:.2}%)", 100.0 * mean)
+                })
+                .collect();
+            top.resize(3, "-".into());
+            self.md.push_str(&format!(
+                "| {a} | {:?} | {} |\n",
+                sw.widths[&a],
+                top.join(" | ")
+            ));
+        }
+    }
+
+    /// Eq. 11 and Fig. 4, with the per-seed spread when there are several seeds.
+    fn mrr(&mut self, sw: &Sweep) -> Result<()> {
+        let mrr = mean_reciprocal_rank(&sw.per_arch, &sw.methods);
+        let per_seed: Vec<Vec<(String, f64)>> = if sw.seeds.len() > 1 {
+            sw.seeds
+                .iter()
+                .map(|s| {
+                    mean_reciprocal_rank(&sw.ranks_where(|by| by.get(s).copied()), &sw.methods)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.md
+            .push_str("\n## Mean Reciprocal Rank (eq. 11, Fig. 4)\n\n| Method | MRR |");
+        if per_seed.is_empty() {
+            self.md.push_str("\n|---|---|\n");
+        } else {
+            self.md
+                .push_str(" per-seed MRR (mean ± sd) |\n|---|---|---|\n");
+        }
+        for (i, (m, v)) in mrr.iter().enumerate() {
+            self.md.push_str(&format!("| {m} | {v:.4} |"));
+            if !per_seed.is_empty() {
+                let vals: Vec<f64> = per_seed.iter().map(|p| p[i].1).collect();
+                let (mean, sd) = mean_std(&vals);
+                self.md.push_str(&format!(" {mean:.4} ± {sd:.4} |"));
+            }
+            self.md.push('\n');
+        }
+        let fig = Figure::Bars {
+            title: "Mean Reciprocal Rank per method".into(),
+            y_label: "MRR".into(),
+            groups: sw.methods.clone(),
+            series: vec!["MRR".into()],
+            values: mrr.iter().map(|(_, v)| vec![*v]).collect(),
+        };
+        self.save(&fig, "fig4-mrr", "MRR")?;
+        if !per_seed.is_empty() {
+            let fig = Figure::Bars {
+                title: "MRR per method, one bar per seed (the spread across seeds)".into(),
+                y_label: "MRR".into(),
+                groups: sw.methods.clone(),
+                series: sw.seeds.iter().map(|s| format!("seed {s}")).collect(),
+                values: (0..sw.methods.len())
+                    .map(|m| per_seed.iter().map(|p| p[m].1).collect())
+                    .collect(),
+            };
+            self.save(&fig, "fig4b-mrr-per-seed", "MRR per seed")?;
+        }
+        Ok(())
+    }
+
+    /// Fig. 5: how often each method took each rank.
+    fn rank_counts(&mut self, sw: &Sweep) -> Result<()> {
+        let counts = rank_counts(&sw.per_arch, &sw.methods);
+        let n = sw.methods.len();
+        let header: Vec<String> = (1..=n).map(|r| format!("rank {r}")).collect();
+        self.md.push_str(&format!(
+            "\n## Rank counts (Fig. 5)\n\n| Method | {} |\n|---|{}\n",
+            header.join(" | "),
+            "---|".repeat(n)
+        ));
+        for (m, c) in sw.methods.iter().zip(&counts) {
+            let c: Vec<String> = c.iter().map(|v| v.to_string()).collect();
+            self.md.push_str(&format!("| {m} | {} |\n", c.join(" | ")));
+        }
+        let fig = Figure::Bars {
+            title: "How often each method took each rank".into(),
+            y_label: "architectures".into(),
+            groups: sw.methods.clone(),
+            series: header,
+            values: counts
+                .iter()
+                .map(|c| c.iter().map(|&v| v as f64).collect())
+                .collect(),
+        };
+        self.save(&fig, "fig5-rank-counts", "rank counts")
+    }
+
+    /// Fig. 6: the mean hidden-to-hidden weight between activation groups.
+    fn weights(&mut self, sw: &Sweep) -> Result<()> {
+        let smart: Vec<&Finished> = sw
+            .cells
+            .iter()
+            .filter(|f| f.cell.method == SMARTMIXED)
+            .collect();
+        let pool = &sw.pool;
+        let h = heatmap(&smart, pool)?;
+        let values: Vec<Vec<Option<f64>>> = (0..pool.len())
+            .map(|s| (0..pool.len()).map(|t| h.mean(s, t)).collect())
+            .collect();
+        self.md.push_str(&format!(
+            "\n## Mean weight between activation groups (Fig. 6)\n\nPooled over the hidden-to-hidden weight matrices of {} SmartMixed cells (phase-2 best checkpoints; input-to-hidden and hidden-to-output matrices left out). Rows: source activation; columns: target.\n\n| source \\ target | {} |\n|---|{}\n",
+            smart.len(),
+            pool.join(" | "),
+            "---|".repeat(pool.len())
+        ));
+        for (s, row) in values.iter().enumerate() {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(t, v)| v.map_or("n/a".into(), |v| format!("{v:+.5} (n={})", h.count(s, t))))
+                .collect();
+            self.md
+                .push_str(&format!("| {} | {} |\n", pool[s], cells.join(" | ")));
+        }
+        let fig = Figure::Heatmap {
+            title: "Mean weight from source to target activation group".into(),
+            rows: pool.clone(),
+            cols: pool.clone(),
+            values,
+        };
+        self.save(&fig, "fig6-weight-heatmap", "weight heatmap")
+    }
+
+    /// Test accuracy per architecture and method.
+    fn per_cell(&mut self, sw: &Sweep) {
+        let several = sw.seeds.len() > 1;
+        self.md.push_str(&format!(
+            "\n## Test accuracy per cell{}\n\n| # | {} |\n|---|{}\n",
+            if several {
+                " (mean ± sd over seeds)"
+            } else {
+                ""
+            },
+            sw.methods.join(" | "),
+            "---|".repeat(sw.methods.len())
+        ));
+        for &a in &sw.archs {
+            let row: Vec<String> = sw
+                .methods
+                .iter()
+                .map(|m| match sw.mean_acc(a, m) {
+                    Some((mean, sd)) if several => {
+                        format!("{:.2} ± {:.2}%", 100.0 * mean, 100.0 * sd)
+                    }
+                    Some((mean, _)) => format!("{:.2}%", 100.0 * mean),
+                    None => "-".into(),
+                })
+                .collect();
+            self.md
+                .push_str(&format!("| {a} | {} |\n", row.join(" | ")));
+        }
+    }
+
+    /// Per method over all its cells: test accuracy, epochs trained and wall time, each as
+    /// mean ± sd (what an automatic schedule saves, and what it costs).
+    fn cost_per_method(&mut self, sw: &Sweep) {
+        self.md.push_str("\n## Accuracy, epochs and time per method (mean ± sd over cells)\n\n| Method | Cells | Test accuracy | Epochs | Wall time (s) | Ended early |\n|---|---|---|---|---|---|\n");
+        for m in &sw.methods {
+            let cells: Vec<&Finished> = sw.cells.iter().filter(|f| &f.cell.method == m).collect();
+            let figure = |f: &dyn Fn(&Finished) -> f64| {
+                mean_std(&cells.iter().map(|c| f(c)).collect::<Vec<_>>())
+            };
+            let acc = figure(&|c| {
+                c.summary
+                    .phases
+                    .last()
+                    .map_or(f64::NAN, |p| p.test_accuracy)
+            });
+            let epochs = figure(&|c| c.summary.phases.iter().map(|p| p.epochs as f64).sum());
+            let secs = figure(&|c| c.summary.seconds);
+            let early: usize = cells
+                .iter()
+                .map(|c| {
+                    c.summary
+                        .phases
+                        .iter()
+                        .filter(|p| p.ended_early.is_some())
+                        .count()
+                })
+                .sum();
+            self.md.push_str(&format!(
+                "| {m} | {} | {:.2} ± {:.2}% | {:.1} ± {:.1} | {:.1} ± {:.1} | {early} phases |\n",
+                cells.len(),
+                100.0 * acc.0,
+                100.0 * acc.1,
+                epochs.0,
+                epochs.1,
+                secs.0,
+                secs.1
+            ));
+        }
+    }
+}
+
+/// Writes `out/report.md` and its figures for the sweep in `dir`; returns the files.
 pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
     let cells = finished_cells(dir)?;
     if cells.is_empty() {
         anyhow::bail!("{}: no finished cells", dir.display());
     }
-    let config = SweepConfig::from_file(&dir.join(SWEEP_CONFIG)).ok();
-    let mut methods: Vec<String> = config
-        .as_ref()
-        .map(|c| c.sweep.methods.clone())
-        .unwrap_or_default();
-    for f in &cells {
-        if !methods.contains(&f.cell.method) {
-            methods.push(f.cell.method.clone());
-        }
-    }
-    let pool: Vec<String> = config
-        .as_ref()
-        .map(|c| c.sweep.pool.clone())
-        .unwrap_or_else(|| PAPER_POOL.iter().map(|s| s.to_string()).collect());
-    // accuracy[(arch, method)][seed]
-    let mut acc: BTreeMap<(usize, String), BTreeMap<u64, f64>> = BTreeMap::new();
-    // Full widths (input and output from the data) per architecture number.
-    let mut widths: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for f in &cells {
-        let last = f.summary.phases.last().context("a run has phases")?;
-        acc.entry((f.cell.architecture, f.cell.method.clone()))
-            .or_default()
-            .insert(f.cell.seed, last.test_accuracy);
-        widths.insert(f.cell.architecture, f.summary.architecture.clone());
-    }
-    let seeds: Vec<u64> = {
-        let mut s: Vec<u64> = cells.iter().map(|f| f.cell.seed).collect();
-        s.sort_unstable();
-        s.dedup();
-        s
+    let sw = Sweep::new(dir, &cells)?;
+    let mut w = Writer {
+        out,
+        md: format!(
+            "# SmartMixed sweep report\n\nSweep directory: `{}`; {} finished cells; {} architectures; methods {}; seeds {:?}.\n\n{TIE_RULE} Methods are ranked per architecture by test accuracy{}.\n\n",
+            dir.display(),
+            cells.len(),
+            sw.archs.len(),
+            sw.methods.join(", "),
+            sw.seeds,
+            if sw.seeds.len() > 1 { " averaged over seeds" } else { "" }
+        ),
+        files: Vec::new(),
     };
-    let archs: Vec<usize> = widths.keys().copied().collect();
-    let mean_acc = |a: usize, m: &str| {
-        acc.get(&(a, m.to_string()))
-            .map(|by_seed| mean_std(&by_seed.values().copied().collect::<Vec<_>>()))
-    };
-    let per_arch: Vec<Vec<(String, usize)>> = archs
-        .iter()
-        .map(|&a| {
-            ranks(
-                &methods
-                    .iter()
-                    .filter_map(|m| Some((m.clone(), mean_acc(a, m)?.0)))
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .collect();
-
-    let mut md = format!(
-        "# SmartMixed sweep report\n\nSweep directory: `{}`; {} finished cells; {} architectures; methods {}; seeds {:?}.\n\n{TIE_RULE} Methods are ranked per architecture by test accuracy{}.\n\n",
-        dir.display(),
-        cells.len(),
-        archs.len(),
-        methods.join(", "),
-        seeds,
-        if seeds.len() > 1 { " averaged over seeds" } else { "" }
-    );
-    let mut files = Vec::new();
-
-    md.push_str("## Table II: top three per architecture\n\n| # | Architecture | 1st | 2nd | 3rd |\n|---|---|---|---|---|\n");
-    for (i, &a) in archs.iter().enumerate() {
-        let mut r = per_arch[i].clone();
-        r.sort_by(|x, y| x.1.cmp(&y.1).then_with(|| x.0.cmp(&y.0)));
-        let mut top: Vec<String> = r
-            .iter()
-            .take(3)
-            .map(|(m, k)| {
-                format!(
-                    "{m} ({k}, {:.2}%)",
-                    100.0 * mean_acc(a, m).map_or(0.0, |v| v.0)
-                )
-            })
-            .collect();
-        top.resize(3, "-".into());
-        md.push_str(&format!(
-            "| {a} | {:?} | {} |\n",
-            widths[&a],
-            top.join(" | ")
-        ));
-    }
-
-    let mrr = mean_reciprocal_rank(&per_arch, &methods);
-    md.push_str("\n## Mean Reciprocal Rank (eq. 11, Fig. 4)\n\n| Method | MRR |");
-    let per_seed_mrr: Vec<Vec<(String, f64)>> = if seeds.len() > 1 {
-        seeds
-            .iter()
-            .map(|s| {
-                let pa: Vec<Vec<(String, usize)>> = archs
-                    .iter()
-                    .map(|&a| {
-                        ranks(
-                            &methods
-                                .iter()
-                                .filter_map(|m| {
-                                    Some((m.clone(), *acc.get(&(a, m.clone()))?.get(s)?))
-                                })
-                                .collect::<Vec<_>>(),
-                        )
-                    })
-                    .collect();
-                mean_reciprocal_rank(&pa, &methods)
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if per_seed_mrr.is_empty() {
-        md.push_str("\n|---|---|\n");
-    } else {
-        md.push_str(" per-seed MRR (mean ± sd) |\n|---|---|---|\n");
-    }
-    for (i, (m, v)) in mrr.iter().enumerate() {
-        md.push_str(&format!("| {m} | {v:.4} |"));
-        if !per_seed_mrr.is_empty() {
-            let vals: Vec<f64> = per_seed_mrr.iter().map(|p| p[i].1).collect();
-            let (mean, sd) = mean_std(&vals);
-            md.push_str(&format!(" {mean:.4} ± {sd:.4} |"));
-        }
-        md.push('\n');
-    }
-    let fig = Figure::Bars {
-        title: "Mean Reciprocal Rank per method".into(),
-        y_label: "MRR".into(),
-        groups: methods.clone(),
-        series: vec!["MRR".into()],
-        values: mrr.iter().map(|(_, v)| vec![*v]).collect(),
-    };
-    let saved = fig.save(&out.join("fig4-mrr"))?;
-    md.push_str(&format!("\n![MRR]({})\n", saved[1]));
-    files.extend(saved);
-    if !per_seed_mrr.is_empty() {
-        let fig = Figure::Bars {
-            title: "MRR per method, one bar per seed (the spread across seeds)".into(),
-            y_label: "MRR".into(),
-            groups: methods.clone(),
-            series: seeds.iter().map(|s| format!("seed {s}")).collect(),
-            values: (0..methods.len())
-                .map(|m| per_seed_mrr.iter().map(|p| p[m].1).collect())
-                .collect(),
-        };
-        let saved = fig.save(&out.join("fig4b-mrr-per-seed"))?;
-        md.push_str(&format!("\n![MRR per seed]({})\n", saved[1]));
-        files.extend(saved);
-    }
-
-    let counts = rank_counts(&per_arch, &methods);
-    md.push_str(&format!(
-        "\n## Rank counts (Fig. 5)\n\n| Method | {} |\n|---|{}\n",
-        (1..=methods.len())
-            .map(|r| format!("rank {r}"))
-            .collect::<Vec<_>>()
-            .join(" | "),
-        "---|".repeat(methods.len())
+    let mut rules: Vec<&str> = cells.iter().map(|f| f.summary.select.name()).collect();
+    rules.sort_unstable();
+    rules.dedup();
+    w.md.push_str(&format!(
+        "Each phase's checkpoint was selected by `{}` (`training.select`).\n\n",
+        rules.join("`, `")
     ));
-    for (m, c) in methods.iter().zip(&counts) {
-        md.push_str(&format!(
-            "| {m} | {} |\n",
-            c.iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(" | ")
-        ));
-    }
-    let fig = Figure::Bars {
-        title: "How often each method took each rank".into(),
-        y_label: "architectures".into(),
-        groups: methods.clone(),
-        series: (1..=methods.len()).map(|r| format!("rank {r}")).collect(),
-        values: counts
-            .iter()
-            .map(|c| c.iter().map(|&v| v as f64).collect())
-            .collect(),
-    };
-    let saved = fig.save(&out.join("fig5-rank-counts"))?;
-    md.push_str(&format!("\n![rank counts]({})\n", saved[1]));
-    files.extend(saved);
-
-    let smart: Vec<&Finished> = cells
-        .iter()
-        .filter(|f| f.cell.method == SMARTMIXED)
-        .collect();
-    let h = heatmap(&smart, &pool)?;
-    let values: Vec<Vec<Option<f64>>> = (0..pool.len())
-        .map(|s| (0..pool.len()).map(|t| h.mean(s, t)).collect())
-        .collect();
-    md.push_str(&format!(
-        "\n## Mean weight between activation groups (Fig. 6)\n\nPooled over the hidden-to-hidden weight matrices of {} SmartMixed cells (phase-2 best checkpoints; input-to-hidden and hidden-to-output matrices left out). Rows: source activation; columns: target.\n\n| source \\ target | {} |\n|---|{}\n",
-        smart.len(),
-        pool.join(" | "),
-        "---|".repeat(pool.len())
-    ));
-    for (s, row) in values.iter().enumerate() {
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(t, v)| v.map_or("n/a".into(), |v| format!("{v:+.5} (n={})", h.count(s, t))))
-            .collect();
-        md.push_str(&format!("| {} | {} |\n", pool[s], cells.join(" | ")));
-    }
-    let fig = Figure::Heatmap {
-        title: "Mean weight from source to target activation group".into(),
-        rows: pool.clone(),
-        cols: pool.clone(),
-        values,
-    };
-    let saved = fig.save(&out.join("fig6-weight-heatmap"))?;
-    md.push_str(&format!("\n![weight heatmap]({})\n", saved[1]));
-    files.extend(saved);
-
-    md.push_str(&format!(
-        "\n## Test accuracy per cell{}\n\n| # | {} |\n|---|{}\n",
-        if seeds.len() > 1 {
-            " (mean ± sd over seeds)"
-        } else {
-            ""
-        },
-        methods.join(" | "),
-        "---|".repeat(methods.len())
-    ));
-    for &a in &archs {
-        let row: Vec<String> = methods
-            .iter()
-            .map(|m| match mean_acc(a, m) {
-                Some((mean, sd)) if seeds.len() > 1 => {
-                    format!("{:.2} ± {:.2}%", 100.0 * mean, 100.0 * sd)
-                }
-                Some((mean, _)) => format!("{:.2}%", 100.0 * mean),
-                None => "-".into(),
-            })
-            .collect();
-        md.push_str(&format!("| {a} | {} |\n", row.join(" | ")));
-    }
-    write_atomic(&out.join("report.md"), md.as_bytes())?;
-    files.push("report.md".into());
-    Ok(files)
+    w.table_two(&sw);
+    w.mrr(&sw)?;
+    w.rank_counts(&sw)?;
+    w.weights(&sw)?;
+    w.per_cell(&sw);
+    w.cost_per_method(&sw);
+    write_atomic(&out.join("report.md"), w.md.as_bytes())?;
+    w.files.push("report.md".into());
+    Ok(w.files)
 }
