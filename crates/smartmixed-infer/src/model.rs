@@ -6,7 +6,7 @@ use std::path::Path;
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use smartmixed_core::fpenv::FlushDenormals;
-use smartmixed_core::{lookup, Manifest};
+use smartmixed_core::{lookup, LayerManifest, Manifest};
 
 use crate::kernel::{add_bias, epilogue, layer_matmul, Kernel, GEMV_ROWS};
 use crate::packed::PackedWeights;
@@ -121,6 +121,111 @@ fn parse_safetensors(weights: &[u8]) -> Result<SafeTensors<'_>> {
     SafeTensors::deserialize(weights).map_err(|e| Error::Safetensors(e.to_string()))
 }
 
+/// A manifest copy in the weights' metadata, if there is one, must be the manifest.
+fn check_metadata_copy(weights: &[u8], manifest: &Manifest) -> Result<()> {
+    let (_, header) =
+        SafeTensors::read_metadata(weights).map_err(|e| Error::Safetensors(e.to_string()))?;
+    let copy = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(MANIFEST_METADATA_KEY));
+    match copy {
+        Some(copy) if Manifest::from_toml(copy).ok().as_ref() != Some(manifest) => {
+            Err(Error::Mismatch(
+                "the manifest differs from the copy in the safetensors metadata".into(),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The little-endian f32 bytes of tensor `name`, checked to be F32 of `shape` and finite.
+fn tensor_bytes<'a>(st: &'a SafeTensors<'a>, name: String, shape: &[usize]) -> Result<&'a [u8]> {
+    let t = st
+        .tensor(&name)
+        .map_err(|_| Error::MissingTensor(name.clone()))?;
+    if t.dtype() != Dtype::F32 {
+        return Err(Error::Dtype {
+            name,
+            found: format!("{:?}", t.dtype()),
+        });
+    }
+    if t.shape() != shape {
+        return Err(Error::Shape {
+            name,
+            found: t.shape().to_vec(),
+            expected: shape.to_vec(),
+        });
+    }
+    // Non-finite weights would make every prediction NaN without a word.
+    if let Some(i) = t
+        .data()
+        .chunks_exact(4)
+        .map(f32_le)
+        .position(|v| !v.is_finite())
+    {
+        return Err(Error::NonFinite { name, index: i });
+    }
+    Ok(t.data())
+}
+
+/// One little-endian f32 from 4 bytes.
+fn f32_le(c: &[u8]) -> f32 {
+    f32::from_le_bytes([c[0], c[1], c[2], c[3]])
+}
+
+impl Layer {
+    /// Layer `i` from the weights, as manifest entry `lm` describes it.
+    fn build(st: &SafeTensors, i: usize, lm: &LayerManifest) -> Result<Self> {
+        let (inputs, outputs) = (lm.inputs, lm.outputs);
+        let w = tensor_bytes(st, format!("layers.{i}.weight"), &[outputs, inputs])?;
+        let b = tensor_bytes(st, format!("layers.{i}.bias"), &[outputs])?;
+        let bias: Vec<f32> = b.chunks_exact(4).map(f32_le).collect();
+        let out_of_memory = |what: String| Error::OutOfMemory {
+            what,
+            bytes: inputs as u128 * outputs as u128 * 4,
+        };
+        // Transposed straight from the file's bytes: peak memory is the file plus the model.
+        // Fallible: a service that cannot hold the model gets an error, not an abort.
+        let mut weight_t = Vec::new();
+        weight_t
+            .try_reserve_exact(inputs * outputs)
+            .map_err(|_| out_of_memory(format!("layers.{i}.weight")))?;
+        weight_t.resize(inputs * outputs, 0.0f32);
+        for (o, row) in w.chunks_exact(4 * inputs).enumerate() {
+            for (k, c) in row.chunks_exact(4).enumerate() {
+                weight_t[k * outputs + o] = f32_le(c);
+            }
+        }
+        let blocks = lm
+            .groups
+            .iter()
+            .map(|g| {
+                Ok(Block {
+                    activation: lookup(&g.activation)?,
+                    start: g.start,
+                    len: g.len,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let packed = match Kernel::detect() {
+            Kernel::Avx512 => Some(
+                PackedWeights::new(&weight_t, inputs, outputs)
+                    .ok_or_else(|| out_of_memory(format!("layers.{i}.weight (packed)")))?,
+            ),
+            _ => None,
+        };
+        Ok(Layer {
+            inputs,
+            outputs,
+            weight_t,
+            packed,
+            bias,
+            blocks,
+        })
+    }
+}
+
 impl Model {
     /// Loads `dir/model.safetensors` and `dir/manifest.toml`.
     pub fn load_dir(dir: impl AsRef<Path>) -> Result<Self> {
@@ -170,21 +275,10 @@ impl Model {
         Self::build(weights, Manifest::from_toml(text)?)
     }
 
+    /// Checks the weights against the manifest, then builds each layer.
     fn build(weights: &[u8], manifest: Manifest) -> Result<Self> {
         let st = parse_safetensors(weights)?;
-        let (_, header) =
-            SafeTensors::read_metadata(weights).map_err(|e| Error::Safetensors(e.to_string()))?;
-        if let Some(copy) = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(MANIFEST_METADATA_KEY))
-        {
-            if Manifest::from_toml(copy).ok().as_ref() != Some(&manifest) {
-                return Err(Error::Mismatch(
-                    "the manifest differs from the copy in the safetensors metadata".into(),
-                ));
-            }
-        }
+        check_metadata_copy(weights, &manifest)?;
         let expected = 2 * manifest.layers.len();
         if st.len() != expected {
             return Err(Error::Mismatch(format!(
@@ -192,93 +286,12 @@ impl Model {
                 st.len()
             )));
         }
-        // Little-endian f32 bytes of a tensor, checked against the manifest's shape.
-        let tensor = |name: String, shape: &[usize]| -> Result<&[u8]> {
-            let t = st
-                .tensor(&name)
-                .map_err(|_| Error::MissingTensor(name.clone()))?;
-            if t.dtype() != Dtype::F32 {
-                return Err(Error::Dtype {
-                    name,
-                    found: format!("{:?}", t.dtype()),
-                });
-            }
-            if t.shape() != shape {
-                return Err(Error::Shape {
-                    name,
-                    found: t.shape().to_vec(),
-                    expected: shape.to_vec(),
-                });
-            }
-            // Non-finite weights would make every prediction NaN without a word.
-            if let Some(i) = t
-                .data()
-                .chunks_exact(4)
-                .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
-            {
-                return Err(Error::NonFinite { name, index: i });
-            }
-            Ok(t.data())
-        };
-        let f32_at = |bytes: &[u8], i: usize| {
-            f32::from_le_bytes([
-                bytes[4 * i],
-                bytes[4 * i + 1],
-                bytes[4 * i + 2],
-                bytes[4 * i + 3],
-            ])
-        };
-        let mut layers = Vec::with_capacity(manifest.layers.len());
-        for (i, lm) in manifest.layers.iter().enumerate() {
-            let (inputs, outputs) = (lm.inputs, lm.outputs);
-            let w = tensor(format!("layers.{i}.weight"), &[outputs, inputs])?;
-            let b = tensor(format!("layers.{i}.bias"), &[outputs])?;
-            let bias: Vec<f32> = (0..outputs).map(|o| f32_at(b, o)).collect();
-            // Transposed straight from the file's bytes: peak memory is the file plus the model.
-            // Fallible: a service that cannot hold the model gets an error, not an abort.
-            let mut weight_t = Vec::new();
-            weight_t
-                .try_reserve_exact(inputs * outputs)
-                .map_err(|_| Error::OutOfMemory {
-                    what: format!("layers.{i}.weight"),
-                    bytes: inputs as u128 * outputs as u128 * 4,
-                })?;
-            weight_t.resize(inputs * outputs, 0.0f32);
-            for o in 0..outputs {
-                for k in 0..inputs {
-                    weight_t[k * outputs + o] = f32_at(w, o * inputs + k);
-                }
-            }
-            let blocks = lm
-                .groups
-                .iter()
-                .map(|g| {
-                    Ok(Block {
-                        activation: lookup(&g.activation)
-                            .map_err(|e| Error::Mismatch(e.to_string()))?,
-                        start: g.start,
-                        len: g.len,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let packed = match Kernel::detect() {
-                Kernel::Avx512 => Some(PackedWeights::new(&weight_t, inputs, outputs).ok_or_else(
-                    || Error::OutOfMemory {
-                        what: format!("layers.{i}.weight (packed)"),
-                        bytes: inputs as u128 * outputs as u128 * 4,
-                    },
-                )?),
-                _ => None,
-            };
-            layers.push(Layer {
-                inputs,
-                outputs,
-                weight_t,
-                packed,
-                bias,
-                blocks,
-            });
-        }
+        let layers = manifest
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, lm)| Layer::build(&st, i, lm))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self { manifest, layers })
     }
 
