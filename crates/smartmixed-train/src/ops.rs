@@ -292,6 +292,103 @@ fn chunk_sum_squares(chunk: &[f32]) -> f64 {
     lanes.iter().map(|&l| l as f64).sum::<f64>() + tail as f64
 }
 
+/// What the dense op's backward pass needs to turn the output's gradient into the
+/// pre-activation's (buffers recycled once it has run).
+enum Saved {
+    Identity,
+    /// Each neuron's activation derivative.
+    Grouped(Vec<f32>),
+    /// Every candidate's value and the chosen derivative, the soft sample and the pool size.
+    Selective(SelectiveSaved, Matrix<Cpu>, usize),
+}
+
+/// A recycled buffer of `len` values while training, nothing otherwise.
+fn kept(train: bool, len: usize) -> Vec<f32> {
+    if train {
+        recycle::take(len)
+    } else {
+        Vec::new()
+    }
+}
+
+impl Saved {
+    /// `out = activation(pre + bias)` for `b` rows of `n` neurons; the soft sample's tape
+    /// (phase 1) is merged into `tape`.
+    fn forward<T: Tape<f32, Cpu>>(
+        activation: LayerActivation<'_, Cpu, T>,
+        (pre, bias, out): (&[f32], &[f32], &mut [f32]),
+        (b, n): (usize, usize),
+        train: bool,
+        tape: &mut T,
+    ) -> Self {
+        match activation {
+            LayerActivation::Identity => {
+                kernels::bias_forward(pre, bias, out);
+                Saved::Identity
+            }
+            LayerActivation::Grouped(groups) => {
+                let mut deriv = kept(train, b * n);
+                kernels::grouped_forward(pre, bias, groups, out, train.then_some(&mut deriv[..]));
+                Saved::Grouped(deriv)
+            }
+            LayerActivation::Selective {
+                soft,
+                choices,
+                pool,
+            } => {
+                let (soft, soft_tape) = soft.split_tape();
+                *tape = std::mem::take(tape).merge(soft_tape);
+                let mut s = SelectiveSaved {
+                    values: kept(train, pool.len() * b * n),
+                    deriv: kept(train, b * n),
+                };
+                kernels::selective_forward(pre, bias, pool, choices, out, train.then_some(&mut s));
+                Saved::Selective(s, soft, pool.len())
+            }
+        }
+    }
+
+    /// The pre-activation's gradient from the output's (`None`: the output's itself, for
+    /// the identity), the bias gradient into `g_bias`, the soft sample's into `grads`.
+    fn backward(
+        &self,
+        g_out: &[f32],
+        g_bias: &mut [f32],
+        grads: &mut Gradients<f32, Cpu>,
+    ) -> Result<Option<Vec<f32>>, CpuError> {
+        match self {
+            Saved::Identity => {
+                kernels::bias_backward(g_out, g_bias);
+                Ok(None)
+            }
+            Saved::Grouped(deriv) => {
+                let mut g_pre = recycle::take(g_out.len());
+                kernels::grouped_backward(g_out, deriv, &mut g_pre, g_bias);
+                Ok(Some(g_pre))
+            }
+            Saved::Selective(s, soft, p) => {
+                let mut g_pre = recycle::take(g_out.len());
+                let mut g_soft = vec![0.0; p * g_bias.len()];
+                kernels::selective_backward(g_out, s, &mut g_pre, g_bias, &mut g_soft);
+                add_grad(grads, soft, &g_soft)?;
+                Ok(Some(g_pre))
+            }
+        }
+    }
+
+    /// Hands the saved buffers back for the next step.
+    fn recycle(self) {
+        match self {
+            Saved::Grouped(d) => recycle::give(d),
+            Saved::Selective(s, ..) => {
+                recycle::give(s.values);
+                recycle::give(s.deriv);
+            }
+            Saved::Identity => {}
+        }
+    }
+}
+
 impl TrainDevice for Cpu {
     fn dense<T: Tape<f32, Self>>(
         x: Matrix<Self, T>,
@@ -309,51 +406,7 @@ impl TrainDevice for Cpu {
         matmul::forward(&xv, &wv, &mut pre, b, k, n);
         let mut out = vec![0.0; b * n];
         let train = T::OWNS_TAPE;
-        // What the backward pass needs to turn the output's gradient into `pre`'s.
-        enum Saved {
-            Identity,
-            Grouped(Vec<f32>),
-            Selective(SelectiveSaved, Matrix<Cpu>, usize),
-        }
-        let mut saved = match activation {
-            LayerActivation::Identity => {
-                kernels::bias_forward(&pre, &bv, &mut out);
-                Saved::Identity
-            }
-            LayerActivation::Grouped(groups) => {
-                let mut deriv = if train {
-                    recycle::take(b * n)
-                } else {
-                    Vec::new()
-                };
-                let d = train.then_some(&mut deriv[..]);
-                kernels::grouped_forward(&pre, &bv, groups, &mut out, d);
-                Saved::Grouped(deriv)
-            }
-            LayerActivation::Selective {
-                soft,
-                choices,
-                pool,
-            } => {
-                let (soft, soft_tape) = soft.split_tape();
-                tape = tape.merge(soft_tape);
-                let mut s = SelectiveSaved {
-                    values: if train {
-                        recycle::take(pool.len() * b * n)
-                    } else {
-                        Vec::new()
-                    },
-                    deriv: if train {
-                        recycle::take(b * n)
-                    } else {
-                        Vec::new()
-                    },
-                };
-                let keep = train.then_some(&mut s);
-                kernels::selective_forward(&pre, &bv, pool, choices, &mut out, keep);
-                Saved::Selective(s, soft, pool.len())
-            }
-        };
+        let mut saved = Saved::forward(activation, (&pre, &bv, &mut out), (b, n), train, &mut tape);
         recycle::give(pre);
         let out = x.device().tensor_from_vec(out, (b, n));
         if !train {
@@ -365,31 +418,8 @@ impl TrainDevice for Cpu {
         tape.add_backward_op(move |grads| {
             let g_out = take_grad(grads, &out_g)?;
             let mut g_bias = vec![0.0; n];
-            let mut g_pre_buf = Vec::new();
-            let g_pre: &[f32] = match &saved {
-                Saved::Identity => {
-                    kernels::bias_backward(&g_out, &mut g_bias);
-                    &g_out
-                }
-                Saved::Grouped(deriv) => {
-                    g_pre_buf = recycle::take(b * n);
-                    kernels::grouped_backward(&g_out, deriv, &mut g_pre_buf, &mut g_bias);
-                    &g_pre_buf
-                }
-                Saved::Selective(s, soft, p) => {
-                    g_pre_buf = recycle::take(b * n);
-                    let mut g_soft = vec![0.0; p * n];
-                    kernels::selective_backward(
-                        &g_out,
-                        s,
-                        &mut g_pre_buf,
-                        &mut g_bias,
-                        &mut g_soft,
-                    );
-                    add_grad(grads, soft, &g_soft)?;
-                    &g_pre_buf
-                }
-            };
+            let g_pre_buf = saved.backward(&g_out, &mut g_bias, grads)?;
+            let g_pre = g_pre_buf.as_deref().unwrap_or(&g_out);
             add_grad(grads, &b_g, &g_bias)?;
             matmul::grad_weight(g_pre, &xv, grads.get_or_alloc_mut(&w_g)?, b, k, n);
             if input_grad {
@@ -397,17 +427,13 @@ impl TrainDevice for Cpu {
             }
             put_grad(grads, &out_g, g_out)?;
             // The buffers go back for the next step (the closure runs once).
-            for buf in [std::mem::take(&mut xv), std::mem::take(&mut wv), g_pre_buf] {
+            for buf in [std::mem::take(&mut xv), std::mem::take(&mut wv)] {
                 recycle::give(buf);
             }
-            match std::mem::replace(&mut saved, Saved::Identity) {
-                Saved::Grouped(d) => recycle::give(d),
-                Saved::Selective(s, ..) => {
-                    recycle::give(s.values);
-                    recycle::give(s.deriv);
-                }
-                Saved::Identity => {}
+            if let Some(buf) = g_pre_buf {
+                recycle::give(buf);
             }
+            std::mem::replace(&mut saved, Saved::Identity).recycle();
             Ok(())
         });
         out.put_tape(tape)
