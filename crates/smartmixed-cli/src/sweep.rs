@@ -74,7 +74,50 @@ pub fn run(args: SweepArgs) -> Result<()> {
         cells = shard(&cells, k, n);
     }
     cells.retain(|c| args.only.iter().all(|f| f.accepts(c)));
-    let changed = changed_cells(&cfg, &cells, &args.out);
+    prepare_directory(&args, &cfg, &cells, &text)?;
+    let data = Splits::load(&cfg.data, cfg.data.classes)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = stop.clone();
+    let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));
+    let total = cells.len();
+    for (i, cell) in cells.iter().enumerate() {
+        let tag = format!("[{}/{total}] {}", i + 1, cell.id());
+        match train_cell(&args, &cfg, cell, &data, &stop) {
+            Ok(None) => println!("{tag}: finished earlier, skipped"),
+            Ok(Some((s, resumed))) => {
+                let last = s.phases.last().context("a run has phases")?;
+                println!(
+                    "{tag}: {}test accuracy {:.2}% (best epoch {}), {:.1} s",
+                    if resumed { "resumed, " } else { "" },
+                    100.0 * last.test_accuracy,
+                    last.best_epoch,
+                    s.seconds
+                );
+            }
+            Err(smartmixed_train::Error::Interrupted) => {
+                write_results(&args.out)?;
+                bail!(
+                    "interrupted at cell {}; run the same command again to continue",
+                    cell.id()
+                );
+            }
+            Err(e) => return Err(e).with_context(|| format!("cell {}", cell.id())),
+        }
+    }
+    let n = write_results(&args.out)?;
+    println!("{n} finished cells in {}", args.out.join(RESULTS).display());
+    Ok(())
+}
+
+/// Refuses cells trained under another config (or clears them with --retrain-changed),
+/// then creates the sweep directory and records the sweep config in it.
+fn prepare_directory(
+    args: &SweepArgs,
+    cfg: &SweepConfig,
+    cells: &[Cell],
+    text: &str,
+) -> Result<()> {
+    let changed = changed_cells(cfg, cells, &args.out);
     if !changed.is_empty() && !args.retrain_changed {
         bail!(
             "{}: {} cell(s) were trained under another config: {}; pass --retrain-changed to retrain them",
@@ -94,70 +137,52 @@ pub fn run(args: SweepArgs) -> Result<()> {
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("{}: cannot clear changed cell", dir.display()))?;
     }
-    write_atomic(&args.out.join(SWEEP_CONFIG), text.as_bytes())?;
-    let data = Splits::load(&cfg.data, cfg.data.classes)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let handler_stop = stop.clone();
-    let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));
-    let dev = Cpu::default();
-    let total = cells.len();
-    for (i, cell) in cells.iter().enumerate() {
-        let dir = args.out.join("cells").join(cell.id());
-        let tag = format!("[{}/{total}] {}", i + 1, cell.id());
-        if dir.join(SUMMARY).is_file() {
-            println!("{tag}: finished earlier, skipped");
-            continue;
-        }
-        let cell_cfg = cfg.cell_config(cell);
-        let resumable = dir.join(smartmixed_train::rundir::STATE).is_file();
-        let mut run = if resumable {
-            RunDir::open(&dir)?
-        } else {
-            if dir.exists() {
-                // Started but never finished an epoch: start over.
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("{}: cannot clear unfinished cell", dir.display()))?;
-            }
-            RunDir::create(&dir)?
-        };
-        let mut trainer = Trainer {
-            dev: &dev,
-            config: &cell_cfg,
-            data: &data,
-            run: &mut run,
-            progress: &mut Silent,
-            stop: &stop,
-            threads: args.threads,
-        };
-        let result = if resumable {
-            trainer.resume()
-        } else {
-            trainer.run()
-        };
-        match result {
-            Ok(s) => {
-                let last = s.phases.last().context("a run has phases")?;
-                println!(
-                    "{tag}: {}test accuracy {:.2}% (best epoch {}), {:.1} s",
-                    if resumable { "resumed, " } else { "" },
-                    100.0 * last.test_accuracy,
-                    last.best_epoch,
-                    s.seconds
-                );
-            }
-            Err(smartmixed_train::Error::Interrupted) => {
-                write_results(&args.out)?;
-                bail!(
-                    "interrupted at cell {}; run the same command again to continue",
-                    cell.id()
-                );
-            }
-            Err(e) => return Err(e).with_context(|| format!("cell {}", cell.id())),
-        }
+    write_atomic(&args.out.join(SWEEP_CONFIG), text.as_bytes())
+}
+
+/// Trains (or resumes) one cell; `None` if it had finished earlier, else its summary and
+/// whether it was resumed.
+fn train_cell(
+    args: &SweepArgs,
+    cfg: &SweepConfig,
+    cell: &Cell,
+    data: &Splits,
+    stop: &AtomicBool,
+) -> smartmixed_train::Result<Option<(Summary, bool)>> {
+    let dir = args.out.join("cells").join(cell.id());
+    if dir.join(SUMMARY).is_file() {
+        return Ok(None);
     }
-    let n = write_results(&args.out)?;
-    println!("{n} finished cells in {}", args.out.join(RESULTS).display());
-    Ok(())
+    let cell_cfg = cfg.cell_config(cell);
+    let resumable = dir.join(smartmixed_train::rundir::STATE).is_file();
+    let mut run = if resumable {
+        RunDir::open(&dir)?
+    } else {
+        if dir.exists() {
+            // Started but never finished an epoch: start over.
+            std::fs::remove_dir_all(&dir).map_err(|e| smartmixed_train::Error::Io {
+                path: dir.clone(),
+                action: "cannot clear unfinished cell",
+                source: e,
+            })?;
+        }
+        RunDir::create(&dir)?
+    };
+    let mut trainer = Trainer {
+        dev: &Cpu::default(),
+        config: &cell_cfg,
+        data,
+        run: &mut run,
+        progress: &mut Silent,
+        stop,
+        threads: args.threads,
+    };
+    let summary = if resumable {
+        trainer.resume()?
+    } else {
+        trainer.run()?
+    };
+    Ok(Some((summary, resumable)))
 }
 
 /// The cells under `out/cells` (finished or resumable) whose recorded config.toml differs

@@ -145,6 +145,25 @@ fn default_out(args: &TrainArgs) -> PathBuf {
     })
 }
 
+/// The line that says what is about to train, on what, and where.
+fn announce(cfg: &TrainConfig, data: &Splits, out: &std::path::Path, resume: bool) {
+    let what = match cfg.model.mode {
+        Mode::Smartmixed => "SmartMixed".to_string(),
+        Mode::Fixed => format!(
+            "a fixed-{} baseline",
+            cfg.model.activation.as_deref().unwrap_or("?")
+        ),
+    };
+    eprintln!(
+        "{} {what} on {} train / {} validation / {} test images, run directory {}",
+        if resume { "resuming" } else { "training" },
+        data.train.len(),
+        data.validation.len(),
+        data.test.len(),
+        out.display()
+    );
+}
+
 /// Trains (or resumes) in `run`, with progress, Ctrl-C handling and the final table.
 fn train_in(
     cfg: &TrainConfig,
@@ -159,21 +178,7 @@ fn train_in(
     // A second Ctrl-C while stopping is ignored; the current batch finishes first.
     let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));
     let mut reporter = Reporter::new();
-    eprintln!(
-        "{} {} on {} train / {} validation / {} test images, run directory {}",
-        if resume { "resuming" } else { "training" },
-        match cfg.model.mode {
-            Mode::Smartmixed => "SmartMixed".to_string(),
-            Mode::Fixed => format!(
-                "a fixed-{} baseline",
-                cfg.model.activation.as_deref().unwrap_or("?")
-            ),
-        },
-        data.train.len(),
-        data.validation.len(),
-        data.test.len(),
-        out.display()
-    );
+    announce(cfg, data, &out, resume);
     #[cfg(feature = "cuda")]
     let dev = smartmixed_train::Cuda::try_build(0, cfg.training.seed)
         .map_err(|e| anyhow::anyhow!("cannot open CUDA device 0: {e:?}"))?;

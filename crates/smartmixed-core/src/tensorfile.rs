@@ -48,52 +48,18 @@ pub fn parse_header(header: &[u8]) -> Result<Vec<TensorEntry>, String> {
     let mut tensors = Vec::new();
     for (name, v) in &json {
         if name == "__metadata__" {
-            if !v.is_object()
-                || v.as_object()
-                    .is_some_and(|m| m.values().any(|x| !x.is_string()))
-            {
+            let strings = v
+                .as_object()
+                .is_some_and(|m| m.values().all(|x| x.is_string()));
+            if !strings {
                 return Err("header `__metadata__` is not a map of strings".into());
             }
             continue;
         }
-        let bad = |what: &str| format!("header entry of tensor `{name}`: {what}");
-        let dtype = v
-            .get("dtype")
-            .and_then(|d| d.as_str())
-            .ok_or_else(|| bad("no dtype"))?;
-        let size = dtype_size(dtype).ok_or_else(|| bad(&format!("unknown dtype {dtype}")))?;
-        let shape = v
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .ok_or_else(|| bad("no shape"))?
-            .iter()
-            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-            .collect::<Option<Vec<usize>>>()
-            .ok_or_else(|| bad("shape is not a list of sizes"))?;
-        let offsets = v
-            .get("data_offsets")
-            .and_then(|o| o.as_array())
-            .filter(|o| o.len() == 2)
-            .and_then(|o| Some((o[0].as_u64()?, o[1].as_u64()?)))
-            .ok_or_else(|| bad("data_offsets is not [start, end]"))?;
-        let (start, end) = offsets;
-        let needs = shape
-            .iter()
-            .try_fold(size, |acc, &d| acc.checked_mul(d as u64))
-            .ok_or_else(|| bad(&format!("shape {shape:?} is too large")))?;
-        if end < start || end - start != needs {
-            return Err(bad(&format!(
-                "shape {shape:?} of {dtype} needs {needs} bytes, data_offsets [{start}, {end}] give {}",
-                end.saturating_sub(start)
-            )));
-        }
-        tensors.push(TensorEntry {
-            name: name.clone(),
-            dtype: dtype.to_string(),
-            shape,
-            start,
-            end,
-        });
+        tensors.push(
+            parse_entry(name, v)
+                .map_err(|what| format!("header entry of tensor `{name}`: {what}"))?,
+        );
     }
     tensors.sort_by_key(|t| (t.start, t.end));
     let mut at = 0;
@@ -107,6 +73,44 @@ pub fn parse_header(header: &[u8]) -> Result<Vec<TensorEntry>, String> {
         at = t.end;
     }
     Ok(tensors)
+}
+
+/// One tensor's header entry: a known dtype, a shape of sizes and data offsets that hold
+/// exactly the shape's bytes.
+fn parse_entry(name: &str, v: &serde_json::Value) -> Result<TensorEntry, String> {
+    let dtype = v.get("dtype").and_then(|d| d.as_str()).ok_or("no dtype")?;
+    let size = dtype_size(dtype).ok_or_else(|| format!("unknown dtype {dtype}"))?;
+    let shape = v
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .ok_or("no shape")?
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or("shape is not a list of sizes")?;
+    let (start, end) = v
+        .get("data_offsets")
+        .and_then(|o| o.as_array())
+        .filter(|o| o.len() == 2)
+        .and_then(|o| Some((o[0].as_u64()?, o[1].as_u64()?)))
+        .ok_or("data_offsets is not [start, end]")?;
+    let needs = shape
+        .iter()
+        .try_fold(size, |acc, &d| acc.checked_mul(d as u64))
+        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    if end < start || end - start != needs {
+        return Err(format!(
+            "shape {shape:?} of {dtype} needs {needs} bytes, data_offsets [{start}, {end}] give {}",
+            end.saturating_sub(start)
+        ));
+    }
+    Ok(TensorEntry {
+        name: name.to_string(),
+        dtype: dtype.to_string(),
+        shape,
+        start,
+        end,
+    })
 }
 
 /// Checks the whole layout of safetensors `bytes`: header length, header, and that the
