@@ -73,49 +73,14 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8], gzip: bool) -> std::result::Resul
     Ok(n)
 }
 
+/// What is wrong and at which byte of the (decompressed) file.
+type Fault<T> = std::result::Result<T, (u64, String)>;
+
 /// Parses (decompressed) IDX bytes from `r`; errors carry the byte offset at fault.
-fn parse_idx(mut r: impl Read, gzip: bool) -> std::result::Result<IdxArray, (u64, String)> {
+fn parse_idx(mut r: impl Read, gzip: bool) -> Fault<IdxArray> {
     let r: &mut dyn Read = &mut r;
-    let mut head = [0u8; 4];
-    let got = read_full(r, &mut head, gzip).map_err(|m| (0, m))?;
-    if got < 4 {
-        return Err((
-            got as u64,
-            format!("file ends after {got} bytes, expected a 4-byte IDX header"),
-        ));
-    }
-    if head[0] != 0 || head[1] != 0 {
-        return Err((
-            0,
-            format!(
-                "bad magic {:02x} {:02x}, expected 00 00 (not an IDX file)",
-                head[0], head[1]
-            ),
-        ));
-    }
-    if head[2] != IDX_U8 {
-        return Err((
-            2,
-            format!("data type 0x{:02x}, expected 0x08 (unsigned byte)", head[2]),
-        ));
-    }
-    let ndims = head[3] as usize;
-    if ndims == 0 {
-        return Err((3, "0 dimensions, expected at least 1".into()));
-    }
-    let header = 4 + 4 * ndims;
-    let mut dim_bytes = vec![0u8; 4 * ndims];
-    let got = read_full(r, &mut dim_bytes, gzip).map_err(|m| (4, m))?;
-    if got < dim_bytes.len() {
-        return Err((
-            (4 + got) as u64,
-            format!("file ends inside the header, expected {header} header bytes"),
-        ));
-    }
-    let dims: Vec<usize> = dim_bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
+    let dims = read_dims(r, gzip)?;
+    let header = 4 + 4 * dims.len();
     let expected = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -153,6 +118,48 @@ fn parse_idx(mut r: impl Read, gzip: bool) -> std::result::Result<IdxArray, (u64
         ));
     }
     Ok(IdxArray { dims, data })
+}
+
+/// The header: magic `00 00`, the unsigned-byte type, then the big-endian dimensions.
+fn read_dims(r: &mut dyn Read, gzip: bool) -> Fault<Vec<usize>> {
+    let mut head = [0u8; 4];
+    let got = read_full(r, &mut head, gzip).map_err(|m| (0, m))?;
+    if got < 4 {
+        return Err((
+            got as u64,
+            format!("file ends after {got} bytes, expected a 4-byte IDX header"),
+        ));
+    }
+    if head[0] != 0 || head[1] != 0 {
+        let m = format!(
+            "bad magic {:02x} {:02x}, expected 00 00 (not an IDX file)",
+            head[0], head[1]
+        );
+        return Err((0, m));
+    }
+    if head[2] != IDX_U8 {
+        let m = format!("data type 0x{:02x}, expected 0x08 (unsigned byte)", head[2]);
+        return Err((2, m));
+    }
+    let ndims = head[3] as usize;
+    if ndims == 0 {
+        return Err((3, "0 dimensions, expected at least 1".into()));
+    }
+    let mut dim_bytes = vec![0u8; 4 * ndims];
+    let got = read_full(r, &mut dim_bytes, gzip).map_err(|m| (4, m))?;
+    if got < dim_bytes.len() {
+        return Err((
+            (4 + got) as u64,
+            format!(
+                "file ends inside the header, expected {} header bytes",
+                4 + 4 * ndims
+            ),
+        ));
+    }
+    Ok(dim_bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect())
 }
 
 #[cfg(test)]

@@ -159,10 +159,26 @@ pub fn read_pgm(path: &Path, max_pixels: usize) -> Result<GreyImage> {
     })
 }
 
-/// Parses PGM bytes of an image of at most `max_pixels` pixels; errors carry the byte
-/// offset at fault.
-pub fn parse_pgm(bytes: &[u8], max_pixels: usize) -> std::result::Result<GreyImage, (u64, String)> {
-    // Header: magic, width, height, maxval, separated by whitespace; '#' starts a comment.
+/// What is wrong and at which byte.
+type Fault<T> = std::result::Result<T, (u64, String)>;
+
+/// A whole number at `offset`, `what` naming it in the error.
+fn pgm_number((offset, text): (usize, &[u8]), what: &str) -> Fault<usize> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok())
+        .ok_or((
+            offset as u64,
+            format!(
+                "{what} `{}` is not a whole number",
+                String::from_utf8_lossy(&text[..text.len().min(20)])
+            ),
+        ))
+}
+
+/// The four header fields (magic, width, height, maxval) with their offsets, separated by
+/// whitespace, `#` starting a comment; and the offset after the last one.
+fn pgm_header(bytes: &[u8]) -> Fault<([(usize, &[u8]); 4], usize)> {
     let mut fields: Vec<(usize, &[u8])> = Vec::new();
     let mut pos = 0;
     while fields.len() < 4 && pos < bytes.len() {
@@ -180,26 +196,24 @@ pub fn parse_pgm(bytes: &[u8], max_pixels: usize) -> std::result::Result<GreyIma
             fields.push((start, &bytes[start..pos]));
         }
     }
-    if fields.len() < 4 {
-        return Err((
+    match fields[..] {
+        [a, b, c, d] => Ok(([a, b, c, d], pos)),
+        _ => Err((
             pos as u64,
             "file ends inside the header, expected P2 or P5, width, height, maxval".into(),
-        ));
+        )),
     }
-    let number = |(offset, text): (usize, &[u8]), what: &str| {
-        std::str::from_utf8(text)
-            .ok()
-            .and_then(|t| t.parse::<usize>().ok())
-            .ok_or((
-                offset as u64,
-                format!(
-                    "{what} `{}` is not a whole number",
-                    String::from_utf8_lossy(&text[..text.len().min(20)])
-                ),
-            ))
-    };
-    let (w, h) = (number(fields[1], "width")?, number(fields[2], "height")?);
-    let max = number(fields[3], "maxval")?;
+}
+
+/// Parses PGM bytes of an image of at most `max_pixels` pixels; errors carry the byte
+/// offset at fault.
+pub fn parse_pgm(bytes: &[u8], max_pixels: usize) -> Fault<GreyImage> {
+    let (fields, pos) = pgm_header(bytes)?;
+    let (w, h) = (
+        pgm_number(fields[1], "width")?,
+        pgm_number(fields[2], "height")?,
+    );
+    let max = pgm_number(fields[3], "maxval")?;
     if !(1..=255).contains(&max) {
         return Err((
             fields[3].0 as u64,
@@ -214,39 +228,10 @@ pub fn parse_pgm(bytes: &[u8], max_pixels: usize) -> std::result::Result<GreyIma
             format!("image of {w} x {h} pixels, expected 1 to {max_pixels} pixels"),
         ))?;
     let scale = |v: usize| ((v.min(max) * 255) / max) as u8;
-    // Exactly one whitespace byte separates the header from P5 data.
-    let data_start = pos + 1;
-    let pixels: Vec<u8> = match fields[0].1 {
-        b"P5" => {
-            let data = bytes.get(data_start..).unwrap_or(&[]);
-            if data.len() < n {
-                return Err((
-                    (data_start + data.len()) as u64,
-                    format!("file ends after {} of {n} pixels", data.len()),
-                ));
-            }
-            data[..n].iter().map(|&v| scale(v as usize)).collect()
-        }
-        b"P2" => {
-            let mut pixels = Vec::with_capacity(n);
-            let mut at = pos;
-            for token in bytes[pos..].split(u8::is_ascii_whitespace) {
-                if pixels.len() == n {
-                    break;
-                }
-                if !token.is_empty() {
-                    pixels.push(scale(number((at, token), "pixel")?));
-                }
-                at += token.len() + 1;
-            }
-            if pixels.len() < n {
-                return Err((
-                    bytes.len() as u64,
-                    format!("file ends after {} of {n} pixels", pixels.len()),
-                ));
-            }
-            pixels
-        }
+    let pixels = match fields[0].1 {
+        // Exactly one whitespace byte separates the header from P5 data.
+        b"P5" => pgm_binary(bytes, pos + 1, n, scale)?,
+        b"P2" => pgm_text(bytes, pos, n, scale)?,
         other => {
             return Err((
                 0,
@@ -262,6 +247,40 @@ pub fn parse_pgm(bytes: &[u8], max_pixels: usize) -> std::result::Result<GreyIma
         height: h,
         pixels,
     })
+}
+
+/// `n` raw pixel bytes from `start` (P5), scaled to 0..=255.
+fn pgm_binary(bytes: &[u8], start: usize, n: usize, scale: impl Fn(usize) -> u8) -> Fault<Vec<u8>> {
+    let data = bytes.get(start..).unwrap_or(&[]);
+    if data.len() < n {
+        return Err((
+            (start + data.len()) as u64,
+            format!("file ends after {} of {n} pixels", data.len()),
+        ));
+    }
+    Ok(data[..n].iter().map(|&v| scale(v as usize)).collect())
+}
+
+/// `n` whitespace-separated decimal pixels from `start` (P2), scaled to 0..=255.
+fn pgm_text(bytes: &[u8], start: usize, n: usize, scale: impl Fn(usize) -> u8) -> Fault<Vec<u8>> {
+    let mut pixels = Vec::with_capacity(n);
+    let mut at = start;
+    for token in bytes[start..].split(u8::is_ascii_whitespace) {
+        if pixels.len() == n {
+            break;
+        }
+        if !token.is_empty() {
+            pixels.push(scale(pgm_number((at, token), "pixel")?));
+        }
+        at += token.len() + 1;
+    }
+    if pixels.len() < n {
+        return Err((
+            bytes.len() as u64,
+            format!("file ends after {} of {n} pixels", pixels.len()),
+        ));
+    }
+    Ok(pixels)
 }
 
 #[cfg(test)]
