@@ -256,12 +256,39 @@ fn marker_colour(i: usize) -> RGBColor {
     [RGBColor(90, 90, 90), RGBColor(170, 30, 30)][i % 2]
 }
 
-/// Whether every x is a whole number (epochs): ticks then fall on whole numbers only.
-fn whole_numbers(series: &[Series]) -> bool {
-    series
+/// Whether every x is a whole number (epochs: ticks then fall on whole numbers only), and
+/// how many ticks a range of `span` gets.
+fn x_ticks(series: &[Series], span: f64) -> (bool, usize) {
+    let whole = series
         .iter()
         .flat_map(|(_, p)| p.iter())
-        .all(|&(x, _)| x.fract() == 0.0)
+        .all(|&(x, _)| x.fract() == 0.0);
+    (
+        whole,
+        if whole {
+            (span as usize + 1).min(11)
+        } else {
+            10
+        },
+    )
+}
+
+/// The x and y ranges of a line chart: every point and marker, y padded so that the range
+/// is never empty (a pad that survives rounding at the values' magnitude).
+fn bounds(series: &[Series], markers: impl Iterator<Item = f64>) -> (f64, f64, f64, f64) {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in series.iter().flat_map(|(_, p)| p.iter()) {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    for x in markers {
+        (x0, x1) = (x0.min(x), x1.max(x));
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6 * y0.abs().max(y1.abs()).max(1.0));
+    let x1 = x1.max(x0 + 1e-6 * x0.abs().max(1.0));
+    (x0, x1, y0 - pad, y1 + pad)
 }
 
 /// Line chart of several series, with vertical marker lines; the legend sits beside it.
@@ -278,47 +305,28 @@ where
     // Callers drop undrawable points with `drawable`; this keeps the figure safe anyway.
     let (series, _) = drawable(series.to_vec());
     let markers: Vec<&(f64, String)> = markers.iter().filter(|(x, _)| drawable_value(*x)).collect();
-    let pts = series.iter().flat_map(|(_, p)| p.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if x0 > x1 {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-    }
-    for (x, _) in &markers {
-        (x0, x1) = (x0.min(*x), x1.max(*x));
-    }
-    // A pad that survives rounding at the values' magnitude, so the range is never empty.
-    let pad = ((y1 - y0) * 0.05).max(1e-6 * y0.abs().max(y1.abs()).max(1.0));
-    let x1 = x1.max(x0 + 1e-6 * x0.abs().max(1.0));
+    let (x0, x1, y0, y1) = bounds(&series, markers.iter().map(|(x, _)| *x));
     let (plot, key) = beside_legend(area);
     let mut chart = ChartBuilder::on(&plot)
         .caption(title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+        .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| anyhow!("{e}"))?;
-    let whole = whole_numbers(&series);
-    let ticks = if whole {
-        ((x1 - x0) as usize + 1).min(11)
-    } else {
-        10
+    // Whole-number x values (epochs) get whole-number ticks only.
+    let (whole, ticks) = x_ticks(&series, x1 - x0);
+    let x_tick = |x: &f64| match (whole, x.fract() == 0.0) {
+        (true, true) => format!("{x:.0}"),
+        (true, false) => String::new(),
+        (false, _) => format!("{x}"),
     };
     chart
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
         .x_labels(ticks)
-        .x_label_formatter(&|x| match (whole, x.fract() == 0.0) {
-            (true, true) => format!("{x:.0}"),
-            (true, false) => String::new(),
-            (false, _) => format!("{x}"),
-        })
+        .x_label_formatter(&x_tick)
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
@@ -334,15 +342,9 @@ where
         entries.push((name.clone(), Key::Line));
     }
     for (i, (x, name)) in markers.into_iter().enumerate() {
-        let grey = marker_colour(i);
-        chart
-            .draw_series(DashedLineSeries::new(
-                [(*x, y0 - pad), (*x, y1 + pad)],
-                6,
-                4,
-                grey.stroke_width(2),
-            ))
-            .map_err(|e| anyhow!("{e}"))?;
+        let line =
+            DashedLineSeries::new([(*x, y0), (*x, y1)], 6, 4, marker_colour(i).stroke_width(2));
+        chart.draw_series(line).map_err(|e| anyhow!("{e}"))?;
         entries.push((name.clone(), Key::Marker));
     }
     legend(&key, &entries)
@@ -406,6 +408,34 @@ where
     Ok(())
 }
 
+/// The values a heatmap shows (undrawable ones as no data) and their largest magnitude.
+fn heat_values(values: &[Vec<Option<f64>>]) -> (Vec<Vec<Option<f64>>>, f64) {
+    let values: Vec<Vec<Option<f64>>> = values
+        .iter()
+        .map(|r| r.iter().map(|v| v.filter(|&v| drawable_value(v))).collect())
+        .collect();
+    let max = values
+        .iter()
+        .flatten()
+        .flatten()
+        .fold(1e-12f64, |m, v| m.max(v.abs()));
+    (values, max)
+}
+
+/// Blue for negative, red for positive values, white near zero, grey for no data.
+fn heat_colour(v: Option<f64>, max: f64) -> RGBColor {
+    let Some(v) = v else {
+        return RGBColor(220, 220, 220);
+    };
+    let t = (v.abs() / max).min(1.0);
+    let fade = (255.0 * (1.0 - t)) as u8;
+    if v >= 0.0 {
+        RGBColor(255, fade, fade)
+    } else {
+        RGBColor(fade, fade, 255)
+    }
+}
+
 /// Heatmap of `values[row][col]` (None = no data), rows labelled on the left.
 fn heatmap<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -417,17 +447,7 @@ fn heatmap<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    // Undrawable means show as "no data".
-    let values: Vec<Vec<Option<f64>>> = values
-        .iter()
-        .map(|r| r.iter().map(|v| v.filter(|&v| drawable_value(v))).collect())
-        .collect();
-    let max = values
-        .iter()
-        .flatten()
-        .flatten()
-        .fold(0.0f64, |m, v| m.max(v.abs()))
-        .max(1e-12);
+    let (values, max) = heat_values(values);
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 20))
         .margin(12)
@@ -457,19 +477,7 @@ where
     for (r, row) in values.iter().enumerate() {
         for (c, v) in row.iter().enumerate() {
             let y = (nrows - 1 - r) as f64;
-            let fill = match v {
-                // Blue for negative, red for positive means, white near zero.
-                Some(v) => {
-                    let t = (v.abs() / max).min(1.0);
-                    let fade = (255.0 * (1.0 - t)) as u8;
-                    if *v >= 0.0 {
-                        RGBColor(255, fade, fade)
-                    } else {
-                        RGBColor(fade, fade, 255)
-                    }
-                }
-                None => RGBColor(220, 220, 220),
-            };
+            let fill = heat_colour(*v, max);
             let (x0, y0) = (c as f64 - 0.5, y - 0.5);
             chart
                 .draw_series(std::iter::once(Rectangle::new(
