@@ -162,8 +162,11 @@ pub fn read_pgm(path: &Path, max_pixels: usize) -> Result<GreyImage> {
 /// What is wrong and at which byte.
 type Fault<T> = std::result::Result<T, (u64, String)>;
 
+/// A header field or pixel: its offset and its bytes.
+type Field<'a> = (usize, &'a [u8]);
+
 /// A whole number at `offset`, `what` naming it in the error.
-fn pgm_number((offset, text): (usize, &[u8]), what: &str) -> Fault<usize> {
+fn pgm_number((offset, text): Field, what: &str) -> Fault<usize> {
     std::str::from_utf8(text)
         .ok()
         .and_then(|t| t.parse::<usize>().ok())
@@ -178,8 +181,8 @@ fn pgm_number((offset, text): (usize, &[u8]), what: &str) -> Fault<usize> {
 
 /// The four header fields (magic, width, height, maxval) with their offsets, separated by
 /// whitespace, `#` starting a comment; and the offset after the last one.
-fn pgm_header(bytes: &[u8]) -> Fault<([(usize, &[u8]); 4], usize)> {
-    let mut fields: Vec<(usize, &[u8])> = Vec::new();
+fn pgm_header(bytes: &[u8]) -> Fault<([Field<'_>; 4], usize)> {
+    let mut fields: Vec<Field> = Vec::new();
     let mut pos = 0;
     while fields.len() < 4 && pos < bytes.len() {
         if bytes[pos] == b'#' {
