@@ -340,6 +340,28 @@ fn positive(field: &str, v: f64) -> Problem {
     }
 }
 
+/// A config file's text, at most [`crate::MAX_TEXT_BYTES`] (configs and sweep configs).
+pub(crate) fn read_config(path: &Path) -> Result<String> {
+    crate::tensorfile::read_text(path, crate::MAX_TEXT_BYTES).map_err(|source| {
+        Error::ReadConfig {
+            path: path.display().to_string(),
+            source,
+        }
+    })
+}
+
+/// TOML text parsed into `T`; a parse error names `origin` and the line.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| {
+        let (field, message) = toml_error(text, &e);
+        Error::Config {
+            origin: origin.to_string(),
+            field,
+            message,
+        }
+    })
+}
+
 /// Where a TOML parse error is (`line N`, or `toml` when it has no position) and what it
 /// says, in one line and never empty.
 pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> (String, String) {
@@ -362,25 +384,13 @@ pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> (String, String) {
 impl TrainConfig {
     /// Reads, parses and validates a config file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = crate::tensorfile::read_text(path, crate::MAX_TEXT_BYTES).map_err(|source| {
-            Error::ReadConfig {
-                path: path.display().to_string(),
-                source,
-            }
-        })?;
+        let text = read_config(path)?;
         Self::from_toml_str(&text, &path.display().to_string())
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
-        let config: Self = toml::from_str(text).map_err(|e| {
-            let (field, message) = toml_error(text, &e);
-            Error::Config {
-                origin: origin.to_string(),
-                field,
-                message,
-            }
-        })?;
+        let config: Self = parse_toml(text, origin)?;
         config.validate(origin)?;
         Ok(config)
     }

@@ -92,25 +92,13 @@ impl Cell {
 impl SweepConfig {
     /// Reads, parses and validates a sweep file (every cell's config is validated too).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let origin = path.display().to_string();
-        let text = crate::tensorfile::read_text(path, crate::MAX_TEXT_BYTES).map_err(|source| {
-            Error::ReadConfig {
-                path: origin.clone(),
-                source,
-            }
-        })?;
-        Self::from_toml_str(&text, &origin)
+        let text = crate::config::read_config(path)?;
+        Self::from_toml_str(&text, &path.display().to_string())
     }
 
+    /// Parses and validates TOML text; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
-        let cfg: Self = toml::from_str(text).map_err(|e| {
-            let (field, message) = crate::config::toml_error(text, &e);
-            Error::Config {
-                origin: origin.to_string(),
-                field,
-                message,
-            }
-        })?;
+        let cfg: Self = crate::config::parse_toml(text, origin)?;
         let fail = |field: &str, message: &str| Error::Config {
             origin: origin.into(),
             field: field.into(),
