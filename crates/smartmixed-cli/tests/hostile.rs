@@ -79,9 +79,9 @@ fn report_leaves_out_non_finite_points_instead_of_hanging() {
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let header = metrics.lines().next().unwrap();
     let rows = [
-        "phase1,1,inf,0.5,0.5,1.0,10.0,0.1,0.0",
-        "phase2,1,1e308,NaN,0.5,1.0,10.0,0.1,0.0",
-        "phase2,2,-1e308,NaN,0.6,1.0,10.0,0.1,0.0",
+        "phase1,1,inf,0.5,0.5,1.0,10.0,0.1,0.0,0.0",
+        "phase2,1,1e308,NaN,0.5,1.0,10.0,0.1,0.0,0.0",
+        "phase2,2,-1e308,NaN,0.6,1.0,10.0,0.1,0.0,0.0",
     ];
     std::fs::write(
         run.join("metrics.csv"),

@@ -162,6 +162,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
             samples_per_second: totals.samples as f64 / totals.seconds,
             grad_norm: totals.grad_norm,
             choices_changed: changed,
+            choices_changed_window: run.watch.changed_within(epoch, p1.auto.window),
         };
         self.run.add_epoch(&record)?;
         let counts = crate::trainer::choice_counts(&run.net);

@@ -43,6 +43,9 @@ pub struct EpochRecord {
     /// Phase 1: the fraction of hidden neurons whose argmax choice changed in this epoch
     /// (0 in other phases; what `phase1.transition = "auto"` watches).
     pub choices_changed: f64,
+    /// Phase 1: the fraction whose choice changed in the last `phase1.auto.window` epochs,
+    /// the figure `transition = "auto"` compares with its threshold.
+    pub choices_changed_window: f64,
 }
 
 /// The largest metrics.csv or choices.csv read back (a 350-epoch run writes 40 kB).
@@ -135,6 +138,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochRecord>> {
         "samples_per_second",
         "grad_norm",
         "choices_changed",
+        "choices_changed_window",
     ]
     .map(|name| t.optional(name));
     let mut records = Vec::new();
@@ -158,6 +162,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochRecord>> {
             samples_per_second: maybe(extra[1])?,
             grad_norm: maybe(extra[2])?,
             choices_changed: maybe(extra[3])?,
+            choices_changed_window: maybe(extra[4])?,
         });
     }
     Ok(records)
@@ -267,7 +272,7 @@ impl RunDir {
     fn create_unchecked(path: &Path) -> Self {
         Self {
             path: path.to_path_buf(),
-            metrics: "phase,epoch,train_loss,validation_loss,validation_accuracy,seconds,samples_per_second,grad_norm,choices_changed\n".into(),
+            metrics: "phase,epoch,train_loss,validation_loss,validation_accuracy,seconds,samples_per_second,grad_norm,choices_changed,choices_changed_window\n".into(),
             choices: "epoch,layer,activation,count\n".into(),
         }
     }
@@ -341,7 +346,7 @@ impl RunDir {
 
     pub fn add_epoch(&mut self, r: &EpochRecord) -> Result<()> {
         self.metrics.push_str(&format!(
-            "{},{},{:.6},{:.6},{:.6},{:.3},{:.1},{:.6},{:.6}\n",
+            "{},{},{:.6},{:.6},{:.6},{:.3},{:.1},{:.6},{:.6},{:.6}\n",
             r.phase,
             r.epoch,
             r.train_loss,
@@ -350,7 +355,8 @@ impl RunDir {
             r.seconds,
             r.samples_per_second,
             r.grad_norm,
-            r.choices_changed
+            r.choices_changed,
+            r.choices_changed_window
         ));
         write_atomic(&self.path.join(METRICS), self.metrics.as_bytes())
     }
