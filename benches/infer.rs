@@ -115,17 +115,38 @@ fn main() {
     let (mixed, relu) = models();
     let mut rng = StdRng::seed_from_u64(1);
     let input: Vec<f32> = (0..4096 * 784).map(|_| rng.gen::<f32>()).collect();
-    let mut out = vec![0.0f32; 4096 * 10];
     let mut bare = BareMatmul::new();
-
     // SMARTMIXED_TABLE_ONLY=1 skips criterion and prints only the interleaved table.
-    let table_only = std::env::var_os("SMARTMIXED_TABLE_ONLY").is_some();
+    if std::env::var_os("SMARTMIXED_TABLE_ONLY").is_none() {
+        criterion_groups(&mixed, &relu, &input, &mut bare);
+    }
+    println!(
+        "\nkernel: {}",
+        smartmixed_infer::Kernel::detect().describe()
+    );
+    let at_4096 = interleaved_table(&mixed, &relu, &input, &mut bare);
+    subnormal_inputs(&mixed, &input);
+    for threads in [1, 2] {
+        let [runtime, chain] = at_4096[threads - 1];
+        let peak = sgemm_peak(threads).max(chain);
+        println!(
+            "sgemm peak ({threads} thread{}, gemm 0.19): {peak:.1} GFLOP/s; \
+             runtime (a) at batch 4096: {runtime:.1} GFLOP/s = {:.0}% of peak",
+            if threads > 1 { "s" } else { "" },
+            100.0 * runtime / peak
+        );
+    }
+}
+
+/// Criterion's groups: each variant at every batch on one and two threads.
+fn criterion_groups(mixed: &Model, relu: &Model, input: &[f32], bare: &mut BareMatmul) {
+    let mut out = vec![0.0f32; 4096 * 10];
     let mut c = Criterion::default()
         .configure_from_args()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    for threads in if table_only { vec![] } else { vec![1, 2] } {
+    for threads in [1, 2] {
         let mut group = c.benchmark_group(format!("infer_{threads}_thread"));
         for batch in BATCHES {
             let x = &input[..batch * 784];
@@ -151,12 +172,17 @@ fn main() {
         group.finish();
     }
     c.final_summary();
+}
 
-    // Interleaved table: each variant timed in turn, repeated, best-of-rounds per variant.
-    println!(
-        "\nkernel: {}",
-        smartmixed_infer::Kernel::detect().describe()
-    );
+/// Each variant timed in turn, repeated, best of five rounds per variant; returns the
+/// mixed model's and the bare matmul's GFLOP/s at batch 4096 per thread count.
+fn interleaved_table(
+    mixed: &Model,
+    relu: &Model,
+    input: &[f32],
+    bare: &mut BareMatmul,
+) -> [[f64; 2]; 2] {
+    let mut out = vec![0.0f32; 4096 * 10];
     println!("\n threads  batch |   (a) mixed    (b) relu  (c) per-neuron  (d) matmul  samples/s |  GFLOP/s (a)  (d) | (a)/(b)  (a)/(d)");
     let mut at_4096 = [[0.0f64; 2]; 2];
     for threads in [1, 2] {
@@ -199,17 +225,7 @@ fn main() {
             }
         }
     }
-    subnormal_inputs(&mixed, &input);
-    for threads in [1, 2] {
-        let [runtime, chain] = at_4096[threads - 1];
-        let peak = sgemm_peak(threads).max(chain);
-        println!(
-            "sgemm peak ({threads} thread{}, gemm 0.19): {peak:.1} GFLOP/s; \
-             runtime (a) at batch 4096: {runtime:.1} GFLOP/s = {:.0}% of peak",
-            if threads > 1 { "s" } else { "" },
-            100.0 * runtime / peak
-        );
-    }
+    at_4096
 }
 
 /// Batch 256 on one thread with ordinary inputs and with inputs scaled into the subnormal

@@ -147,7 +147,7 @@ fn wrong_sizes_and_bad_files_are_typed_errors() {
     // The manifest is validated first, so an unsupported version is a manifest error
     // naming the field, whatever the weights' metadata copy says.
     match Model::from_bytes(&valid_weights(), v2.as_bytes()) {
-        Err(Error::Core(smartmixed_core::Error::Manifest { field, message })) => {
+        Err(Error::Core(smartmixed_infer::CoreError::Manifest { field, message })) => {
             assert_eq!(field, "version", "{message}")
         }
         other => panic!("expected a manifest error, got {other:?}"),
