@@ -14,8 +14,9 @@ pub const MANIFEST_FILE: &str = "manifest.toml";
 pub const MANIFEST_METADATA_KEY: &str = "smartmixed.manifest";
 /// Value of [`Manifest::format`].
 pub const MANIFEST_FORMAT: &str = "smartmixed-manifest";
-/// The manifest version this crate writes and reads.
-pub const MANIFEST_VERSION: u32 = 1;
+/// The manifest version this crate writes; it reads this and every earlier one (version 1
+/// has no `input` table: see [`Manifest::input_description`]).
+pub const MANIFEST_VERSION: u32 = 2;
 /// Largest width accepted for any layer: refuses absurd sizes before allocating.
 pub const MAX_WIDTH: usize = 1 << 20;
 /// Largest weight count accepted for one layer (4 GiB of f32).
@@ -33,6 +34,102 @@ pub struct Manifest {
     pub output_activation: String,
     /// Hidden layers then the output layer; `layers.{i}` names its tensors.
     pub layers: Vec<LayerManifest>,
+    /// What one input is and how raw values become the network's input (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputManifest>,
+    /// The name of each output class, in output order (version 2; empty: unnamed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
+}
+
+/// One input as the model expects it: its shape, and the preprocessing training applied,
+/// `x = (raw * scale - mean[i]) / std[i]` per feature `i`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputManifest {
+    /// E.g. `[28, 28]` for MNIST images, `[n]` for a table of `n` columns; the product is
+    /// the model's input width.
+    pub shape: Vec<usize>,
+    /// `1/255` for 8-bit pixels, `1` for tables.
+    pub scale: f32,
+    /// Per-feature mean subtracted after scaling (empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mean: Vec<f32>,
+    /// Per-feature standard deviation divided by (empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub std: Vec<f32>,
+    /// The name of each feature (a table's column names; empty for images).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feature_names: Vec<String>,
+}
+
+impl InputManifest {
+    /// 8-bit images of `shape` scaled to `[0, 1]`: what every model trained on IDX or
+    /// image data sees.
+    pub fn pixels(shape: Vec<usize>) -> Self {
+        Self {
+            shape,
+            scale: 1.0 / 255.0,
+            mean: Vec::new(),
+            std: Vec::new(),
+            feature_names: Vec::new(),
+        }
+    }
+
+    /// Applies the preprocessing to `raw` (rows of the input width) into `out`.
+    pub fn apply(&self, raw: &[f32], out: &mut [f32]) {
+        let n = self.shape.iter().product::<usize>().max(1);
+        for (r, o) in raw.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+            for (i, (x, y)) in r.iter().zip(o.iter_mut()).enumerate() {
+                let mean = self.mean.get(i).copied().unwrap_or(0.0);
+                let std = self.std.get(i).copied().unwrap_or(1.0);
+                *y = (x * self.scale - mean) / std;
+            }
+        }
+    }
+
+    /// The shape matches `inputs`, the scale and every standard deviation are finite and
+    /// positive, means are finite, and per-feature lists have one entry per feature.
+    fn check(&self, inputs: usize) -> Result<()> {
+        let width = self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if self.shape.is_empty() || width != Some(inputs) {
+            return bad(
+                "input.shape",
+                format!("{:?}, expected a shape of {inputs} values", self.shape),
+            );
+        }
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return bad(
+                "input.scale",
+                format!("{}, expected a finite number > 0", self.scale),
+            );
+        }
+        for (name, list) in [
+            ("mean", self.mean.len()),
+            ("std", self.std.len()),
+            ("feature_names", self.feature_names.len()),
+        ] {
+            if list != 0 && list != inputs {
+                return bad(
+                    format!("input.{name}"),
+                    format!("{list} entries, expected {inputs} (one per feature) or none"),
+                );
+            }
+        }
+        if let Some(i) = self.mean.iter().position(|m| !m.is_finite()) {
+            return bad(
+                format!("input.mean[{i}]"),
+                format!("{}, expected a finite number", self.mean[i]),
+            );
+        }
+        if let Some(i) = self.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+            return bad(
+                format!("input.std[{i}]"),
+                format!("{}, expected a finite number > 0", self.std[i]),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// One affine layer and, for hidden layers, its activation groups.
@@ -154,7 +251,28 @@ impl Manifest {
             layer.check_original_index(i)?;
             inputs = layer.outputs;
         }
+        if let Some(input) = &self.input {
+            input.check(self.inputs)?;
+        }
+        if !self.class_names.is_empty() && self.class_names.len() != self.classes() {
+            return bad(
+                "class_names",
+                format!(
+                    "{} names for {} classes",
+                    self.class_names.len(),
+                    self.classes()
+                ),
+            );
+        }
         Ok(())
+    }
+
+    /// What the input is: the `input` table, or for version-1 manifests (written before it
+    /// existed, by a trainer that read only 8-bit IDX images) pixels / 255 of a flat shape.
+    pub fn input_description(&self) -> InputManifest {
+        self.input
+            .clone()
+            .unwrap_or_else(|| InputManifest::pixels(vec![self.inputs]))
     }
 
     /// The format, version and output activation this build reads, and at least one layer.
@@ -165,13 +283,19 @@ impl Manifest {
                 format!("`{}`, expected `{MANIFEST_FORMAT}`", self.format),
             );
         }
-        if self.version != MANIFEST_VERSION {
+        if !(1..=MANIFEST_VERSION).contains(&self.version) {
             return bad(
                 "version",
                 format!(
-                    "unsupported version {}, this build reads {MANIFEST_VERSION}",
+                    "unsupported version {}, this build reads 1 to {MANIFEST_VERSION}",
                     self.version
                 ),
+            );
+        }
+        if self.version == 1 && (self.input.is_some() || !self.class_names.is_empty()) {
+            return bad(
+                "version",
+                "1 has no input table or class names; expected 2".to_string(),
             );
         }
         if self.output_activation != "identity" {
@@ -286,6 +410,71 @@ mod tests {
                     original_index: vec![],
                 },
             ],
+            input: None,
+            class_names: vec![],
+        }
+    }
+
+    /// Version 2: a 2 x 2 input standardised per feature, named classes.
+    fn described() -> Manifest {
+        Manifest {
+            version: 2,
+            input: Some(InputManifest {
+                shape: vec![2, 2],
+                scale: 0.5,
+                mean: vec![0.0, 1.0, 2.0, 3.0],
+                std: vec![1.0, 2.0, 4.0, 8.0],
+                feature_names: vec![],
+            }),
+            class_names: vec!["no".into(), "yes".into()],
+            ..valid()
+        }
+    }
+
+    #[test]
+    fn the_input_description_applies_scale_mean_and_std_per_feature() {
+        let m = Manifest::from_toml(&described().to_toml()).unwrap();
+        let input = m.input_description();
+        let raw = [2.0, 4.0, 8.0, 16.0, 0.0, 0.0, 0.0, 0.0];
+        let mut out = [0.0; 8];
+        input.apply(&raw, &mut out);
+        // (raw * 0.5 - mean) / std, by hand.
+        assert_eq!(out, [1.0, 0.5, 0.5, 0.625, 0.0, -0.5, -0.5, -0.375]);
+        // Version 1 (no input table): pixels / 255 in a flat shape.
+        let v1 = valid().input_description();
+        assert_eq!((v1.shape, v1.scale), (vec![4], 1.0 / 255.0));
+    }
+
+    fn input(m: &mut Manifest) -> &mut InputManifest {
+        m.input.as_mut().unwrap()
+    }
+
+    #[test]
+    fn an_invalid_input_description_is_refused_naming_the_field() {
+        type Edit = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|m| input(m).shape = vec![3]),
+                "input.shape: [3], expected a shape of 4",
+            ),
+            (Box::new(|m| input(m).scale = 0.0), "input.scale"),
+            (
+                Box::new(|m| input(m).mean.pop().map_or((), |_| ())),
+                "input.mean: 3 entries",
+            ),
+            (Box::new(|m| input(m).std[2] = -1.0), "input.std[2]"),
+            (Box::new(|m| input(m).mean[1] = f32::NAN), "input.mean[1]"),
+            (
+                Box::new(|m| m.class_names.push("maybe".into())),
+                "class_names: 3 names for 2 classes",
+            ),
+            (Box::new(|m| m.version = 1), "version: 1 has no input table"),
+        ];
+        for (edit, needle) in cases {
+            let mut m = described();
+            edit(&mut m);
+            let e = m.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "`{needle}` not in `{e}`");
         }
     }
 

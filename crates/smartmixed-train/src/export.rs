@@ -7,7 +7,7 @@ use std::path::Path;
 
 use dfdx::prelude::*;
 use smartmixed_core::manifest::{MANIFEST_FORMAT, MANIFEST_VERSION};
-use smartmixed_core::{GroupManifest, LayerManifest, Manifest};
+use smartmixed_core::{GroupManifest, InputManifest, LayerManifest, Manifest};
 
 use crate::checkpoint::{layer_tensors, serialize};
 use crate::fsutil::write_atomic;
@@ -22,8 +22,15 @@ pub fn mixed<D: TrainDevice>(net: &Network<D>) -> Network<D> {
     net.to_mixed(None).unwrap_or_else(|| net.clone())
 }
 
+/// What an export says about the model's input and classes (from the run's summary.json).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Description {
+    pub input: Option<InputManifest>,
+    pub class_names: Vec<String>,
+}
+
 /// The manifest of a grouped network.
-pub fn manifest<D: TrainDevice>(net: &Network<D>) -> Manifest {
+pub fn manifest<D: TrainDevice>(net: &Network<D>, description: &Description) -> Manifest {
     let Hidden::Grouped {
         groups,
         original_index,
@@ -67,12 +74,24 @@ pub fn manifest<D: TrainDevice>(net: &Network<D>) -> Manifest {
         inputs: net.layers[0].weight.shape().1,
         output_activation: "identity".into(),
         layers,
+        input: description.input.clone(),
+        class_names: description.class_names.clone(),
     }
 }
 
-/// Writes `dir/model.safetensors` and `dir/manifest.toml`, atomically each. A model
-/// already in `dir` is replaced only if `replace` is set.
+/// Writes `dir/model.safetensors` and `dir/manifest.toml`, atomically each, with no input
+/// description. A model already in `dir` is replaced only if `replace` is set.
 pub fn export<D: TrainDevice>(net: &Network<D>, dir: &Path, replace: bool) -> Result<Manifest> {
+    export_described(net, dir, replace, &Description::default())
+}
+
+/// [`export`] with the manifest describing the input and the classes.
+pub fn export_described<D: TrainDevice>(
+    net: &Network<D>,
+    dir: &Path,
+    replace: bool,
+    description: &Description,
+) -> Result<Manifest> {
     if !replace {
         if let Some(f) = [WEIGHTS_FILE, MANIFEST_FILE]
             .iter()
@@ -85,7 +104,8 @@ pub fn export<D: TrainDevice>(net: &Network<D>, dir: &Path, replace: bool) -> Re
         }
     }
     let net = mixed(net);
-    let manifest = manifest(&net);
+    let manifest = manifest(&net, description);
+    manifest.validate()?;
     let text = manifest.to_toml();
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(dir, "cannot create export directory", e))?;
