@@ -38,7 +38,10 @@ ACTIVATIONS = {
 
 def main(d: Path) -> int:
     manifest = tomllib.loads((d / "manifest.toml").read_text())
-    assert manifest["format"] == "smartmixed-manifest" and manifest["version"] == 1
+    assert manifest["format"] == "smartmixed-manifest" and manifest["version"] in (1, 2)
+    # Version 2 describes the input; the product of its shape is the input width.
+    if "input" in manifest:
+        assert int(np.prod(manifest["input"]["shape"])) == manifest["inputs"], manifest["input"]
     tensors = load_file(str(d / "model.safetensors"))
     x = np.fromfile(d / "inputs.f32", dtype="<f4").astype(np.float64)
     x = x.reshape(-1, manifest["inputs"])

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use smartmixed_core::Phase;
-use smartmixed_train::{checkpoint, export, Cpu};
+use smartmixed_train::{checkpoint, export, rundir, Cpu};
 
 #[derive(clap::Args)]
 pub struct ExportArgs {
@@ -44,7 +44,19 @@ pub fn run(args: ExportArgs) -> Result<()> {
         );
     };
     let net = checkpoint::load(&Cpu::default(), &path)?;
-    let manifest = export::export(&net, &args.out, args.force)?;
+    // The input and class description a finished run recorded (an unfinished run has
+    // none: the manifest then describes its input as pixels / 255 of a flat shape).
+    let summary_path = args.run.join(rundir::SUMMARY);
+    let description = if summary_path.is_file() {
+        let summary = rundir::read_summary(&summary_path)?;
+        export::Description {
+            input: summary.input,
+            class_names: summary.class_names,
+        }
+    } else {
+        export::Description::default()
+    };
+    let manifest = export::export_described(&net, &args.out, args.force, &description)?;
     let hidden: Vec<String> = manifest.layers[..manifest.layers.len() - 1]
         .iter()
         .map(|l| {

@@ -43,6 +43,37 @@ pub fn run(args: InspectArgs) -> Result<()> {
             shares.join(", ")
         );
     }
+    print_input(m);
     println!("kernel on this CPU: {}", Kernel::detect().describe());
     Ok(())
+}
+
+/// The input the model expects and the preprocessing `forward_raw` applies, and the
+/// classes' names.
+fn print_input(m: &smartmixed_infer::Manifest) {
+    let input = m.input_description();
+    let mut steps = vec![format!("raw / {}", input.divisor)];
+    if !input.mean.is_empty() {
+        steps.push("minus the per-feature mean".into());
+    }
+    if !input.std.is_empty() {
+        steps.push("divided by the per-feature standard deviation".into());
+    }
+    println!(
+        "input: shape {:?} ({} values), preprocessing: {}{}",
+        input.shape,
+        m.inputs,
+        steps.join(", "),
+        if m.input.is_none() {
+            " (manifest version 1: assumed 8-bit pixels)"
+        } else {
+            ""
+        }
+    );
+    if !input.feature_names.is_empty() {
+        println!("features: {}", input.feature_names.join(", "));
+    }
+    if !m.class_names.is_empty() {
+        println!("classes: {}", m.class_names.join(", "));
+    }
 }

@@ -1,5 +1,6 @@
 //! `smartmixed-cli predict`: classify an image given as an IDX file (every image in it), a
-//! PGM (P2 or P5) or a PNG (converted to 8-bit grey). Pixels are divided by 255, as in training.
+//! PGM (P2 or P5) or a PNG (converted to 8-bit grey). The raw pixels go through the
+//! preprocessing the model's manifest records (pixels / 255 for every image model).
 
 use std::path::{Path, PathBuf};
 
@@ -55,17 +56,17 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let model = Model::load_dir(&args.model)?;
     let images = load_images(&args.input, model.input_size())?;
     for (i, img) in images.iter().enumerate() {
-        let x: Vec<f32> = img.iter().map(|&p| p as f32 / 255.0).collect();
-        let p = model.predict(&x)?;
+        let raw: Vec<f32> = img.iter().map(|&p| f32::from(p)).collect();
+        let p = model.predict_raw(&raw)?;
         let probs: Vec<String> = p
             .probabilities
             .iter()
             .enumerate()
-            .map(|(c, v)| format!("{c}:{v:.4}"))
+            .map(|(c, v)| format!("{}:{v:.4}", model.class_name(c)))
             .collect();
         println!(
             "image {i}: class {} (p = {:.4}); probabilities {}",
-            p.class,
+            model.class_name(p.class),
             p.probabilities[p.class],
             probs.join(" ")
         );

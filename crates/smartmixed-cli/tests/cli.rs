@@ -405,6 +405,14 @@ fn export_eval_predict_inspect_on_a_trained_run() {
         )),
         "{stdout}"
     );
+    // The manifest describes the input training saw (28 x 28 pixels / 255) and the classes.
+    assert!(
+        stdout.contains("input: shape [28, 28] (784 values), preprocessing: raw / 255")
+            && stdout.contains("classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"),
+        "{stdout}"
+    );
+    let manifest = std::fs::read_to_string(exported.join("manifest.toml")).unwrap();
+    assert!(manifest.contains("version = 2") && manifest.contains("[input]"), "{manifest}");
 
     // The first test image (a 7) as PGM, as PNG, and the first three as an IDX file.
     let images =

@@ -43,15 +43,16 @@ pub struct Manifest {
 }
 
 /// One input as the model expects it: its shape, and the preprocessing training applied,
-/// `x = (raw * scale - mean[i]) / std[i]` per feature `i`.
+/// `x = (raw / divisor - mean[i]) / std[i]` per feature `i`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputManifest {
     /// E.g. `[28, 28]` for MNIST images, `[n]` for a table of `n` columns; the product is
     /// the model's input width.
     pub shape: Vec<usize>,
-    /// `1/255` for 8-bit pixels, `1` for tables.
-    pub scale: f32,
+    /// `255` for 8-bit pixels, `1` for tables (a division, as training computes it, so
+    /// that the runtime sees bit for bit what training saw).
+    pub divisor: f32,
     /// Per-feature mean subtracted after scaling (empty: none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mean: Vec<f32>,
@@ -69,7 +70,7 @@ impl InputManifest {
     pub fn pixels(shape: Vec<usize>) -> Self {
         Self {
             shape,
-            scale: 1.0 / 255.0,
+            divisor: 255.0,
             mean: Vec::new(),
             std: Vec::new(),
             feature_names: Vec::new(),
@@ -83,12 +84,12 @@ impl InputManifest {
             for (i, (x, y)) in r.iter().zip(o.iter_mut()).enumerate() {
                 let mean = self.mean.get(i).copied().unwrap_or(0.0);
                 let std = self.std.get(i).copied().unwrap_or(1.0);
-                *y = (x * self.scale - mean) / std;
+                *y = (x / self.divisor - mean) / std;
             }
         }
     }
 
-    /// The shape matches `inputs`, the scale and every standard deviation are finite and
+    /// The shape matches `inputs`, the divisor and every standard deviation are finite and
     /// positive, means are finite, and per-feature lists have one entry per feature.
     fn check(&self, inputs: usize) -> Result<()> {
         let width = self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
@@ -98,10 +99,10 @@ impl InputManifest {
                 format!("{:?}, expected a shape of {inputs} values", self.shape),
             );
         }
-        if !(self.scale.is_finite() && self.scale > 0.0) {
+        if !(self.divisor.is_finite() && self.divisor > 0.0) {
             return bad(
-                "input.scale",
-                format!("{}, expected a finite number > 0", self.scale),
+                "input.divisor",
+                format!("{}, expected a finite number > 0", self.divisor),
             );
         }
         for (name, list) in [
@@ -421,7 +422,7 @@ mod tests {
             version: 2,
             input: Some(InputManifest {
                 shape: vec![2, 2],
-                scale: 0.5,
+                divisor: 2.0,
                 mean: vec![0.0, 1.0, 2.0, 3.0],
                 std: vec![1.0, 2.0, 4.0, 8.0],
                 feature_names: vec![],
@@ -438,11 +439,11 @@ mod tests {
         let raw = [2.0, 4.0, 8.0, 16.0, 0.0, 0.0, 0.0, 0.0];
         let mut out = [0.0; 8];
         input.apply(&raw, &mut out);
-        // (raw * 0.5 - mean) / std, by hand.
+        // (raw / 2 - mean) / std, by hand.
         assert_eq!(out, [1.0, 0.5, 0.5, 0.625, 0.0, -0.5, -0.5, -0.375]);
         // Version 1 (no input table): pixels / 255 in a flat shape.
         let v1 = valid().input_description();
-        assert_eq!((v1.shape, v1.scale), (vec![4], 1.0 / 255.0));
+        assert_eq!((v1.shape, v1.divisor), (vec![4], 255.0));
     }
 
     fn input(m: &mut Manifest) -> &mut InputManifest {
@@ -457,7 +458,7 @@ mod tests {
                 Box::new(|m| input(m).shape = vec![3]),
                 "input.shape: [3], expected a shape of 4",
             ),
-            (Box::new(|m| input(m).scale = 0.0), "input.scale"),
+            (Box::new(|m| input(m).divisor = 0.0), "input.divisor"),
             (
                 Box::new(|m| input(m).mean.pop().map_or((), |_| ())),
                 "input.mean: 3 entries",

@@ -34,8 +34,8 @@ pub use model::{
 };
 /// Core types that appear in this crate's API, so an embedder depends on this crate alone.
 pub use smartmixed_core::{
-    fpenv, register_activation, Activation, Error as CoreError, GroupManifest, LayerManifest,
-    Manifest,
+    fpenv, register_activation, Activation, Error as CoreError, GroupManifest, InputManifest,
+    LayerManifest, Manifest,
 };
 
 /// The README's Rust examples, compiled as doc tests so they stay correct.

@@ -6,7 +6,7 @@ use std::path::Path;
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use smartmixed_core::fpenv::FlushDenormals;
-use smartmixed_core::{lookup, LayerManifest, Manifest};
+use smartmixed_core::{lookup, InputManifest, LayerManifest, Manifest};
 
 use crate::kernel::{add_bias, epilogue, layer_matmul, Kernel, GEMV_ROWS};
 use crate::packed::PackedWeights;
@@ -58,6 +58,8 @@ impl Layer {
 #[derive(Debug)]
 pub struct Model {
     manifest: Manifest,
+    /// The manifest's input description, resolved once.
+    input: InputManifest,
     layers: Vec<Layer>,
 }
 
@@ -73,6 +75,8 @@ pub struct Scratch {
     b: Vec<f32>,
     /// The third buffer of a column-split pass (`split::forward`).
     c: Vec<f32>,
+    /// Preprocessed inputs of [`Model::forward_raw`].
+    raw: Vec<f32>,
     threads: usize,
     /// Started on the first column-split call.
     workers: Option<Workers>,
@@ -86,6 +90,7 @@ impl Scratch {
             a: Vec::new(),
             b: Vec::new(),
             c: Vec::new(),
+            raw: Vec::new(),
             threads: threads.clamp(1, MAX_THREADS),
             workers: None,
         }
@@ -292,7 +297,11 @@ impl Model {
             .enumerate()
             .map(|(i, lm)| Layer::build(&st, i, lm))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { manifest, layers })
+        Ok(Self {
+            input: manifest.input_description(),
+            manifest,
+            layers,
+        })
     }
 
     /// Pixels (features) per input row.
@@ -352,6 +361,46 @@ impl Model {
             });
         }
         Ok(())
+    }
+
+    /// What one input is and how raw values become the network's input (the manifest's
+    /// `input` table; for version-1 manifests, 8-bit pixels scaled by 1/255).
+    pub fn input_description(&self) -> InputManifest {
+        self.manifest.input_description()
+    }
+
+    /// Applies the model's preprocessing to `batch` raw rows (pixels 0-255 for image
+    /// models, the table's own values for CSV models) into `out`.
+    pub fn preprocess(&self, raw: &[f32], batch: usize, out: &mut [f32]) -> Result<()> {
+        let fits = |len: usize| batch.checked_mul(self.input_size()) == Some(len);
+        if !fits(raw.len()) || !fits(out.len()) {
+            return Err(Error::InputSize {
+                len: raw.len().min(out.len()),
+                batch,
+                inputs: self.input_size(),
+            });
+        }
+        self.input.apply(raw, out);
+        Ok(())
+    }
+
+    /// [`Self::forward`] on raw rows: the manifest's preprocessing first, into `scratch`.
+    pub fn forward_raw(
+        &self,
+        raw: &[f32],
+        batch: usize,
+        scratch: &mut Scratch,
+        output: &mut [f32],
+    ) -> Result<()> {
+        self.check(raw, batch, output)?;
+        let mut input = std::mem::take(&mut scratch.raw);
+        if input.len() < raw.len() {
+            input.resize(raw.len(), 0.0);
+        }
+        self.input.apply(raw, &mut input[..raw.len()]);
+        let result = self.forward(&input[..raw.len()], batch, scratch, output);
+        scratch.raw = input;
+        result
     }
 
     /// Logits for `batch` rows of `input` (row-major `[batch, input_size]`) into `output`
@@ -536,15 +585,39 @@ impl Model {
     pub fn predict(&self, input: &[f32]) -> Result<Prediction> {
         let mut logits = vec![0.0; self.classes()];
         self.forward(input, 1, &mut Scratch::new(1), &mut logits)?;
+        Ok(Prediction::from_logits(&logits))
+    }
+
+    /// [`Self::predict`] on one raw row (pixels 0-255, or a table row as in its CSV): the
+    /// manifest's preprocessing first.
+    pub fn predict_raw(&self, raw: &[f32]) -> Result<Prediction> {
+        let mut logits = vec![0.0; self.classes()];
+        self.forward_raw(raw, 1, &mut Scratch::new(1), &mut logits)?;
+        Ok(Prediction::from_logits(&logits))
+    }
+
+    /// The name of class `c`: the manifest's, else its number.
+    pub fn class_name(&self, c: usize) -> String {
+        self.manifest
+            .class_names
+            .get(c)
+            .cloned()
+            .unwrap_or_else(|| c.to_string())
+    }
+}
+
+impl Prediction {
+    /// The softmax of `logits` and its argmax.
+    fn from_logits(logits: &[f32]) -> Self {
         let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
         let sum: f32 = exp.iter().sum();
         let probabilities: Vec<f32> = exp.iter().map(|e| e / sum).collect();
         let class = smartmixed_core::math::argmax(&probabilities);
-        Ok(Prediction {
+        Prediction {
             class,
             probabilities,
-        })
+        }
     }
 }
 

@@ -143,7 +143,7 @@ fn wrong_sizes_and_bad_files_are_typed_errors() {
         Model::from_bytes(&missing, MANIFEST.as_bytes()),
         Err(Error::Mismatch(_))
     ));
-    let v2 = MANIFEST.replace("version = 1", "version = 2");
+    let v2 = MANIFEST.replace("version = 1", "version = 3");
     // The manifest is validated first, so an unsupported version is a manifest error
     // naming the field, whatever the weights' metadata copy says.
     match Model::from_bytes(&valid_weights(), v2.as_bytes()) {
@@ -310,4 +310,64 @@ fn hostile_batch_sizes_are_errors() {
         .unwrap_err();
     assert!(matches!(err, Error::InputSize { .. }), "{err}");
     assert!(err.to_string().contains("2097152"), "{err}");
+}
+
+/// A version-2 manifest's input table is what `forward_raw` applies: the same logits as
+/// `forward` on rows preprocessed by hand; a version-1 manifest's raw input is pixels.
+#[test]
+fn forward_raw_applies_the_manifests_preprocessing() {
+    let v2 = MANIFEST.replace("version = 1", "version = 2").replace(
+        "output_activation = \"identity\"\n",
+        "output_activation = \"identity\"\nclass_names = [\"cat\", \"dog\"]\n\n[input]\nshape = [2]\ndivisor = 2.0\nmean = [1.0, -2.0]\nstd = [2.0, 4.0]\nfeature_names = [\"height\", \"weight\"]\n",
+    );
+    let weights = weights(
+        &[
+            (
+                "layers.0.weight",
+                vec![3, 2],
+                vec![1.0, -1.0, 0.5, 2.0, -1.0, 1.0],
+            ),
+            ("layers.0.bias", vec![3], vec![0.0, -1.0, 0.5]),
+            (
+                "layers.1.weight",
+                vec![2, 3],
+                vec![1.0, 0.0, 2.0, -1.0, 1.0, 0.0],
+            ),
+            ("layers.1.bias", vec![2], vec![0.25, 0.0]),
+        ],
+        None,
+    );
+    let model = Model::from_bytes(&weights, v2.as_bytes()).unwrap();
+    let raw = [6.0f32, 4.0, -2.0, 10.0];
+    // By hand: (raw / 2 - mean) / std.
+    let by_hand = [1.0f32, 1.0, -1.0, 1.75];
+    let (mut a, mut b) = ([0.0f32; 4], [0.0f32; 4]);
+    let mut scratch = Scratch::new(1);
+    model.forward_raw(&raw, 2, &mut scratch, &mut a).unwrap();
+    model.forward(&by_hand, 2, &mut scratch, &mut b).unwrap();
+    assert_eq!(a, b);
+    let mut pre = [0.0f32; 4];
+    model.preprocess(&raw, 2, &mut pre).unwrap();
+    assert_eq!(pre, by_hand);
+    assert_eq!(
+        model.predict_raw(&raw[..2]).unwrap(),
+        model.predict(&by_hand[..2]).unwrap()
+    );
+    assert_eq!(
+        (model.class_name(0), model.class_name(1)),
+        ("cat".into(), "dog".into())
+    );
+    assert!(matches!(
+        model.forward_raw(&raw[..3], 2, &mut scratch, &mut a),
+        Err(Error::InputSize { .. })
+    ));
+    // Version 1: raw pixels, divided by 255; classes by number.
+    let v1 = Model::from_bytes(&weights, MANIFEST.as_bytes()).unwrap();
+    let pixels = [255.0f32, 51.0];
+    v1.forward_raw(&pixels, 1, &mut scratch, &mut a[..2])
+        .unwrap();
+    v1.forward(&[1.0, 0.2], 1, &mut scratch, &mut b[..2])
+        .unwrap();
+    assert_eq!(a[..2], b[..2]);
+    assert_eq!(v1.class_name(1), "1");
 }

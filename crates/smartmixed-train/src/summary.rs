@@ -1,7 +1,7 @@
 //! What a run reports: per-phase figures (Table I) and `summary.json`.
 
 use serde::{Deserialize, Serialize};
-use smartmixed_core::{Mode, Phase, Select};
+use smartmixed_core::{InputManifest, Mode, Phase, Select};
 
 /// Loss and accuracy over a dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -63,6 +63,13 @@ pub struct Summary {
     /// Training threads.
     #[serde(default)]
     pub threads: usize,
+    /// What one input is and how raw values became it; `export` copies it into the
+    /// manifest. Absent in runs from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputManifest>,
+    /// The classes' names, in output order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
     /// Per hidden layer, neurons per activation after phase 1 (SmartMixed only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_choices: Option<Vec<Vec<(String, usize)>>>,

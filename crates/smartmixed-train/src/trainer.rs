@@ -348,6 +348,8 @@ impl<D: TrainDevice> Trainer<'_, D> {
             test_samples: self.data.test.len(),
             phases: progression.completed,
             select: cfg.training.select,
+            input: Some(self.data.input()),
+            class_names: self.data.class_names(),
             final_choices,
             seconds: earlier_seconds + start.elapsed().as_secs_f64(),
             flush_denormals,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use smartmixed_core::DataConfig;
+use smartmixed_core::{DataConfig, InputManifest};
 
 use super::idx::read_idx;
 use crate::{Error, Result};
@@ -14,6 +14,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct Dataset {
     features: usize,
+    /// The shape of one image (`[28, 28]` for MNIST); its product is `features`.
+    shape: Vec<usize>,
     pixels: Vec<u8>,
     labels: Vec<u8>,
 }
@@ -48,9 +50,26 @@ impl Dataset {
         );
         Self {
             features,
+            shape: vec![features],
             pixels,
             labels,
         }
+    }
+
+    /// The same items, each of `shape` (whose product must be the feature count).
+    pub fn with_shape(mut self, shape: Vec<usize>) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            self.features,
+            "shape does not match"
+        );
+        self.shape = shape;
+        self
+    }
+
+    /// The shape of one item.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
     }
 
     /// Reads an image IDX file and a label IDX file and checks that they belong together
@@ -111,7 +130,8 @@ impl Dataset {
                 message: "images have 0 pixels".into(),
             });
         }
-        Ok(Self::new(features, img.data, lab.data))
+        let shape = img.dims[1..].to_vec();
+        Ok(Self::new(features, img.data, lab.data).with_shape(shape))
     }
 
     pub fn len(&self) -> usize {
@@ -143,6 +163,7 @@ impl Dataset {
             pixels,
             indices.iter().map(|&i| self.labels[i]).collect(),
         )
+        .with_shape(self.shape.clone())
     }
 
     /// The items at `indices` as a normalised batch with one-hot targets.
@@ -225,6 +246,17 @@ impl Dataset {
 }
 
 impl Splits {
+    /// What the network's input is: 8-bit images of the training set's shape, scaled to
+    /// `[0, 1]` (the manifest's `input` table).
+    pub fn input(&self) -> InputManifest {
+        InputManifest::pixels(self.train.shape().to_vec())
+    }
+
+    /// The classes' names: IDX labels are class numbers.
+    pub fn class_names(&self) -> Vec<String> {
+        (0..self.classes).map(|c| c.to_string()).collect()
+    }
+
     /// Loads the MNIST-style directory named by the config and splits it as configured:
     /// stratified train/validation from the training files, the test files as test set.
     pub fn load(cfg: &DataConfig, classes: usize) -> Result<Self> {
