@@ -412,7 +412,10 @@ fn export_eval_predict_inspect_on_a_trained_run() {
         "{stdout}"
     );
     let manifest = std::fs::read_to_string(exported.join("manifest.toml")).unwrap();
-    assert!(manifest.contains("version = 2") && manifest.contains("[input]"), "{manifest}");
+    assert!(
+        manifest.contains("version = 2") && manifest.contains("[input]"),
+        "{manifest}"
+    );
 
     // The first test image (a 7) as PGM, as PNG, and the first three as an IDX file.
     let images =

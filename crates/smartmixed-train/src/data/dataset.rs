@@ -1,5 +1,7 @@
-//! Labelled images kept as `u8` (MNIST is 47 MB as bytes, 188 MB as f32) and normalised
-//! to `[0, 1]` one batch at a time; the stratified train/validation split.
+//! Labelled items: images kept as `u8` (MNIST is 47 MB as bytes, 188 MB as f32) or table
+//! rows as f32, preprocessed one batch at a time by the same [`InputManifest`] the
+//! exported model records (pixels / 255; a table's standardisation); the stratified
+//! train/validation split.
 
 use std::path::{Path, PathBuf};
 
@@ -10,14 +12,21 @@ use smartmixed_core::{DataConfig, InputManifest};
 use super::idx::read_idx;
 use crate::{Error, Result};
 
-/// Images (flattened, any shape) and their class labels.
+/// Items (flattened, any shape), their class labels and their preprocessing.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     features: usize,
-    /// The shape of one image (`[28, 28]` for MNIST); its product is `features`.
-    shape: Vec<usize>,
-    pixels: Vec<u8>,
+    values: Values,
     labels: Vec<u8>,
+    /// Shape and preprocessing of one item (`[28, 28]` pixels / 255 for MNIST).
+    input: InputManifest,
+}
+
+/// The raw values of every item, row-major.
+#[derive(Debug, Clone)]
+enum Values {
+    Pixels(Vec<u8>),
+    Table(Vec<f32>),
 }
 
 /// One batch, ready to become tensors.
@@ -38,10 +47,13 @@ pub struct Splits {
     pub test: Dataset,
     /// Number of classes; every label is below it.
     pub classes: usize,
+    /// The classes' names (a table's label values; empty: the class numbers).
+    pub class_names: Vec<String>,
 }
 
 impl Dataset {
-    /// Builds a dataset from parts; `pixels.len()` must be `labels.len() * features`.
+    /// Builds an image dataset from parts; `pixels.len()` must be
+    /// `labels.len() * features`.
     pub fn new(features: usize, pixels: Vec<u8>, labels: Vec<u8>) -> Self {
         assert_eq!(
             pixels.len(),
@@ -50,9 +62,27 @@ impl Dataset {
         );
         Self {
             features,
-            shape: vec![features],
-            pixels,
+            values: Values::Pixels(pixels),
             labels,
+            input: InputManifest::pixels(vec![features]),
+        }
+    }
+
+    /// A table dataset: `rows.len()` must be `labels.len() * features`; the input is the
+    /// values as they are until [`Self::with_input`] sets a standardisation.
+    pub fn from_table(features: usize, rows: Vec<f32>, labels: Vec<u8>) -> Self {
+        assert_eq!(
+            rows.len(),
+            labels.len() * features,
+            "rows do not match labels"
+        );
+        let mut input = InputManifest::pixels(vec![features]);
+        input.divisor = 1.0;
+        Self {
+            features,
+            values: Values::Table(rows),
+            labels,
+            input,
         }
     }
 
@@ -63,13 +93,38 @@ impl Dataset {
             self.features,
             "shape does not match"
         );
-        self.shape = shape;
+        self.input.shape = shape;
+        self
+    }
+
+    /// The same items with another preprocessing (of the same width).
+    pub fn with_input(mut self, input: InputManifest) -> Self {
+        assert_eq!(
+            input.shape.iter().product::<usize>(),
+            self.features,
+            "input does not match"
+        );
+        self.input = input;
         self
     }
 
     /// The shape of one item.
     pub fn shape(&self) -> &[usize] {
-        &self.shape
+        &self.input.shape
+    }
+
+    /// The shape and preprocessing of one item, as the exported manifest records it.
+    pub fn input(&self) -> &InputManifest {
+        &self.input
+    }
+
+    /// Item `i`'s raw values as f32 (pixels 0-255, or a table row as read).
+    pub fn raw(&self, i: usize) -> Vec<f32> {
+        let range = i * self.features..(i + 1) * self.features;
+        match &self.values {
+            Values::Pixels(p) => p[range].iter().map(|&v| f32::from(v)).collect(),
+            Values::Table(t) => t[range].to_vec(),
+        }
     }
 
     /// Reads an image IDX file and a label IDX file and checks that they belong together
@@ -147,35 +202,59 @@ impl Dataset {
     pub fn labels(&self) -> &[u8] {
         &self.labels
     }
-    /// The raw bytes of image `i`.
+    /// The raw bytes of image `i` (empty for a table).
     pub fn image(&self, i: usize) -> &[u8] {
-        &self.pixels[i * self.features..(i + 1) * self.features]
+        match &self.values {
+            Values::Pixels(p) => &p[i * self.features..(i + 1) * self.features],
+            Values::Table(_) => &[],
+        }
     }
 
     /// A new dataset of the given items, in that order.
     pub fn subset(&self, indices: &[usize]) -> Self {
-        let mut pixels = Vec::with_capacity(indices.len() * self.features);
-        for &i in indices {
-            pixels.extend_from_slice(self.image(i));
+        let n = self.features;
+        let values = match &self.values {
+            Values::Pixels(p) => Values::Pixels(
+                indices
+                    .iter()
+                    .flat_map(|&i| &p[i * n..(i + 1) * n])
+                    .copied()
+                    .collect(),
+            ),
+            Values::Table(t) => Values::Table(
+                indices
+                    .iter()
+                    .flat_map(|&i| &t[i * n..(i + 1) * n])
+                    .copied()
+                    .collect(),
+            ),
+        };
+        Self {
+            features: n,
+            values,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            input: self.input.clone(),
         }
-        Self::new(
-            self.features,
-            pixels,
-            indices.iter().map(|&i| self.labels[i]).collect(),
-        )
-        .with_shape(self.shape.clone())
     }
 
-    /// The items at `indices` as a normalised batch with one-hot targets.
+    /// The items at `indices` preprocessed as a batch, with one-hot targets.
     pub fn batch(&self, indices: &[usize], classes: usize) -> Batch {
-        let mut inputs = Vec::with_capacity(indices.len() * self.features);
+        let mut raw = Vec::with_capacity(indices.len() * self.features);
         let mut targets = vec![0.0; indices.len() * classes];
         let mut labels = Vec::with_capacity(indices.len());
+        let n = self.features;
         for (row, &i) in indices.iter().enumerate() {
-            inputs.extend(self.image(i).iter().map(|&p| p as f32 / 255.0));
+            match &self.values {
+                Values::Pixels(p) => {
+                    raw.extend(p[i * n..(i + 1) * n].iter().map(|&v| f32::from(v)))
+                }
+                Values::Table(t) => raw.extend_from_slice(&t[i * n..(i + 1) * n]),
+            }
             targets[row * classes + self.labels[i] as usize] = 1.0;
             labels.push(self.labels[i]);
         }
+        let mut inputs = vec![0.0; raw.len()];
+        self.input.apply(&raw, &mut inputs);
         Batch {
             inputs,
             targets,
@@ -246,15 +325,20 @@ impl Dataset {
 }
 
 impl Splits {
-    /// What the network's input is: 8-bit images of the training set's shape, scaled to
-    /// `[0, 1]` (the manifest's `input` table).
+    /// What the network's input is (the manifest's `input` table): the training set's
+    /// shape and preprocessing, which every set shares.
     pub fn input(&self) -> InputManifest {
-        InputManifest::pixels(self.train.shape().to_vec())
+        self.train.input().clone()
     }
 
-    /// The classes' names: IDX labels are class numbers.
+    /// The classes' names, in label order.
     pub fn class_names(&self) -> Vec<String> {
-        (0..self.classes).map(|c| c.to_string()).collect()
+        if self.class_names.is_empty() {
+            // IDX labels are class numbers.
+            (0..self.classes).map(|c| c.to_string()).collect()
+        } else {
+            self.class_names.clone()
+        }
     }
 
     /// Loads the MNIST-style directory named by the config and splits it as configured:
@@ -312,6 +396,7 @@ impl Splits {
             validation,
             test,
             classes,
+            class_names: Vec::new(),
         })
     }
 }
@@ -339,18 +424,14 @@ mod tests {
         let count = |d: &Dataset, c: u8| d.labels().iter().filter(|&&l| l == c).count();
         assert_eq!([count(&val, 0), count(&val, 1), count(&val, 2)], [1, 2, 3]);
         assert_eq!(train.len() + val.len(), 60);
-        let mut all: Vec<u8> = train
-            .pixels
-            .iter()
-            .chain(val.pixels.iter())
-            .copied()
-            .collect();
+        let items = |d: &Dataset| (0..d.len()).map(|i| d.image(i)[0]).collect::<Vec<u8>>();
+        let mut all = [items(&train), items(&val)].concat();
         all.sort_unstable();
         assert_eq!(all, (0..60).collect::<Vec<u8>>());
         let (_, val2) = ds.stratified_split(0.1, 42, 3);
-        assert_eq!(val.pixels, val2.pixels);
+        assert_eq!(items(&val), items(&val2));
         let (_, val3) = ds.stratified_split(0.1, 7, 3);
-        assert_ne!(val.pixels, val3.pixels);
+        assert_ne!(items(&val), items(&val3));
     }
 
     #[test]
