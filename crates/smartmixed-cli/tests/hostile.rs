@@ -542,6 +542,6 @@ fn messages_name_what_is_wrong_once() {
     });
     assert_one_line_error(
         &o,
-        &["data.validation_fraction = 0.0001", "no validation image"],
+        &["data.validation_fraction = 0.0001", "no validation item"],
     );
 }

@@ -225,6 +225,72 @@ pub struct DataConfig {
     /// Use only the first this many test images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_limit: Option<usize>,
+    /// Where the data comes from; default: `csv` when `data.file` ends in `.csv`, else
+    /// `idx` (the MNIST layout in `data.dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DataFormat>,
+    /// `format = "csv"`: the table (a header row, numeric feature columns, one label
+    /// column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// `format = "csv"`: a separate test table with the same columns (else a stratified
+    /// `test_fraction` of `file` is held out, drawn with `test_seed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_file: Option<PathBuf>,
+    /// `format = "csv"`: the label column's name; its values (integers or strings) become
+    /// the classes in sorted order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+    #[serde(default)]
+    pub test_seed: u64,
+    /// `format = "csv"`: standardise every feature with the training split's mean and
+    /// standard deviation (recorded in the exported manifest).
+    #[serde(default = "default_true")]
+    pub standardize: bool,
+    /// `format = "csv"`: what a missing or non-numeric cell does.
+    #[serde(default)]
+    pub invalid: InvalidCells,
+}
+
+/// The kinds of data `train` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    /// MNIST-style IDX files in `data.dir`.
+    Idx,
+    /// A CSV table in `data.file`.
+    Csv,
+}
+
+/// What a missing or non-numeric CSV cell does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidCells {
+    /// An error naming the row and the column.
+    #[default]
+    Error,
+    /// The row is left out (and counted in the loading message).
+    Drop,
+}
+
+impl DataConfig {
+    /// The format asked for, or the one `file` implies.
+    pub fn format(&self) -> DataFormat {
+        self.format.unwrap_or_else(|| {
+            let csv = self
+                .file
+                .as_ref()
+                .and_then(|f| f.extension())
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+            if csv {
+                DataFormat::Csv
+            } else {
+                DataFormat::Idx
+            }
+        })
+    }
 }
 
 pub(crate) fn default_pool() -> Vec<String> {
@@ -256,6 +322,9 @@ fn default_classes() -> usize {
 }
 fn default_split_seed() -> u64 {
     42
+}
+fn default_test_fraction() -> f64 {
+    0.2
 }
 fn default_auto_min_epochs() -> usize {
     10
@@ -324,6 +393,14 @@ impl Default for DataConfig {
             classes: default_classes(),
             train_limit: None,
             test_limit: None,
+            format: None,
+            file: None,
+            test_file: None,
+            label: None,
+            test_fraction: default_test_fraction(),
+            test_seed: 0,
+            standardize: true,
+            invalid: InvalidCells::default(),
         }
     }
 }
@@ -508,6 +585,27 @@ impl TrainConfig {
                 format!("expected a fraction strictly between 0 and 1, got {vf}"),
             );
         }
+        if d.format() == DataFormat::Csv {
+            if d.file.is_none() {
+                return problem(
+                    "data.file",
+                    "format = \"csv\" needs the table's path".into(),
+                );
+            }
+            if d.label.as_deref().is_none_or(str::is_empty) {
+                return problem(
+                    "data.label",
+                    "format = \"csv\" needs the label column's name".into(),
+                );
+            }
+        }
+        let tf = d.test_fraction;
+        if !(tf > 0.0 && tf < 1.0) {
+            return problem(
+                "data.test_fraction",
+                format!("expected a fraction strictly between 0 and 1, got {tf}"),
+            );
+        }
         if !(2..=256).contains(&d.classes) {
             return problem(
                 "data.classes",
@@ -536,6 +634,7 @@ impl TrainConfig {
         let integers = [
             ("training.seed", Some(t.seed)),
             ("data.split_seed", Some(d.split_seed)),
+            ("data.test_seed", Some(d.test_seed)),
             ("phase1.epochs", Some(p1.epochs as u64)),
             ("phase2.epochs", Some(self.phase2.epochs as u64)),
             ("phase1.auto.min_epochs", Some(p1.auto.min_epochs as u64)),

@@ -16,8 +16,8 @@ pub mod testing;
 
 pub use activation::{apply_blocks, lookup, registered_names, Activation, Block};
 pub use config::{
-    AutoTransition, DataConfig, Mode, ModelConfig, OutputLoss, Phase1Config, Phase2Config,
-    Phase2Init, Select, TrainConfig, TrainingConfig, Transition,
+    AutoTransition, DataConfig, DataFormat, InvalidCells, Mode, ModelConfig, OutputLoss,
+    Phase1Config, Phase2Config, Phase2Init, Select, TrainConfig, TrainingConfig, Transition,
 };
 pub use error::{Error, Result};
 pub use manifest::{GroupManifest, InputManifest, LayerManifest, Manifest};

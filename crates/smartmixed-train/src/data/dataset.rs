@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use smartmixed_core::{DataConfig, InputManifest};
+use std::collections::HashMap;
+
+use smartmixed_core::{DataConfig, DataFormat, InputManifest};
 
 use super::idx::read_idx;
+use super::table::{self, read_table};
 use crate::{Error, Result};
 
 /// Items (flattened, any shape), their class labels and their preprocessing.
@@ -341,17 +344,25 @@ impl Splits {
         }
     }
 
-    /// Loads the MNIST-style directory named by the config and splits it as configured:
-    /// stratified train/validation from the training files, the test files as test set.
+    /// Loads the data the config names (`data.format`) and splits it as configured.
     pub fn load(cfg: &DataConfig, classes: usize) -> Result<Self> {
+        match cfg.format() {
+            DataFormat::Idx => Self::load_idx(cfg, classes),
+            DataFormat::Csv => Self::load_csv(cfg),
+        }
+    }
+
+    /// The MNIST-style directory: stratified train/validation from the training files, the
+    /// test files as test set.
+    fn load_idx(cfg: &DataConfig, classes: usize) -> Result<Self> {
         let dir = &cfg.dir;
         check_data_dir(dir)?;
-        let mut full = Dataset::from_idx(
+        let full = Dataset::from_idx(
             &find_file(dir, "train-images-idx3-ubyte")?,
             &find_file(dir, "train-labels-idx1-ubyte")?,
             classes,
         )?;
-        let mut test = Dataset::load_test(dir, classes)?;
+        let test = Dataset::load_test(dir, classes)?;
         if test.features != full.features {
             return Err(Error::Mismatch {
                 path: dir.clone(),
@@ -361,6 +372,119 @@ impl Splits {
                 ),
             });
         }
+        Self::split(cfg, dir, full, test, classes, Vec::new())
+    }
+
+    /// A CSV table: classes from its label column, a held-out stratified test split (or
+    /// `data.test_file`), then train/validation; standardised with the training split's
+    /// statistics.
+    fn load_csv(cfg: &DataConfig) -> Result<Self> {
+        let path = cfg.file.clone().unwrap_or_default();
+        let label = cfg.label.as_deref().unwrap_or_default();
+        let table = read_table(&path, label, cfg.invalid)?;
+        let names = table::class_names(&table.labels);
+        let mismatch = |message: String| Error::Mismatch {
+            path: path.clone(),
+            message,
+        };
+        if !(2..=256).contains(&names.len()) {
+            return Err(mismatch(format!(
+                "column `{label}` holds {} classes, expected 2 to 256",
+                names.len()
+            )));
+        }
+        let index: HashMap<&str, u8> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i as u8))
+            .collect();
+        let dataset = |t: &table::Table, origin: &Path| -> Result<Dataset> {
+            let labels = t
+                .labels
+                .iter()
+                .enumerate()
+                .map(|(row, l)| {
+                    index
+                        .get(l.as_str())
+                        .copied()
+                        .ok_or_else(|| Error::Mismatch {
+                            path: origin.to_path_buf(),
+                            message: format!(
+                                "data row {}: label `{l}` is not a class of {} ({})",
+                                row + 1,
+                                path.display(),
+                                names.join(", ")
+                            ),
+                        })
+                })
+                .collect::<Result<Vec<u8>>>()?;
+            Ok(Dataset::from_table(
+                t.features.len(),
+                t.values.clone(),
+                labels,
+            ))
+        };
+        let full = dataset(&table, &path)?;
+        let (pool, test) = match &cfg.test_file {
+            Some(test_path) => {
+                let test = read_table(test_path, label, cfg.invalid)?;
+                if test.features != table.features {
+                    return Err(Error::Mismatch {
+                        path: test_path.clone(),
+                        message: format!(
+                            "feature columns {:?}, expected those of {}: {:?}",
+                            test.features,
+                            path.display(),
+                            table.features
+                        ),
+                    });
+                }
+                (full, dataset(&test, test_path)?)
+            }
+            None => {
+                let (pool, test) =
+                    full.stratified_split(cfg.test_fraction, cfg.test_seed, names.len());
+                if pool.is_empty() || test.is_empty() {
+                    return Err(mismatch(format!(
+                        "{} data rows: data.test_fraction = {} leaves no {} row; expected more rows",
+                        full.len(),
+                        cfg.test_fraction,
+                        if test.is_empty() { "test" } else { "training" }
+                    )));
+                }
+                (pool, test)
+            }
+        };
+        let mut splits = Self::split(cfg, &path, pool, test, names.len(), names)?;
+        splits.standardise(cfg.standardize, table.features);
+        Ok(splits)
+    }
+
+    /// Every set's preprocessing: the training split's per-feature mean and standard
+    /// deviation (if `standardize`), and the feature names.
+    fn standardise(&mut self, standardize: bool, names: Vec<String>) {
+        let mut input = self.train.input().clone();
+        if standardize {
+            if let Values::Table(values) = &self.train.values {
+                (input.mean, input.std) = table::standardisation(values, self.train.features);
+            }
+        }
+        input.feature_names = names;
+        for set in [&mut self.train, &mut self.validation, &mut self.test] {
+            set.input = input.clone();
+        }
+    }
+
+    /// The limits, then the stratified train/validation split of `full`; `origin` names
+    /// the data in errors.
+    fn split(
+        cfg: &DataConfig,
+        origin: &Path,
+        mut full: Dataset,
+        mut test: Dataset,
+        classes: usize,
+        class_names: Vec<String>,
+    ) -> Result<Self> {
         if let Some(limit) = cfg.train_limit.filter(|&l| l < full.len()) {
             // A seeded random subset, so that small runs still see every class.
             let mut idx: Vec<usize> = (0..full.len()).collect();
@@ -378,14 +502,14 @@ impl Splits {
             full.stratified_split(cfg.validation_fraction, cfg.split_seed, classes);
         if train.is_empty() || validation.is_empty() {
             let (left, need) = if validation.is_empty() {
-                ("no validation image", "a larger")
+                ("no validation item", "a larger")
             } else {
-                ("no training image", "a smaller")
+                ("no training item", "a smaller")
             };
             return Err(Error::Mismatch {
-                path: dir.clone(),
+                path: origin.to_path_buf(),
                 message: format!(
-                    "data.validation_fraction = {} leaves {left} out of {} training images; expected {need} fraction",
+                    "data.validation_fraction = {} leaves {left} out of {} training items; expected {need} fraction",
                     cfg.validation_fraction,
                     full.len()
                 ),
@@ -396,7 +520,7 @@ impl Splits {
             validation,
             test,
             classes,
-            class_names: Vec::new(),
+            class_names,
         })
     }
 }

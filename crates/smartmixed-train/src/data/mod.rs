@@ -1,9 +1,10 @@
-//! Data: IDX files, single PGM/PNG images, the MNIST directory layout, the stratified
-//! split and batching.
+//! Data: IDX files, CSV tables, single PGM/PNG images, the MNIST directory layout, the
+//! stratified split and batching.
 
 mod dataset;
 mod idx;
 pub mod image;
+pub mod table;
 
 pub use dataset::{Batch, Dataset, Splits};
 pub use idx::{read_idx, IdxArray};
