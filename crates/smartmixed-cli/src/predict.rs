@@ -1,6 +1,7 @@
-//! `smartmixed-cli predict`: classify an image given as an IDX file (every image in it), a
-//! PGM (P2 or P5) or a PNG (converted to 8-bit grey). The raw pixels go through the
-//! preprocessing the model's manifest records (pixels / 255 for every image model).
+//! `smartmixed-cli predict`: classify images given as an IDX file (every image in it), a
+//! PGM (P2 or P5) or a PNG (converted to 8-bit grey), or table rows given as a CSV file
+//! with a header (the model's feature columns by name). Raw values go through the
+//! preprocessing the model's manifest records (pixels / 255; a table's standardisation).
 
 use std::path::{Path, PathBuf};
 
@@ -8,13 +9,14 @@ use anyhow::{bail, Result};
 use smartmixed_infer::Model;
 use smartmixed_train::data::image::read_image;
 use smartmixed_train::data::read_idx;
+use smartmixed_train::data::table::read_rows;
 
 #[derive(clap::Args)]
 pub struct PredictArgs {
     /// An exported model directory (model.safetensors + manifest.toml).
     #[arg(long)]
     model: PathBuf,
-    /// An IDX image file (gz or raw), a .pgm or a .png.
+    /// An IDX image file (gz or raw), a .pgm, a .png, or a .csv of table rows.
     input: PathBuf,
 }
 
@@ -54,10 +56,26 @@ fn load_images(path: &Path, expected: usize) -> Result<Vec<Vec<u8>>> {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let model = Model::load_dir(&args.model)?;
-    let images = load_images(&args.input, model.input_size())?;
-    for (i, img) in images.iter().enumerate() {
-        let raw: Vec<f32> = img.iter().map(|&p| f32::from(p)).collect();
-        let p = model.predict_raw(&raw)?;
+    let is_csv = args
+        .input
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let (what, rows): (&str, Vec<Vec<f32>>) = if is_csv {
+        let features = model.input_description().feature_names;
+        (
+            "row",
+            read_rows(&args.input, &features, model.input_size())?,
+        )
+    } else {
+        let images = load_images(&args.input, model.input_size())?;
+        let rows = images
+            .iter()
+            .map(|img| img.iter().map(|&p| f32::from(p)).collect())
+            .collect();
+        ("image", rows)
+    };
+    for (i, raw) in rows.iter().enumerate() {
+        let p = model.predict_raw(raw)?;
         let probs: Vec<String> = p
             .probabilities
             .iter()
@@ -65,7 +83,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
             .map(|(c, v)| format!("{}:{v:.4}", model.class_name(c)))
             .collect();
         println!(
-            "image {i}: class {} (p = {:.4}); probabilities {}",
+            "{what} {i}: class {} (p = {:.4}); probabilities {}",
             model.class_name(p.class),
             p.probabilities[p.class],
             probs.join(" ")

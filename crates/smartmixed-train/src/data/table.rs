@@ -144,6 +144,72 @@ fn parse_row(
     Ok(())
 }
 
+/// Rows to classify from a CSV file with a header: the columns named `features`, in that
+/// order (other columns, such as a label, are ignored), or every column when `features` is
+/// empty, then exactly `width` of them. Errors name the file, line and column.
+pub fn read_rows(path: &Path, features: &[String], width: usize) -> Result<Vec<Vec<f32>>> {
+    let bad = |message: String| Error::Mismatch {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot read rows", e))?;
+    let mut csv = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(file.take(MAX_TABLE_BYTES));
+    let header: Vec<String> = csv
+        .headers()
+        .map_err(|e| bad(format!("line 1: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let columns: Vec<usize> = if features.is_empty() {
+        (0..header.len()).collect()
+    } else {
+        features
+            .iter()
+            .map(|f| {
+                header.iter().position(|h| h == f).ok_or_else(|| {
+                    bad(format!(
+                        "line 1: no column `{f}`, a feature the model was trained on"
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    if columns.len() != width {
+        return Err(bad(format!(
+            "line 1: {} columns, the model expects {width} features",
+            columns.len()
+        )));
+    }
+    let mut rows = Vec::new();
+    for record in csv.records() {
+        let record = record.map_err(|e| bad(describe(&e)))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let row = columns
+            .iter()
+            .map(|&c| {
+                let cell = record.get(c).unwrap_or("");
+                cell.parse::<f32>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "line {line}: column `{}`: `{cell}` is not a number",
+                            header[c]
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<f32>>>()?;
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        return Err(bad("no rows after the header".into()));
+    }
+    Ok(rows)
+}
+
 /// A csv error in one line.
 fn describe(e: &csv::Error) -> String {
     let line = e.position().map_or(0, |p| p.line());
