@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use smartmixed_core::{Manifest, SweepConfig, TrainConfig};
+use smartmixed_core::{InvalidCells, Manifest, SweepConfig, TrainConfig};
 use smartmixed_infer::{Model, Scratch};
 use smartmixed_train::data::image::{parse_pgm, read_png};
 use smartmixed_train::data::read_idx;
+use smartmixed_train::data::table;
 use smartmixed_train::{checkpoint, export, rundir, Network};
 
 // ---------------------------------------------------------------------------------------
@@ -507,6 +508,21 @@ fn fuzz_png() {
     let pad = Scratchpad::new();
     fuzz("png", seeds, 4 * MB, |b| {
         let _ = read_png(&pad.write("image.png", b), 784);
+    });
+}
+
+#[test]
+fn fuzz_csv_tables() {
+    let seeds = vec![
+        b"size,species,weight\n1.5,alpha,2\n-3e2,beta,0.25\n\"4\",\"gamma, x\",5\n".to_vec(),
+        b"a,species\n1,x\n,y\nfoo,z\n".to_vec(),
+    ];
+    let pad = Scratchpad::new();
+    let names = ["size".to_string(), "weight".to_string()];
+    fuzz("csv", seeds, 4 * MB, |b| {
+        let _ = table::parse_table(b, "species", InvalidCells::Error);
+        let _ = table::parse_table(b, "species", InvalidCells::Drop);
+        let _ = table::read_rows(&pad.write("rows.csv", b), &names, 2);
     });
 }
 
