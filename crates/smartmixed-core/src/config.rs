@@ -225,8 +225,8 @@ pub struct DataConfig {
     /// Use only the first this many test images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_limit: Option<usize>,
-    /// Where the data comes from; default: `csv` when `data.file` ends in `.csv`, else
-    /// `idx` (the MNIST layout in `data.dir`).
+    /// Where the data comes from; default: `csv` when `data.file` ends in `.csv`,
+    /// `image_folder` when `data.dir` holds a `train` folder, else `idx` (the MNIST layout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DataFormat>,
     /// `format = "csv"`: the table (a header row, numeric feature columns, one label
@@ -262,6 +262,8 @@ pub enum DataFormat {
     Idx,
     /// A CSV table in `data.file`.
     Csv,
+    /// `data.dir/train/<class>/*.png|pgm` and `data.dir/test/<class>/*`.
+    ImageFolder,
 }
 
 /// What a missing or non-numeric CSV cell does.
@@ -286,6 +288,8 @@ impl DataConfig {
                 .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
             if csv {
                 DataFormat::Csv
+            } else if self.dir.join("train").is_dir() {
+                DataFormat::ImageFolder
             } else {
                 DataFormat::Idx
             }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use smartmixed_core::{DataConfig, DataFormat, InputManifest};
 
+use super::folder;
 use super::idx::read_idx;
 use super::table::{self, read_table};
 use crate::{Error, Result};
@@ -349,7 +350,18 @@ impl Splits {
         match cfg.format() {
             DataFormat::Idx => Self::load_idx(cfg, classes),
             DataFormat::Csv => Self::load_csv(cfg),
+            DataFormat::ImageFolder => Self::load_folder(cfg),
         }
+    }
+
+    /// An image folder: classes from `train`'s subfolders, the same classes under `test`.
+    fn load_folder(cfg: &DataConfig) -> Result<Self> {
+        let dir = &cfg.dir;
+        let names = folder::class_names(dir)?;
+        folder::check_test_classes(dir, &names)?;
+        let (full, size) = folder::read_split(&dir.join("train"), &names, None)?;
+        let (test, _) = folder::read_split(&dir.join("test"), &names, Some(size))?;
+        Self::split(cfg, dir, full, test, names.len(), names)
     }
 
     /// The MNIST-style directory: stratified train/validation from the training files, the

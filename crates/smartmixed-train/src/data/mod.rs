@@ -1,7 +1,8 @@
-//! Data: IDX files, CSV tables, single PGM/PNG images, the MNIST directory layout, the
+//! Data: IDX files, CSV tables, image folders, single PGM/PNG images, the MNIST directory layout, the
 //! stratified split and batching.
 
 mod dataset;
+pub mod folder;
 mod idx;
 pub mod image;
 pub mod table;

@@ -1,0 +1,110 @@
+//! Image folders as torchvision's `ImageFolder` lays them out: `DIR/train/<class>/*.png`
+//! (or `.pgm`) and `DIR/test/<class>/*`, class names from the folder names in sorted
+//! order, every image one size (converted to 8-bit grey).
+
+use std::path::{Path, PathBuf};
+
+use super::image::read_image;
+use super::Dataset;
+use crate::{Error, Result};
+
+/// The largest image read from a folder (pixels).
+const MAX_IMAGE_PIXELS: usize = 1 << 22;
+
+/// The class names of `dir/train` (its subfolders, sorted).
+pub fn class_names(dir: &Path) -> Result<Vec<String>> {
+    let train = dir.join("train");
+    let mut names: Vec<String> = entries(&train)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    if !(2..=256).contains(&names.len()) {
+        return Err(Error::Mismatch {
+            path: train,
+            message: format!("{} class folders, expected 2 to 256", names.len()),
+        });
+    }
+    Ok(names)
+}
+
+/// Every class folder under `dir/test` is one of `classes` (from `dir/train`).
+pub fn check_test_classes(dir: &Path, classes: &[String]) -> Result<()> {
+    let test = dir.join("test");
+    for p in entries(&test)?.into_iter().filter(|p| p.is_dir()) {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !classes.contains(&name) {
+            return Err(Error::Mismatch {
+                path: p,
+                message: format!(
+                    "class `{name}` is not among train's: {}",
+                    classes.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The images of `dir/<class>/` for every class in `classes`, as one dataset; every image
+/// must have `size` (width, height) if given, else the first image's.
+pub fn read_split(
+    dir: &Path,
+    classes: &[String],
+    size: Option<(usize, usize)>,
+) -> Result<(Dataset, (usize, usize))> {
+    let mut size = size;
+    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+    for (label, class) in classes.iter().enumerate() {
+        let folder = dir.join(class);
+        let files: Vec<PathBuf> = entries(&folder)?
+            .into_iter()
+            .filter(|p| p.is_file() && is_image(p))
+            .collect();
+        if files.is_empty() {
+            return Err(Error::Mismatch {
+                path: folder,
+                message: "no .png or .pgm image in this class folder".into(),
+            });
+        }
+        for file in files {
+            let img = read_image(&file, MAX_IMAGE_PIXELS)?;
+            let (w, h) = *size.get_or_insert((img.width, img.height));
+            if (img.width, img.height) != (w, h) {
+                return Err(Error::Mismatch {
+                    path: file,
+                    message: format!(
+                        "image of {} x {} pixels, the others are {w} x {h}",
+                        img.width, img.height
+                    ),
+                });
+            }
+            pixels.extend_from_slice(&img.pixels);
+            labels.push(label as u8);
+        }
+    }
+    let (w, h) = size.unwrap_or((0, 0));
+    let set = Dataset::new(w * h, pixels, labels).with_shape(vec![h, w]);
+    Ok((set, (w, h)))
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("png") || e.eq_ignore_ascii_case("pgm"))
+}
+
+/// The entries of `dir`, sorted by name (so that loading is reproducible).
+fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let read = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "cannot list folder", e))?;
+    let mut paths = read
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::io(dir, "cannot list folder", e))?;
+    paths.sort();
+    Ok(paths)
+}
