@@ -1,6 +1,9 @@
 //! Training progress: an indicatif bar per epoch on a terminal, plain lines otherwise.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use smartmixed_core::Phase;
@@ -91,4 +94,35 @@ impl Progress for Reporter {
             );
         }
     }
+}
+
+/// Runs `load`, showing a spinner labelled `what` on a terminal once it has taken over a
+/// second (quick loads show nothing).
+pub fn while_loading<T>(what: &str, load: impl FnOnce() -> T) -> T {
+    if !std::io::stderr().is_terminal() {
+        return load();
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (done, what) = (done.clone(), what.to_string());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(1) {
+                if done.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let bar = ProgressBar::new_spinner().with_message(what);
+            bar.enable_steady_tick(Duration::from_millis(100));
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            bar.finish_and_clear();
+        })
+    };
+    let out = load();
+    done.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    out
 }

@@ -75,7 +75,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
     }
     cells.retain(|c| args.only.iter().all(|f| f.accepts(c)));
     prepare_directory(&args, &cfg, &cells, &text)?;
-    let data = Splits::load(&cfg.data, cfg.data.classes)?;
+    let data = crate::progress::while_loading("loading data", || {
+        Splits::load(&cfg.data, cfg.data.classes)
+    })?;
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = stop.clone();
     let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));

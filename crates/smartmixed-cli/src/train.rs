@@ -126,7 +126,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             (cfg, origin, None)
         }
     };
-    let data = Splits::load(&cfg.data, cfg.data.classes)?;
+    let data = crate::progress::while_loading("loading data", || {
+        Splits::load(&cfg.data, cfg.data.classes)
+    })?;
     check_data_fits(&cfg, &data, &origin)?;
     let mut run = match run.take() {
         Some(run) => run,
