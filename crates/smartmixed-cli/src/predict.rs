@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use smartmixed_infer::Model;
-use smartmixed_train::data::image::read_image;
+use smartmixed_train::data::image::read_image_as;
 use smartmixed_train::data::read_idx;
 use smartmixed_train::data::table::read_rows;
 
@@ -20,18 +20,19 @@ pub struct PredictArgs {
     input: PathBuf,
 }
 
-/// The images of `path` as grey bytes, each `expected` pixels long.
-fn load_images(path: &Path, expected: usize) -> Result<Vec<Vec<u8>>> {
+/// The images of `path` as bytes, each `expected` values long: `channels` per pixel (3 for
+/// a model whose input shape ends in 3, RGB; else grey).
+fn load_images(path: &Path, expected: usize, channels: usize) -> Result<Vec<Vec<u8>>> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
     if ext == "png" || ext == "pgm" {
-        let img = read_image(path, expected)?;
+        let img = read_image_as(path, expected / channels, channels)?;
         if img.pixels.len() != expected {
             bail!(
-                "{}: image of {} x {} = {} pixels, the model expects {expected}",
+                "{}: image of {} x {} x {channels} = {} values, the model expects {expected}",
                 path.display(),
                 img.width,
                 img.height,
@@ -67,7 +68,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
             read_rows(&args.input, &features, model.input_size())?,
         )
     } else {
-        let images = load_images(&args.input, model.input_size())?;
+        let shape = model.input_description().shape;
+        let channels = if shape.len() == 3 && shape[2] == 3 {
+            3
+        } else {
+            1
+        };
+        let images = load_images(&args.input, model.input_size(), channels)?;
         let rows = images
             .iter()
             .map(|img| img.iter().map(|&p| f32::from(p)).collect())

@@ -136,3 +136,78 @@ fn bad_image_folders_are_refused_in_one_line() {
     std::fs::write(broken.join("train/two/broken.png"), b"\x89PNG\r\n\x1a\nxx").unwrap();
     assert_one_line_error(&train(tmp.path(), &broken), &["broken.png"]);
 }
+
+/// A 4 x 4 RGB PNG of one colour, with a little per-pixel variation.
+fn rgb_png(path: &Path, rgb: [u8; 3], seed: u8) {
+    let mut data = Vec::new();
+    for i in 0..16u8 {
+        let jitter = i.wrapping_mul(7).wrapping_add(seed) % 24;
+        data.extend(rgb.iter().map(|&c| c.saturating_add(jitter)));
+    }
+    let file = std::fs::File::create(path).unwrap();
+    let mut encoder = png::Encoder::new(file, 4, 4);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .unwrap()
+        .write_image_data(&data)
+        .unwrap();
+}
+
+/// Red and blue of the same luma differ only in colour: with `data.channels = 3` the
+/// network sees the channels (input shape [4, 4, 3]) and tells them apart.
+#[test]
+fn rgb_folders_keep_their_channels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("colours");
+    // Luma 0.299 r + 0.587 g + 0.114 b: red (180, 30, 40) and blue (40, 60, 255) both
+    // about 76, so the grey images of the two classes overlap.
+    for (class, rgb) in [("blue", [40, 60, 255]), ("red", [180, 30, 40])] {
+        for split in ["train", "test"] {
+            let dir = data.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..40u8 {
+                rgb_png(&dir.join(format!("{i}.png")), rgb, i);
+            }
+        }
+    }
+    let text = format!(
+        "[model]\nhidden = [8]\n[phase1]\nepochs = 5\nlr = 0.01\n[phase2]\nepochs = 5\nlr = 0.01\n[training]\nbatch_size = 8\n[data]\ndir = {:?}\nchannels = 3\n",
+        data.display().to_string()
+    );
+    let cfg = write_config(tmp.path(), "rgb.toml", &text);
+    let run = tmp.path().join("run");
+    let o = cli(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["input"]["shape"], serde_json::json!([4, 4, 3]));
+    assert_eq!(summary["class_names"], serde_json::json!(["blue", "red"]));
+    assert_eq!(summary["phases"][1]["test_accuracy"], 1.0);
+    let model = tmp.path().join("model");
+    let o = cli(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--safetensors",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let probe = tmp.path().join("probe.png");
+    rgb_png(&probe, [180, 30, 40], 3);
+    let o = cli(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        probe.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("image 0: class red "), "{out}");
+}

@@ -252,6 +252,10 @@ pub struct DataConfig {
     /// `format = "csv"`: what a missing or non-numeric cell does.
     #[serde(default)]
     pub invalid: InvalidCells,
+    /// `format = "image_folder"`: 1 reads every image as grey, 3 as RGB (grey images
+    /// replicated); the input's shape is `[height, width]` or `[height, width, 3]`.
+    #[serde(default = "default_channels")]
+    pub channels: usize,
 }
 
 /// The kinds of data `train` reads.
@@ -326,6 +330,9 @@ fn default_classes() -> usize {
 }
 fn default_split_seed() -> u64 {
     42
+}
+fn default_channels() -> usize {
+    1
 }
 fn default_test_fraction() -> f64 {
     0.2
@@ -405,6 +412,7 @@ impl Default for DataConfig {
             test_seed: 0,
             standardize: true,
             invalid: InvalidCells::default(),
+            channels: default_channels(),
         }
     }
 }
@@ -602,6 +610,12 @@ impl TrainConfig {
                     "format = \"csv\" needs the label column's name".into(),
                 );
             }
+        }
+        if ![1, 3].contains(&d.channels) {
+            return problem(
+                "data.channels",
+                format!("expected 1 (grey) or 3 (RGB), got {}", d.channels),
+            );
         }
         let tf = d.test_fraction;
         if !(tf > 0.0 && tf < 1.0) {

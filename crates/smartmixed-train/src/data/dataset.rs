@@ -359,8 +359,9 @@ impl Splits {
         let dir = &cfg.dir;
         let names = folder::class_names(dir)?;
         folder::check_test_classes(dir, &names)?;
-        let (full, size) = folder::read_split(&dir.join("train"), &names, None)?;
-        let (test, _) = folder::read_split(&dir.join("test"), &names, Some(size))?;
+        let channels = cfg.channels;
+        let (full, size) = folder::read_split(&dir.join("train"), &names, None, channels)?;
+        let (test, _) = folder::read_split(&dir.join("test"), &names, Some(size), channels)?;
         Self::split(cfg, dir, full, test, names.len(), names)
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::image::read_image;
+use super::image::read_image_as;
 use super::Dataset;
 use crate::{Error, Result};
 
@@ -50,12 +50,14 @@ pub fn check_test_classes(dir: &Path, classes: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The images of `dir/<class>/` for every class in `classes`, as one dataset; every image
-/// must have `size` (width, height) if given, else the first image's.
+/// The images of `dir/<class>/` for every class in `classes`, as one dataset of
+/// `channels` bytes per pixel; every image must have `size` (width, height) if given, else
+/// the first image's.
 pub fn read_split(
     dir: &Path,
     classes: &[String],
     size: Option<(usize, usize)>,
+    channels: usize,
 ) -> Result<(Dataset, (usize, usize))> {
     let mut size = size;
     let (mut pixels, mut labels) = (Vec::new(), Vec::new());
@@ -72,7 +74,7 @@ pub fn read_split(
             });
         }
         for file in files {
-            let img = read_image(&file, MAX_IMAGE_PIXELS)?;
+            let img = read_image_as(&file, MAX_IMAGE_PIXELS, channels)?;
             let (w, h) = *size.get_or_insert((img.width, img.height));
             if (img.width, img.height) != (w, h) {
                 return Err(Error::Mismatch {
@@ -88,7 +90,12 @@ pub fn read_split(
         }
     }
     let (w, h) = size.unwrap_or((0, 0));
-    let set = Dataset::new(w * h, pixels, labels).with_shape(vec![h, w]);
+    let shape = if channels == 3 {
+        vec![h, w, 3]
+    } else {
+        vec![h, w]
+    };
+    let set = Dataset::new(w * h * channels, pixels, labels).with_shape(shape);
     Ok((set, (w, h)))
 }
 

@@ -58,8 +58,34 @@ pub fn read_image(path: &Path, max_pixels: usize) -> Result<GreyImage> {
     }
 }
 
+/// [`read_image`] with `channels` bytes per pixel: 1 (grey) or 3 (RGB; a grey image's
+/// value is replicated).
+pub fn read_image_as(path: &Path, max_pixels: usize, channels: usize) -> Result<GreyImage> {
+    let is_png = std::fs::File::open(path)
+        .and_then(|f| {
+            let mut head = [0u8; 2];
+            let n = f.take(2).read(&mut head)?;
+            Ok(head[..n] == [0x89, b'P'])
+        })
+        .map_err(|e| Error::io(path, "cannot read image", e))?;
+    if is_png {
+        return read_png_as(path, max_pixels.min(MAX_PIXELS), channels);
+    }
+    let mut img = read_image(path, max_pixels)?;
+    if channels == 3 {
+        img.pixels = img.pixels.iter().flat_map(|&g| [g; 3]).collect();
+    }
+    Ok(img)
+}
+
 /// Reads a PNG of at most `max_pixels` pixels as 8-bit grey.
 pub fn read_png(path: &Path, max_pixels: usize) -> Result<GreyImage> {
+    read_png_as(path, max_pixels, 1)
+}
+
+/// Reads a PNG as 8-bit grey (`channels` 1) or RGB (`channels` 3: grey replicated, alpha
+/// dropped); `pixels` then holds `channels` bytes per pixel.
+fn read_png_as(path: &Path, max_pixels: usize, channels: usize) -> Result<GreyImage> {
     let mut file =
         std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open image", e))?;
     // The signature, then IHDR (always the first chunk): its size is known from 24 bytes.
@@ -98,18 +124,27 @@ pub fn read_png(path: &Path, max_pixels: usize) -> Result<GreyImage> {
     buf.resize(size, 0);
     let info = reader.next_frame(&mut buf).map_err(bad)?;
     let data = buf.get(..info.buffer_size()).unwrap_or(&buf);
-    let channels = info.color_type.samples().max(1);
-    let pixels = data
-        .chunks_exact(channels)
-        .map(|px| match px {
-            [g] | [g, _] => *g,
-            // ITU-R BT.601 luma.
-            [r, g, b, ..] => {
-                (0.299 * *r as f32 + 0.587 * *g as f32 + 0.114 * *b as f32).round() as u8
-            }
-            [] => 0,
-        })
-        .collect();
+    let samples = info.color_type.samples().max(1);
+    let pixels = if channels == 3 {
+        data.chunks_exact(samples)
+            .flat_map(|px| match px {
+                [g] | [g, _] => [*g; 3],
+                [r, g, b, ..] => [*r, *g, *b],
+                [] => [0; 3],
+            })
+            .collect()
+    } else {
+        data.chunks_exact(samples)
+            .map(|px| match px {
+                [g] | [g, _] => *g,
+                // ITU-R BT.601 luma.
+                [r, g, b, ..] => {
+                    (0.299 * *r as f32 + 0.587 * *g as f32 + 0.114 * *b as f32).round() as u8
+                }
+                [] => 0,
+            })
+            .collect()
+    };
     Ok(GreyImage {
         width: w,
         height: h,
