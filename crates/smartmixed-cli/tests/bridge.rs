@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{cli, root};
+use common::{cli_ok, root};
 use smartmixed_train::data::Dataset;
 
 fn torch_python() -> Option<String> {
@@ -38,25 +38,22 @@ fn the_pytorch_bridge_matches_evals_accuracy() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let (run, model) = (tmp.path().join("run"), tmp.path().join("model"));
-    let o = cli(&[
+    cli_ok(&[
         "train",
         "--config",
         "configs/tiny.toml",
         "--out",
         run.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = cli(&[
+    cli_ok(&[
         "export",
         "--run",
         run.to_str().unwrap(),
         "--safetensors",
         model.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = cli(&["eval", "--model", model.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let ours = counts(&String::from_utf8_lossy(&o.stdout), "test accuracy:");
+    let stdout = cli_ok(&["eval", "--model", model.to_str().unwrap()]);
+    let ours = counts(&stdout, "test accuracy:");
 
     // The same test images, raw pixels as f32, for the bridge.
     let test = Dataset::load_test(&root().join("data/mnist"), 10).unwrap();

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_one_line_error, cli, root, write_config};
+use common::{assert_one_line_error, cli, cli_ok, root, summary_json, write_config};
 use smartmixed_train::data::Dataset;
 
 const NAMES: [&str; 10] = [
@@ -65,8 +65,7 @@ fn a_model_trained_from_an_image_folder_names_its_classes() {
     let o = train(tmp.path(), &data);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let run = tmp.path().join("run-digits");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary = summary_json(&run);
     assert_eq!(
         summary["class_names"],
         serde_json::json!(NAMES),
@@ -77,14 +76,13 @@ fn a_model_trained_from_an_image_folder_names_its_classes() {
     let acc = summary["phases"][1]["test_accuracy"].as_f64().unwrap();
     assert!(acc > 0.7, "test accuracy {acc}");
     let model = tmp.path().join("model");
-    let o = cli(&[
+    cli_ok(&[
         "export",
         "--run",
         run.to_str().unwrap(),
         "--safetensors",
         model.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The first test image of the seven folder, predicted by name.
     let seven = std::fs::read_dir(data.join("test/seven"))
         .unwrap()
@@ -92,13 +90,12 @@ fn a_model_trained_from_an_image_folder_names_its_classes() {
         .unwrap()
         .unwrap()
         .path();
-    let o = cli(&[
+    let out = cli_ok(&[
         "predict",
         "--model",
         model.to_str().unwrap(),
         seven.to_str().unwrap(),
     ]);
-    let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.starts_with("image 0: class ") && out.contains("seven:"),
         "{out}"
@@ -178,36 +175,32 @@ fn rgb_folders_keep_their_channels() {
     );
     let cfg = write_config(tmp.path(), "rgb.toml", &text);
     let run = tmp.path().join("run");
-    let o = cli(&[
+    cli_ok(&[
         "train",
         "--config",
         cfg.to_str().unwrap(),
         "--out",
         run.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary = summary_json(&run);
     assert_eq!(summary["input"]["shape"], serde_json::json!([4, 4, 3]));
     assert_eq!(summary["class_names"], serde_json::json!(["blue", "red"]));
     assert_eq!(summary["phases"][1]["test_accuracy"], 1.0);
     let model = tmp.path().join("model");
-    let o = cli(&[
+    cli_ok(&[
         "export",
         "--run",
         run.to_str().unwrap(),
         "--safetensors",
         model.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let probe = tmp.path().join("probe.png");
     rgb_png(&probe, [180, 30, 40], 3);
-    let o = cli(&[
+    let out = cli_ok(&[
         "predict",
         "--model",
         model.to_str().unwrap(),
         probe.to_str().unwrap(),
     ]);
-    let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.starts_with("image 0: class red "), "{out}");
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_one_line_error, cli, write_config};
+use common::{assert_one_line_error, cli, cli_ok, summary_json, write_config};
 use smartmixed_infer::Model;
 
 const CLASSES: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -56,16 +56,14 @@ fn a_model_trained_from_csv_predicts_csv_rows_through_the_cli_and_the_runtime_al
     let data = tmp.path().join("plants.csv");
     std::fs::write(&data, table(300, 1)).unwrap();
     let run = tmp.path().join("run");
-    let o = cli(&[
+    cli_ok(&[
         "train",
         "--config",
         s(&config(tmp.path(), &data, "")),
         "--out",
         s(&run),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary = summary_json(&run);
     assert_eq!(summary["class_names"], serde_json::json!(CLASSES));
     assert_eq!(
         summary["input"]["feature_names"],
@@ -76,10 +74,8 @@ fn a_model_trained_from_csv_predicts_csv_rows_through_the_cli_and_the_runtime_al
     assert!(acc > 0.9, "test accuracy {acc}");
 
     let model_dir = tmp.path().join("model");
-    let o = cli(&["export", "--run", s(&run), "--safetensors", s(&model_dir)]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = cli(&["inspect", "--model", s(&model_dir)]);
-    let out = String::from_utf8_lossy(&o.stdout);
+    cli_ok(&["export", "--run", s(&run), "--safetensors", s(&model_dir)]);
+    let out = cli_ok(&["inspect", "--model", s(&model_dir)]);
     assert!(
         out.contains("features: size, weight, ratio")
             && out.contains("classes: alpha, beta, gamma"),
@@ -111,9 +107,7 @@ fn a_model_trained_from_csv_predicts_csv_rows_through_the_cli_and_the_runtime_al
         expected.push((model.class_name(p.class), f[1].to_string()));
     }
     std::fs::write(&rows, shuffled).unwrap();
-    let o = cli(&["predict", "--model", s(&model_dir), s(&rows)]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = cli_ok(&["predict", "--model", s(&model_dir), s(&rows)]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 12, "{out}");
     let mut right = 0;

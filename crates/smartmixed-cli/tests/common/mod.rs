@@ -18,6 +18,28 @@ pub fn cli(args: &[&str]) -> Output {
         .expect("run smartmixed-cli")
 }
 
+/// Runs the binary with arguments given as anything path-like, asserting success; returns
+/// its stdout.
+pub fn cli_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_smartmixed-cli"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run smartmixed-cli");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A finished run's summary.json, as JSON.
+pub fn summary_json(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
+
 /// Asserts a failed run with exactly one line on stderr that contains every `needle`.
 pub fn assert_one_line_error(out: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
