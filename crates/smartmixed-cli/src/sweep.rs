@@ -249,13 +249,13 @@ pub fn finished_cells(dir: &Path) -> Result<Vec<Finished>> {
 
 /// Writes `dir/results.csv` from the finished cells under `dir/cells`.
 fn write_results(dir: &Path) -> Result<usize> {
-    let mut csv = String::from("cell,architecture,hidden,method,seed,validation_accuracy,test_accuracy,best_epoch,seconds\n");
+    let mut csv = String::from("cell,architecture,hidden,method,seed,validation_accuracy,test_accuracy,best_epoch,epochs,seconds\n");
     let cells = finished_cells(dir)?;
     for f in &cells {
         let last = f.summary.phases.last().context("a run has phases")?;
         let hidden: Vec<String> = f.cell.hidden.iter().map(|w| w.to_string()).collect();
         csv.push_str(&format!(
-            "{},{},{},{},{},{:.6},{:.6},{},{:.1}\n",
+            "{},{},{},{},{},{:.6},{:.6},{},{},{:.1}\n",
             f.cell.id(),
             f.cell.architecture,
             hidden.join("-"),
@@ -264,6 +264,7 @@ fn write_results(dir: &Path) -> Result<usize> {
             last.validation_accuracy,
             last.test_accuracy,
             last.best_epoch,
+            f.summary.phases.iter().map(|p| p.epochs).sum::<usize>(),
             f.summary.seconds
         ));
     }
