@@ -31,8 +31,13 @@ fn load_images(path: &Path, expected: usize, channels: usize) -> Result<Vec<Vec<
     if ext == "png" || ext == "pgm" {
         let img = read_image_as(path, expected / channels, channels)?;
         if img.pixels.len() != expected {
+            let (what, per_pixel) = if channels == 3 {
+                ("RGB values", " x 3")
+            } else {
+                ("pixels", "")
+            };
             bail!(
-                "{}: image of {} x {} x {channels} = {} values, the model expects {expected}",
+                "{}: image of {} x {}{per_pixel} = {} {what}, the model expects {expected}",
                 path.display(),
                 img.width,
                 img.height,
