@@ -31,10 +31,61 @@ impl Table {
 /// Reads `path` with `label` as the label column; every other column is a feature.
 pub fn read_table(path: &Path, label: &str, invalid: InvalidCells) -> Result<Table> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot read table", e))?;
-    parse_table(file.take(MAX_TABLE_BYTES + 1), label, invalid).map_err(|message| Error::Mismatch {
+    parse_table(file, label, invalid).map_err(|message| Error::Mismatch {
         path: path.to_path_buf(),
         message,
     })
+}
+
+/// A reader that fails, rather than stopping short, once more than `left` bytes arrive:
+/// a table over the limit is an error, never silently cut.
+struct Limited<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return match self.inner.read(&mut [0u8; 1])? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::other(format!(
+                    "the file is larger than the limit of {} bytes",
+                    self.limit
+                ))),
+            };
+        }
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let got = self.inner.read(&mut buf[..n])?;
+        self.left -= got as u64;
+        Ok(got)
+    }
+}
+
+/// A CSV reader over at most `limit` bytes of `reader` (cells trimmed, rows of any length:
+/// callers check them) and its header.
+fn open<R: Read>(
+    reader: R,
+    limit: u64,
+) -> std::result::Result<(csv::Reader<Limited<R>>, Vec<String>), String> {
+    let mut csv = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(Limited {
+            inner: reader,
+            left: limit,
+            limit,
+        });
+    let header = csv
+        .headers()
+        .map_err(|e| format!("line 1: {e}"))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    Ok((csv, header))
 }
 
 /// [`read_table`] from any reader; the error names the line and the column.
@@ -43,17 +94,17 @@ pub fn parse_table(
     label: &str,
     invalid: InvalidCells,
 ) -> std::result::Result<Table, String> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .flexible(true)
-        .from_reader(reader);
-    let header: Vec<String> = csv
-        .headers()
-        .map_err(|e| format!("line 1: {e}"))?
-        .iter()
-        .map(str::to_string)
-        .collect();
+    parse_limited(reader, label, invalid, MAX_TABLE_BYTES)
+}
+
+/// [`parse_table`] of at most `limit` bytes.
+fn parse_limited(
+    reader: impl Read,
+    label: &str,
+    invalid: InvalidCells,
+    limit: u64,
+) -> std::result::Result<Table, String> {
+    let (mut csv, header) = open(reader, limit)?;
     let label_col = header.iter().position(|h| h == label).ok_or_else(|| {
         format!("line 1: no column `{label}` (the label) in the header {header:?}")
     })?;
@@ -76,12 +127,6 @@ pub fn parse_table(
     for record in csv.records() {
         let record = record.map_err(|e| describe(&e))?;
         let line = record.position().map_or(0, |p| p.line());
-        if record
-            .position()
-            .is_some_and(|p| p.byte() > MAX_TABLE_BYTES)
-        {
-            return Err(format!("larger than {MAX_TABLE_BYTES} bytes"));
-        }
         if record.len() == 1 && record.get(0) == Some("") {
             continue; // a blank line
         }
@@ -153,16 +198,7 @@ pub fn read_rows(path: &Path, features: &[String], width: usize) -> Result<Vec<V
         message,
     };
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot read rows", e))?;
-    let mut csv = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .flexible(true)
-        .from_reader(file.take(MAX_TABLE_BYTES));
-    let header: Vec<String> = csv
-        .headers()
-        .map_err(|e| bad(format!("line 1: {e}")))?
-        .iter()
-        .map(str::to_string)
-        .collect();
+    let (mut csv, header) = open(file, MAX_TABLE_BYTES).map_err(bad)?;
     let columns: Vec<usize> = if features.is_empty() {
         (0..header.len()).collect()
     } else {
@@ -293,6 +329,16 @@ mod tests {
             (t.values, t.labels, t.dropped),
             (vec![1.0, 2.0], vec!["x".to_string(), "w".to_string()], 2)
         );
+    }
+
+    #[test]
+    fn a_table_over_the_limit_is_an_error_not_a_shorter_table() {
+        let text = "a,species\n1,x\n2,y\n";
+        assert_eq!(text.len(), 18);
+        assert!(parse_limited(text.as_bytes(), "species", InvalidCells::Error, 18).is_ok());
+        // One byte short would cut the last row to `2,y`'s prefix: it must not load.
+        let e = parse_limited(text.as_bytes(), "species", InvalidCells::Error, 17).unwrap_err();
+        assert!(e.contains("larger than the limit of 17 bytes"), "{e}");
     }
 
     #[test]
