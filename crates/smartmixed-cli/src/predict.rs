@@ -67,13 +67,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     let (what, rows): (&str, Vec<Vec<f32>>) = if is_csv {
-        let features = model.input_description().feature_names;
-        (
-            "row",
-            read_rows(&args.input, &features, model.input_size())?,
-        )
+        let features = &model.input_description().feature_names;
+        ("row", read_rows(&args.input, features, model.input_size())?)
     } else {
-        let shape = model.input_description().shape;
+        let shape = &model.input_description().shape;
         let channels = if shape.len() == 3 && shape[2] == 3 {
             3
         } else {

@@ -79,19 +79,26 @@ impl InputManifest {
 
     /// Applies the preprocessing to `raw` (rows of the input width) into `out`.
     pub fn apply(&self, raw: &[f32], out: &mut [f32]) {
+        let len = raw.len().min(out.len());
+        out[..len].copy_from_slice(&raw[..len]);
+        self.apply_in_place(&mut out[..len]);
+    }
+
+    /// [`Self::apply`] on rows of raw values, overwriting them.
+    pub fn apply_in_place(&self, values: &mut [f32]) {
         if self.mean.is_empty() && self.std.is_empty() {
             // Images: a division alone (what `(x - 0) / 1` gives, without the lookups).
-            for (x, y) in raw.iter().zip(out.iter_mut()) {
-                *y = x / self.divisor;
+            for x in values.iter_mut() {
+                *x /= self.divisor;
             }
             return;
         }
         let n = self.shape.iter().product::<usize>().max(1);
-        for (r, o) in raw.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-            for (i, (x, y)) in r.iter().zip(o.iter_mut()).enumerate() {
+        for row in values.chunks_exact_mut(n) {
+            for (i, x) in row.iter_mut().enumerate() {
                 let mean = self.mean.get(i).copied().unwrap_or(0.0);
                 let std = self.std.get(i).copied().unwrap_or(1.0);
-                *y = (x / self.divisor - mean) / std;
+                *x = (*x / self.divisor - mean) / std;
             }
         }
     }

@@ -365,8 +365,8 @@ impl Model {
 
     /// What one input is and how raw values become the network's input (the manifest's
     /// `input` table; for version-1 manifests, 8-bit pixels scaled by 1/255).
-    pub fn input_description(&self) -> InputManifest {
-        self.manifest.input_description()
+    pub fn input_description(&self) -> &InputManifest {
+        &self.input
     }
 
     /// Applies the model's preprocessing to `batch` raw rows (pixels 0-255 for image

@@ -73,7 +73,7 @@ impl Dataset {
     }
 
     /// A table dataset: `rows.len()` must be `labels.len() * features`; the input is the
-    /// values as they are until [`Self::with_input`] sets a standardisation.
+    /// values as they are until [`Splits`] sets the training split's standardisation.
     pub fn from_table(features: usize, rows: Vec<f32>, labels: Vec<u8>) -> Self {
         assert_eq!(
             rows.len(),
@@ -98,17 +98,6 @@ impl Dataset {
             "shape does not match"
         );
         self.input.shape = shape;
-        self
-    }
-
-    /// The same items with another preprocessing (of the same width).
-    pub fn with_input(mut self, input: InputManifest) -> Self {
-        assert_eq!(
-            input.shape.iter().product::<usize>(),
-            self.features,
-            "input does not match"
-        );
-        self.input = input;
         self
     }
 
@@ -243,22 +232,21 @@ impl Dataset {
 
     /// The items at `indices` preprocessed as a batch, with one-hot targets.
     pub fn batch(&self, indices: &[usize], classes: usize) -> Batch {
-        let mut raw = Vec::with_capacity(indices.len() * self.features);
+        let mut inputs = Vec::with_capacity(indices.len() * self.features);
         let mut targets = vec![0.0; indices.len() * classes];
         let mut labels = Vec::with_capacity(indices.len());
         let n = self.features;
         for (row, &i) in indices.iter().enumerate() {
             match &self.values {
                 Values::Pixels(p) => {
-                    raw.extend(p[i * n..(i + 1) * n].iter().map(|&v| f32::from(v)))
+                    inputs.extend(p[i * n..(i + 1) * n].iter().map(|&v| f32::from(v)))
                 }
-                Values::Table(t) => raw.extend_from_slice(&t[i * n..(i + 1) * n]),
+                Values::Table(t) => inputs.extend_from_slice(&t[i * n..(i + 1) * n]),
             }
             targets[row * classes + self.labels[i] as usize] = 1.0;
             labels.push(self.labels[i]);
         }
-        let mut inputs = vec![0.0; raw.len()];
-        self.input.apply(&raw, &mut inputs);
+        self.input.apply_in_place(&mut inputs);
         Batch {
             inputs,
             targets,
