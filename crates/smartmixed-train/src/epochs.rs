@@ -132,6 +132,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
         epoch: usize,
         completed: &[PhaseSummary],
     ) -> Result<()> {
+        let clock = Instant::now();
         let p1 = &self.config.phase1;
         if let Hidden::Selective { temperature: t, .. } = &mut run.net.hidden {
             *t = temperature(p1.temperature, p1.temperature_final, epoch, plan.epochs);
@@ -158,7 +159,8 @@ impl<D: TrainDevice> Trainer<'_, D> {
             train_loss: totals.loss / totals.samples.max(1) as f64,
             validation_loss: val.loss,
             validation_accuracy: val.accuracy,
-            seconds: totals.seconds,
+            // The whole epoch (validation and checkpoint included); the rate is training's.
+            seconds: clock.elapsed().as_secs_f64(),
             samples_per_second: totals.samples as f64 / totals.seconds,
             grad_norm: totals.grad_norm,
             choices_changed: changed,
