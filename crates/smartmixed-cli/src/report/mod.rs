@@ -6,9 +6,43 @@ mod ranking;
 mod run;
 mod sweep;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+
+/// A report being written: its markdown so far and the files saved. `run` and `sweep`
+/// add their sections as methods of their own.
+struct Writer<'a> {
+    out: &'a Path,
+    md: String,
+    files: Vec<String>,
+}
+
+impl<'a> Writer<'a> {
+    /// A report into `out` that starts with `md`.
+    fn new(out: &'a Path, md: String) -> Self {
+        Self {
+            out,
+            md,
+            files: Vec::new(),
+        }
+    }
+
+    /// Saves `fig` as `stem.svg` and `stem.png` and shows the PNG in the markdown.
+    fn save(&mut self, fig: &plot::Figure, stem: &str, alt: &str) -> Result<()> {
+        let saved = fig.save(&self.out.join(stem))?;
+        self.md.push_str(&format!("\n![{alt}]({})\n\n", saved[1]));
+        self.files.extend(saved);
+        Ok(())
+    }
+
+    /// Writes `report.md` atomically; returns every file the report wrote.
+    fn finish(mut self) -> Result<Vec<String>> {
+        crate::write_atomic(&self.out.join("report.md"), self.md.as_bytes())?;
+        self.files.push("report.md".into());
+        Ok(self.files)
+    }
+}
 
 /// How ties in accuracy are ranked, stated in every sweep report.
 pub const TIE_RULE: &str = "Ties in test accuracy get competition ranks (\"1224\"): tied methods share the best rank of their tie and the next rank is skipped.";

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::write_atomic;
 use anyhow::{bail, Result};
 use smartmixed_core::{Phase, Select};
 use smartmixed_train::rundir::{self, EpochRecord, CHOICES, METRICS, SUMMARY};
 use smartmixed_train::Summary;
 
 use super::plot::{Figure, Series};
+use super::Writer;
 
 /// `epoch -> layer -> activation -> count` from choices.csv (missing file: empty).
 type Choices = BTreeMap<usize, BTreeMap<usize, Vec<(String, usize)>>>;
@@ -38,17 +38,16 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
     let summary = rundir::read_summary(&dir.join(SUMMARY))?;
     let metrics = rundir::read_metrics(&dir.join(METRICS))?;
     let choices = read_choices(&dir.join(CHOICES))?;
-    let mut report = Report {
+    let mut report = Writer::new(
         out,
-        md: format!(
+        format!(
             "# SmartMixed run report\n\nRun directory: `{}`; architecture {:?}; seed {}; {:.1} s.\n\n",
             dir.display(),
             summary.architecture,
             summary.seed,
             summary.seconds
         ),
-        files: Vec::new(),
-    };
+    );
     report.table_one(&summary);
     report.loss_curves(&summary, &metrics)?;
     if let Some(final_choices) = &summary.final_choices {
@@ -62,26 +61,10 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
             report.shares_over_epochs(&choices, &pool, transition.map(|e| e.epoch))?;
         }
     }
-    write_atomic(&out.join("report.md"), report.md.as_bytes())?;
-    report.files.push("report.md".into());
-    Ok(report.files)
+    report.finish()
 }
 
-/// A report being written: its markdown and the files saved so far.
-struct Report<'a> {
-    out: &'a Path,
-    md: String,
-    files: Vec<String>,
-}
-
-impl Report<'_> {
-    fn save(&mut self, fig: &Figure, stem: &str, alt: &str) -> Result<()> {
-        let saved = fig.save(&self.out.join(stem))?;
-        self.md.push_str(&format!("![{alt}]({})\n\n", saved[1]));
-        self.files.extend(saved);
-        Ok(())
-    }
-
+impl Writer<'_> {
     /// Table I, with the epochs each phase trained and why one ended early.
     fn table_one(&mut self, summary: &Summary) {
         self.md.push_str("## Table I\n\n| Training phase | Validation accuracy | Test accuracy | Best epoch | Epochs |\n|---|---|---|---|---|\n");

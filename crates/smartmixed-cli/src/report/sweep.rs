@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::ranking::{mean_reciprocal_rank, mean_std, rank_counts, ranks, WeightHeatmap};
-use crate::write_atomic;
 use anyhow::{Context, Result};
 use smartmixed_core::sweep::{SweepConfig, SMARTMIXED};
 use smartmixed_core::PAPER_POOL;
@@ -14,7 +13,7 @@ use smartmixed_train::Hidden;
 use smartmixed_train::{checkpoint, Cpu};
 
 use super::plot::Figure;
-use super::TIE_RULE;
+use super::{Writer, TIE_RULE};
 use crate::sweep::{finished_cells, Finished, SWEEP_CONFIG};
 
 /// Fig. 6 over every SmartMixed cell's phase-2 checkpoint: hidden-to-hidden matrices only.
@@ -133,21 +132,7 @@ impl<'a> Sweep<'a> {
     }
 }
 
-/// A report being written: its markdown and the files saved so far.
-struct Writer<'a> {
-    out: &'a Path,
-    md: String,
-    files: Vec<String>,
-}
-
 impl Writer<'_> {
-    fn save(&mut self, fig: &Figure, stem: &str, alt: &str) -> Result<()> {
-        let saved = fig.save(&self.out.join(stem))?;
-        self.md.push_str(&format!("\n![{alt}]({})\n", saved[1]));
-        self.files.extend(saved);
-        Ok(())
-    }
-
     /// Table II: the top three methods per architecture.
     fn table_two(&mut self, sw: &Sweep) {
         self.md.push_str("## Table II: top three per architecture\n\n| # | Architecture | 1st | 2nd | 3rd |\n|---|---|---|---|---|\n");
@@ -365,9 +350,9 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
         anyhow::bail!("{}: no finished cells", dir.display());
     }
     let sw = Sweep::new(dir, &cells)?;
-    let mut w = Writer {
+    let mut w = Writer::new(
         out,
-        md: format!(
+        format!(
             "# SmartMixed sweep report\n\nSweep directory: `{}`; {} finished cells; {} architectures; methods {}; seeds {:?}.\n\n{TIE_RULE} Methods are ranked per architecture by test accuracy{}.\n\n",
             dir.display(),
             cells.len(),
@@ -376,8 +361,7 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
             sw.seeds,
             if sw.seeds.len() > 1 { " averaged over seeds" } else { "" }
         ),
-        files: Vec::new(),
-    };
+    );
     let mut rules: Vec<&str> = cells.iter().map(|f| f.summary.select.name()).collect();
     rules.sort_unstable();
     rules.dedup();
@@ -391,7 +375,5 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
     w.weights(&sw)?;
     w.per_cell(&sw);
     w.cost_per_method(&sw);
-    write_atomic(&out.join("report.md"), w.md.as_bytes())?;
-    w.files.push("report.md".into());
-    Ok(w.files)
+    w.finish()
 }
