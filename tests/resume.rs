@@ -71,6 +71,27 @@ fn resume(cfg: &TrainConfig, data: &Splits, dir: &Path) -> Summary {
     .unwrap()
 }
 
+/// Trains in `dir` until Ctrl-C is simulated after `epoch` of `phase`, checks that the
+/// state was kept and no summary written, then resumes to the end.
+fn stop_and_resume(
+    cfg: &TrainConfig,
+    data: &Splits,
+    dir: &Path,
+    phase: &'static str,
+    epoch: usize,
+) -> Summary {
+    let stop = AtomicBool::new(false);
+    let mut progress = StopAfter {
+        phase,
+        epoch,
+        stop: &stop,
+    };
+    let err = train(cfg, data, dir, &mut progress, &stop).unwrap_err();
+    assert!(matches!(err, Error::Interrupted), "{err}");
+    assert!(dir.join("state.safetensors").exists() && !dir.join("summary.json").exists());
+    resume(cfg, data, dir)
+}
+
 /// metrics.csv without the timing columns.
 fn metrics(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("metrics.csv"))
@@ -130,16 +151,7 @@ fn resumed_runs_end_exactly_as_uninterrupted_ones() {
         );
         for (phase, epoch) in stops {
             let dir = tmp.path().join(format!("{phase}-{epoch}-{}", mode.len()));
-            let stop = AtomicBool::new(false);
-            let mut progress = StopAfter {
-                phase,
-                epoch,
-                stop: &stop,
-            };
-            let err = train(&cfg, &data, &dir, &mut progress, &stop).unwrap_err();
-            assert!(matches!(err, Error::Interrupted), "{err}");
-            assert!(dir.join("state.safetensors").exists() && !dir.join("summary.json").exists());
-            let resumed = resume(&cfg, &data, &dir);
+            let resumed = stop_and_resume(&cfg, &data, &dir, phase, epoch);
             same_result(&whole, &resumed);
             assert_eq!(
                 metrics(&whole_dir),
@@ -182,15 +194,7 @@ fn resumed_auto_transition_runs_end_exactly_as_uninterrupted_ones() {
     assert_eq!(transition.epoch, 4);
     for (phase, epoch) in [("phase1", 2), ("phase1", 4), ("phase2", 1)] {
         let dir = tmp.path().join(format!("{phase}-{epoch}"));
-        let stop = AtomicBool::new(false);
-        let mut progress = StopAfter {
-            phase,
-            epoch,
-            stop: &stop,
-        };
-        let err = train(&cfg, &data, &dir, &mut progress, &stop).unwrap_err();
-        assert!(matches!(err, Error::Interrupted), "{err}");
-        let resumed = resume(&cfg, &data, &dir);
+        let resumed = stop_and_resume(&cfg, &data, &dir, phase, epoch);
         same_result(&whole, &resumed);
         for (a, b) in whole.phases.iter().zip(&resumed.phases) {
             assert_eq!((a.epochs, &a.ended_early), (b.epochs, &b.ended_early));

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{cli_ok, root};
+use common::{cli_ok, export, root};
 use smartmixed_train::data::Dataset;
 
 fn torch_python() -> Option<String> {
@@ -45,13 +45,7 @@ fn the_pytorch_bridge_matches_evals_accuracy() {
         "--out",
         run.to_str().unwrap(),
     ]);
-    cli_ok(&[
-        "export",
-        "--run",
-        run.to_str().unwrap(),
-        "--safetensors",
-        model.to_str().unwrap(),
-    ]);
+    export(&run, &model);
     let stdout = cli_ok(&["eval", "--model", model.to_str().unwrap()]);
     let ours = counts(&stdout, "test accuracy:");
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_one_line_error, cli, cli_ok, root, summary_json, write_config};
+use common::{assert_one_line_error, cli, cli_ok, export, root, summary_json, write_config};
 use smartmixed_train::data::Dataset;
 
 const NAMES: [&str; 10] = [
@@ -76,13 +76,7 @@ fn a_model_trained_from_an_image_folder_names_its_classes() {
     let acc = summary["phases"][1]["test_accuracy"].as_f64().unwrap();
     assert!(acc > 0.7, "test accuracy {acc}");
     let model = tmp.path().join("model");
-    cli_ok(&[
-        "export",
-        "--run",
-        run.to_str().unwrap(),
-        "--safetensors",
-        model.to_str().unwrap(),
-    ]);
+    export(&run, &model);
     // The first test image of the seven folder, predicted by name.
     let seven = std::fs::read_dir(data.join("test/seven"))
         .unwrap()
@@ -187,13 +181,7 @@ fn rgb_folders_keep_their_channels() {
     assert_eq!(summary["class_names"], serde_json::json!(["blue", "red"]));
     assert_eq!(summary["phases"][1]["test_accuracy"], 1.0);
     let model = tmp.path().join("model");
-    cli_ok(&[
-        "export",
-        "--run",
-        run.to_str().unwrap(),
-        "--safetensors",
-        model.to_str().unwrap(),
-    ]);
+    export(&run, &model);
     let probe = tmp.path().join("probe.png");
     rgb_png(&probe, [180, 30, 40], 3);
     let out = cli_ok(&[

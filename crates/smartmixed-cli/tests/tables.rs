@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_one_line_error, cli, cli_ok, summary_json, write_config};
+use common::{assert_one_line_error, cli, cli_ok, export, summary_json, write_config};
 use smartmixed_infer::Model;
 
 const CLASSES: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -74,7 +74,7 @@ fn a_model_trained_from_csv_predicts_csv_rows_through_the_cli_and_the_runtime_al
     assert!(acc > 0.9, "test accuracy {acc}");
 
     let model_dir = tmp.path().join("model");
-    cli_ok(&["export", "--run", s(&run), "--safetensors", s(&model_dir)]);
+    export(&run, &model_dir);
     let out = cli_ok(&["inspect", "--model", s(&model_dir)]);
     assert!(
         out.contains("features: size, weight, ratio")

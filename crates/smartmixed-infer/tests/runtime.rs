@@ -61,6 +61,11 @@ fn weights(tensors: &[(&str, Vec<usize>, Vec<f32>)], metadata: Option<&str>) -> 
 }
 
 fn valid_weights() -> Vec<u8> {
+    hand_weights(Some(MANIFEST))
+}
+
+/// The hand-computed network's tensors, with `metadata` as the manifest copy.
+fn hand_weights(metadata: Option<&str>) -> Vec<u8> {
     weights(
         &[
             (
@@ -76,7 +81,7 @@ fn valid_weights() -> Vec<u8> {
             ),
             ("layers.1.bias", vec![2], vec![0.25, 0.0]),
         ],
-        Some(MANIFEST),
+        metadata,
     )
 }
 
@@ -320,23 +325,7 @@ fn forward_raw_applies_the_manifests_preprocessing() {
         "output_activation = \"identity\"\n",
         "output_activation = \"identity\"\nclass_names = [\"cat\", \"dog\"]\n\n[input]\nshape = [2]\ndivisor = 2.0\nmean = [1.0, -2.0]\nstd = [2.0, 4.0]\nfeature_names = [\"height\", \"weight\"]\n",
     );
-    let weights = weights(
-        &[
-            (
-                "layers.0.weight",
-                vec![3, 2],
-                vec![1.0, -1.0, 0.5, 2.0, -1.0, 1.0],
-            ),
-            ("layers.0.bias", vec![3], vec![0.0, -1.0, 0.5]),
-            (
-                "layers.1.weight",
-                vec![2, 3],
-                vec![1.0, 0.0, 2.0, -1.0, 1.0, 0.0],
-            ),
-            ("layers.1.bias", vec![2], vec![0.25, 0.0]),
-        ],
-        None,
-    );
+    let weights = hand_weights(None);
     let model = Model::from_bytes(&weights, v2.as_bytes()).unwrap();
     let raw = [6.0f32, 4.0, -2.0, 10.0];
     // By hand: (raw / 2 - mean) / std.

@@ -35,6 +35,17 @@ pub fn cli_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Exports `run`'s best checkpoint into `model`, asserting success.
+pub fn export(run: &Path, model: &Path) {
+    cli_ok(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--safetensors",
+        model.to_str().unwrap(),
+    ]);
+}
+
 /// A finished run's summary.json, as JSON.
 pub fn summary_json(run: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
