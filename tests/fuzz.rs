@@ -345,9 +345,21 @@ fn selective() -> Network<Cpu> {
 }
 
 /// An exported model: (model.safetensors, manifest.toml).
+/// An exported model whose manifest carries the version-2 tables (a standardised 3 x 4
+/// input with feature names, named classes), so mutants reach their validation too.
 fn exported() -> (Vec<u8>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
-    export::export(&selective(), dir.path(), false).unwrap();
+    let description = export::Description {
+        input: Some(smartmixed_core::InputManifest {
+            shape: vec![3, 4],
+            divisor: 1.0,
+            mean: (0..12).map(|i| i as f32 * 0.5).collect(),
+            std: (0..12).map(|i| 1.0 + i as f32).collect(),
+            feature_names: (0..12).map(|i| format!("f{i}")).collect(),
+        }),
+        class_names: vec!["a".into(), "b".into(), "c".into()],
+    };
+    export::export_described(&selective(), dir.path(), false, &description).unwrap();
     (
         std::fs::read(dir.path().join("model.safetensors")).unwrap(),
         std::fs::read(dir.path().join("manifest.toml")).unwrap(),
