@@ -97,6 +97,17 @@ fn runtime_matches_the_trainer_on_the_mnist_test_set() {
                 .unwrap();
             assert_eq!(split, one[..batch * 10], "{threads} threads, batch {batch}");
         }
+        // Below four rows the GEMV runs, split by panels: again one thread's bits.
+        for batch in 1..4 {
+            let (x, mut alone, mut split) = (&b.inputs[..batch * 784], vec![0.0; 10], vec![]);
+            alone.resize(batch * 10, 0.0);
+            split.resize(batch * 10, f32::NAN);
+            model
+                .forward(x, batch, &mut Scratch::new(1), &mut alone)
+                .unwrap();
+            model.forward(x, batch, &mut scratch, &mut split).unwrap();
+            assert_eq!(split, alone, "{threads} threads, batch {batch}");
+        }
     }
     // Batches below four rows take the skip-zero GEMV path: same logits within 1e-5.
     for row in 0..3 {

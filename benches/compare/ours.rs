@@ -111,11 +111,41 @@ fn infer(seconds: f64) {
     }
 }
 
+/// One batch size on one thread count, three timed slices: for profiling (`perf record`).
+fn probe(batch: usize, threads: usize, seconds: f64) {
+    let dev = Cpu::default();
+    let mut rng = StdRng::seed_from_u64(0);
+    let net = selective(&dev, &mut rng).to_mixed(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    export::export(&net, dir.path(), false).unwrap();
+    let model = Model::load_dir(dir.path()).unwrap();
+    let input: Vec<f32> = (0..batch * 784).map(|_| rng.gen()).collect();
+    let mut out = vec![0.0f32; batch * 10];
+    let mut scratch = Scratch::new(threads);
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut calls = 0usize;
+        while start.elapsed().as_secs_f64() < seconds / 3.0 {
+            model
+                .forward(&input, batch, &mut scratch, &mut out)
+                .unwrap();
+            calls += 1;
+        }
+        let per = start.elapsed().as_secs_f64() / calls as f64;
+        let rate = batch as f64 / per / 1e3;
+        println!("b{batch} t{threads}: {:.4} ms, {rate:.1}k/s", per * 1e3);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("train") => train(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200)),
+        Some("probe") => {
+            let a = |i: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(1usize);
+            probe(a(2), a(3), a(4) as f64)
+        }
         Some("infer") => infer(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0)),
-        _ => eprintln!("usage: compare train STEPS | compare infer SECONDS"),
+        _ => eprintln!("usage: compare train STEPS | infer SECONDS | probe BATCH THREADS SECONDS"),
     }
 }

@@ -33,7 +33,7 @@ impl Kernel {
     /// A short description for `inspect` and benchmark output.
     pub fn describe(self) -> &'static str {
         match self {
-            Kernel::Avx512 => "AVX-512 (packed-weight 12x32 microkernel, AVX-512 GEMV)",
+            Kernel::Avx512 => "AVX-512 (packed-weight 12x32 microkernel and GEMV)",
             Kernel::Avx2Fma => "AVX2+FMA (gemm 0.19 x86-v3 microkernels, AVX2 GEMV)",
             Kernel::Portable => "portable (gemm 0.19 fallback, scalar GEMV)",
         }
@@ -80,46 +80,40 @@ pub const GEMV_ROWS: usize = 4;
 
 /// `y[n] = x[k] * wt[k, n]` for one row: an axpy per input that skips zero inputs, so the
 /// weight rows of zero pixels and of inactive ReLU neurons are never read (latency at
-/// batch 1 is bound by reading the weights).
+/// batch 1 is bound by reading the weights). AVX-512 CPUs run the packed GEMV instead.
 pub fn gemv(x: &[f32], wt: &[f32], y: &mut [f32], k: usize, n: usize) {
-    gemv_cols(&x[..k], wt, n, 0, &mut y[..n]);
-}
-
-/// Columns `col0 .. col0 + y.len()` of `x * wt`, `wt` with rows of `ld` values: the
-/// [`gemv`] of one thread's share of the columns.
-pub fn gemv_cols(x: &[f32], wt: &[f32], ld: usize, col0: usize, y: &mut [f32]) {
+    let (x, y) = (&x[..k], &mut y[..n]);
     match Kernel::detect() {
         // SAFETY: detect() reports AVX-512F only when the CPU has it.
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => unsafe { gemv_avx512(x, wt, ld, col0, y) },
+        Kernel::Avx512 => unsafe { gemv_avx512(x, wt, y) },
         // SAFETY: detect() reports AVX2+FMA only when the CPU has both.
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2Fma => unsafe { gemv_avx2(x, wt, ld, col0, y) },
-        _ => gemv_body(x, wt, ld, col0, y),
+        Kernel::Avx2Fma => unsafe { gemv_avx2(x, wt, y) },
+        _ => gemv_body(x, wt, y),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn gemv_avx512(x: &[f32], wt: &[f32], ld: usize, col0: usize, y: &mut [f32]) {
-    gemv_body(x, wt, ld, col0, y)
+fn gemv_avx512(x: &[f32], wt: &[f32], y: &mut [f32]) {
+    gemv_body(x, wt, y)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn gemv_avx2(x: &[f32], wt: &[f32], ld: usize, col0: usize, y: &mut [f32]) {
-    gemv_body(x, wt, ld, col0, y)
+fn gemv_avx2(x: &[f32], wt: &[f32], y: &mut [f32]) {
+    gemv_body(x, wt, y)
 }
 
 #[inline(always)]
-fn gemv_body(x: &[f32], wt: &[f32], ld: usize, col0: usize, y: &mut [f32]) {
+fn gemv_body(x: &[f32], wt: &[f32], y: &mut [f32]) {
     y.fill(0.0);
-    let w = y.len();
-    for (kk, xv) in x.iter().enumerate() {
+    let n = y.len();
+    for (xv, row) in x.iter().zip(wt.chunks_exact(n)) {
         if *xv == 0.0 {
             continue;
         }
-        let row = &wt[kk * ld + col0..kk * ld + col0 + w];
         for (yv, w) in y.iter_mut().zip(row) {
             *yv += xv * w;
         }
@@ -174,7 +168,7 @@ mod tests {
             .collect();
         let wt: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
         let mut want = vec![0.0; n];
-        gemv_body(&x, &wt, n, 0, &mut want);
+        gemv_body(&x, &wt, &mut want);
         let mut got = vec![f32::NAN; n];
         gemv(&x, &wt, &mut got, k, n);
         assert_eq!(got, want, "dispatched ({:?})", Kernel::detect());
@@ -183,13 +177,13 @@ mod tests {
             if std::is_x86_feature_detected!("avx512f") {
                 let mut y = vec![f32::NAN; n];
                 // SAFETY: the CPU has AVX-512F, checked just above.
-                unsafe { gemv_avx512(&x, &wt, n, 0, &mut y) };
+                unsafe { gemv_avx512(&x, &wt, &mut y) };
                 assert_eq!(y, want, "avx512");
             }
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 let mut y = vec![f32::NAN; n];
                 // SAFETY: the CPU has AVX2 and FMA, checked just above.
-                unsafe { gemv_avx2(&x, &wt, n, 0, &mut y) };
+                unsafe { gemv_avx2(&x, &wt, &mut y) };
                 assert_eq!(y, want, "avx2");
             }
         }

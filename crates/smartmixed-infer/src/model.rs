@@ -32,25 +32,44 @@ pub use smartmixed_core::manifest::{MANIFEST_FILE, MANIFEST_METADATA_KEY, WEIGHT
 pub(crate) struct Layer {
     pub(crate) inputs: usize,
     pub(crate) outputs: usize,
-    /// `W^T`, `[inputs, outputs]` row-major, so the matmul reads it contiguously.
-    pub(crate) weight_t: Vec<f32>,
-    /// `W^T` packed for the AVX-512 kernel, on CPUs that have it.
-    pub(crate) packed: Option<PackedWeights>,
+    pub(crate) weights: Weights,
     pub(crate) bias: Vec<f32>,
     /// Empty for the output layer (identity).
     pub(crate) blocks: Vec<Block>,
 }
 
+/// A layer's weights in the form this CPU's kernels read; held once.
+#[derive(Debug)]
+pub(crate) enum Weights {
+    /// Packed for the AVX-512 kernels (matmul and GEMV), on CPUs that have them.
+    Packed(PackedWeights),
+    /// `W^T`, `[inputs, outputs]` row-major, for gemm and the plain GEMV.
+    Transposed(Vec<f32>),
+}
+
 impl Layer {
-    /// `dst = src * W^T` for `batch` rows: the packed AVX-512 kernel where there is one
-    /// (from GEMV_ROWS rows; fewer run the skip-zero GEMV), else the general matmul.
+    /// `dst = src * W^T` for `batch` rows: below GEMV_ROWS rows a skip-zero GEMV per row,
+    /// else the blocked matmul (our packed kernel on AVX-512, gemm elsewhere).
     fn matmul(&self, src: &[f32], dst: &mut [f32], batch: usize) {
-        if batch >= GEMV_ROWS {
-            if let Some(done) = self.packed.as_ref().and_then(|p| p.matmul(src, dst, batch)) {
-                return done;
+        let (k, n) = (self.inputs, self.outputs);
+        match &self.weights {
+            Weights::Packed(p) if batch >= GEMV_ROWS => p.matmul(src, dst, batch),
+            Weights::Packed(p) => {
+                for (x, y) in src.chunks_exact(k).zip(dst.chunks_exact_mut(n)).take(batch) {
+                    // SAFETY: y holds n values and is borrowed mutably.
+                    unsafe { p.gemv_panels(x, y.as_mut_ptr(), 0..p.panels()) }
+                }
             }
+            Weights::Transposed(wt) => layer_matmul(src, wt, dst, batch, k, n),
         }
-        layer_matmul(src, &self.weight_t, dst, batch, self.inputs, self.outputs);
+    }
+
+    /// The packed weights, where the split forward pass can use them.
+    pub(crate) fn packed(&self) -> Option<&PackedWeights> {
+        match &self.weights {
+            Weights::Packed(p) => Some(p),
+            Weights::Transposed(_) => None,
+        }
     }
 }
 
@@ -213,18 +232,18 @@ impl Layer {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let packed = match Kernel::detect() {
-            Kernel::Avx512 => Some(
+        // Packed, the transposed copy is dropped: the model holds its weights once.
+        let weights = match Kernel::detect() {
+            Kernel::Avx512 => Weights::Packed(
                 PackedWeights::new(&weight_t, inputs, outputs)
                     .ok_or_else(|| out_of_memory(format!("layers.{i}.weight (packed)")))?,
             ),
-            _ => None,
+            _ => Weights::Transposed(weight_t),
         };
         Ok(Layer {
             inputs,
             outputs,
-            weight_t,
-            packed,
+            weights,
             bias,
             blocks,
         })
@@ -414,14 +433,13 @@ impl Model {
     ) -> Result<()> {
         self.check(input, batch, output)?;
         let threads = scratch.threads.max(1);
-        // Column split where the weights are packed (AVX-512), for batches from GEMV_ROWS
-        // to COLUMN_SPLIT_BELOW rows. Below: a batch-1 pass on two threads was no faster
-        // than on one (0.23-0.35 ms against 0.23-0.26 ms, measured), the barrier per layer
-        // costing what the split saves. Above: rows split (each thread reading all the
-        // weights) ran batch 4096 at 78-79k samples/s against 49k split by columns.
+        // Column split where the weights are packed (AVX-512), for batches below
+        // COLUMN_SPLIT_BELOW rows: each thread reads only its panels, so batch 1 scales.
+        // Above: rows split (each thread reading all the weights) ran batch 4096 at
+        // 78-79k samples/s against 49k split by columns.
         if threads > 1
-            && (GEMV_ROWS..COLUMN_SPLIT_BELOW).contains(&batch)
-            && self.layers.iter().all(|l| l.packed.is_some())
+            && (1..COLUMN_SPLIT_BELOW).contains(&batch)
+            && self.layers.iter().all(|l| l.packed().is_some())
         {
             let widest = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
             for buf in [&mut scratch.a, &mut scratch.b, &mut scratch.c] {

@@ -35,7 +35,7 @@ impl PackedWeights {
         let mut panels = Vec::new();
         panels.try_reserve_exact(count).ok()?;
         panels.resize(count, 0.0);
-        for (p, panel) in panels.chunks_exact_mut(k * NR).enumerate() {
+        for (p, panel) in panels.chunks_exact_mut((k * NR).max(1)).enumerate() {
             let cols = (p * NR)..n.min(p * NR + NR);
             for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
                 dst[..cols.len()].copy_from_slice(&wt[kk * n + cols.start..kk * n + cols.end]);
@@ -49,12 +49,10 @@ impl PackedWeights {
         self.n.div_ceil(NR)
     }
 
-    /// `dst[m, n] = lhs[m, k] * W^T`, row-major; `None` where the CPU lacks AVX-512F (the
-    /// caller then uses the general matmul).
-    pub fn matmul(&self, lhs: &[f32], dst: &mut [f32], m: usize) -> Option<()> {
+    /// `dst[m, n] = lhs[m, k] * W^T`, row-major.
+    pub fn matmul(&self, lhs: &[f32], dst: &mut [f32], m: usize) {
         assert!(
-            m.checked_mul(self.k).is_some_and(|s| lhs.len() >= s)
-                && m.checked_mul(self.n).is_some_and(|s| dst.len() >= s),
+            m.checked_mul(self.n).is_some_and(|s| dst.len() >= s),
             "packed matmul sizes"
         );
         // SAFETY: dst holds m * n values (asserted) and is borrowed mutably, so no other
@@ -63,7 +61,8 @@ impl PackedWeights {
     }
 
     /// Columns `32 * panels.start .. min(32 * panels.end, n)` of `dst[m, n] = lhs[m, k] *
-    /// W^T`; `None` where the CPU lacks AVX-512F.
+    /// W^T`: the AVX-512 microkernel, or where the CPU lacks AVX-512F (the runtime packs
+    /// only on CPUs that have it) the same sums in portable code.
     ///
     /// # Safety
     /// `dst` must be valid for writes of `m * n` values, and no other thread may read or
@@ -74,30 +73,67 @@ impl PackedWeights {
         dst: *mut f32,
         m: usize,
         panels: std::ops::Range<usize>,
-    ) -> Option<()> {
+    ) {
         let (k, n) = (self.k, self.n);
         assert!(
             m.checked_mul(k).is_some_and(|s| lhs.len() >= s) && panels.end <= self.panels(),
             "packed matmul sizes"
         );
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            if k == 0 {
-                for r in 0..m {
-                    let row = dst.add(r * n);
-                    for j in panels.start * NR..n.min(panels.end * NR) {
-                        *row.add(j) = 0.0;
-                    }
-                }
-                return Some(());
-            }
+        if k > 0 && std::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F (checked just above); lhs holds m * k values
             // (asserted) and the caller vouches for dst's m * n values and these columns.
-            avx512::matmul(lhs, self, dst, m, panels);
-            return Some(());
+            return avx512::matmul(lhs, self, dst, m, panels);
         }
-        let _ = (lhs, dst, m, panels);
-        None
+        for r in 0..m {
+            self.gemv_portable(&lhs[r * k..(r + 1) * k], dst.add(r * n), panels.clone());
+        }
+    }
+
+    /// Columns of panels `panels` of one row's `y[n] = x[k] * W^T`, skipping zero inputs
+    /// (the weights of zero pixels and inactive ReLU neurons are never read: batch-1
+    /// latency is bound by reading weights). A thread's panels are one stretch of memory,
+    /// so threads splitting a row by panels never pull each other's weights into their
+    /// caches (splitting rows of `W^T` by columns ran no faster on two threads than one).
+    ///
+    /// # Safety
+    /// `y` must be valid for writes of `n` values, and no other thread may read or write
+    /// those columns of it during the call.
+    pub unsafe fn gemv_panels(&self, x: &[f32], y: *mut f32, panels: std::ops::Range<usize>) {
+        assert!(
+            x.len() >= self.k && panels.end <= self.panels(),
+            "packed gemv sizes"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F; x holds k values (asserted) and the caller
+            // vouches for y and these columns.
+            return avx512::gemv(x, self, y, panels);
+        }
+        self.gemv_portable(x, y, panels);
+    }
+
+    /// [`Self::gemv_panels`] in portable code: per column, the products in input order.
+    ///
+    /// # Safety
+    /// As [`Self::gemv_panels`].
+    unsafe fn gemv_portable(&self, x: &[f32], y: *mut f32, panels: std::ops::Range<usize>) {
+        let k = self.k;
+        for p in panels {
+            let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
+            let mut acc = [0.0f32; NR];
+            for (xv, w) in x[..k].iter().zip(panel.chunks_exact(NR)) {
+                if *xv != 0.0 {
+                    for (a, w) in acc.iter_mut().zip(w) {
+                        *a = xv.mul_add(*w, *a);
+                    }
+                }
+            }
+            let col = p * NR;
+            for (j, a) in acc.iter().enumerate().take(NR.min(self.n - col)) {
+                *y.add(col + j) = *a;
+            }
+        }
     }
 }
 
@@ -126,6 +162,59 @@ mod avx512 {
             let (a, c) = (a.add(m0 * k), c.add(m0 * n));
             block_rows(a, w, c, rows, panels.clone());
         }
+    }
+
+    /// See [`PackedWeights::gemv_panels`]: four panels at a time (eight independent
+    /// accumulators, enough to keep the FMA units fed while weights stream in).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gemv(
+        x: &[f32],
+        w: &PackedWeights,
+        y: *mut f32,
+        panels: std::ops::Range<usize>,
+    ) {
+        let mut p = panels.start;
+        while p + 4 <= panels.end {
+            gemv_group::<4>(x, w, y, p);
+            p += 4;
+        }
+        for p in p..panels.end {
+            gemv_group::<1>(x, w, y, p);
+        }
+    }
+
+    /// Panels `p0 .. p0 + P` of one row's GEMV.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gemv_group<const P: usize>(x: &[f32], w: &PackedWeights, y: *mut f32, p0: usize) {
+        let (k, n) = (w.k, w.n);
+        let base = w.panels.as_ptr().add(p0 * k * NR);
+        let mut lo = [_mm512_setzero_ps(); P];
+        let mut hi = [_mm512_setzero_ps(); P];
+        for (kk, &xv) in x[..k].iter().enumerate() {
+            if xv == 0.0 {
+                continue;
+            }
+            let a = _mm512_set1_ps(xv);
+            for j in 0..P {
+                let b = base.add((j * k + kk) * NR);
+                lo[j] = _mm512_fmadd_ps(a, _mm512_loadu_ps(b), lo[j]);
+                hi[j] = _mm512_fmadd_ps(a, _mm512_loadu_ps(b.add(16)), hi[j]);
+            }
+        }
+        for j in 0..P {
+            let col = (p0 + j) * NR;
+            let (m0, m1) = masks(NR.min(n - col));
+            _mm512_mask_storeu_ps(y.add(col), m0, lo[j]);
+            _mm512_mask_storeu_ps(y.add(col + 16), m1, hi[j]);
+        }
+    }
+
+    /// Store masks for the two 16-lane halves of a panel with `cols` real columns.
+    #[inline]
+    fn masks(cols: usize) -> (__mmask16, __mmask16) {
+        let mask = |n: usize| ((1u32 << n.min(16)) - 1) as __mmask16;
+        (mask(cols), mask(cols.saturating_sub(16)))
     }
 
     /// [`matmul`] on `m` rows (one MC chunk).
@@ -204,8 +293,7 @@ mod avx512 {
                 hi[r] = _mm512_fmadd_ps(av, b1, hi[r]);
             }
         }
-        let mask = |n: usize| -> __mmask16 { ((1u32 << n.min(16)) - 1) as __mmask16 };
-        let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
+        let (m0, m1) = masks(cols);
         for r in 0..R {
             let cp = c.add(r * ldc);
             if accumulate {
@@ -222,35 +310,45 @@ mod avx512 {
 mod tests {
     use super::*;
 
+    /// Inputs with zeros (the GEMV skips them) and weights with a pattern.
+    fn operands(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let a = (0..m * k)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        let wt = (0..k * n)
+            .map(|i| ((i * 5 % 19) as f32 - 9.0) / 5.0)
+            .collect();
+        (a, wt)
+    }
+
+    fn naive(a: &[f32], wt: &[f32], r: usize, j: usize, k: usize, n: usize) -> f64 {
+        (0..k)
+            .map(|kk| a[r * k + kk] as f64 * wt[kk * n + j] as f64)
+            .sum()
+    }
+
+    const SHAPES: [(usize, usize, usize); 6] = [
+        (1, 3, 5),
+        (8, 600, 70),
+        (13, 257, 32),
+        (37, 784, 45),
+        (4, 1, 1),
+        (2, 0, 33),
+    ];
+
     /// Against a plain triple loop in f64, for every row remainder, a column count that
     /// leaves a partial panel and an input count spanning several KC blocks.
     #[test]
     fn packed_matmul_matches_a_naive_product() {
-        for (m, k, n) in [
-            (1, 3, 5),
-            (8, 600, 70),
-            (13, 257, 32),
-            (37, 784, 45),
-            (4, 1, 1),
-        ] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7 % 23) as f32 - 11.0) / 7.0)
-                .collect();
-            let wt: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 5 % 19) as f32 - 9.0) / 5.0)
-                .collect();
+        for (m, k, n) in SHAPES {
+            let (a, wt) = operands(m, k, n);
             let packed = PackedWeights::new(&wt, k, n).unwrap();
             let mut got = vec![f32::NAN; m * n + 3];
             got[m * n..].fill(7.0);
-            if packed.matmul(&a, &mut got, m).is_none() {
-                return; // no AVX-512 here; nothing to compare
-            }
+            packed.matmul(&a, &mut got, m);
             for r in 0..m {
                 for j in 0..n {
-                    let want: f64 = (0..k)
-                        .map(|kk| a[r * k + kk] as f64 * wt[kk * n + j] as f64)
-                        .sum();
-                    let g = got[r * n + j] as f64;
+                    let (g, want) = (got[r * n + j] as f64, naive(&a, &wt, r, j, k, n));
                     assert!(
                         (g - want).abs() <= 1e-4 * (1.0 + want.abs()),
                         "{m}x{k}x{n} [{r},{j}]: {g} vs {want}"
@@ -258,6 +356,41 @@ mod tests {
                 }
             }
             assert_eq!(&got[m * n..], &[7.0; 3], "wrote past the output");
+        }
+    }
+
+    /// The GEMV on this CPU's best level gives the portable loop's bits (both sum each
+    /// column in input order with fused multiply-adds), over any panel range, and the
+    /// naive product's value; nothing outside the range is written.
+    #[test]
+    fn every_gemv_level_matches_the_portable_loop_and_a_naive_product() {
+        for (_, k, n) in SHAPES.into_iter().chain([(1, 784, 768), (1, 5, 200)]) {
+            let (mut x, wt) = operands(1, k, n);
+            if k > 2 {
+                x[1] = 0.0;
+            }
+            let packed = PackedWeights::new(&wt, k, n).unwrap();
+            let all = packed.panels();
+            for range in [0..all, 1.min(all)..all, 0..all / 2] {
+                let mut want = vec![f32::NAN; n + 1];
+                let mut got = want.clone();
+                // SAFETY: both buffers hold n values; this thread alone uses them.
+                unsafe {
+                    packed.gemv_portable(&x, want.as_mut_ptr(), range.clone());
+                    packed.gemv_panels(&x, got.as_mut_ptr(), range.clone());
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{k}x{n} panels {range:?}");
+                let cols = (range.start * NR).min(n)..(range.end * NR).min(n);
+                for (j, g) in want.iter().enumerate() {
+                    if cols.contains(&j) {
+                        let w = naive(&x, &wt, 0, j, k, n);
+                        assert!((*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()), "{j}");
+                    } else {
+                        assert!(g.is_nan(), "{k}x{n} {range:?}: wrote column {j}");
+                    }
+                }
+            }
         }
     }
 }

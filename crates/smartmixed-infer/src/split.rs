@@ -9,7 +9,7 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::kernel::{gemv_cols, GEMV_ROWS};
+use crate::kernel::GEMV_ROWS;
 use crate::model::Layer;
 use crate::packed::NR;
 use crate::workers::Workers;
@@ -84,7 +84,7 @@ pub(crate) fn forward(
         bufs.iter().all(|b| b.len() >= batch * widest)
             && output.len() >= batch * classes
             && input.len() >= batch * layers.first().map_or(0, |l| l.inputs)
-            && layers.iter().all(|l| l.packed.is_some()),
+            && layers.iter().all(|l| l.packed().is_some()),
         "split forward sizes"
     );
     let [x, p, y] = bufs.map(|b| Shared(b.as_mut_ptr()));
@@ -107,7 +107,7 @@ pub(crate) fn forward(
             let dst = if i == last { out } else { p };
             // SAFETY: dst holds batch * n values (asserted via widest / classes) and this
             // thread alone writes columns `cols` of it during this layer.
-            unsafe { matmul_cols(layer, src, dst.0, batch, panels, cols.clone()) };
+            unsafe { matmul_cols(layer, src, dst.0, batch, panels) };
             if i == last {
                 // SAFETY: as above, columns `cols` of `out` are this thread's alone.
                 unsafe { add_bias_cols(dst.0, &layer.bias, batch, cols) };
@@ -123,30 +123,23 @@ pub(crate) fn forward(
     workers.run(&run);
 }
 
-/// Columns `cols` (panels `panels`) of `dst[m, n] = src[m, k] * W^T`.
+/// Columns `cols` (panels `panels`) of `dst[m, n] = src[m, k] * W^T`: the packed matmul,
+/// or below GEMV_ROWS rows the packed GEMV per row (as [`Layer`]'s own matmul, so the bits
+/// are one thread's).
 ///
 /// # Safety
 /// `dst` must be valid for `m * n` values, and no other thread may touch columns `cols`.
-unsafe fn matmul_cols(
-    layer: &Layer,
-    src: &[f32],
-    dst: *mut f32,
-    m: usize,
-    panels: Range<usize>,
-    cols: Range<usize>,
-) {
+unsafe fn matmul_cols(layer: &Layer, src: &[f32], dst: *mut f32, m: usize, panels: Range<usize>) {
     let (k, n) = (layer.inputs, layer.outputs);
+    let Some(packed) = layer.packed() else {
+        unreachable!("split forward without packed weights");
+    };
     if m >= GEMV_ROWS {
-        if let Some(packed) = &layer.packed {
-            if packed.matmul_panels(src, dst, m, panels).is_some() {
-                return;
-            }
+        packed.matmul_panels(src, dst, m, panels);
+    } else {
+        for r in 0..m {
+            packed.gemv_panels(&src[r * k..(r + 1) * k], dst.add(r * n), panels.clone());
         }
-    }
-    // Skip-zero GEMV on this thread's columns, per row (as `kernel::gemv`, same order).
-    for r in 0..m {
-        let y = std::slice::from_raw_parts_mut(dst.add(r * n + cols.start), cols.len());
-        gemv_cols(&src[r * k..(r + 1) * k], &layer.weight_t, n, cols.start, y);
     }
 }
 
