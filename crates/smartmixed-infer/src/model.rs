@@ -2,6 +2,7 @@
 //! let a hot loop run without allocating.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
@@ -10,11 +11,11 @@ use smartmixed_core::{lookup, InputManifest, LayerManifest, Manifest};
 
 use crate::kernel::{add_bias, epilogue, layer_matmul, Kernel, GEMV_ROWS};
 use crate::packed::PackedWeights;
-use crate::workers::Workers;
+use crate::workers::{Shared, Workers};
 use crate::{Error, Result};
 use smartmixed_core::Block;
 
-/// The most threads a [`Scratch`] uses: each call spawns that many, so an absurd request
+/// The most threads a [`Scratch`] uses: it starts that many workers, so an absurd request
 /// must not reach the OS.
 pub const MAX_THREADS: usize = 256;
 
@@ -84,10 +85,10 @@ pub struct Model {
 
 /// Per-caller buffers for [`Model::forward`]; they grow to the largest batch seen and are
 /// then reused, so repeated calls allocate nothing. With more threads, on AVX-512 CPUs
-/// batches of 4 to 127 rows are split by output columns over worker threads the scratch
+/// batches below 128 rows are split by output columns over worker threads the scratch
 /// starts on first use and keeps (they spin briefly between calls, then sleep; dropping
 /// the scratch ends them); larger batches, and all batches of 4 x threads rows or more on
-/// other CPUs, are split by rows over scoped threads spawned per call.
+/// other CPUs, are split by rows over the same workers.
 #[derive(Debug, Default)]
 pub struct Scratch {
     a: Vec<f32>,
@@ -97,7 +98,7 @@ pub struct Scratch {
     /// Preprocessed inputs of [`Model::forward_raw`].
     raw: Vec<f32>,
     threads: usize,
-    /// Started on the first column-split call.
+    /// Started on the first split call.
     workers: Option<Workers>,
 }
 
@@ -510,8 +511,9 @@ impl Model {
     }
 
     /// Runs every layer on `batch` rows. With several threads and enough rows, the rows
-    /// are split between scoped threads that each run the whole network on their share
-    /// (so the epilogue is parallel too and threads never wait on each other).
+    /// are split into chunks the scratch's workers take in turn, each running the whole
+    /// network on its chunk (so the epilogue is parallel too and threads never wait on each
+    /// other within a call).
     fn run(
         &self,
         input: &[f32],
@@ -541,35 +543,41 @@ impl Model {
             // saves at these sizes (measured), so small batches stay on the calling thread.
             return self.run_rows(input, batch, a, b, output, &post);
         }
+        if scratch.workers.is_none() {
+            scratch.workers = Workers::new(threads);
+        }
+        let Some(workers) = &scratch.workers else {
+            // The OS refused a thread: run on the caller's alone.
+            return self.run_rows(input, batch, a, b, output, &post);
+        };
         let (inputs, classes) = (self.input_size(), self.classes());
-        let per = batch.div_ceil(threads);
-        std::thread::scope(|s| {
-            let parts = input
-                .chunks(per * inputs)
-                .zip(a.chunks_mut(per * widest))
-                .zip(b.chunks_mut(per * widest))
-                .zip(output.chunks_mut(per * classes));
-            let post = &post;
-            let mut parts = parts.map(|(((x, a), b), out)| (x.len() / inputs, x, a, b, out));
-            // The first share runs on the calling thread: one spawn fewer per call.
-            let first = parts.next();
-            let handles: Vec<_> = parts
-                .map(|(rows, x, a, b, out)| {
-                    s.spawn(move || {
-                        let _mode = FlushDenormals::set(true);
-                        self.run_rows(x, rows, a, b, out, post)
-                    })
-                })
-                .collect();
-            if let Some((rows, x, a, b, out)) = first {
-                self.run_rows(x, rows, a, b, out, post);
+        // Rows in chunks taken from a shared counter, about four per thread, so a thread
+        // the host slows takes fewer; at least 32 rows (one thread's matmul at 32 rows runs
+        // within 10% of its speed at 256) and at most 128 (the packed kernel's row chunk).
+        let chunk = (batch / (4 * workers.threads())).clamp(32, 128);
+        let next = AtomicUsize::new(0);
+        let (a, b, out) = (Shared::new(a), Shared::new(b), Shared::new(output));
+        workers.run(&|_| loop {
+            let start = next.fetch_add(1, Ordering::Relaxed) * chunk;
+            // A tail under GEMV_ROWS joins the chunk before it: alone it would take the
+            // GEMV, whose bits differ from the matmul's (every split must give one
+            // thread's bits).
+            if start >= batch || (start > 0 && batch - start < GEMV_ROWS) {
+                return;
             }
-            for h in handles {
-                // A panic in a worker is a bug; re-raise it on the caller's thread.
-                if let Err(p) = h.join() {
-                    std::panic::resume_unwind(p);
-                }
-            }
+            let end = (start + chunk).min(batch);
+            let rows = start..if batch - end < GEMV_ROWS { batch } else { end };
+            // SAFETY: `a` and `b` hold batch * widest values and `out` batch * classes (the
+            // slices above); chunk `c` is this thread's alone, so are its rows of each.
+            let (a, b, out) = unsafe {
+                (
+                    a.rows(rows.clone(), widest),
+                    b.rows(rows.clone(), widest),
+                    out.rows(rows.clone(), classes),
+                )
+            };
+            let x = &input[rows.start * inputs..rows.end * inputs];
+            self.run_rows(x, rows.len(), a, b, out, &post);
         });
     }
 

@@ -1,10 +1,12 @@
-//! A forward pass split over threads by output columns, layer by layer: each thread owns
-//! a range of every layer's 32-column weight panels, computes those columns for all rows
-//! (matmul and epilogue) and waits at a barrier before the next layer. Every thread reads
-//! only its share of the weights, so small batches, which are bound by reading weights,
-//! scale with threads, which splitting rows cannot do (every thread would read all of
-//! them). Used with packed weights (AVX-512); each value is computed as on one thread, so
-//! the bits are the same.
+//! A forward pass split over threads by output columns, layer by layer: threads take
+//! groups of a layer's 32-column weight panels from a shared counter, compute those columns
+//! for all rows (matmul and epilogue) and wait at a barrier before the next layer. Every
+//! thread reads only the weights of its groups, so small batches, which are bound by
+//! reading weights, scale with threads, which splitting rows cannot do (every thread would
+//! read all of them); taking groups rather than fixed halves keeps a thread the host slows
+//! (measured: one vCPU 15-25% slower than the other) from holding the other at the
+//! barrier. Used with packed weights (AVX-512); each value is computed as on one thread,
+//! so the bits are the same.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::kernel::GEMV_ROWS;
 use crate::model::Layer;
 use crate::packed::NR;
-use crate::workers::Workers;
+use crate::workers::{Shared, Workers};
 
 /// A barrier for a fixed number of threads that spins (the threads are all running this
 /// call and the wait is microseconds), yielding if it lasts.
@@ -49,20 +51,15 @@ impl SpinBarrier {
     }
 }
 
-/// A buffer several threads write in disjoint column ranges.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: threads write through a Shared only in their own column ranges and read it only
-// after the barrier that ends the writes; see `forward`.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-/// What one thread computes of a layer: panels `panels`, columns `cols`.
-fn share(n: usize, t: usize, threads: usize) -> (Range<usize>, Range<usize>) {
-    let panels = n.div_ceil(NR);
-    let p = panels * t / threads..panels * (t + 1) / threads;
-    let cols = (p.start * NR).min(n)..(p.end * NR).min(n);
-    (p, cols)
+/// Panels per work item: the GEMV's four-panel group below GEMV_ROWS rows, else two (a
+/// 768-wide layer is then 12 items, so a thread slowed by the host hands items over and
+/// the threads still reach the barrier together).
+fn panels_per_item(batch: usize) -> usize {
+    if batch < GEMV_ROWS {
+        4
+    } else {
+        2
+    }
 }
 
 /// Runs `layers` on `batch` rows of `input` on `workers` (the caller's thread included;
@@ -87,15 +84,22 @@ pub(crate) fn forward(
             && layers.iter().all(|l| l.packed().is_some()),
         "split forward sizes"
     );
-    let [x, p, y] = bufs.map(|b| Shared(b.as_mut_ptr()));
-    let out = Shared(output.as_mut_ptr());
+    let [x, p, y] = bufs.map(Shared::new);
+    let out = Shared::new(output);
     let barrier = SpinBarrier::new(threads);
-    let run = |t: usize| {
+    // Work items are tickets numbered across layers: layer i owns tickets base_i..end_i. A
+    // thread takes tickets until one lies past its layer, and keeps that one for the next.
+    let tickets = AtomicUsize::new(0);
+    let per_item = panels_per_item(batch);
+    let run = |_t: usize| {
         let (mut x, p, mut y) = (x, p, y);
         let last = layers.len() - 1;
+        let mut held = tickets.fetch_add(1, Ordering::Relaxed);
+        let mut base = 0;
         for (i, layer) in layers.iter().enumerate() {
             let (k, n) = (layer.inputs, layer.outputs);
-            let (panels, cols) = share(n, t, threads);
+            let all = n.div_ceil(NR);
+            let end = base + all.div_ceil(per_item);
             // SAFETY: every thread has passed the barrier that ended the previous layer's
             // writes to `x` (or `x` is the caller's input), and no thread writes `x`
             // during this layer: writes go to `p`, `y` and `out` only.
@@ -105,16 +109,25 @@ pub(crate) fn forward(
                 unsafe { std::slice::from_raw_parts(x.0, batch * k) }
             };
             let dst = if i == last { out } else { p };
-            // SAFETY: dst holds batch * n values (asserted via widest / classes) and this
-            // thread alone writes columns `cols` of it during this layer.
-            unsafe { matmul_cols(layer, src, dst.0, batch, panels) };
-            if i == last {
-                // SAFETY: as above, columns `cols` of `out` are this thread's alone.
-                unsafe { add_bias_cols(dst.0, &layer.bias, batch, cols) };
-            } else {
-                // SAFETY: this thread's columns of `p` were written by it just above, and
-                // its columns of `y` are written by no other thread during this layer.
-                unsafe { epilogue_cols(layer, p.0, y.0, batch, cols) };
+            while held < end {
+                let item = held - base;
+                let panels = item * per_item..((item + 1) * per_item).min(all);
+                let cols = panels.start * NR..(panels.end * NR).min(n);
+                // SAFETY: dst holds batch * n values (asserted via widest / classes), and
+                // ticket `held` is this thread's alone, so are its columns `cols`.
+                unsafe { matmul_cols(layer, src, dst.0, batch, panels) };
+                if i == last {
+                    // SAFETY: as above, columns `cols` of `out` are this thread's alone.
+                    unsafe { add_bias_cols(dst.0, &layer.bias, batch, cols) };
+                } else {
+                    // SAFETY: this thread wrote columns `cols` of `p` just above, and no
+                    // other thread writes those columns of `y` during this layer.
+                    unsafe { epilogue_cols(layer, p.0, y.0, batch, cols) };
+                }
+                held = tickets.fetch_add(1, Ordering::Relaxed);
+            }
+            base = end;
+            if i != last {
                 std::mem::swap(&mut x, &mut y);
             }
             barrier.wait();

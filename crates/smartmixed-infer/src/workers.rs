@@ -1,4 +1,5 @@
-//! The worker threads a [`crate::Scratch`] keeps for column-split forward passes. Spawning
+//! The worker threads a [`crate::Scratch`] keeps for split forward passes (by columns or
+//! by rows). Spawning
 //! threads per call costs more than a batch-1 pass takes (measured: 0.38 ms against
 //! 0.21 ms on one thread), so the workers live as long as the scratch: between calls they
 //! spin briefly (back-to-back calls start at once), then sleep on a condition variable.
@@ -8,6 +9,31 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use smartmixed_core::fpenv::FlushDenormals;
+
+/// A buffer several threads write in disjoint parts (rows or column ranges), each part
+/// read only by its writer or after the writes have ended (a barrier, or the end of
+/// [`Workers::run`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Shared(pub(crate) *mut f32);
+// SAFETY: see the type's contract; every use states which part a thread owns.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    pub(crate) fn new(buf: &mut [f32]) -> Self {
+        Self(buf.as_mut_ptr())
+    }
+
+    /// Rows `rows` of a row-major buffer `width` values wide.
+    ///
+    /// # Safety
+    /// The buffer must hold `rows.end * width` values, and no other thread may touch these
+    /// rows while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn rows(&self, rows: std::ops::Range<usize>, width: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(rows.start * width), rows.len() * width)
+    }
+}
 
 /// A job for every thread: called with the thread's index (1.. for workers).
 type Job<'a> = dyn Fn(usize) + Sync + 'a;

@@ -275,7 +275,7 @@ fn forward_flushes_subnormals_and_leaves_the_callers_mode_alone() {
     }
 }
 
-/// An absurd thread count is capped (each call spawns its threads), and the capped split
+/// An absurd thread count is capped (a scratch starts its threads), and the capped split
 /// still computes the one-thread logits.
 #[test]
 fn absurd_thread_counts_are_capped() {
