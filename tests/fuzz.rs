@@ -579,26 +579,17 @@ fn the_harness_reports_a_parser_that_allocates_too_much() {
 // The same allocator checks the runtime's promise of no allocation once warm.
 
 /// A warm `Model::forward` allocates nothing on the calling thread: on one thread at every
-/// batch size, and with a column split over the scratch's workers (AVX-512 CPUs).
+/// batch size, and with columns or rows split over the scratch's workers.
 #[test]
 fn a_warm_forward_allocates_nothing() {
     let (weights, manifest) = exported();
     let model = Model::from_bytes(&weights, &manifest).unwrap();
     for threads in [1, 2] {
         let mut scratch = Scratch::new(threads);
-        for batch in [1, 3, 4, 32, 100] {
+        for batch in [1, 3, 4, 32, 100, 256] {
             let x = vec![0.25f32; batch * model.input_size()];
             let mut out = vec![0.0f32; batch * model.classes()];
             model.forward(&x, batch, &mut scratch, &mut out).unwrap();
-            // Rows are split over scoped threads from 128 rows, and from 4 x threads rows
-            // on CPUs without AVX-512.
-            let split_by_rows = threads > 1
-                && batch >= 4 * threads
-                && (batch >= 128
-                    || smartmixed_infer::Kernel::detect() != smartmixed_infer::Kernel::Avx512);
-            if split_by_rows {
-                continue; // scoped threads are spawned per call on such CPUs
-            }
             let peak = peak_during(|| {
                 for _ in 0..10 {
                     model.forward(&x, batch, &mut scratch, &mut out).unwrap();
