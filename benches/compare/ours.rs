@@ -73,13 +73,17 @@ fn train(steps: usize) {
     }
 }
 
-fn infer(seconds: f64) {
-    let dev = Cpu::default();
-    let mut rng = StdRng::seed_from_u64(0);
-    let net = selective(&dev, &mut rng).to_mixed(None).unwrap();
+/// The phase-2 network of [`selective`], exported and loaded by the runtime.
+fn exported_model(rng: &mut StdRng) -> Model {
+    let net = selective(&Cpu::default(), rng).to_mixed(None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     export::export(&net, dir.path(), false).unwrap();
-    let model = Model::load_dir(dir.path()).unwrap();
+    Model::load_dir(dir.path()).unwrap()
+}
+
+fn infer(seconds: f64) {
+    let mut rng = StdRng::seed_from_u64(0);
+    let model = exported_model(&mut rng);
     let input: Vec<f32> = (0..256 * 784).map(|_| rng.gen()).collect();
     let mut out = vec![0.0f32; 256 * 10];
     for threads in [1, 2] {
@@ -113,12 +117,8 @@ fn infer(seconds: f64) {
 
 /// One batch size on one thread count, three timed slices: for profiling (`perf record`).
 fn probe(batch: usize, threads: usize, seconds: f64) {
-    let dev = Cpu::default();
     let mut rng = StdRng::seed_from_u64(0);
-    let net = selective(&dev, &mut rng).to_mixed(None).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    export::export(&net, dir.path(), false).unwrap();
-    let model = Model::load_dir(dir.path()).unwrap();
+    let model = exported_model(&mut rng);
     let input: Vec<f32> = (0..batch * 784).map(|_| rng.gen()).collect();
     let mut out = vec![0.0f32; batch * 10];
     let mut scratch = Scratch::new(threads);

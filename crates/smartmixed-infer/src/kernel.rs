@@ -80,24 +80,16 @@ pub const GEMV_ROWS: usize = 4;
 
 /// `y[n] = x[k] * wt[k, n]` for one row: an axpy per input that skips zero inputs, so the
 /// weight rows of zero pixels and of inactive ReLU neurons are never read (latency at
-/// batch 1 is bound by reading the weights). AVX-512 CPUs run the packed GEMV instead.
+/// batch 1 is bound by reading the weights). AVX-512 CPUs hold packed weights and run
+/// the packed GEMV instead, so this compiles AVX2+FMA and portable forms only.
 pub fn gemv(x: &[f32], wt: &[f32], y: &mut [f32], k: usize, n: usize) {
     let (x, y) = (&x[..k], &mut y[..n]);
     match Kernel::detect() {
-        // SAFETY: detect() reports AVX-512F only when the CPU has it.
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => unsafe { gemv_avx512(x, wt, y) },
         // SAFETY: detect() reports AVX2+FMA only when the CPU has both.
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2Fma => unsafe { gemv_avx2(x, wt, y) },
         _ => gemv_body(x, wt, y),
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn gemv_avx512(x: &[f32], wt: &[f32], y: &mut [f32]) {
-    gemv_body(x, wt, y)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -152,7 +144,8 @@ pub fn add_bias(out: &mut [f32], bias: &[f32]) {
 mod tests {
     use super::*;
 
-    /// Every GEMV level this CPU supports gives the portable loop's bits (no FMA
+    /// Every level of the plain GEMV this CPU supports (AVX2+FMA; the AVX-512 GEMV is the
+    /// packed one, tested in `packed.rs`) gives the portable loop's bits (no FMA
     /// contraction: the vector width changes, the arithmetic does not).
     #[test]
     fn every_supported_gemv_level_matches_the_portable_loop() {
@@ -174,12 +167,6 @@ mod tests {
         assert_eq!(got, want, "dispatched ({:?})", Kernel::detect());
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") {
-                let mut y = vec![f32::NAN; n];
-                // SAFETY: the CPU has AVX-512F, checked just above.
-                unsafe { gemv_avx512(&x, &wt, &mut y) };
-                assert_eq!(y, want, "avx512");
-            }
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 let mut y = vec![f32::NAN; n];
                 // SAFETY: the CPU has AVX2 and FMA, checked just above.

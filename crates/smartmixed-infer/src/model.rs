@@ -74,6 +74,23 @@ impl Layer {
     }
 }
 
+/// The first `len` values of `buf`, grown to hold them (a scratch buffer only grows).
+fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
+/// The scratch's workers, started on the first split call; `None` if the OS refused a
+/// thread (the call then runs on the caller's alone).
+fn started(workers: &mut Option<Workers>, threads: usize) -> Option<&Workers> {
+    if workers.is_none() {
+        *workers = Workers::new(threads);
+    }
+    workers.as_ref()
+}
+
 /// A loaded SmartMixed network. Immutable and `Send + Sync`: share one across threads.
 #[derive(Debug)]
 pub struct Model {
@@ -353,11 +370,15 @@ impl Model {
             .collect()
     }
 
+    /// The most outputs of any layer: the width of a forward pass's working buffers.
+    fn widest(&self) -> usize {
+        self.layers.iter().map(|l| l.outputs).max().unwrap_or(0)
+    }
+
     /// Sizes derived from `batch` are computed without overflow (a wrapped product could
     /// make an empty slice look right) and bounded before any buffer grows.
     fn check(&self, input: &[f32], batch: usize, output: &[f32]) -> Result<()> {
-        let widest = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
-        let values = batch as u128 * widest as u128;
+        let values = batch as u128 * self.widest() as u128;
         if values > MAX_BATCH_VALUES as u128 {
             return Err(Error::BatchTooLarge {
                 batch,
@@ -414,10 +435,7 @@ impl Model {
     ) -> Result<()> {
         self.check(raw, batch, output)?;
         let mut input = std::mem::take(&mut scratch.raw);
-        if input.len() < raw.len() {
-            input.resize(raw.len(), 0.0);
-        }
-        self.input.apply(raw, &mut input[..raw.len()]);
+        self.input.apply(raw, grown(&mut input, raw.len()));
         let result = self.forward(&input[..raw.len()], batch, scratch, output);
         scratch.raw = input;
         result
@@ -442,23 +460,14 @@ impl Model {
             && (1..COLUMN_SPLIT_BELOW).contains(&batch)
             && self.layers.iter().all(|l| l.packed().is_some())
         {
-            let widest = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
-            for buf in [&mut scratch.a, &mut scratch.b, &mut scratch.c] {
-                if buf.len() < batch * widest {
-                    buf.resize(batch * widest, 0.0);
-                }
-            }
-            let _mode = FlushDenormals::set(true);
-            let len = batch * widest;
+            let len = batch * self.widest();
             let bufs = [
-                &mut scratch.a[..len],
-                &mut scratch.b[..len],
-                &mut scratch.c[..len],
+                grown(&mut scratch.a, len),
+                grown(&mut scratch.b, len),
+                grown(&mut scratch.c, len),
             ];
-            if scratch.workers.is_none() {
-                scratch.workers = Workers::new(threads);
-            }
-            if let Some(workers) = &scratch.workers {
+            if let Some(workers) = started(&mut scratch.workers, threads) {
+                let _mode = FlushDenormals::set(true);
                 crate::split::forward(&self.layers, input, batch, bufs, output, workers);
                 return Ok(());
             }
@@ -522,12 +531,7 @@ impl Model {
         output: &mut [f32],
         post: impl Fn(&[f32], &Layer, &mut [f32]) + Sync,
     ) {
-        let widest = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
-        for buf in [&mut scratch.a, &mut scratch.b] {
-            if buf.len() < batch * widest {
-                buf.resize(batch * widest, 0.0);
-            }
-        }
+        let widest = self.widest();
         // Subnormal inputs or activations cost up to 85x on x86 (measured at batch 256):
         // every thread computing this call flushes them to zero, and the caller's thread
         // gets its own mode back when the guard drops, so an embedding service's
@@ -535,19 +539,15 @@ impl Model {
         let _mode = FlushDenormals::set(true);
         let threads = scratch.threads.max(1);
         let (a, b) = (
-            &mut scratch.a[..batch * widest],
-            &mut scratch.b[..batch * widest],
+            grown(&mut scratch.a, batch * widest),
+            grown(&mut scratch.b, batch * widest),
         );
         if threads == 1 || batch < 4 * threads {
             // Too few rows to split: a second thread on the matmul alone costs more than it
             // saves at these sizes (measured), so small batches stay on the calling thread.
             return self.run_rows(input, batch, a, b, output, &post);
         }
-        if scratch.workers.is_none() {
-            scratch.workers = Workers::new(threads);
-        }
-        let Some(workers) = &scratch.workers else {
-            // The OS refused a thread: run on the caller's alone.
+        let Some(workers) = started(&mut scratch.workers, threads) else {
             return self.run_rows(input, batch, a, b, output, &post);
         };
         let (inputs, classes) = (self.input_size(), self.classes());
