@@ -206,21 +206,17 @@ impl Dataset {
     /// A new dataset of the given items, in that order.
     pub fn subset(&self, indices: &[usize]) -> Self {
         let n = self.features;
+        /// Rows `indices` of `values` (rows of `n`), in that order.
+        fn rows<T: Copy>(values: &[T], indices: &[usize], n: usize) -> Vec<T> {
+            indices
+                .iter()
+                .flat_map(|&i| &values[i * n..(i + 1) * n])
+                .copied()
+                .collect()
+        }
         let values = match &self.values {
-            Values::Pixels(p) => Values::Pixels(
-                indices
-                    .iter()
-                    .flat_map(|&i| &p[i * n..(i + 1) * n])
-                    .copied()
-                    .collect(),
-            ),
-            Values::Table(t) => Values::Table(
-                indices
-                    .iter()
-                    .flat_map(|&i| &t[i * n..(i + 1) * n])
-                    .copied()
-                    .collect(),
-            ),
+            Values::Pixels(p) => Values::Pixels(rows(p, indices, n)),
+            Values::Table(t) => Values::Table(rows(t, indices, n)),
         };
         Self {
             features: n,
