@@ -3,9 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use smartmixed_core::InputKind;
 use smartmixed_infer::{Model, Scratch};
 use smartmixed_train::data::Dataset;
+
+use crate::shown;
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
@@ -20,27 +23,73 @@ pub struct EvalArgs {
     threads: u16,
 }
 
+/// The test set fits the model: image models of a recorded shape need images of that
+/// shape (a 784-value model of 28 x 28 refuses 56 x 14), every model the same number of
+/// values, and IDX labels, which are class numbers, a model whose classes are numbered
+/// `0, 1, ...` (a folder model's named classes cannot be matched to them).
+fn check_fits(model: &Model, test: &Dataset, dir: &std::path::Path) -> Result<()> {
+    let input = model.input_description();
+    if input.kind() == InputKind::Table {
+        bail!(
+            "{}: IDX images, but the model takes table rows of {} features: eval reads IDX test files only",
+            dir.display(),
+            model.input_size()
+        );
+    }
+    let shape_differs =
+        matches!(input.kind(), InputKind::Image { .. }) && test.shape() != input.shape;
+    if shape_differs || test.features() != model.input_size() {
+        bail!(
+            "{}: test images of shape {:?}, the model takes shape {:?}",
+            dir.display(),
+            test.shape(),
+            input.shape
+        );
+    }
+    let names = &model.manifest().class_names;
+    if let Some((c, name)) = names
+        .iter()
+        .enumerate()
+        .find(|(c, name)| **name != c.to_string())
+    {
+        bail!(
+            "{}: IDX labels are class numbers, but the model's class {c} is named `{}`: its classes cannot be matched to these labels",
+            dir.display(),
+            shown(name)
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: EvalArgs) -> Result<()> {
     let model = Model::load_dir(&args.model)?;
     let classes = model.classes();
     let test = &Dataset::load_test(&args.data_dir, classes)?;
-    if test.features() != model.input_size() {
-        bail!(
-            "{}: images have {} pixels, the model expects {}",
-            args.data_dir.display(),
-            test.features(),
-            model.input_size()
-        );
-    }
+    check_fits(&model, test, &args.data_dir)?;
     let mut confusion = vec![vec![0usize; classes]; classes];
     let mut scratch = Scratch::new(args.threads.into());
     let all: Vec<usize> = (0..test.len()).collect();
-    let mut logits = Vec::new();
+    let (mut raw, mut logits) = (Vec::new(), Vec::new());
     for chunk in all.chunks(1000) {
-        let batch = test.batch(chunk, classes);
+        // Raw values through the model's own preprocessing, as predict and any
+        // embedding service run it: the manifest's, not the data set's.
+        raw.clear();
+        for &i in chunk {
+            raw.extend(test.raw(i));
+        }
         logits.resize(chunk.len() * classes, 0.0);
-        model.forward(&batch.inputs, chunk.len(), &mut scratch, &mut logits)?;
-        for (row, &label) in logits.chunks_exact(classes).zip(&batch.labels) {
+        model
+            .forward_raw(&raw, chunk.len(), &mut scratch, &mut logits)
+            .with_context(|| {
+                format!(
+                    "{}: test images {} to {}",
+                    args.data_dir.display(),
+                    chunk[0],
+                    chunk[chunk.len() - 1]
+                )
+            })?;
+        let labels = chunk.iter().map(|&i| test.labels()[i]);
+        for (row, label) in logits.chunks_exact(classes).zip(labels) {
             let pred = smartmixed_core::math::argmax(row);
             confusion[label as usize][pred] += 1;
         }

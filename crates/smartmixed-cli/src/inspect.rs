@@ -71,9 +71,15 @@ fn print_input(m: &smartmixed_infer::Manifest) {
         }
     );
     if !input.feature_names.is_empty() {
-        println!("features: {}", input.feature_names.join(", "));
+        let names: Vec<String> = input
+            .feature_names
+            .iter()
+            .map(|n| crate::shown(n))
+            .collect();
+        println!("features: {}", names.join(", "));
     }
     if !m.class_names.is_empty() {
-        println!("classes: {}", m.class_names.join(", "));
+        let names: Vec<String> = m.class_names.iter().map(|n| crate::shown(n)).collect();
+        println!("classes: {}", names.join(", "));
     }
 }

@@ -56,6 +56,21 @@ pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Resu
         .with_context(|| format!("{}: cannot write", path.display()))
 }
 
+/// `text` safe to print on a terminal: control characters (ANSI escapes, newlines,
+/// carriage returns in class names read from a CSV or folder names) written as `\u{..}`
+/// escapes, everything else as it is.
+pub(crate) fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Rust ignores SIGPIPE, so printing to a closed pipe (`eval ... | head -1`) would panic;
 /// Unix tools instead end quietly when the reader goes away.
 #[cfg(unix)]
@@ -84,7 +99,7 @@ fn one_line(e: &anyhow::Error) -> String {
         }
         msg.push_str(&text);
     }
-    msg.replace('\n', " ")
+    shown(&msg.replace('\n', " "))
 }
 
 fn main() -> ExitCode {

@@ -20,7 +20,7 @@ pub use config::{
     Phase1Config, Phase2Config, Phase2Init, Select, TrainConfig, TrainingConfig, Transition,
 };
 pub use error::{Error, Result};
-pub use manifest::{GroupManifest, InputManifest, LayerManifest, Manifest};
+pub use manifest::{GroupManifest, InputKind, InputManifest, LayerManifest, Manifest};
 pub use phase::Phase;
 pub use sweep::{Cell, CellFilter, SweepConfig};
 

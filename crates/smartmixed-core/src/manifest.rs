@@ -103,20 +103,34 @@ impl InputManifest {
         }
     }
 
-    /// The shape matches `inputs`, the divisor and every standard deviation are finite and
-    /// positive, means are finite, and per-feature lists have one entry per feature.
+    /// What kind of input this is: a table's rows (feature names given), images of a
+    /// known shape (`[h, w]` or `[h, w, 3]`), or a flat run of pixels whose image shape
+    /// the manifest does not record (version 1).
+    pub fn kind(&self) -> InputKind {
+        match self.shape.as_slice() {
+            _ if !self.feature_names.is_empty() => InputKind::Table,
+            &[h, w] => InputKind::Image {
+                height: h,
+                width: w,
+                channels: 1,
+            },
+            &[h, w, 3] => InputKind::Image {
+                height: h,
+                width: w,
+                channels: 3,
+            },
+            _ => InputKind::Flat,
+        }
+    }
+
+    /// The shape matches `inputs`, per-feature lists have one entry per feature, and the
+    /// preprocessing is numerically sound ([`Self::check_numbers`]).
     fn check(&self, inputs: usize) -> Result<()> {
         let width = self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         if self.shape.is_empty() || width != Some(inputs) {
             return bad(
                 "input.shape",
                 format!("{:?}, expected a shape of {inputs} values", self.shape),
-            );
-        }
-        if !(self.divisor.is_finite() && self.divisor > 0.0) {
-            return bad(
-                "input.divisor",
-                format!("{}, expected a finite number > 0", self.divisor),
             );
         }
         for (name, list) in [
@@ -131,20 +145,120 @@ impl InputManifest {
                 );
             }
         }
+        if let Some(i) = (1..self.feature_names.len())
+            .find(|&i| self.feature_names[..i].contains(&self.feature_names[i]))
+        {
+            return bad(
+                format!("input.feature_names[{i}]"),
+                format!(
+                    "`{}` appears twice, expected distinct names",
+                    self.feature_names[i]
+                ),
+            );
+        }
+        self.check_numbers()
+    }
+
+    /// The preprocessing can only give finite values the network can take: the divisor
+    /// and every standard deviation are normal positive numbers (a subnormal divisor makes
+    /// every pixel infinite), means are finite, and per feature the affine map it amounts
+    /// to, `x = raw * scale + offset` with `scale = 1 / (divisor * std)` and
+    /// `offset = -mean / std`, has `|scale|` and `|offset|` at most [`MAX_PREPROCESSED`].
+    /// Images have a declared raw range, 0 to 255: both ends must map, as `apply`
+    /// computes them in f32, to values within the same bound. Table rows have no declared
+    /// range; the runtime refuses any row whose preprocessed value is not finite.
+    fn check_numbers(&self) -> Result<()> {
+        let normal = |v: f32| v.is_normal() && v > 0.0;
+        if !normal(self.divisor) {
+            return bad(
+                "input.divisor",
+                format!(
+                    "{:e}, expected a positive number of at least {:e}",
+                    self.divisor,
+                    f32::MIN_POSITIVE
+                ),
+            );
+        }
         if let Some(i) = self.mean.iter().position(|m| !m.is_finite()) {
             return bad(
                 format!("input.mean[{i}]"),
-                format!("{}, expected a finite number", self.mean[i]),
+                format!("{:e}, expected a finite number", self.mean[i]),
             );
         }
-        if let Some(i) = self.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+        if let Some(i) = self.std.iter().position(|&s| !normal(s)) {
             return bad(
                 format!("input.std[{i}]"),
-                format!("{}, expected a finite number > 0", self.std[i]),
+                format!(
+                    "{:e}, expected a positive number of at least {:e}",
+                    self.std[i],
+                    f32::MIN_POSITIVE
+                ),
             );
+        }
+        let features = self.mean.len().max(self.std.len()).max(1);
+        for i in 0..features {
+            let mean = self.mean.get(i).copied().unwrap_or(0.0);
+            let std = self.std.get(i).copied().unwrap_or(1.0);
+            let scale = 1.0 / (f64::from(self.divisor) * f64::from(std));
+            let offset = -f64::from(mean) / f64::from(std);
+            let at = |name: &str| {
+                if self.mean.is_empty() && self.std.is_empty() {
+                    format!("input.{name}")
+                } else {
+                    format!("input.{name}[{i}]")
+                }
+            };
+            if scale > MAX_PREPROCESSED {
+                return bad(
+                    if self.std.is_empty() { "input.divisor".to_string() } else { at("std") },
+                    format!(
+                        "divisor {:e} x std {std:e} scales raw values by {scale:.3e}, more than {MAX_PREPROCESSED:e}",
+                        self.divisor
+                    ),
+                );
+            }
+            if offset.abs() > MAX_PREPROCESSED {
+                return bad(
+                    at("mean"),
+                    format!("mean {mean:e} / std {std:e} = {:.3e}, more than {MAX_PREPROCESSED:e} in size", offset.abs()),
+                );
+            }
+            if self.feature_names.is_empty() {
+                for raw in [0.0f32, 255.0] {
+                    let x = (raw / self.divisor - mean) / std;
+                    if !(x.is_finite() && f64::from(x.abs()) <= MAX_PREPROCESSED) {
+                        return bad(
+                            "input.divisor",
+                            format!(
+                                "a pixel of {raw} becomes {x} after preprocessing, expected a finite value within {MAX_PREPROCESSED:e}"
+                            ),
+                        );
+                    }
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// The largest magnitude a preprocessing scale, offset or preprocessed pixel may have:
+/// far beyond any sane standardisation, and far enough below f32's 3.4e38 that a layer's
+/// products of such values with weights near 1 stay finite.
+pub const MAX_PREPROCESSED: f64 = 1e30;
+
+/// What one input of a model is (see [`InputManifest::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// A table's row of named features.
+    Table,
+    /// An image of `height` rows and `width` columns, `channels` values per pixel.
+    Image {
+        height: usize,
+        width: usize,
+        channels: usize,
+    },
+    /// Pixels whose image shape is unknown (a version-1 manifest): only their count.
+    Flat,
 }
 
 /// One affine layer and, for hidden layers, its activation groups.
@@ -491,6 +605,94 @@ mod tests {
             let e = m.validate().unwrap_err().to_string();
             assert!(e.contains(needle), "`{needle}` not in `{e}`");
         }
+    }
+
+    /// The hostile-input pass's manifests: each validated, and each could only give NaN
+    /// or infinities. By hand: 1e-45 and 1e-38 are subnormal; 1 / (2 * 2e-38) = 2.5e37 >
+    /// 1e30; 3e38 / 1e5 = 3e33 > 1e30; 255 / 1e-37 = 2.55e39 overflows f32 although scale
+    /// 1 / (1e-37 * 1e10) = 1e27 and offset 0 are within bounds.
+    #[test]
+    fn preprocessing_that_can_only_overflow_is_refused_naming_the_field() {
+        type Edit = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|m| input(m).divisor = 1e-45),
+                "input.divisor: 1e-45, expected a positive number of at least 1.1754944e-38",
+            ),
+            (Box::new(|m| input(m).std[1] = 1e-45), "input.std[1]"),
+            (
+                Box::new(|m| {
+                    input(m).mean[0] = 3e38;
+                    input(m).std[0] = 2e-38;
+                }),
+                "input.std[0]: divisor 2e0 x std 2e-38 scales raw values by 2.500e37",
+            ),
+            (
+                Box::new(|m| {
+                    input(m).mean[3] = 3e38;
+                    input(m).std[3] = 1e5;
+                }),
+                "input.mean[3]: mean 3e38 / std 1e5 = 3.000e33",
+            ),
+            (
+                Box::new(|m| {
+                    let i = input(m);
+                    (i.mean, i.std, i.divisor) = (vec![], vec![], 1e-37);
+                }),
+                "input.divisor: divisor 1e-37 x std 1e0 scales raw values by 1.000e37",
+            ),
+            (
+                Box::new(|m| {
+                    let i = input(m);
+                    (i.mean, i.std, i.divisor) = (vec![], vec![1e10; 4], 1e-37);
+                }),
+                "input.divisor: a pixel of 255 becomes inf after preprocessing",
+            ),
+            (
+                Box::new(|m| {
+                    input(m).feature_names = vec!["a".into(), "b".into(), "a".into(), "c".into()]
+                }),
+                "input.feature_names[2]: `a` appears twice",
+            ),
+        ];
+        for (edit, needle) in cases {
+            let mut m = described();
+            edit(&mut m);
+            let e = m.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "`{needle}` not in `{e}`");
+        }
+        // Extreme but sound: a tiny std on a small mean, a huge divisor.
+        let mut m = described();
+        input(&mut m).std[0] = 1e-20;
+        input(&mut m).divisor = 1e20;
+        m.validate().unwrap();
+    }
+
+    #[test]
+    fn the_kind_of_input_follows_names_and_shape() {
+        let mut i = InputManifest::pixels(vec![28, 28]);
+        assert_eq!(
+            i.kind(),
+            InputKind::Image {
+                height: 28,
+                width: 28,
+                channels: 1
+            }
+        );
+        i.shape = vec![8, 4, 3];
+        assert_eq!(
+            i.kind(),
+            InputKind::Image {
+                height: 8,
+                width: 4,
+                channels: 3
+            }
+        );
+        i.shape = vec![784];
+        assert_eq!(i.kind(), InputKind::Flat);
+        i.shape = vec![2];
+        i.feature_names = vec!["a".into(), "b".into()];
+        assert_eq!(i.kind(), InputKind::Table);
     }
 
     #[test]

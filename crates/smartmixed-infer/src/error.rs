@@ -58,6 +58,28 @@ pub enum Error {
         batch: usize,
         classes: usize,
     },
+    /// An input value that is NaN or infinite: the network's answer would be meaningless.
+    #[error("input row {row}, value {index} is {value}, expected a finite number")]
+    NonFiniteInput {
+        row: usize,
+        index: usize,
+        value: f32,
+    },
+    /// A finite raw value that the manifest's preprocessing takes out of f32's range.
+    #[error("input row {row}, {feature}: raw value {raw} becomes {value} after the manifest's preprocessing, expected a finite number")]
+    NonFinitePreprocessed {
+        row: usize,
+        feature: String,
+        raw: f32,
+        value: f32,
+    },
+    /// Logits that are NaN or infinite (finite inputs so large that a layer overflows).
+    #[error("the output for input row {row} is not finite (class {class} scores {value}): the input is outside what the model can compute")]
+    NonFiniteOutput {
+        row: usize,
+        class: usize,
+        value: f32,
+    },
     /// A batch whose working buffers would exceed [`crate::MAX_BATCH_VALUES`].
     #[error(
         "batch {batch} needs {values} working values per buffer, more than the limit of {limit}"

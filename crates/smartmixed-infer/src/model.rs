@@ -211,6 +211,18 @@ fn tensor_bytes<'a>(st: &'a SafeTensors<'a>, name: String, shape: &[usize]) -> R
     Ok(t.data())
 }
 
+/// Every value of `values` (rows of `width`) is finite; else the first that is not.
+fn check_finite(values: &[f32], width: usize) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFiniteInput {
+            row: i / width.max(1),
+            index: i % width.max(1),
+            value: values[i],
+        }),
+    }
+}
+
 /// One little-endian f32 from 4 bytes.
 fn f32_le(c: &[u8]) -> f32 {
     f32::from_le_bytes([c[0], c[1], c[2], c[3]])
@@ -321,11 +333,20 @@ impl Model {
     fn build(weights: &[u8], manifest: Manifest) -> Result<Self> {
         let st = parse_safetensors(weights)?;
         check_metadata_copy(weights, &manifest)?;
-        let expected = 2 * manifest.layers.len();
-        if st.len() != expected {
+        let expected: Vec<String> = (0..manifest.layers.len())
+            .flat_map(|i| [format!("layers.{i}.weight"), format!("layers.{i}.bias")])
+            .collect();
+        if let Some(missing) = expected.iter().find(|n| st.tensor(n).is_err()) {
+            return Err(Error::MissingTensor(missing.clone()));
+        }
+        let mut names = st.names();
+        names.sort();
+        if let Some(extra) = names.iter().find(|n| !expected.contains(n)) {
             return Err(Error::Mismatch(format!(
-                "{} tensors in the weights, the manifest describes {expected}",
-                st.len()
+                "tensor `{extra}` is in the weights but not in the manifest, which describes {} layers ({} tensors: layers.0.weight to layers.{}.bias)",
+                manifest.layers.len(),
+                expected.len(),
+                manifest.layers.len() - 1
             )));
         }
         let layers = manifest
@@ -434,11 +455,34 @@ impl Model {
         output: &mut [f32],
     ) -> Result<()> {
         self.check(raw, batch, output)?;
+        check_finite(raw, self.input_size())?;
         let mut input = std::mem::take(&mut scratch.raw);
         self.input.apply(raw, grown(&mut input, raw.len()));
-        let result = self.forward(&input[..raw.len()], batch, scratch, output);
+        let result = self
+            .check_preprocessed(raw, &input[..raw.len()])
+            .and_then(|()| self.forward(&input[..raw.len()], batch, scratch, output));
         scratch.raw = input;
         result
+    }
+
+    /// Every preprocessed value is finite; else the first that is not, with its raw value
+    /// and the feature's name.
+    fn check_preprocessed(&self, raw: &[f32], input: &[f32]) -> Result<()> {
+        let Some(i) = input.iter().position(|v| !v.is_finite()) else {
+            return Ok(());
+        };
+        let width = self.input_size().max(1);
+        let index = i % width;
+        let feature = match self.input.feature_names.get(index) {
+            Some(name) => format!("feature `{name}`"),
+            None => format!("value {index}"),
+        };
+        Err(Error::NonFinitePreprocessed {
+            row: i / width,
+            feature,
+            raw: raw[i],
+            value: input[i],
+        })
     }
 
     /// Logits for `batch` rows of `input` (row-major `[batch, input_size]`) into `output`
@@ -451,6 +495,21 @@ impl Model {
         output: &mut [f32],
     ) -> Result<()> {
         self.check(input, batch, output)?;
+        check_finite(input, self.input_size())?;
+        self.compute(input, batch, scratch, output);
+        // NaN or infinite logits would print as a confident answer or as `p = NaN`.
+        match output.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(i) => Err(Error::NonFiniteOutput {
+                row: i / self.classes().max(1),
+                class: i % self.classes().max(1),
+                value: output[i],
+            }),
+        }
+    }
+
+    /// The forward pass proper, on checked sizes and finite inputs.
+    fn compute(&self, input: &[f32], batch: usize, scratch: &mut Scratch, output: &mut [f32]) {
         let threads = scratch.threads.max(1);
         // Column split where the weights are packed (AVX-512), for batches below
         // COLUMN_SPLIT_BELOW rows: each thread reads only its panels, so batch 1 scales.
@@ -469,13 +528,12 @@ impl Model {
             if let Some(workers) = started(&mut scratch.workers, threads) {
                 let _mode = FlushDenormals::set(true);
                 crate::split::forward(&self.layers, input, batch, bufs, output, workers);
-                return Ok(());
+                return;
             }
         }
         self.run(input, batch, scratch, output, |pre, layer, out| {
             epilogue(pre, &layer.bias, &layer.blocks, out)
         });
-        Ok(())
     }
 
     /// [`Model::forward`] with a naive per-neuron activation dispatch (a function-pointer

@@ -144,10 +144,29 @@ fn wrong_sizes_and_bad_files_are_typed_errors() {
         Err(Error::Shape { .. })
     ));
     let missing = weights(&[("layers.0.weight", vec![3, 2], vec![0.0; 6])], None);
-    assert!(matches!(
-        Model::from_bytes(&missing, MANIFEST.as_bytes()),
-        Err(Error::Mismatch(_))
-    ));
+    // A missing or an extra tensor is named (it once said only "1 tensors in the
+    // weights, the manifest describes 4").
+    match Model::from_bytes(&missing, MANIFEST.as_bytes()) {
+        Err(Error::MissingTensor(name)) => assert_eq!(name, "layers.0.bias"),
+        other => panic!("expected a missing tensor, got {other:?}"),
+    }
+    let extra = weights(
+        &[
+            ("layers.0.weight", vec![3, 2], vec![0.0; 6]),
+            ("layers.0.bias", vec![3], vec![0.0; 3]),
+            ("layers.1.weight", vec![2, 3], vec![0.0; 6]),
+            ("layers.1.bias", vec![2], vec![0.0; 2]),
+            ("layers.2.bias", vec![2], vec![0.0; 2]),
+        ],
+        None,
+    );
+    let e = Model::from_bytes(&extra, MANIFEST.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tensor `layers.2.bias` is in the weights but not in the manifest"),
+        "{e}"
+    );
     let v2 = MANIFEST.replace("version = 1", "version = 3");
     // The manifest is validated first, so an unsupported version is a manifest error
     // naming the field, whatever the weights' metadata copy says.
@@ -359,4 +378,54 @@ fn forward_raw_applies_the_manifests_preprocessing() {
         .unwrap();
     assert_eq!(a[..2], b[..2]);
     assert_eq!(v1.class_name(1), "1");
+}
+
+/// NaN in, infinity out: each is an error naming the row (and the feature), never a
+/// prediction. The hand network's second layer overflows for inputs of 3e38: 0.5 * 3e38 +
+/// 2 * 3e38 is past f32's 3.4e38.
+#[test]
+fn non_finite_inputs_preprocessed_values_and_outputs_are_errors() {
+    let model = Model::from_bytes(&valid_weights(), MANIFEST.as_bytes()).unwrap();
+    let mut s = Scratch::new(1);
+    let mut out = [0.0f32; 4];
+    match model.forward(&[1.0, 2.0, 0.5, f32::NAN], 2, &mut s, &mut out) {
+        Err(Error::NonFiniteInput {
+            row: 1,
+            index: 1,
+            value,
+        }) => assert!(value.is_nan()),
+        other => panic!("expected a non-finite input, got {other:?}"),
+    }
+    match model.forward(&[1.0, 2.0, 3e38, 3e38], 2, &mut s, &mut out) {
+        Err(Error::NonFiniteOutput { row: 1, .. }) => {}
+        other => panic!("expected a non-finite output, got {other:?}"),
+    }
+    assert!(model
+        .forward(&[1.0, 2.0, 1e3, 1e3], 2, &mut s, &mut out)
+        .is_ok());
+    let e = model.predict(&[3e38, 3e38]).unwrap_err().to_string();
+    assert!(e.contains("output for input row 0 is not finite"), "{e}");
+    // raw / 0.5 = 6e38: past f32, although the manifest's map (scale 1, offset 0.5) is sane.
+    let v2 = MANIFEST.replace("version = 1", "version = 2").replace(
+        "output_activation = \"identity\"\n",
+        "output_activation = \"identity\"\n\n[input]\nshape = [2]\ndivisor = 0.5\nmean = [0.0, -1.0]\nstd = [2.0, 2.0]\nfeature_names = [\"height\", \"weight\"]\n",
+    );
+    let table = Model::from_bytes(&hand_weights(None), v2.as_bytes()).unwrap();
+    match table.forward_raw(&[1.0, 1.0, 1.0, 3e38], 2, &mut s, &mut out) {
+        Err(Error::NonFinitePreprocessed {
+            row: 1,
+            feature,
+            raw,
+            value,
+        }) => {
+            assert_eq!(feature, "feature `weight`");
+            assert_eq!((raw, value), (3e38, f32::INFINITY));
+        }
+        other => panic!("expected a non-finite preprocessed value, got {other:?}"),
+    }
+    let e = table
+        .predict_raw(&[f32::INFINITY, 0.0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("input row 0, value 0 is inf"), "{e}");
 }

@@ -102,6 +102,9 @@ mod tests {
         let total = super::total_bytes().expect("/proc/meminfo has MemTotal");
         assert!(total > 64 << 20, "{total}");
         let available = super::available_bytes().expect("MemAvailable at least");
-        assert!(available > 0 && available <= total, "{available} of {total}");
+        assert!(
+            available > 0 && available <= total,
+            "{available} of {total}"
+        );
     }
 }

@@ -14,11 +14,11 @@ const MAX_IMAGE_PIXELS: usize = 1 << 22;
 /// The class names of `dir/train` (its subfolders, sorted).
 pub fn class_names(dir: &Path) -> Result<Vec<String>> {
     let train = dir.join("train");
-    let mut names: Vec<String> = entries(&train)?
+    let mut names = entries(&train)?
         .into_iter()
         .filter(|p| p.is_dir())
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
+        .map(|p| folder_name(&p))
+        .collect::<Result<Vec<String>>>()?;
     names.sort();
     if !(2..=256).contains(&names.len()) {
         return Err(Error::Mismatch {
@@ -33,10 +33,7 @@ pub fn class_names(dir: &Path) -> Result<Vec<String>> {
 pub fn check_test_classes(dir: &Path, classes: &[String]) -> Result<()> {
     let test = dir.join("test");
     for p in entries(&test)?.into_iter().filter(|p| p.is_dir()) {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = folder_name(&p)?;
         if !classes.contains(&name) {
             return Err(Error::Mismatch {
                 path: p,
@@ -63,6 +60,14 @@ pub fn read_split(
     let (mut pixels, mut labels) = (Vec::new(), Vec::new());
     for (label, class) in classes.iter().enumerate() {
         let folder = dir.join(class);
+        if !folder.is_dir() {
+            return Err(Error::Mismatch {
+                path: folder,
+                message: format!(
+                    "no folder for class `{class}` (every class of train/ needs its folder, with images, here)"
+                ),
+            });
+        }
         let files: Vec<PathBuf> = entries(&folder)?
             .into_iter()
             .filter(|p| p.is_file() && is_image(p))
@@ -97,6 +102,19 @@ pub fn read_split(
     };
     let set = Dataset::new(w * h * channels, pixels, labels).with_shape(shape);
     Ok((set, (w, h)))
+}
+
+/// A class folder's name, which becomes a class name in the model: it must be UTF-8
+/// (a lossy conversion would make two different folders one class).
+fn folder_name(path: &Path) -> Result<String> {
+    let name = path.file_name().unwrap_or_default();
+    name.to_str().map(str::to_owned).ok_or_else(|| Error::Mismatch {
+        path: path.to_path_buf(),
+        message: format!(
+            "class folder name {} is not UTF-8, expected a UTF-8 name (it becomes the class's name)",
+            name.to_string_lossy().escape_debug()
+        ),
+    })
 }
 
 fn is_image(p: &Path) -> bool {
