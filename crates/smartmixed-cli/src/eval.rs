@@ -29,13 +29,6 @@ pub struct EvalArgs {
 /// `0, 1, ...` (a folder model's named classes cannot be matched to them).
 fn check_fits(model: &Model, test: &Dataset, dir: &std::path::Path) -> Result<()> {
     let input = model.input_description();
-    if input.kind() == InputKind::Table {
-        bail!(
-            "{}: IDX images, but the model takes table rows of {} features: eval reads IDX test files only",
-            dir.display(),
-            model.input_size()
-        );
-    }
     let shape_differs =
         matches!(input.kind(), InputKind::Image { .. }) && test.shape() != input.shape;
     if shape_differs || test.features() != model.input_size() {
@@ -63,6 +56,13 @@ fn check_fits(model: &Model, test: &Dataset, dir: &std::path::Path) -> Result<()
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let model = Model::load_dir(&args.model)?;
+    if model.input_description().kind() == InputKind::Table {
+        bail!(
+            "{}: the model takes table rows of {} features, and eval reads IDX image test files only",
+            args.model.display(),
+            model.input_size()
+        );
+    }
     let classes = model.classes();
     let test = &Dataset::load_test(&args.data_dir, classes)?;
     check_fits(&model, test, &args.data_dir)?;
