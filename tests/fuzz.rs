@@ -450,6 +450,88 @@ fn fuzz_manifest() {
     });
 }
 
+/// `weights` without the manifest copy in its metadata, so any manifest can go beside it.
+fn without_metadata(weights: &[u8]) -> Vec<u8> {
+    let n = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&weights[8..8 + n]).unwrap();
+    header.as_object_mut().unwrap().remove("__metadata__");
+    let mut json = serde_json::to_vec(&header).unwrap();
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&weights[8 + n..]);
+    out
+}
+
+/// Manifests whose preprocessing numbers sit at the edges of f32 (subnormal, the least
+/// normal, 1e30, f32::MAX, infinities, NaN, negatives), as tables and as images. Whatever
+/// loads must never answer with a non-finite logit: an image model must compute pixels 0
+/// and 255 (its declared range), and any row either gives finite logits or an error.
+#[test]
+fn fuzz_manifest_extreme_preprocessing() {
+    let (weights, manifest) = exported();
+    let weights = without_metadata(&weights);
+    let base = Manifest::from_toml(std::str::from_utf8(&manifest).unwrap()).unwrap();
+    let edges = [
+        0.0f32,
+        1e-45,
+        1e-38,
+        f32::MIN_POSITIVE,
+        1e-30,
+        1e-15,
+        1.0,
+        255.0,
+        1e15,
+        1e30,
+        3e38,
+        f32::MAX,
+        -1.0,
+        -3e38,
+        f32::INFINITY,
+        f32::NAN,
+    ];
+    let mut seeds = Vec::new();
+    for (i, &divisor) in edges.iter().enumerate() {
+        for (j, &value) in edges.iter().enumerate() {
+            let mut m = base.clone();
+            let input = m.input.as_mut().unwrap();
+            input.divisor = divisor;
+            input.mean[(i + j) % 12] = value;
+            input.std[(i * 7 + j) % 12] = edges[(i + 3 * j) % edges.len()];
+            if (i + j) % 2 == 0 {
+                input.feature_names.clear(); // an image of 3 x 4 pixels
+            }
+            if j % 5 == 0 {
+                input.mean.clear();
+            }
+            seeds.push(m.to_toml().into_bytes());
+        }
+    }
+    fuzz("manifest-preprocessing", seeds, 4 * MB, |m| {
+        let Ok(model) = Model::from_bytes(&weights, m) else {
+            return;
+        };
+        let n = model.input_size();
+        let mut out = vec![0.0f32; 2 * model.classes()];
+        let mut scratch = Scratch::new(1);
+        let image = model.input_description().feature_names.is_empty();
+        let pixels: Vec<f32> = (0..2 * n)
+            .map(|i| if i < n { 0.0 } else { 255.0 })
+            .collect();
+        let result = model.forward_raw(&pixels, 2, &mut scratch, &mut out);
+        if image {
+            assert!(result.is_ok(), "pixels 0 and 255 refused: {result:?}");
+        }
+        if result.is_ok() {
+            assert!(out.iter().all(|v| v.is_finite()), "{out:?}");
+        }
+        let rows: Vec<f32> = (0..2 * n).map(|i| (i as f32 - 7.0) * 1e3).collect();
+        if model.forward_raw(&rows, 2, &mut scratch, &mut out).is_ok() {
+            assert!(out.iter().all(|v| v.is_finite()), "{out:?}");
+        }
+    });
+}
+
 #[test]
 fn fuzz_checkpoint() {
     let bytes = checkpoint::to_bytes(&selective());

@@ -494,7 +494,7 @@ fn export_eval_predict_inspect_on_a_trained_run() {
             exported.to_str().unwrap(),
             small.to_str().unwrap(),
         ]),
-        &["small.pgm", "4 pixels", "784"],
+        &["small.pgm", "2 x 2 pixels", "28 x 28 images"],
     );
     assert_one_line_error(
         &cli(&[
