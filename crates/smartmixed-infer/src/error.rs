@@ -80,6 +80,22 @@ pub enum Error {
         class: usize,
         value: f32,
     },
+    /// A computation panicked (an activation from a plugin crate, say); the model and
+    /// the caller's state stay usable.
+    #[error("the forward pass panicked: {what}")]
+    Panicked { what: String },
+    /// A [`crate::BatchedModel`] whose queue holds as many requests as it may: try later.
+    #[error("the request queue is full ({capacity} requests waiting)")]
+    QueueFull { capacity: usize },
+    /// A [`crate::BatchedModel`] that is shutting down takes no more requests.
+    #[error("the batcher is shutting down and takes no more requests")]
+    ShutDown,
+    /// Options of a [`crate::BatchedModel`] out of range.
+    #[error("batch options: {field} = {message}")]
+    BatchOptions { field: String, message: String },
+    /// The OS refused a thread.
+    #[error("cannot start a thread: {0}")]
+    Thread(String),
     /// A batch whose working buffers would exceed [`crate::MAX_BATCH_VALUES`].
     #[error(
         "batch {batch} needs {values} working values per buffer, more than the limit of {limit}"

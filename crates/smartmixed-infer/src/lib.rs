@@ -19,6 +19,7 @@
 //! Activations are looked up by name in the `smartmixed-core` registry, so plugin
 //! activations work when their crate is linked.
 
+mod batched;
 mod error;
 mod kernel;
 mod model;
@@ -26,6 +27,9 @@ mod packed;
 mod split;
 mod workers;
 
+pub use batched::{
+    BatchOptions, BatchStats, BatchedModel, Ticket, BATCH_BUCKETS, MAX_BATCH_ROWS, MAX_QUEUE,
+};
 pub use error::{Error, Result};
 pub use kernel::Kernel;
 pub use model::{

@@ -1,0 +1,305 @@
+//! The dynamic batcher against the model it batches: answers equal to the row run alone,
+//! from many threads and from a future; batches that really form; a bounded queue that
+//! refuses instead of growing; a shut-down that answers what it accepted; bad rows and a
+//! panicking activation answered as errors while the other rows of their batch succeed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use safetensors::tensor::{Dtype, TensorView};
+use smartmixed_infer::{register_activation, BatchOptions, BatchedModel, Error, Model, Scratch};
+
+/// Panics on exactly one value, so a test can make one row of a batch panic.
+const MAGIC: f32 = 12345.0;
+
+register_activation!(
+    "batched_test_panics_on_magic",
+    forward: |x| {
+        if x == MAGIC {
+            panic!("activation met the magic value");
+        }
+        x
+    },
+    derivative: |_x, _y| 1.0,
+);
+
+const MANIFEST: &str = r#"format = "smartmixed-manifest"
+version = 2
+inputs = 2
+output_activation = "identity"
+
+[input]
+shape = [2]
+divisor = 1.0
+
+[[layers]]
+inputs = 2
+outputs = 3
+original_index = [0, 1, 2]
+
+[[layers.groups]]
+activation = "batched_test_panics_on_magic"
+start = 0
+len = 1
+
+[[layers.groups]]
+activation = "tanh"
+start = 1
+len = 2
+
+[[layers]]
+inputs = 3
+outputs = 2
+"#;
+
+/// Neuron 0 sees `x[0]` unchanged (weight row [1, 0], bias 0), so a raw row
+/// `[MAGIC, _]` panics and no other row does.
+fn model() -> Arc<Model> {
+    let tensors: [(&str, Vec<usize>, Vec<f32>); 4] = [
+        (
+            "layers.0.weight",
+            vec![3, 2],
+            vec![1.0, 0.0, 0.5, -0.25, -1.0, 0.75],
+        ),
+        ("layers.0.bias", vec![3], vec![0.0, 0.1, -0.2]),
+        (
+            "layers.1.weight",
+            vec![2, 3],
+            vec![0.001, 1.0, -0.5, -0.002, 0.25, 1.5],
+        ),
+        ("layers.1.bias", vec![2], vec![0.05, -0.05]),
+    ];
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, v)| {
+            let b = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (n.to_string(), s.clone(), b)
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let weights = safetensors::serialize(views, &None).unwrap();
+    Arc::new(Model::from_bytes(&weights, MANIFEST.as_bytes()).unwrap())
+}
+
+/// Row `i` of a deterministic stream of inputs.
+fn row(i: usize) -> Vec<f32> {
+    vec![(i % 17) as f32 * 0.37 - 3.0, (i % 11) as f32 * -0.61 + 2.0]
+}
+
+/// The logits of `raw` run alone on one thread.
+fn alone(model: &Model, raw: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; model.classes()];
+    model
+        .forward_raw(raw, 1, &mut Scratch::new(1), &mut out)
+        .unwrap();
+    out
+}
+
+fn close(a: &[f32], b: &[f32]) -> bool {
+    a.iter()
+        .zip(b)
+        .all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()))
+}
+
+/// Aborts the test binary if `f` has not returned within `limit`: a hang is a failure.
+fn within<T>(limit: Duration, f: impl FnOnce() -> T) -> T {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("batched test hangs (over {limit:?})");
+            std::process::abort();
+        }
+    });
+    let out = f();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    out
+}
+
+#[test]
+fn many_threads_get_the_answer_their_row_gets_alone() {
+    let model = model();
+    let batched = Arc::new(BatchedModel::new(model.clone(), BatchOptions::default()).unwrap());
+    within(Duration::from_secs(60), || {
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (batched, model) = (batched.clone(), model.clone());
+                std::thread::spawn(move || {
+                    for i in 0..300 {
+                        let raw = row(t * 1000 + i);
+                        let got = batched.logits(&raw).unwrap();
+                        assert!(close(&got, &alone(&model, &raw)), "{got:?}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+    let stats = batched.stats();
+    assert_eq!(stats.requests, 2400);
+    assert_eq!(stats.errors, 0);
+    assert_eq!(stats.batch_sizes.iter().sum::<u64>(), stats.batches);
+}
+
+/// Submitted without waiting, eight rows fill a batch of eight: one batch, whatever the
+/// timing (the wait is far longer than the submissions take).
+#[test]
+fn requests_queued_together_run_as_one_batch() {
+    let model = model();
+    let options = BatchOptions {
+        max_batch: 8,
+        max_wait: Duration::from_secs(30),
+        ..BatchOptions::default()
+    };
+    let batched = BatchedModel::new(model.clone(), options).unwrap();
+    within(Duration::from_secs(20), || {
+        let tickets: Vec<_> = (0..8).map(|i| batched.submit(row(i)).unwrap()).collect();
+        for (i, t) in tickets.into_iter().enumerate() {
+            assert!(close(&t.wait().unwrap(), &alone(&model, &row(i))));
+        }
+    });
+    let stats = batched.stats();
+    assert_eq!((stats.requests, stats.batches), (8, 1));
+    assert_eq!(stats.batch_sizes[3], 1, "{stats:?}"); // bucket "at most 8"
+}
+
+/// A lone request is not held for company past `max_wait`.
+#[test]
+fn a_lone_request_runs_after_the_wait() {
+    let model = model();
+    let options = BatchOptions {
+        max_batch: 64,
+        max_wait: Duration::from_millis(20),
+        ..BatchOptions::default()
+    };
+    let batched = BatchedModel::new(model.clone(), options).unwrap();
+    let start = std::time::Instant::now();
+    let got = within(Duration::from_secs(20), || batched.logits(&row(3)).unwrap());
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    assert!(close(&got, &alone(&model, &row(3))));
+    assert_eq!(batched.stats().batch_sizes[0], 1);
+}
+
+/// The queue holds `queue_capacity` requests and refuses the next; shutting down answers
+/// the accepted ones and refuses anything after.
+#[test]
+fn a_full_queue_refuses_and_a_shut_down_answers_what_it_accepted() {
+    let model = model();
+    let options = BatchOptions {
+        max_batch: 4,
+        max_wait: Duration::from_secs(30),
+        queue_capacity: 2,
+        threads: 1,
+    };
+    let batched = BatchedModel::new(model.clone(), options).unwrap();
+    let a = batched.submit(row(1)).unwrap();
+    let b = batched.submit(row(2)).unwrap();
+    assert!(matches!(
+        batched.submit(row(3)),
+        Err(Error::QueueFull { capacity: 2 })
+    ));
+    within(Duration::from_secs(20), || batched.shut_down());
+    assert!(close(&a.wait().unwrap(), &alone(&model, &row(1))));
+    assert!(close(&b.wait().unwrap(), &alone(&model, &row(2))));
+    assert!(matches!(batched.submit(row(4)), Err(Error::ShutDown)));
+    let stats = batched.stats();
+    assert_eq!((stats.requests, stats.refused), (2, 1));
+}
+
+#[test]
+fn bad_rows_and_options_are_refused_at_once() {
+    let model = model();
+    let batched = BatchedModel::new(model.clone(), BatchOptions::default()).unwrap();
+    assert!(matches!(
+        batched.submit(vec![1.0; 3]),
+        Err(Error::InputSize { len: 3, .. })
+    ));
+    assert!(matches!(
+        batched.submit(vec![1.0, f32::NAN]),
+        Err(Error::NonFiniteInput { index: 1, .. })
+    ));
+    for (max_batch, queue_capacity) in [(0, 8), (1 << 20, 8), (8, 0)] {
+        let options = BatchOptions {
+            max_batch,
+            queue_capacity,
+            ..BatchOptions::default()
+        };
+        let e = BatchedModel::new(model.clone(), options).unwrap_err();
+        assert!(matches!(e, Error::BatchOptions { .. }), "{e}");
+    }
+}
+
+/// One row of a batch panics inside an activation: that row gets `Error::Panicked`, the
+/// other rows of the same batch their answers, and the batcher serves on.
+#[test]
+fn a_panicking_row_fails_alone_and_the_batcher_serves_on() {
+    let model = model();
+    for threads in [1] {
+        let options = BatchOptions {
+            max_batch: 4,
+            max_wait: Duration::from_secs(30),
+            threads,
+            ..BatchOptions::default()
+        };
+        let batched = BatchedModel::new(model.clone(), options).unwrap();
+        within(Duration::from_secs(30), || {
+            let rows = [row(1), vec![MAGIC, 0.5], row(2), row(3)];
+            let tickets: Vec<_> = rows
+                .iter()
+                .map(|r| batched.submit(r.clone()).unwrap())
+                .collect();
+            for (r, t) in rows.iter().zip(tickets) {
+                match t.wait() {
+                    Ok(got) => assert!(close(&got, &alone(&model, r))),
+                    Err(Error::Panicked { what }) => {
+                        assert_eq!(r[0], MAGIC);
+                        assert!(what.contains("magic value"), "{what}");
+                    }
+                    Err(e) => panic!("unexpected {e}"),
+                }
+            }
+            let again: Vec<_> = (0..4).map(|i| batched.submit(row(i)).unwrap()).collect();
+            for (i, t) in again.into_iter().enumerate() {
+                assert!(close(&t.wait().unwrap(), &alone(&model, &row(i))));
+            }
+        });
+        assert_eq!(batched.stats().errors, 1);
+    }
+}
+
+/// A ticket is a future: awaited on a minimal executor (no runtime crate), it resolves
+/// to the same answer.
+#[test]
+fn a_ticket_can_be_awaited() {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let model = model();
+    let batched = BatchedModel::new(model.clone(), BatchOptions::default()).unwrap();
+    let mut ticket = Box::pin(batched.submit(row(5)).unwrap());
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let got = within(Duration::from_secs(20), || loop {
+        match ticket.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => break r.unwrap(),
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(100)),
+        }
+    });
+    assert!(close(&got, &alone(&model, &row(5))));
+}
