@@ -107,14 +107,14 @@ impl InputManifest {
     /// known shape (`[h, w]` or `[h, w, 3]`), or a flat run of pixels whose image shape
     /// the manifest does not record (version 1).
     pub fn kind(&self) -> InputKind {
-        match self.shape.as_slice() {
+        match *self.shape.as_slice() {
             _ if !self.feature_names.is_empty() => InputKind::Table,
-            &[h, w] => InputKind::Image {
+            [h, w] => InputKind::Image {
                 height: h,
                 width: w,
                 channels: 1,
             },
-            &[h, w, 3] => InputKind::Image {
+            [h, w, 3] => InputKind::Image {
                 height: h,
                 width: w,
                 channels: 3,

@@ -86,7 +86,7 @@ fn address_space_headroom() -> Option<u64> {
         .find(|l| l.starts_with("VmSize:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |kib| kib.saturating_mul(1024));
-    Some((limit.rlim_cur as u64).saturating_sub(mapped))
+    Some(limit.rlim_cur.saturating_sub(mapped))
 }
 
 #[cfg(not(unix))]
