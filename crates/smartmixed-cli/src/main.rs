@@ -1,5 +1,5 @@
-//! The `smartmixed-cli` binary: `train`, `export`, `eval`, `predict`, `inspect`, `sweep`,
-//! `report`; argument
+//! The `smartmixed-cli` binary: `train`, `export`, `eval`, `predict`, `inspect`, `serve`,
+//! `sweep`, `report`; argument
 //! parsing, progress display and one-line errors.
 //! All work happens in the library crates; anyhow lives only here.
 
@@ -9,6 +9,7 @@ mod inspect;
 mod predict;
 mod progress;
 mod report;
+mod serve;
 mod sweep;
 mod train;
 
@@ -43,6 +44,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Show an exported model's layers and activation groups.
     Inspect(inspect::InspectArgs),
+    /// Serve an exported model over HTTP, batching concurrent requests.
+    Serve(serve::ServeArgs),
     /// Run (a shard of) the paper's architecture x method x seed sweep, or merge shards.
     Sweep(sweep::SweepArgs),
     /// Write report.md and figures (SVG + PNG) for a run or a sweep directory.
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args).map(|()| ExitCode::SUCCESS),
         Command::Predict(args) => predict::run(args).map(|()| ExitCode::SUCCESS),
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Sweep(args) => sweep::run(args).map(|()| ExitCode::SUCCESS),
         Command::Report(args) => report::run(args).map(|()| ExitCode::SUCCESS),
     };

@@ -692,7 +692,7 @@ impl Model {
 
 impl Prediction {
     /// The softmax of `logits` and its argmax.
-    pub(crate) fn from_logits(logits: &[f32]) -> Self {
+    pub fn from_logits(logits: &[f32]) -> Self {
         let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
         let sum: f32 = exp.iter().sum();

@@ -1,0 +1,382 @@
+//! `smartmixed-cli serve`: an exported model behind HTTP, on the runtime's dynamic batcher
+//! ([`BatchedModel`]): `POST /v1/predict` (JSON rows of raw values, or f32 little-endian
+//! rows), `GET /v1/model`, `GET /healthz`, `GET /metrics` (Prometheus text). A full queue
+//! answers 503, a bad request 400 with a one-line reason, a body over the limit 413;
+//! SIGTERM or Ctrl-C stops accepting connections and finishes the requests already taken.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use smartmixed_infer::{BatchOptions, BatchedModel, Error, Model, Prediction, BATCH_BUCKETS};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// An exported model directory (model.safetensors + manifest.toml).
+    #[arg(long)]
+    model: PathBuf,
+    /// Address to listen on (port 0: any free port; the one taken is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Most rows the batcher runs in one forward pass.
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
+    /// Longest a row waits for others to join its batch, in microseconds.
+    #[arg(long, default_value_t = 1000)]
+    max_wait_us: u64,
+    /// Rows that may wait; beyond, requests are answered 503.
+    #[arg(long, default_value_t = 1024)]
+    queue: usize,
+    /// Threads of each batch's forward pass (default: the machine's cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Largest request body accepted, in bytes (larger: 413).
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body_bytes: usize,
+}
+
+/// Upper bounds of the request-latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// What every handler shares: the batcher and the server's own counters.
+struct App {
+    batched: BatchedModel,
+    /// `GET /v1/model`'s answer, made once.
+    description: Value,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    rows: AtomicU64,
+    /// Per bucket of [`LATENCY_BUCKETS`] (then +Inf), and the sum in microseconds.
+    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_us: AtomicU64,
+}
+
+/// A request answered with a status and a one-line reason.
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": crate::shown(&self.1) }))).into_response()
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let status = match e {
+            Error::QueueFull { .. } | Error::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::InputSize { .. }
+            | Error::NonFiniteInput { .. }
+            | Error::NonFinitePreprocessed { .. }
+            | Error::NonFiniteOutput { .. } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure(status, e.to_string())
+    }
+}
+
+fn bad(message: String) -> Failure {
+    Failure(StatusCode::BAD_REQUEST, message)
+}
+
+/// The model as `GET /v1/model` describes it.
+fn describe(model: &Model) -> Value {
+    let m = model.manifest();
+    let input = model.input_description();
+    let mut architecture = vec![m.inputs];
+    architecture.extend(m.layers.iter().map(|l| l.outputs));
+    let groups: Vec<Value> = model
+        .group_sizes()
+        .iter()
+        .map(|layer| {
+            layer
+                .iter()
+                .map(
+                    |(activation, neurons)| json!({ "activation": activation, "neurons": neurons }),
+                )
+                .collect()
+        })
+        .collect();
+    json!({
+        "architecture": architecture,
+        "input": {
+            "shape": input.shape,
+            "divisor": input.divisor,
+            "mean": input.mean,
+            "std": input.std,
+            "feature_names": input.feature_names,
+        },
+        "classes": (0..model.classes()).map(|c| model.class_name(c)).collect::<Vec<_>>(),
+        "groups": groups,
+    })
+}
+
+/// The rows of a request body: JSON `{"inputs": [[...], ...]}`, or with
+/// `Content-Type: application/octet-stream` f32 little-endian rows back to back.
+fn rows(
+    headers: &HeaderMap,
+    body: &[u8],
+    width: usize,
+) -> std::result::Result<Vec<Vec<f32>>, Failure> {
+    let binary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    if binary {
+        let row_bytes = width * 4;
+        if body.is_empty() || body.len() % row_bytes != 0 {
+            return Err(bad(format!(
+                "binary body of {} bytes, expected a whole number of rows of {width} f32 values ({row_bytes} bytes each)",
+                body.len()
+            )));
+        }
+        return Ok(body
+            .chunks_exact(row_bytes)
+            .map(|r| {
+                r.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            })
+            .collect());
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Request {
+        inputs: Vec<Vec<f64>>,
+    }
+    let request: Request = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "body: {e}; expected {{\"inputs\": [[{width} numbers], ...]}}"
+        ))
+    })?;
+    if request.inputs.is_empty() {
+        return Err(bad("inputs: empty, expected at least one row".into()));
+    }
+    request
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            if row.len() != width {
+                return Err(bad(format!(
+                    "inputs[{i}]: {} values, the model takes {width}",
+                    row.len()
+                )));
+            }
+            let row: Vec<f32> = row.iter().map(|&v| v as f32).collect();
+            if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+                return Err(bad(format!(
+                    "inputs[{i}][{j}]: {}, expected a finite number within f32's range",
+                    request.inputs[i][j]
+                )));
+            }
+            Ok(row)
+        })
+        .collect()
+}
+
+async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let start = Instant::now();
+    app.requests.fetch_add(1, Ordering::Relaxed);
+    let result = answer(&app, &headers, &body).await;
+    let elapsed = start.elapsed();
+    let bucket = LATENCY_BUCKETS
+        .iter()
+        .position(|&b| elapsed.as_secs_f64() <= b)
+        .unwrap_or(LATENCY_BUCKETS.len());
+    app.latency[bucket].fetch_add(1, Ordering::Relaxed);
+    app.latency_sum_us
+        .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(f) => {
+            app.errors.fetch_add(1, Ordering::Relaxed);
+            f.into_response()
+        }
+    }
+}
+
+/// Every row through the batcher (all submitted, then all awaited, so they can share
+/// batches), answered as classes, names and probabilities.
+async fn answer(
+    app: &App,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> std::result::Result<Value, Failure> {
+    let model = app.batched.model();
+    let rows = rows(headers, body, model.input_size())?;
+    app.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+    let tickets = rows
+        .into_iter()
+        .map(|r| app.batched.submit(r))
+        .collect::<smartmixed_infer::Result<Vec<_>>>()?;
+    let mut predictions = Vec::with_capacity(tickets.len());
+    for (i, t) in tickets.into_iter().enumerate() {
+        let logits = t.await.map_err(|e| {
+            let f = Failure::from(e);
+            Failure(f.0, format!("inputs[{i}]: {}", f.1))
+        })?;
+        let p = Prediction::from_logits(&logits);
+        predictions.push(json!({
+            "class": p.class,
+            "name": model.class_name(p.class),
+            "probabilities": p.probabilities,
+        }));
+    }
+    Ok(json!({ "predictions": predictions }))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let s = app.batched.stats();
+    let mut text = String::new();
+    let mut counter = |name: &str, help: &str, kind: &str, value: String| {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    counter(
+        "smartmixed_requests_total",
+        "HTTP predict requests received.",
+        "counter",
+        load(&app.requests).to_string(),
+    );
+    counter(
+        "smartmixed_request_errors_total",
+        "Predict requests answered with an error.",
+        "counter",
+        load(&app.errors).to_string(),
+    );
+    counter(
+        "smartmixed_rows_total",
+        "Rows submitted to the batcher.",
+        "counter",
+        load(&app.rows).to_string(),
+    );
+    counter(
+        "smartmixed_rows_refused_total",
+        "Rows refused because the queue was full.",
+        "counter",
+        s.refused.to_string(),
+    );
+    counter(
+        "smartmixed_batches_total",
+        "Forward passes the batcher ran.",
+        "counter",
+        s.batches.to_string(),
+    );
+    counter(
+        "smartmixed_queue_depth",
+        "Rows waiting for a batch now.",
+        "gauge",
+        s.queued.to_string(),
+    );
+    text.push_str("# HELP smartmixed_batch_size Rows per forward pass.\n# TYPE smartmixed_batch_size histogram\n");
+    let mut cumulative = 0;
+    for (bound, count) in BATCH_BUCKETS.iter().zip(&s.batch_sizes) {
+        cumulative += count;
+        text.push_str(&format!(
+            "smartmixed_batch_size_bucket{{le=\"{bound}\"}} {cumulative}\n"
+        ));
+    }
+    text.push_str(&format!("smartmixed_batch_size_bucket{{le=\"+Inf\"}} {cumulative}\nsmartmixed_batch_size_count {cumulative}\n"));
+    text.push_str("# HELP smartmixed_request_duration_seconds Predict request latency.\n# TYPE smartmixed_request_duration_seconds histogram\n");
+    let mut cumulative = 0;
+    for (i, c) in app.latency.iter().enumerate() {
+        cumulative += load(c);
+        let le = LATENCY_BUCKETS
+            .get(i)
+            .map_or("+Inf".to_string(), |b| b.to_string());
+        text.push_str(&format!(
+            "smartmixed_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "smartmixed_request_duration_seconds_sum {}\nsmartmixed_request_duration_seconds_count {cumulative}\n",
+        load(&app.latency_sum_us) as f64 / 1e6
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// SIGTERM (what a supervisor or a load balancer's drain sends) or Ctrl-C.
+async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let model = Arc::new(Model::load_dir(&args.model)?);
+    let options = BatchOptions {
+        max_batch: args.max_batch,
+        max_wait: Duration::from_micros(args.max_wait_us),
+        queue_capacity: args.queue,
+        threads: args.threads.unwrap_or(BatchOptions::default().threads),
+    };
+    let app = Arc::new(App {
+        description: describe(&model),
+        batched: BatchedModel::new(model, options).context("--max-batch, --queue")?,
+        requests: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        rows: AtomicU64::new(0),
+        latency: Default::default(),
+        latency_sum_us: AtomicU64::new(0),
+    });
+    let router = Router::new()
+        .route("/v1/predict", post(predict))
+        .route(
+            "/v1/model",
+            get(|State(app): State<Arc<App>>| async move { Json(app.description.clone()) }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(args.max_body_bytes))
+        .with_state(app.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("--addr {}: cannot listen", args.addr))?;
+        let local = listener.local_addr()?;
+        println!("listening on http://{local}");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop_signal())
+            .await
+            .context("serving")
+    })?;
+    app.batched.shut_down();
+    println!("stopped: every accepted request answered");
+    Ok(())
+}
