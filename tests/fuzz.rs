@@ -610,7 +610,9 @@ fn fuzz_csv_headers_repeated_quoted_and_control() {
         }
         if let Ok(rows) = table::read_rows(&pad.write("rows.csv", b), &model_names, 2) {
             assert!(!rows.is_empty());
-            assert!(rows.iter().all(|r| r.len() == 2 && r.iter().all(|v| v.is_finite())));
+            assert!(rows
+                .iter()
+                .all(|r| r.len() == 2 && r.iter().all(|v| v.is_finite())));
         }
     });
 }

@@ -32,6 +32,10 @@ pub const MAX_COLUMNS: usize = 1 << 16;
 /// The most distinct labels a table may hold (a class index is a `u8`).
 pub const MAX_LABELS: usize = 256;
 
+/// Bytes a table row costs besides its values while loading: a label byte and two row
+/// indices of the splits.
+const ROW_OVERHEAD: u64 = 1 + 2 * std::mem::size_of::<usize>() as u64;
+
 /// The bytes a table's values may take: a quarter of the memory this process may still use
 /// (loading holds the values about twice while splitting, and training needs the rest), at
 /// most [`MAX_VALUE_BYTES`].
@@ -297,8 +301,9 @@ fn parse_limited(
         .filter(|&(c, _)| c != label_col)
         .map(|(_, h)| h.clone())
         .collect();
-    // Each row holds its values and a label byte; `features` is at most MAX_COLUMNS.
-    let row_bytes = (features.len() as u64 * 4).saturating_add(1);
+    // Per row: its values, its label byte and the two row indices (`usize`) the
+    // stratified splits hold; `features` is at most MAX_COLUMNS.
+    let row_bytes = (features.len() as u64 * 4).saturating_add(ROW_OVERHEAD);
     let mut table = Table {
         features,
         values: Vec::new(),
@@ -574,6 +579,9 @@ mod tests {
             "each text once, in order of appearance"
         );
         assert_eq!(t.row_labels, [0, 1, 0]);
+        // Labels are kept as read, control characters included.
+        let t = parse("a,species\n1, \x1b[31mred\x1b[0m \n", InvalidCells::Error).unwrap();
+        assert_eq!(t.labels, ["\x1b[31mred\x1b[0m"]);
         // A quoted label keeps its comma, its line end and its doubled quote.
         let t = parse("a,species\n1,\"x, \"\"y\"\"\nz\"\n", InvalidCells::Error).unwrap();
         assert_eq!(row_texts(&t), ["x, \"y\"\nz"]);
@@ -701,19 +709,36 @@ mod tests {
 
     #[test]
     fn values_beyond_the_limit_are_refused_before_they_are_held() {
-        // Three rows of two features and a label byte (9 bytes each), labels `x` and `y`
-        // held twice (4 bytes): 31 bytes.
+        // Three rows of two features, a label byte and two indices (8 + 1 + 16 bytes
+        // each on 64-bit targets), labels `x` and `y` held twice (4 bytes): 79 bytes.
         let text = "a,b,species\n1,2,x\n3,4,y\n5,6,x\n";
         let limits = |values| Limits {
             text: u64::MAX,
             values,
         };
-        let t = parse_limited(text.as_bytes(), "species", InvalidCells::Error, limits(31)).unwrap();
+        let need = 3 * (8 + ROW_OVERHEAD) + 4;
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(need, 79);
+        let t = parse_limited(
+            text.as_bytes(),
+            "species",
+            InvalidCells::Error,
+            limits(need),
+        )
+        .unwrap();
         assert_eq!(t.values.len(), t.rows() * t.features.len());
-        let e =
-            parse_limited(text.as_bytes(), "species", InvalidCells::Error, limits(30)).unwrap_err();
+        let e = parse_limited(
+            text.as_bytes(),
+            "species",
+            InvalidCells::Error,
+            limits(need - 1),
+        )
+        .unwrap_err();
+        let limit = need - 1;
         assert!(
-            e.starts_with("line 4: the table's values would take more than 30 bytes"),
+            e.starts_with(&format!(
+                "line 4: the table's values would take more than {limit} bytes"
+            )),
             "{e}"
         );
         // Rows for predict: 2 x (2 x 4 + 40) bytes.
