@@ -620,6 +620,85 @@ fn fuzz_csv_tables() {
     });
 }
 
+/// Header names the CSV reader sees alike or apart: repeated, spaced, quoted, with commas,
+/// doubled quotes, control characters; the label among them or given twice.
+const CSV_HEADER_NAMES: &[&str] = &[
+    "a",
+    "a",
+    " a",
+    "a ",
+    "\"a\"",
+    "A",
+    "b",
+    "\"a,b\"",
+    "\"\"\"q\"\"\"",
+    "\x1b[31mred\x1b[0m",
+    "\t",
+    "",
+    "\0",
+    "\u{7f}",
+    "é",
+    " species ",
+    "\"species\"",
+    "\"a\nb\"",
+];
+
+/// Tables whose headers mix [`CSV_HEADER_NAMES`] around a `species` column, from a seeded
+/// generator, then mutants of them: each case is an error or a table whose invariants
+/// hold (distinct feature names, none of them the label; `rows x features` finite values;
+/// each row's label an index into distinct texts), and predict's rows have its width.
+#[test]
+fn fuzz_csv_headers_repeated_quoted_and_control() {
+    let mut rng = StdRng::seed_from_u64(0x7ab1e5);
+    let seeds: Vec<Vec<u8>> = (0..64)
+        .map(|_| {
+            let mut names: Vec<&str> = (0..rng.gen_range(1..=5))
+                .map(|_| CSV_HEADER_NAMES[rng.gen_range(0..CSV_HEADER_NAMES.len())])
+                .collect();
+            names.insert(rng.gen_range(0..=names.len()), "species");
+            let mut text = names.join(",") + "\n";
+            for r in 0..rng.gen_range(1..=4) {
+                let cells: Vec<String> = names
+                    .iter()
+                    .map(|n| match n.trim().trim_matches('"') {
+                        "species" => ["x", "\"y,z\"", "\x1b[0m"][r % 3].to_string(),
+                        _ => rng.gen_range(-9..=9).to_string(),
+                    })
+                    .collect();
+                text += &(cells.join(",") + "\n");
+            }
+            text.into_bytes()
+        })
+        .collect();
+    let pad = Scratchpad::new();
+    let model_names = ["a".to_string(), "b".to_string()];
+    fuzz("csv-headers", seeds, 4 * MB, |b| {
+        for invalid in [InvalidCells::Error, InvalidCells::Drop] {
+            let Ok(t) = table::parse_table(b, "species", invalid) else {
+                continue;
+            };
+            let mut names = t.features.clone();
+            names.push("species".into());
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), t.features.len() + 1, "{:?}", t.features);
+            assert!(t.rows() > 0 && t.values.len() == t.rows() * t.features.len());
+            assert!(t.values.iter().all(|v| v.is_finite()));
+            assert!(t.row_labels.iter().all(|&l| (l as usize) < t.labels.len()));
+            let mut labels = t.labels.clone();
+            labels.sort_unstable();
+            labels.dedup();
+            assert_eq!(labels.len(), t.labels.len(), "{:?}", t.labels);
+        }
+        if let Ok(rows) = table::read_rows(&pad.write("rows.csv", b), &model_names, 2) {
+            assert!(!rows.is_empty());
+            assert!(rows
+                .iter()
+                .all(|r| r.len() == 2 && r.iter().all(|v| v.is_finite())));
+        }
+    });
+}
+
 #[test]
 fn fuzz_run_directory_readers() {
     let metrics = b"phase,epoch,train_loss,validation_loss,validation_accuracy,seconds,samples_per_second,grad_norm\nphase1,1,0.500000,0.400000,0.900000,1.000,100.0,0.100000\nphase2,1,0.300000,0.200000,0.950000,1.000,100.0,0.100000\n".to_vec();

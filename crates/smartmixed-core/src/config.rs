@@ -597,6 +597,16 @@ impl TrainConfig {
                 format!("expected a fraction strictly between 0 and 1, got {vf}"),
             );
         }
+        if let Some(file) = d.file.as_ref().filter(|_| d.format() != DataFormat::Csv) {
+            // Else the run would read data.dir and report it missing instead.
+            return problem(
+                "data.file",
+                format!(
+                    "`{}` is read only as a CSV table; expected a name ending in .csv or data.format = \"csv\"",
+                    file.display()
+                ),
+            );
+        }
         if d.format() == DataFormat::Csv {
             if d.file.is_none() {
                 return problem(
@@ -871,6 +881,23 @@ mod tests {
             assert!(e.contains(field), "{field} not in: {e}");
             assert!(!e.contains('\n'), "not one line: {e}");
         }
+    }
+
+    #[test]
+    fn a_table_file_is_named_unless_its_name_or_the_format_says_csv() {
+        let table = |file: &str, format: &str| {
+            format!("{MINIMAL}[data]\nfile = \"{file}\"\nlabel = \"y\"\n{format}")
+        };
+        let e = err(&table("plants.txt", ""));
+        assert!(e.starts_with("t.toml: data.file: `plants.txt`"), "{e}");
+        assert!(e.contains("data.format = \"csv\""), "{e}");
+        let e = err(&table("plants.csv", "format = \"idx\"\n"));
+        assert!(e.contains("data.file: `plants.csv`"), "{e}");
+        let c =
+            TrainConfig::from_toml_str(&table("plants.txt", "format = \"csv\"\n"), "t").unwrap();
+        assert_eq!(c.data.format(), DataFormat::Csv);
+        let c = TrainConfig::from_toml_str(&table("plants.CSV", ""), "t").unwrap();
+        assert_eq!(c.data.format(), DataFormat::Csv);
     }
 
     #[test]

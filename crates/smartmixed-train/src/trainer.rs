@@ -135,9 +135,15 @@ pub fn train_step<D: TrainDevice>(
 pub fn check_data_fits(cfg: &TrainConfig, data: &Splits, origin: &str) -> Result<()> {
     let features = data.train.features();
     if let Some(n) = cfg.model.inputs.filter(|&n| n != features) {
+        let (path, what) = match &cfg.data.file {
+            Some(file) if cfg.data.format() == smartmixed_core::DataFormat::Csv => {
+                (file, format!("the table has {features} feature columns"))
+            }
+            _ => (&cfg.data.dir, format!("the images have {features} pixels")),
+        };
         return Err(Error::Mismatch {
-            path: cfg.data.dir.clone(),
-            message: format!("model.inputs = {n}, but the images have {features} pixels"),
+            path: path.clone(),
+            message: format!("model.inputs = {n}, but {what}"),
         });
     }
     let available = crate::memory::total_bytes().unwrap_or(u64::MAX);

@@ -395,56 +395,58 @@ impl Splits {
             .enumerate()
             .map(|(i, n)| (n.as_str(), i as u8))
             .collect();
-        let dataset = |t: &table::Table, origin: &Path| -> Result<Dataset> {
-            let labels = t
+        // Moves the table's values into the dataset (no copy); each distinct label text
+        // maps to its class once.
+        let dataset = |t: table::Table, origin: &Path| -> Result<Dataset> {
+            let class_of = t
                 .labels
                 .iter()
                 .enumerate()
-                .map(|(row, l)| {
-                    index
-                        .get(l.as_str())
-                        .copied()
-                        .ok_or_else(|| Error::Mismatch {
+                .map(|(k, l)| {
+                    index.get(l.as_str()).copied().ok_or_else(|| {
+                        let row = t.row_labels.iter().position(|&r| r as usize == k);
+                        Error::Mismatch {
                             path: origin.to_path_buf(),
                             message: format!(
                                 "data row {}: label `{l}` is not a class of {} ({})",
-                                row + 1,
+                                row.map_or(0, |r| r + 1),
                                 path.display(),
                                 names.join(", ")
                             ),
-                        })
+                        }
+                    })
                 })
                 .collect::<Result<Vec<u8>>>()?;
-            Ok(Dataset::from_table(
-                t.features.len(),
-                t.values.clone(),
-                labels,
-            ))
+            let labels = t.row_labels.iter().map(|&r| class_of[r as usize]).collect();
+            Ok(Dataset::from_table(t.features.len(), t.values, labels))
         };
-        let full = dataset(&table, &path)?;
+        let features = table.features.clone();
+        let full = dataset(table, &path)?;
         let (pool, test) = match &cfg.test_file {
             Some(test_path) => {
                 let test = read_table(test_path, label, cfg.invalid)?;
-                if test.features != table.features {
+                if test.features != features {
                     return Err(Error::Mismatch {
                         path: test_path.clone(),
                         message: format!(
                             "feature columns {:?}, expected those of {}: {:?}",
                             test.features,
                             path.display(),
-                            table.features
+                            features
                         ),
                     });
                 }
-                (full, dataset(&test, test_path)?)
+                (full, dataset(test, test_path)?)
             }
             None => {
                 let (pool, test) =
                     full.stratified_split(cfg.test_fraction, cfg.test_seed, names.len());
+                let rows = full.len();
+                drop(full); // the values are held twice at most
                 if pool.is_empty() || test.is_empty() {
                     return Err(mismatch(format!(
                         "{} data rows: data.test_fraction = {} leaves no {} row; expected more rows",
-                        full.len(),
+                        rows,
                         cfg.test_fraction,
                         if test.is_empty() { "test" } else { "training" }
                     )));
@@ -453,7 +455,7 @@ impl Splits {
             }
         };
         let mut splits = Self::split(cfg, &path, pool, test, names.len(), names)?;
-        splits.standardise(cfg.standardize, table.features);
+        splits.standardise(cfg.standardize, features);
         Ok(splits)
     }
 
@@ -497,6 +499,8 @@ impl Splits {
         }
         let (train, validation) =
             full.stratified_split(cfg.validation_fraction, cfg.split_seed, classes);
+        let items = full.len();
+        drop(full); // the values are held twice at most
         if train.is_empty() || validation.is_empty() {
             let (left, need) = if validation.is_empty() {
                 ("no validation item", "a larger")
@@ -508,7 +512,7 @@ impl Splits {
                 message: format!(
                     "data.validation_fraction = {} leaves {left} out of {} training items; expected {need} fraction",
                     cfg.validation_fraction,
-                    full.len()
+                    items
                 ),
             });
         }
