@@ -115,7 +115,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
                 );
             }
             Err(smartmixed_train::Error::Interrupted) => {
-                write_results(&args.out)?;
+                write_results(&args.out, &cfg)?;
                 eprintln!(
                     "interrupted at cell {}; run the same command again to continue",
                     cell.id()
@@ -125,7 +125,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
             Err(e) => return Err(e).with_context(|| format!("cell {}", cell.id())),
         }
     }
-    let n = write_results(&args.out)?;
+    let n = write_results(&args.out, &cfg)?;
     println!("{n} finished cells in {}", args.out.join(RESULTS).display());
     Ok(ExitCode::SUCCESS)
 }
@@ -266,10 +266,41 @@ pub fn finished_cells(dir: &Path) -> Result<Vec<Finished>> {
     Ok(out)
 }
 
-/// Writes `dir/results.csv` from the finished cells under `dir/cells` (quoted by the csv
-/// crate; a cell whose phases' epochs overflow is an error naming it).
-fn write_results(dir: &Path) -> Result<usize> {
-    let cells = finished_cells(dir)?;
+/// Writes `dir/results.csv` from the finished cells under `dir/cells` that are cells of
+/// `cfg` (others are named on stderr and left out), quoted by the csv crate; a cell whose
+/// phases' epochs overflow is an error naming it.
+fn write_results(dir: &Path, cfg: &SweepConfig) -> Result<usize> {
+    let mut cells = finished_cells(dir)?;
+    let mut others = Vec::new();
+    let mut widths = Ok(());
+    cells.retain(|f| {
+        let name = f.dir.file_name().unwrap_or_default();
+        match Cell::of_config(name, cfg) {
+            Ok(c) if c.hidden != f.cell.hidden && widths.is_ok() => {
+                widths = Err(anyhow::anyhow!(
+                    "{}: architecture: hidden widths {:?}, but architecture {} of the sweep config is {:?}",
+                    f.dir.join(SUMMARY).display(),
+                    f.cell.hidden,
+                    c.architecture,
+                    c.hidden
+                ));
+                true
+            }
+            Ok(_) => true,
+            Err(_) => {
+                others.push(name.to_string_lossy().escape_debug().to_string());
+                false
+            }
+        }
+    });
+    widths?;
+    if !others.is_empty() {
+        eprintln!(
+            "{}: left out of {RESULTS}, not cells of the sweep config: {}",
+            dir.join("cells").display(),
+            others.join(", ")
+        );
+    }
     let mut rows = Vec::with_capacity(cells.len());
     for f in &cells {
         let last = f.summary.phases.last().context("a run has phases")?;
@@ -333,7 +364,7 @@ fn merge(dirs: &[PathBuf], out: &Path) -> Result<()> {
     if !recorded.exists() {
         write_atomic(&recorded, plan.text.as_bytes())?;
     }
-    let n = write_results(out)?;
+    let n = write_results(out, &plan.config)?;
     println!(
         "merged {n} finished cells into {}",
         out.join(RESULTS).display()

@@ -99,9 +99,11 @@ impl Cell {
         let text = name
             .to_str()
             .ok_or_else(|| format!("the name is not UTF-8; {expected}"))?;
+        // Quoted as Rust would (a newline as `\n`), so that a message stays one line.
+        let shown = text.escape_debug().to_string();
         let parsed = Cell::from_id(text, Vec::new())
             .filter(|c| c.id() == text)
-            .ok_or_else(|| format!("`{text}` is not a cell name; {expected}"))?;
+            .ok_or_else(|| format!("`{shown}` is not a cell name; {expected}"))?;
         let archs = cfg.sweep.architectures.len();
         let hidden = parsed
             .architecture
@@ -109,20 +111,20 @@ impl Cell {
             .and_then(|a| cfg.sweep.architectures.get(a))
             .ok_or_else(|| {
                 format!(
-                    "`{text}`: architecture {} is not in sweep.architectures (1 to {archs})",
+                    "`{shown}`: architecture {} is not in sweep.architectures (1 to {archs})",
                     parsed.architecture
                 )
             })?;
         if !cfg.sweep.methods.contains(&parsed.method) {
             return Err(format!(
-                "`{text}`: method `{}` is not in sweep.methods ({})",
-                parsed.method,
+                "`{shown}`: method `{}` is not in sweep.methods ({})",
+                parsed.method.escape_debug(),
                 cfg.sweep.methods.join(", ")
             ));
         }
         if !cfg.sweep.seeds.contains(&parsed.seed) {
             return Err(format!(
-                "`{text}`: seed {} is not in sweep.seeds",
+                "`{shown}`: seed {} is not in sweep.seeds",
                 parsed.seed
             ));
         }
