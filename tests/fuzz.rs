@@ -680,9 +680,9 @@ fn fuzz_report_choices_of_thousands_of_layers() {
     fuzz("report-choices", seeds, 8 * MB, |b| {
         if let Ok(s) = rundir::read_choice_shares(&pad.write("choices.csv", b), 24) {
             assert!(s.bands.len() <= 24 && s.bands.len() <= s.layers);
-            for ((first, last), series) in &s.bands {
-                assert!(first <= last);
-                assert_eq!(series.len(), s.activations.len());
+            for band in &s.bands {
+                assert!(band.layers.0 <= band.layers.1);
+                assert_eq!(band.series.len(), s.activations.len());
             }
         }
     });

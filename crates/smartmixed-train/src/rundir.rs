@@ -242,9 +242,16 @@ pub struct ChoiceShares {
     pub activations: Vec<String>,
     /// Distinct hidden layers in the file.
     pub layers: usize,
-    /// Per band: the first and last layer number it pools, and per activation the
-    /// `(epoch, percent)` points where the band recorded that activation.
-    pub bands: Vec<((usize, usize), Vec<Vec<(f64, f64)>>)>,
+    pub bands: Vec<ShareBand>,
+}
+
+/// One band of [`ChoiceShares`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareBand {
+    /// The first and last layer number it pools.
+    pub layers: (usize, usize),
+    /// Per activation, the `(epoch, percent)` points where the band recorded it.
+    pub series: Vec<Vec<(f64, f64)>>,
 }
 
 /// Reads `choices.csv` (see [`read_choices`]) into [`ChoiceShares`] with at most
@@ -276,9 +283,11 @@ pub fn read_choice_shares(path: &Path, max_bands: usize) -> Result<ChoiceShares>
                 activations.push(r.activation.clone());
                 activations.len() - 1
             }
-            None => return Err(bad(format!(
+            None => {
+                return Err(bad(format!(
                 "more than {MAX_CHOICE_ACTIVATIONS} distinct activations, expected a pool's names"
-            ))),
+            )))
+            }
         };
         let b = band_of(r.layer);
         let overflow = || {
@@ -292,18 +301,16 @@ pub fn read_choice_shares(path: &Path, max_bands: usize) -> Result<ChoiceShares>
         let t = totals.entry((b, r.epoch)).or_default();
         *t = t.checked_add(r.count as u64).ok_or_else(overflow)?;
     }
-    let mut out: Vec<((usize, usize), Vec<Vec<(f64, f64)>>)> = bands
+    let mut out: Vec<ShareBand> = bands
         .iter()
-        .map(|&(first, last)| {
-            (
-                (layer_numbers[first - 1], layer_numbers[last - 1]),
-                vec![Vec::new(); activations.len()],
-            )
+        .map(|&(first, last)| ShareBand {
+            layers: (layer_numbers[first - 1], layer_numbers[last - 1]),
+            series: vec![Vec::new(); activations.len()],
         })
         .collect();
     for (&(b, epoch, a), &c) in &counts {
         let total = totals.get(&(b, epoch)).copied().unwrap_or(0).max(1);
-        out[b].1[a].push((epoch as f64, 100.0 * c as f64 / total as f64));
+        out[b].series[a].push((epoch as f64, 100.0 * c as f64 / total as f64));
     }
     Ok(ChoiceShares {
         activations,
@@ -347,13 +354,13 @@ mod choice_share_tests {
         assert_eq!(s.layers, 3);
         assert_eq!(s.bands.len(), 2);
         // Band 1 is layer 1 alone: 3 of 4 relu.
-        assert_eq!(s.bands[0].0, (1, 1));
-        assert_eq!(s.bands[0].1, [vec![(1.0, 75.0)], vec![(1.0, 25.0)]]);
+        assert_eq!(s.bands[0].layers, (1, 1));
+        assert_eq!(s.bands[0].series, [vec![(1.0, 75.0)], vec![(1.0, 25.0)]]);
         // Band 2 pools layers 2 and 3: epoch 1 has 1 + 2 relu and 3 tanh of 6; epoch 2
         // only tanh.
-        assert_eq!(s.bands[1].0, (2, 3));
+        assert_eq!(s.bands[1].layers, (2, 3));
         assert_eq!(
-            s.bands[1].1,
+            s.bands[1].series,
             [vec![(1.0, 50.0)], vec![(1.0, 50.0), (2.0, 100.0)]]
         );
         // Counts that overflow are an error, not a wrapped share.

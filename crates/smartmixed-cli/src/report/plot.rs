@@ -178,7 +178,7 @@ fn thin(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     }
     let step = points.len().div_ceil(MAX_POINTS);
     let mut kept: Vec<(f64, f64)> = points.iter().step_by(step).copied().collect();
-    if (points.len() - 1) % step != 0 {
+    if !(points.len() - 1).is_multiple_of(step) {
         kept.extend(points.last());
     }
     kept

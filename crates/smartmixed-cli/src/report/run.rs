@@ -244,13 +244,13 @@ impl Writer<'_> {
         let panels = choices
             .bands
             .iter()
-            .map(|(band, series)| Figure::Lines {
-                title: format!("layer {}", band_name(*band)),
+            .map(|band| Figure::Lines {
+                title: format!("layer {}", band_name(band.layers)),
                 x_label: "phase-1 epoch".into(),
                 y_label: "% of neurons".into(),
                 series: order
                     .iter()
-                    .map(|&a| (choices.activations[a].clone(), series[a].clone()))
+                    .map(|&a| (choices.activations[a].clone(), band.series[a].clone()))
                     .collect(),
                 markers: markers.clone(),
             })
