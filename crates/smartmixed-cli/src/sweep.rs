@@ -270,30 +270,22 @@ pub fn finished_cells(dir: &Path) -> Result<Vec<Finished>> {
 /// `cfg` (others are named on stderr and left out), quoted by the csv crate; a cell whose
 /// phases' epochs overflow is an error naming it.
 fn write_results(dir: &Path, cfg: &SweepConfig) -> Result<usize> {
-    let mut cells = finished_cells(dir)?;
+    let mut cells = Vec::new();
     let mut others = Vec::new();
-    let mut widths = Ok(());
-    cells.retain(|f| {
+    for f in finished_cells(dir)? {
         let name = f.dir.file_name().unwrap_or_default();
         match Cell::of_config(name, cfg) {
-            Ok(c) if c.hidden != f.cell.hidden && widths.is_ok() => {
-                widths = Err(anyhow::anyhow!(
-                    "{}: architecture: hidden widths {:?}, but architecture {} of the sweep config is {:?}",
-                    f.dir.join(SUMMARY).display(),
-                    f.cell.hidden,
-                    c.architecture,
-                    c.hidden
-                ));
-                true
-            }
-            Ok(_) => true,
-            Err(_) => {
-                others.push(name.to_string_lossy().escape_debug().to_string());
-                false
-            }
+            Err(_) => others.push(name.to_string_lossy().escape_debug().to_string()),
+            Ok(c) if c.hidden != f.cell.hidden => bail!(
+                "{}: architecture: hidden widths {:?}, but architecture {} of the sweep config is {:?}",
+                f.dir.join(SUMMARY).display(),
+                f.cell.hidden,
+                c.architecture,
+                c.hidden
+            ),
+            Ok(_) => cells.push(f),
         }
-    });
-    widths?;
+    }
     if !others.is_empty() {
         eprintln!(
             "{}: left out of {RESULTS}, not cells of the sweep config: {}",
