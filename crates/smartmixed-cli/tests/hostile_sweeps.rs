@@ -466,3 +466,30 @@ fn a_report_that_fails_midway_leaves_the_earlier_report_intact() {
         assert!(a == b, "{name} changed");
     }
 }
+
+/// Item 5's "checked sums everywhere", in the run report: a summary.json whose counts of
+/// one layer add up past 2^64 wrapped (or panicked) into Fig. 3's shares.
+#[test]
+fn a_report_refuses_counts_that_overflow_naming_the_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    wide_run(&run, 2);
+    let summary = std::fs::read_to_string(run.join("summary.json")).unwrap();
+    let huge = format!(
+        r#"[["relu",{m}],["tanh",{m}]],[["relu",5],["tanh",3]]"#,
+        m = u64::MAX
+    );
+    let bad = summary.replace(r#"[["relu",5],["tanh",3]],[["relu",5],["tanh",3]]"#, &huge);
+    assert_ne!(bad, summary);
+    std::fs::write(run.join("summary.json"), bad).unwrap();
+    assert_one_line_error(
+        &cli(&["report", s(&run)]),
+        &[
+            "summary.json",
+            "final_choices",
+            "layers 1",
+            "more than 2^64",
+        ],
+    );
+    assert!(!run.join("report/report.md").exists());
+}
