@@ -375,6 +375,13 @@ fn place_link(source: &Path, target: &Path) -> Result<()> {
             if std::fs::canonicalize(target).ok().as_deref() == Some(source) {
                 return Ok(());
             }
+            let was = std::fs::read_link(target).unwrap_or_default();
+            println!(
+                "{}: replacing the link of an earlier merge (to {}{})",
+                target.display(),
+                was.display(),
+                if was.exists() { "" } else { ", which no longer exists" }
+            );
             std::fs::remove_file(target).with_context(|| {
                 format!("{}: cannot replace the link of an earlier merge", target.display())
             })?;
