@@ -142,7 +142,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => predict::run(args).map(|()| ExitCode::SUCCESS),
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Sweep(args) => sweep::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Sweep(args) => sweep::run(args),
         Command::Report(args) => report::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -3,12 +3,15 @@
 //! resumed; `--shard K/N` and `--only` select cells; `--merge` joins shard directories.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::write_atomic;
 use anyhow::{bail, Context, Result};
-use smartmixed_core::sweep::{shard, Cell, CellFilter, SweepConfig};
+use smartmixed_core::sweep::{
+    plan_merge, results_csv, shard, Cell, CellFilter, ResultRow, SweepConfig,
+};
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::{RunDir, SUMMARY};
 use smartmixed_train::Cpu;
@@ -60,9 +63,10 @@ fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {
     Ok((k, n))
 }
 
-pub fn run(args: SweepArgs) -> Result<()> {
+/// Trains the selected cells (exit 130 when interrupted, as `train`), or merges shards.
+pub fn run(args: SweepArgs) -> Result<ExitCode> {
     if !args.merge.is_empty() {
-        return merge(&args.merge, &args.out);
+        return merge(&args.merge, &args.out).map(|()| ExitCode::SUCCESS);
     }
     let config_path = args.config.as_ref().context("--config is required")?;
     // Read once: the same text is parsed here and recorded as sweep.toml below.
@@ -74,10 +78,24 @@ pub fn run(args: SweepArgs) -> Result<()> {
         cells = shard(&cells, k, n);
     }
     cells.retain(|c| args.only.iter().all(|f| f.accepts(c)));
-    prepare_directory(&args, &cfg, &cells, &text)?;
     let data = crate::progress::while_loading("loading data", || {
         Splits::load(&cfg.data, cfg.data.classes)
     })?;
+    // Every cell is checked against the data and memory before anything is created, and
+    // a refusal names the sweep file and its field (a cell's config.toml does not exist
+    // yet).
+    for cell in &cells {
+        let origin = format!("{} (cell {})", config_path.display(), cell.id());
+        smartmixed_train::check_data_fits(&cfg.cell_config(cell), &data, &origin).map_err(|e| {
+            match e {
+                smartmixed_train::Error::Core(e) => {
+                    smartmixed_train::Error::Core(cfg.in_sweep_terms(cell, e))
+                }
+                other => other,
+            }
+        })?;
+    }
+    prepare_directory(&args, &cfg, &cells, &text)?;
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = stop.clone();
     let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));
@@ -97,18 +115,19 @@ pub fn run(args: SweepArgs) -> Result<()> {
                 );
             }
             Err(smartmixed_train::Error::Interrupted) => {
-                write_results(&args.out)?;
-                bail!(
+                write_results(&args.out, &cfg)?;
+                eprintln!(
                     "interrupted at cell {}; run the same command again to continue",
                     cell.id()
                 );
+                return Ok(ExitCode::from(130));
             }
             Err(e) => return Err(e).with_context(|| format!("cell {}", cell.id())),
         }
     }
-    let n = write_results(&args.out)?;
+    let n = write_results(&args.out, &cfg)?;
     println!("{n} finished cells in {}", args.out.join(RESULTS).display());
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Refuses cells trained under another config (or clears them with --retrain-changed),
@@ -247,60 +266,135 @@ pub fn finished_cells(dir: &Path) -> Result<Vec<Finished>> {
     Ok(out)
 }
 
-/// Writes `dir/results.csv` from the finished cells under `dir/cells`.
-fn write_results(dir: &Path) -> Result<usize> {
-    let mut csv = String::from("cell,architecture,hidden,method,seed,validation_accuracy,test_accuracy,best_epoch,epochs,seconds\n");
-    let cells = finished_cells(dir)?;
+/// Writes `dir/results.csv` from the finished cells under `dir/cells` that are cells of
+/// `cfg` (others are named on stderr and left out), quoted by the csv crate; a cell whose
+/// phases' epochs overflow is an error naming it.
+fn write_results(dir: &Path, cfg: &SweepConfig) -> Result<usize> {
+    let mut cells = Vec::new();
+    let mut others = Vec::new();
+    for f in finished_cells(dir)? {
+        let name = f.dir.file_name().unwrap_or_default();
+        match Cell::of_config(name, cfg) {
+            Err(_) => others.push(name.to_string_lossy().escape_debug().to_string()),
+            Ok(c) if c.hidden != f.cell.hidden => bail!(
+                "{}: architecture: hidden widths {:?}, but architecture {} of the sweep config is {:?}",
+                f.dir.join(SUMMARY).display(),
+                f.cell.hidden,
+                c.architecture,
+                c.hidden
+            ),
+            Ok(_) => cells.push(f),
+        }
+    }
+    if !others.is_empty() {
+        eprintln!(
+            "{}: left out of {RESULTS}, not cells of the sweep config: {}",
+            dir.join("cells").display(),
+            others.join(", ")
+        );
+    }
+    let mut rows = Vec::with_capacity(cells.len());
     for f in &cells {
         let last = f.summary.phases.last().context("a run has phases")?;
-        let hidden: Vec<String> = f.cell.hidden.iter().map(|w| w.to_string()).collect();
-        csv.push_str(&format!(
-            "{},{},{},{},{},{:.6},{:.6},{},{},{:.1}\n",
-            f.cell.id(),
-            f.cell.architecture,
-            hidden.join("-"),
-            f.cell.method,
-            f.cell.seed,
-            last.validation_accuracy,
-            last.test_accuracy,
-            last.best_epoch,
-            f.summary.phases.iter().map(|p| p.epochs).sum::<usize>(),
-            f.summary.seconds
-        ));
+        let epochs = f
+            .summary
+            .phases
+            .iter()
+            .try_fold(0usize, |sum, p| sum.checked_add(p.epochs))
+            .with_context(|| {
+                format!(
+                    "{}: the phases' epochs add up to more than {}",
+                    f.dir.join(SUMMARY).display(),
+                    usize::MAX
+                )
+            })?;
+        rows.push(ResultRow {
+            cell: f.cell.clone(),
+            validation_accuracy: last.validation_accuracy,
+            test_accuracy: last.test_accuracy,
+            best_epoch: last.best_epoch,
+            epochs,
+            seconds: f.summary.seconds,
+        });
     }
-    write_atomic(&dir.join(RESULTS), csv.as_bytes())?;
+    write_atomic(&dir.join(RESULTS), &results_csv(&rows)?)?;
     Ok(cells.len())
 }
 
 /// Links the finished cells of every shard directory into `out/cells` and writes
-/// `out/results.csv` (a cell finished in two shards keeps the first).
+/// `out/results.csv`. Refused: shards (or an earlier merge in `out`) recorded under
+/// different sweep configs, cell directories whose names are not cells of the config, a
+/// cell finished in two shards with different results, and anything other than a link
+/// from an earlier merge where a cell's link goes.
 fn merge(dirs: &[PathBuf], out: &Path) -> Result<()> {
+    // Each shard's summaries are read first, so that a damaged one is named.
+    for d in dirs {
+        finished_cells(d)?;
+    }
+    let plan = plan_merge(dirs)?;
+    let recorded = out.join(SWEEP_CONFIG);
+    if recorded.exists() {
+        let (_, earlier) = smartmixed_core::sweep::read_sweep_dir_config(out)?;
+        let changed = earlier.differences(&plan.config);
+        if !changed.is_empty() {
+            bail!(
+                "{}: an earlier merge recorded another sweep config (differs from {} in {}); merge into a new --out",
+                recorded.display(),
+                dirs[0].join(SWEEP_CONFIG).display(),
+                changed.join(", ")
+            );
+        }
+    }
     let cells = out.join("cells");
     std::fs::create_dir_all(&cells)
         .with_context(|| format!("{}: cannot create", cells.display()))?;
-    for d in dirs {
-        if let Ok(cfg) = std::fs::read(d.join(SWEEP_CONFIG)) {
-            if !out.join(SWEEP_CONFIG).exists() {
-                write_atomic(&out.join(SWEEP_CONFIG), &cfg)?;
-            }
-        }
-        for f in finished_cells(d)? {
-            let target = cells.join(f.cell.id());
-            if target.exists() {
-                continue;
-            }
-            let source = std::fs::canonicalize(&f.dir)?;
-            link_dir(&source, &target).with_context(|| {
-                format!("{}: cannot link {}", target.display(), source.display())
-            })?;
-        }
+    for (cell, dir) in &plan.cells {
+        let source = std::fs::canonicalize(dir)
+            .with_context(|| format!("{}: cannot resolve", dir.display()))?;
+        place_link(&source, &cells.join(cell.id()))?;
     }
-    let n = write_results(out)?;
+    if !recorded.exists() {
+        write_atomic(&recorded, plan.text.as_bytes())?;
+    }
+    let n = write_results(out, &plan.config)?;
     println!(
         "merged {n} finished cells into {}",
         out.join(RESULTS).display()
     );
     Ok(())
+}
+
+/// Links `target` to `source`: a link an earlier merge left there (dangling, or to
+/// another copy) is replaced; the cell's own directory is kept; anything else is refused,
+/// saying what is there.
+fn place_link(source: &Path, target: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(target) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot inspect", target.display())),
+        Ok(m) if m.file_type().is_symlink() => {
+            if std::fs::canonicalize(target).ok().as_deref() == Some(source) {
+                return Ok(());
+            }
+            let was = std::fs::read_link(target).unwrap_or_default();
+            println!(
+                "{}: replacing the link of an earlier merge (to {}{})",
+                target.display(),
+                was.display(),
+                if was.exists() { "" } else { ", which no longer exists" }
+            );
+            std::fs::remove_file(target).with_context(|| {
+                format!("{}: cannot replace the link of an earlier merge", target.display())
+            })?;
+        }
+        Ok(_) if std::fs::canonicalize(target).ok().as_deref() == Some(source) => return Ok(()),
+        Ok(m) => bail!(
+            "{}: a {} is already there (not a link from an earlier merge); move it away or merge into a new --out",
+            target.display(),
+            if m.is_dir() { "directory" } else { "file" }
+        ),
+    }
+    link_dir(source, target)
+        .with_context(|| format!("{}: cannot link {}", target.display(), source.display()))
 }
 
 #[cfg(unix)]

@@ -808,9 +808,12 @@ fn an_interrupted_sweep_cell_resumes() {
         out.to_str().unwrap(),
     ];
     let o = interrupt_after(&args, &out.join("cells/a01-relu-s0/metrics.csv"), 5);
-    assert_final_error_line(
-        &o,
-        &["interrupted at cell a01-relu-s0", "run the same command"],
+    // Exit 130 as `train` (tests/hostile_sweeps.rs), saying how to continue.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted at cell a01-relu-s0; run the same command"),
+        "{stderr}"
     );
     assert!(out.join("cells/a01-relu-s0/state.safetensors").is_file());
     let o = cli(&args);

@@ -474,6 +474,44 @@ pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> (String, String) {
     (field, message)
 }
 
+/// The dotted fields whose values differ between two configs of one type (a train config
+/// or a sweep config), ignoring `data.dir`.
+pub(crate) fn field_differences<T: Serialize>(a: &T, b: &T) -> Vec<String> {
+    fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let fields = |c: &T| {
+        let mut out = Vec::new();
+        flatten("", &serde_json::to_value(c).unwrap_or_default(), &mut out);
+        out.retain(|(k, _)| k != "data.dir");
+        out
+    };
+    let (a, b) = (fields(a), fields(b));
+    let mut changed: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.iter().find(|(k2, _)| k2 == k).map(|(_, v2)| v2) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for (k, _) in &b {
+        if !a.iter().any(|(k2, _)| k2 == k) {
+            changed.push(k.clone());
+        }
+    }
+    changed
+}
+
 impl TrainConfig {
     /// Reads, parses and validates a config file.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -705,39 +743,7 @@ impl TrainConfig {
     /// The dotted fields whose values differ between `self` and `other`, ignoring
     /// `data.dir` (the same data may move, and `--data-dir` may say where).
     pub fn differences(&self, other: &TrainConfig) -> Vec<String> {
-        fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
-            match v {
-                serde_json::Value::Object(m) => {
-                    for (k, v) in m {
-                        let key = if prefix.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{prefix}.{k}")
-                        };
-                        flatten(&key, v, out);
-                    }
-                }
-                other => out.push((prefix.to_string(), other.to_string())),
-            }
-        }
-        let fields = |c: &TrainConfig| {
-            let mut out = Vec::new();
-            flatten("", &serde_json::to_value(c).unwrap_or_default(), &mut out);
-            out.retain(|(k, _)| k != "data.dir");
-            out
-        };
-        let (a, b) = (fields(self), fields(other));
-        let mut changed: Vec<String> = a
-            .iter()
-            .filter(|(k, v)| b.iter().find(|(k2, _)| k2 == k).map(|(_, v2)| v2) != Some(v))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for (k, _) in &b {
-            if !a.iter().any(|(k2, _)| k2 == k) {
-                changed.push(k.clone());
-            }
-        }
-        changed
+        field_differences(self, other)
     }
 
     /// Every epoch the run trains, both phases together (saturating; [`Self::validate`]

@@ -31,6 +31,13 @@ pub enum Error {
     /// the dotted path at fault.
     #[error("invalid manifest: {field}: {message}")]
     Manifest { field: String, message: String },
+    /// A sweep directory that cannot be merged or read as a sweep; `path` names the
+    /// directory or file at fault.
+    #[error("{}: {message}", path.display())]
+    Sweep {
+        path: std::path::PathBuf,
+        message: String,
+    },
     /// A config file that cannot be read.
     #[error("{path}: cannot read config: {source}")]
     ReadConfig {

@@ -1,6 +1,9 @@
-//! The sweep config: architectures x methods x seeds, each cell an ordinary training run.
+//! The sweep config: architectures x methods x seeds, each cell an ordinary training run;
+//! cell directory names, the merge plan of shard directories and `results.csv`.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +90,49 @@ impl Cell {
             seed: seed.parse().ok()?,
         })
     }
+
+    /// Reads a cell directory's name as a cell of `cfg`: exactly as [`Cell::id`] writes
+    /// it, for an architecture, a method and a seed the config has. The error says what
+    /// was expected.
+    pub fn of_config(name: &OsStr, cfg: &SweepConfig) -> std::result::Result<Self, String> {
+        let expected = "expected a cell name such as a01-relu-s0 (aNN-METHOD-sSEED)";
+        let text = name
+            .to_str()
+            .ok_or_else(|| format!("the name is not UTF-8; {expected}"))?;
+        // Quoted as Rust would (a newline as `\n`), so that a message stays one line.
+        let shown = text.escape_debug().to_string();
+        let parsed = Cell::from_id(text, Vec::new())
+            .filter(|c| c.id() == text)
+            .ok_or_else(|| format!("`{shown}` is not a cell name; {expected}"))?;
+        let archs = cfg.sweep.architectures.len();
+        let hidden = parsed
+            .architecture
+            .checked_sub(1)
+            .and_then(|a| cfg.sweep.architectures.get(a))
+            .ok_or_else(|| {
+                format!(
+                    "`{shown}`: architecture {} is not in sweep.architectures (1 to {archs})",
+                    parsed.architecture
+                )
+            })?;
+        if !cfg.sweep.methods.contains(&parsed.method) {
+            return Err(format!(
+                "`{shown}`: method `{}` is not in sweep.methods ({})",
+                parsed.method.escape_debug(),
+                cfg.sweep.methods.join(", ")
+            ));
+        }
+        if !cfg.sweep.seeds.contains(&parsed.seed) {
+            return Err(format!(
+                "`{shown}`: seed {} is not in sweep.seeds",
+                parsed.seed
+            ));
+        }
+        Ok(Cell {
+            hidden: hidden.clone(),
+            ..parsed
+        })
+    }
 }
 
 impl SweepConfig {
@@ -129,9 +175,62 @@ impl SweepConfig {
         }
         for cell in cfg.cells() {
             cfg.cell_config(&cell)
-                .validate(&format!("{origin} (cell {})", cell.id()))?;
+                .validate(&format!("{origin} (cell {})", cell.id()))
+                .map_err(|e| cfg.in_sweep_terms(&cell, e))?;
         }
         Ok(cfg)
+    }
+
+    /// The dotted fields (of `[sweep]`, `[phase1]`, ...) on which two sweep configs
+    /// disagree, ignoring `data.dir` (shards may find the same data in other places).
+    pub fn differences(&self, other: &SweepConfig) -> Vec<String> {
+        crate::config::field_differences(self, other)
+    }
+
+    /// The field of this sweep file that a field of `cell`'s training config comes from
+    /// (`model.hidden[0]` of cell a02 is `sweep.architectures[1][0]`): errors about a cell
+    /// name what the user can edit, not a config.toml that does not exist.
+    pub fn sweep_field(&self, cell: &Cell, field: &str) -> String {
+        let index = |list: &[String], v: &str| list.iter().position(|m| m == v).unwrap_or(0);
+        let seed = self.sweep.seeds.iter().position(|&s| s == cell.seed);
+        if let Some(rest) = field.strip_prefix("model.hidden") {
+            format!(
+                "sweep.architectures[{}]{rest}",
+                cell.architecture.saturating_sub(1)
+            )
+        } else if field == "model.activation" {
+            format!(
+                "sweep.methods[{}]",
+                index(&self.sweep.methods, &cell.method)
+            )
+        } else if let Some(rest) = field.strip_prefix("model.pool") {
+            format!("sweep.pool{rest}")
+        } else if field == "model.output_loss" {
+            "sweep.output_loss".into()
+        } else if field == "training.seed" {
+            format!("sweep.seeds[{}]", seed.unwrap_or(0))
+        } else if field == "training.patience" && cell.method == SMARTMIXED_AUTO {
+            "sweep.auto_patience".into()
+        } else {
+            field.to_string()
+        }
+    }
+
+    /// `e` with a cell config's field renamed by [`Self::sweep_field`] (other errors
+    /// unchanged).
+    pub fn in_sweep_terms(&self, cell: &Cell, e: Error) -> Error {
+        match e {
+            Error::Config {
+                origin,
+                field,
+                message,
+            } => Error::Config {
+                origin,
+                field: self.sweep_field(cell, &field),
+                message,
+            },
+            other => other,
+        }
     }
 
     /// Every cell, in order: architecture, then method, then seed.
@@ -183,6 +282,176 @@ impl SweepConfig {
         }
         config
     }
+}
+
+/// The file naming the sweep config inside a sweep directory.
+pub const SWEEP_FILE: &str = "sweep.toml";
+/// The file a finished cell's directory holds.
+const SUMMARY_FILE: &str = "summary.json";
+/// The largest summary.json compared when a cell is in two shards.
+const MAX_SUMMARY_BYTES: u64 = 64 << 20;
+
+/// What merging shard directories makes: the one sweep config they share (its text as
+/// the first shard recorded it) and each finished cell with the directory holding it.
+#[derive(Debug)]
+pub struct MergePlan {
+    pub config: SweepConfig,
+    pub text: String,
+    pub cells: Vec<(Cell, PathBuf)>,
+}
+
+/// Reads a sweep directory's recorded config: its text and the parsed config.
+pub fn read_sweep_dir_config(dir: &Path) -> Result<(String, SweepConfig)> {
+    let path = dir.join(SWEEP_FILE);
+    if !path.is_file() {
+        return Err(Error::Sweep {
+            path: dir.to_path_buf(),
+            message: format!("no {SWEEP_FILE}, so not a sweep directory (or shard) to merge"),
+        });
+    }
+    let text =
+        crate::tensorfile::read_text(&path, crate::MAX_TEXT_BYTES).map_err(|e| Error::Sweep {
+            path: path.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+    let config = SweepConfig::from_toml_str(&text, &path.display().to_string())?;
+    Ok((text, config))
+}
+
+/// Plans the merge of shard directories: every shard must record the same sweep config;
+/// every finished cell's directory name must be a cell of it; a cell finished in two
+/// shards must have identical `summary.json` files (the same run) or the merge is refused.
+pub fn plan_merge(shards: &[PathBuf]) -> Result<MergePlan> {
+    let first = shards.first().ok_or_else(|| Error::Sweep {
+        path: PathBuf::new(),
+        message: "no shard directories to merge".into(),
+    })?;
+    let (text, config) = read_sweep_dir_config(first)?;
+    let mut cells: BTreeMap<Cell, PathBuf> = BTreeMap::new();
+    for shard in shards {
+        let (_, other) = read_sweep_dir_config(shard)?;
+        let changed = config.differences(&other);
+        if !changed.is_empty() {
+            return Err(Error::Sweep {
+                path: shard.join(SWEEP_FILE),
+                message: format!(
+                    "differs from {} in {}; only shards of one sweep config can be merged",
+                    first.join(SWEEP_FILE).display(),
+                    changed.join(", ")
+                ),
+            });
+        }
+        let dir = shard.join("cells");
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::Sweep {
+            path: dir.clone(),
+            message: format!("cannot list the cells: {e}"),
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::Sweep {
+                path: dir.clone(),
+                message: format!("cannot list the cells: {e}"),
+            })?;
+            let path = entry.path();
+            if !path.join(SUMMARY_FILE).is_file() {
+                continue; // unfinished: not merged
+            }
+            let cell =
+                Cell::of_config(&entry.file_name(), &config).map_err(|message| Error::Sweep {
+                    path: path.clone(),
+                    message,
+                })?;
+            match cells.get(&cell) {
+                Some(kept) if !same_summary(kept, &path)? => {
+                    return Err(Error::Sweep {
+                        path: path.clone(),
+                        message: format!(
+                            "cell {} is also in {} with a different summary.json; remove one copy before merging",
+                            cell.id(),
+                            kept.display()
+                        ),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    cells.insert(cell, path);
+                }
+            }
+        }
+    }
+    Ok(MergePlan {
+        config,
+        text,
+        cells: cells.into_iter().collect(),
+    })
+}
+
+/// Whether two cell directories hold byte-identical `summary.json` files.
+fn same_summary(a: &Path, b: &Path) -> Result<bool> {
+    let read = |d: &Path| {
+        let path = d.join(SUMMARY_FILE);
+        crate::tensorfile::read_text(&path, MAX_SUMMARY_BYTES).map_err(|e| Error::Sweep {
+            path,
+            message: format!("cannot read: {e}"),
+        })
+    };
+    Ok(read(a)? == read(b)?)
+}
+
+/// One row of `results.csv`: a finished cell and its last phase's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    pub cell: Cell,
+    pub validation_accuracy: f64,
+    pub test_accuracy: f64,
+    pub best_epoch: usize,
+    /// Epochs over all phases.
+    pub epochs: usize,
+    pub seconds: f64,
+}
+
+/// The columns of `results.csv`.
+pub const RESULTS_HEADER: [&str; 10] = [
+    "cell",
+    "architecture",
+    "hidden",
+    "method",
+    "seed",
+    "validation_accuracy",
+    "test_accuracy",
+    "best_epoch",
+    "epochs",
+    "seconds",
+];
+
+/// `results.csv` as bytes, written by the csv crate: a field holding a comma, a quote or a
+/// newline is quoted, so every row reads back as ten fields.
+pub fn results_csv(rows: &[ResultRow]) -> Result<Vec<u8>> {
+    let fail = |e: csv::Error| Error::Sweep {
+        path: PathBuf::from("results.csv"),
+        message: format!("cannot write: {e}"),
+    };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(RESULTS_HEADER).map_err(fail)?;
+    for r in rows {
+        let hidden: Vec<String> = r.cell.hidden.iter().map(|w| w.to_string()).collect();
+        w.write_record([
+            r.cell.id(),
+            r.cell.architecture.to_string(),
+            hidden.join("-"),
+            r.cell.method.clone(),
+            r.cell.seed.to_string(),
+            format!("{:.6}", r.validation_accuracy),
+            format!("{:.6}", r.test_accuracy),
+            r.best_epoch.to_string(),
+            r.epochs.to_string(),
+            format!("{:.1}", r.seconds),
+        ])
+        .map_err(fail)?;
+    }
+    w.into_inner().map_err(|e| Error::Sweep {
+        path: PathBuf::from("results.csv"),
+        message: format!("cannot write: {e}"),
+    })
 }
 
 /// The cells of shard `k` of `n` (0 <= k < n): every `n`-th cell from the `k`-th, so every
@@ -350,13 +619,100 @@ mod tests {
         let e = SweepConfig::from_toml_str(&SWEEP.replace("\"tanh\"", "\"tanhh\""), "s.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("model.activation") && e.contains("tanhh"), "{e}");
+        // The sweep's own fields, not those of a cell config.toml that does not exist.
+        assert!(
+            e.contains("sweep.methods[1]") && e.contains("tanhh") && !e.contains("model."),
+            "{e}"
+        );
         let e = SweepConfig::from_toml_str(
             &SWEEP.replace("[[8], [8, 4], [6]]", "[[8], [0]]"),
             "s.toml",
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("model.hidden[0]") && e.contains("a02"), "{e}");
+        assert!(
+            e.contains("sweep.architectures[1][0]") && e.contains("a02") && !e.contains("model."),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cell_directory_names_must_be_cells_of_the_config() {
+        let cfg = SweepConfig::from_toml_str(SWEEP, "s.toml").unwrap();
+        let ok = Cell::of_config(OsStr::new("a02-tanh-s1"), &cfg).unwrap();
+        assert_eq!(ok.hidden, vec![8, 4]);
+        for (name, why) in [
+            ("a01-re,lu-s0", "method `re,lu`"),
+            ("a01-gelu-s0", "method `gelu`"),
+            ("a04-relu-s0", "architecture 4"),
+            ("a00-relu-s0", "architecture 0"),
+            ("a01-relu-s2", "seed 2"),
+            ("a1-relu-s0", "not a cell name"),
+            ("a01-relu-s00", "not a cell name"),
+            ("a99999999999999999999999-relu-s0", "not a cell name"),
+            ("a01-relu-s18446744073709551616", "not a cell name"),
+            ("a01-relu\n-s0", "method"),
+        ] {
+            let e = Cell::of_config(OsStr::new(name), &cfg).unwrap_err();
+            assert!(e.contains(why), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn sweep_differences_name_the_fields() {
+        let a = SweepConfig::from_toml_str(SWEEP, "a").unwrap();
+        let b = SweepConfig::from_toml_str(
+            &SWEEP.replace(
+                "seeds = [0, 1]",
+                "seeds = [0, 2]\npool = [\"relu\", \"tanh\"]",
+            ),
+            "b",
+        )
+        .unwrap();
+        assert_eq!(a.differences(&a), Vec::<String>::new());
+        let mut d = a.differences(&b);
+        d.sort();
+        assert_eq!(d, ["sweep.pool", "sweep.seeds"]);
+        let mut moved = a.clone();
+        moved.data.dir = "elsewhere".into();
+        assert!(a.differences(&moved).is_empty());
+    }
+
+    #[test]
+    fn results_csv_quotes_fields_and_reads_back() {
+        let row = |method: &str, epochs| ResultRow {
+            cell: Cell {
+                architecture: 1,
+                hidden: vec![8, 4],
+                method: method.into(),
+                seed: u64::MAX,
+            },
+            validation_accuracy: 0.5,
+            test_accuracy: 0.25,
+            best_epoch: 3,
+            epochs,
+            seconds: 1.25,
+        };
+        let rows = [row("relu", 4), row("re,lu", 5), row("a\"b\nc", 6)];
+        let bytes = results_csv(&rows).unwrap();
+        // An independent reader: a hand-written CSV field splitter would share our bugs,
+        // the csv crate's reader with default (RFC 4180) settings does not.
+        let mut r = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(&bytes[..]);
+        assert_eq!(
+            r.headers().unwrap(),
+            &csv::StringRecord::from(&RESULTS_HEADER[..])
+        );
+        let read: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
+        assert_eq!(read.len(), 3);
+        for (rec, want) in read.iter().zip(&rows) {
+            assert_eq!(rec.len(), 10, "{rec:?}");
+            assert_eq!(&rec[0], want.cell.id());
+            assert_eq!(&rec[2], "8-4");
+            assert_eq!(&rec[3], want.cell.method);
+            assert_eq!(&rec[4], "18446744073709551615");
+            assert_eq!(&rec[8], want.epochs.to_string());
+        }
     }
 }

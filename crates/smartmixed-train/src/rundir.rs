@@ -214,6 +214,172 @@ pub fn read_choices(path: &Path) -> Result<Vec<ChoiceRow>> {
     Ok(rows)
 }
 
+/// Consecutive layers `1..=layers` pooled into at most `max` bands of nearly equal size,
+/// each `(first, last)` inclusive: a report draws a bounded number of panels however many
+/// layers a run has.
+pub fn layer_bands(layers: usize, max: usize) -> Vec<(usize, usize)> {
+    let n = layers.min(max.max(1));
+    (0..n)
+        .map(|b| {
+            // b * layers / n without overflow: layers < 2^64 and b < n <= max.
+            let at = |b: usize| (b as u128 * layers as u128 / n as u128) as usize;
+            (at(b) + 1, at(b + 1))
+        })
+        .collect()
+}
+
+/// The most distinct activation names `choices.csv` may hold (a config's pool holds at
+/// most 255).
+pub const MAX_CHOICE_ACTIVATIONS: usize = 255;
+
+/// `choices.csv` summarised for figures: the hidden layers found, pooled into at most
+/// `max_bands` bands of consecutive layers, and per band and activation its share of the
+/// band's neurons after each phase-1 epoch. Memory grows with the rows read, never with
+/// the layer or epoch numbers they hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceShares {
+    /// Activation names in the order first seen.
+    pub activations: Vec<String>,
+    /// Distinct hidden layers in the file.
+    pub layers: usize,
+    pub bands: Vec<ShareBand>,
+}
+
+/// One band of [`ChoiceShares`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareBand {
+    /// The first and last layer number it pools.
+    pub layers: (usize, usize),
+    /// Per activation, the `(epoch, percent)` points where the band recorded it.
+    pub series: Vec<Vec<(f64, f64)>>,
+}
+
+/// Reads `choices.csv` (see [`read_choices`]) into [`ChoiceShares`] with at most
+/// `max_bands` bands; counts are added with checked arithmetic (an overflow is an error
+/// naming the file).
+pub fn read_choice_shares(path: &Path, max_bands: usize) -> Result<ChoiceShares> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let rows = read_choices(path)?;
+    let bad = |message: String| Error::Mismatch {
+        path: path.to_path_buf(),
+        message,
+    };
+    let layers: BTreeSet<usize> = rows.iter().map(|r| r.layer).collect();
+    let layer_numbers: Vec<usize> = layers.into_iter().collect();
+    let bands = layer_bands(layer_numbers.len(), max_bands);
+    let band_of = |layer: usize| {
+        // Position among the distinct layers, then the band holding that position.
+        let i = layer_numbers.partition_point(|&l| l < layer) + 1;
+        bands.partition_point(|&(_, last)| last < i)
+    };
+    let mut activations: Vec<String> = Vec::new();
+    // (band, epoch, activation) -> count, and (band, epoch) -> total.
+    let mut counts: BTreeMap<(usize, usize, usize), u64> = BTreeMap::new();
+    let mut totals: BTreeMap<(usize, usize), u64> = BTreeMap::new();
+    for r in &rows {
+        let a = match activations.iter().position(|n| *n == r.activation) {
+            Some(a) => a,
+            None if activations.len() < MAX_CHOICE_ACTIVATIONS => {
+                activations.push(r.activation.clone());
+                activations.len() - 1
+            }
+            None => {
+                return Err(bad(format!(
+                "more than {MAX_CHOICE_ACTIVATIONS} distinct activations, expected a pool's names"
+            )))
+            }
+        };
+        let b = band_of(r.layer);
+        let overflow = || {
+            bad(format!(
+                "the counts of epoch {} add up to more than 2^64",
+                r.epoch
+            ))
+        };
+        let c = counts.entry((b, r.epoch, a)).or_default();
+        *c = c.checked_add(r.count as u64).ok_or_else(overflow)?;
+        let t = totals.entry((b, r.epoch)).or_default();
+        *t = t.checked_add(r.count as u64).ok_or_else(overflow)?;
+    }
+    let mut out: Vec<ShareBand> = bands
+        .iter()
+        .map(|&(first, last)| ShareBand {
+            layers: (layer_numbers[first - 1], layer_numbers[last - 1]),
+            series: vec![Vec::new(); activations.len()],
+        })
+        .collect();
+    for (&(b, epoch, a), &c) in &counts {
+        let total = totals.get(&(b, epoch)).copied().unwrap_or(0).max(1);
+        out[b].series[a].push((epoch as f64, 100.0 * c as f64 / total as f64));
+    }
+    Ok(ChoiceShares {
+        activations,
+        layers: layer_numbers.len(),
+        bands: out,
+    })
+}
+
+#[cfg(test)]
+mod choice_share_tests {
+    use super::*;
+
+    #[test]
+    fn bands_cover_every_layer_once_and_are_bounded() {
+        assert_eq!(layer_bands(3, 24), [(1, 1), (2, 2), (3, 3)]);
+        assert_eq!(layer_bands(10, 4), [(1, 2), (3, 5), (6, 7), (8, 10)]);
+        assert!(layer_bands(0, 24).is_empty());
+        for (layers, max) in [(6000, 24), (25, 24), (usize::MAX, 24), (7, 0)] {
+            let b = layer_bands(layers, max);
+            assert!(b.len() <= max.max(1));
+            assert_eq!(b[0].0, 1);
+            assert_eq!(b.last().unwrap().1, layers);
+            assert!(b
+                .windows(2)
+                .all(|w| w[1].0 == w[0].1 + 1 && w[0].0 <= w[0].1));
+        }
+    }
+
+    #[test]
+    fn shares_pool_the_layers_of_a_band() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CHOICES);
+        // Three layers in at most two bands: layer 1, then layers 2 and 3.
+        std::fs::write(
+            &path,
+            "epoch,layer,activation,count\n1,1,relu,3\n1,1,tanh,1\n1,2,relu,1\n1,2,tanh,3\n1,3,relu,2\n2,3,tanh,4\n",
+        )
+        .unwrap();
+        let s = read_choice_shares(&path, 2).unwrap();
+        assert_eq!(s.activations, ["relu", "tanh"]);
+        assert_eq!(s.layers, 3);
+        assert_eq!(s.bands.len(), 2);
+        // Band 1 is layer 1 alone: 3 of 4 relu.
+        assert_eq!(s.bands[0].layers, (1, 1));
+        assert_eq!(s.bands[0].series, [vec![(1.0, 75.0)], vec![(1.0, 25.0)]]);
+        // Band 2 pools layers 2 and 3: epoch 1 has 1 + 2 relu and 3 tanh of 6; epoch 2
+        // only tanh.
+        assert_eq!(s.bands[1].layers, (2, 3));
+        assert_eq!(
+            s.bands[1].series,
+            [vec![(1.0, 50.0)], vec![(1.0, 50.0), (2.0, 100.0)]]
+        );
+        // Counts that overflow are an error, not a wrapped share.
+        std::fs::write(
+            &path,
+            format!(
+                "epoch,layer,activation,count\n1,1,relu,{m}\n1,1,tanh,{m}\n",
+                m = usize::MAX
+            ),
+        )
+        .unwrap();
+        let e = read_choice_shares(&path, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("choices.csv") && e.contains("more than 2^64"),
+            "{e}"
+        );
+    }
+}
+
 /// Reads `summary.json` back and checks what readers index: at least an input and an
 /// output width, at least one phase.
 pub fn read_summary(path: &Path) -> Result<crate::trainer::Summary> {

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-/// A report being written: its markdown so far and the files saved. `run` and `sweep`
-/// add their sections as methods of their own.
+/// A report being written: its markdown so far and the figures rendered, held in memory
+/// until [`Writer::finish`]. `run` and `sweep` add their sections as methods of their own.
 struct Writer<'a> {
     out: &'a Path,
     md: String,
-    files: Vec<String>,
+    files: Vec<(String, Vec<u8>)>,
 }
 
 impl<'a> Writer<'a> {
@@ -28,19 +28,30 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// Saves `fig` as `stem.svg` and `stem.png` and shows the PNG in the markdown.
+    /// Renders `fig` as `stem.svg` and `stem.png` (written by `finish`) and shows the PNG
+    /// in the markdown.
     fn save(&mut self, fig: &plot::Figure, stem: &str, alt: &str) -> Result<()> {
-        let saved = fig.save(&self.out.join(stem))?;
-        self.md.push_str(&format!("\n![{alt}]({})\n\n", saved[1]));
-        self.files.extend(saved);
+        let (svg, png) = fig
+            .render()
+            .with_context(|| format!("{}: cannot draw", self.out.join(stem).display()))?;
+        self.md.push_str(&format!("\n![{alt}]({stem}.png)\n\n"));
+        self.files.push((format!("{stem}.svg"), svg.into_bytes()));
+        self.files.push((format!("{stem}.png"), png));
         Ok(())
     }
 
-    /// Writes `report.md` atomically; returns every file the report wrote.
+    /// Writes every figure and then `report.md`, each atomically, and only once all were
+    /// drawn: a report that fails midway leaves an earlier report's files as they were.
+    /// Returns the files written.
     fn finish(mut self) -> Result<Vec<String>> {
-        crate::write_atomic(&self.out.join("report.md"), self.md.as_bytes())?;
-        self.files.push("report.md".into());
-        Ok(self.files)
+        self.files.push((
+            "report.md".into(),
+            std::mem::take(&mut self.md).into_bytes(),
+        ));
+        for (name, bytes) in &self.files {
+            crate::write_atomic(&self.out.join(name), bytes)?;
+        }
+        Ok(self.files.into_iter().map(|(name, _)| name).collect())
     }
 }
 

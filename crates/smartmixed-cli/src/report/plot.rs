@@ -1,7 +1,7 @@
-//! Figures with plotters, each written as SVG and PNG (text drawn with the bundled DejaVu
-//! Sans, so PNGs render the same on machines without system fonts).
+//! Figures with plotters, each rendered in memory as SVG and PNG (text drawn with the
+//! bundled DejaVu Sans, so PNGs render the same on machines without system fonts), their
+//! pixel size and point counts bounded.
 
-use std::path::Path;
 use std::sync::Once;
 
 use anyhow::{anyhow, Result};
@@ -10,6 +10,13 @@ use plotters::prelude::*;
 
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (900, 560);
+/// The most panels a grid draws (callers pool layers into at most this many bands).
+pub const MAX_PANELS: usize = 24;
+/// The largest figure in pixels: a grid of [`MAX_PANELS`] panels, three to a row.
+const MAX_SIZE: (u32, u32) = (3 * 600, 8 * 380);
+/// The most points a line series draws; longer series are thinned evenly (the last point
+/// kept), so that an SVG's size stays bounded however many epochs a run has.
+const MAX_POINTS: usize = 1000;
 
 fn register_font() {
     static ONCE: Once = Once::new();
@@ -100,8 +107,7 @@ impl Figure {
                 values,
             } => heatmap(area, title, rows, cols, values),
             Figure::Grid { columns, panels } => {
-                let cols = (*columns).max(1);
-                let rows = panels.len().div_ceil(cols).max(1);
+                let (cols, rows) = grid_shape(*columns, panels.len());
                 for (panel, sub) in panels.iter().zip(area.split_evenly((rows, cols))) {
                     panel.draw(&sub)?;
                 }
@@ -110,46 +116,72 @@ impl Figure {
         }
     }
 
-    /// Pixel size: grids grow with their panels.
+    /// Pixel size: grids grow with their panels, up to [`MAX_SIZE`].
     fn size(&self) -> (u32, u32) {
         match self {
             Figure::Grid { columns, panels } => {
-                let cols = (*columns).max(1) as u32;
-                let rows = panels.len().div_ceil(cols as usize).max(1) as u32;
-                (cols * 600, rows * 380)
+                let (cols, rows) = grid_shape(*columns, panels.len());
+                (
+                    (cols as u32 * 600).min(MAX_SIZE.0),
+                    (rows as u32 * 380).min(MAX_SIZE.1),
+                )
             }
             _ => SIZE,
         }
     }
 
-    /// Writes `stem.svg` and `stem.png`; returns their file names.
-    pub fn save(&self, stem: &Path) -> Result<[String; 2]> {
+    /// The figure as SVG text and PNG bytes, rendered in memory: the caller writes them
+    /// (atomically), so a figure that fails to draw leaves no file behind.
+    pub fn render(&self) -> Result<(String, Vec<u8>)> {
         register_font();
-        let svg = stem.with_extension("svg");
+        let (w, h) = self.size();
+        let mut svg = String::new();
         {
-            let root = SVGBackend::new(&svg, self.size()).into_drawing_area();
-            root.fill(&WHITE)
-                .map_err(|e| anyhow!("{}: {e}", svg.display()))?;
+            let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| anyhow!("SVG: {e}"))?;
             self.draw(&root)?;
-            root.present()
-                .map_err(|e| anyhow!("{}: {e}", svg.display()))?;
+            root.present().map_err(|e| anyhow!("SVG: {e}"))?;
         }
-        let png = stem.with_extension("png");
+        // At most MAX_SIZE: 1800 x 3040 x 3 bytes = 16 MB.
+        let mut rgb = vec![0u8; w as usize * h as usize * 3];
         {
-            let root = BitMapBackend::new(&png, self.size()).into_drawing_area();
-            root.fill(&WHITE)
-                .map_err(|e| anyhow!("{}: {e}", png.display()))?;
+            let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| anyhow!("PNG: {e}"))?;
             self.draw(&root)?;
-            root.present()
-                .map_err(|e| anyhow!("{}: {e}", png.display()))?;
+            root.present().map_err(|e| anyhow!("PNG: {e}"))?;
         }
-        let name = |p: &Path| {
-            p.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        };
-        Ok([name(&svg), name(&png)])
+        let mut png = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut png, w, h);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            enc.write_header()
+                .and_then(|mut writer| writer.write_image_data(&rgb))
+                .map_err(|e| anyhow!("PNG: {e}"))?;
+        }
+        Ok((svg, png))
     }
+}
+
+/// Columns and rows of a grid of `panels` (at most [`MAX_PANELS`] of them drawn, at most
+/// three to a row).
+fn grid_shape(columns: usize, panels: usize) -> (usize, usize) {
+    let cols = columns.clamp(1, 3);
+    let rows = panels.min(MAX_PANELS).div_ceil(cols).max(1);
+    (cols, rows)
+}
+
+/// At most [`MAX_POINTS`] of `points`, evenly spaced, the last one kept.
+fn thin(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    if points.len() <= MAX_POINTS {
+        return points.to_vec();
+    }
+    let step = points.len().div_ceil(MAX_POINTS);
+    let mut kept: Vec<(f64, f64)> = points.iter().step_by(step).copied().collect();
+    if !(points.len() - 1).is_multiple_of(step) {
+        kept.extend(points.last());
+    }
+    kept
 }
 
 /// The name of the category at integer position `x`, or nothing between categories.
@@ -304,6 +336,7 @@ where
 {
     // Callers drop undrawable points with `drawable`; this keeps the figure safe anyway.
     let (series, _) = drawable(series.to_vec());
+    let series: Vec<Series> = series.into_iter().map(|(n, p)| (n, thin(&p))).collect();
     let markers: Vec<&(f64, String)> = markers.iter().filter(|(x, _)| drawable_value(*x)).collect();
     let (x0, x1, y0, y1) = bounds(&series, markers.iter().map(|(x, _)| *x));
     let (plot, key) = beside_legend(area);

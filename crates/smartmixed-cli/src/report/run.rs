@@ -1,30 +1,24 @@
 //! The report of one run: loss curves (Figs. 1-2), Table I, activation shares per layer
-//! after phase 1 (Fig. 3) and how they moved over the phase-1 epochs.
+//! after phase 1 (Fig. 3) and how they moved over the phase-1 epochs; beyond
+//! [`MAX_PANELS`] layers, shares are pooled over bands of consecutive layers.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use smartmixed_core::{Phase, Select};
-use smartmixed_train::rundir::{self, EpochRecord, CHOICES, METRICS, SUMMARY};
+use smartmixed_train::rundir::{self, ChoiceShares, EpochRecord, CHOICES, METRICS, SUMMARY};
 use smartmixed_train::Summary;
 
-use super::plot::{Figure, Series};
+use super::plot::{Figure, Series, MAX_PANELS};
 use super::Writer;
 
-/// `epoch -> layer -> activation -> count` from choices.csv (missing file: empty).
-type Choices = BTreeMap<usize, BTreeMap<usize, Vec<(String, usize)>>>;
-
-fn read_choices(path: &Path) -> Result<Choices> {
-    let mut out = Choices::new();
-    for r in rundir::read_choices(path)? {
-        out.entry(r.epoch)
-            .or_default()
-            .entry(r.layer)
-            .or_default()
-            .push((r.activation, r.count));
+/// A band of layers as the report names it: `3` or `1-250`.
+fn band_name((first, last): (usize, usize)) -> String {
+    if first == last {
+        first.to_string()
+    } else {
+        format!("{first}-{last}")
     }
-    Ok(out)
 }
 
 /// Writes `out/report.md` and its figures for the run in `dir`; returns the files written.
@@ -37,7 +31,7 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
     }
     let summary = rundir::read_summary(&dir.join(SUMMARY))?;
     let metrics = rundir::read_metrics(&dir.join(METRICS))?;
-    let choices = read_choices(&dir.join(CHOICES))?;
+    let choices = rundir::read_choice_shares(&dir.join(CHOICES), MAX_PANELS)?;
     let mut report = Writer::new(
         out,
         format!(
@@ -55,8 +49,8 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
             .first()
             .map(|l| l.iter().map(|(a, _)| a.clone()).collect())
             .unwrap_or_default();
-        report.final_shares(final_choices, &pool)?;
-        if !choices.is_empty() {
+        report.final_shares(final_choices, &pool, &dir.join(SUMMARY))?;
+        if !choices.bands.is_empty() {
             let transition = summary.phases.first().and_then(|p| p.ended_early.as_ref());
             report.shares_over_epochs(&choices, &pool, transition.map(|e| e.epoch))?;
         }
@@ -150,37 +144,75 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Fig. 3: the share of each activation per hidden layer after phase 1.
+    /// Fig. 3: the share of each activation per hidden layer after phase 1 (per band of
+    /// layers beyond [`MAX_PANELS`] layers).
     fn final_shares(
         &mut self,
         final_choices: &[Vec<(String, usize)>],
         pool: &[String],
+        summary: &Path,
     ) -> Result<()> {
         self.md
             .push_str("## Activation shares after phase 1 (Fig. 3)\n\n");
+        let bands = rundir::layer_bands(final_choices.len(), MAX_PANELS);
+        if bands.len() < final_choices.len() {
+            self.md.push_str(&format!(
+                "The run has {} hidden layers: shares are pooled over {} bands of consecutive layers.\n\n",
+                final_choices.len(),
+                bands.len()
+            ));
+        }
         self.md.push_str(&format!(
             "| Layer | {} |\n|---|{}\n",
             pool.join(" | "),
             "---|".repeat(pool.len())
         ));
         let mut values = Vec::new();
-        for (l, layer) in final_choices.iter().enumerate() {
-            let total: usize = layer.iter().map(|(_, c)| c).sum();
-            let shares: Vec<f64> = layer
+        for &(first, last) in &bands {
+            // Counts per pool entry over the band's layers, added with checked arithmetic.
+            let mut counts = vec![0u64; pool.len()];
+            for layer in &final_choices[first - 1..last] {
+                for (name, c) in layer {
+                    if let Some(i) = pool.iter().position(|p| p == name) {
+                        counts[i] = counts[i].checked_add(*c as u64).with_context(|| {
+                            format!(
+                                "{}: final_choices: the counts of layers {} add up to more than 2^64",
+                                summary.display(),
+                                band_name((first, last))
+                            )
+                        })?;
+                    }
+                }
+            }
+            let total = counts
                 .iter()
-                .map(|(_, c)| 100.0 * *c as f64 / total.max(1) as f64)
+                .try_fold(0u64, |t, &c| t.checked_add(c))
+                .with_context(|| {
+                    format!(
+                        "{}: final_choices: the counts of layers {} add up to more than 2^64",
+                        summary.display(),
+                        band_name((first, last))
+                    )
+                })?;
+            let shares: Vec<f64> = counts
+                .iter()
+                .map(|&c| 100.0 * c as f64 / total.max(1) as f64)
                 .collect();
             let cells: Vec<String> = shares.iter().map(|s| format!("{s:.1}%")).collect();
-            self.md
-                .push_str(&format!("| {} | {} |\n", l + 1, cells.join(" | ")));
+            self.md.push_str(&format!(
+                "| {} | {} |\n",
+                band_name((first, last)),
+                cells.join(" | ")
+            ));
             values.push(shares);
         }
         self.md.push('\n');
         let fig = Figure::Bars {
             title: "Share of each activation per hidden layer after phase 1".into(),
             y_label: "% of neurons".into(),
-            groups: (1..=final_choices.len())
-                .map(|l| format!("layer {l}"))
+            groups: bands
+                .iter()
+                .map(|&b| format!("layer {}", band_name(b)))
                 .collect(),
             series: pool.to_vec(),
             values,
@@ -188,46 +220,51 @@ impl Writer<'_> {
         self.save(&fig, "fig3-activation-shares", "activation shares")
     }
 
-    /// Per hidden layer, each activation's share over the phase-1 epochs.
+    /// Per hidden layer (or band of layers), each activation's share over the phase-1
+    /// epochs.
     fn shares_over_epochs(
         &mut self,
-        choices: &Choices,
+        choices: &ChoiceShares,
         pool: &[String],
         transition: Option<usize>,
     ) -> Result<()> {
-        let layers: Vec<usize> = choices
-            .values()
-            .next()
-            .map(|m| m.keys().copied().collect())
-            .unwrap_or_default();
-        let share = |l: usize, a: &str| -> Vec<(f64, f64)> {
-            choices
-                .iter()
-                .filter_map(|(e, by_layer)| {
-                    let row = by_layer.get(&l)?;
-                    let total: usize = row.iter().map(|(_, c)| c).sum();
-                    let c = row.iter().find(|(n, _)| n == a)?.1;
-                    Some((*e as f64, 100.0 * c as f64 / total.max(1) as f64))
-                })
-                .collect()
-        };
         let markers: Vec<(f64, String)> = transition
             .map(|e| (e as f64, format!("transition (epoch {e})")))
             .into_iter()
             .collect();
-        let panels = layers
+        // Series in the pool's order, then any other name choices.csv holds.
+        let mut order: Vec<usize> = pool
             .iter()
-            .map(|&l| Figure::Lines {
-                title: format!("layer {l}"),
+            .filter_map(|p| choices.activations.iter().position(|a| a == p))
+            .collect();
+        let others: Vec<usize> = (0..choices.activations.len())
+            .filter(|i| !order.contains(i))
+            .collect();
+        order.extend(others);
+        let panels = choices
+            .bands
+            .iter()
+            .map(|band| Figure::Lines {
+                title: format!("layer {}", band_name(band.layers)),
                 x_label: "phase-1 epoch".into(),
                 y_label: "% of neurons".into(),
-                series: pool.iter().map(|a| (a.clone(), share(l, a))).collect(),
+                series: order
+                    .iter()
+                    .map(|&a| (choices.activations[a].clone(), band.series[a].clone()))
+                    .collect(),
                 markers: markers.clone(),
             })
             .collect();
         self.md.push_str("## Shares over the phase-1 epochs\n\n");
+        if choices.bands.len() < choices.layers {
+            self.md.push_str(&format!(
+                "choices.csv records {} hidden layers: each panel pools a band of consecutive layers ({} panels).\n\n",
+                choices.layers,
+                choices.bands.len()
+            ));
+        }
         let fig = Figure::Grid {
-            columns: layers.len().clamp(1, 3),
+            columns: choices.bands.len().clamp(1, 3),
             panels,
         };
         self.save(&fig, "fig3b-shares-over-epochs", "shares over epochs")
