@@ -737,11 +737,21 @@ impl TrainConfig {
     }
 
     /// About how many bytes training this config on `inputs`-wide data with `classes`
-    /// classes needs: every parameter held 8 times (weights, gradients, Adam's two moments,
-    /// the best copy, the transfer copy and two serialised copies), and per layer the
-    /// activations of a batch (at least an evaluation batch of 1000 rows) four times over,
-    /// phase 1 also per pool entry. `None` if the figure overflows `u64`.
+    /// classes needs: [`Self::memory_parts`] added. `None` if the figure overflows `u64`.
     pub fn memory_estimate(&self, inputs: usize, classes: usize) -> Option<u64> {
+        let (params, rows) = self.memory_parts(inputs, classes);
+        params?.checked_add(rows?)
+    }
+
+    /// The two parts of [`Self::memory_estimate`], each `None` if it overflows `u64`:
+    ///
+    /// - the parameters (weights, biases, logits), each held 12 times at the peak, the
+    ///   end of an epoch: 6 while training (the weights, their gradients, Adam's two
+    ///   moments, the best copy, the transfer copy) and 6 while the resume state is written
+    ///   (the moments and the weights as bytes, 3, and safetensors' serialised file, 3);
+    /// - per layer the activations of a batch (at least an evaluation batch of 1000 rows)
+    ///   four times over, phase 1 also per pool entry, and the inputs twice.
+    pub fn memory_parts(&self, inputs: usize, classes: usize) -> (Option<u64>, Option<u64>) {
         let pool = if self.model.mode == Mode::Smartmixed {
             self.model.pool.len() as u64
         } else {
@@ -751,23 +761,28 @@ impl TrainConfig {
         let mut widths = vec![inputs as u64];
         widths.extend(self.model.hidden.iter().map(|&w| w as u64));
         widths.push(classes as u64);
-        let mut values = rows.checked_mul(widths[0])?.checked_mul(2)?;
+        let mut params = Some(0u64);
+        let mut per_row = widths[0].checked_mul(2);
         for (l, pair) in widths.windows(2).enumerate() {
             let (fan_in, out) = (pair[0], pair[1]);
             let hidden = l + 2 < widths.len();
-            let params = fan_in
-                .checked_add(1)?
-                .checked_mul(out)?
-                .checked_add(if hidden { pool.checked_mul(out)? } else { 0 })?;
-            let per_row = out.checked_mul(4 + if hidden { pool } else { 0 })?;
-            values = values
-                .checked_add(params.checked_mul(8)?)?
-                .checked_add(rows.checked_mul(per_row)?)?;
+            let layer = fan_in
+                .checked_add(1)
+                .and_then(|f| f.checked_mul(out))
+                .and_then(|p| p.checked_add(if hidden { pool.checked_mul(out)? } else { 0 }));
+            params = params.zip(layer).and_then(|(a, b)| a.checked_add(b));
+            let act = out.checked_mul(4 + if hidden { pool } else { 0 });
+            per_row = per_row.zip(act).and_then(|(a, b)| a.checked_add(b));
         }
-        values.checked_mul(4)
+        (
+            params.and_then(|p| p.checked_mul(12 * 4)),
+            per_row.and_then(|r| r.checked_mul(rows)?.checked_mul(4)),
+        )
     }
 
-    /// Refuses a config whose [`Self::memory_estimate`] exceeds `available` bytes.
+    /// Refuses a config whose [`Self::memory_estimate`] exceeds `available` bytes, naming
+    /// the field whose part dominates: `training.batch_size` when a batch's activations do
+    /// at a batch above the evaluation batch, else `model.hidden`.
     pub fn check_memory(
         &self,
         origin: &str,
@@ -779,16 +794,30 @@ impl TrainConfig {
         if needed.is_some_and(|n| n <= available) {
             return Ok(());
         }
-        let gb = |b: u64| b as f64 / 1e9;
+        let (params, rows) = self.memory_parts(inputs, classes);
+        let batch_dominates =
+            self.training.batch_size > 1000 && rows.is_none_or(|r| params.is_some_and(|p| r > p));
+        let gb = |b: Option<u64>| {
+            b.map_or("more than 18 EB".to_string(), |n| {
+                format!("{:.1} GB", n as f64 / 1e9)
+            })
+        };
         Err(Error::Config {
             origin: origin.to_string(),
-            field: "model.hidden".into(),
+            field: if batch_dominates {
+                "training.batch_size"
+            } else {
+                "model.hidden"
+            }
+            .into(),
             message: format!(
-                "training {:?} on {inputs} inputs at batch {} needs about {}, more than the {:.1} GB of memory here",
+                "training {:?} on {inputs} inputs at batch {} needs about {} ({} for the parameters, {} for a batch's activations), more than the {:.1} GB of memory this process can still use",
                 self.model.hidden,
                 self.training.batch_size,
-                needed.map_or("more than 18 EB".to_string(), |n| format!("{:.1} GB", gb(n))),
-                gb(available)
+                gb(needed),
+                gb(params),
+                gb(rows),
+                available as f64 / 1e9
             ),
         })
     }

@@ -1,11 +1,6 @@
 //! The memory this process may still use: the bound a config's memory estimate and the
 //! size of a table read into memory are checked against.
 
-/// Total physical memory in bytes (Linux `/proc/meminfo`), or `None` where unknown.
-pub fn total_bytes() -> Option<u64> {
-    meminfo_field("MemTotal:")
-}
-
 /// Bytes this process can still allocate, as far as the system says: the least of the
 /// kernel's `MemAvailable`, the cgroup's `memory.max` less its `memory.current` (v2) or
 /// `limit_in_bytes` less `usage_in_bytes` (v1), and the address-space limit
@@ -99,9 +94,12 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn linux_reports_a_plausible_total_and_less_available() {
-        let total = super::total_bytes().expect("/proc/meminfo has MemTotal");
+        let total = super::meminfo_field("MemTotal:").expect("/proc/meminfo has MemTotal");
         assert!(total > 64 << 20, "{total}");
         let available = super::available_bytes().expect("MemAvailable at least");
-        assert!(available > 0 && available <= total, "{available} of {total}");
+        assert!(
+            available > 0 && available <= total,
+            "{available} of {total}"
+        );
     }
 }
