@@ -718,7 +718,12 @@ fn a_resume_on_other_data_is_refused_saying_what_differs() {
     let mut repainted = data.clone();
     repainted.validation = rebuilt(&data.validation, &|p, _| p[300] ^= 0x40);
     for (case, other, says, not) in [
-        ("fewer", &fewer, "test items: 500 then, 400 now", "train items"),
+        (
+            "fewer",
+            &fewer,
+            "test items: 500 then, 400 now",
+            "train items",
+        ),
         ("labels", &relabelled, "the labels differ", "items"),
         ("values", &repainted, "the input values differ", "labels"),
     ] {

@@ -32,7 +32,7 @@ pub struct TrainArgs {
     phase1_epochs: Option<usize>,
     #[arg(long, value_parser = parse_toml_count)]
     phase2_epochs: Option<usize>,
-    #[arg(long, value_parser = parse_seed)]
+    #[arg(long, value_parser = parse_seed, allow_negative_numbers = true)]
     seed: Option<u64>,
     /// Directory with the four MNIST-style IDX files.
     #[arg(long)]

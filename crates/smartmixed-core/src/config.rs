@@ -902,6 +902,47 @@ mod tests {
         }
     }
 
+    /// Issue 18 item 9: the estimate counts the resume state's serialisation (12 copies
+    /// of every parameter, not 8). Hand-computed for 2 inputs, hidden [3], 2 classes, the
+    /// paper's pool of 6 and batch 16 (rows: the evaluation batch of 1000).
+    #[test]
+    fn the_memory_estimate_counts_the_state_write_by_hand() {
+        let c =
+            TrainConfig::from_toml_str("[model]\nhidden = [3]\n[training]\nbatch_size = 16\n", "t")
+                .unwrap();
+        // Parameters: (2 + 1) x 3 + 6 x 3 logits + (3 + 1) x 2 = 35, x 12 copies x 4 bytes.
+        // Per row: 2 x 2 inputs + 3 x (4 + 6) + 2 x 4 = 42 floats, x 1000 rows x 4 bytes.
+        assert_eq!(c.memory_parts(2, 2), (Some(35 * 48), Some(42 * 4000)));
+        assert_eq!(c.memory_estimate(2, 2), Some(35 * 48 + 42 * 4000));
+    }
+
+    /// Issue 18: an oversized batch was refused as a `model.hidden` problem.
+    #[test]
+    fn the_memory_check_names_the_field_that_dominates() {
+        let field = |text: &str| {
+            let c = TrainConfig::from_toml_str(text, "t.toml").unwrap();
+            let e = c
+                .check_memory("t.toml", 784, 10, 1 << 30)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("t.toml: ") && e.contains("GB of memory"),
+                "{e}"
+            );
+            e.split(": ").nth(1).unwrap_or_default().to_string()
+        };
+        let big_batch = "[model]\nhidden = [16]\n[training]\nbatch_size = 100000000\n";
+        assert_eq!(field(big_batch), "training.batch_size");
+        assert_eq!(
+            field("[model]\nhidden = [1048576, 1048576]\n"),
+            "model.hidden"
+        );
+        // Wide layers at a small batch: the evaluation batch's rows, the widths' fault.
+        assert_eq!(field("[model]\nhidden = [1000000]\n"), "model.hidden");
+        let overflow = "[model]\nhidden = [16]\n[training]\nbatch_size = 9223372036854775807\n";
+        assert_eq!(field(overflow), "training.batch_size");
+    }
+
     #[test]
     fn unknown_activation_error_lists_registered_names() {
         let e = err("[model]\nhidden = [8]\nmode = \"fixed\"\nactivation = \"swish9\"\n");
