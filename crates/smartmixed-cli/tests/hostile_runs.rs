@@ -82,10 +82,7 @@ fn edit_metadata(
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     edit(header["__metadata__"].as_object_mut().unwrap());
-    let mut text = serde_json::to_string(&header).unwrap();
-    while text.len() % 8 != 0 {
-        text.push(' ');
-    }
+    let text = serde_json::to_string(&header).unwrap();
     let mut out = (text.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(&bytes[8 + n..]);

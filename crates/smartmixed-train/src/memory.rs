@@ -81,7 +81,10 @@ fn address_space_headroom() -> Option<u64> {
         .find(|l| l.starts_with("VmSize:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |kib| kib.saturating_mul(1024));
-    Some((limit.rlim_cur as u64).saturating_sub(mapped))
+    // `rlim_t` is u64 on Linux, not on every unix.
+    #[allow(clippy::unnecessary_cast)]
+    let limit = limit.rlim_cur as u64;
+    Some(limit.saturating_sub(mapped))
 }
 
 #[cfg(not(unix))]

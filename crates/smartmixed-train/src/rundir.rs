@@ -270,7 +270,7 @@ impl RunDir {
         }
         let restart = never_completed_an_epoch(path);
         for f in run_files().iter().filter(|_| !restart) {
-            if path.join(&f).exists() {
+            if path.join(f).exists() {
                 return Err(Error::Mismatch {
                     path: path.to_path_buf(),
                     message: format!(
