@@ -312,4 +312,12 @@ fn a_run_killed_in_its_first_epoch_restarts_in_place() {
                                                          // A run that completed is no longer restarted.
     let (o, _) = train_with(tmp.path(), &small_config(), &[]);
     assert_one_line_error(&o, &["already holds a run", "--out"]);
+    // What an abort while writing the first state leaves (the issue's `prlimit` run):
+    // epoch rows and checkpoints but no state (and no summary). Restarted too.
+    std::fs::remove_file(run.join("summary.json")).unwrap();
+    assert!(!run.join("state.safetensors").exists());
+    let (o, _) = train_with(tmp.path(), &small_config(), &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 3, "{metrics}");
 }
