@@ -860,6 +860,313 @@ fn fuzz_report_choices_of_thousands_of_layers() {
                 assert_eq!(band.series.len(), s.activations.len());
             }
         }
+/// Sets the stop flag (as Ctrl-C does) once epoch `epoch` of `phase` has finished.
+struct ResumeStateStopAfter<'a> {
+    phase: &'static str,
+    epoch: usize,
+    stop: &'a AtomicBool,
+}
+
+impl smartmixed_train::Progress for ResumeStateStopAfter<'_> {
+    fn epoch(&mut self, r: &rundir::EpochRecord, _: Option<&[Vec<usize>]>) {
+        if r.phase.name() == self.phase && r.epoch == self.epoch {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Safetensors `bytes` with their `__metadata__` edited by `edit` (the header rewritten;
+/// tensor offsets are relative to the data, which stays).
+fn resume_state_edited(
+    bytes: &[u8],
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(header["__metadata__"].as_object_mut().unwrap());
+    let text = serde_json::to_string(&header).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
+/// A tiny run (12 inputs, hidden [4], 3 classes, 2 + 2 epochs of 4 batches) in a
+/// directory whose files can be put back before each case.
+struct ResumeStateRun {
+    cfg: TrainConfig,
+    data: smartmixed_train::data::Splits,
+    dir: tempfile::TempDir,
+    /// The run directory's files when the run stopped.
+    files: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl ResumeStateRun {
+    /// The run stopped after `epoch` of `phase`.
+    fn stopped(phase: &'static str, epoch: usize) -> Self {
+        use smartmixed_train::data::{Dataset, Splits};
+        let cfg = TrainConfig::from_toml_str(
+            "[model]\nhidden = [4]\npool = [\"relu\", \"tanh\"]\n[phase1]\nepochs = 2\nlr = 0.01\n[phase2]\nepochs = 2\nlr = 0.01\n[training]\nbatch_size = 8\nseed = 1\n",
+            "fuzz",
+        )
+        .unwrap();
+        let set = |n: usize, salt: usize| {
+            let pixels = (0..n * 12).map(|i| ((i * 37 + salt) % 256) as u8).collect();
+            Dataset::new(12, pixels, (0..n).map(|i| (i % 3) as u8).collect())
+        };
+        let data = Splits {
+            train: set(30, 0),
+            validation: set(9, 1),
+            test: set(9, 2),
+            classes: 3,
+            class_names: Vec::new(),
+        };
+        // On tmpfs where there is one: every case rewrites the run's files, and a resumed
+        // case syncs each file it writes, which costs milliseconds on a disk.
+        let dir = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
+        let stop = AtomicBool::new(false);
+        let mut progress = ResumeStateStopAfter {
+            phase,
+            epoch,
+            stop: &stop,
+        };
+        let mut run = rundir::RunDir::create(dir.path()).unwrap();
+        let err = smartmixed_train::Trainer {
+            dev: &Cpu::default(),
+            config: &cfg,
+            data: &data,
+            run: &mut run,
+            progress: &mut progress,
+            stop: &stop,
+            threads: 1,
+        }
+        .run()
+        .unwrap_err();
+        assert!(matches!(err, smartmixed_train::Error::Interrupted), "{err}");
+        let files = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect();
+        Self {
+            cfg,
+            data,
+            dir,
+            files,
+        }
+    }
+
+    fn state(&self) -> Vec<u8> {
+        let state = self.dir.path().join(rundir::STATE);
+        self.files
+            .iter()
+            .find(|(p, _)| *p == state)
+            .unwrap()
+            .1
+            .clone()
+    }
+
+    /// The run directory put back, with `state` as its state file, resumed.
+    fn resume(&self, state: &[u8]) -> Result<smartmixed_train::Summary, String> {
+        let _ = std::fs::remove_file(self.dir.path().join(rundir::SUMMARY));
+        for (p, bytes) in &self.files {
+            std::fs::write(p, bytes).unwrap();
+        }
+        std::fs::write(self.dir.path().join(rundir::STATE), state).unwrap();
+        let mut run = rundir::RunDir::open(self.dir.path()).map_err(|e| e.to_string())?;
+        smartmixed_train::Trainer {
+            dev: &Cpu::default(),
+            config: &self.cfg,
+            data: &self.data,
+            run: &mut run,
+            progress: &mut smartmixed_train::Silent,
+            stop: &AtomicBool::new(false),
+            threads: 1,
+        }
+        .resume()
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Run states with extreme positions (issue 18): the states of a tiny run stopped in
+/// phase 1 and in phase 2, each position field set to 0, 1, the budget, the budget + 1,
+/// u64::MAX, negative, NaN, infinite or missing. Each must be refused with an error naming
+/// the field, or resume to a summary within the budgets (and, for an unchanged value,
+/// exactly the uninterrupted run's); then seeded mutants of them go through the harness
+/// (no panic, hang or unbounded allocation on this thread).
+#[test]
+fn fuzz_resume_state_positions() {
+    use serde_json::{json, Value};
+    let runs = [
+        ResumeStateRun::stopped("phase1", 1),
+        ResumeStateRun::stopped("phase2", 1),
+    ];
+    let whole = runs[0].resume(&runs[0].state()).unwrap();
+    let budget = 2u64;
+    let batches = 4u64; // 30 rows at batch 8
+    let integers = [
+        json!(0),
+        json!(1),
+        json!(budget),
+        json!(budget + 1),
+        json!(u64::MAX),
+        json!(-1),
+        json!(1.5),
+    ];
+    let floats = [
+        json!(0.0),
+        json!(1.0),
+        json!(-1.0),
+        Value::Null,
+        json!(1e308),
+    ];
+    // (position field as a JSON pointer, the name an error must give, values to try).
+    let mut cases: Vec<(&str, &str, Vec<Value>)> = vec![
+        ("/epochs_done", "epochs_done", integers.to_vec()),
+        ("/best_epoch", "best_epoch", integers.to_vec()),
+        ("/seconds", "seconds", floats.to_vec()),
+        ("/best_validation/loss", "best_validation", floats.to_vec()),
+        (
+            "/best_validation/accuracy",
+            "best_validation",
+            floats.to_vec(),
+        ),
+        (
+            "/phase",
+            "phase",
+            vec![
+                json!("phase1"),
+                json!("phase2"),
+                json!("fixed"),
+                json!("x"),
+                json!(1),
+            ],
+        ),
+        ("/watch/lowest_loss/0", "watch", integers.to_vec()),
+        ("/watch/lowest_loss/1", "watch", floats.to_vec()),
+        ("/watch/last_change/0/0", "watch", integers.to_vec()),
+        (
+            "/completed",
+            "completed",
+            vec![json!([]), json!(null), json!(5)],
+        ),
+    ];
+    for field in ["epochs", "best_epoch"] {
+        cases.push((
+            if field == "epochs" {
+                "/completed/0/epochs"
+            } else {
+                "/completed/0/best_epoch"
+            },
+            "completed",
+            integers.to_vec(),
+        ));
+    }
+    for field in ["seconds", "validation_loss", "test_accuracy"] {
+        let pointer = match field {
+            "seconds" => "/completed/0/seconds",
+            "validation_loss" => "/completed/0/validation_loss",
+            _ => "/completed/0/test_accuracy",
+        };
+        cases.push((pointer, "completed", floats.to_vec()));
+    }
+    let mut seeds = Vec::new();
+    let (mut checked, mut resumed) = (0, 0);
+    for run in &runs {
+        let state = run.state();
+        // (case, the name an error must give, the state, whether the value is unchanged).
+        let mut edits: Vec<(String, &str, Vec<u8>, bool)> = Vec::new();
+        for (pointer, name, values) in &cases {
+            for v in values.iter().map(Some).chain([None]) {
+                let (mut missing, mut unchanged) = (false, false);
+                let bytes = resume_state_edited(&state, |m| {
+                    let mut p: Value = serde_json::from_str(m["resume"].as_str().unwrap()).unwrap();
+                    unchanged = p.pointer(pointer) == v;
+                    let (parent, key) = pointer.rsplit_once('/').unwrap();
+                    match (p.pointer_mut(parent), v) {
+                        (Some(Value::Object(o)), Some(v)) => {
+                            o.insert(key.to_string(), v.clone());
+                        }
+                        (Some(Value::Object(o)), None) => {
+                            o.remove(key);
+                        }
+                        (Some(Value::Array(a)), v) => {
+                            match (key.parse::<usize>().ok().and_then(|i| a.get_mut(i)), v) {
+                                (Some(slot), Some(v)) => *slot = v.clone(),
+                                _ => missing = true,
+                            }
+                        }
+                        _ => missing = true,
+                    }
+                    m.insert("resume".into(), p.to_string().into());
+                });
+                if !missing {
+                    edits.push((format!("{pointer} = {v:?}"), *name, bytes, unchanged));
+                }
+            }
+        }
+        let meta_values = [
+            "0".to_string(),
+            "1".into(),
+            (budget * batches).to_string(),
+            (budget * batches + 1).to_string(),
+            u64::MAX.to_string(),
+            "-1".into(),
+            "NaN".into(),
+            "inf".into(),
+            "1e308".into(),
+        ];
+        for key in ["adam_step", "temperature"] {
+            for v in meta_values.iter().map(Some).chain([None]) {
+                let bytes = resume_state_edited(&state, |m| match v {
+                    Some(v) => {
+                        m.insert(key.into(), v.clone().into());
+                    }
+                    None => {
+                        m.remove(key);
+                    }
+                });
+                edits.push((format!("{key} = {v:?}"), key, bytes, false));
+            }
+        }
+        let figures = |s: &smartmixed_train::Summary| -> Vec<(usize, usize, f64, f64)> {
+            let p = s.phases.iter();
+            p.map(|p| (p.epochs, p.best_epoch, p.validation_loss, p.test_accuracy))
+                .collect()
+        };
+        for (case, name, bytes, unchanged) in edits {
+            match run.resume(&bytes) {
+                Err(e) => {
+                    assert!(
+                        e.contains(name) && e.contains(rundir::STATE) && !e.contains('\n'),
+                        "{case}: `{name}` not named in: {e}"
+                    );
+                }
+                Ok(summary) => {
+                    for p in &summary.phases {
+                        assert!(
+                            (1..=budget as usize).contains(&p.epochs)
+                                && (1..=p.epochs).contains(&p.best_epoch),
+                            "{case}: resumed to {p:?}"
+                        );
+                    }
+                    if unchanged {
+                        assert_eq!(figures(&summary), figures(&whole), "{case}");
+                    }
+                    resumed += 1;
+                }
+            }
+            checked += 1;
+            seeds.push(bytes);
+        }
+        seeds.push(state);
+    }
+    eprintln!("fuzz resume-state: {checked} extreme positions, {resumed} resumed, the rest refused by name");
+    let pad = &runs[0];
+    fuzz("resume-state", seeds, 16 * MB, |b| {
+        let _ = pad.resume(b);
     });
 }
 

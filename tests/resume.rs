@@ -352,3 +352,386 @@ fn reinit_keeps_the_choices_and_restarts_the_weights() {
     let (t, r) = (first_loss("t"), first_loss("r"));
     assert!(r > t * 1.2, "reinit phase-2 epoch-1 loss {r}, transfer {t}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 18 item 6: a hand-edited or foreign state is refused, naming the field.
+
+/// Safetensors `bytes` with their `__metadata__` strings edited by `edit` (the header is
+/// rewritten; tensor offsets are relative to the data, so the data stays as it is).
+fn edit_metadata(
+    bytes: &[u8],
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(header["__metadata__"].as_object_mut().unwrap());
+    let text = serde_json::to_string(&header).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
+/// `bytes` with the position (metadata `resume`, JSON) edited by `edit`.
+fn edit_position(
+    bytes: &[u8],
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> Vec<u8> {
+    edit_metadata(bytes, |meta| {
+        let mut position: serde_json::Value =
+            serde_json::from_str(meta["resume"].as_str().unwrap()).unwrap();
+        edit(position.as_object_mut().unwrap());
+        meta.insert("resume".into(), position.to_string().into());
+    })
+}
+
+/// Trains `cfg` in `dir` until the simulated Ctrl-C after `epoch` of `phase`; returns the
+/// state file's bytes.
+fn stopped_state(
+    cfg: &TrainConfig,
+    data: &Splits,
+    dir: &Path,
+    phase: &'static str,
+    epoch: usize,
+) -> Vec<u8> {
+    let stop = AtomicBool::new(false);
+    let mut progress = StopAfter {
+        phase,
+        epoch,
+        stop: &stop,
+    };
+    let err = train(cfg, data, dir, &mut progress, &stop).unwrap_err();
+    assert!(matches!(err, Error::Interrupted), "{err}");
+    std::fs::read(dir.join("state.safetensors")).unwrap()
+}
+
+/// Resumes `dir` with `state` as its state file on `data`; the error as text.
+fn resume_error(cfg: &TrainConfig, data: &Splits, dir: &Path, state: &[u8]) -> String {
+    std::fs::write(dir.join("state.safetensors"), state).unwrap();
+    let mut run = RunDir::open(dir).unwrap();
+    match (Trainer {
+        dev: &Cpu::default(),
+        config: cfg,
+        data,
+        run: &mut run,
+        progress: &mut Silent,
+        stop: &AtomicBool::new(false),
+        threads: 0,
+    })
+    .resume()
+    {
+        Ok(s) => panic!("resumed to {} epochs", s.phases[0].epochs),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_names(err: &str, needles: &[&str], case: &str) {
+    assert!(!err.contains('\n'), "{case}: not one line: {err}");
+    assert!(!err.contains("device error"), "{case}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{case}: `{n}` not in: {err}");
+    }
+}
+
+/// Every position field of a phase-1 state set out of range (0, the budget + 1,
+/// u64::MAX, negative, NaN, missing) is refused naming the state file and the field; the
+/// intact state then resumes to the budget. Before, `epochs_done = 2^64-1` finished at
+/// once and recorded 18446744073709551615 epochs, and a bad `adam_step` said "missing".
+#[test]
+fn every_bad_position_field_is_refused_naming_the_state_file_and_the_field() {
+    use serde_json::json;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config("");
+    let data = Splits::load(&cfg.data, 10).unwrap();
+    let dir = tmp.path().join("run");
+    let state = stopped_state(&cfg, &data, &dir, "phase1", 1);
+    // Hand-computed: the optimiser steps of one epoch at batch 64.
+    let batches = data.train.len().div_ceil(64);
+    let set = |key: &'static str, v: serde_json::Value| {
+        edit_position(&state, move |p| {
+            p.insert(key.into(), v);
+        })
+    };
+    let step = |v: Option<String>| {
+        edit_metadata(&state, move |m| match v {
+            Some(v) => {
+                m.insert("adam_step".into(), v.into());
+            }
+            None => {
+                m.remove("adam_step");
+            }
+        })
+    };
+    let (one_epoch_step, two_epochs_step) = (batches.to_string(), (2 * batches).to_string());
+    let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        (
+            "epochs_done max",
+            set("epochs_done", json!(u64::MAX)),
+            vec![
+                "`epochs_done` is 18446744073709551615",
+                "1 to 2",
+                "phase1.epochs = 2",
+            ],
+        ),
+        (
+            "epochs_done 0",
+            set("epochs_done", json!(0)),
+            vec!["`epochs_done` is 0"],
+        ),
+        (
+            "epochs_done budget+1",
+            set("epochs_done", json!(3)),
+            vec!["`epochs_done` is 3"],
+        ),
+        (
+            "epochs_done budget",
+            set("epochs_done", json!(2)),
+            vec!["`adam_step`", &two_epochs_step],
+        ),
+        (
+            "epochs_done -1",
+            set("epochs_done", json!(-1)),
+            vec!["`epochs_done`", "-1"],
+        ),
+        (
+            "epochs_done missing",
+            edit_position(&state, |p| {
+                p.remove("epochs_done");
+            }),
+            vec!["`epochs_done` missing"],
+        ),
+        (
+            "best_epoch after",
+            set("best_epoch", json!(2)),
+            vec!["`best_epoch` is 2"],
+        ),
+        (
+            "best_epoch 0",
+            set("best_epoch", json!(0)),
+            vec!["`best_epoch` is 0"],
+        ),
+        (
+            "best loss",
+            set("best_validation", json!({"loss": -1.0, "accuracy": 0.5})),
+            vec!["`best_validation`", "loss -1"],
+        ),
+        (
+            "best accuracy",
+            set("best_validation", json!({"loss": 1.0, "accuracy": 2.0})),
+            vec!["`best_validation`", "accuracy 2"],
+        ),
+        (
+            "seconds negative",
+            set("seconds", json!(-5.0)),
+            vec!["`seconds` is -5"],
+        ),
+        (
+            "seconds NaN",
+            set("seconds", json!(null)),
+            vec!["`seconds`"],
+        ),
+        (
+            "phase fixed",
+            set("phase", json!("fixed")),
+            vec!["`phase` is fixed"],
+        ),
+        (
+            "phase 2",
+            set("phase", json!("phase2")),
+            vec!["`phase`", "phase2"],
+        ),
+        ("phase bogus", set("phase", json!("bogus")), vec!["`phase`"]),
+        (
+            "completed",
+            set(
+                "completed",
+                json!([{"phase": "phase1", "epochs": 1, "best_epoch": 1, "validation_loss": 1.0, "validation_accuracy": 0.5, "test_accuracy": 0.5, "test_loss": 1.0, "seconds": 1.0, "checkpoint": "phase1-best.safetensors"}]),
+            ),
+            vec!["`completed`"],
+        ),
+        (
+            "watch change",
+            set(
+                "watch",
+                json!({"last_change": [vec![9; 24], vec![0; 16]], "lowest_loss": [1, 1.0]}),
+            ),
+            vec!["`watch.last_change`", "epoch 9"],
+        ),
+        (
+            "watch shape",
+            set(
+                "watch",
+                json!({"last_change": [[0, 0]], "lowest_loss": [1, 1.0]}),
+            ),
+            vec!["`watch.last_change`", "[24, 16]"],
+        ),
+        (
+            "watch lowest",
+            set("watch", json!({"last_change": [], "lowest_loss": [5, 1.0]})),
+            vec!["`watch.lowest_loss` is 5"],
+        ),
+        (
+            "position not JSON",
+            edit_metadata(&state, |m| {
+                m.insert("resume".into(), "{".into());
+            }),
+            vec!["`resume`"],
+        ),
+        (
+            "adam_step text",
+            step(Some("abc".into())),
+            vec!["`adam_step` is `abc`", "whole number"],
+        ),
+        (
+            "adam_step -1",
+            step(Some("-1".into())),
+            vec!["`adam_step` is -1", &one_epoch_step],
+        ),
+        (
+            "adam_step +1",
+            step(Some((batches + 1).to_string())),
+            vec!["`adam_step`", &one_epoch_step],
+        ),
+        ("adam_step missing", step(None), vec!["`adam_step` missing"]),
+        (
+            "temperature NaN",
+            edit_metadata(&state, |m| {
+                m.insert("temperature".into(), "NaN".into());
+            }),
+            vec!["`temperature` is NaN", "0.3"],
+        ),
+        (
+            "temperature other",
+            edit_metadata(&state, |m| {
+                m.insert("temperature".into(), "0.5".into());
+            }),
+            vec!["`temperature` is 0.5"],
+        ),
+    ];
+    for (case, bytes, needles) in &cases {
+        let err = resume_error(&cfg, &data, &dir, bytes);
+        assert_names(&err, &[&["state.safetensors"], &needles[..]].concat(), case);
+        assert!(
+            !err.contains("missing") || case.ends_with("missing"),
+            "{case}: {err}"
+        );
+    }
+    std::fs::write(dir.join("state.safetensors"), &state).unwrap();
+    let resumed = resume(&cfg, &data, &dir);
+    assert_eq!(resumed.phases[0].epochs, 2);
+}
+
+/// A phase-2 state claiming phase 1 said "device error: phase 1's network is not
+/// selective" without a file; the earlier phases and the phase-1 checkpoint it continues
+/// from are checked too.
+#[test]
+fn a_phase_2_state_that_contradicts_itself_is_refused_naming_the_file() {
+    use serde_json::json;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config("");
+    let data = Splits::load(&cfg.data, 10).unwrap();
+    let dir = tmp.path().join("run");
+    let state = stopped_state(&cfg, &data, &dir, "phase2", 1);
+    let completed = |edit: fn(&mut serde_json::Value)| {
+        edit_position(&state, move |p| edit(&mut p["completed"]))
+    };
+    let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        (
+            "phase 1",
+            edit_position(&state, |p| {
+                p.insert("phase".into(), json!("phase1"));
+            }),
+            vec!["state.safetensors", "`phase`", "grouped"],
+        ),
+        (
+            "no phase 1",
+            completed(|c| *c = json!([])),
+            vec!["state.safetensors", "`completed`"],
+        ),
+        (
+            "phase 1 epochs",
+            completed(|c| c[0]["epochs"] = json!(u64::MAX)),
+            vec![
+                "state.safetensors",
+                "`completed[0].epochs` is 18446744073709551615",
+            ],
+        ),
+        (
+            "phase 1 best epoch",
+            completed(|c| c[0]["best_epoch"] = json!(3)),
+            vec!["state.safetensors", "`completed[0].best_epoch` is 3"],
+        ),
+        (
+            "phase 1 checkpoint",
+            completed(|c| c[0]["checkpoint"] = json!("../x")),
+            vec!["state.safetensors", "`completed[0].checkpoint`"],
+        ),
+    ];
+    for (case, bytes, needles) in &cases {
+        assert_names(&resume_error(&cfg, &data, &dir, bytes), needles, case);
+    }
+    // Phase 1's best checkpoint replaced by a phase-2 one.
+    let p1 = dir.join("phase1-best.safetensors");
+    let kept = std::fs::read(&p1).unwrap();
+    std::fs::copy(dir.join("phase2-best.safetensors"), &p1).unwrap();
+    let err = resume_error(&cfg, &data, &dir, &state);
+    assert_names(
+        &err,
+        &["phase1-best.safetensors", "`kind` is `grouped`"],
+        "checkpoint",
+    );
+    std::fs::write(&p1, kept).unwrap();
+    std::fs::write(dir.join("state.safetensors"), &state).unwrap();
+    assert_eq!(resume(&cfg, &data, &dir).phases[1].epochs, 3);
+}
+
+/// `train --resume --data-dir OTHER` continued on other data without a word: a state
+/// records its data's sizes and hashes, and a resume on other data is refused saying
+/// what differs. A state written before the fingerprint (no `data`) still resumes.
+#[test]
+fn a_resume_on_other_data_is_refused_saying_what_differs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config("");
+    let data = Splits::load(&cfg.data, 10).unwrap();
+    let dir = tmp.path().join("run");
+    let state = stopped_state(&cfg, &data, &dir, "phase1", 1);
+    let rebuilt = |set: &smartmixed_train::data::Dataset,
+                   edit: &dyn Fn(&mut Vec<u8>, &mut Vec<u8>)| {
+        let (mut pixels, mut labels) = (Vec::new(), set.labels().to_vec());
+        for i in 0..set.len() {
+            pixels.extend_from_slice(set.image(i));
+        }
+        edit(&mut pixels, &mut labels);
+        smartmixed_train::data::Dataset::new(set.features(), pixels, labels)
+            .with_shape(set.shape().to_vec())
+    };
+    // Unchanged but rebuilt: the same fingerprint (what the edits below are compared with).
+    let mut same = data.clone();
+    same.train = rebuilt(&data.train, &|_, _| {});
+    let mut fewer = data.clone();
+    fewer.test = data.test.subset(&(0..400).collect::<Vec<_>>());
+    let mut relabelled = data.clone();
+    relabelled.train = rebuilt(&data.train, &|_, l| l[7] = (l[7] + 1) % 10);
+    let mut repainted = data.clone();
+    repainted.validation = rebuilt(&data.validation, &|p, _| p[300] ^= 0x40);
+    for (case, other, says, not) in [
+        (
+            "fewer",
+            &fewer,
+            "test items: 500 then, 400 now",
+            "train items",
+        ),
+        ("labels", &relabelled, "the labels differ", "items"),
+        ("values", &repainted, "the input values differ", "labels"),
+    ] {
+        let err = resume_error(&cfg, other, &dir, &state);
+        assert_names(&err, &["state.safetensors", "other data", says], case);
+        assert!(!err.contains(not), "{case}: {err}");
+    }
+    // The state of an older version, without a fingerprint, resumes.
+    let old = edit_position(&state, |p| {
+        p.remove("data");
+    });
+    std::fs::write(dir.join("state.safetensors"), old).unwrap();
+    assert_eq!(resume(&cfg, &same, &dir).phases[0].epochs, 2);
+}

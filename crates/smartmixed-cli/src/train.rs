@@ -32,7 +32,7 @@ pub struct TrainArgs {
     phase1_epochs: Option<usize>,
     #[arg(long, value_parser = parse_toml_count)]
     phase2_epochs: Option<usize>,
-    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
+    #[arg(long, value_parser = parse_seed, allow_negative_numbers = true)]
     seed: Option<u64>,
     /// Directory with the four MNIST-style IDX files.
     #[arg(long)]
@@ -43,7 +43,7 @@ pub struct TrainArgs {
     /// Test on the first this many test images.
     #[arg(long, value_parser = parse_toml_count)]
     test_limit: Option<usize>,
-    /// Training threads (default: every core).
+    /// Training threads (default: every core; at most 4 per core are started).
     #[arg(long, default_value_t = 0, hide_default_value = true, value_parser = parse_threads)]
     threads: usize,
 }
@@ -57,6 +57,31 @@ pub fn parse_threads(s: &str) -> std::result::Result<usize, String> {
             "expected a thread count from 0 (every core) to {max}"
         )),
     }
+}
+
+/// `--seed`: a seed config.toml can record (TOML integers are i64).
+fn parse_seed(s: &str) -> std::result::Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n <= i64::MAX as u64 => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a seed; expected a whole number from 0 to {}",
+            i64::MAX
+        )),
+    }
+}
+
+/// The threads a run of `asked` starts, with a warning when that is fewer (more than
+/// [`smartmixed_train::THREADS_PER_CORE`] per core only adds waiting).
+pub fn capped_threads(asked: usize) -> usize {
+    let threads = smartmixed_train::capped_threads(asked);
+    if threads < asked {
+        eprintln!(
+            "warning: --threads {asked} is more than {} per core on these {} cores; training on {threads} threads",
+            smartmixed_train::THREADS_PER_CORE,
+            threads / smartmixed_train::THREADS_PER_CORE
+        );
+    }
+    threads
 }
 
 /// A count that config.toml can record (TOML integers are i64).
@@ -132,9 +157,19 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     check_data_fits(&cfg, &data, &origin)?;
     let mut run = match run.take() {
         Some(run) => run,
-        None => RunDir::create(&default_out(&args))?,
+        None => {
+            let out = default_out(&args);
+            if smartmixed_train::rundir::never_completed_an_epoch(&out) {
+                eprintln!(
+                    "{} holds a run that never completed an epoch; starting it again",
+                    out.display()
+                );
+            }
+            RunDir::create(&out)?
+        }
     };
-    train_in(&cfg, &data, &mut run, args.resume.is_some(), args.threads)
+    let threads = capped_threads(args.threads);
+    train_in(&cfg, &data, &mut run, args.resume.is_some(), threads)
 }
 
 fn default_out(args: &TrainArgs) -> PathBuf {

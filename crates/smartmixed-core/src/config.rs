@@ -753,11 +753,21 @@ impl TrainConfig {
     }
 
     /// About how many bytes training this config on `inputs`-wide data with `classes`
-    /// classes needs: every parameter held 8 times (weights, gradients, Adam's two moments,
-    /// the best copy, the transfer copy and two serialised copies), and per layer the
-    /// activations of a batch (at least an evaluation batch of 1000 rows) four times over,
-    /// phase 1 also per pool entry. `None` if the figure overflows `u64`.
+    /// classes needs: [`Self::memory_parts`] added. `None` if the figure overflows `u64`.
     pub fn memory_estimate(&self, inputs: usize, classes: usize) -> Option<u64> {
+        let (params, rows) = self.memory_parts(inputs, classes);
+        params?.checked_add(rows?)
+    }
+
+    /// The two parts of [`Self::memory_estimate`], each `None` if it overflows `u64`:
+    ///
+    /// - the parameters (weights, biases, logits), each held 12 times at the peak, the
+    ///   end of an epoch: 6 while training (the weights, their gradients, Adam's two
+    ///   moments, the best copy, the transfer copy) and 6 while the resume state is written
+    ///   (the moments and the weights as bytes, 3, and safetensors' serialised file, 3);
+    /// - per layer the activations of a batch (at least an evaluation batch of 1000 rows)
+    ///   four times over, phase 1 also per pool entry, and the inputs twice.
+    pub fn memory_parts(&self, inputs: usize, classes: usize) -> (Option<u64>, Option<u64>) {
         let pool = if self.model.mode == Mode::Smartmixed {
             self.model.pool.len() as u64
         } else {
@@ -767,23 +777,28 @@ impl TrainConfig {
         let mut widths = vec![inputs as u64];
         widths.extend(self.model.hidden.iter().map(|&w| w as u64));
         widths.push(classes as u64);
-        let mut values = rows.checked_mul(widths[0])?.checked_mul(2)?;
+        let mut params = Some(0u64);
+        let mut per_row = widths[0].checked_mul(2);
         for (l, pair) in widths.windows(2).enumerate() {
             let (fan_in, out) = (pair[0], pair[1]);
             let hidden = l + 2 < widths.len();
-            let params = fan_in
-                .checked_add(1)?
-                .checked_mul(out)?
-                .checked_add(if hidden { pool.checked_mul(out)? } else { 0 })?;
-            let per_row = out.checked_mul(4 + if hidden { pool } else { 0 })?;
-            values = values
-                .checked_add(params.checked_mul(8)?)?
-                .checked_add(rows.checked_mul(per_row)?)?;
+            let layer = fan_in
+                .checked_add(1)
+                .and_then(|f| f.checked_mul(out))
+                .and_then(|p| p.checked_add(if hidden { pool.checked_mul(out)? } else { 0 }));
+            params = params.zip(layer).and_then(|(a, b)| a.checked_add(b));
+            let act = out.checked_mul(4 + if hidden { pool } else { 0 });
+            per_row = per_row.zip(act).and_then(|(a, b)| a.checked_add(b));
         }
-        values.checked_mul(4)
+        (
+            params.and_then(|p| p.checked_mul(12 * 4)),
+            per_row.and_then(|r| r.checked_mul(rows)?.checked_mul(4)),
+        )
     }
 
-    /// Refuses a config whose [`Self::memory_estimate`] exceeds `available` bytes.
+    /// Refuses a config whose [`Self::memory_estimate`] exceeds `available` bytes, naming
+    /// the field whose part dominates: `training.batch_size` when a batch's activations do
+    /// at a batch above the evaluation batch, else `model.hidden`.
     pub fn check_memory(
         &self,
         origin: &str,
@@ -795,16 +810,30 @@ impl TrainConfig {
         if needed.is_some_and(|n| n <= available) {
             return Ok(());
         }
-        let gb = |b: u64| b as f64 / 1e9;
+        let (params, rows) = self.memory_parts(inputs, classes);
+        let batch_dominates =
+            self.training.batch_size > 1000 && rows.is_none_or(|r| params.is_some_and(|p| r > p));
+        let gb = |b: Option<u64>| {
+            b.map_or("more than 18 EB".to_string(), |n| {
+                format!("{:.1} GB", n as f64 / 1e9)
+            })
+        };
         Err(Error::Config {
             origin: origin.to_string(),
-            field: "model.hidden".into(),
+            field: if batch_dominates {
+                "training.batch_size"
+            } else {
+                "model.hidden"
+            }
+            .into(),
             message: format!(
-                "training {:?} on {inputs} inputs at batch {} needs about {}, more than the {:.1} GB of memory here",
+                "training {:?} on {inputs} inputs at batch {} needs about {} ({} for the parameters, {} for a batch's activations), more than the {:.1} GB of memory this process can still use",
                 self.model.hidden,
                 self.training.batch_size,
-                needed.map_or("more than 18 EB".to_string(), |n| format!("{:.1} GB", gb(n))),
-                gb(available)
+                gb(needed),
+                gb(params),
+                gb(rows),
+                available as f64 / 1e9
             ),
         })
     }
@@ -887,6 +916,47 @@ mod tests {
             assert!(e.contains(field), "{field} not in: {e}");
             assert!(!e.contains('\n'), "not one line: {e}");
         }
+    }
+
+    /// Issue 18 item 9: the estimate counts the resume state's serialisation (12 copies
+    /// of every parameter, not 8). Hand-computed for 2 inputs, hidden [3], 2 classes, the
+    /// paper's pool of 6 and batch 16 (rows: the evaluation batch of 1000).
+    #[test]
+    fn the_memory_estimate_counts_the_state_write_by_hand() {
+        let c =
+            TrainConfig::from_toml_str("[model]\nhidden = [3]\n[training]\nbatch_size = 16\n", "t")
+                .unwrap();
+        // Parameters: (2 + 1) x 3 + 6 x 3 logits + (3 + 1) x 2 = 35, x 12 copies x 4 bytes.
+        // Per row: 2 x 2 inputs + 3 x (4 + 6) + 2 x 4 = 42 floats, x 1000 rows x 4 bytes.
+        assert_eq!(c.memory_parts(2, 2), (Some(35 * 48), Some(42 * 4000)));
+        assert_eq!(c.memory_estimate(2, 2), Some(35 * 48 + 42 * 4000));
+    }
+
+    /// Issue 18: an oversized batch was refused as a `model.hidden` problem.
+    #[test]
+    fn the_memory_check_names_the_field_that_dominates() {
+        let field = |text: &str| {
+            let c = TrainConfig::from_toml_str(text, "t.toml").unwrap();
+            let e = c
+                .check_memory("t.toml", 784, 10, 1 << 30)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("t.toml: ") && e.contains("GB of memory"),
+                "{e}"
+            );
+            e.split(": ").nth(1).unwrap_or_default().to_string()
+        };
+        let big_batch = "[model]\nhidden = [16]\n[training]\nbatch_size = 100000000\n";
+        assert_eq!(field(big_batch), "training.batch_size");
+        assert_eq!(
+            field("[model]\nhidden = [1048576, 1048576]\n"),
+            "model.hidden"
+        );
+        // Wide layers at a small batch: the evaluation batch's rows, the widths' fault.
+        assert_eq!(field("[model]\nhidden = [1000000]\n"), "model.hidden");
+        let overflow = "[model]\nhidden = [16]\n[training]\nbatch_size = 9223372036854775807\n";
+        assert_eq!(field(overflow), "training.batch_size");
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use smartmixed_core::Phase;
 
 use crate::checkpoint;
 use crate::model::{Hidden, Network};
@@ -49,7 +48,7 @@ fn device_error<E: std::fmt::Debug>(e: E) -> Error {
 }
 
 /// Phase 1's temperature in `epoch` of `epochs`: geometric from `start` to `end`.
-fn temperature(start: f64, end: Option<f64>, epoch: usize, epochs: usize) -> f32 {
+pub(crate) fn temperature(start: f64, end: Option<f64>, epoch: usize, epochs: usize) -> f32 {
     let Some(end) = end else {
         return start as f32;
     };
@@ -172,7 +171,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
             let names: Vec<&str> = self.config.model.pool.iter().map(String::as_str).collect();
             self.run.add_choices(epoch, &names, c)?;
         }
-        self.save_state(plan.name, run, epoch, completed)?;
+        self.save_state(plan, run, epoch, completed)?;
         self.progress.epoch(&record, counts.as_deref());
         Ok(())
     }
@@ -231,7 +230,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
     /// The resume state after `epoch` (once a best checkpoint exists).
     fn save_state(
         &self,
-        phase: Phase,
+        plan: &PhasePlan,
         run: &Running<D>,
         epoch: usize,
         completed: &[PhaseSummary],
@@ -240,7 +239,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
             return Ok(());
         };
         let position = resume::Position {
-            phase,
+            phase: plan.name,
             epochs_done: epoch,
             best_epoch: *best_epoch,
             best_validation: *best_val,
@@ -250,6 +249,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
                 + completed.iter().map(|p| p.seconds).sum::<f64>(),
             config: Some(self.config.clone()),
             watch: run.watch.clone(),
+            data: Some(plan.data),
         };
         resume::save(self.dev, self.run.path(), &run.net, &run.adam, &position)
     }

@@ -31,7 +31,7 @@ pub use error::{Error, Result};
 pub use model::{Dense, Hidden, Network};
 pub use ops::{Matrix, TrainDevice};
 pub use optim::Adam;
-pub use pool::{TrainPool, MAX_THREADS};
+pub use pool::{capped_threads, TrainPool, MAX_THREADS, THREADS_PER_CORE};
 pub use summary::{EarlyEnd, Evaluation, PhaseSummary, Summary};
 pub use trainer::{check_data_fits, train_step, Progress, Silent, Trainer};
 

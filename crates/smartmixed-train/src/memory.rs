@@ -1,11 +1,6 @@
 //! The memory this process may still use: the bound a config's memory estimate and the
 //! size of a table read into memory are checked against.
 
-/// Total physical memory in bytes (Linux `/proc/meminfo`), or `None` where unknown.
-pub fn total_bytes() -> Option<u64> {
-    meminfo_field("MemTotal:")
-}
-
 /// Bytes this process can still allocate, as far as the system says: the least of the
 /// kernel's `MemAvailable`, the cgroup's `memory.max` less its `memory.current` (v2) or
 /// `limit_in_bytes` less `usage_in_bytes` (v1), and the address-space limit
@@ -86,7 +81,10 @@ fn address_space_headroom() -> Option<u64> {
         .find(|l| l.starts_with("VmSize:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |kib| kib.saturating_mul(1024));
-    Some(limit.rlim_cur.saturating_sub(mapped))
+    // `rlim_t` is u64 on Linux, not on every unix.
+    #[allow(clippy::unnecessary_cast)]
+    let limit = limit.rlim_cur as u64;
+    Some(limit.saturating_sub(mapped))
 }
 
 #[cfg(not(unix))]
@@ -99,7 +97,7 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn linux_reports_a_plausible_total_and_less_available() {
-        let total = super::total_bytes().expect("/proc/meminfo has MemTotal");
+        let total = super::meminfo_field("MemTotal:").expect("/proc/meminfo has MemTotal");
         assert!(total > 64 << 20, "{total}");
         let available = super::available_bytes().expect("MemAvailable at least");
         assert!(

@@ -28,6 +28,18 @@ pub fn run_files() -> Vec<String> {
     files
 }
 
+/// Whether `path` holds a run that never completed an epoch: its config.toml (one this
+/// trainer reads) but neither a resume state nor a summary. Every epoch ends by writing
+/// the state and a run by writing the summary, so nothing there can be resumed (a run
+/// killed in its first epoch, or while writing its first state) and `--out` may start
+/// the run again in place.
+pub fn never_completed_an_epoch(path: &Path) -> bool {
+    path.join(CONFIG).is_file()
+        && !path.join(STATE).exists()
+        && !path.join(SUMMARY).exists()
+        && TrainConfig::from_file(&path.join(CONFIG)).is_ok()
+}
+
 /// One row of `metrics.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EpochRecord {
@@ -412,7 +424,9 @@ pub struct RunDir {
 
 impl RunDir {
     /// Creates (or opens an existing) directory for a new run. A directory holding any
-    /// file a run writes is refused, so nothing in it can be overwritten.
+    /// file a run writes is refused, so nothing in it can be overwritten, unless it holds
+    /// a run that [never completed an epoch](never_completed_an_epoch): that run starts
+    /// again in place.
     pub fn create(path: &Path) -> Result<Self> {
         if path.exists() && !path.is_dir() {
             return Err(Error::Mismatch {
@@ -420,8 +434,9 @@ impl RunDir {
                 message: "is a file, expected a run directory to create".into(),
             });
         }
-        for f in run_files() {
-            if path.join(&f).exists() {
+        let restart = never_completed_an_epoch(path);
+        for f in run_files().iter().filter(|_| !restart) {
+            if path.join(f).exists() {
                 return Err(Error::Mismatch {
                     path: path.to_path_buf(),
                     message: format!(
@@ -456,6 +471,16 @@ impl RunDir {
             return Err(Error::Mismatch {
                 path: path.to_path_buf(),
                 message: "this run already finished (summary.json exists)".into(),
+            });
+        }
+        if never_completed_an_epoch(path) {
+            return Err(Error::Mismatch {
+                path: path.to_path_buf(),
+                message: format!(
+                    "this run never completed an epoch (no {STATE}), so there is nothing to resume; start it again with `train --config {} --out {}`",
+                    path.join(CONFIG).display(),
+                    path.display()
+                ),
             });
         }
         let mut dir = Self::create_unchecked(path);

@@ -146,7 +146,9 @@ pub fn check_data_fits(cfg: &TrainConfig, data: &Splits, origin: &str) -> Result
             message: format!("model.inputs = {n}, but {what}"),
         });
     }
-    let available = crate::memory::total_bytes().unwrap_or(u64::MAX);
+    // What this process may still allocate (the data is already loaded), not total RAM:
+    // under a cgroup or `prlimit --as` a config that fits the machine aborts mid-run.
+    let available = crate::memory::available_bytes().unwrap_or(u64::MAX);
     cfg.check_memory(origin, features, data.classes, available)?;
     Ok(())
 }
@@ -180,6 +182,8 @@ pub(crate) struct PhasePlan<'a> {
     /// The logits' own learning rate (phase 1).
     pub logit_lr: Option<f64>,
     pub end: EndRule<'a>,
+    /// The run's data, recorded in every state so that a resume on other data is refused.
+    pub data: resume::Fingerprint,
 }
 
 /// Where a phase starts: fresh, or restored from a run's state file.
@@ -218,10 +222,14 @@ fn take_start<D: TrainDevice>(
     let Some(s) = state.take() else {
         return Ok(None);
     };
-    let best_net = checkpoint::load(
-        s.net.layers[0].weight.device(),
-        &run.join(name.checkpoint_file()),
-    )?;
+    let best_path = run.join(name.checkpoint_file());
+    let best_net = checkpoint::load(s.net.layers[0].weight.device(), &best_path)?;
+    resume::check_network(&best_net, name, &s.net.widths()).map_err(|message| {
+        Error::Checkpoint {
+            path: best_path.clone(),
+            message: format!("{message}, as in {}", crate::rundir::STATE),
+        }
+    })?;
     let best = Some((best_net, s.position.best_epoch, s.position.best_validation));
     let earlier: f64 = s.position.completed.iter().map(|p| p.seconds).sum();
     Ok(Some(PhaseStart {
@@ -254,6 +262,7 @@ pub(crate) fn epoch_seed(seed: u64, phase: Phase, epoch: usize, stream: u64) -> 
 struct Progression<D: TrainDevice> {
     state: Option<resume::State<D>>,
     completed: Vec<PhaseSummary>,
+    data: resume::Fingerprint,
 }
 
 impl<D: TrainDevice> Trainer<'_, D> {
@@ -277,7 +286,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
     pub fn run(&mut self) -> Result<Summary> {
         check_data_fits(self.config, self.data, &self.config_origin())?;
         self.run.write_config(self.config)?;
-        self.run_from(None)
+        self.run_from(None, resume::Fingerprint::of(self.data))
     }
 
     /// Continues a run from its state file (written at the end of every epoch).
@@ -296,24 +305,31 @@ impl<D: TrainDevice> Trainer<'_, D> {
                 });
             }
         }
+        let data = resume::Fingerprint::of(self.data);
+        let path = self.run.path().join(crate::rundir::STATE);
+        resume::check(&state, self.config, self.data, &data, &self.widths(), &path)?;
         self.run
             .truncate_after(state.position.phase, state.position.epochs_done)?;
-        self.run_from(Some(state))
+        self.run_from(Some(state), data)
     }
 
     /// Runs on a fresh [`TrainPool`], so every thread that trains has the configured
     /// floating-point mode and the caller's thread keeps its own.
-    fn run_from(&mut self, state: Option<resume::State<D>>) -> Result<Summary> {
+    fn run_from(
+        &mut self,
+        state: Option<resume::State<D>>,
+        data: resume::Fingerprint,
+    ) -> Result<Summary> {
         let pool = TrainPool::new(self.threads, self.config.training.flush_denormals)?;
         let (threads, flush) = (pool.threads(), pool.flushes_denormals());
         #[cfg(not(feature = "cuda"))]
-        let summary = pool.install(|| self.run_phases(state, threads, flush))?;
+        let summary = pool.install(|| self.run_phases(state, data, threads, flush))?;
         // cudarc's device cannot move to a pool worker: the loop runs here, with this
         // thread's mode set for the run and restored after.
         #[cfg(feature = "cuda")]
         let summary = {
             let _mode = smartmixed_core::fpenv::FlushDenormals::set(flush);
-            self.run_phases(state, threads, flush)?
+            self.run_phases(state, data, threads, flush)?
         };
         self.run.write_summary(&summary)?;
         resume::remove(self.run.path());
@@ -325,6 +341,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
     fn run_phases(
         &mut self,
         state: Option<resume::State<D>>,
+        data: resume::Fingerprint,
         threads: usize,
         flush_denormals: bool,
     ) -> Result<Summary> {
@@ -336,6 +353,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
                 .as_ref()
                 .map_or_else(Vec::new, |s| s.position.completed.clone()),
             state,
+            data,
         };
         let final_choices = match cfg.model.mode {
             Mode::Fixed => {
@@ -389,6 +407,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
             lr: cfg.phase2.lr,
             logit_lr: None,
             end: self.patience_rule(),
+            data: progression.data,
         };
         let out = self.phase(&plan, start, &progression.completed)?;
         progression.completed.push(out.summary);
@@ -408,7 +427,10 @@ impl<D: TrainDevice> Trainer<'_, D> {
             .is_some_and(|s| s.position.phase == Phase::Phase2);
         let p1_best = if resumed_in_phase2 {
             let path = self.run.path().join(Phase::Phase1.checkpoint_file());
-            checkpoint::load(self.dev, &path)?
+            let net = checkpoint::load(self.dev, &path)?;
+            resume::check_network(&net, Phase::Phase1, &self.widths())
+                .map_err(|message| Error::Checkpoint { path, message })?;
+            net
         } else {
             self.run_phase1(progression)?
         };
@@ -464,6 +486,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
                 Transition::Fixed => EndRule::Never,
                 Transition::Auto => EndRule::Settled(&cfg.phase1.auto),
             },
+            data: progression.data,
         };
         let p1 = self.phase(&plan, start, &progression.completed)?;
         progression.completed.push(p1.summary);
@@ -482,7 +505,10 @@ impl<D: TrainDevice> Trainer<'_, D> {
                 let reinit = cfg.phase2.init == Phase2Init::Reinit;
                 let mixed = p1_best
                     .to_mixed(reinit.then_some(&mut reinit_rng))
-                    .ok_or_else(|| Error::Device("phase 1's network is not selective".into()))?;
+                    .ok_or_else(|| Error::Checkpoint {
+                        path: run_path.join(Phase::Phase1.checkpoint_file()),
+                        message: "metadata `kind` is `grouped`, expected `selective` for phase 1's best network".into(),
+                    })?;
                 PhaseStart::fresh(mixed)
             }
         };
@@ -492,6 +518,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
             lr: cfg.phase2.lr,
             logit_lr: None,
             end: self.patience_rule(),
+            data: progression.data,
         };
         let p2 = self.phase(&plan, start, &progression.completed)?;
         progression.completed.push(p2.summary);
