@@ -717,149 +717,6 @@ fn fuzz_run_directory_readers() {
     );
 }
 
-/// A sweep config for the merge targets: huge seeds and several architectures.
-const FUZZ_SWEEP: &str = "[sweep]\narchitectures = [[6], [4, 3]]\nmethods = [\"relu\", \"tanh\", \"smartmixed\"]\nseeds = [0, 1, 9223372036854775807]\n[phase1]\nepochs = 1\n[phase2]\nepochs = 1\n[data]\nclasses = 2\n";
-
-/// A finished cell's summary.json with this test accuracy.
-fn fuzz_cell_summary(test_accuracy: f64) -> String {
-    format!(
-        r#"{{"mode":"fixed","architecture":[30,6,2],"seed":0,"split_seed":42,"train_samples":100,"validation_samples":10,"test_samples":10,"phases":[{{"phase":"fixed","epochs":3,"best_epoch":1,"validation_loss":0.4,"validation_accuracy":0.5,"test_accuracy":{test_accuracy},"test_loss":0.4,"seconds":1.0,"checkpoint":"fixed-best.safetensors"}}],"seconds":2.5}}"#
-    )
-}
-
-/// Sweep shards whose cell directories have hostile names (commas, quotes, newlines,
-/// non-UTF-8 bytes, unknown methods, huge seeds and architecture numbers), the same name
-/// in both shards (identical or not) and, for some cases, shards of different configs:
-/// the merge plan is made or refused, never panics, and the results.csv of a plan reads
-/// back with the csv crate as one ten-field row per planned cell.
-#[cfg(unix)]
-#[test]
-fn fuzz_sweep_shard_names_merge() {
-    use std::os::unix::ffi::OsStrExt;
-    let seeds: Vec<Vec<u8>> = [
-        "a01-relu-s0",
-        "a02-tanh-s9223372036854775807",
-        "a01-smartmixed-s1",
-        "a01-re,lu-s0",
-        "a01-re\"lu-s0",
-        "a01-relu\n-s0",
-        "a01-gelu-s0",
-        "a99999999999999999999-relu-s0",
-        "a01-relu-s18446744073709551615",
-        "a00-relu-s0",
-        "a1-relu-s0",
-    ]
-    .iter()
-    .map(|s| s.as_bytes().to_vec())
-    .collect();
-    let pad = Scratchpad::new();
-    let mixed = FUZZ_SWEEP.replace("seeds = [0, 1,", "seeds = [0, 2,");
-    // Two shards with one ordinary cell each, made once; each case adds its own.
-    const FIXED: [&str; 2] = ["a02-relu-s0", "a01-tanh-s0"];
-    let shards = [pad.0.path().join("a"), pad.0.path().join("b")];
-    for (shard, cell) in shards.iter().zip(FIXED) {
-        let dir = shard.join("cells").join(cell);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("summary.json"), fuzz_cell_summary(0.5)).unwrap();
-        std::fs::write(shard.join("sweep.toml"), FUZZ_SWEEP).unwrap();
-    }
-    let merged = std::sync::atomic::AtomicUsize::new(0);
-    fuzz("sweep-shard-names", seeds, 4 * MB, |name| {
-        // Names a file system cannot hold are not directories anyone can make.
-        if name.is_empty() || name.len() > 255 || name.contains(&b'/') || name.contains(&0) {
-            return;
-        }
-        if name == b"." || name == b".." {
-            return;
-        }
-        let name = std::ffi::OsStr::from_bytes(name);
-        if FIXED.iter().any(|f| std::ffi::OsStr::new(f) == name) {
-            return;
-        }
-        // Some cases merge shards of different configs.
-        let variant = name.len() % 3;
-        let config = if variant == 0 {
-            mixed.as_str()
-        } else {
-            FUZZ_SWEEP
-        };
-        std::fs::write(shards[1].join("sweep.toml"), config).unwrap();
-        // The hostile name in both shards: an identical copy, or another result.
-        let hostile: Vec<PathBuf> = shards.iter().map(|s| s.join("cells").join(name)).collect();
-        for (k, dir) in hostile.iter().enumerate() {
-            std::fs::create_dir_all(dir).unwrap();
-            let acc = if k == 1 && variant == 1 { 0.25 } else { 0.75 };
-            std::fs::write(dir.join("summary.json"), fuzz_cell_summary(acc)).unwrap();
-        }
-        sweep_merge_plan_reads_back(&shards, &merged);
-        for dir in &hostile {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    });
-    // The valid seeds merge: the target reaches results.csv, not only refusals.
-    assert!(merged.load(Ordering::Relaxed) >= 3);
-}
-
-/// Plans the merge of `shards`; a plan's results.csv must read back with the csv crate as
-/// one ten-field row per planned cell.
-#[cfg(unix)]
-fn sweep_merge_plan_reads_back(shards: &[PathBuf], merged: &std::sync::atomic::AtomicUsize) {
-    use smartmixed_core::sweep::{plan_merge, results_csv, ResultRow, RESULTS_HEADER};
-    let Ok(plan) = plan_merge(shards) else {
-        return;
-    };
-    merged.fetch_add(1, Ordering::Relaxed);
-    let rows: Vec<ResultRow> = plan
-        .cells
-        .iter()
-        .map(|(cell, dir)| {
-            let s = rundir::read_summary(&dir.join("summary.json")).unwrap();
-            ResultRow {
-                cell: cell.clone(),
-                validation_accuracy: s.phases[0].validation_accuracy,
-                test_accuracy: s.phases[0].test_accuracy,
-                best_epoch: s.phases[0].best_epoch,
-                epochs: s.phases[0].epochs,
-                seconds: s.seconds,
-            }
-        })
-        .collect();
-    let bytes = results_csv(&rows).unwrap();
-    let mut r = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(&bytes[..]);
-    assert_eq!(r.headers().unwrap().len(), RESULTS_HEADER.len());
-    let records: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
-    assert_eq!(records.len(), rows.len());
-    for (rec, row) in records.iter().zip(&rows) {
-        assert_eq!(rec.len(), RESULTS_HEADER.len(), "{rec:?}");
-        assert_eq!(&rec[0], row.cell.id());
-    }
-}
-
-/// A choices.csv of thousands of layers through the reader the run report draws from:
-/// at most 24 bands whatever the layer numbers, memory bounded by the rows.
-#[test]
-fn fuzz_report_choices_of_thousands_of_layers() {
-    let many = |layers: usize, epochs: usize| {
-        let mut csv = String::from("epoch,layer,activation,count\n");
-        for e in 1..=epochs {
-            for l in 1..=layers {
-                csv.push_str(&format!("{e},{l},relu,{}\n{e},{l},tanh,{}\n", l % 7, e));
-            }
-        }
-        csv.into_bytes()
-    };
-    let seeds = vec![many(3000, 1), many(1000, 3), many(30, 2)];
-    let pad = Scratchpad::new();
-    fuzz("report-choices", seeds, 8 * MB, |b| {
-        if let Ok(s) = rundir::read_choice_shares(&pad.write("choices.csv", b), 24) {
-            assert!(s.bands.len() <= 24 && s.bands.len() <= s.layers);
-            for band in &s.bands {
-                assert!(band.layers.0 <= band.layers.1);
-                assert_eq!(band.series.len(), s.activations.len());
-            }
-        }
 /// Sets the stop flag (as Ctrl-C does) once epoch `epoch` of `phase` has finished.
 struct ResumeStateStopAfter<'a> {
     phase: &'static str,
@@ -1167,6 +1024,152 @@ fn fuzz_resume_state_positions() {
     let pad = &runs[0];
     fuzz("resume-state", seeds, 16 * MB, |b| {
         let _ = pad.resume(b);
+    });
+}
+
+/// A sweep config for the merge targets: huge seeds and several architectures.
+const FUZZ_SWEEP: &str = "[sweep]\narchitectures = [[6], [4, 3]]\nmethods = [\"relu\", \"tanh\", \"smartmixed\"]\nseeds = [0, 1, 9223372036854775807]\n[phase1]\nepochs = 1\n[phase2]\nepochs = 1\n[data]\nclasses = 2\n";
+
+/// A finished cell's summary.json with this test accuracy.
+fn fuzz_cell_summary(test_accuracy: f64) -> String {
+    format!(
+        r#"{{"mode":"fixed","architecture":[30,6,2],"seed":0,"split_seed":42,"train_samples":100,"validation_samples":10,"test_samples":10,"phases":[{{"phase":"fixed","epochs":3,"best_epoch":1,"validation_loss":0.4,"validation_accuracy":0.5,"test_accuracy":{test_accuracy},"test_loss":0.4,"seconds":1.0,"checkpoint":"fixed-best.safetensors"}}],"seconds":2.5}}"#
+    )
+}
+
+/// Sweep shards whose cell directories have hostile names (commas, quotes, newlines,
+/// non-UTF-8 bytes, unknown methods, huge seeds and architecture numbers), the same name
+/// in both shards (identical or not) and, for some cases, shards of different configs:
+/// the merge plan is made or refused, never panics, and the results.csv of a plan reads
+/// back with the csv crate as one ten-field row per planned cell.
+#[cfg(unix)]
+#[test]
+fn fuzz_sweep_shard_names_merge() {
+    use std::os::unix::ffi::OsStrExt;
+    let seeds: Vec<Vec<u8>> = [
+        "a01-relu-s0",
+        "a02-tanh-s9223372036854775807",
+        "a01-smartmixed-s1",
+        "a01-re,lu-s0",
+        "a01-re\"lu-s0",
+        "a01-relu\n-s0",
+        "a01-gelu-s0",
+        "a99999999999999999999-relu-s0",
+        "a01-relu-s18446744073709551615",
+        "a00-relu-s0",
+        "a1-relu-s0",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let pad = Scratchpad::new();
+    let mixed = FUZZ_SWEEP.replace("seeds = [0, 1,", "seeds = [0, 2,");
+    // Two shards with one ordinary cell each, made once; each case adds its own.
+    const FIXED: [&str; 2] = ["a02-relu-s0", "a01-tanh-s0"];
+    let shards = [pad.0.path().join("a"), pad.0.path().join("b")];
+    for (shard, cell) in shards.iter().zip(FIXED) {
+        let dir = shard.join("cells").join(cell);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("summary.json"), fuzz_cell_summary(0.5)).unwrap();
+        std::fs::write(shard.join("sweep.toml"), FUZZ_SWEEP).unwrap();
+    }
+    let merged = std::sync::atomic::AtomicUsize::new(0);
+    fuzz("sweep-shard-names", seeds, 4 * MB, |name| {
+        // Names a file system cannot hold are not directories anyone can make.
+        if name.is_empty() || name.len() > 255 || name.contains(&b'/') || name.contains(&0) {
+            return;
+        }
+        if name == b"." || name == b".." {
+            return;
+        }
+        let name = std::ffi::OsStr::from_bytes(name);
+        if FIXED.iter().any(|f| std::ffi::OsStr::new(f) == name) {
+            return;
+        }
+        // Some cases merge shards of different configs.
+        let variant = name.len() % 3;
+        let config = if variant == 0 {
+            mixed.as_str()
+        } else {
+            FUZZ_SWEEP
+        };
+        std::fs::write(shards[1].join("sweep.toml"), config).unwrap();
+        // The hostile name in both shards: an identical copy, or another result.
+        let hostile: Vec<PathBuf> = shards.iter().map(|s| s.join("cells").join(name)).collect();
+        for (k, dir) in hostile.iter().enumerate() {
+            std::fs::create_dir_all(dir).unwrap();
+            let acc = if k == 1 && variant == 1 { 0.25 } else { 0.75 };
+            std::fs::write(dir.join("summary.json"), fuzz_cell_summary(acc)).unwrap();
+        }
+        sweep_merge_plan_reads_back(&shards, &merged);
+        for dir in &hostile {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    });
+    // The valid seeds merge: the target reaches results.csv, not only refusals.
+    assert!(merged.load(Ordering::Relaxed) >= 3);
+}
+
+/// Plans the merge of `shards`; a plan's results.csv must read back with the csv crate as
+/// one ten-field row per planned cell.
+#[cfg(unix)]
+fn sweep_merge_plan_reads_back(shards: &[PathBuf], merged: &std::sync::atomic::AtomicUsize) {
+    use smartmixed_core::sweep::{plan_merge, results_csv, ResultRow, RESULTS_HEADER};
+    let Ok(plan) = plan_merge(shards) else {
+        return;
+    };
+    merged.fetch_add(1, Ordering::Relaxed);
+    let rows: Vec<ResultRow> = plan
+        .cells
+        .iter()
+        .map(|(cell, dir)| {
+            let s = rundir::read_summary(&dir.join("summary.json")).unwrap();
+            ResultRow {
+                cell: cell.clone(),
+                validation_accuracy: s.phases[0].validation_accuracy,
+                test_accuracy: s.phases[0].test_accuracy,
+                best_epoch: s.phases[0].best_epoch,
+                epochs: s.phases[0].epochs,
+                seconds: s.seconds,
+            }
+        })
+        .collect();
+    let bytes = results_csv(&rows).unwrap();
+    let mut r = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(&bytes[..]);
+    assert_eq!(r.headers().unwrap().len(), RESULTS_HEADER.len());
+    let records: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
+    assert_eq!(records.len(), rows.len());
+    for (rec, row) in records.iter().zip(&rows) {
+        assert_eq!(rec.len(), RESULTS_HEADER.len(), "{rec:?}");
+        assert_eq!(&rec[0], row.cell.id());
+    }
+}
+
+/// A choices.csv of thousands of layers through the reader the run report draws from:
+/// at most 24 bands whatever the layer numbers, memory bounded by the rows.
+#[test]
+fn fuzz_report_choices_of_thousands_of_layers() {
+    let many = |layers: usize, epochs: usize| {
+        let mut csv = String::from("epoch,layer,activation,count\n");
+        for e in 1..=epochs {
+            for l in 1..=layers {
+                csv.push_str(&format!("{e},{l},relu,{}\n{e},{l},tanh,{}\n", l % 7, e));
+            }
+        }
+        csv.into_bytes()
+    };
+    let seeds = vec![many(3000, 1), many(1000, 3), many(30, 2)];
+    let pad = Scratchpad::new();
+    fuzz("report-choices", seeds, 8 * MB, |b| {
+        if let Ok(s) = rundir::read_choice_shares(&pad.write("choices.csv", b), 24) {
+            assert!(s.bands.len() <= 24 && s.bands.len() <= s.layers);
+            for band in &s.bands {
+                assert!(band.layers.0 <= band.layers.1);
+                assert_eq!(band.series.len(), s.activations.len());
+            }
+        }
     });
 }
 
