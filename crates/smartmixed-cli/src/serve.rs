@@ -135,20 +135,29 @@ fn rows(
         .is_some_and(|v| v.starts_with("application/octet-stream"));
     if binary {
         let row_bytes = width * 4;
-        if body.is_empty() || body.len() % row_bytes != 0 {
+        if body.is_empty() || !body.len().is_multiple_of(row_bytes) {
             return Err(bad(format!(
                 "binary body of {} bytes, expected a whole number of rows of {width} f32 values ({row_bytes} bytes each)",
                 body.len()
             )));
         }
-        return Ok(body
+        let rows: Vec<Vec<f32>> = body
             .chunks_exact(row_bytes)
             .map(|r| {
                 r.chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect()
             })
-            .collect());
+            .collect();
+        for (i, row) in rows.iter().enumerate() {
+            if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+                return Err(bad(format!(
+                    "row {i}, value {j}: {}, expected a finite number",
+                    row[j]
+                )));
+            }
+        }
+        return Ok(rows);
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -177,7 +186,7 @@ fn rows(
             let row: Vec<f32> = row.iter().map(|&v| v as f32).collect();
             if let Some(j) = row.iter().position(|v| !v.is_finite()) {
                 return Err(bad(format!(
-                    "inputs[{i}][{j}]: {}, expected a finite number within f32's range",
+                    "inputs[{i}][{j}]: {:e}, expected a finite number within f32's range",
                     request.inputs[i][j]
                 )));
             }

@@ -37,7 +37,7 @@ fn edited(model: &Path, to: &Path, edit: impl Fn(String) -> String) -> PathBuf {
     let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     header.as_object_mut().unwrap().remove("__metadata__");
     let mut json = serde_json::to_vec(&header).unwrap();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = (json.len() as u64).to_le_bytes().to_vec();

@@ -1,0 +1,295 @@
+//! `smartmixed-cli serve` through real HTTP on the loopback address: answers equal to
+//! the runtime's for the same raw rows (JSON and binary), the model's description, health
+//! and metrics; each bad request a 400 (or 413) with a one-line reason; a full queue a
+//! 503; SIGTERM answering the request already accepted before the server exits 0. Every
+//! request has a read timeout and the server is killed if it outlives its test.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use smartmixed_infer::Model;
+
+/// A running server, killed on drop if the test did not stop it.
+struct Server {
+    child: Child,
+    addr: String,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(model: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smartmixed-cli"))
+        .args([
+            "serve",
+            "--model",
+            model.to_str().unwrap(),
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Server {
+        child,
+        addr,
+        stdout,
+    }
+}
+
+/// One HTTP/1.1 request on its own connection: (status, body).
+fn request(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn synthetic_model(tmp: &Path) -> (PathBuf, PathBuf) {
+    let (o, run) = train_small(tmp, |c| c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = tmp.join("model");
+    export(&run, &model);
+    (model, tmp.join("data"))
+}
+
+/// The first `n` test images of the synthetic data, raw.
+fn raw_rows(data: &Path, n: usize) -> Vec<Vec<f32>> {
+    let bytes = std::fs::read(data.join("t10k-images-idx3-ubyte")).unwrap();
+    bytes[16..16 + 30 * n]
+        .chunks(30)
+        .map(|r| r.iter().map(|&p| f32::from(p)).collect())
+        .collect()
+}
+
+#[test]
+fn the_server_answers_as_the_runtime_does_and_refuses_bad_requests_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model_dir, data) = synthetic_model(tmp.path());
+    let model = Model::load_dir(&model_dir).unwrap();
+    let server = serve(
+        &model_dir,
+        &["--max-body-bytes", "4096", "--max-wait-us", "200"],
+    );
+    let a = server.addr.as_str();
+    assert_eq!(
+        request(a, "GET", "/healthz", "text/plain", b""),
+        (200, "ok\n".into())
+    );
+    let (status, body) = request(a, "GET", "/v1/model", "text/plain", b"");
+    assert_eq!(status, 200);
+    let described = json(&body);
+    assert_eq!(described["architecture"], serde_json::json!([30, 16, 8, 2]));
+    assert_eq!(described["input"]["shape"], serde_json::json!([6, 5]));
+    assert_eq!(described["classes"], serde_json::json!(["0", "1"]));
+    let neurons: u64 = described["groups"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["neurons"].as_u64().unwrap())
+        .sum();
+    assert_eq!(neurons, 16);
+
+    // The same rows as JSON and as binary: the runtime's answers for each row alone.
+    let rows = raw_rows(&data, 5);
+    let body = serde_json::json!({ "inputs": rows }).to_string();
+    let binary: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    for (content_type, payload) in [
+        ("application/json", body.as_bytes()),
+        ("application/octet-stream", &binary[..]),
+    ] {
+        let (status, text) = request(a, "POST", "/v1/predict", content_type, payload);
+        assert_eq!(status, 200, "{text}");
+        let answer = json(&text);
+        for (row, got) in rows.iter().zip(answer["predictions"].as_array().unwrap()) {
+            let want = model.predict_raw(row).unwrap();
+            assert_eq!(got["class"], want.class);
+            assert_eq!(got["name"], model.class_name(want.class));
+            for (g, w) in got["probabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(&want.probabilities)
+            {
+                assert!((g.as_f64().unwrap() - f64::from(*w)).abs() < 1e-5, "{text}");
+            }
+        }
+    }
+
+    let short = serde_json::json!({ "inputs": [vec![1.0; 29]] }).to_string();
+    let huge = format!("{{\"inputs\": [[1e39{}]]}}", ", 0".repeat(29));
+    let mut nan = binary[..120].to_vec();
+    nan[12..16].copy_from_slice(&f32::NAN.to_le_bytes());
+    let cases: [(&str, &[u8], u16, &str); 6] = [
+        (
+            "application/json",
+            short.as_bytes(),
+            400,
+            "inputs[0]: 29 values, the model takes 30",
+        ),
+        (
+            "application/json",
+            huge.as_bytes(),
+            400,
+            "inputs[0][0]: 1e39, expected a finite number",
+        ),
+        ("application/octet-stream", &nan, 400, "row 0, value 3: NaN"),
+        (
+            "application/octet-stream",
+            &binary[..100],
+            400,
+            "100 bytes, expected a whole number of rows of 30 f32 values",
+        ),
+        (
+            "application/json",
+            b"{\"inputs\": [[1, 2]",
+            400,
+            "body: EOF",
+        ),
+        ("application/json", &[b' '; 5000], 413, ""),
+    ];
+    for (content_type, payload, want_status, needle) in cases {
+        let (status, text) = request(a, "POST", "/v1/predict", content_type, payload);
+        assert_eq!(status, want_status, "{text}");
+        if want_status == 400 {
+            let error = json(&text)["error"].as_str().unwrap().to_string();
+            assert!(error.contains(needle) && !error.contains('\n'), "{error}");
+        }
+    }
+    assert_eq!(request(a, "GET", "/nowhere", "text/plain", b"").0, 404);
+
+    let (status, metrics) = request(a, "GET", "/metrics", "text/plain", b"");
+    assert_eq!(status, 200);
+    // 2 good requests + 6 bad ones reached the handler (the 413 did not: the body limit
+    // answers first) of which 5 are counted as errors; 10 rows were batched.
+    for line in [
+        "smartmixed_requests_total 7",
+        "smartmixed_request_errors_total 5",
+        "smartmixed_rows_total 10",
+        "smartmixed_queue_depth 0",
+        "smartmixed_request_duration_seconds_count 7",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("smartmixed_batch_size_bucket{le=\"+Inf\"}"));
+}
+
+/// With room for one waiting row and a long batch wait, a second request finds the
+/// queue full (503); SIGTERM then stops the server, which first answers the accepted one.
+#[cfg(unix)]
+#[test]
+fn a_full_queue_is_503_and_sigterm_answers_the_accepted_request_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model_dir, data) = synthetic_model(tmp.path());
+    let mut server = serve(
+        &model_dir,
+        &[
+            "--queue",
+            "1",
+            "--max-batch",
+            "8",
+            "--max-wait-us",
+            "3000000",
+        ],
+    );
+    let addr = server.addr.clone();
+    let row = serde_json::json!({ "inputs": raw_rows(&data, 1) }).to_string();
+    let first = {
+        let (addr, row) = (addr.clone(), row.clone());
+        std::thread::spawn(move || {
+            request(
+                &addr,
+                "POST",
+                "/v1/predict",
+                "application/json",
+                row.as_bytes(),
+            )
+        })
+    };
+    let start = Instant::now();
+    loop {
+        let metrics = request(&addr, "GET", "/metrics", "text/plain", b"").1;
+        if metrics.lines().any(|l| l == "smartmixed_queue_depth 1") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the first request never queued"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (status, text) = request(
+        &addr,
+        "POST",
+        "/v1/predict",
+        "application/json",
+        row.as_bytes(),
+    );
+    assert_eq!(status, 503, "{text}");
+    assert!(json(&text)["error"]
+        .as_str()
+        .unwrap()
+        .contains("queue is full"));
+    // SAFETY: sends a signal to the child process this test started and still owns.
+    unsafe {
+        libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let (status, text) = first.join().unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(json(&text)["predictions"].as_array().unwrap().len(), 1);
+    let mut rest = String::new();
+    server.stdout.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("stopped"), "{rest}");
+    assert!(server.child.wait().unwrap().success());
+}
