@@ -80,6 +80,11 @@ pub enum Error {
         class: usize,
         value: f32,
     },
+    /// Code run by the forward pass panicked (an activation from a plugin crate, say) on
+    /// the calling thread or a [`crate::Scratch`]'s worker: the call's output is lost, but
+    /// the model and the scratch stay usable.
+    #[error("the forward pass panicked on {thread}: {message}")]
+    Panicked { thread: String, message: String },
     /// A batch whose working buffers would exceed [`crate::MAX_BATCH_VALUES`].
     #[error(
         "batch {batch} needs {values} working values per buffer, more than the limit of {limit}"
