@@ -610,8 +610,8 @@ impl Model {
     /// Runs every layer on `batch` rows. With several threads and enough rows, the rows
     /// are split into chunks the scratch's workers take in turn, each running the whole
     /// network on its chunk (so the epilogue is parallel too and threads never wait on each
-    /// other within a call). A panic on a worker is returned (see [`Workers::run`]); one
-    /// on the caller's thread alone unwinds.
+    /// other within a call). With workers, a panic on any thread is returned (see
+    /// [`Workers::run`]); on the caller's thread alone, it unwinds to [`Self::guarded`].
     fn run(
         &self,
         input: &[f32],
