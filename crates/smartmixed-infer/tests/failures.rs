@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use safetensors::tensor::{Dtype, TensorView};
-use smartmixed_infer::{register_activation, Error, Model, Scratch};
+use smartmixed_infer::{fpenv, register_activation, Error, Model, Scratch};
 
 use smartmixed_activations_extra as _;
 
@@ -177,12 +177,18 @@ fn is_worker(thread: &str) -> bool {
 }
 
 /// Runs `batch` rows with the magic input at `row`: the error must be `Panicked` with the
-/// activation's message; returns the thread it names.
+/// activation's message, and the caller's floating-point mode must be its own again (the
+/// call flushes subnormals while it runs); returns the thread the error names.
 fn panic_at_row(model: &Model, scratch: &mut Scratch, batch: usize, row: usize) -> String {
     let mut x = inputs(batch, row);
     x[row * 3..row * 3 + 3].copy_from_slice(&[MAGIC, 0.0, 0.0]);
     let mut out = vec![0.0f32; batch * model.classes()];
-    match model.forward(&x, batch, scratch, &mut out) {
+    let result = model.forward(&x, batch, scratch, &mut out);
+    assert!(
+        !fpenv::flush_denormals_enabled(),
+        "the caller's mode changed"
+    );
+    match result {
         Err(Error::Panicked { thread, message }) => {
             assert_eq!(message, "test_panics_at_magic reached its magic input");
             thread
