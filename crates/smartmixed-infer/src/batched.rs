@@ -14,7 +14,6 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -389,9 +388,9 @@ impl Shared {
         }
     }
 
-    /// `forward_raw`, with a panic (a plugin activation's, say) turned into an error so
-    /// that the batching thread lives on. A fresh scratch follows a panic: the old one's
-    /// buffers may be half written.
+    /// `forward_raw`: a panic (a plugin activation's, say) comes back as
+    /// [`Error::Panicked`] and leaves the model and the scratch usable, so the batching
+    /// thread lives on.
     fn forward(
         &self,
         raw: &[f32],
@@ -399,17 +398,6 @@ impl Shared {
         scratch: &mut Scratch,
         out: &mut [f32],
     ) -> Result<()> {
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.model.forward_raw(raw, batch, scratch, out)
-        }));
-        result.unwrap_or_else(|payload| {
-            *scratch = Scratch::new(self.options.threads);
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".into());
-            Err(Error::Panicked { what })
-        })
+        self.model.forward_raw(raw, batch, scratch, out)
     }
 }

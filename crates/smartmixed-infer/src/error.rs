@@ -80,10 +80,11 @@ pub enum Error {
         class: usize,
         value: f32,
     },
-    /// A computation panicked (an activation from a plugin crate, say); the model and
-    /// the caller's state stay usable.
-    #[error("the forward pass panicked: {what}")]
-    Panicked { what: String },
+    /// Code run by the forward pass panicked (an activation from a plugin crate, say) on
+    /// the calling thread or a [`crate::Scratch`]'s worker: the call's output is lost, but
+    /// the model and the scratch stay usable.
+    #[error("the forward pass panicked on {thread}: {message}")]
+    Panicked { thread: String, message: String },
     /// A [`crate::BatchedModel`] whose queue holds as many requests as it may: try later.
     #[error("the request queue is full ({capacity} requests waiting)")]
     QueueFull { capacity: usize },

@@ -178,4 +178,49 @@ mod tests {
         let col1: f32 = (0..k).map(|i| x[i] * wt[i * n + 1]).sum();
         assert!((want[1] - col1).abs() < 1e-4);
     }
+
+    /// The non-packed kernels (gemm's matmul, which picks this CPU's level itself, and the
+    /// GEMV on AVX2+FMA where the CPU has it and in portable code) with inputs, weights and
+    /// outputs ending, then starting, at a guard page (see `packed::tests::Guarded`), over
+    /// 1..=13 rows, 1..=40 columns and odd input counts: nothing is touched outside them,
+    /// and each result is the plain sum.
+    #[cfg(unix)]
+    #[test]
+    fn matmul_and_gemv_touch_nothing_past_their_slices() {
+        use crate::packed::tests::Guarded;
+        for k in [1usize, 3, 37] {
+            for n in 1..=40usize {
+                let wt: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+                let a: Vec<f32> = (0..13 * k).map(|i| (i as f32 * 0.37).sin()).collect();
+                for at_end in [true, false] {
+                    let mut w = Guarded::new(&wt, at_end);
+                    let w = w.slice();
+                    for m in 1..=13usize {
+                        let mut lhs = Guarded::new(&a[..m * k], at_end);
+                        let mut dst = Guarded::new(&vec![f32::NAN; m * n], at_end);
+                        matmul(lhs.slice(), w, dst.slice(), m, k, n);
+                        let x = &lhs.slice()[(m - 1) * k..];
+                        let mut want = vec![0.0; n];
+                        gemv_body(x, w, &mut want);
+                        let row = &dst.slice()[(m - 1) * n..];
+                        for (g, w) in row.iter().zip(&want) {
+                            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{m}x{k}x{n}");
+                        }
+                        let mut y = Guarded::new(&vec![f32::NAN; n], at_end);
+                        gemv_body(x, w, y.slice());
+                        assert_eq!(y.slice(), &want[..]);
+                        #[cfg(target_arch = "x86_64")]
+                        if std::is_x86_feature_detected!("avx2")
+                            && std::is_x86_feature_detected!("fma")
+                        {
+                            let mut y = Guarded::new(&vec![f32::NAN; n], at_end);
+                            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                            unsafe { gemv_avx2(x, w, y.slice()) };
+                            assert_eq!(y.slice(), &want[..], "avx2 {k}x{n}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

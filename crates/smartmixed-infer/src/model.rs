@@ -1,6 +1,7 @@
 //! `Model`: an immutable, validated network, and `Scratch`: the caller-owned buffers that
 //! let a hot loop run without allocating.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,7 +12,7 @@ use smartmixed_core::{lookup, InputManifest, LayerManifest, Manifest};
 
 use crate::kernel::{add_bias, epilogue, layer_matmul, Kernel, GEMV_ROWS};
 use crate::packed::PackedWeights;
-use crate::workers::{Shared, Workers};
+use crate::workers::{Panic, Shared, Workers};
 use crate::{Error, Result};
 use smartmixed_core::Block;
 
@@ -487,6 +488,13 @@ impl Model {
 
     /// Logits for `batch` rows of `input` (row-major `[batch, input_size]`) into `output`
     /// (`[batch, classes]`). Allocates only when `scratch` must grow.
+    ///
+    /// A panic in the code a call runs, on any of its threads (an activation from a plugin
+    /// crate, say), is returned as [`Error::Panicked`] with the panic's message, once every
+    /// thread has stopped; `output` then holds unspecified values, and the model and
+    /// `scratch` (its workers included) serve the next call as before. The panic hook still
+    /// runs (it prints the message unless the embedder replaced it); with `panic = "abort"`
+    /// the process ends as it would anywhere.
     pub fn forward(
         &self,
         input: &[f32],
@@ -496,7 +504,7 @@ impl Model {
     ) -> Result<()> {
         self.check(input, batch, output)?;
         check_finite(input, self.input_size())?;
-        self.compute(input, batch, scratch, output);
+        self.guarded(|| self.compute(input, batch, scratch, output))?;
         // NaN or infinite logits would print as a confident answer or as `p = NaN`.
         match output.iter().position(|v| !v.is_finite()) {
             None => Ok(()),
@@ -508,8 +516,30 @@ impl Model {
         }
     }
 
+    /// `pass()`, with a panic on the calling thread (the workers' come back from
+    /// [`Workers::run`] as its error) made an [`Error::Panicked`]. Unwind safety: the model
+    /// is immutable, and a scratch holds only buffers every call overwrites before reading
+    /// and workers that caught their panics.
+    fn guarded(&self, pass: impl FnOnce() -> std::result::Result<(), Panic>) -> Result<()> {
+        let panic = match catch_unwind(AssertUnwindSafe(pass)) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(panic)) => panic,
+            Err(payload) => Panic::new("the calling thread".into(), &*payload),
+        };
+        Err(Error::Panicked {
+            thread: panic.thread,
+            message: panic.message,
+        })
+    }
+
     /// The forward pass proper, on checked sizes and finite inputs.
-    fn compute(&self, input: &[f32], batch: usize, scratch: &mut Scratch, output: &mut [f32]) {
+    fn compute(
+        &self,
+        input: &[f32],
+        batch: usize,
+        scratch: &mut Scratch,
+        output: &mut [f32],
+    ) -> std::result::Result<(), Panic> {
         let threads = scratch.threads.max(1);
         // Column split where the weights are packed (AVX-512), for batches below
         // COLUMN_SPLIT_BELOW rows: each thread reads only its panels, so batch 1 scales.
@@ -527,13 +557,12 @@ impl Model {
             ];
             if let Some(workers) = started(&mut scratch.workers, threads) {
                 let _mode = FlushDenormals::set(true);
-                crate::split::forward(&self.layers, input, batch, bufs, output, workers);
-                return;
+                return crate::split::forward(&self.layers, input, batch, bufs, output, workers);
             }
         }
         self.run(input, batch, scratch, output, |pre, layer, out| {
             epilogue(pre, &layer.bias, &layer.blocks, out)
-        });
+        })
     }
 
     /// [`Model::forward`] with a naive per-neuron activation dispatch (a function-pointer
@@ -558,29 +587,31 @@ impl Model {
                     .collect()
             })
             .collect();
-        self.run(input, batch, scratch, output, |pre, layer, out| {
-            let l = self
-                .layers
-                .iter()
-                .position(|x| std::ptr::eq(x, layer))
-                .unwrap_or(0);
-            let acts = &per_neuron[l];
-            for (p, o) in pre
-                .chunks_exact(layer.outputs)
-                .zip(out.chunks_exact_mut(layer.outputs))
-            {
-                for (j, (p, o)) in p.iter().zip(o.iter_mut()).enumerate() {
-                    *o = acts[j](p + layer.bias[j]);
+        self.guarded(|| {
+            self.run(input, batch, scratch, output, |pre, layer, out| {
+                let l = self
+                    .layers
+                    .iter()
+                    .position(|x| std::ptr::eq(x, layer))
+                    .unwrap_or(0);
+                let acts = &per_neuron[l];
+                for (p, o) in pre
+                    .chunks_exact(layer.outputs)
+                    .zip(out.chunks_exact_mut(layer.outputs))
+                {
+                    for (j, (p, o)) in p.iter().zip(o.iter_mut()).enumerate() {
+                        *o = acts[j](p + layer.bias[j]);
+                    }
                 }
-            }
-        });
-        Ok(())
+            })
+        })
     }
 
     /// Runs every layer on `batch` rows. With several threads and enough rows, the rows
     /// are split into chunks the scratch's workers take in turn, each running the whole
     /// network on its chunk (so the epilogue is parallel too and threads never wait on each
-    /// other within a call).
+    /// other within a call). With workers, a panic on any thread is returned (see
+    /// [`Workers::run`]); on the caller's thread alone, it unwinds to [`Self::guarded`].
     fn run(
         &self,
         input: &[f32],
@@ -588,7 +619,7 @@ impl Model {
         scratch: &mut Scratch,
         output: &mut [f32],
         post: impl Fn(&[f32], &Layer, &mut [f32]) + Sync,
-    ) {
+    ) -> std::result::Result<(), Panic> {
         let widest = self.widest();
         // Subnormal inputs or activations cost up to 85x on x86 (measured at batch 256):
         // every thread computing this call flushes them to zero, and the caller's thread
@@ -603,10 +634,12 @@ impl Model {
         if threads == 1 || batch < 4 * threads {
             // Too few rows to split: a second thread on the matmul alone costs more than it
             // saves at these sizes (measured), so small batches stay on the calling thread.
-            return self.run_rows(input, batch, a, b, output, &post);
+            self.run_rows(input, batch, a, b, output, &post);
+            return Ok(());
         }
         let Some(workers) = started(&mut scratch.workers, threads) else {
-            return self.run_rows(input, batch, a, b, output, &post);
+            self.run_rows(input, batch, a, b, output, &post);
+            return Ok(());
         };
         let (inputs, classes) = (self.input_size(), self.classes());
         // Rows in chunks taken from a shared counter, about four per thread, so a thread
@@ -636,7 +669,7 @@ impl Model {
             };
             let x = &input[rows.start * inputs..rows.end * inputs];
             self.run_rows(x, rows.len(), a, b, out, &post);
-        });
+        })
     }
 
     /// The network on `batch` rows: each hidden layer's matmul writes `b` and its epilogue

@@ -203,10 +203,16 @@ mod avx512 {
             }
         }
         for j in 0..P {
+            // In bounds: panel p0 + j < panels(), so col < n, inside y's n values.
             let col = (p0 + j) * NR;
-            let (m0, m1) = masks(NR.min(n - col));
+            let cols = NR.min(n - col);
+            let (m0, m1) = masks(cols);
             _mm512_mask_storeu_ps(y.add(col), m0, lo[j]);
-            _mm512_mask_storeu_ps(y.add(col + 16), m1, hi[j]);
+            // The second half exists only past 16 columns: y + col + 16 would otherwise
+            // point past y's end (undefined behaviour even under an empty mask).
+            if cols > 16 {
+                _mm512_mask_storeu_ps(y.add(col + 16), m1, hi[j]);
+            }
         }
     }
 
@@ -235,6 +241,8 @@ mod avx512 {
                 let col = p * NR;
                 let cols = NR.min(n - col);
                 let mut r = 0;
+                // In bounds: r < m and k0 < k, so both pointers address this chunk's
+                // rows of `a` (m * k values) and `c` (m rows of n, col < n).
                 while r + MR <= m {
                     tile::<MR>(
                         a.add(r * k + k0),
@@ -248,9 +256,14 @@ mod avx512 {
                     );
                     r += MR;
                 }
+                if r == m {
+                    // No remainder: a + m * k + k0 and c + m * n + col would point past
+                    // the last row's end, so they are not formed.
+                    continue;
+                }
+                // In bounds: r < m, as in the loop above.
                 let (a, c) = (a.add(r * k + k0), c.add(r * n + col));
                 match m - r {
-                    0 => {}
                     1 => tile::<1>(a, k, b, kc, c, n, cols, accumulate),
                     2 => tile::<2>(a, k, b, kc, c, n, cols, accumulate),
                     3 => tile::<3>(a, k, b, kc, c, n, cols, accumulate),
@@ -295,20 +308,92 @@ mod avx512 {
         }
         let (m0, m1) = masks(cols);
         for r in 0..R {
+            // In bounds: row r < R of the caller's c, whose rows hold `cols` values here.
             let cp = c.add(r * ldc);
             if accumulate {
                 lo[r] = _mm512_add_ps(lo[r], _mm512_maskz_loadu_ps(m0, cp));
-                hi[r] = _mm512_add_ps(hi[r], _mm512_maskz_loadu_ps(m1, cp.add(16)));
             }
             _mm512_mask_storeu_ps(cp, m0, lo[r]);
-            _mm512_mask_storeu_ps(cp.add(16), m1, hi[r]);
+            // The second half only past 16 columns: cp + 16 could lie past c's end
+            // otherwise (the last row of a partial panel).
+            if cols > 16 {
+                let cp = cp.add(16);
+                if accumulate {
+                    hi[r] = _mm512_add_ps(hi[r], _mm512_maskz_loadu_ps(m1, cp));
+                }
+                _mm512_mask_storeu_ps(cp, m1, hi[r]);
+            }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Test memory for `len` values that ends (or starts) at a page the process may not
+    /// touch: a kernel reading or writing one value past the slice's end (or before its
+    /// start) faults and ends the test process, so the test fails. Catches accesses only,
+    /// not pointers formed out of bounds and left unused.
+    #[cfg(unix)]
+    pub(crate) struct Guarded {
+        base: *mut libc::c_void,
+        total: usize,
+        start: *mut f32,
+        len: usize,
+    }
+
+    #[cfg(unix)]
+    impl Guarded {
+        /// `values` copied into guarded memory, ending at the guard page if `at_end`, else
+        /// starting right after the leading one.
+        pub(crate) fn new(values: &[f32], at_end: bool) -> Self {
+            // SAFETY: sysconf has no preconditions.
+            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
+            let data = (values.len() * 4).div_ceil(page).max(1) * page;
+            let total = data + 2 * page;
+            // SAFETY: an anonymous private mapping of `total` bytes, checked below; the
+            // pointers below stay inside it (`data` bytes between two guard pages).
+            unsafe {
+                let base = libc::mmap(
+                    std::ptr::null_mut(),
+                    total,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                assert_ne!(base, libc::MAP_FAILED, "mmap");
+                let bytes = base as *mut u8;
+                let none = libc::PROT_NONE;
+                assert_eq!(libc::mprotect(base, page, none), 0, "mprotect");
+                assert_eq!(libc::mprotect(bytes.add(page + data).cast(), page, none), 0);
+                let offset = if at_end { data - values.len() * 4 } else { 0 };
+                let start = bytes.add(page + offset) as *mut f32;
+                std::ptr::copy_nonoverlapping(values.as_ptr(), start, values.len());
+                Self {
+                    base,
+                    total,
+                    start,
+                    len: values.len(),
+                }
+            }
+        }
+
+        pub(crate) fn slice(&mut self) -> &mut [f32] {
+            // SAFETY: `len` values at `start` lie inside the readable part of the mapping,
+            // which lives as long as self, and were initialised in `new`.
+            unsafe { std::slice::from_raw_parts_mut(self.start, self.len) }
+        }
+    }
+
+    #[cfg(unix)]
+    impl Drop for Guarded {
+        fn drop(&mut self) {
+            // SAFETY: the mapping `new` made, unmapped once.
+            unsafe { libc::munmap(self.base, self.total) };
+        }
+    }
 
     /// Inputs with zeros (the GEMV skips them) and weights with a pattern.
     fn operands(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
@@ -388,6 +473,71 @@ mod tests {
                         assert!((*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()), "{j}");
                     } else {
                         assert!(g.is_nan(), "{k}x{n} {range:?}: wrote column {j}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every packed kernel this CPU runs (the AVX-512 microkernel and GEMV, and the
+    /// portable loop) with its input and output ending, then starting, at a guard page, over
+    /// every row remainder of the 12-row tile (1..=13 rows), every column count of up to
+    /// one full and one partial panel (1..=40, so tails of 1..=16 and 17..=31 columns) and
+    /// odd input counts (one KC block, and 257: a second, accumulating, block). No access
+    /// leaves the slices (else the process faults), and each result is the naive product.
+    #[cfg(unix)]
+    #[test]
+    fn packed_kernels_touch_nothing_past_their_slices() {
+        for k in [1usize, 3, 257] {
+            for n in 1..=40usize {
+                let (a, wt) = operands(13, k, n);
+                let packed = PackedWeights::new(&wt, k, n).unwrap();
+                let all = packed.panels();
+                for m in 1..=13usize {
+                    for at_end in [true, false] {
+                        let mut lhs = Guarded::new(&a[..m * k], at_end);
+                        let mut dst = Guarded::new(&vec![f32::NAN; m * n], at_end);
+                        let lhs = lhs.slice();
+                        // SAFETY: dst holds m * n values, this thread's alone.
+                        unsafe { packed.matmul_panels(lhs, dst.slice().as_mut_ptr(), m, 0..all) };
+                        for r in 0..m {
+                            for j in 0..n {
+                                let (g, want) =
+                                    (dst.slice()[r * n + j] as f64, naive(lhs, &wt, r, j, k, n));
+                                assert!(
+                                    (g - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                    "{m}x{k}x{n} [{r},{j}]"
+                                );
+                            }
+                        }
+                        // The GEMV on the AVX-512 path (where the CPU has it) and the
+                        // portable loop, on each row and on the last panel alone.
+                        for range in [0..all, all - 1..all] {
+                            let x = &lhs[(m - 1) * k..];
+                            let mut y = Guarded::new(&vec![f32::NAN; n], at_end);
+                            let mut portable = Guarded::new(&vec![f32::NAN; n], at_end);
+                            // SAFETY: both hold n values, this thread's alone.
+                            unsafe {
+                                packed.gemv_panels(x, y.slice().as_mut_ptr(), range.clone());
+                                packed.gemv_portable(
+                                    x,
+                                    portable.slice().as_mut_ptr(),
+                                    range.clone(),
+                                );
+                            }
+                            let bits =
+                                |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                            assert_eq!(
+                                bits(y.slice()),
+                                bits(portable.slice()),
+                                "{k}x{n} {range:?}"
+                            );
+                            let j = n - 1;
+                            let want = naive(x, &wt, 0, j, k, n);
+                            assert!(
+                                (y.slice()[j] as f64 - want).abs() <= 1e-4 * (1.0 + want.abs())
+                            );
+                        }
                     }
                 }
             }

@@ -6,48 +6,60 @@
 //! read all of them); taking groups rather than fixed halves keeps a thread the host slows
 //! (measured: one vCPU 15-25% slower than the other) from holding the other at the
 //! barrier. Used with packed weights (AVX-512); each value is computed as on one thread,
-//! so the bits are the same.
+//! so the bits are the same. A thread that panics marks the pass failed; threads waiting
+//! at the barrier, or about to take work, see the mark and stop, so none waits forever for
+//! the thread that panicked.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::kernel::GEMV_ROWS;
 use crate::model::Layer;
 use crate::packed::NR;
-use crate::workers::{Shared, Workers};
+use crate::workers::{Panic, Shared, Workers};
 
 /// A barrier for a fixed number of threads that spins (the threads are all running this
-/// call and the wait is microseconds), yielding if it lasts.
-struct SpinBarrier {
+/// call and the wait is microseconds), yielding if it lasts. `failed` releases it: a
+/// thread that panicked never arrives.
+struct SpinBarrier<'a> {
     arrived: AtomicUsize,
     generation: AtomicUsize,
     threads: usize,
+    failed: &'a AtomicBool,
 }
 
-impl SpinBarrier {
-    fn new(threads: usize) -> Self {
+impl<'a> SpinBarrier<'a> {
+    fn new(threads: usize, failed: &'a AtomicBool) -> Self {
         Self {
             arrived: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
             threads,
+            failed,
         }
     }
 
-    fn wait(&self) {
+    /// Waits for every thread; `false` (at once, or while waiting) if the pass failed,
+    /// after which the barrier is not used again (the threads stop).
+    fn wait(&self) -> bool {
         let generation = self.generation.load(Ordering::Acquire);
         if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.threads {
             self.arrived.store(0, Ordering::Relaxed);
             self.generation.fetch_add(1, Ordering::Release);
-            return;
+            return !self.failed.load(Ordering::Acquire);
         }
         let mut spins = 0u32;
         while self.generation.load(Ordering::Acquire) == generation {
+            if self.failed.load(Ordering::Acquire) {
+                return false;
+            }
             std::hint::spin_loop();
             spins += 1;
             if spins > 20_000 {
                 std::thread::yield_now();
             }
         }
+        !self.failed.load(Ordering::Acquire)
     }
 }
 
@@ -65,7 +77,8 @@ fn panels_per_item(batch: usize) -> usize {
 /// Runs `layers` on `batch` rows of `input` on `workers` (the caller's thread included;
 /// each worker flushes subnormals, as the caller does during the call), writing `output`. `bufs` are three working buffers of `batch * widest`
 /// values: the layer's input, its pre-activations and its activations. Every layer must
-/// have packed weights.
+/// have packed weights. A panic on any thread is returned (see [`Workers::run`]); `output`
+/// then holds unspecified values.
 pub(crate) fn forward(
     layers: &[Layer],
     input: &[f32],
@@ -73,7 +86,7 @@ pub(crate) fn forward(
     bufs: [&mut [f32]; 3],
     output: &mut [f32],
     workers: &Workers,
-) {
+) -> Result<(), Panic> {
     let threads = workers.threads();
     let widest = layers.iter().map(|l| l.outputs).max().unwrap_or(0);
     let classes = layers.last().map_or(0, |l| l.outputs);
@@ -86,12 +99,13 @@ pub(crate) fn forward(
     );
     let [x, p, y] = bufs.map(Shared::new);
     let out = Shared::new(output);
-    let barrier = SpinBarrier::new(threads);
+    let failed = AtomicBool::new(false);
+    let barrier = SpinBarrier::new(threads, &failed);
     // Work items are tickets numbered across layers: layer i owns tickets base_i..end_i. A
     // thread takes tickets until one lies past its layer, and keeps that one for the next.
     let tickets = AtomicUsize::new(0);
     let per_item = panels_per_item(batch);
-    let run = |_t: usize| {
+    let layers_on = |_t: usize| {
         let (mut x, p, mut y) = (x, p, y);
         let last = layers.len() - 1;
         let mut held = tickets.fetch_add(1, Ordering::Relaxed);
@@ -109,7 +123,8 @@ pub(crate) fn forward(
                 unsafe { std::slice::from_raw_parts(x.0, batch * k) }
             };
             let dst = if i == last { out } else { p };
-            while held < end {
+            // After a panic elsewhere the answer is lost: take no more work.
+            while held < end && !failed.load(Ordering::Relaxed) {
                 let item = held - base;
                 let panels = item * per_item..((item + 1) * per_item).min(all);
                 let cols = panels.start * NR..(panels.end * NR).min(n);
@@ -130,10 +145,19 @@ pub(crate) fn forward(
             if i != last {
                 std::mem::swap(&mut x, &mut y);
             }
-            barrier.wait();
+            if !barrier.wait() {
+                return;
+            }
         }
     };
-    workers.run(&run);
+    let run = |t: usize| {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| layers_on(t))) {
+            // Before unwinding on: the other threads stop waiting for this one.
+            failed.store(true, Ordering::Release);
+            resume_unwind(payload);
+        }
+    };
+    workers.run(&run)
 }
 
 /// Columns `cols` (panels `panels`) of `dst[m, n] = src[m, k] * W^T`: the packed matmul,
