@@ -55,12 +55,17 @@ fn sniff(path: &Path) -> Result<Source> {
     })
 }
 
-/// "28 x 28" or "32 x 32 x 3 (RGB)": an image model's input as a user reads it.
-fn describe_image(height: usize, width: usize, channels: usize) -> String {
-    if channels == 3 {
-        format!("{height} x {width} RGB images")
-    } else {
-        format!("{height} x {width} images")
+/// What an image model takes, as a user reads it: "28 x 28 images", "32 x 32 RGB
+/// images", or for a model that records no image shape, "images of 784 pixels".
+fn wanted(kind: InputKind, expected: usize) -> String {
+    match kind {
+        InputKind::Image {
+            height,
+            width,
+            channels: 3,
+        } => format!("{height} x {width} RGB images"),
+        InputKind::Image { height, width, .. } => format!("{height} x {width} images"),
+        _ => format!("images of {expected} pixels"),
     }
 }
 
@@ -79,14 +84,7 @@ fn load_images(path: &Path, source: Source, kind: InputKind, expected: usize) ->
             _ => img.pixels.len() == expected,
         };
         if !fits {
-            let wanted = match kind {
-                InputKind::Image {
-                    height,
-                    width,
-                    channels,
-                } => describe_image(height, width, channels),
-                _ => format!("images of {expected} pixels"),
-            };
+            let wanted = wanted(kind, expected);
             bail!(
                 "{}: image of {} x {} pixels (height x width), the model takes {wanted}",
                 path.display(),
@@ -110,14 +108,7 @@ fn load_images(path: &Path, source: Source, kind: InputKind, expected: usize) ->
             _ => idx.dims.len() >= 2 && idx.item_len() == expected,
         };
         if !fits {
-            let wanted = match kind {
-                InputKind::Image {
-                    height,
-                    width,
-                    channels,
-                } => describe_image(height, width, channels),
-                _ => format!("images of {expected} pixels"),
-            };
+            let wanted = wanted(kind, expected);
             bail!(
                 "{}: IDX images of dims {:?} (count, then each image's shape), the model takes {wanted}",
                 path.display(),

@@ -33,16 +33,9 @@ fn edited(model: &Path, to: &Path, edit: impl Fn(String) -> String) -> PathBuf {
     assert_ne!(changed, text, "the edit changed nothing");
     std::fs::write(to.join("manifest.toml"), changed).unwrap();
     let bytes = std::fs::read(model.join("model.safetensors")).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    header.as_object_mut().unwrap().remove("__metadata__");
-    let mut json = serde_json::to_vec(&header).unwrap();
-    while !json.len().is_multiple_of(8) {
-        json.push(b' ');
-    }
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&bytes[8 + n..]);
+    let out = edit_safetensors_header(&bytes, |h| {
+        h.remove("__metadata__");
+    });
     std::fs::write(to.join("model.safetensors"), out).unwrap();
     to.to_path_buf()
 }

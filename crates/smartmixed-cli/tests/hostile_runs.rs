@@ -11,6 +11,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// Safetensors `bytes` with their `__metadata__` strings edited by `edit`.
+fn edit_metadata_of(
+    bytes: &[u8],
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> Vec<u8> {
+    edit_safetensors_header(bytes, |h| edit(h["__metadata__"].as_object_mut().unwrap()))
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -73,22 +81,6 @@ fn interrupted_run(tmp: &Path) -> (PathBuf, PathBuf) {
     (out, data)
 }
 
-/// Safetensors `bytes` with their `__metadata__` strings edited by `edit` (the header is
-/// rewritten; tensor offsets are relative to the data, which stays as it is).
-fn edit_metadata(
-    bytes: &[u8],
-    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
-) -> Vec<u8> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    edit(header["__metadata__"].as_object_mut().unwrap());
-    let text = serde_json::to_string(&header).unwrap();
-    let mut out = (text.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(text.as_bytes());
-    out.extend_from_slice(&bytes[8 + n..]);
-    out
-}
-
 /// Item 6: a state whose `epochs_done` was edited to 2^64-1 (budget 1000) exited 0 and
 /// recorded 18446744073709551615 epochs in summary.json.
 #[cfg(unix)]
@@ -97,7 +89,7 @@ fn a_hand_edited_epochs_done_is_refused_naming_the_state_file_and_the_field() {
     let tmp = tempfile::tempdir().unwrap();
     let (run, _) = interrupted_run(tmp.path());
     let path = run.join("state.safetensors");
-    let edited = edit_metadata(&std::fs::read(&path).unwrap(), |m| {
+    let edited = edit_metadata_of(&std::fs::read(&path).unwrap(), |m| {
         let mut p: serde_json::Value = serde_json::from_str(m["resume"].as_str().unwrap()).unwrap();
         p["epochs_done"] = serde_json::json!(u64::MAX);
         m.insert("resume".into(), p.to_string().into());

@@ -185,3 +185,47 @@ pub fn interrupt_after(args: &[&str], metrics: &Path, rows: usize) -> Output {
     assert!(kill.success());
     child.wait_with_output().expect("wait for smartmixed-cli")
 }
+
+/// Runs the binary, killing it (and failing) if it has not finished within `limit`.
+pub fn cli_within(args: &[&str], limit: std::time::Duration) -> Output {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smartmixed-cli"))
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run smartmixed-cli");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!(
+                "`smartmixed-cli {}` hangs (killed after {limit:?})",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Safetensors `bytes` with their JSON header edited by `edit` (rewritten and padded to
+/// 8 bytes; tensor offsets are relative to the data, which stays as it is).
+pub fn edit_safetensors_header(
+    bytes: &[u8],
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(header.as_object_mut().unwrap());
+    let mut text = serde_json::to_vec(&header).unwrap();
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}

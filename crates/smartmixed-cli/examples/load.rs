@@ -1,0 +1,208 @@
+//! A load test of the runtime and of `smartmixed-cli serve`, bounded in time and count:
+//! for 1, 8 and 64 concurrent callers of one row each, the samples per second and latency
+//! percentiles of (a) each caller running its own batch-1 `forward` (no batching), (b)
+//! the in-process `BatchedModel`, and (c) `smartmixed-cli serve` over loopback HTTP
+//! (keep-alive connections, JSON bodies), started from the binary beside this example.
+//!
+//! ```text
+//! cargo build --release -p smartmixed-cli --examples --bins
+//! target/release/examples/load MODEL_DIR [SECONDS_PER_CONFIGURATION]
+//! ```
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use smartmixed_infer::{BatchOptions, BatchedModel, Model, Scratch};
+
+/// Requests per caller at most, whatever the time allows.
+const MAX_REQUESTS: usize = 200_000;
+
+/// Runs `callers` threads, each calling `call` until `seconds` have passed (or the cap);
+/// returns (samples/s, p50 ms, p99 ms, errors).
+fn measure<C: FnMut() -> bool + Send>(
+    callers: usize,
+    seconds: f64,
+    make: impl Fn(usize) -> C + Sync,
+) -> (f64, f64, f64, usize) {
+    let stop = AtomicBool::new(false);
+    let start_line = Barrier::new(callers + 1);
+    let (latencies, errors, elapsed) = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..callers)
+            .map(|i| {
+                let (stop, start_line, make) = (&stop, &start_line, &make);
+                s.spawn(move || {
+                    let mut call = make(i);
+                    let (mut lat, mut errors) = (Vec::new(), 0usize);
+                    start_line.wait();
+                    while !stop.load(Ordering::Relaxed) && lat.len() < MAX_REQUESTS {
+                        let t = Instant::now();
+                        if !call() {
+                            errors += 1;
+                        }
+                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    (lat, errors)
+                })
+            })
+            .collect();
+        start_line.wait();
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        let mut errors = 0;
+        for h in handles {
+            let (lat, e) = h.join().unwrap();
+            all.extend(lat);
+            errors += e;
+        }
+        (all, errors, t.elapsed().as_secs_f64())
+    });
+    let mut lat = latencies;
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    (lat.len() as f64 / elapsed, pct(0.5), pct(0.99), errors)
+}
+
+/// One keep-alive HTTP/1.1 connection posting JSON bodies.
+struct Client {
+    stream: BufReader<TcpStream>,
+    request: Vec<u8>,
+}
+
+impl Client {
+    fn new(addr: &str, row: &[f32]) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect to the server");
+        stream.set_nodelay(true).ok();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        let body = serde_json::json!({ "inputs": [row] }).to_string();
+        let request = format!(
+            "POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
+        Self {
+            stream: BufReader::new(stream),
+            request,
+        }
+    }
+
+    /// One request; true for a 200.
+    fn call(&mut self) -> bool {
+        if self.stream.get_mut().write_all(&self.request).is_err() {
+            return false;
+        }
+        let (mut status, mut length, mut line) = (0u16, 0usize, String::new());
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line).unwrap_or(0) == 0 {
+                return false;
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(code) = l.strip_prefix("HTTP/1.1 ") {
+                status = code.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            } else if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.stream.read_exact(&mut body).is_ok() && status == 200
+    }
+}
+
+fn print(what: &str, callers: usize, r: (f64, f64, f64, usize)) {
+    println!(
+        "| {what} | {callers} | {:.0} | {:.3} | {:.3} | {} |",
+        r.0, r.1, r.2, r.3
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(dir) = args.get(1) else {
+        eprintln!("usage: load MODEL_DIR [SECONDS_PER_CONFIGURATION]");
+        std::process::exit(2);
+    };
+    let seconds: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let model = Arc::new(Model::load_dir(dir).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    }));
+    let row: Vec<f32> = (0..model.input_size())
+        .map(|i| (i * 37 % 256) as f32)
+        .collect();
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.parent()?.join("smartmixed-cli")))
+        .filter(|p| p.is_file())
+        .expect("smartmixed-cli beside the examples directory: build it with --bins");
+    let mut server = Command::new(&binary)
+        .args(["serve", "--model", dir, "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start smartmixed-cli serve");
+    let mut first = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .trim_start_matches("listening on http://")
+        .to_string();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "{} cores; {seconds} s per configuration; rows of {} values",
+        cores,
+        row.len()
+    );
+    println!("| path | callers | samples/s | p50 ms | p99 ms | errors |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let batched = BatchedModel::new(model.clone(), BatchOptions::default()).unwrap();
+    for callers in [1, 8, 64] {
+        print(
+            "unbatched, own Scratch::new(1)",
+            callers,
+            measure(callers, seconds, |_| {
+                let (model, row) = (model.clone(), row.clone());
+                let mut scratch = Scratch::new(1);
+                let mut out = vec![0.0; model.classes()];
+                move || model.forward_raw(&row, 1, &mut scratch, &mut out).is_ok()
+            }),
+        );
+        print(
+            "in-process BatchedModel",
+            callers,
+            measure(callers, seconds, |_| {
+                let (batched, row) = (&batched, row.clone());
+                move || batched.logits(&row).is_ok()
+            }),
+        );
+        print(
+            "served over loopback HTTP",
+            callers,
+            measure(callers, seconds, |_| {
+                let mut client = Client::new(&addr, &row);
+                move || client.call()
+            }),
+        );
+    }
+    // SAFETY: signals the server this program started and owns.
+    #[cfg(unix)]
+    unsafe {
+        libc::kill(server.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = server.wait();
+}
