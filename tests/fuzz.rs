@@ -565,7 +565,11 @@ fn fuzz_idx_raw_and_gzip() {
     fuzz_bounded(
         "idx",
         seeds,
-        |b| idx_declared_bytes(b).saturating_mul(2).saturating_add(4 * MB),
+        |b| {
+            idx_declared_bytes(b)
+                .saturating_mul(2)
+                .saturating_add(4 * MB)
+        },
         |b| {
             let _ = read_idx(&pad.write("data", b));
         },

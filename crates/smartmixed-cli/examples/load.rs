@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo build --release -p smartmixed-cli --examples --bins
-//! target/release/examples/load MODEL_DIR [SECONDS_PER_CONFIGURATION]
+//! target/release/examples/load MODEL_DIR [SECONDS_PER_CONFIGURATION] [MAX_WAIT_US]
 //! ```
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -79,16 +79,24 @@ struct Client {
 }
 
 impl Client {
-    fn new(addr: &str, row: &[f32]) -> Self {
+    /// JSON bodies, or with `binary` f32 little-endian ones.
+    fn new(addr: &str, row: &[f32], binary: bool) -> Self {
         let stream = TcpStream::connect(addr).expect("connect to the server");
         stream.set_nodelay(true).ok();
         stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
-        let body = serde_json::json!({ "inputs": [row] }).to_string();
-        let request = format!(
-            "POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        let (kind, body) = if binary {
+            let bytes = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+            ("application/octet-stream", bytes)
+        } else {
+            let json = serde_json::json!({ "inputs": [row] }).to_string();
+            ("application/json", json.into_bytes())
+        };
+        let mut request = format!(
+            "POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .into_bytes();
+        request.extend_from_slice(&body);
         Self {
             stream: BufReader::new(stream),
             request,
@@ -137,6 +145,10 @@ fn main() {
         std::process::exit(2);
     };
     let seconds: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let max_wait = args
+        .get(3)
+        .and_then(|s| s.parse().ok())
+        .map_or(BatchOptions::default().max_wait, Duration::from_micros);
     let model = Arc::new(Model::load_dir(dir).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(2)
@@ -151,6 +163,7 @@ fn main() {
         .expect("smartmixed-cli beside the examples directory: build it with --bins");
     let mut server = Command::new(&binary)
         .args(["serve", "--model", dir, "--addr", "127.0.0.1:0"])
+        .arg(format!("--max-wait-us={}", max_wait.as_micros()))
         .stdout(Stdio::piped())
         .spawn()
         .expect("start smartmixed-cli serve");
@@ -170,7 +183,11 @@ fn main() {
     );
     println!("| path | callers | samples/s | p50 ms | p99 ms | errors |");
     println!("| --- | --- | --- | --- | --- | --- |");
-    let batched = BatchedModel::new(model.clone(), BatchOptions::default()).unwrap();
+    let options = BatchOptions {
+        max_wait,
+        ..BatchOptions::default()
+    };
+    let batched = BatchedModel::new(model.clone(), options).unwrap();
     for callers in [1, 8, 64] {
         print(
             "unbatched, own Scratch::new(1)",
@@ -190,14 +207,19 @@ fn main() {
                 move || batched.logits(&row).is_ok()
             }),
         );
-        print(
-            "served over loopback HTTP",
-            callers,
-            measure(callers, seconds, |_| {
-                let mut client = Client::new(&addr, &row);
-                move || client.call()
-            }),
-        );
+        for (what, binary) in [
+            ("served, JSON rows", false),
+            ("served, binary f32 rows", true),
+        ] {
+            print(
+                what,
+                callers,
+                measure(callers, seconds, |_| {
+                    let mut client = Client::new(&addr, &row, binary);
+                    move || client.call()
+                }),
+            );
+        }
     }
     // SAFETY: signals the server this program started and owns.
     #[cfg(unix)]

@@ -31,8 +31,9 @@ pub struct ServeArgs {
     /// Most rows the batcher runs in one forward pass.
     #[arg(long, default_value_t = 32)]
     max_batch: usize,
-    /// Longest a row waits for others to join its batch, in microseconds.
-    #[arg(long, default_value_t = 1000)]
+    /// Longest a row waits for others to join its batch, in microseconds (0: a batch
+    /// starts whenever the batcher is free, with every row queued by then).
+    #[arg(long, default_value_t = 0)]
     max_wait_us: u64,
     /// Rows that may wait; beyond, requests are answered 503.
     #[arg(long, default_value_t = 1024)]

@@ -29,7 +29,8 @@ use crate::{Error, Result};
 pub struct BatchOptions {
     /// The most rows in one batch (1 to [`MAX_BATCH_ROWS`]).
     pub max_batch: usize,
-    /// The longest a request waits for others to join its batch, from its arrival.
+    /// The longest a request waits for others to join its batch, from its arrival (zero:
+    /// it joins whatever is queued when the batching thread is next free).
     pub max_wait: Duration,
     /// Requests waiting beyond the batch being computed; one more is refused with
     /// [`Error::QueueFull`] (1 to [`MAX_QUEUE`]).
@@ -44,13 +45,19 @@ pub const MAX_BATCH_ROWS: usize = 4096;
 pub const MAX_QUEUE: usize = 1 << 20;
 
 impl Default for BatchOptions {
-    /// Batches of up to 32 rows (where a batch costs per row about what 256 does), a wait
-    /// of at most 1 ms, 1024 requests queued, every core of the machine for each batch
-    /// (the batching thread is the only one computing).
+    /// Batches of up to 32 rows (where a batch costs per row about what 256 does), no
+    /// wait, 1024 requests queued, every core of the machine for each batch (the batching
+    /// thread is the only one computing).
+    ///
+    /// No wait: a batch starts as soon as the batching thread is free, with every row
+    /// queued by then, and rows that arrive while it computes form the next. A lone caller
+    /// then pays nothing for batching, and many callers still share batches: measured on
+    /// 2 cores with 784-768-...-10, a 1 ms wait made one caller 9x slower (764 against
+    /// 6785 rows/s) and 64 callers 23% slower (21.9k against 28.4k).
     fn default() -> Self {
         Self {
             max_batch: 32,
-            max_wait: Duration::from_millis(1),
+            max_wait: Duration::ZERO,
             queue_capacity: 1024,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
