@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo build --release -p smartmixed-cli --examples --bins
-//! target/release/examples/load MODEL_DIR [SECONDS_PER_CONFIGURATION] [MAX_WAIT_US]
+//! target/release/examples/load MODEL_DIR [SECONDS_PER_CONFIGURATION] [MAX_WAIT_US] [SERVER_THREADS]
 //! ```
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -164,6 +164,7 @@ fn main() {
     let mut server = Command::new(&binary)
         .args(["serve", "--model", dir, "--addr", "127.0.0.1:0"])
         .arg(format!("--max-wait-us={}", max_wait.as_micros()))
+        .args(args.get(4).map(|t| format!("--threads={t}")))
         .stdout(Stdio::piped())
         .spawn()
         .expect("start smartmixed-cli serve");
