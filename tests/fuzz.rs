@@ -735,10 +735,12 @@ fn fuzz_csv_headers_repeated_quoted_and_control() {
             assert_eq!(labels.len(), t.labels.len(), "{:?}", t.labels);
         }
         if let Ok(rows) = table::read_rows(&pad.write("rows.csv", b), &model_names, 2) {
-            assert!(!rows.is_empty());
-            assert!(rows
-                .iter()
-                .all(|r| r.len() == 2 && r.iter().all(|v| v.is_finite())));
+            assert!(
+                !rows.is_empty() && rows.len() % 2 == 0,
+                "{} values",
+                rows.len()
+            );
+            assert!(rows.iter().all(|v| v.is_finite()));
         }
     });
 }

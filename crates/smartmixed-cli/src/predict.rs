@@ -130,8 +130,7 @@ fn load(model: &Model, path: &Path) -> Result<(&'static str, Vec<f32>)> {
     let source = sniff(path)?;
     match (source, kind) {
         (Source::Table, InputKind::Table) => {
-            let rows = read_rows(path, &input.feature_names, model.input_size())?;
-            Ok(("row", rows.concat()))
+            Ok(("row", read_rows(path, &input.feature_names, model.input_size())?))
         }
         (Source::Table, _) => bail!(
             "{}: a CSV table, but the model takes images of shape {:?}: give an IDX, PGM or PNG file",

@@ -413,8 +413,9 @@ fn parse_row(
 
 /// Rows to classify from a CSV file with a header: the columns named `features`, in that
 /// order (other columns, such as a label, are ignored), or every column when `features` is
-/// empty, then exactly `width` of them. Errors name the file, line and column.
-pub fn read_rows(path: &Path, features: &[String], width: usize) -> Result<Vec<Vec<f32>>> {
+/// empty, then exactly `width` of them, held back to back (row-major, 4 bytes a value).
+/// Errors name the file, line and column.
+pub fn read_rows(path: &Path, features: &[String], width: usize) -> Result<Vec<f32>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot read rows", e))?;
     parse_rows(file, features, width, Limits::of_memory()).map_err(|message| Error::Mismatch {
         path: path.to_path_buf(),
@@ -428,7 +429,7 @@ fn parse_rows(
     features: &[String],
     width: usize,
     limits: Limits,
-) -> std::result::Result<Vec<Vec<f32>>, String> {
+) -> std::result::Result<Vec<f32>, String> {
     let mut seen = HashMap::with_capacity(features.len());
     if let Some(f) = features
         .iter()
@@ -457,10 +458,9 @@ fn parse_rows(
             columns.len()
         ));
     }
-    // A row is its own vector: its values, the vector (24 bytes) and what the allocator
-    // adds (a header, rounding up: at most 32 bytes more for small rows).
-    let row_bytes = (width as u64 * 4).saturating_add(56);
-    let mut rows = Vec::new();
+    // Rows are held back to back, 4 bytes a value.
+    let row_bytes = width as u64 * 4;
+    let mut rows: Vec<f32> = Vec::new();
     let mut record = csv::ByteRecord::new();
     while csv
         .read_byte_record(&mut record)
@@ -471,19 +471,18 @@ fn parse_rows(
             continue;
         }
         check_fields(&record, &header).map_err(|e| format!("line {line}: {e}"))?;
-        if (rows.len() as u64 + 1).saturating_mul(row_bytes) > limits.values {
+        let held = (rows.len() / width.max(1)) as u64;
+        if (held + 1).saturating_mul(row_bytes) > limits.values {
             return Err(format!(
                 "line {line}: the rows would take more than {} bytes, the limit (a quarter of the memory available, at most {MAX_VALUE_BYTES})",
                 limits.values
             ));
         }
-        let row = columns
-            .iter()
-            .map(|&c| {
-                number(&record[c]).map_err(|e| format!("line {line}: column `{}`: {e}", header[c]))
-            })
-            .collect::<std::result::Result<Vec<f32>, String>>()?;
-        rows.push(row);
+        for &c in &columns {
+            let value = number(&record[c])
+                .map_err(|e| format!("line {line}: column `{}`: {e}", header[c]))?;
+            rows.push(value);
+        }
     }
     if rows.is_empty() {
         return Err("no rows after the header".into());
@@ -555,6 +554,7 @@ mod tests {
     ) -> std::result::Result<Vec<Vec<f32>>, String> {
         let features: Vec<String> = features.iter().map(|f| f.to_string()).collect();
         parse_rows(text.as_bytes(), &features, width, Limits::of_memory())
+            .map(|flat| flat.chunks(width).map(<[f32]>::to_vec).collect())
     }
 
     /// Each row's label text.
@@ -742,12 +742,15 @@ mod tests {
             )),
             "{e}"
         );
-        // Rows for predict: 2 x (2 x 4 + 56) bytes.
+        // Rows for predict, held back to back: 2 x 2 x 4 bytes.
         let two = "a,b\n1,2\n3,4\n";
-        assert!(parse_rows(two.as_bytes(), &[], 2, limits(128)).is_ok());
-        let e = parse_rows(two.as_bytes(), &[], 2, limits(127)).unwrap_err();
+        assert_eq!(
+            parse_rows(two.as_bytes(), &[], 2, limits(16)).unwrap(),
+            [1.0, 2.0, 3.0, 4.0]
+        );
+        let e = parse_rows(two.as_bytes(), &[], 2, limits(15)).unwrap_err();
         assert!(
-            e.starts_with("line 3: the rows would take more than 127 bytes"),
+            e.starts_with("line 3: the rows would take more than 15 bytes"),
             "{e}"
         );
         let available = crate::memory::available_bytes().unwrap_or(u64::MAX);
