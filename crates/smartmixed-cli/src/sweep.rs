@@ -74,10 +74,27 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
         .with_context(|| format!("{}: cannot read", config_path.display()))?;
     let cfg = SweepConfig::from_toml_str(&text, &config_path.display().to_string())?;
     let mut cells = cfg.cells();
+    // A value the sweep does not have is a typo, not an empty selection.
+    if let Some(missing) = args.only.iter().find_map(|f| f.missing_value(&cells)) {
+        bail!(
+            "--only {missing}: no cell of {} has it (its cells: {} architectures, methods {}, seeds {:?})",
+            config_path.display(),
+            cfg.sweep.architectures.len(),
+            cfg.sweep.methods.join(", "),
+            cfg.sweep.seeds
+        );
+    }
+    // Filtered first, then sharded: N shards split the selected cells evenly.
+    cells.retain(|c| args.only.iter().all(|f| f.accepts(c)));
+    if cells.is_empty() {
+        bail!(
+            "--only: the filters together select no cell of {}",
+            config_path.display()
+        );
+    }
     if let Some((k, n)) = args.shard {
         cells = shard(&cells, k, n);
     }
-    cells.retain(|c| args.only.iter().all(|f| f.accepts(c)));
     let data = crate::progress::while_loading("loading data", || {
         Splits::load(&cfg.data, cfg.data.classes)
     })?;

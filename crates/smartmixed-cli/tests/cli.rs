@@ -602,6 +602,63 @@ fn assert_png_decodes(path: &Path) {
     );
 }
 
+/// `--only` with a value the sweep lacks (`method=relux`, `arch=99`) finished "0 cells"
+/// with exit 0; `--shard` counted over the whole grid before `--only` filtered it, so of
+/// two shards over the four `seed=0` cells (every other cell of the grid) one got all four
+/// and the other none. Now: a one-line error, and each shard gets two selected cells.
+#[test]
+fn only_refuses_values_the_sweep_lacks_and_shards_split_the_selection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, _) = sweep_config(tmp.path());
+    let cfg = cfg.to_str().unwrap();
+    let out = tmp.path().join("typo");
+    for (filter, needle) in [
+        ("method=relux", "--only method=relux"),
+        ("arch=1,99", "--only arch=99"),
+    ] {
+        let o = cli(&[
+            "sweep",
+            "--config",
+            cfg,
+            "--out",
+            out.to_str().unwrap(),
+            "--only",
+            filter,
+        ]);
+        assert_one_line_error(&o, &[needle, "no cell of", "sweep.toml"]);
+    }
+    assert!(!out.exists(), "a refused sweep created its directory");
+    let mut all = Vec::new();
+    for k in 0..2 {
+        let out = tmp.path().join(format!("part{k}"));
+        let shard = format!("{k}/2");
+        cli_ok(&[
+            "sweep",
+            "--config",
+            cfg,
+            "--out",
+            out.to_str().unwrap(),
+            "--only",
+            "seed=0",
+            "--shard",
+            &shard,
+        ]);
+        let rows = results_rows(&out);
+        assert_eq!(rows.len(), 2, "shard {shard}: {rows:?}");
+        all.extend(rows);
+    }
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            "a01-relu-s0",
+            "a01-smartmixed-s0",
+            "a02-relu-s0",
+            "a02-smartmixed-s0"
+        ]
+    );
+}
+
 #[test]
 fn sweep_skips_finished_cells_restarts_unfinished_ones_and_shards_merge() {
     let tmp = tempfile::tempdir().unwrap();

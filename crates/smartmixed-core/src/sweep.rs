@@ -509,6 +509,25 @@ impl std::str::FromStr for CellFilter {
 }
 
 impl CellFilter {
+    /// The first value of this filter that no cell of `cells` has (`method=relux`,
+    /// `arch=99`): such a filter would silently select nothing.
+    pub fn missing_value(&self, cells: &[Cell]) -> Option<String> {
+        match self {
+            Self::Architecture(a) => a
+                .iter()
+                .find(|v| !cells.iter().any(|c| c.architecture == **v))
+                .map(|v| format!("arch={v}")),
+            Self::Method(m) => m
+                .iter()
+                .find(|v| !cells.iter().any(|c| &c.method == *v))
+                .map(|v| format!("method={v}")),
+            Self::Seed(s) => s
+                .iter()
+                .find(|v| !cells.iter().any(|c| c.seed == **v))
+                .map(|v| format!("seed={v}")),
+        }
+    }
+
     pub fn accepts(&self, c: &Cell) -> bool {
         match self {
             Self::Architecture(a) => a.contains(&c.architecture),
@@ -610,6 +629,12 @@ mod tests {
                 "a03-smartmixed-s1"
             ]
         );
+        let cells = SweepConfig::from_toml_str(SWEEP, "s.toml").unwrap().cells();
+        let missing = |f: &str| f.parse::<CellFilter>().unwrap().missing_value(&cells);
+        assert_eq!(missing("method=relu,relux"), Some("method=relux".into()));
+        assert_eq!(missing("arch=1,99"), Some("arch=99".into()));
+        assert_eq!(missing("seed=1,2"), Some("seed=2".into()));
+        assert_eq!(missing("method=tanh,smartmixed"), None);
         assert!("colour=red".parse::<CellFilter>().is_err());
         assert!("seed=x".parse::<CellFilter>().is_err());
     }
