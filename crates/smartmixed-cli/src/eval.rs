@@ -75,7 +75,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         // embedding service run it: the manifest's, not the data set's.
         raw.clear();
         for &i in chunk {
-            raw.extend(test.raw(i));
+            test.extend_raw(i, &mut raw);
         }
         logits.resize(chunk.len() * classes, 0.0);
         model

@@ -5,27 +5,11 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-/// A finished small run and its export: (run dir, model dir, data dir).
-fn small_model(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let (o, run) = train_small(tmp, |c| c);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let model = tmp.join("model");
-    let o = cli(&[
-        "export",
-        "--run",
-        run.to_str().unwrap(),
-        "--safetensors",
-        model.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    (run, model, tmp.join("data"))
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

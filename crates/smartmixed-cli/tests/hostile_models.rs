@@ -14,16 +14,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// The small config trained on synthetic 6 x 5 images (class 0: bright top rows) and
-/// exported: (model dir, data dir).
-fn synthetic_model(tmp: &Path) -> (PathBuf, PathBuf) {
-    let (o, run) = train_small(tmp, |c| c);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let model = tmp.join("model");
-    export(&run, &model);
-    (model, tmp.join("data"))
-}
-
 /// Copies `model` to `to` with its manifest.toml edited by `edit`, and without the copy
 /// of the manifest in the weights' metadata (which would otherwise have to match).
 fn edited(model: &Path, to: &Path, edit: impl Fn(String) -> String) -> PathBuf {
@@ -73,7 +63,7 @@ fn confusion(eval_output: &str) -> Vec<Vec<usize>> {
 #[test]
 fn eval_applies_the_manifests_preprocessing_as_predict_does() {
     let tmp = tempfile::tempdir().unwrap();
-    let (model, data) = synthetic_model(tmp.path());
+    let (_, model, data) = small_model(tmp.path());
     // Top rows darkened and bottom rows brightened: bright-top images look bright-bottom.
     let mut means = vec!["0.9"; 15];
     means.extend(["-0.9"; 15]);
@@ -98,7 +88,7 @@ fn eval_applies_the_manifests_preprocessing_as_predict_does() {
 #[test]
 fn manifests_whose_preprocessing_overflows_are_refused_naming_the_field() {
     let tmp = tempfile::tempdir().unwrap();
-    let (model, data) = synthetic_model(tmp.path());
+    let (_, model, data) = small_model(tmp.path());
     let list = |first: &str, rest: &str| {
         let mut v = vec![rest; 30];
         v[0] = first;
@@ -159,7 +149,7 @@ fn grey_png(path: &Path, w: u32, h: u32, value: u8) -> PathBuf {
 #[test]
 fn predict_compares_the_full_shape_and_the_kind_of_input() {
     let tmp = tempfile::tempdir().unwrap();
-    let (model, _) = synthetic_model(tmp.path());
+    let (_, model, _) = small_model(tmp.path());
     let dir = tmp.path();
     let m = s(&model);
     let right = pgm(&dir.join("right.pgm"), 5, 6, 200);

@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -89,14 +89,6 @@ fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-fn synthetic_model(tmp: &Path) -> (PathBuf, PathBuf) {
-    let (o, run) = train_small(tmp, |c| c);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let model = tmp.join("model");
-    export(&run, &model);
-    (model, tmp.join("data"))
-}
-
 /// The first `n` test images of the synthetic data, raw.
 fn raw_rows(data: &Path, n: usize) -> Vec<Vec<f32>> {
     let bytes = std::fs::read(data.join("t10k-images-idx3-ubyte")).unwrap();
@@ -109,7 +101,7 @@ fn raw_rows(data: &Path, n: usize) -> Vec<Vec<f32>> {
 #[test]
 fn the_server_answers_as_the_runtime_does_and_refuses_bad_requests_in_one_line() {
     let tmp = tempfile::tempdir().unwrap();
-    let (model_dir, data) = synthetic_model(tmp.path());
+    let (_, model_dir, data) = small_model(tmp.path());
     let model = Model::load_dir(&model_dir).unwrap();
     let server = serve(
         &model_dir,
@@ -231,7 +223,7 @@ fn the_server_answers_as_the_runtime_does_and_refuses_bad_requests_in_one_line()
 #[test]
 fn a_full_queue_is_503_and_sigterm_answers_the_accepted_request_first() {
     let tmp = tempfile::tempdir().unwrap();
-    let (model_dir, data) = synthetic_model(tmp.path());
+    let (_, model_dir, data) = small_model(tmp.path());
     let mut server = serve(
         &model_dir,
         &[

@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::model::{Model, Prediction, Scratch, MAX_THREADS};
+use crate::model::{check_finite, Model, Prediction, Scratch, MAX_THREADS};
 use crate::{Error, Result};
 
 /// How a [`BatchedModel`] groups requests.
@@ -248,13 +248,7 @@ impl BatchedModel {
                 inputs: model.input_size(),
             });
         }
-        if let Some(index) = raw.iter().position(|v| !v.is_finite()) {
-            return Err(Error::NonFiniteInput {
-                row: 0,
-                index,
-                value: raw[index],
-            });
-        }
+        check_finite(&raw, model.input_size())?;
         let slot = Arc::new(Slot::default());
         {
             let mut q = lock(&self.shared.queue);
@@ -377,7 +371,13 @@ impl Shared {
         }
         logits.clear();
         logits.resize(batch.len() * classes, 0.0);
-        if self.forward(raw, batch.len(), scratch, logits).is_ok() {
+        // A panic (a plugin activation's) comes back as `Error::Panicked` and leaves the
+        // model and the scratch usable, so the batching thread lives on.
+        if self
+            .model
+            .forward_raw(raw, batch.len(), scratch, logits)
+            .is_ok()
+        {
             for (r, row) in batch.iter().zip(logits.chunks_exact(classes)) {
                 r.slot.fill(Ok(row.to_vec()));
             }
@@ -386,25 +386,13 @@ impl Shared {
         for (i, r) in batch.iter().enumerate() {
             let mut out = vec![0.0; classes];
             let result = self
-                .forward(&raw[i * width..(i + 1) * width], 1, scratch, &mut out)
+                .model
+                .forward_raw(&raw[i * width..(i + 1) * width], 1, scratch, &mut out)
                 .map(|()| out);
             if result.is_err() {
                 self.errors.fetch_add(1, Ordering::Relaxed);
             }
             r.slot.fill(result);
         }
-    }
-
-    /// `forward_raw`: a panic (a plugin activation's, say) comes back as
-    /// [`Error::Panicked`] and leaves the model and the scratch usable, so the batching
-    /// thread lives on.
-    fn forward(
-        &self,
-        raw: &[f32],
-        batch: usize,
-        scratch: &mut Scratch,
-        out: &mut [f32],
-    ) -> Result<()> {
-        self.model.forward_raw(raw, batch, scratch, out)
     }
 }

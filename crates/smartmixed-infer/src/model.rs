@@ -213,7 +213,7 @@ fn tensor_bytes<'a>(st: &'a SafeTensors<'a>, name: String, shape: &[usize]) -> R
 }
 
 /// Every value of `values` (rows of `width`) is finite; else the first that is not.
-fn check_finite(values: &[f32], width: usize) -> Result<()> {
+pub(crate) fn check_finite(values: &[f32], width: usize) -> Result<()> {
     match values.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(i) => Err(Error::NonFiniteInput {
@@ -461,7 +461,7 @@ impl Model {
         self.input.apply(raw, grown(&mut input, raw.len()));
         let result = self
             .check_preprocessed(raw, &input[..raw.len()])
-            .and_then(|()| self.forward(&input[..raw.len()], batch, scratch, output));
+            .and_then(|()| self.forward_finite(&input[..raw.len()], batch, scratch, output));
         scratch.raw = input;
         result
     }
@@ -504,6 +504,17 @@ impl Model {
     ) -> Result<()> {
         self.check(input, batch, output)?;
         check_finite(input, self.input_size())?;
+        self.forward_finite(input, batch, scratch, output)
+    }
+
+    /// [`Self::forward`] on inputs already checked (sizes, and every value finite).
+    fn forward_finite(
+        &self,
+        input: &[f32],
+        batch: usize,
+        scratch: &mut Scratch,
+        output: &mut [f32],
+    ) -> Result<()> {
         self.guarded(|| self.compute(input, batch, scratch, output))?;
         // NaN or infinite logits would print as a confident answer or as `p = NaN`.
         match output.iter().position(|v| !v.is_finite()) {

@@ -229,3 +229,12 @@ pub fn edit_safetensors_header(
     out.extend_from_slice(&bytes[8 + n..]);
     out
 }
+
+/// [`train_small`]'s run, exported: (run dir, model dir, data dir).
+pub fn small_model(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (o, run) = train_small(tmp, |c| c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = tmp.join("model");
+    export(&run, &model);
+    (run, model, tmp.join("data"))
+}

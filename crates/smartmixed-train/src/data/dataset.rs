@@ -113,10 +113,18 @@ impl Dataset {
 
     /// Item `i`'s raw values as f32 (pixels 0-255, or a table row as read).
     pub fn raw(&self, i: usize) -> Vec<f32> {
+        let mut row = Vec::with_capacity(self.features);
+        self.extend_raw(i, &mut row);
+        row
+    }
+
+    /// Appends item `i`'s raw values to `out` (a batch of raw rows built without a vector
+    /// per row).
+    pub fn extend_raw(&self, i: usize, out: &mut Vec<f32>) {
         let range = i * self.features..(i + 1) * self.features;
         match &self.values {
-            Values::Pixels(p) => p[range].iter().map(|&v| f32::from(v)).collect(),
-            Values::Table(t) => t[range].to_vec(),
+            Values::Pixels(p) => out.extend(p[range].iter().map(|&v| f32::from(v))),
+            Values::Table(t) => out.extend_from_slice(&t[range]),
         }
     }
 

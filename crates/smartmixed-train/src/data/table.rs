@@ -276,9 +276,26 @@ fn is_blank(record: &csv::ByteRecord) -> bool {
     record.len() == 1 && record[0].is_empty()
 }
 
-/// The line a record starts on.
-fn line_of(record: &csv::ByteRecord) -> u64 {
-    record.position().map_or(0, |p| p.line())
+/// Calls `f` with every record after the header that is not blank, and the line it
+/// starts on, once its field count is checked against the header's.
+fn each_record<R: Read>(
+    csv: &mut csv::Reader<R>,
+    header: &[String],
+    mut f: impl FnMut(&csv::ByteRecord, u64) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    let mut record = csv::ByteRecord::new();
+    while csv
+        .read_byte_record(&mut record)
+        .map_err(|e| describe(&e))?
+    {
+        let line = record.position().map_or(0, |p| p.line());
+        if is_blank(&record) {
+            continue;
+        }
+        check_fields(&record, header).map_err(|e| format!("line {line}: {e}"))?;
+        f(&record, line)?;
+    }
+    Ok(())
 }
 
 /// [`parse_table`] within `limits`.
@@ -315,21 +332,12 @@ fn parse_limited(
     let mut interned: HashMap<Box<[u8]>, u8> = HashMap::new();
     let mut label_bytes = 0u64;
     let mut row = Vec::with_capacity(header.len() - 1);
-    let mut record = csv::ByteRecord::new();
-    while csv
-        .read_byte_record(&mut record)
-        .map_err(|e| describe(&e))?
-    {
-        let line = line_of(&record);
-        if is_blank(&record) {
-            continue;
-        }
-        check_fields(&record, &header).map_err(|e| format!("line {line}: {e}"))?;
-        match parse_row(&record, &header, label_col, &mut row) {
+    each_record(&mut csv, &header, |record, line| {
+        match parse_row(record, &header, label_col, &mut row) {
             Ok(()) => {}
             Err(_) if invalid == InvalidCells::Drop => {
                 table.dropped += 1;
-                continue;
+                return Ok(());
             }
             Err(e) => return Err(format!("line {line}: {e}")),
         }
@@ -365,7 +373,8 @@ fn parse_limited(
             .map_err(|_| format!("line {line}: out of memory for the table's values"))?;
         table.values.extend_from_slice(&row);
         table.row_labels.push(index);
-    }
+        Ok(())
+    })?;
     if table.rows() == 0 {
         return Err("no data rows, expected at least one after the header".into());
     }
@@ -459,20 +468,9 @@ fn parse_rows(
         ));
     }
     // Rows are held back to back, 4 bytes a value.
-    let row_bytes = width as u64 * 4;
     let mut rows: Vec<f32> = Vec::new();
-    let mut record = csv::ByteRecord::new();
-    while csv
-        .read_byte_record(&mut record)
-        .map_err(|e| describe(&e))?
-    {
-        let line = line_of(&record);
-        if is_blank(&record) {
-            continue;
-        }
-        check_fields(&record, &header).map_err(|e| format!("line {line}: {e}"))?;
-        let held = (rows.len() / width.max(1)) as u64;
-        if (held + 1).saturating_mul(row_bytes) > limits.values {
+    each_record(&mut csv, &header, |record, line| {
+        if (rows.len() as u64 + width as u64).saturating_mul(4) > limits.values {
             return Err(format!(
                 "line {line}: the rows would take more than {} bytes, the limit (a quarter of the memory available, at most {MAX_VALUE_BYTES})",
                 limits.values
@@ -483,7 +481,8 @@ fn parse_rows(
                 .map_err(|e| format!("line {line}: column `{}`: {e}", header[c]))?;
             rows.push(value);
         }
-    }
+        Ok(())
+    })?;
     if rows.is_empty() {
         return Err("no rows after the header".into());
     }
