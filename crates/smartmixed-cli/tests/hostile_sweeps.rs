@@ -388,6 +388,16 @@ fn a_report_of_6000_layers_is_bounded() {
     let info = decoder.read_info().unwrap();
     let (w, h) = (info.info().width, info.info().height);
     assert!(w <= 1800 && h <= 3040, "{w} x {h}");
+    // Fig. 3's 24 bands get room for their tick labels (200 + 70 x 24 px, capped at the
+    // bound), and a panel names its band as layers.
+    let decoder =
+        png::Decoder::new(std::fs::File::open(report.join("fig3-activation-shares.png")).unwrap());
+    assert_eq!(decoder.read_info().unwrap().info().width, 1800);
+    let svg = std::fs::read_to_string(report.join("fig3b-shares-over-epochs.svg")).unwrap();
+    assert!(
+        svg.contains("layers 1-250"),
+        "no `layers 1-250` panel title"
+    );
 }
 
 /// Item 7: after an aborted report, an earlier report's figure was a 0-byte file; now a

@@ -126,6 +126,12 @@ impl Figure {
                     (rows as u32 * 380).min(MAX_SIZE.1),
                 )
             }
+            // Wide enough for every group's tick label (Table II's 18 architectures, Fig. 3's
+            // up to 24 bands of layers).
+            Figure::Bars { groups, .. } => (
+                (200 + 70 * groups.len() as u32).clamp(SIZE.0, MAX_SIZE.0),
+                SIZE.1,
+            ),
             _ => SIZE,
         }
     }

@@ -21,6 +21,12 @@ fn band_name((first, last): (usize, usize)) -> String {
     }
 }
 
+/// A band as a panel's or a bar's title: `layer 3` or `layers 1-250`.
+fn band_title(band: (usize, usize)) -> String {
+    let noun = if band.0 == band.1 { "layer" } else { "layers" };
+    format!("{noun} {}", band_name(band))
+}
+
 /// Writes `out/report.md` and its figures for the run in `dir`; returns the files written.
 pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
     if !dir.join(SUMMARY).is_file() {
@@ -207,12 +213,19 @@ impl Writer<'_> {
             values.push(shares);
         }
         self.md.push('\n');
+        // Pooled, the tick labels are the bands' layer ranges alone: "layer 288-300" times
+        // 24 would overlap.
+        let pooled = bands.len() < final_choices.len();
         let fig = Figure::Bars {
-            title: "Share of each activation per hidden layer after phase 1".into(),
+            title: if pooled {
+                "Share of each activation per band of hidden layers after phase 1".into()
+            } else {
+                "Share of each activation per hidden layer after phase 1".into()
+            },
             y_label: "% of neurons".into(),
             groups: bands
                 .iter()
-                .map(|&b| format!("layer {}", band_name(b)))
+                .map(|&b| if pooled { band_name(b) } else { band_title(b) })
                 .collect(),
             series: pool.to_vec(),
             values,
@@ -245,7 +258,7 @@ impl Writer<'_> {
             .bands
             .iter()
             .map(|band| Figure::Lines {
-                title: format!("layer {}", band_name(band.layers)),
+                title: band_title(band.layers),
                 x_label: "phase-1 epoch".into(),
                 y_label: "% of neurons".into(),
                 series: order
