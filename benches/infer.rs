@@ -14,7 +14,7 @@ use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use smartmixed_core::{lookup, PAPER_POOL};
-use smartmixed_infer::{Model, Scratch};
+use smartmixed_infer::{Model, Pool, Scratch};
 use smartmixed_train::export;
 use smartmixed_train::{Hidden, Network};
 
@@ -25,14 +25,20 @@ fn flops_per_sample() -> f64 {
     WIDTHS.windows(2).map(|w| 2.0 * (w[0] * w[1]) as f64).sum()
 }
 
-/// Exports a network and loads it back with the runtime.
-fn load(net: &Network<Cpu>) -> Model {
+/// Exports a network and loads it back with the runtime, on a pool of one thread and on
+/// one of two.
+fn load(net: &Network<Cpu>) -> [Model; 2] {
     let dir = tempfile::tempdir().unwrap();
     export::export(net, dir.path(), false).unwrap();
-    Model::load_dir(dir.path()).unwrap()
+    [1, 2].map(|t| {
+        Model::load_dir(dir.path())
+            .unwrap()
+            .with_pool(Pool::new(t).unwrap())
+    })
 }
 
-fn models() -> (Model, Model) {
+/// The mixed and the ReLU model, each on one thread (`[0]`) and two (`[1]`).
+fn models() -> ([Model; 2], [Model; 2]) {
     let dev = Cpu::default();
     let mut rng = StdRng::seed_from_u64(0);
     let pool = PAPER_POOL.iter().map(|n| lookup(n).unwrap()).collect();
@@ -125,7 +131,7 @@ fn main() {
         smartmixed_infer::Kernel::detect().describe()
     );
     let at_4096 = interleaved_table(&mixed, &relu, &input, &mut bare);
-    subnormal_inputs(&mixed, &input);
+    subnormal_inputs(&mixed[0], &input);
     for threads in [1, 2] {
         let [runtime, chain] = at_4096[threads - 1];
         let peak = sgemm_peak(threads).max(chain);
@@ -139,7 +145,7 @@ fn main() {
 }
 
 /// Criterion's groups: each variant at every batch on one and two threads.
-fn criterion_groups(mixed: &Model, relu: &Model, input: &[f32], bare: &mut BareMatmul) {
+fn criterion_groups(mixed: &[Model; 2], relu: &[Model; 2], input: &[f32], bare: &mut BareMatmul) {
     let mut out = vec![0.0f32; 4096 * 10];
     let mut c = Criterion::default()
         .configure_from_args()
@@ -147,11 +153,12 @@ fn criterion_groups(mixed: &Model, relu: &Model, input: &[f32], bare: &mut BareM
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     for threads in [1, 2] {
+        let (mixed, relu) = (&mixed[threads - 1], &relu[threads - 1]);
         let mut group = c.benchmark_group(format!("infer_{threads}_thread"));
         for batch in BATCHES {
             let x = &input[..batch * 784];
             let o = &mut out[..batch * 10];
-            let mut s = Scratch::new(threads);
+            let mut s = Scratch::new();
             group.bench_function(BenchmarkId::new("a_mixed", batch), |b| {
                 b.iter(|| mixed.forward(black_box(x), batch, &mut s, o).unwrap())
             });
@@ -177,8 +184,8 @@ fn criterion_groups(mixed: &Model, relu: &Model, input: &[f32], bare: &mut BareM
 /// Each variant timed in turn, repeated, best of five rounds per variant; returns the
 /// mixed model's and the bare matmul's GFLOP/s at batch 4096 per thread count.
 fn interleaved_table(
-    mixed: &Model,
-    relu: &Model,
+    mixed: &[Model; 2],
+    relu: &[Model; 2],
     input: &[f32],
     bare: &mut BareMatmul,
 ) -> [[f64; 2]; 2] {
@@ -186,10 +193,11 @@ fn interleaved_table(
     println!("\n threads  batch |   (a) mixed    (b) relu  (c) per-neuron  (d) matmul  samples/s |  GFLOP/s (a)  (d) | (a)/(b)  (a)/(d)");
     let mut at_4096 = [[0.0f64; 2]; 2];
     for threads in [1, 2] {
+        let (mixed, relu) = (&mixed[threads - 1], &relu[threads - 1]);
         for batch in BATCHES {
             let x = &input[..batch * 784];
             let o = &mut out[..batch * 10];
-            let mut s = Scratch::new(threads);
+            let mut s = Scratch::new();
             let reps = (20_000 / batch).clamp(3, 2000);
             let mut best = [f64::MAX; 4];
             for _ in 0..5 {
@@ -236,7 +244,7 @@ fn subnormal_inputs(model: &Model, input: &[f32]) {
     let normal = &input[..batch * 784];
     let tiny: Vec<f32> = normal.iter().map(|v| v * 1e-39).collect();
     let mut out = vec![0.0f32; batch * 10];
-    let mut s = Scratch::new(1);
+    let mut s = Scratch::new();
     let mut best = [f64::MAX; 2];
     for _ in 0..5 {
         for (t, x) in best.iter_mut().zip([normal, &tiny[..]]) {

@@ -176,7 +176,7 @@ fn runtime_accuracy(checkpoint_path: &Path, cfg: &TrainConfig, dir: &Path) -> f6
     let all: Vec<usize> = (0..v.len()).collect();
     let batch = v.batch(&all, 10);
     let mut logits = vec![0.0; v.len() * 10];
-    let mut scratch = smartmixed_infer::Scratch::new(1);
+    let mut scratch = smartmixed_infer::Scratch::new();
     model
         .forward(&batch.inputs, v.len(), &mut scratch, &mut logits)
         .unwrap();

@@ -414,7 +414,7 @@ fn png_bytes(w: u32, h: u32, colour: png::ColorType) -> Vec<u8> {
 fn exercise(model: &Model) {
     let x = vec![0.5f32; 2 * model.input_size()];
     let mut out = vec![0.0f32; 2 * model.classes()];
-    let _ = model.forward(&x, 2, &mut Scratch::new(1), &mut out);
+    let _ = model.forward(&x, 2, &mut Scratch::new(), &mut out);
 }
 
 #[test]
@@ -525,7 +525,7 @@ fn fuzz_manifest_extreme_preprocessing() {
         };
         let n = model.input_size();
         let mut out = vec![0.0f32; 2 * model.classes()];
-        let mut scratch = Scratch::new(1);
+        let mut scratch = Scratch::new();
         let image = model.input_description().feature_names.is_empty();
         let pixels: Vec<f32> = (0..2 * n)
             .map(|i| if i < n { 0.0 } else { 255.0 })
@@ -1242,13 +1242,15 @@ fn the_harness_reports_a_parser_that_allocates_too_much() {
 // The same allocator checks the runtime's promise of no allocation once warm.
 
 /// A warm `Model::forward` allocates nothing on the calling thread: on one thread at every
-/// batch size, and with columns or rows split over the scratch's workers.
+/// batch size, and with columns or rows split over a pool's workers.
 #[test]
 fn a_warm_forward_allocates_nothing() {
     let (weights, manifest) = exported();
-    let model = Model::from_bytes(&weights, &manifest).unwrap();
     for threads in [1, 2] {
-        let mut scratch = Scratch::new(threads);
+        let model = Model::from_bytes(&weights, &manifest)
+            .unwrap()
+            .with_pool(smartmixed_infer::Pool::new(threads).unwrap());
+        let mut scratch = Scratch::new();
         for batch in [1, 3, 4, 32, 100, 256] {
             let x = vec![0.25f32; batch * model.input_size()];
             let mut out = vec![0.0f32; batch * model.classes()];

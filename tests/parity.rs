@@ -9,7 +9,7 @@ use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use smartmixed_core::{lookup, PAPER_POOL};
-use smartmixed_infer::{Model, Scratch};
+use smartmixed_infer::{Model, Pool, Scratch};
 use smartmixed_train::data::Dataset;
 use smartmixed_train::export;
 use smartmixed_train::{Hidden, Network};
@@ -53,11 +53,16 @@ fn runtime_matches_the_trainer_on_the_mnist_test_set() {
     let net = phase2(&dev, &[784, 256, 128, 64, 10]);
     let dir = tempfile::tempdir().unwrap();
     export::export(&net, dir.path(), false).unwrap();
-    let model = Model::load_dir(dir.path()).unwrap();
+    let on = |threads| {
+        Model::load_dir(dir.path())
+            .unwrap()
+            .with_pool(Pool::new(threads).unwrap())
+    };
+    let (model, one_thread) = (on(2), on(1));
     assert_eq!((model.input_size(), model.classes()), (784, 10));
     let test = mnist_test();
     let (mut max_diff, mut same) = (0.0f32, 0usize);
-    let mut scratch = Scratch::new(2);
+    let mut scratch = Scratch::new();
     let all: Vec<usize> = (0..test.len()).collect();
     for chunk in all.chunks(1000) {
         let b = test.batch(chunk, 10);
@@ -79,17 +84,18 @@ fn runtime_matches_the_trainer_on_the_mnist_test_set() {
     // Rows split across threads give the same logits as one thread.
     let b = test.batch(&(0..999).collect::<Vec<_>>(), 10);
     let (mut one, mut two) = (vec![0.0; 9990], vec![0.0; 9990]);
-    model
-        .forward(&b.inputs, 999, &mut Scratch::new(1), &mut one)
+    one_thread
+        .forward(&b.inputs, 999, &mut Scratch::new(), &mut one)
         .unwrap();
     model
-        .forward(&b.inputs, 999, &mut Scratch::new(2), &mut two)
+        .forward(&b.inputs, 999, &mut Scratch::new(), &mut two)
         .unwrap();
     assert_eq!(one, two);
-    // Any thread count and batch, on a scratch reused across calls (its workers persist),
-    // gives the single-thread bits: AVX-512 CPUs split columns, others rows.
+    // Any pool size and batch, on a scratch reused across calls, gives the single-thread
+    // bits: AVX-512 CPUs split columns, others rows.
     for threads in [2, 3] {
-        let mut scratch = Scratch::new(threads);
+        let model = on(threads);
+        let mut scratch = Scratch::new();
         for batch in [4, 5, 33, 999, 7] {
             let mut split = vec![0.0; batch * 10];
             model
@@ -102,8 +108,8 @@ fn runtime_matches_the_trainer_on_the_mnist_test_set() {
             let (x, mut alone, mut split) = (&b.inputs[..batch * 784], vec![0.0; 10], vec![]);
             alone.resize(batch * 10, 0.0);
             split.resize(batch * 10, f32::NAN);
-            model
-                .forward(x, batch, &mut Scratch::new(1), &mut alone)
+            one_thread
+                .forward(x, batch, &mut Scratch::new(), &mut alone)
                 .unwrap();
             model.forward(x, batch, &mut scratch, &mut split).unwrap();
             assert_eq!(split, alone, "{threads} threads, batch {batch}");
@@ -116,7 +122,7 @@ fn runtime_matches_the_trainer_on_the_mnist_test_set() {
             .forward(
                 &b.inputs[row * 784..(row + 1) * 784],
                 1,
-                &mut Scratch::new(1),
+                &mut Scratch::new(),
                 &mut single,
             )
             .unwrap();
@@ -154,7 +160,7 @@ fn independent_python_reader_agrees() {
     let b = test.batch(&(0..n).collect::<Vec<_>>(), 10);
     let mut logits = vec![0.0; n * 10];
     model
-        .forward(&b.inputs, n, &mut Scratch::new(1), &mut logits)
+        .forward(&b.inputs, n, &mut Scratch::new(), &mut logits)
         .unwrap();
     let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     std::fs::write(dir.path().join("inputs.f32"), le(&b.inputs)).unwrap();

@@ -11,7 +11,7 @@ use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use smartmixed_core::{lookup, TrainConfig, PAPER_POOL};
-use smartmixed_infer::{Model, Scratch};
+use smartmixed_infer::{Model, Pool, Scratch};
 use smartmixed_train::Adam;
 use smartmixed_train::TrainPool;
 use smartmixed_train::{export, train_step};
@@ -83,12 +83,13 @@ fn exported_model(rng: &mut StdRng) -> Model {
 
 fn infer(seconds: f64) {
     let mut rng = StdRng::seed_from_u64(0);
-    let model = exported_model(&mut rng);
+    let mut model = exported_model(&mut rng);
     let input: Vec<f32> = (0..256 * 784).map(|_| rng.gen()).collect();
     let mut out = vec![0.0f32; 256 * 10];
     for threads in [1, 2] {
+        model = model.with_pool(Pool::new(threads).unwrap());
         for batch in [1usize, 32, 256] {
-            let mut scratch = Scratch::new(threads);
+            let mut scratch = Scratch::new();
             let (x, o) = (&input[..batch * 784], &mut out[..batch * 10]);
             // Best of five timed slices, as the Python side does.
             let mut best = f64::MAX;
@@ -118,10 +119,10 @@ fn infer(seconds: f64) {
 /// One batch size on one thread count, three timed slices: for profiling (`perf record`).
 fn probe(batch: usize, threads: usize, seconds: f64) {
     let mut rng = StdRng::seed_from_u64(0);
-    let model = exported_model(&mut rng);
+    let model = exported_model(&mut rng).with_pool(Pool::new(threads).unwrap());
     let input: Vec<f32> = (0..batch * 784).map(|_| rng.gen()).collect();
     let mut out = vec![0.0f32; batch * 10];
-    let mut scratch = Scratch::new(threads);
+    let mut scratch = Scratch::new();
     for _ in 0..3 {
         let start = Instant::now();
         let mut calls = 0usize;

@@ -191,11 +191,11 @@ fn main() {
     let batched = BatchedModel::new(model.clone(), options).unwrap();
     for callers in [1, 8, 64] {
         print(
-            "unbatched, own Scratch::new(1)",
+            "unbatched, own Scratch::new()",
             callers,
             measure(callers, seconds, |_| {
                 let (model, row) = (model.clone(), row.clone());
-                let mut scratch = Scratch::new(1);
+                let mut scratch = Scratch::new();
                 let mut out = vec![0.0; model.classes()];
                 move || model.forward_raw(&row, 1, &mut scratch, &mut out).is_ok()
             }),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use smartmixed_core::InputKind;
-use smartmixed_infer::{Model, Scratch};
+use smartmixed_infer::{Model, Pool, Scratch};
 use smartmixed_train::data::Dataset;
 
 use crate::shown;
@@ -18,9 +18,9 @@ pub struct EvalArgs {
     /// Directory with the IDX files; the test files are evaluated.
     #[arg(long, default_value = "data/mnist")]
     data_dir: PathBuf,
-    /// Matmul threads (at most 256).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: u16,
+    /// Threads of the forward passes (at most 256; default: the cores this process may use).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
 }
 
 /// The test set fits the model: image models of a recorded shape need images of that
@@ -55,7 +55,10 @@ fn check_fits(model: &Model, test: &Dataset, dir: &std::path::Path) -> Result<()
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let model = Model::load_dir(&args.model)?;
+    let mut model = Model::load_dir(&args.model)?;
+    if let Some(threads) = args.threads {
+        model = model.with_pool(Pool::new(threads.into())?);
+    }
     if model.input_description().kind() == InputKind::Table {
         bail!(
             "{}: the model takes table rows of {} features, and eval reads IDX image test files only",
@@ -67,7 +70,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let test = &Dataset::load_test(&args.data_dir, classes)?;
     check_fits(&model, test, &args.data_dir)?;
     let mut confusion = vec![vec![0usize; classes]; classes];
-    let mut scratch = Scratch::new(args.threads.into());
+    let mut scratch = Scratch::new();
     let all: Vec<usize> = (0..test.len()).collect();
     let (mut raw, mut logits) = (Vec::new(), Vec::new());
     for chunk in all.chunks(1000) {

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use smartmixed_infer::{BatchOptions, BatchedModel, Error, Model, Prediction, BATCH_BUCKETS};
+use smartmixed_infer::{BatchOptions, BatchedModel, Error, Model, Pool, Prediction, BATCH_BUCKETS};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -38,7 +38,8 @@ pub struct ServeArgs {
     /// Rows that may wait; beyond, requests are answered 503.
     #[arg(long, default_value_t = 1024)]
     queue: usize,
-    /// Threads of each batch's forward pass (default: the machine's cores).
+    /// Threads of the model's pool, which runs each batch (default: the cores this process
+    /// may use).
     #[arg(long)]
     threads: Option<usize>,
     /// Largest request body accepted, in bytes (larger: 413).
@@ -344,12 +345,15 @@ async fn stop_signal() {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let model = Arc::new(Model::load_dir(&args.model)?);
+    let mut model = Model::load_dir(&args.model)?;
+    if let Some(threads) = args.threads {
+        model = model.with_pool(Pool::new(threads)?);
+    }
+    let model = Arc::new(model);
     let options = BatchOptions {
         max_batch: args.max_batch,
         max_wait: Duration::from_micros(args.max_wait_us),
         queue_capacity: args.queue,
-        threads: args.threads.unwrap_or(BatchOptions::default().threads),
     };
     let app = Arc::new(App {
         description: describe(&model),

@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|w| {
             let model = Arc::clone(&model);
             std::thread::spawn(move || -> Result<usize, smartmixed_infer::Error> {
-                let mut scratch = Scratch::new(1);
+                let mut scratch = Scratch::new();
                 let input: Vec<f32> = (0..batch * model.input_size())
                     .map(|i| ((i * 31 + w) % 256) as f32 / 255.0)
                     .collect();

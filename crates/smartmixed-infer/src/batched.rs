@@ -21,7 +21,8 @@ use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::model::{check_finite, Model, Prediction, Scratch, MAX_THREADS};
+use crate::exec::Scratch;
+use crate::model::{check_finite, Model, Prediction};
 use crate::{Error, Result};
 
 /// How a [`BatchedModel`] groups requests.
@@ -35,8 +36,6 @@ pub struct BatchOptions {
     /// Requests waiting beyond the batch being computed; one more is refused with
     /// [`Error::QueueFull`] (1 to [`MAX_QUEUE`]).
     pub queue_capacity: usize,
-    /// Threads of each batch's forward pass (as [`Scratch::new`]).
-    pub threads: usize,
 }
 
 /// Largest accepted [`BatchOptions::max_batch`].
@@ -46,8 +45,8 @@ pub const MAX_QUEUE: usize = 1 << 20;
 
 impl Default for BatchOptions {
     /// Batches of up to 32 rows (where a batch costs per row about what 256 does), no
-    /// wait, 1024 requests queued, every core of the machine for each batch (the batching
-    /// thread is the only one computing).
+    /// wait, 1024 requests queued. Each batch runs on the model's pool (see
+    /// [`Model::with_pool`]): all its threads when nothing else computes.
     ///
     /// No wait: a batch starts as soon as the batching thread is free, with every row
     /// queued by then, and rows that arrive while it computes form the next. A lone caller
@@ -59,7 +58,6 @@ impl Default for BatchOptions {
             max_batch: 32,
             max_wait: Duration::ZERO,
             queue_capacity: 1024,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -200,10 +198,6 @@ impl BatchedModel {
         if !(1..=MAX_QUEUE).contains(&options.queue_capacity) {
             return Err(bad("queue_capacity", options.queue_capacity, MAX_QUEUE));
         }
-        let options = BatchOptions {
-            threads: options.threads.clamp(1, MAX_THREADS),
-            ..options
-        };
         let shared = Arc::new(Shared {
             model,
             options,
@@ -231,7 +225,7 @@ impl BatchedModel {
         &self.shared.model
     }
 
-    /// The options in force (threads capped as [`Scratch::new`] caps them).
+    /// The options in force.
     pub fn options(&self) -> BatchOptions {
         self.shared.options
     }
@@ -318,7 +312,7 @@ impl Drop for BatchedModel {
 impl Shared {
     /// The batching thread: take a batch, run it, answer it; until closed and drained.
     fn serve(&self) {
-        let mut scratch = Scratch::new(self.options.threads);
+        let mut scratch = Scratch::new();
         let (mut raw, mut logits) = (Vec::new(), Vec::new());
         while let Some(batch) = self.next_batch() {
             self.batches.fetch_add(1, Ordering::Relaxed);

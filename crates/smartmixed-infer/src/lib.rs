@@ -6,7 +6,7 @@
 //! use smartmixed_infer::{Model, Scratch};
 //!
 //! let model = Model::load_dir("exported/")?;          // Send + Sync: share it in an Arc
-//! let mut scratch = Scratch::new(1);                   // per-thread, reused across calls
+//! let mut scratch = Scratch::new();                    // per caller: buffers, reused
 //! let batch = 32;
 //! let input = vec![0.0f32; batch * model.input_size()];
 //! let mut logits = vec![0.0f32; batch * model.classes()];
@@ -21,20 +21,19 @@
 
 mod batched;
 mod error;
+mod exec;
 mod kernel;
 mod model;
 mod packed;
-mod split;
-mod workers;
 
 pub use batched::{
     BatchOptions, BatchStats, BatchedModel, Ticket, BATCH_BUCKETS, MAX_BATCH_ROWS, MAX_QUEUE,
 };
 pub use error::{Error, Result};
+pub use exec::{Pool, Scratch, MAX_THREADS};
 pub use kernel::Kernel;
 pub use model::{
-    Model, Prediction, Scratch, MANIFEST_FILE, MANIFEST_METADATA_KEY, MAX_BATCH_VALUES,
-    MAX_THREADS, WEIGHTS_FILE,
+    Model, Prediction, MANIFEST_FILE, MANIFEST_METADATA_KEY, MAX_BATCH_VALUES, WEIGHTS_FILE,
 };
 /// Core types that appear in this crate's API, so an embedder depends on this crate alone.
 pub use smartmixed_core::{

@@ -1,32 +1,23 @@
-//! `Model`: an immutable, validated network, and `Scratch`: the caller-owned buffers that
-//! let a hot loop run without allocating.
+//! `Model`: an immutable, validated network: loading (from a directory, paths or bytes),
+//! validation, and the calls (`forward`, `forward_raw`, `predict`) that check their inputs
+//! and outputs around the execution layer (`crate::exec`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
-use smartmixed_core::fpenv::FlushDenormals;
 use smartmixed_core::{lookup, InputManifest, LayerManifest, Manifest};
 
-use crate::kernel::{add_bias, epilogue, layer_matmul, Kernel, GEMV_ROWS};
+use crate::exec::{grown, Panic, Pool, Post, Scratch};
+use crate::kernel::{layer_matmul, Kernel, GEMV_ROWS};
 use crate::packed::PackedWeights;
-use crate::workers::{Panic, Shared, Workers};
 use crate::{Error, Result};
 use smartmixed_core::Block;
-
-/// The most threads a [`Scratch`] uses: it starts that many workers, so an absurd request
-/// must not reach the OS.
-pub const MAX_THREADS: usize = 256;
 
 /// The most values one working buffer of a forward pass may hold (batch x widest layer):
 /// 2^30 values, 4 GiB, well past any sensible batch.
 pub const MAX_BATCH_VALUES: usize = 1 << 30;
-
-/// Batches of fewer rows than this are split by columns over a scratch's workers (with
-/// packed weights); larger ones by rows.
-const COLUMN_SPLIT_BELOW: usize = 128;
 
 pub use smartmixed_core::manifest::{MANIFEST_FILE, MANIFEST_METADATA_KEY, WEIGHTS_FILE};
 
@@ -52,7 +43,7 @@ pub(crate) enum Weights {
 impl Layer {
     /// `dst = src * W^T` for `batch` rows: below GEMV_ROWS rows a skip-zero GEMV per row,
     /// else the blocked matmul (our packed kernel on AVX-512, gemm elsewhere).
-    fn matmul(&self, src: &[f32], dst: &mut [f32], batch: usize) {
+    pub(crate) fn matmul(&self, src: &[f32], dst: &mut [f32], batch: usize) {
         let (k, n) = (self.inputs, self.outputs);
         match &self.weights {
             Weights::Packed(p) if batch >= GEMV_ROWS => p.matmul(src, dst, batch),
@@ -75,23 +66,6 @@ impl Layer {
     }
 }
 
-/// The first `len` values of `buf`, grown to hold them (a scratch buffer only grows).
-fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    &mut buf[..len]
-}
-
-/// The scratch's workers, started on the first split call; `None` if the OS refused a
-/// thread (the call then runs on the caller's alone).
-fn started(workers: &mut Option<Workers>, threads: usize) -> Option<&Workers> {
-    if workers.is_none() {
-        *workers = Workers::new(threads);
-    }
-    workers.as_ref()
-}
-
 /// A loaded SmartMixed network. Immutable and `Send + Sync`: share one across threads.
 #[derive(Debug)]
 pub struct Model {
@@ -99,40 +73,8 @@ pub struct Model {
     /// The manifest's input description, resolved once.
     input: InputManifest,
     layers: Vec<Layer>,
-}
-
-/// Per-caller buffers for [`Model::forward`]; they grow to the largest batch seen and are
-/// then reused, so repeated calls allocate nothing. With more threads, on AVX-512 CPUs
-/// batches below 128 rows are split by output columns over worker threads the scratch
-/// starts on first use and keeps (they spin briefly between calls, then sleep; dropping
-/// the scratch ends them); larger batches, and all batches of 4 x threads rows or more on
-/// other CPUs, are split by rows over the same workers.
-#[derive(Debug, Default)]
-pub struct Scratch {
-    a: Vec<f32>,
-    b: Vec<f32>,
-    /// The third buffer of a column-split pass (`split::forward`).
-    c: Vec<f32>,
-    /// Preprocessed inputs of [`Model::forward_raw`].
-    raw: Vec<f32>,
-    threads: usize,
-    /// Started on the first split call.
-    workers: Option<Workers>,
-}
-
-impl Scratch {
-    /// Buffers for forward passes using `threads` threads (1 = the calling thread; at most
-    /// [`MAX_THREADS`], which larger requests are capped to).
-    pub fn new(threads: usize) -> Self {
-        Self {
-            a: Vec::new(),
-            b: Vec::new(),
-            c: Vec::new(),
-            raw: Vec::new(),
-            threads: threads.clamp(1, MAX_THREADS),
-            workers: None,
-        }
-    }
+    /// The threads its calls run on ([`Pool::global`] unless given one).
+    pool: Pool,
 }
 
 /// The class with the highest probability, and every class's probability.
@@ -360,7 +302,20 @@ impl Model {
             input: manifest.input_description(),
             manifest,
             layers,
+            pool: Pool::global().clone(),
         })
+    }
+
+    /// This model with its calls run on `pool` instead of the process's [`Pool::global`]
+    /// (for a pool of its own size, or one shared with other models).
+    pub fn with_pool(mut self, pool: Pool) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// The pool this model's calls run on.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Pixels (features) per input row.
@@ -491,8 +446,8 @@ impl Model {
     ///
     /// A panic in the code a call runs, on any of its threads (an activation from a plugin
     /// crate, say), is returned as [`Error::Panicked`] with the panic's message, once every
-    /// thread has stopped; `output` then holds unspecified values, and the model and
-    /// `scratch` (its workers included) serve the next call as before. The panic hook still
+    /// thread has stopped; `output` then holds unspecified values, and the model, its pool
+    /// and `scratch` serve the next call as before. The panic hook still
     /// runs (it prints the message unless the embedder replaced it); with `panic = "abort"`
     /// the process ends as it would anywhere.
     pub fn forward(
@@ -515,7 +470,7 @@ impl Model {
         scratch: &mut Scratch,
         output: &mut [f32],
     ) -> Result<()> {
-        self.guarded(|| self.compute(input, batch, scratch, output))?;
+        self.guarded(|| self.compute(input, batch, scratch, output, None))?;
         // NaN or infinite logits would print as a confident answer or as `p = NaN`.
         match output.iter().position(|v| !v.is_finite()) {
             None => Ok(()),
@@ -527,10 +482,10 @@ impl Model {
         }
     }
 
-    /// `pass()`, with a panic on the calling thread (the workers' come back from
-    /// [`Workers::run`] as its error) made an [`Error::Panicked`]. Unwind safety: the model
-    /// is immutable, and a scratch holds only buffers every call overwrites before reading
-    /// and workers that caught their panics.
+    /// `pass()`, with a panic on the calling thread (the pool workers' come back from the
+    /// execution layer as its error) made an [`Error::Panicked`]. Unwind safety: the model
+    /// is immutable, a scratch holds only buffers every call overwrites before reading, and
+    /// the pool's workers caught their panics and its permits were freed on the way out.
     fn guarded(&self, pass: impl FnOnce() -> std::result::Result<(), Panic>) -> Result<()> {
         let panic = match catch_unwind(AssertUnwindSafe(pass)) {
             Ok(Ok(())) => return Ok(()),
@@ -550,30 +505,17 @@ impl Model {
         batch: usize,
         scratch: &mut Scratch,
         output: &mut [f32],
+        post: Option<&Post<'_>>,
     ) -> std::result::Result<(), Panic> {
-        let threads = scratch.threads.max(1);
-        // Column split where the weights are packed (AVX-512), for batches below
-        // COLUMN_SPLIT_BELOW rows: each thread reads only its panels, so batch 1 scales.
-        // Above: rows split (each thread reading all the weights) ran batch 4096 at
-        // 78-79k samples/s against 49k split by columns.
-        if threads > 1
-            && (1..COLUMN_SPLIT_BELOW).contains(&batch)
-            && self.layers.iter().all(|l| l.packed().is_some())
-        {
-            let len = batch * self.widest();
-            let bufs = [
-                grown(&mut scratch.a, len),
-                grown(&mut scratch.b, len),
-                grown(&mut scratch.c, len),
-            ];
-            if let Some(workers) = started(&mut scratch.workers, threads) {
-                let _mode = FlushDenormals::set(true);
-                return crate::split::forward(&self.layers, input, batch, bufs, output, workers);
-            }
-        }
-        self.run(input, batch, scratch, output, |pre, layer, out| {
-            epilogue(pre, &layer.bias, &layer.blocks, out)
-        })
+        crate::exec::forward(
+            &self.layers,
+            input,
+            batch,
+            scratch,
+            output,
+            &self.pool,
+            post,
+        )
     }
 
     /// [`Model::forward`] with a naive per-neuron activation dispatch (a function-pointer
@@ -598,121 +540,29 @@ impl Model {
                     .collect()
             })
             .collect();
-        self.guarded(|| {
-            self.run(input, batch, scratch, output, |pre, layer, out| {
-                let l = self
-                    .layers
-                    .iter()
-                    .position(|x| std::ptr::eq(x, layer))
-                    .unwrap_or(0);
-                let acts = &per_neuron[l];
-                for (p, o) in pre
-                    .chunks_exact(layer.outputs)
-                    .zip(out.chunks_exact_mut(layer.outputs))
-                {
-                    for (j, (p, o)) in p.iter().zip(o.iter_mut()).enumerate() {
-                        *o = acts[j](p + layer.bias[j]);
-                    }
+        let post = |pre: &[f32], layer: &Layer, out: &mut [f32]| {
+            let l = self
+                .layers
+                .iter()
+                .position(|x| std::ptr::eq(x, layer))
+                .unwrap_or(0);
+            let acts = &per_neuron[l];
+            for (p, o) in pre
+                .chunks_exact(layer.outputs)
+                .zip(out.chunks_exact_mut(layer.outputs))
+            {
+                for (j, (p, o)) in p.iter().zip(o.iter_mut()).enumerate() {
+                    *o = acts[j](p + layer.bias[j]);
                 }
-            })
-        })
-    }
-
-    /// Runs every layer on `batch` rows. With several threads and enough rows, the rows
-    /// are split into chunks the scratch's workers take in turn, each running the whole
-    /// network on its chunk (so the epilogue is parallel too and threads never wait on each
-    /// other within a call). With workers, a panic on any thread is returned (see
-    /// [`Workers::run`]); on the caller's thread alone, it unwinds to [`Self::guarded`].
-    fn run(
-        &self,
-        input: &[f32],
-        batch: usize,
-        scratch: &mut Scratch,
-        output: &mut [f32],
-        post: impl Fn(&[f32], &Layer, &mut [f32]) + Sync,
-    ) -> std::result::Result<(), Panic> {
-        let widest = self.widest();
-        // Subnormal inputs or activations cost up to 85x on x86 (measured at batch 256):
-        // every thread computing this call flushes them to zero, and the caller's thread
-        // gets its own mode back when the guard drops, so an embedding service's
-        // floating-point environment is never left changed.
-        let _mode = FlushDenormals::set(true);
-        let threads = scratch.threads.max(1);
-        let (a, b) = (
-            grown(&mut scratch.a, batch * widest),
-            grown(&mut scratch.b, batch * widest),
-        );
-        if threads == 1 || batch < 4 * threads {
-            // Too few rows to split: a second thread on the matmul alone costs more than it
-            // saves at these sizes (measured), so small batches stay on the calling thread.
-            self.run_rows(input, batch, a, b, output, &post);
-            return Ok(());
-        }
-        let Some(workers) = started(&mut scratch.workers, threads) else {
-            self.run_rows(input, batch, a, b, output, &post);
-            return Ok(());
+            }
         };
-        let (inputs, classes) = (self.input_size(), self.classes());
-        // Rows in chunks taken from a shared counter, about four per thread, so a thread
-        // the host slows takes fewer; at least 32 rows (one thread's matmul at 32 rows runs
-        // within 10% of its speed at 256) and at most 128 (the packed kernel's row chunk).
-        let chunk = (batch / (4 * workers.threads())).clamp(32, 128);
-        let next = AtomicUsize::new(0);
-        let (a, b, out) = (Shared::new(a), Shared::new(b), Shared::new(output));
-        workers.run(&|_| loop {
-            let start = next.fetch_add(1, Ordering::Relaxed) * chunk;
-            // A tail under GEMV_ROWS joins the chunk before it: alone it would take the
-            // GEMV, whose bits differ from the matmul's (every split must give one
-            // thread's bits).
-            if start >= batch || (start > 0 && batch - start < GEMV_ROWS) {
-                return;
-            }
-            let end = (start + chunk).min(batch);
-            let rows = start..if batch - end < GEMV_ROWS { batch } else { end };
-            // SAFETY: `a` and `b` hold batch * widest values and `out` batch * classes (the
-            // slices above); chunk `c` is this thread's alone, so are its rows of each.
-            let (a, b, out) = unsafe {
-                (
-                    a.rows(rows.clone(), widest),
-                    b.rows(rows.clone(), widest),
-                    out.rows(rows.clone(), classes),
-                )
-            };
-            let x = &input[rows.start * inputs..rows.end * inputs];
-            self.run_rows(x, rows.len(), a, b, out, &post);
-        })
-    }
-
-    /// The network on `batch` rows: each hidden layer's matmul writes `b` and its epilogue
-    /// writes `a`; the last layer writes `output`.
-    fn run_rows(
-        &self,
-        input: &[f32],
-        batch: usize,
-        a: &mut [f32],
-        b: &mut [f32],
-        output: &mut [f32],
-        post: &(impl Fn(&[f32], &Layer, &mut [f32]) + Sync),
-    ) {
-        let last = self.layers.len() - 1;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (k, n) = (layer.inputs, layer.outputs);
-            let src: &[f32] = if i == 0 { input } else { &a[..batch * k] };
-            if i == last {
-                layer.matmul(src, output, batch);
-                add_bias(output, &layer.bias);
-            } else {
-                // Pre-activations go to `b`; the activations back to `a`, the next input.
-                layer.matmul(src, &mut b[..batch * n], batch);
-                post(&b[..batch * n], layer, &mut a[..batch * n]);
-            }
-        }
+        self.guarded(|| self.compute(input, batch, scratch, output, Some(&post)))
     }
 
     /// The class and softmax probabilities of one input row.
     pub fn predict(&self, input: &[f32]) -> Result<Prediction> {
         let mut logits = vec![0.0; self.classes()];
-        self.forward(input, 1, &mut Scratch::new(1), &mut logits)?;
+        self.forward(input, 1, &mut Scratch::new(), &mut logits)?;
         Ok(Prediction::from_logits(&logits))
     }
 
@@ -720,7 +570,7 @@ impl Model {
     /// manifest's preprocessing first.
     pub fn predict_raw(&self, raw: &[f32]) -> Result<Prediction> {
         let mut logits = vec![0.0; self.classes()];
-        self.forward_raw(raw, 1, &mut Scratch::new(1), &mut logits)?;
+        self.forward_raw(raw, 1, &mut Scratch::new(), &mut logits)?;
         Ok(Prediction::from_logits(&logits))
     }
 

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use safetensors::tensor::{Dtype, TensorView};
-use smartmixed_infer::{register_activation, BatchOptions, BatchedModel, Error, Model, Scratch};
+use smartmixed_infer::{
+    register_activation, BatchOptions, BatchedModel, Error, Model, Pool, Scratch,
+};
 
 /// Panics on exactly one value, so a test can make one row of a batch panic.
 const MAGIC: f32 = 12345.0;
@@ -54,8 +56,13 @@ outputs = 2
 "#;
 
 /// Neuron 0 sees `x[0]` unchanged (weight row [1, 0], bias 0), so a raw row
-/// `[MAGIC, _]` panics and no other row does.
+/// `[MAGIC, _]` panics and no other row does. On the process's pool.
 fn model() -> Arc<Model> {
+    Arc::new(network())
+}
+
+/// [`model`]'s network, not yet shared.
+fn network() -> Model {
     let tensors: [(&str, Vec<usize>, Vec<f32>); 4] = [
         (
             "layers.0.weight",
@@ -87,7 +94,7 @@ fn model() -> Arc<Model> {
         })
         .collect();
     let weights = safetensors::serialize(views, &None).unwrap();
-    Arc::new(Model::from_bytes(&weights, MANIFEST.as_bytes()).unwrap())
+    Model::from_bytes(&weights, MANIFEST.as_bytes()).unwrap()
 }
 
 /// Row `i` of a deterministic stream of inputs.
@@ -99,7 +106,7 @@ fn row(i: usize) -> Vec<f32> {
 fn alone(model: &Model, raw: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0; model.classes()];
     model
-        .forward_raw(raw, 1, &mut Scratch::new(1), &mut out)
+        .forward_raw(raw, 1, &mut Scratch::new(), &mut out)
         .unwrap();
     out
 }
@@ -201,7 +208,6 @@ fn a_full_queue_refuses_and_a_shut_down_answers_what_it_accepted() {
         max_batch: 4,
         max_wait: Duration::from_secs(30),
         queue_capacity: 2,
-        threads: 1,
     };
     let batched = BatchedModel::new(model.clone(), options).unwrap();
     let a = batched.submit(row(1)).unwrap();
@@ -245,12 +251,11 @@ fn bad_rows_and_options_are_refused_at_once() {
 /// other rows of the same batch their answers, and the batcher serves on.
 #[test]
 fn a_panicking_row_fails_alone_and_the_batcher_serves_on() {
-    let model = model();
     for threads in [1, 2] {
+        let model = Arc::new(network().with_pool(Pool::new(threads).unwrap()));
         let options = BatchOptions {
             max_batch: 4,
             max_wait: Duration::from_secs(30),
-            threads,
             ..BatchOptions::default()
         };
         let batched = BatchedModel::new(model.clone(), options).unwrap();

@@ -4,12 +4,13 @@
 //! one thread's. Each test has a watchdog: a hang (a thread left waiting for one that
 //! panicked) aborts the test process instead of stalling CI.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use safetensors::tensor::{Dtype, TensorView};
-use smartmixed_infer::{fpenv, register_activation, Error, Model, Scratch};
+use smartmixed_infer::{fpenv, register_activation, Error, Model, Pool, Scratch};
 
 use smartmixed_activations_extra as _;
 
@@ -23,6 +24,23 @@ register_activation!(
             panic!("test_panics_at_magic reached its magic input");
         }
         x.max(0.0)
+    },
+    derivative: |x, _y| if x > 0.0 { 1.0 } else { 0.0 },
+);
+
+/// Threads inside `test_counts_threads` now, and the most ever at once.
+static INSIDE: AtomicUsize = AtomicUsize::new(0);
+static MOST_INSIDE: AtomicUsize = AtomicUsize::new(0);
+
+register_activation!(
+    "test_counts_threads",
+    forward: |x| {
+        let now = INSIDE.fetch_add(1, Ordering::SeqCst) + 1;
+        MOST_INSIDE.fetch_max(now, Ordering::SeqCst);
+        // Long enough inside for a thread to be caught there by others (and by preemption).
+        let y = (0..50).fold(x, |y, _| std::hint::black_box(y.max(0.0)));
+        INSIDE.fetch_sub(1, Ordering::SeqCst);
+        y
     },
     derivative: |x, _y| if x > 0.0 { 1.0 } else { 0.0 },
 );
@@ -105,30 +123,35 @@ fn bits(v: &[f32]) -> Vec<u32> {
 /// column split) computes exactly `x[0]` and applies `test_panics_at_magic`; every thread
 /// count and batch size (1 and 3: column split with the GEMV; 32: column split with the
 /// matmul; 300: row split; one thread: no split) must turn the panic into an error naming
-/// it, in bounded time, and then give the same bits as a fresh scratch on the same model.
+/// it, in bounded time, and then give the same bits as the same network on one thread.
 #[test]
 fn a_panicking_activation_is_an_error_and_the_model_and_scratch_stay_usable() {
     let _dog = watchdog("panicking activation", 60);
-    let model = network(
-        &[3, 300, 40, 5],
-        &[
-            vec![("relu", 150), ("test_panics_at_magic", 1), ("tanh", 149)],
-            vec![("tanh", 20), ("relu", 20)],
-        ],
-        |l, o, i| match (l, o) {
-            (0, 150) => [1.0, 0.0, 0.0][i],
-            _ => pattern(l * 1000 + o * 31 + i),
-        },
-        |l, o| {
-            if (l, o) == (0, 150) {
-                0.0
-            } else {
-                pattern(o + l) / 4.0
-            }
-        },
-    );
+    let make = || {
+        network(
+            &[3, 300, 40, 5],
+            &[
+                vec![("relu", 150), ("test_panics_at_magic", 1), ("tanh", 149)],
+                vec![("tanh", 20), ("relu", 20)],
+            ],
+            |l, o, i| match (l, o) {
+                (0, 150) => [1.0, 0.0, 0.0][i],
+                _ => pattern(l * 1000 + o * 31 + i),
+            },
+            |l, o| {
+                if (l, o) == (0, 150) {
+                    0.0
+                } else {
+                    pattern(o + l) / 4.0
+                }
+            },
+        )
+    };
+    // The reference: one thread, no split.
+    let alone = make().with_pool(Pool::new(1).unwrap());
     for threads in [1, 2, 4] {
-        let mut scratch = Scratch::new(threads);
+        let model = make().with_pool(Pool::new(threads).unwrap());
+        let mut scratch = Scratch::new();
         for batch in [1, 3, 32, 300] {
             let mut out = vec![0.0f32; batch * model.classes()];
             let mut want = out.clone();
@@ -144,8 +167,8 @@ fn a_panicking_activation_is_an_error_and_the_model_and_scratch_stay_usable() {
                 // The next call on the same scratch: one thread's bits, from a fresh scratch.
                 let x = inputs(batch, round + 7);
                 model.forward(&x, batch, &mut scratch, &mut out).unwrap();
-                model
-                    .forward(&x, batch, &mut Scratch::new(1), &mut want)
+                alone
+                    .forward(&x, batch, &mut Scratch::new(), &mut want)
                     .unwrap();
                 assert_eq!(
                     bits(&out),
@@ -157,16 +180,17 @@ fn a_panicking_activation_is_an_error_and_the_model_and_scratch_stay_usable() {
     }
     // Which thread meets the magic row depends on who takes its work first: repeat until a
     // worker has (column split at batch 32, row split at 300), so that path surely ran.
+    let model = make().with_pool(Pool::new(2).unwrap());
     for batch in [32, 300] {
-        let mut scratch = Scratch::new(2);
+        let mut scratch = Scratch::new();
         let worker =
             (0..2000).any(|_| is_worker(&panic_at_row(&model, &mut scratch, batch, batch - 1)));
         assert!(worker, "batch {batch}: no worker ever met the magic row");
         let x = inputs(batch, 3);
         let (mut out, mut want) = (vec![0.0; batch * 5], vec![0.0; batch * 5]);
         model.forward(&x, batch, &mut scratch, &mut out).unwrap();
-        model
-            .forward(&x, batch, &mut Scratch::new(1), &mut want)
+        alone
+            .forward(&x, batch, &mut Scratch::new(), &mut want)
             .unwrap();
         assert_eq!(bits(&out), bits(&want), "batch {batch}");
     }
@@ -197,21 +221,26 @@ fn panic_at_row(model: &Model, scratch: &mut Scratch, batch: usize, row: usize) 
     }
 }
 
-/// One model in an `Arc`, six threads each with its own scratch (one or two threads),
-/// many calls at batches 1, 7, 32 and 200 (GEMV, column split, row split): every answer
-/// is, bit for bit, the single-threaded reference's.
+/// One model in an `Arc` on a pool of three threads, six caller threads each with its
+/// own scratch, many calls at batches 1, 7, 32 and 200 (GEMV, column split, row split;
+/// a call gets the helpers no other caller waits for, so splits of every width happen):
+/// every answer is, bit for bit, the single-threaded reference's.
 #[test]
 fn threads_sharing_one_model_get_one_threads_bits() {
     let _dog = watchdog("shared model", 60);
-    let model = Arc::new(network(
-        &[3, 70, 45, 10],
-        &[
-            vec![("relu", 30), ("tanh", 25), ("silu", 15)],
-            vec![("elu", 20), ("relu", 25)],
-        ],
-        |l, o, i| pattern(l * 1000 + o * 17 + i * 5),
-        |l, o| pattern(o * 3 + l) / 2.0,
-    ));
+    let make = || {
+        network(
+            &[3, 70, 45, 10],
+            &[
+                vec![("relu", 30), ("tanh", 25), ("silu", 15)],
+                vec![("elu", 20), ("relu", 25)],
+            ],
+            |l, o, i| pattern(l * 1000 + o * 17 + i * 5),
+            |l, o| pattern(o * 3 + l) / 2.0,
+        )
+    };
+    let alone = make().with_pool(Pool::new(1).unwrap());
+    let model = Arc::new(make().with_pool(Pool::new(3).unwrap()));
     let batches = [1usize, 7, 32, 200];
     // (batch, input, the reference's bits)
     type Case = (usize, Vec<f32>, Vec<u32>);
@@ -221,9 +250,9 @@ fn threads_sharing_one_model_get_one_threads_bits() {
             .flat_map(|&b| (0..3).map(move |seed| (b, seed)))
             .map(|(batch, seed)| {
                 let x = inputs(batch, seed);
-                let mut out = vec![0.0f32; batch * model.classes()];
-                model
-                    .forward(&x, batch, &mut Scratch::new(1), &mut out)
+                let mut out = vec![0.0f32; batch * alone.classes()];
+                alone
+                    .forward(&x, batch, &mut Scratch::new(), &mut out)
                     .unwrap();
                 (batch, x, bits(&out))
             })
@@ -233,7 +262,7 @@ fn threads_sharing_one_model_get_one_threads_bits() {
         .map(|t| {
             let (model, cases) = (model.clone(), cases.clone());
             std::thread::spawn(move || {
-                let mut scratch = Scratch::new(1 + t % 2);
+                let mut scratch = Scratch::new();
                 for round in 0..20 {
                     for c in 0..cases.len() {
                         let (batch, x, want) = &cases[(c + t + round) % cases.len()];
@@ -252,4 +281,41 @@ fn threads_sharing_one_model_get_one_threads_bits() {
     for h in handles {
         h.join().unwrap();
     }
+}
+
+/// Eight callers of one model on a pool of two threads, at batch sizes that split by
+/// columns, by rows and not at all: never more than two threads compute at once (counted
+/// inside an activation every hidden neuron runs), however many call. Per-caller worker
+/// threads, as scratches once had, put up to sixteen there.
+#[test]
+fn concurrent_callers_never_compute_on_more_threads_than_the_pool_has() {
+    let _dog = watchdog("busy threads", 60);
+    let model = Arc::new(
+        network(
+            &[3, 96, 10],
+            &[vec![("test_counts_threads", 96)]],
+            |l, o, i| pattern(l * 1000 + o * 17 + i * 5),
+            |l, o| pattern(o * 3 + l) / 2.0,
+        )
+        .with_pool(Pool::new(2).unwrap()),
+    );
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let model = model.clone();
+            std::thread::spawn(move || {
+                let mut scratch = Scratch::new();
+                for round in 0..60 {
+                    let batch = [1, 5, 40, 200][(t + round) % 4];
+                    let x = inputs(batch, t);
+                    let mut out = vec![0.0f32; batch * model.classes()];
+                    model.forward(&x, batch, &mut scratch, &mut out).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let most = MOST_INSIDE.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&most), "{most} threads computed at once");
 }

@@ -5,7 +5,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use safetensors::tensor::{Dtype, TensorView};
-use smartmixed_infer::{Error, Model, Scratch};
+use smartmixed_infer::{Error, Model, Pool, Scratch};
 
 use smartmixed_activations_extra as _;
 
@@ -94,7 +94,7 @@ fn forward_matches_a_hand_computed_network() {
     let silu = 1.5 / (1.0 + (-1.5f32).exp());
     let want = [2.0 * silu + 0.25, 3.5];
     let mut out = vec![0.0; 4];
-    let mut scratch = Scratch::new(1);
+    let mut scratch = Scratch::new();
     model
         .forward(&[1.0, 2.0, 1.0, 2.0], 2, &mut scratch, &mut out)
         .unwrap();
@@ -117,7 +117,7 @@ fn forward_matches_a_hand_computed_network() {
 #[test]
 fn wrong_sizes_and_bad_files_are_typed_errors() {
     let model = Model::from_bytes(&valid_weights(), MANIFEST.as_bytes()).unwrap();
-    let mut s = Scratch::new(1);
+    let mut s = Scratch::new();
     assert!(matches!(
         model.forward(&[1.0; 3], 2, &mut s, &mut [0.0; 4]),
         Err(Error::InputSize {
@@ -242,7 +242,7 @@ fn thousands_of_mutated_models_never_panic() {
                 let mut out = vec![0.0; model.classes()];
                 let input = vec![0.5; model.input_size()];
                 model
-                    .forward(&input, 1, &mut Scratch::new(1), &mut out)
+                    .forward(&input, 1, &mut Scratch::new(), &mut out)
                     .unwrap();
                 // What loads is a valid model: finite outputs from finite inputs.
                 assert!(out.iter().all(|v| v.is_finite()), "mutant {i}: {out:?}");
@@ -268,17 +268,19 @@ fn thousands_of_mutated_models_never_panic() {
 #[test]
 fn forward_flushes_subnormals_and_leaves_the_callers_mode_alone() {
     use smartmixed_core::fpenv;
-    let model = Model::from_bytes(&valid_weights(), MANIFEST.as_bytes()).unwrap();
     // x = (s, 0) with s subnormal: h0 = relu(s) = s, and out1 = -h0 + h1 = -s unless s is
     // flushed (h1 = relu(0.5 s - 1) = 0).
     let s = f32::from_bits(1000);
     for (threads, batch) in [(1, 1), (1, 8), (2, 8)] {
+        let model = Model::from_bytes(&valid_weights(), MANIFEST.as_bytes())
+            .unwrap()
+            .with_pool(Pool::new(threads).unwrap());
         for callers_mode in [false, true] {
             let _caller = fpenv::FlushDenormals::set(callers_mode);
             let input: Vec<f32> = [s, 0.0].repeat(batch);
             let mut out = vec![f32::NAN; 2 * batch];
             model
-                .forward(&input, batch, &mut Scratch::new(threads), &mut out)
+                .forward(&input, batch, &mut Scratch::new(), &mut out)
                 .unwrap();
             if fpenv::SUPPORTED {
                 assert!(
@@ -294,21 +296,25 @@ fn forward_flushes_subnormals_and_leaves_the_callers_mode_alone() {
     }
 }
 
-/// An absurd thread count is capped (a scratch starts its threads), and the capped split
+/// An absurd thread count is capped (a pool starts its threads), and the capped split
 /// still computes the one-thread logits.
 #[test]
 fn absurd_thread_counts_are_capped() {
-    let model = Model::from_bytes(&valid_weights(), MANIFEST.as_bytes()).unwrap();
+    let load = || Model::from_bytes(&valid_weights(), MANIFEST.as_bytes()).unwrap();
+    let pool = Pool::new(usize::MAX).unwrap();
+    assert_eq!(pool.threads(), smartmixed_infer::MAX_THREADS);
+    let (one, many) = (
+        load().with_pool(Pool::new(1).unwrap()),
+        load().with_pool(pool),
+    );
     let batch = 4 * smartmixed_infer::MAX_THREADS + 3;
     let input: Vec<f32> = (0..2 * batch).map(|i| (i % 7) as f32 - 3.0).collect();
-    let (mut one, mut many) = (vec![0.0; 2 * batch], vec![f32::NAN; 2 * batch]);
-    model
-        .forward(&input, batch, &mut Scratch::new(1), &mut one)
+    let (mut a, mut b) = (vec![0.0; 2 * batch], vec![f32::NAN; 2 * batch]);
+    one.forward(&input, batch, &mut Scratch::new(), &mut a)
         .unwrap();
-    model
-        .forward(&input, batch, &mut Scratch::new(usize::MAX), &mut many)
+    many.forward(&input, batch, &mut Scratch::new(), &mut b)
         .unwrap();
-    assert_eq!(one, many);
+    assert_eq!(a, b);
 }
 
 /// Hostile batch sizes: a batch whose size products wrap around must not pass the length
@@ -317,7 +323,7 @@ fn absurd_thread_counts_are_capped() {
 #[test]
 fn hostile_batch_sizes_are_errors() {
     let model = Model::from_bytes(&valid_weights(), MANIFEST.as_bytes()).unwrap();
-    let mut scratch = Scratch::new(2);
+    let mut scratch = Scratch::new();
     for batch in [1usize << 63, 1 << 62, usize::MAX, (1 << 30) + 1] {
         let err = model
             .forward(&[], batch, &mut scratch, &mut [])
@@ -350,7 +356,7 @@ fn forward_raw_applies_the_manifests_preprocessing() {
     // By hand: (raw / 2 - mean) / std.
     let by_hand = [1.0f32, 1.0, -1.0, 1.75];
     let (mut a, mut b) = ([0.0f32; 4], [0.0f32; 4]);
-    let mut scratch = Scratch::new(1);
+    let mut scratch = Scratch::new();
     model.forward_raw(&raw, 2, &mut scratch, &mut a).unwrap();
     model.forward(&by_hand, 2, &mut scratch, &mut b).unwrap();
     assert_eq!(a, b);
@@ -386,7 +392,7 @@ fn forward_raw_applies_the_manifests_preprocessing() {
 #[test]
 fn non_finite_inputs_preprocessed_values_and_outputs_are_errors() {
     let model = Model::from_bytes(&valid_weights(), MANIFEST.as_bytes()).unwrap();
-    let mut s = Scratch::new(1);
+    let mut s = Scratch::new();
     let mut out = [0.0f32; 4];
     match model.forward(&[1.0, 2.0, 0.5, f32::NAN], 2, &mut s, &mut out) {
         Err(Error::NonFiniteInput {

@@ -14,10 +14,11 @@ use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use super::pool::{Lease, Panic};
+use super::Shared;
 use crate::kernel::GEMV_ROWS;
 use crate::model::Layer;
 use crate::packed::NR;
-use crate::workers::{Panic, Shared, Workers};
 
 /// A barrier for a fixed number of threads that spins (the threads are all running this
 /// call and the wait is microseconds), yielding if it lasts. `failed` releases it: a
@@ -74,10 +75,10 @@ fn panels_per_item(batch: usize) -> usize {
     }
 }
 
-/// Runs `layers` on `batch` rows of `input` on `workers` (the caller's thread included;
-/// each worker flushes subnormals, as the caller does during the call), writing `output`. `bufs` are three working buffers of `batch * widest`
+/// Runs `layers` on `batch` rows of `input` on the threads of `lease` (the caller's
+/// included), writing `output`. `bufs` are three working buffers of `batch * widest`
 /// values: the layer's input, its pre-activations and its activations. Every layer must
-/// have packed weights. A panic on any thread is returned (see [`Workers::run`]); `output`
+/// have packed weights. A panic on any thread is returned (see [`Lease::run`]); `output`
 /// then holds unspecified values.
 pub(crate) fn forward(
     layers: &[Layer],
@@ -85,9 +86,9 @@ pub(crate) fn forward(
     batch: usize,
     bufs: [&mut [f32]; 3],
     output: &mut [f32],
-    workers: &Workers,
+    lease: &Lease<'_>,
 ) -> Result<(), Panic> {
-    let threads = workers.threads();
+    let threads = lease.threads();
     let widest = layers.iter().map(|l| l.outputs).max().unwrap_or(0);
     let classes = layers.last().map_or(0, |l| l.outputs);
     assert!(
@@ -157,7 +158,7 @@ pub(crate) fn forward(
             resume_unwind(payload);
         }
     };
-    workers.run(&run)
+    lease.run(&run)
 }
 
 /// Columns `cols` (panels `panels`) of `dst[m, n] = src[m, k] * W^T`: the packed matmul,

@@ -1,0 +1,134 @@
+//! The execution layer: how a forward pass over a model's layers runs on the threads of a
+//! [`Pool`], in the buffers of a [`Scratch`]. One place decides the strategy:
+//!
+//! - below [`COLUMN_SPLIT_BELOW`] rows with packed weights (AVX-512), split by output
+//!   columns layer by layer ([`columns`]): each thread reads only its share of the
+//!   weights, so batch 1 scales;
+//! - from `4 x threads` rows, split by rows ([`rows`]): chunks of rows, each running the
+//!   whole network, so threads never wait for each other within a call;
+//! - else, and whenever the pool has no idle thread to lend (other callers are computing
+//!   or waiting), on the calling thread alone.
+//!
+//! Every split gives the bits one thread gives.
+
+mod columns;
+mod pool;
+mod rows;
+
+pub(crate) use pool::Panic;
+pub use pool::{Pool, MAX_THREADS};
+
+use smartmixed_core::fpenv::FlushDenormals;
+
+use crate::model::Layer;
+
+/// Batches of fewer rows than this are split by columns (with packed weights); larger ones
+/// by rows. Rows split (each thread reading all the weights) ran batch 4096 at 78-79k
+/// samples/s against 49k split by columns.
+const COLUMN_SPLIT_BELOW: usize = 128;
+
+/// Per-caller buffers for [`crate::Model::forward`]; they grow to the largest batch seen
+/// and are then reused, so repeated calls allocate nothing. Buffers only: the threads
+/// belong to the model's [`Pool`], so a caller never needs to know the core count.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    pub(crate) a: Vec<f32>,
+    pub(crate) b: Vec<f32>,
+    /// The third buffer of a column-split pass.
+    pub(crate) c: Vec<f32>,
+    /// Preprocessed inputs of [`crate::Model::forward_raw`].
+    pub(crate) raw: Vec<f32>,
+    /// The pool workers lent to the current call.
+    helpers: Vec<usize>,
+}
+
+impl Scratch {
+    /// Empty buffers; they grow on first use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// What a hidden layer does after its matmul: `out = f(pre)` over `[rows, outputs]`. The
+/// grouped epilogue unless a benchmark passes its own.
+pub(crate) type Post<'a> = dyn Fn(&[f32], &Layer, &mut [f32]) + Sync + 'a;
+
+/// A buffer several threads write in disjoint parts (rows or column ranges), each part
+/// read only by its writer or after the writes have ended (a barrier, or the end of
+/// [`pool::Lease::run`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Shared(pub(crate) *mut f32);
+// SAFETY: see the type's contract; every use states which part a thread owns.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    pub(crate) fn new(buf: &mut [f32]) -> Self {
+        Self(buf.as_mut_ptr())
+    }
+
+    /// Rows `rows` of a row-major buffer `width` values wide.
+    ///
+    /// # Safety
+    /// The buffer must hold `rows.end * width` values, and no other thread may touch these
+    /// rows while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn rows(&self, rows: std::ops::Range<usize>, width: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(rows.start * width), rows.len() * width)
+    }
+}
+
+/// The first `len` values of `buf`, grown to hold them (a scratch buffer only grows).
+pub(crate) fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
+/// Runs `layers` on `batch` rows of `input` (sizes checked, values finite) into `output`,
+/// on the calling thread and whatever threads `pool` lends. A panic on a helper is
+/// returned; one on the calling thread unwinds (the model turns both into errors).
+pub(crate) fn forward(
+    layers: &[Layer],
+    input: &[f32],
+    batch: usize,
+    scratch: &mut Scratch,
+    output: &mut [f32],
+    pool: &Pool,
+    post: Option<&Post<'_>>,
+) -> Result<(), Panic> {
+    // Subnormal inputs or activations cost up to 85x on x86 (measured at batch 256): every
+    // thread computing this call flushes them to zero (the pool's workers always do), and
+    // the caller's thread gets its own mode back when the guard drops, so an embedding
+    // service's floating-point environment is never left changed.
+    let _mode = FlushDenormals::set(true);
+    let columns = post.is_none()
+        && (1..COLUMN_SPLIT_BELOW).contains(&batch)
+        && layers.iter().all(|l| l.packed().is_some());
+    // Split by rows only from 4 rows a thread: a second thread on the matmul alone costs
+    // more than it saves below that (measured).
+    let helpers = if columns || batch >= 4 * pool.threads() {
+        pool.threads() - 1
+    } else {
+        0
+    };
+    let Scratch {
+        a,
+        b,
+        c,
+        helpers: lent,
+        ..
+    } = scratch;
+    let lease = pool.enter(helpers, lent);
+    let len = batch * layers.iter().map(|l| l.outputs).max().unwrap_or(0);
+    let (a, b) = (grown(a, len), grown(b, len));
+    if lease.threads() == 1 {
+        rows::alone(layers, input, batch, a, b, output, post);
+        Ok(())
+    } else if columns {
+        columns::forward(layers, input, batch, [a, b, grown(c, len)], output, &lease)
+    } else {
+        rows::forward(layers, input, batch, [a, b], output, post, &lease)
+    }
+}

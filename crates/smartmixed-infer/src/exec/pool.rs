@@ -1,0 +1,348 @@
+//! [`Pool`]: the threads that compute forward passes, shared by every caller of the models
+//! that use it. A pool of `n` threads has `n` permits: a call takes one for its own thread
+//! before computing (sleeping on a condition variable while none is free) and, when no
+//! other caller is waiting, up to `n - 1` more, each with an idle worker to help split the
+//! pass. So however many threads call, at most `n` compute at once; callers beyond that
+//! sleep instead of spinning against each other.
+//!
+//! Why our own threads rather than rayon's pool (which the trainer uses): a split pass
+//! meets at a barrier after every layer, so its threads must all be running at once. Rayon
+//! hands jobs to whichever thread is free and offers no way to reserve a set of threads;
+//! a spin barrier inside a rayon job can wait forever for a thread that runs another
+//! caller's job, and a fork-join per layer instead (`rayon::scope` seven times a pass)
+//! adds its wake-ups to every layer of a batch-1 pass that takes about 80 µs in all.
+//! A worker spins briefly after a job (back-to-back calls start at once), then sleeps.
+//! A job that panics on any thread is caught where it runs; the thread still counts itself
+//! finished, so [`Lease::run`] returns the panic's message and the pool serves the next call.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+
+use smartmixed_core::fpenv::FlushDenormals;
+
+use crate::{Error, Result};
+
+/// The most threads a pool may have: an absurd request must not reach the OS.
+pub const MAX_THREADS: usize = 256;
+
+/// How long an idle worker spins before sleeping, in spin-loop iterations (about 50 µs).
+const SPINS: u32 = 20_000;
+
+/// A job for every thread of a call: called with the thread's index in the call (0 on the
+/// caller's thread, 1.. on its helpers).
+pub(crate) type Job<'a> = dyn Fn(usize) + Sync + 'a;
+
+/// A panic caught on a thread computing a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Panic {
+    /// Which thread: "the calling thread" or a worker's name.
+    pub(crate) thread: String,
+    /// The panic's message (its `&str` or `String` payload), or a note that it had none.
+    pub(crate) message: String,
+}
+
+impl Panic {
+    /// `payload` (from `catch_unwind`) caught on `thread`.
+    pub(crate) fn new(thread: String, payload: &(dyn Any + Send)) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "(a panic without a message)".to_string()
+        };
+        Self { thread, message }
+    }
+}
+
+/// The execution pool: worker threads and the permits that bound how many threads compute
+/// at once. Cheap to clone (a handle); the workers end when the last handle and every
+/// model using it are dropped. [`Pool::global`] is the process's default, sized to the
+/// cores; an embedder may make its own and give it to models with
+/// [`crate::Model::with_pool`].
+#[derive(Clone)]
+pub struct Pool(Arc<Owner>);
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({} threads)", self.threads())
+    }
+}
+
+/// Joins the workers when the last [`Pool`] handle goes.
+struct Owner {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// What the callers and the workers share.
+struct Shared {
+    threads: usize,
+    gate: Mutex<Gate>,
+    /// Callers waiting for a permit.
+    permit_freed: Condvar,
+    /// One slot per worker (worker `i` is `slots[i]`).
+    slots: Vec<Slot>,
+}
+
+/// The permits and the idle workers, under one lock.
+struct Gate {
+    free: usize,
+    /// Workers with no job, by slot index.
+    idle: Vec<usize>,
+    /// Callers sleeping until a permit is free: while any wait, no call takes helpers.
+    waiting: usize,
+}
+
+/// A worker's mailbox: the call it is to help with.
+struct Slot {
+    /// The address of the call's [`Call`], valid from a generation's publication until the
+    /// worker has counted itself in the call's `finished`.
+    call: AtomicUsize,
+    /// The worker's index within that call (1..).
+    index: AtomicUsize,
+    generation: AtomicUsize,
+    sleep: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// One call's job as its helpers see it, on the caller's stack.
+struct Call<'a> {
+    job: &'a Job<'a>,
+    finished: AtomicUsize,
+    /// The first panic a helper caught: written before the helper counts itself finished.
+    panic: Mutex<Option<Panic>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pool {
+    /// A pool of `threads` threads (capped to [`MAX_THREADS`]; 1 = every call on its own
+    /// thread, one at a time): `threads - 1` workers start now.
+    pub fn new(threads: usize) -> Result<Self> {
+        let mut owner = Self::unstarted(threads.clamp(1, MAX_THREADS));
+        for i in 0..owner.shared.slots.len() {
+            let shared = owner.shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("smartmixed-infer-{}", i + 1))
+                .spawn(move || worker(&shared, i))
+                .map_err(|e| Error::Thread(format!("starting pool worker {}: {e}", i + 1)))?;
+            owner.handles.push(handle);
+        }
+        Ok(Self(Arc::new(owner)))
+    }
+
+    /// The permits and slots of a pool of `threads`, its workers not yet started.
+    fn unstarted(threads: usize) -> Owner {
+        let shared = Arc::new(Shared {
+            threads,
+            gate: Mutex::new(Gate {
+                free: threads,
+                idle: (0..threads - 1).collect(),
+                waiting: 0,
+            }),
+            permit_freed: Condvar::new(),
+            slots: (0..threads - 1)
+                .map(|_| Slot {
+                    call: AtomicUsize::new(0),
+                    index: AtomicUsize::new(0),
+                    generation: AtomicUsize::new(0),
+                    sleep: Mutex::new(false),
+                    wake: Condvar::new(),
+                })
+                .collect(),
+        });
+        Owner {
+            shared,
+            handles: Vec::new(),
+        }
+    }
+
+    /// The process's pool, started on first use with one thread per core this process may
+    /// use (`std::thread::available_parallelism`, which follows CPU affinity and cgroup
+    /// quotas). If the OS refuses a worker, a pool of one thread.
+    pub fn global() -> &'static Pool {
+        static GLOBAL: OnceLock<Pool> = OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Pool::new(cores).unwrap_or_else(|_| Pool(Arc::new(Self::unstarted(1))))
+        })
+    }
+
+    /// Threads that may compute at once (the callers' included).
+    pub fn threads(&self) -> usize {
+        self.0.shared.threads
+    }
+
+    /// A permit for the calling thread (waiting, asleep, until one is free) and, when no
+    /// other caller waits, up to `helpers` idle workers with their permits, listed in
+    /// `workers` (the caller's buffer, so a warm call allocates nothing).
+    pub(crate) fn enter<'a>(&'a self, helpers: usize, workers: &'a mut Vec<usize>) -> Lease<'a> {
+        let s = &*self.0.shared;
+        let mut gate = locked(&s.gate);
+        if gate.free == 0 {
+            gate.waiting += 1;
+            gate = s
+                .permit_freed
+                .wait_while(gate, |g| g.free == 0)
+                .unwrap_or_else(|e| e.into_inner());
+            gate.waiting -= 1;
+        }
+        gate.free -= 1;
+        workers.clear();
+        if helpers > 0 && gate.waiting == 0 {
+            let take = helpers.min(gate.free).min(gate.idle.len());
+            let at = gate.idle.len() - take;
+            workers.extend(gate.idle.drain(at..));
+            gate.free -= take;
+        }
+        Lease { shared: s, workers }
+    }
+}
+
+/// The permits one call holds: its own thread's and its helpers'. Dropping it frees them.
+pub(crate) struct Lease<'a> {
+    shared: &'a Shared,
+    /// The helpers' slots.
+    workers: &'a mut Vec<usize>,
+}
+
+impl Lease<'_> {
+    /// Threads this call may use: its own and its helpers'.
+    pub(crate) fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `job(t)` on every thread `t` of the call (0 on the caller's) and returns when
+    /// all are done. A panicking job is caught on its thread (the others run their jobs to
+    /// the end: a job that makes threads wait for each other must let them stop waiting,
+    /// as the column split does), and the first panic is returned: the caller's own, else a
+    /// helper's. Each helper flushes subnormals during the job, as the caller does.
+    pub(crate) fn run(&self, job: &Job<'_>) -> std::result::Result<(), Panic> {
+        let call = Call {
+            job,
+            finished: AtomicUsize::new(0),
+            panic: Mutex::new(None),
+        };
+        for (i, &w) in self.workers.iter().enumerate() {
+            let slot = &self.shared.slots[w];
+            slot.call
+                .store(&call as *const Call<'_> as usize, Ordering::Relaxed);
+            slot.index.store(i + 1, Ordering::Relaxed);
+            let asleep = {
+                let asleep = locked(&slot.sleep);
+                slot.generation.fetch_add(1, Ordering::Release);
+                *asleep
+            };
+            if asleep {
+                slot.wake.notify_one();
+            }
+        }
+        let mine = catch_unwind(AssertUnwindSafe(|| job(0)));
+        // `call` lives on this frame, which returns only after every helper has finished
+        // with it: a panic cannot leave early, the caller's share is caught above.
+        let mut spins = 0u32;
+        while call.finished.load(Ordering::Acquire) < self.workers.len() {
+            std::hint::spin_loop();
+            spins += 1;
+            if spins > SPINS {
+                std::thread::yield_now();
+            }
+        }
+        let theirs = locked(&call.panic).take();
+        match (mine, theirs) {
+            (Err(payload), _) => Err(Panic::new("the calling thread".into(), &*payload)),
+            (Ok(()), Some(panic)) => Err(panic),
+            (Ok(()), None) => Ok(()),
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let s = self.shared;
+        let freed = self.workers.len() + 1;
+        let waiting = {
+            let mut gate = locked(&s.gate);
+            gate.free += freed;
+            gate.waiting
+        };
+        for _ in 0..freed.min(waiting) {
+            s.permit_freed.notify_one();
+        }
+    }
+}
+
+fn worker(s: &Shared, i: usize) {
+    let _mode = FlushDenormals::set(true);
+    let slot = &s.slots[i];
+    let mut seen = 0usize;
+    loop {
+        let mut spins = 0u32;
+        loop {
+            if slot.generation.load(Ordering::Acquire) != seen {
+                break;
+            }
+            spins += 1;
+            if spins < SPINS {
+                std::hint::spin_loop();
+                continue;
+            }
+            let mut asleep = locked(&slot.sleep);
+            *asleep = true;
+            let mut asleep = slot
+                .wake
+                .wait_while(asleep, |_| slot.generation.load(Ordering::Acquire) == seen)
+                .unwrap_or_else(|e| e.into_inner());
+            *asleep = false;
+        }
+        seen = slot.generation.load(Ordering::Acquire);
+        let address = slot.call.load(Ordering::Relaxed);
+        if address == 0 {
+            return; // shut down (see `Drop for Owner`)
+        }
+        // SAFETY: `Lease::run` stored the address of a live `Call` before publishing this
+        // generation (Release, read above with Acquire), and keeps it alive until
+        // `finished` counts this worker.
+        let call: &Call<'_> = unsafe { &*(address as *const Call<'_>) };
+        let index = slot.index.load(Ordering::Relaxed);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (call.job)(index))) {
+            let name = std::thread::current().name().map_or_else(
+                || format!("worker thread {index}"),
+                |n| format!("thread `{n}`"),
+            );
+            let panic = Panic::new(name, &*payload);
+            // A payload whose drop panics must not end this thread before it counts itself.
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(payload)));
+            locked(&call.panic).get_or_insert(panic);
+        }
+        // Idle again before the caller can free this worker's permit: a permit that is
+        // free always finds an idle worker.
+        locked(&s.gate).idle.push(i);
+        // The last touch of `call`: the caller may return as soon as it sees the count.
+        call.finished.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // No call is in flight: every call borrows a model or pool handle, and this is the
+        // last. A zero call address tells each worker to stop.
+        for slot in &self.shared.slots {
+            slot.call.store(0, Ordering::Relaxed);
+            {
+                let _asleep = locked(&slot.sleep);
+                slot.generation.fetch_add(1, Ordering::Release);
+            }
+            slot.wake.notify_one();
+        }
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
