@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use smartmixed_core::{lookup, TrainConfig, PAPER_POOL};
-use smartmixed_train::{train_step, Adam, Network, TrainPool};
+use smartmixed_core::{lookup, PAPER_POOL};
+use smartmixed_train::{train_step, Adam, Network, TrainConfig, TrainPool};
 
 struct Counting;
 

@@ -13,11 +13,12 @@ use criterion::black_box;
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use smartmixed_core::{fpenv, lookup, TrainConfig, PAPER_POOL};
+use smartmixed_core::{fpenv, lookup, PAPER_POOL};
 use smartmixed_train::train_step;
 use smartmixed_train::Adam;
 use smartmixed_train::Matrix;
 use smartmixed_train::Network;
+use smartmixed_train::TrainConfig;
 use smartmixed_train::TrainPool;
 
 const WIDTHS: [usize; 8] = [784, 768, 512, 512, 256, 256, 128, 10];

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use dfdx::prelude::*;
-use smartmixed_core::{AutoTransition, Mode, Phase, Select, TrainConfig, Transition};
+use smartmixed_core::Phase;
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::{read_metrics, EpochRecord, RunDir};
 use smartmixed_train::{checkpoint, export, Hidden, Silent, Summary, Trainer};
+use smartmixed_train::{AutoTransition, Mode, Select, TrainConfig, Transition};
 
 /// A small SmartMixed config on 1200 MNIST images (8 + 6 epochs), changed by `edit`.
 fn config(edit: impl FnOnce(&mut TrainConfig)) -> TrainConfig {

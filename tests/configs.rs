@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use smartmixed_core::{SweepConfig, TrainConfig, Transition};
+use smartmixed_train::{SweepConfig, TrainConfig, Transition};
 
 #[test]
 fn every_shipped_config_is_valid() {

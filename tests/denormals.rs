@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use dfdx::prelude::*;
-use smartmixed_core::{fpenv, TrainConfig};
+use smartmixed_core::fpenv;
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::RunDir;
+use smartmixed_train::TrainConfig;
 use smartmixed_train::{Progress, Summary, Trainer};
 
 /// Reads the mode back from the loop's thread and from every worker, at every batch.

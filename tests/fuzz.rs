@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use smartmixed_core::{InvalidCells, Manifest, SweepConfig, TrainConfig};
+use smartmixed_core::Manifest;
 use smartmixed_infer::{Model, Scratch};
 use smartmixed_train::data::image::{parse_pgm, read_png};
 use smartmixed_train::data::read_idx;
 use smartmixed_train::data::table;
 use smartmixed_train::{checkpoint, export, rundir, Network};
+use smartmixed_train::{InvalidCells, SweepConfig, TrainConfig};
 
 // ---------------------------------------------------------------------------------------
 // A counting allocator: bytes live per thread, and the peak since the last reset.
@@ -1160,7 +1161,7 @@ fn fuzz_sweep_shard_names_merge() {
 /// one ten-field row per planned cell.
 #[cfg(unix)]
 fn sweep_merge_plan_reads_back(shards: &[PathBuf], merged: &std::sync::atomic::AtomicUsize) {
-    use smartmixed_core::sweep::{plan_merge, results_csv, ResultRow, RESULTS_HEADER};
+    use smartmixed_train::sweep::{plan_merge, results_csv, ResultRow, RESULTS_HEADER};
     let Ok(plan) = plan_merge(shards) else {
         return;
     };

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use smartmixed_core::DataConfig;
 use smartmixed_train::data::Splits;
+use smartmixed_train::DataConfig;
 
 fn counts(labels: &[u8]) -> Vec<usize> {
     (0..10)

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dfdx::prelude::*;
-use smartmixed_core::TrainConfig;
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::{EpochRecord, RunDir};
 use smartmixed_train::Error;
+use smartmixed_train::TrainConfig;
 use smartmixed_train::{Progress, Silent, Summary, Trainer};
 
 /// Sets the stop flag (as Ctrl-C does) once epoch `epoch` of `phase` has finished.
@@ -174,8 +174,8 @@ fn resumed_auto_transition_runs_end_exactly_as_uninterrupted_ones() {
     // loss stays at epoch 1, which only the saved observations remember after a resume.
     cfg.phase1.lr = 1e-30;
     cfg.phase1.logit_lr = Some(1e-30);
-    cfg.phase1.transition = smartmixed_core::Transition::Auto;
-    cfg.phase1.auto = smartmixed_core::AutoTransition {
+    cfg.phase1.transition = smartmixed_train::Transition::Auto;
+    cfg.phase1.auto = smartmixed_train::AutoTransition {
         min_epochs: 2,
         window: 1,
         threshold: 0.01,
@@ -333,7 +333,7 @@ fn reinit_keeps_the_choices_and_restarts_the_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let transfer = config("");
     let mut reinit = transfer.clone();
-    reinit.phase2.init = smartmixed_core::Phase2Init::Reinit;
+    reinit.phase2.init = smartmixed_train::Phase2Init::Reinit;
     let data = Splits::load(&transfer.data, 10).unwrap();
     let stop = AtomicBool::new(false);
     let a = train(&transfer, &data, &tmp.path().join("t"), &mut Silent, &stop).unwrap();

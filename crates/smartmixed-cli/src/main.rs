@@ -52,11 +52,9 @@ enum Command {
     Report(report::ReportArgs),
 }
 
-/// Writes a file atomically (`smartmixed_core::fsutil`), the error naming it.
+/// Writes a file atomically (`smartmixed_train::fsutil`), the error naming it.
 pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use anyhow::Context;
-    smartmixed_core::fsutil::write_atomic(path, bytes)
-        .with_context(|| format!("{}: cannot write", path.display()))
+    Ok(smartmixed_train::fsutil::write_atomic(path, bytes)?)
 }
 
 /// `text` safe to print on a terminal: control characters (ANSI escapes, newlines,

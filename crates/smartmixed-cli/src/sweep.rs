@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use crate::write_atomic;
 use anyhow::{bail, Context, Result};
-use smartmixed_core::sweep::{
-    plan_merge, results_csv, shard, Cell, CellFilter, ResultRow, SweepConfig,
-};
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::{RunDir, SUMMARY};
+use smartmixed_train::sweep::{
+    plan_merge, results_csv, shard, Cell, CellFilter, ResultRow, SweepConfig,
+};
 use smartmixed_train::Cpu;
 use smartmixed_train::{Silent, Summary, Trainer};
 
@@ -237,7 +237,7 @@ fn changed_cells(cfg: &SweepConfig, cells: &[Cell], out: &Path) -> Vec<(String, 
             if !kept || !recorded.is_file() {
                 return None;
             }
-            let fields = match smartmixed_core::TrainConfig::from_file(&recorded) {
+            let fields = match smartmixed_train::TrainConfig::from_file(&recorded) {
                 Ok(old) => old.differences(&cfg.cell_config(cell)).join(", "),
                 Err(_) => "unreadable config.toml".to_string(),
             };
@@ -351,7 +351,7 @@ fn merge(dirs: &[PathBuf], out: &Path) -> Result<()> {
     let plan = plan_merge(dirs)?;
     let recorded = out.join(SWEEP_CONFIG);
     if recorded.exists() {
-        let (_, earlier) = smartmixed_core::sweep::read_sweep_dir_config(out)?;
+        let (_, earlier) = smartmixed_train::sweep::read_sweep_dir_config(out)?;
         let changed = earlier.differences(&plan.config);
         if !changed.is_empty() {
             bail!(

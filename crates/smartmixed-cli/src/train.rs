@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
-use smartmixed_core::{Mode, TrainConfig};
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::RunDir;
 use smartmixed_train::{check_data_fits, Summary, Trainer};
+use smartmixed_train::{Mode, TrainConfig};
 
 use crate::progress::Reporter;
 

@@ -1,7 +1,9 @@
 //! The one error type of `smartmixed-core`.
 
 /// Everything that can go wrong in core: unknown activations, invalid configs and
-/// invalid manifests.
+/// invalid manifests. (The config, sweep and read-config variants are raised by
+/// `smartmixed-train`'s config and sweep modules; they stay here so a config error keeps
+/// one type.)
 /// `#[non_exhaustive]`: new failure modes are added without breaking callers' matches.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

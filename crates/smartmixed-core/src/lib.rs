@@ -1,28 +1,26 @@
-//! SmartMixed's shared vocabulary: the activation registry, the training config, the
-//! exported model's manifest and the error type. Kept free of dfdx so the embeddable runtime can build on it.
+//! SmartMixed's shared vocabulary: what the trainer and the runtime both need (the
+//! activation registry, the exported model's manifest, the tensor file, the floating-point
+//! mode, the error type). Kept free of dfdx so the embeddable runtime can build on it; the
+//! training and sweep configs live in `smartmixed-train`.
 
 pub mod activation;
 mod builtin;
-pub mod config;
 mod error;
 pub mod fpenv;
-pub mod fsutil;
 pub mod manifest;
 pub mod math;
 mod phase;
-pub mod sweep;
 pub mod tensorfile;
+/// Only for tests (core's own and activation authors'): enable the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod tomlerr;
 
 pub use activation::{apply_blocks, lookup, registered_names, Activation, Block};
-pub use config::{
-    AutoTransition, DataConfig, DataFormat, InvalidCells, Mode, ModelConfig, OutputLoss,
-    Phase1Config, Phase2Config, Phase2Init, Select, TrainConfig, TrainingConfig, Transition,
-};
 pub use error::{Error, Result};
 pub use manifest::{GroupManifest, InputKind, InputManifest, LayerManifest, Manifest};
 pub use phase::Phase;
-pub use sweep::{Cell, CellFilter, SweepConfig};
+pub use tomlerr::toml_error;
 
 /// Re-exported so that [`register_activation!`] works in crates that do not depend on
 /// `inventory` themselves.

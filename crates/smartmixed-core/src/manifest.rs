@@ -347,7 +347,7 @@ impl Manifest {
     /// Parses TOML and validates it.
     pub fn from_toml(text: &str) -> Result<Self> {
         let m: Self = toml::from_str(text).map_err(|e| {
-            let (field, message) = crate::config::toml_error(text, &e);
+            let (field, message) = crate::toml_error(text, &e);
             Error::Manifest { field, message }
         })?;
         m.validate()?;

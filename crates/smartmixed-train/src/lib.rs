@@ -8,11 +8,12 @@
 //! crate's own tests and benches check directly.
 
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 mod epochs;
 mod error;
 pub mod export;
-mod fsutil;
+pub mod fsutil;
 mod kernels;
 mod matmul;
 mod memory;
@@ -25,14 +26,20 @@ mod resume;
 pub mod rundir;
 mod stopping;
 mod summary;
+pub mod sweep;
 mod trainer;
 
+pub use config::{
+    AutoTransition, DataConfig, DataFormat, InvalidCells, Mode, ModelConfig, OutputLoss,
+    Phase1Config, Phase2Config, Phase2Init, Select, TrainConfig, TrainingConfig, Transition,
+};
 pub use error::{Error, Result};
 pub use model::{Dense, Hidden, Network};
 pub use ops::{Matrix, TrainDevice};
 pub use optim::Adam;
 pub use pool::{capped_threads, TrainPool, MAX_THREADS, THREADS_PER_CORE};
 pub use summary::{EarlyEnd, Evaluation, PhaseSummary, Summary};
+pub use sweep::{Cell, CellFilter, SweepConfig};
 pub use trainer::{check_data_fits, train_step, Progress, Silent, Trainer};
 
 /// The devices a run trains on, re-exported so that callers need not depend on dfdx.

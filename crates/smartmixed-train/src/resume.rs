@@ -11,7 +11,7 @@ use dfdx::prelude::*;
 use safetensors::SafeTensors;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use smartmixed_core::{Mode, Phase, TrainConfig};
+use smartmixed_core::Phase;
 
 use crate::checkpoint;
 use crate::data::Splits;
@@ -22,7 +22,7 @@ use crate::optim::Adam;
 use crate::rundir::STATE;
 use crate::stopping::Watch;
 use crate::summary::{Evaluation, PhaseSummary};
-use crate::{Error, Result};
+use crate::{Error, Mode, Result, TrainConfig};
 
 const POSITION_KEY: &str = "resume";
 const STEP_KEY: &str = "adam_step";

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use smartmixed_core::tensorfile::read_text;
-use smartmixed_core::{Phase, TrainConfig};
+use smartmixed_core::Phase;
 
 use crate::fsutil::write_atomic;
-use crate::{Error, Result};
+use crate::{Error, Result, TrainConfig};
 
 /// File names inside a run directory.
 pub const CONFIG: &str = "config.toml";

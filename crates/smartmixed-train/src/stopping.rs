@@ -4,7 +4,8 @@
 //! saved in the resume state so that a resumed run decides exactly as an uninterrupted one.
 
 use serde::{Deserialize, Serialize};
-use smartmixed_core::{AutoTransition, Select};
+
+use crate::{AutoTransition, Select};
 
 /// What a phase has seen so far, beyond its best checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

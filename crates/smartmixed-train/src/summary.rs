@@ -1,7 +1,9 @@
 //! What a run reports: per-phase figures (Table I) and `summary.json`.
 
 use serde::{Deserialize, Serialize};
-use smartmixed_core::{InputManifest, Mode, Phase, Select};
+use smartmixed_core::{InputManifest, Phase};
+
+use crate::{Mode, Select};
 
 /// Loss and accuracy over a dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

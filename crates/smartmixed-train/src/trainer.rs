@@ -9,7 +9,7 @@ use dfdx::losses::cross_entropy_with_logits_loss;
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use smartmixed_core::{lookup, Mode, OutputLoss, Phase, Phase2Init, TrainConfig, Transition};
+use smartmixed_core::{lookup, Phase};
 
 use crate::checkpoint;
 use crate::data::{Dataset, Splits};
@@ -21,7 +21,7 @@ use crate::resume;
 use crate::rundir::{EpochRecord, RunDir};
 use crate::stopping::{EndRule, Watch};
 pub use crate::summary::{EarlyEnd, Evaluation, PhaseSummary, Summary};
-use crate::{Error, Result};
+use crate::{Error, Mode, OutputLoss, Phase2Init, Result, TrainConfig, Transition};
 
 /// Batch size of evaluation passes (no gradients, so larger is fine).
 const EVAL_BATCH: usize = 1000;
@@ -136,7 +136,7 @@ pub fn check_data_fits(cfg: &TrainConfig, data: &Splits, origin: &str) -> Result
     let features = data.train.features();
     if let Some(n) = cfg.model.inputs.filter(|&n| n != features) {
         let (path, what) = match &cfg.data.file {
-            Some(file) if cfg.data.format() == smartmixed_core::DataFormat::Csv => {
+            Some(file) if cfg.data.format() == crate::DataFormat::Csv => {
                 (file, format!("the table has {features} feature columns"))
             }
             _ => (&cfg.data.dir, format!("the images have {features} pixels")),

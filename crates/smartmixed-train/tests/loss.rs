@@ -3,9 +3,9 @@
 //! averaged over the batch as PyTorch's `CrossEntropyLoss` does.
 
 use dfdx::prelude::*;
-use smartmixed_core::OutputLoss;
 use smartmixed_train::internals::loss;
 use smartmixed_train::Matrix;
+use smartmixed_train::OutputLoss;
 
 #[test]
 fn cross_entropy_and_double_softmax_match_hand_computed_values() {

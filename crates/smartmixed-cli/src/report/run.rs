@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use smartmixed_core::{Phase, Select};
+use smartmixed_core::Phase;
 use smartmixed_train::rundir::{self, ChoiceShares, EpochRecord, CHOICES, METRICS, SUMMARY};
+use smartmixed_train::Select;
 use smartmixed_train::Summary;
 
 use super::plot::{Figure, Series, MAX_PANELS};

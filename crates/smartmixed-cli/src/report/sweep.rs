@@ -7,8 +7,8 @@ use std::path::Path;
 
 use super::ranking::{mean_reciprocal_rank, mean_std, rank_counts, ranks, WeightHeatmap};
 use anyhow::{Context, Result};
-use smartmixed_core::sweep::{SweepConfig, SMARTMIXED};
 use smartmixed_core::PAPER_POOL;
+use smartmixed_train::sweep::{SweepConfig, SMARTMIXED};
 use smartmixed_train::Hidden;
 use smartmixed_train::{checkpoint, Cpu};
 

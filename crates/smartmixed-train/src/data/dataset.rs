@@ -9,12 +9,12 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::HashMap;
 
-use smartmixed_core::{DataConfig, DataFormat, InputManifest};
+use smartmixed_core::InputManifest;
 
 use super::folder;
 use super::idx::read_idx;
 use super::table::{self, read_table};
-use crate::{Error, Result};
+use crate::{DataConfig, DataFormat, Error, Result};
 
 /// Items (flattened, any shape), their class labels and their preprocessing.
 #[derive(Debug, Clone)]

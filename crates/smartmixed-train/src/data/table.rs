@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-use smartmixed_core::InvalidCells;
-
+use crate::InvalidCells;
 use crate::{Error, Result};
 
 /// The longest table file read, in bytes: a bound on reading time for endless input (blank

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{lookup, Error, Result, PAPER_POOL};
+use smartmixed_core::{lookup, toml_error, Error, Result, PAPER_POOL};
 
 /// A whole `train` run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,7 +191,7 @@ pub struct TrainingConfig {
     #[serde(default)]
     pub seed: u64,
     /// Every training thread flushes subnormal floats to zero (see
-    /// [`crate::fpenv`]): late in a long run they slow the step 3-4x. `false` keeps
+    /// [`smartmixed_core::fpenv`]): late in a long run they slow the step 3-4x. `false` keeps
     /// IEEE subnormals.
     #[serde(default = "default_true")]
     pub flush_denormals: bool,
@@ -435,12 +435,14 @@ fn positive(field: &str, v: f64) -> Problem {
     }
 }
 
-/// A config file's text, at most [`crate::MAX_TEXT_BYTES`] (configs and sweep configs).
+/// A config file's text, at most [`smartmixed_core::MAX_TEXT_BYTES`] (configs and sweep configs).
 pub(crate) fn read_config(path: &Path) -> Result<String> {
-    crate::tensorfile::read_text(path, crate::MAX_TEXT_BYTES).map_err(|source| Error::ReadConfig {
-        path: path.display().to_string(),
-        source,
-    })
+    smartmixed_core::tensorfile::read_text(path, smartmixed_core::MAX_TEXT_BYTES).map_err(
+        |source| Error::ReadConfig {
+            path: path.display().to_string(),
+            source,
+        },
+    )
 }
 
 /// TOML text parsed into `T`; a parse error names `origin` and the line.
@@ -453,25 +455,6 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, origin: &st
             message,
         }
     })
-}
-
-/// Where a TOML parse error is (`line N`, or `toml` when it has no position) and what it
-/// says, in one line and never empty.
-pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> (String, String) {
-    let field = match e.span() {
-        Some(s) => {
-            let before = text.get(..s.start.min(text.len())).unwrap_or(text);
-            format!("line {}", before.matches('\n').count() + 1)
-        }
-        None => "toml".to_string(),
-    };
-    let message = e.message().trim().replace('\n', " ");
-    let message = if message.is_empty() {
-        "invalid TOML (cut short?)".to_string()
-    } else {
-        message
-    };
-    (field, message)
 }
 
 /// The dotted fields whose values differ between two configs of one type (a train config

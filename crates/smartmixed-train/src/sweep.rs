@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use smartmixed_core::{Error, Result};
+
 use crate::config::{
     default_pool, DataConfig, Mode, ModelConfig, OutputLoss, Phase1Config, Phase2Config,
     TrainingConfig, Transition,
 };
-use crate::{Error, Result, TrainConfig};
+use crate::TrainConfig;
 
 /// The method name of the two-phase SmartMixed run in `sweep.methods`.
 pub const SMARTMIXED: &str = "smartmixed";
@@ -309,8 +311,8 @@ pub fn read_sweep_dir_config(dir: &Path) -> Result<(String, SweepConfig)> {
             message: format!("no {SWEEP_FILE}, so not a sweep directory (or shard) to merge"),
         });
     }
-    let text =
-        crate::tensorfile::read_text(&path, crate::MAX_TEXT_BYTES).map_err(|e| Error::Sweep {
+    let text = smartmixed_core::tensorfile::read_text(&path, smartmixed_core::MAX_TEXT_BYTES)
+        .map_err(|e| Error::Sweep {
             path: path.clone(),
             message: format!("cannot read: {e}"),
         })?;
@@ -389,7 +391,7 @@ pub fn plan_merge(shards: &[PathBuf]) -> Result<MergePlan> {
 fn same_summary(a: &Path, b: &Path) -> Result<bool> {
     let read = |d: &Path| {
         let path = d.join(SUMMARY_FILE);
-        crate::tensorfile::read_text(&path, MAX_SUMMARY_BYTES).map_err(|e| Error::Sweep {
+        smartmixed_core::tensorfile::read_text(&path, MAX_SUMMARY_BYTES).map_err(|e| Error::Sweep {
             path,
             message: format!("cannot read: {e}"),
         })
