@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// starts whenever the batcher is free, with every row queued by then).
     #[arg(long, default_value_t = 0)]
     max_wait_us: u64,
+    /// Microseconds a row may wait, past --max-wait-us, for as many rows as the last batch
+    /// had (clients just answered sending their next request); 0: never.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    regather_us: u64,
     /// Rows that may wait; beyond, requests are answered 503.
     #[arg(long, default_value_t = 1024)]
     queue: usize,
@@ -354,6 +358,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_batch: args.max_batch,
         max_wait: Duration::from_micros(args.max_wait_us),
         queue_capacity: args.queue,
+        regather: Duration::from_micros(args.regather_us),
     };
     let app = Arc::new(App {
         description: describe(&model),

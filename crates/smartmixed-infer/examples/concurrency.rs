@@ -9,7 +9,11 @@
 //!
 //! ```text
 //! cargo run --release -p smartmixed-infer --example concurrency -- [SECONDS] [MODEL_DIR]
+//! cargo run --release -p smartmixed-infer --example concurrency -- --save DIR
 //! ```
+//!
+//! `--save DIR` writes the synthetic model as an export (`model.safetensors`,
+//! `manifest.toml`) for other benchmarks (`smartmixed-cli`'s `load` example) and exits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
@@ -38,6 +42,12 @@ impl Rng {
 /// The representative network with weights uniform in +-1/sqrt(inputs), every hidden
 /// layer split into six equal blocks, one per activation.
 fn synthetic() -> Result<Model, Box<dyn std::error::Error>> {
+    let (weights, manifest) = synthetic_files()?;
+    Ok(Model::from_bytes(&weights, manifest.as_bytes())?)
+}
+
+/// [`synthetic`]'s safetensors bytes and manifest text.
+fn synthetic_files() -> Result<(Vec<u8>, String), Box<dyn std::error::Error>> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut manifest = format!(
         "format = \"smartmixed-manifest\"\nversion = 1\ninputs = {}\noutput_activation = \"identity\"\n",
@@ -76,8 +86,7 @@ fn synthetic() -> Result<Model, Box<dyn std::error::Error>> {
             TensorView::new(Dtype::F32, shape.clone(), bytes)?,
         ));
     }
-    let bytes = safetensors::serialize(views, &None)?;
-    Ok(Model::from_bytes(&bytes, manifest.as_bytes())?)
+    Ok((safetensors::serialize(views, &None)?, manifest))
 }
 
 /// One configuration's result.
@@ -139,7 +148,16 @@ fn measure(model: &Arc<Model>, callers: usize, batch: usize, seconds: f64) -> Me
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--save") {
+        let dir = std::path::PathBuf::from(args.nth(1).ok_or("--save needs a directory")?);
+        let (weights, manifest) = synthetic_files()?;
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(smartmixed_infer::WEIGHTS_FILE), weights)?;
+        std::fs::write(dir.join(smartmixed_infer::MANIFEST_FILE), manifest)?;
+        println!("wrote {}", dir.display());
+        return Ok(());
+    }
     let seconds: f64 = match args.next() {
         Some(s) => s.parse()?,
         None => 1.5,

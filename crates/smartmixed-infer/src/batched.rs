@@ -36,7 +36,17 @@ pub struct BatchOptions {
     /// Requests waiting beyond the batch being computed; one more is refused with
     /// [`Error::QueueFull`] (1 to [`MAX_QUEUE`]).
     pub queue_capacity: usize,
+    /// The longest a request waits, past `max_wait`, for as many rows as the last batch
+    /// had (at most [`MAX_REGATHER`]; zero: never). Callers that wait for their answer
+    /// submit again only after it, one by one as each wakes: without this, a batch would
+    /// start with the first of them back and the rest would form the next, so batches
+    /// would stay far below the number of callers. A lone caller's batches are of one row,
+    /// which is always there: it never waits.
+    pub regather: Duration,
 }
+
+/// Largest accepted [`BatchOptions::regather`].
+pub const MAX_REGATHER: Duration = Duration::from_secs(1);
 
 /// Largest accepted [`BatchOptions::max_batch`].
 pub const MAX_BATCH_ROWS: usize = 4096;
@@ -58,6 +68,7 @@ impl Default for BatchOptions {
             max_batch: 32,
             max_wait: Duration::ZERO,
             queue_capacity: 1024,
+            regather: Duration::from_micros(100),
         }
     }
 }
@@ -198,6 +209,12 @@ impl BatchedModel {
         if !(1..=MAX_QUEUE).contains(&options.queue_capacity) {
             return Err(bad("queue_capacity", options.queue_capacity, MAX_QUEUE));
         }
+        if options.regather > MAX_REGATHER {
+            return Err(Error::BatchOptions {
+                field: "regather".into(),
+                message: format!("{:?}, expected at most {MAX_REGATHER:?}", options.regather),
+            });
+        }
         let shared = Arc::new(Shared {
             model,
             options,
@@ -314,7 +331,9 @@ impl Shared {
     fn serve(&self) {
         let mut scratch = Scratch::new();
         let (mut raw, mut logits) = (Vec::new(), Vec::new());
-        while let Some(batch) = self.next_batch() {
+        let mut last = 1;
+        while let Some(batch) = self.next_batch(last) {
+            last = batch.len();
             self.batches.fetch_add(1, Ordering::Relaxed);
             let bucket = BATCH_BUCKETS
                 .iter()
@@ -326,12 +345,18 @@ impl Shared {
     }
 
     /// Waits for a first request, then for more until the batch is full, the first has
-    /// waited `max_wait`, or the queue closes. `None`: closed and empty.
-    fn next_batch(&self) -> Option<Vec<Request>> {
+    /// waited `max_wait` (and, while fewer than `last` rows are queued, `regather`), or
+    /// the queue closes. `None`: closed and empty.
+    fn next_batch(&self, last: usize) -> Option<Vec<Request>> {
         let mut q = lock(&self.queue);
         loop {
             if let Some(first) = q.pending.front() {
-                let deadline = first.arrived + self.options.max_wait;
+                let wait = if q.pending.len() < last.min(self.options.max_batch) {
+                    self.options.max_wait.max(self.options.regather)
+                } else {
+                    self.options.max_wait
+                };
+                let deadline = first.arrived + wait;
                 let now = Instant::now();
                 if q.pending.len() >= self.options.max_batch || q.closed || now >= deadline {
                     let n = q.pending.len().min(self.options.max_batch);

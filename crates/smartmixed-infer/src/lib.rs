@@ -28,6 +28,7 @@ mod packed;
 
 pub use batched::{
     BatchOptions, BatchStats, BatchedModel, Ticket, BATCH_BUCKETS, MAX_BATCH_ROWS, MAX_QUEUE,
+    MAX_REGATHER,
 };
 pub use error::{Error, Result};
 pub use exec::{Pool, Scratch, MAX_THREADS};
