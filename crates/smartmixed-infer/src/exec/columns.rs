@@ -14,28 +14,28 @@ use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::pool::{Lease, Panic};
+use super::pool::{Lease, Panic, Wait};
 use super::Shared;
 use crate::kernel::GEMV_ROWS;
 use crate::model::Layer;
 use crate::packed::NR;
 
-/// A barrier for a fixed number of threads that spins (the threads are all running this
-/// call and the wait is microseconds), yielding if it lasts. `failed` releases it: a
-/// thread that panicked never arrives.
-struct SpinBarrier<'a> {
+/// A barrier for the threads of a lease that spins (the threads are all running this
+/// call and the wait is microseconds), yielding and marking the call stalled if it lasts.
+/// `failed` releases it: a thread that panicked never arrives.
+struct SpinBarrier<'l, 'a> {
     arrived: AtomicUsize,
     generation: AtomicUsize,
-    threads: usize,
-    failed: &'a AtomicBool,
+    lease: &'l Lease<'a>,
+    failed: &'l AtomicBool,
 }
 
-impl<'a> SpinBarrier<'a> {
-    fn new(threads: usize, failed: &'a AtomicBool) -> Self {
+impl<'l, 'a> SpinBarrier<'l, 'a> {
+    fn new(lease: &'l Lease<'a>, failed: &'l AtomicBool) -> Self {
         Self {
             arrived: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
-            threads,
+            lease,
             failed,
         }
     }
@@ -44,21 +44,17 @@ impl<'a> SpinBarrier<'a> {
     /// after which the barrier is not used again (the threads stop).
     fn wait(&self) -> bool {
         let generation = self.generation.load(Ordering::Acquire);
-        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.threads {
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.lease.threads() {
             self.arrived.store(0, Ordering::Relaxed);
             self.generation.fetch_add(1, Ordering::Release);
             return !self.failed.load(Ordering::Acquire);
         }
-        let mut spins = 0u32;
+        let mut wait = Wait::new(self.lease);
         while self.generation.load(Ordering::Acquire) == generation {
             if self.failed.load(Ordering::Acquire) {
                 return false;
             }
-            std::hint::spin_loop();
-            spins += 1;
-            if spins > 20_000 {
-                std::thread::yield_now();
-            }
+            wait.pause();
         }
         !self.failed.load(Ordering::Acquire)
     }
@@ -88,7 +84,6 @@ pub(crate) fn forward(
     output: &mut [f32],
     lease: &Lease<'_>,
 ) -> Result<(), Panic> {
-    let threads = lease.threads();
     let widest = layers.iter().map(|l| l.outputs).max().unwrap_or(0);
     let classes = layers.last().map_or(0, |l| l.outputs);
     assert!(
@@ -101,7 +96,7 @@ pub(crate) fn forward(
     let [x, p, y] = bufs.map(Shared::new);
     let out = Shared::new(output);
     let failed = AtomicBool::new(false);
-    let barrier = SpinBarrier::new(threads, &failed);
+    let barrier = SpinBarrier::new(lease, &failed);
     // Work items are tickets numbered across layers: layer i owns tickets base_i..end_i. A
     // thread takes tickets until one lies past its layer, and keeps that one for the next.
     let tickets = AtomicUsize::new(0);
