@@ -155,7 +155,10 @@ fn resolve(args: &TrainArgs) -> Result<(TrainConfig, String)> {
     }
     let mut cfg = crate::config_args::apply_sets(cfg, &args.sets)?;
     let origin = if !args.sets.is_empty() {
-        format!("{origin} with {}", crate::config_args::shown_sets(&args.sets))
+        format!(
+            "{origin} with {}",
+            crate::config_args::shown_sets(&args.sets)
+        )
     } else if overridden || args.seed.is_some() {
         format!("{origin} with command-line overrides")
     } else {

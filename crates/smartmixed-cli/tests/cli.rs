@@ -349,7 +349,10 @@ fn tiny_run_with_full_test_set(tmp: &Path) -> PathBuf {
         .unwrap()
         .replace("test_limit = 2000\n", "")
         // Copied away from configs/, its data path (relative to the file) is given whole.
-        .replace("\"../data/mnist\"", &format!("{:?}", root().join("data/mnist")));
+        .replace(
+            "\"../data/mnist\"",
+            &format!("{:?}", root().join("data/mnist")),
+        );
     let cfg = write_config(tmp, "tiny-full.toml", &text);
     let out = tmp.join("run");
     let o = cli(&[
@@ -830,7 +833,10 @@ fn ctrl_c_exits_130_and_resume_finishes_the_run() {
     let text = std::fs::read_to_string(root().join("configs/tiny.toml"))
         .unwrap()
         .replace("[phase2]\nepochs = 2", "[phase2]\nepochs = 150")
-        .replace("\"../data/mnist\"", &format!("{:?}", root().join("data/mnist")));
+        .replace(
+            "\"../data/mnist\"",
+            &format!("{:?}", root().join("data/mnist")),
+        );
     let cfg = write_config(tmp.path(), "long.toml", &text);
     let args = [
         "train",

@@ -108,7 +108,7 @@ fn a_sweep_report_over_a_subset_ranks_only_what_ran_and_marks_the_rest() {
     let config = std::fs::read_to_string(cells.join("a01-tanh-s0/config.toml")).unwrap();
     std::fs::write(
         cells.join("a01-tanh-s0/config.toml"),
-        config.replace("\"relu\"", "\"tanh\""),
+        config.replace("activation = \"relu\"", "activation = \"tanh\""),
     )
     .unwrap();
     unfinish(&cells.join("a01-tanh-s0"), 1);
@@ -141,7 +141,11 @@ fn only_a_method_the_sweep_lacks_names_sweep_methods() {
     ]);
     assert_one_line_error(
         &o,
-        &["--only method=smartmixed-auto", "sweep.methods", "smartmixed"],
+        &[
+            "--only method=smartmixed-auto",
+            "sweep.methods",
+            "smartmixed",
+        ],
     );
     assert!(!root().join("target/never-created").exists());
 }
@@ -188,10 +192,7 @@ fn epoch_lines_label_the_choice_counts_and_show_elapsed_and_eta() {
     assert!(line.contains("ETA 00:00:"), "{line}");
     // SMALL's hidden layers are 16 and 8 wide; each list adds up to its width.
     let label = "neurons choosing relu/sigmoid/tanh/leaky_relu/elu/selu per layer: ";
-    let lists = line
-        .split_once(label)
-        .unwrap_or_else(|| panic!("{line}"))
-        .1;
+    let lists = line.split_once(label).unwrap_or_else(|| panic!("{line}")).1;
     let widths: Vec<usize> = lists
         .split("] [")
         .map(|l| {
@@ -276,7 +277,11 @@ fn config_paths_are_relative_to_the_config_file() {
 #[test]
 fn set_overrides_any_field_and_print_config_shows_every_default() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), "c.toml", &format!("{SMALL}[data]\nclasses = 2\n"));
+    let cfg = write_config(
+        tmp.path(),
+        "c.toml",
+        &format!("{SMALL}[data]\nclasses = 2\n"),
+    );
     let o = cli(&[
         "train",
         "--config",
@@ -291,7 +296,10 @@ fn set_overrides_any_field_and_print_config_shows_every_default() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap();
-    assert_eq!(printed["phase1"]["auto"]["threshold"].as_float(), Some(0.25));
+    assert_eq!(
+        printed["phase1"]["auto"]["threshold"].as_float(),
+        Some(0.25)
+    );
     assert_eq!(printed["training"]["select"].as_str(), Some("val_accuracy"));
     assert_eq!(
         printed["model"]["hidden"],
@@ -330,7 +338,12 @@ fn csv_table(tmp: &Path) -> PathBuf {
     let mut text = String::from("a,b,label\n");
     for i in 0..60 {
         let c = i % 2;
-        text.push_str(&format!("{},{},{}\n", c as f64 + 0.01 * i as f64, 1 - c, ["no", "yes"][c]));
+        text.push_str(&format!(
+            "{},{},{}\n",
+            c as f64 + 0.01 * i as f64,
+            1 - c,
+            ["no", "yes"][c]
+        ));
     }
     let path = tmp.join("t.csv");
     std::fs::write(&path, text).unwrap();

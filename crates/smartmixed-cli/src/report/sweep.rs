@@ -247,6 +247,11 @@ impl Writer<'_> {
             .iter()
             .filter(|f| f.cell.method == SMARTMIXED)
             .collect();
+        if smart.is_empty() {
+            // A heatmap of nothing but n/a, as for a sweep run without SmartMixed cells.
+            self.md.push_str("\n## Mean weight between activation groups (Fig. 6)\n\nNo SmartMixed cell has finished, so there are no activation groups to pool.\n");
+            return Ok(());
+        }
         let pool = &sw.pool;
         let h = heatmap(&smart, pool)?;
         let values: Vec<Vec<Option<f64>>> = (0..pool.len())
@@ -347,10 +352,13 @@ impl Writer<'_> {
     }
 }
 
+/// Running cells with where each is, and the ids of cells not run.
+type Unfinished = (Vec<(String, String)>, Vec<String>);
+
 /// The cells of a sweep that have not finished: each running one (a directory without
 /// summary.json) with where it is, and the cells of the sweep config that have no
 /// directory yet.
-fn unfinished_cells(dir: &Path) -> Result<(Vec<(String, String)>, Vec<String>)> {
+fn unfinished_cells(dir: &Path) -> Result<Unfinished> {
     let cells = dir.join("cells");
     let mut running = Vec::new();
     let entries = std::fs::read_dir(&cells)
