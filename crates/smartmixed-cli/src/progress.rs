@@ -100,8 +100,9 @@ impl Progress for Reporter {
         let elapsed = self.started.elapsed();
         // The phase's remaining epochs at this process's mean epoch time (at most: an
         // automatic transition or early stopping can end the phase sooner).
-        let left = self.epochs.saturating_sub(r.epoch) as u32;
-        let eta = (elapsed / self.ran.max(1) as u32).saturating_mul(left);
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let left = count(self.epochs.saturating_sub(r.epoch));
+        let eta = (elapsed / count(self.ran.max(1))).saturating_mul(left);
         let mut line = format!(
             "{} epoch {}/{}: train loss {:.4}, val loss {:.4}, val acc {:.2}%, {:.1} s, {:.0} samples/s, elapsed {}, ETA {}",
             r.phase,
