@@ -11,19 +11,33 @@ pub struct ExportArgs {
     /// A run directory written by `train`.
     #[arg(long)]
     run: PathBuf,
-    /// Directory to write model.safetensors and manifest.toml into.
-    #[arg(long = "safetensors")]
+    /// Directory to write model.safetensors and manifest.toml into (created if needed;
+    /// `--safetensors DIR` is the older name of this flag).
+    #[arg(long = "out", visible_alias = "safetensors", value_name = "DIR")]
     out: PathBuf,
     /// Which phase's best checkpoint: 2 (default; a fixed baseline's own checkpoint when the
     /// run is a baseline) or 1 (exported with its argmax choices).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
     phase: u8,
-    /// Replace a model already in the --safetensors directory.
+    /// Replace a model already in the --out directory.
     #[arg(long)]
     force: bool,
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
+    // An export is two files; a name like `model.safetensors` would become a directory.
+    if args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+    {
+        bail!(
+            "--out {}: expected a directory to write {} and {} into, not a file name",
+            args.out.display(),
+            smartmixed_core::manifest::WEIGHTS_FILE,
+            smartmixed_core::manifest::MANIFEST_FILE
+        );
+    }
     let candidates: Vec<String> = if args.phase == 1 {
         vec![Phase::Phase1.checkpoint_file()]
     } else {

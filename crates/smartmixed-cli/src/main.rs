@@ -3,6 +3,7 @@
 //! parsing, progress display and one-line errors.
 //! All work happens in the library crates; anyhow lives only here.
 
+mod config_args;
 mod eval;
 mod export;
 mod inspect;
@@ -149,5 +150,31 @@ fn main() -> ExitCode {
             eprintln!("error: {}", one_line(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag and positional argument of every subcommand says what it is in `--help`
+    /// (three of train's flags had no text).
+    #[test]
+    fn every_argument_has_help_text() {
+        let mut missing = Vec::new();
+        let cli = super::Cli::command();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                let text = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if text.trim().is_empty() {
+                    missing.push(format!("{} {id}", sub.get_name()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

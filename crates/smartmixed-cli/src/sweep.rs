@@ -15,7 +15,9 @@ use smartmixed_train::sweep::{
     plan_merge, results_csv, shard, Cell, CellFilter, ResultRow, SweepConfig,
 };
 use smartmixed_train::Cpu;
-use smartmixed_train::{Silent, Summary, Trainer};
+use smartmixed_train::{Summary, Trainer};
+
+use crate::progress::Reporter;
 
 use crate::train::parse_threads;
 
@@ -72,16 +74,24 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
     // Read once: the same text is parsed here and recorded as sweep.toml below.
     let text = smartmixed_core::tensorfile::read_text(config_path, smartmixed_core::MAX_TEXT_BYTES)
         .with_context(|| format!("{}: cannot read", config_path.display()))?;
-    let cfg = SweepConfig::from_toml_str(&text, &config_path.display().to_string())?;
+    let mut cfg = SweepConfig::from_toml_str(&text, &config_path.display().to_string())?;
+    // Relative paths in the sweep file are relative to its folder, as in a train config.
+    crate::config_args::resolve_data_paths(&mut cfg.data, &text, config_path)?;
     let mut cells = cfg.cells();
-    // A value the sweep does not have is a typo, not an empty selection.
+    // A value the sweep does not have is a typo or a method the config leaves out (such
+    // as smartmixed-auto in the paper's sweeps), not an empty selection.
     if let Some(missing) = args.only.iter().find_map(|f| f.missing_value(&cells)) {
         bail!(
-            "--only {missing}: no cell of {} has it (its cells: {} architectures, methods {}, seeds {:?})",
+            "--only {missing}: no cell of {} has it (sweep.architectures: 1 to {}; sweep.methods: {}; sweep.seeds: {:?}){}",
             config_path.display(),
             cfg.sweep.architectures.len(),
             cfg.sweep.methods.join(", "),
-            cfg.sweep.seeds
+            cfg.sweep.seeds,
+            if missing.starts_with("method=") {
+                "; add the method to sweep.methods to run it"
+            } else {
+                ""
+            }
         );
     }
     // Filtered first, then sharded: N shards split the selected cells evenly.
@@ -119,7 +129,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
     let total = cells.len();
     for (i, cell) in cells.iter().enumerate() {
         let tag = format!("[{}/{total}] {}", i + 1, cell.id());
-        match train_cell(&args, &cfg, cell, &data, &stop) {
+        match train_cell(&args, &cfg, cell, &data, &stop, &tag) {
             Ok(None) => println!("{tag}: finished earlier, skipped"),
             Ok(Some((s, resumed))) => {
                 let last = s.phases.last().context("a run has phases")?;
@@ -186,6 +196,7 @@ fn train_cell(
     cell: &Cell,
     data: &Splits,
     stop: &AtomicBool,
+    tag: &str,
 ) -> smartmixed_train::Result<Option<(Summary, bool)>> {
     let dir = args.out.join("cells").join(cell.id());
     if dir.join(SUMMARY).is_file() {
@@ -206,21 +217,23 @@ fn train_cell(
         }
         RunDir::create(&dir)?
     };
+    let mut reporter = Reporter::new(&cell_cfg.model.pool, Some(tag.to_string()));
     let mut trainer = Trainer {
         dev: &Cpu::default(),
         config: &cell_cfg,
         data,
         run: &mut run,
-        progress: &mut Silent,
+        progress: &mut reporter,
         stop,
         threads: args.threads,
     };
     let summary = if resumable {
-        trainer.resume()?
+        trainer.resume()
     } else {
-        trainer.run()?
+        trainer.run()
     };
-    Ok(Some((summary, resumable)))
+    reporter.finish();
+    Ok(Some((summary?, resumable)))
 }
 
 /// The cells under `out/cells` (finished or resumable) whose recorded config.toml differs

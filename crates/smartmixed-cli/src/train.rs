@@ -1,11 +1,13 @@
 //! `smartmixed-cli train`: resolve the config, load the data, train, print Table I.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use smartmixed_core::InputKind;
+use smartmixed_train::config::DataFormat;
 use smartmixed_train::data::Splits;
 use smartmixed_train::rundir::RunDir;
 use smartmixed_train::{check_data_fits, Summary, Trainer};
@@ -28,13 +30,17 @@ pub struct TrainArgs {
     /// Run directory to create (default: runs/run-<unix time>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Epochs of phase 1 (`phase1.epochs`; with `transition = "auto"`, the most it takes).
     #[arg(long, value_parser = parse_toml_count)]
     phase1_epochs: Option<usize>,
+    /// Epochs of phase 2 (`phase2.epochs`).
     #[arg(long, value_parser = parse_toml_count)]
     phase2_epochs: Option<usize>,
+    /// Seed of weight init, shuffling and Gumbel noise (`training.seed`).
     #[arg(long, value_parser = parse_seed, allow_negative_numbers = true)]
     seed: Option<u64>,
-    /// Directory with the four MNIST-style IDX files.
+    /// `data.dir`: the IDX files or the image folder, relative to the working directory
+    /// (a CSV config names its table in `data.file`; use --set data.file=PATH).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Train on a random subset of this many training images.
@@ -46,6 +52,15 @@ pub struct TrainArgs {
     /// Training threads (default: every core; at most 4 per core are started).
     #[arg(long, default_value_t = 0, hide_default_value = true, value_parser = parse_threads)]
     threads: usize,
+    /// Override any config field: `--set section.key=VALUE` (VALUE as TOML, or a bare
+    /// string), e.g. `--set phase1.auto.threshold=0.2`; repeatable, applied in order after
+    /// the other flags. A path given here is relative to the working directory.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::config_args::parse_set, conflicts_with = "resume")]
+    sets: Vec<crate::config_args::Set>,
+    /// Print the resolved config (file, flags and --set, with every default) as TOML and
+    /// exit without training.
+    #[arg(long, conflicts_with = "resume")]
+    print_config: bool,
 }
 
 /// `--threads`: 0 (every core) up to [`smartmixed_train::MAX_THREADS`].
@@ -92,16 +107,30 @@ fn parse_toml_count(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
-/// The config and the name errors give it.
+/// The config and the name errors give it. Relative paths in a config file are relative
+/// to its folder (the built-in config's to `configs/` under the working directory, where
+/// it comes from); paths from flags and `--set` to the working directory.
 fn resolve(args: &TrainArgs) -> Result<(TrainConfig, String)> {
-    let (mut cfg, origin) = match &args.config {
-        Some(path) => (TrainConfig::from_file(path)?, path.display().to_string()),
-        None => (
-            TrainConfig::from_toml_str(QUICK, "configs/quick.toml")?,
-            "configs/quick.toml".into(),
+    let (text, path) = match &args.config {
+        Some(path) => (
+            smartmixed_core::tensorfile::read_text(path, smartmixed_core::MAX_TEXT_BYTES)
+                .with_context(|| format!("{}: cannot read config", path.display()))?,
+            path.clone(),
         ),
+        None => (QUICK.to_string(), PathBuf::from("configs/quick.toml")),
     };
-    let mut overridden = false;
+    let origin = path.display().to_string();
+    // Parsed unvalidated, so that flags and --set may mend a field; a parse error is
+    // core's, naming the line.
+    let mut cfg: TrainConfig = match toml::from_str(&text) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            TrainConfig::from_toml_str(&text, &origin)?;
+            anyhow::bail!("{origin}: {}", e.message());
+        }
+    };
+    crate::config_args::resolve_data_paths(&mut cfg.data, &text, &path)?;
+    let mut overridden = !args.sets.is_empty();
     let mut set = |b: bool| overridden |= b;
     if let Some(e) = args.phase1_epochs {
         cfg.phase1.epochs = e;
@@ -125,13 +154,39 @@ fn resolve(args: &TrainArgs) -> Result<(TrainConfig, String)> {
         cfg.data.test_limit = Some(n);
         set(true);
     }
-    let origin = if overridden || args.seed.is_some() {
+    let mut cfg = crate::config_args::apply_sets(cfg, &args.sets)?;
+    let origin = if !args.sets.is_empty() {
+        format!(
+            "{origin} with {}",
+            crate::config_args::shown_sets(&args.sets)
+        )
+    } else if overridden || args.seed.is_some() {
         format!("{origin} with command-line overrides")
     } else {
         origin
     };
     cfg.validate(&origin)?;
+    if let Some(d) = &args.data_dir {
+        set_data_dir(&mut cfg, d, &origin)?;
+    }
     Ok((cfg, origin))
+}
+
+/// `--data-dir`: `data.dir`, for IDX files and image folders only; a CSV config would
+/// ignore it, so it is refused naming the table.
+fn set_data_dir(cfg: &mut TrainConfig, dir: &Path, origin: &str) -> Result<()> {
+    if cfg.data.format() == DataFormat::Csv {
+        anyhow::bail!(
+            "--data-dir {}: {origin} reads the CSV table data.file = {}, which --data-dir does not change; give the table with --set data.file=PATH",
+            dir.display(),
+            cfg.data
+                .file
+                .as_deref()
+                .map_or_else(|| "?".into(), |f| f.display().to_string())
+        );
+    }
+    cfg.data.dir = dir.to_path_buf();
+    Ok(())
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
@@ -140,14 +195,22 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             // Checked first, so that a directory that is not a run says so.
             let run = RunDir::open(dir)?;
             let path = dir.join(smartmixed_train::rundir::CONFIG);
+            // A run's config.toml records paths as training resolved them (absolute
+            // since paths became relative to the config file), so they are not resolved
+            // again here.
             let mut cfg = TrainConfig::from_file(&path)?;
+            let origin = path.display().to_string();
             if let Some(d) = &args.data_dir {
-                cfg.data.dir = d.clone();
+                set_data_dir(&mut cfg, d, &origin)?;
             }
-            (cfg, path.display().to_string(), Some(run))
+            (cfg, origin, Some(run))
         }
         None => {
             let (cfg, origin) = resolve(&args)?;
+            if args.print_config {
+                print!("{}", cfg.to_toml_string()?);
+                return Ok(ExitCode::SUCCESS);
+            }
             (cfg, origin, None)
         }
     };
@@ -191,8 +254,12 @@ fn announce(cfg: &TrainConfig, data: &Splits, out: &std::path::Path, resume: boo
             cfg.model.activation.as_deref().unwrap_or("?")
         ),
     };
+    let unit = match data.train.input().kind() {
+        InputKind::Table => "rows",
+        _ => "images",
+    };
     eprintln!(
-        "{} {what} on {} train / {} validation / {} test images, run directory {}",
+        "{} {what} on {} train / {} validation / {} test {unit}, run directory {}",
         if resume { "resuming" } else { "training" },
         data.train.len(),
         data.validation.len(),
@@ -214,7 +281,7 @@ fn train_in(
     let handler_stop = stop.clone();
     // A second Ctrl-C while stopping is ignored; the current batch finishes first.
     let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));
-    let mut reporter = Reporter::new();
+    let mut reporter = Reporter::new(&cfg.model.pool, None);
     announce(cfg, data, &out, resume);
     #[cfg(feature = "cuda")]
     let dev = smartmixed_train::Cuda::try_build(0, cfg.training.seed)
@@ -244,13 +311,25 @@ fn train_in(
         }
         Err(smartmixed_train::Error::Interrupted) => {
             eprintln!(
-                "interrupted; continue with: smartmixed-cli train --resume {}",
+                "interrupted; continue with: {} train --resume {}",
+                program(),
                 out.display()
             );
             Ok(ExitCode::from(130))
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// This program as it was run (argv[0]): the hint then runs from the same directory
+/// whether it came from `cargo install` (a name on PATH), a path such as
+/// `target/release/smartmixed-cli`, or `cargo run` (which runs the built binary's path).
+pub fn program() -> String {
+    std::env::args_os()
+        .next()
+        .map(|a| crate::shown(&a.to_string_lossy()))
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| "smartmixed-cli".into())
 }
 
 /// Table I of the paper: phase, validation accuracy, test accuracy.

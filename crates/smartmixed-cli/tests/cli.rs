@@ -347,7 +347,12 @@ fn a_diverging_loss_stops_clearly_and_keeps_the_last_good_checkpoint() {
 fn tiny_run_with_full_test_set(tmp: &Path) -> PathBuf {
     let text = std::fs::read_to_string(root().join("configs/tiny.toml"))
         .unwrap()
-        .replace("test_limit = 2000\n", "");
+        .replace("test_limit = 2000\n", "")
+        // Copied away from configs/, its data path (relative to the file) is given whole.
+        .replace(
+            "\"../data/mnist\"",
+            &format!("{:?}", root().join("data/mnist")),
+        );
     let cfg = write_config(tmp, "tiny-full.toml", &text);
     let out = tmp.join("run");
     let o = cli(&[
@@ -827,7 +832,11 @@ fn ctrl_c_exits_130_and_resume_finishes_the_run() {
     let out = tmp.path().join("run");
     let text = std::fs::read_to_string(root().join("configs/tiny.toml"))
         .unwrap()
-        .replace("[phase2]\nepochs = 2", "[phase2]\nepochs = 150");
+        .replace("[phase2]\nepochs = 2", "[phase2]\nepochs = 150")
+        .replace(
+            "\"../data/mnist\"",
+            &format!("{:?}", root().join("data/mnist")),
+        );
     let cfg = write_config(tmp.path(), "long.toml", &text);
     let args = [
         "train",
@@ -854,8 +863,10 @@ fn ctrl_c_exits_130_and_resume_finishes_the_run() {
 #[test]
 fn an_interrupted_sweep_cell_resumes() {
     let tmp = tempfile::tempdir().unwrap();
-    let sweep = "[sweep]\narchitectures = [[32]]\nmethods = [\"relu\"]\nseeds = [0]\n[phase1]\nepochs = 1\nlr = 0.003\n[phase2]\nepochs = 150\nlr = 0.003\n[training]\nbatch_size = 64\n[data]\ndir = \"data/mnist\"\ntrain_limit = 3000\ntest_limit = 500\n";
-    let cfg = write_config(tmp.path(), "sweep.toml", sweep);
+    let sweep = "[sweep]\narchitectures = [[32]]\nmethods = [\"relu\"]\nseeds = [0]\n[phase1]\nepochs = 1\nlr = 0.003\n[phase2]\nepochs = 150\nlr = 0.003\n[training]\nbatch_size = 64\n[data]\ndir = \"data/mnist\"\ntrain_limit = 3000\ntest_limit = 500\n"
+        // Paths in a config are relative to its folder.
+        .replace("\"data/mnist\"", &format!("{:?}", root().join("data/mnist")));
+    let cfg = write_config(tmp.path(), "sweep.toml", &sweep);
     let out = tmp.path().join("sweep");
     let args = [
         "sweep",

@@ -453,7 +453,7 @@ fn messages_name_what_is_wrong_once() {
         1
     );
     // A missing argument is named; no subcommand prints the help.
-    assert_one_line_error(&cli(&["export"]), &["--run", "--safetensors"]);
+    assert_one_line_error(&cli(&["export"]), &["--run", "--out"]);
     let o = cli(&[]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("Commands:"));
     // --resume on a directory that is not a run.

@@ -1,5 +1,5 @@
 //! `smartmixed-cli report PATH`: a report directory (`report.md` plus every figure as SVG
-//! and PNG) for a run directory or a sweep directory.
+//! and PNG) for a run directory or a sweep directory, finished or still running.
 
 mod plot;
 mod ranking;
@@ -9,6 +9,7 @@ mod sweep;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use smartmixed_train::rundir::CONFIG;
 
 /// A report being written: its markdown so far and the figures rendered, held in memory
 /// until [`Writer::finish`]. `run` and `sweep` add their sections as methods of their own.
@@ -70,9 +71,10 @@ pub struct ReportArgs {
 pub fn run(args: ReportArgs) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| args.path.join("report"));
     let sweep = args.path.join("cells").is_dir();
-    if !sweep && !args.path.join(smartmixed_train::rundir::METRICS).is_file() {
+    let run_file = |f: &str| args.path.join(f).is_file();
+    if !sweep && !run_file(smartmixed_train::rundir::METRICS) && !run_file(CONFIG) {
         bail!(
-            "{}: neither a run directory (metrics.csv) nor a sweep directory (cells/)",
+            "{}: neither a run directory (metrics.csv, or config.toml for a run that has not finished an epoch) nor a sweep directory (cells/)",
             args.path.display()
         );
     }

@@ -6,9 +6,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use smartmixed_core::Phase;
-use smartmixed_train::rundir::{self, ChoiceShares, EpochRecord, CHOICES, METRICS, SUMMARY};
-use smartmixed_train::Select;
+use smartmixed_train::rundir::{
+    self, ChoiceShares, EpochRecord, CHOICES, CONFIG, METRICS, SUMMARY,
+};
 use smartmixed_train::Summary;
+use smartmixed_train::{Mode, Select, TrainConfig};
 
 use super::plot::{Figure, Series, MAX_PANELS};
 use super::Writer;
@@ -28,13 +30,121 @@ fn band_title(band: (usize, usize)) -> String {
     format!("{noun} {}", band_name(band))
 }
 
-/// Writes `out/report.md` and its figures for the run in `dir`; returns the files written.
-pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
-    if !dir.join(SUMMARY).is_file() {
+/// What the loss figure of one phase marks: the selected epoch and an early end.
+struct Marks {
+    phase: Phase,
+    best_epoch: usize,
+    ended: Option<usize>,
+}
+
+/// The phases a run's config asks for, in order, with their epoch budgets (a fixed
+/// baseline trains `phase1.epochs + phase2.epochs` epochs in one phase).
+fn planned_phases(cfg: &TrainConfig) -> Vec<(Phase, usize)> {
+    match cfg.model.mode {
+        Mode::Fixed => vec![(
+            Phase::Fixed,
+            cfg.phase1.epochs.saturating_add(cfg.phase2.epochs),
+        )],
+        Mode::Smartmixed => vec![
+            (Phase::Phase1, cfg.phase1.epochs),
+            (Phase::Phase2, cfg.phase2.epochs),
+        ],
+    }
+}
+
+/// Where an unfinished run is, from its files: `running: phase2 epoch 3 of 10`, or that
+/// no epoch has finished (a run interrupted looks the same: the files cannot tell).
+pub(super) fn running_status(cfg: &TrainConfig, metrics: &[EpochRecord]) -> String {
+    let Some(last) = metrics.last() else {
+        return "running: no epoch has finished yet (metrics.csv has no rows)".into();
+    };
+    let budget = planned_phases(cfg)
+        .iter()
+        .find(|(p, _)| *p == last.phase)
+        .map_or_else(|| "?".to_string(), |(_, n)| n.to_string());
+    format!("running: {} epoch {} of {budget}", last.phase, last.epoch)
+}
+
+/// A run directory's config and the metrics rows written so far (none before the first
+/// epoch ends).
+pub(super) fn progress_so_far(dir: &Path) -> Result<(TrainConfig, Vec<EpochRecord>)> {
+    let cfg = TrainConfig::from_file(&dir.join(CONFIG))?;
+    let metrics = if dir.join(METRICS).is_file() {
+        rundir::read_metrics(&dir.join(METRICS))?
+    } else {
+        Vec::new()
+    };
+    Ok((cfg, metrics))
+}
+
+/// The report of a run without summary.json: where it is, the best epoch of each phase so
+/// far, the loss curves and the shares over the phase-1 epochs so far.
+fn unfinished(dir: &Path, out: &Path) -> Result<Vec<String>> {
+    if !dir.join(CONFIG).is_file() {
         bail!(
-            "{}: the run has not finished (no summary.json)",
+            "{}: neither a finished run (summary.json) nor one in progress (config.toml)",
             dir.display()
         );
+    }
+    let (cfg, metrics) = progress_so_far(dir)?;
+    let status = running_status(&cfg, &metrics);
+    let mut report = Writer::new(
+        out,
+        format!(
+            "# SmartMixed run report\n\nRun directory: `{}`; hidden widths {:?}; seed {}.\n\n**{status}** (no summary.json yet, so this run is still training or was interrupted; figures and the table are as of the last finished epoch).\n\n",
+            dir.display(),
+            cfg.model.hidden,
+            cfg.training.seed
+        ),
+    );
+    if metrics.is_empty() {
+        return report.finish();
+    }
+    let select = cfg.training.select;
+    report.md.push_str(&format!("## Progress\n\n| Training phase | Epochs done | Best epoch so far ({}) | Validation loss | Validation accuracy |\n|---|---|---|---|---|\n", select.name()));
+    let mut marks = Vec::new();
+    for (phase, budget) in planned_phases(&cfg) {
+        let rows: Vec<&EpochRecord> = metrics.iter().filter(|r| r.phase == phase).collect();
+        let Some(best) = rows.iter().copied().reduce(|best, r| {
+            let better = select.better(
+                (r.validation_loss, r.validation_accuracy),
+                (best.validation_loss, best.validation_accuracy),
+            );
+            if better {
+                r
+            } else {
+                best
+            }
+        }) else {
+            continue;
+        };
+        report.md.push_str(&format!(
+            "| {} | {} of {budget} | {} | {:.4} | {:.2}% |\n",
+            phase.label(),
+            rows.len(),
+            best.epoch,
+            best.validation_loss,
+            100.0 * best.validation_accuracy
+        ));
+        marks.push(Marks {
+            phase,
+            best_epoch: best.epoch,
+            ended: None,
+        });
+    }
+    report.loss_curves(&marks, &metrics)?;
+    let choices = rundir::read_choice_shares(&dir.join(CHOICES), MAX_PANELS)?;
+    if !choices.bands.is_empty() {
+        report.shares_over_epochs(&choices, &cfg.model.pool, None)?;
+    }
+    report.finish()
+}
+
+/// Writes `out/report.md` and its figures for the run in `dir`; returns the files written.
+/// A run without summary.json is reported as far as it got.
+pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
+    if !dir.join(SUMMARY).is_file() {
+        return unfinished(dir, out);
     }
     let summary = rundir::read_summary(&dir.join(SUMMARY))?;
     let metrics = rundir::read_metrics(&dir.join(METRICS))?;
@@ -50,7 +160,16 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
         ),
     );
     report.table_one(&summary);
-    report.loss_curves(&summary, &metrics)?;
+    let marks: Vec<Marks> = summary
+        .phases
+        .iter()
+        .map(|p| Marks {
+            phase: p.phase,
+            best_epoch: p.best_epoch,
+            ended: p.ended_early.as_ref().map(|e| e.epoch),
+        })
+        .collect();
+    report.loss_curves(&marks, &metrics)?;
     if let Some(final_choices) = &summary.final_choices {
         let pool: Vec<String> = final_choices
             .first()
@@ -99,9 +218,9 @@ impl Writer<'_> {
 
     /// Figs. 1-2: train and validation loss per phase, the selected epoch and an early end
     /// marked.
-    fn loss_curves(&mut self, summary: &Summary, metrics: &[EpochRecord]) -> Result<()> {
+    fn loss_curves(&mut self, phases: &[Marks], metrics: &[EpochRecord]) -> Result<()> {
         self.md.push_str("\n## Loss curves (Figs. 1-2)\n\n");
-        for (n, p) in summary.phases.iter().enumerate() {
+        for (n, p) in phases.iter().enumerate() {
             let phase = p.phase;
             let rows: Vec<_> = metrics.iter().filter(|r| r.phase == phase).collect();
             let curve = |f: fn(&EpochRecord) -> f64| -> Vec<(f64, f64)> {
@@ -127,13 +246,13 @@ impl Writer<'_> {
                 p.best_epoch as f64,
                 format!("selected (epoch {})", p.best_epoch),
             )];
-            if let Some(end) = &p.ended_early {
+            if let Some(end) = p.ended {
                 let what = if phase == Phase::Phase1 {
                     "transition"
                 } else {
                     "early stop"
                 };
-                markers.push((end.epoch as f64, format!("{what} (epoch {})", end.epoch)));
+                markers.push((end as f64, format!("{what} (epoch {end})")));
             }
             let fig = Figure::Lines {
                 title: format!("{phase}: loss per epoch"),

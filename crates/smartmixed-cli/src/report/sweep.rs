@@ -15,6 +15,7 @@ use smartmixed_train::{checkpoint, Cpu};
 use super::plot::Figure;
 use super::{Writer, TIE_RULE};
 use crate::sweep::{finished_cells, Finished, SWEEP_CONFIG};
+use smartmixed_train::rundir::SUMMARY;
 
 /// Fig. 6 over every SmartMixed cell's phase-2 checkpoint: hidden-to-hidden matrices only.
 fn heatmap(cells: &[&Finished], pool: &[String]) -> Result<WeightHeatmap> {
@@ -65,10 +66,13 @@ struct Sweep<'a> {
 impl<'a> Sweep<'a> {
     fn new(dir: &Path, cells: &'a [Finished]) -> Result<Self> {
         let config = SweepConfig::from_file(&dir.join(SWEEP_CONFIG)).ok();
+        // The config's order, but only methods with a finished cell: one that never ran
+        // has no rank (it would read as MRR 0, NaN accuracy and zero bars).
         let mut methods: Vec<String> = config
             .as_ref()
             .map(|c| c.sweep.methods.clone())
             .unwrap_or_default();
+        methods.retain(|m| cells.iter().any(|f| &f.cell.method == m));
         for f in cells {
             if !methods.contains(&f.cell.method) {
                 methods.push(f.cell.method.clone());
@@ -243,6 +247,11 @@ impl Writer<'_> {
             .iter()
             .filter(|f| f.cell.method == SMARTMIXED)
             .collect();
+        if smart.is_empty() {
+            // A heatmap of nothing but n/a, as for a sweep run without SmartMixed cells.
+            self.md.push_str("\n## Mean weight between activation groups (Fig. 6)\n\nNo SmartMixed cell has finished, so there are no activation groups to pool.\n");
+            return Ok(());
+        }
         let pool = &sw.pool;
         let h = heatmap(&smart, pool)?;
         let values: Vec<Vec<Option<f64>>> = (0..pool.len())
@@ -343,11 +352,90 @@ impl Writer<'_> {
     }
 }
 
+/// Running cells with where each is, and the ids of cells not run.
+type Unfinished = (Vec<(String, String)>, Vec<String>);
+
+/// The cells of a sweep that have not finished: each running one (a directory without
+/// summary.json) with where it is, and the cells of the sweep config that have no
+/// directory yet.
+fn unfinished_cells(dir: &Path) -> Result<Unfinished> {
+    let cells = dir.join("cells");
+    let mut running = Vec::new();
+    let entries = std::fs::read_dir(&cells)
+        .with_context(|| format!("{}: not a sweep directory", dir.display()))?;
+    for e in entries {
+        let path = e?.path();
+        if !path.is_dir() || path.join(SUMMARY).is_file() {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let status = match super::run::progress_so_far(&path) {
+            Ok((cfg, metrics)) => super::run::running_status(&cfg, &metrics),
+            Err(e) => format!("unreadable ({})", crate::shown(&e.to_string())),
+        };
+        running.push((crate::shown(&name), status));
+    }
+    running.sort();
+    let not_run = match SweepConfig::from_file(&dir.join(SWEEP_CONFIG)) {
+        Ok(cfg) => cfg
+            .cells()
+            .iter()
+            .map(|c| c.id())
+            .filter(|id| !cells.join(id).exists())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    Ok((running, not_run))
+}
+
+impl Writer<'_> {
+    /// The cells still running and those not run, which the tables leave out.
+    fn unfinished(&mut self, running: &[(String, String)], not_run: &[String]) {
+        if running.is_empty() && not_run.is_empty() {
+            return;
+        }
+        self.md.push_str("## Cells not in the tables\n\n");
+        if !running.is_empty() {
+            self.md.push_str(&format!(
+                "Unfinished ({}; no summary.json yet: still training or interrupted):\n\n",
+                running.len()
+            ));
+            for (id, status) in running {
+                self.md.push_str(&format!("- {id}: {status}\n"));
+            }
+            self.md.push('\n');
+        }
+        if !not_run.is_empty() {
+            self.md.push_str(&format!(
+                "Not run: {} ({} cells of sweep.toml without a directory).\n\n",
+                not_run.join(", "),
+                not_run.len()
+            ));
+        }
+    }
+}
+
 /// Writes `out/report.md` and its figures for the sweep in `dir`; returns the files.
+/// Tables and figures rank the finished cells only; the others are listed.
 pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
     let cells = finished_cells(dir)?;
+    let (running, not_run) = unfinished_cells(dir)?;
     if cells.is_empty() {
-        anyhow::bail!("{}: no finished cells", dir.display());
+        if running.is_empty() {
+            anyhow::bail!("{}: no finished cells", dir.display());
+        }
+        let mut w = Writer::new(
+            out,
+            format!(
+                "# SmartMixed sweep report\n\nSweep directory: `{}`; no finished cells yet.\n\n",
+                dir.display()
+            ),
+        );
+        w.unfinished(&running, &not_run);
+        return w.finish();
     }
     let sw = Sweep::new(dir, &cells)?;
     let mut w = Writer::new(
@@ -369,6 +457,7 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
         "Each phase's checkpoint was selected by `{}` (`training.select`).\n\n",
         rules.join("`, `")
     ));
+    w.unfinished(&running, &not_run);
     w.table_two(&sw);
     w.mrr(&sw)?;
     w.rank_counts(&sw)?;

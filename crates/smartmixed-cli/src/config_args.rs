@@ -1,0 +1,145 @@
+//! A config as the command line gives it: relative paths in a config file resolved against
+//! the file's folder, and `--set section.key=value` overrides applied through the config's
+//! own (de)serialisation, so an unknown key is refused as it is in a file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use smartmixed_train::config::DataConfig;
+use smartmixed_train::TrainConfig;
+
+/// The `[data]` keys that hold paths.
+const PATH_KEYS: [&str; 3] = ["dir", "file", "test_file"];
+
+/// Makes the relative paths that `text` (the config file `path`'s own text) writes in its
+/// `[data]` table relative to the file's folder: absolute, so that the run's recorded
+/// config.toml names the same files from any working directory. Paths the file does not
+/// write (defaults such as `data/mnist`) stay as they are, relative to the working
+/// directory.
+pub fn resolve_data_paths(data: &mut DataConfig, text: &str, path: &Path) -> Result<()> {
+    // The text parsed before (by the caller's config type), so this parse succeeds.
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return Ok(());
+    };
+    let Some(written) = table.get("data").and_then(toml::Value::as_table) else {
+        return Ok(());
+    };
+    let folder = path.parent().unwrap_or(Path::new(""));
+    let folder = std::path::absolute(if folder.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        folder
+    })
+    .with_context(|| format!("{}: cannot resolve its folder", path.display()))?;
+    let resolve = |p: &Path| -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            normalise(&folder.join(p))
+        }
+    };
+    for key in PATH_KEYS.iter().filter(|k| written.contains_key(**k)) {
+        match *key {
+            "dir" => data.dir = resolve(&data.dir),
+            "file" => data.file = data.file.as_deref().map(resolve),
+            _ => data.test_file = data.test_file.as_deref().map(resolve),
+        }
+    }
+    Ok(())
+}
+
+/// `path` with `.` parts dropped and each `..` taking away the part before it, lexically
+/// (as cargo reads paths in manifests): `/repo/configs/../data` is `/repo/data`, which
+/// exists even when the working directory has no `configs` folder.
+fn normalise(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// One `--set KEY=VALUE`: the dotted key and the value, read as TOML (`3`, `1e-3`,
+/// `[64, 32]`, `"x"`, `true`) or, when that is not TOML, as a string (`val_accuracy`,
+/// `data/wine.csv`).
+#[derive(Clone, Debug)]
+pub struct Set {
+    key: String,
+    value: toml::Value,
+    /// As typed, for messages.
+    raw: String,
+}
+
+/// clap's parser of `--set`.
+pub fn parse_set(s: &str) -> std::result::Result<Set, String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected KEY=VALUE, e.g. phase1.epochs=5"))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(format!(
+            "`{s}`: expected KEY=VALUE with a dotted key such as phase1.auto.threshold"
+        ));
+    }
+    let value = value.trim();
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    Ok(Set {
+        key: key.to_string(),
+        value: parsed,
+        raw: s.to_string(),
+    })
+}
+
+/// `cfg` with every `--set` applied in order. An error names the `--set` at fault and
+/// what is wrong, as a file's error names the file: an unknown key, a value of the wrong
+/// type, a key below a value that is not a table.
+pub fn apply_sets(cfg: TrainConfig, sets: &[Set]) -> Result<TrainConfig> {
+    if sets.is_empty() {
+        return Ok(cfg);
+    }
+    let mut root = toml::Table::try_from(&cfg).context("the config cannot be written as TOML")?;
+    for set in sets {
+        let shown = format!("--set {}", set.raw);
+        let parts: Vec<&str> = set.key.split('.').collect();
+        let (last, sections) = parts.split_last().context("an empty key")?;
+        let mut table = &mut root;
+        for (i, part) in sections.iter().enumerate() {
+            let entry = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(inner) = entry.as_table_mut() else {
+                bail!(
+                    "{shown}: `{}` is a value, not a section",
+                    parts[..=i].join(".")
+                );
+            };
+            table = inner;
+        }
+        table.insert(last.to_string(), set.value.clone());
+        // Checked after each, so the error names the --set that brought it in.
+        if let Err(e) = toml::Value::Table(root.clone()).try_into::<TrainConfig>() {
+            bail!("{shown}: {}", e.message().trim().replace('\n', " "));
+        }
+    }
+    Ok(toml::Value::Table(root).try_into::<TrainConfig>()?)
+}
+
+/// The `--set`s as typed, for the origin that validation errors name.
+pub fn shown_sets(sets: &[Set]) -> String {
+    sets.iter()
+        .map(|s| format!("--set {}", s.raw))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
