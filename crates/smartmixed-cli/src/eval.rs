@@ -105,7 +105,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let correct: usize = (0..classes).map(|c| confusion[c][c]).sum();
     let present = confusion.iter().filter(|row| row.iter().any(|&v| v > 0));
     println!(
-        "data: {} ({} items of {} classes)",
+        "data: {}; {} items of {} classes",
         shown(&source.origin),
         test.len(),
         present.count()
