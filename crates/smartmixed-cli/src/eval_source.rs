@@ -2,7 +2,7 @@
 //! directory, CSV table, image folder, or a run's own data section), with their labels
 //! matched to the model's classes by name.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
@@ -155,35 +155,54 @@ pub fn load(model: &Model, model_dir: &Path, request: Request) -> Result<Source>
 }
 
 /// Every row of a CSV table, its features taken by the model's names (in the model's
-/// order; other columns are ignored), its label column `label` or else the one column
-/// that is not a feature of the model.
+/// order; other columns are ignored; a model without names takes every column but the
+/// label), its label column `label` or else the one column that is not a feature of the
+/// model.
 fn read_csv(model: &Model, path: &Path, label: Option<String>) -> Result<(Dataset, Vec<String>)> {
     let features = &model.input_description().feature_names;
+    let mut wanted = HashSet::with_capacity(features.len());
+    if let Some(f) = features.iter().find(|f| !wanted.insert(f.as_str())) {
+        bail!(
+            "{}: the model names feature `{}` twice, so its columns cannot be told apart",
+            path.display(),
+            shown(f)
+        );
+    }
     let label = match label {
         Some(label) => label,
         None => {
             let header = table::read_header(path)?;
-            let others: Vec<&String> = header.iter().filter(|h| !features.contains(h)).collect();
+            let others: Vec<&str> = header
+                .iter()
+                .map(String::as_str)
+                .filter(|h| !wanted.contains(h))
+                .collect();
             match others[..] {
-                [one] => one.clone(),
+                [one] => one.to_string(),
                 _ => bail!(
                     "{}: columns {} are not features of the model, expected exactly one (the label); name the label column with --label",
                     path.display(),
-                    shown(&others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                    shown(&others.join(", "))
                 ),
             }
         }
     };
     let t = table::read_table(path, &label, InvalidCells::Error)?;
-    let rows = t.rows();
-    let width = model.input_size();
-    let values = if &t.features == features {
+    let (rows, width) = (t.rows(), model.input_size());
+    // Features distinct, each a column of the table: at most the table's values.
+    let values = if features.is_empty() || &t.features == features {
         t.values
     } else {
+        let position: HashMap<&str, usize> = t
+            .features
+            .iter()
+            .enumerate()
+            .map(|(c, h)| (h.as_str(), c))
+            .collect();
         let columns = features
             .iter()
             .map(|f| {
-                t.features.iter().position(|h| h == f).ok_or_else(|| {
+                position.get(f.as_str()).copied().ok_or_else(|| {
                     anyhow::anyhow!(
                         "{}: line 1: no column `{}`, a feature the model was trained on",
                         path.display(),
@@ -192,14 +211,13 @@ fn read_csv(model: &Model, path: &Path, label: Option<String>) -> Result<(Datase
                 })
             })
             .collect::<Result<Vec<usize>>>()?;
-        // At most as many values as the table holds.
-        let mut values = Vec::with_capacity(rows.saturating_mul(width));
+        let mut values = Vec::with_capacity(rows.saturating_mul(columns.len()));
         for row in t.values.chunks_exact(t.features.len()) {
             values.extend(columns.iter().map(|&c| row[c]));
         }
         values
     };
-    if values.len() != rows * width {
+    if rows.checked_mul(width) != Some(values.len()) {
         bail!(
             "{}: {} feature columns, the model takes {width}",
             path.display(),

@@ -133,6 +133,33 @@ fn eval_on_a_csv_model_with_its_table_counts_what_predict_answers() {
         "{right}/{total}: too few right to tell matchings apart"
     );
 
+    // Two columns besides the model's features: which is the label must be said.
+    let noted = tmp.path().join("noted.csv");
+    let mut text = String::from("weight,note,size,species\n");
+    for line in out.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        text.push_str(&format!("{},7,{},{}\n", f[0], f[1], f[2]));
+    }
+    std::fs::write(&noted, text).unwrap();
+    assert_one_line_error(
+        &cli(&["eval", "--model", s(&model), "--data", s(&noted)]),
+        &[
+            "noted.csv",
+            "columns note, species are not features",
+            "--label",
+        ],
+    );
+    let labelled = [
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&noted),
+        "--label",
+        "species",
+    ];
+    assert_eq!(eval_counts(&cli_ok(&labelled)), (correct, total));
+
     // --run: the run's own test split, as training measured it.
     let summary = summary_json(&run);
     let n = summary["test_samples"].as_u64().unwrap() as usize;
