@@ -62,6 +62,10 @@ impl Plan {
                 .format();
                 match detected {
                     DataFormat::Csv => Ok(Self::Csv { path, label }),
+                    _ if !path.exists() => bail!(
+                        "{}: no such file or directory, expected a .csv table or a directory (IDX files, or test/<class>/ image folders)",
+                        path.display()
+                    ),
                     _ if path.is_file() => bail!(
                         "{}: a file, expected a .csv table or a directory (IDX files, or test/<class>/ image folders)",
                         path.display()

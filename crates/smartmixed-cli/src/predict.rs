@@ -35,8 +35,9 @@ pub struct PredictArgs {
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// text: one line per row (with several inputs, each starts with its file); csv:
-    /// columns input, item, class, name, probability (then --top-k's and
-    /// --probabilities' columns); jsonl: one JSON object per row with those fields.
+    /// columns input, item, class, name, probability (item: the image's index in an IDX
+    /// file, the data row's in a CSV, from 0; then --top-k's and --probabilities'
+    /// columns); jsonl: one JSON object per row with those fields.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Also the K most probable classes per row, most probable first (class, name,
