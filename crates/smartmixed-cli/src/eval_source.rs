@@ -62,10 +62,6 @@ impl Plan {
                 .format();
                 match detected {
                     DataFormat::Csv => Ok(Self::Csv { path, label }),
-                    _ if !path.exists() => bail!(
-                        "{}: no such file or directory, expected a .csv table or a directory (IDX files, or test/<class>/ image folders)",
-                        path.display()
-                    ),
                     _ if path.is_file() => bail!(
                         "{}: a file, expected a .csv table or a directory (IDX files, or test/<class>/ image folders)",
                         path.display()
@@ -124,6 +120,14 @@ pub fn load(model: &Model, model_dir: &Path, request: Request) -> Result<Source>
             model_dir.display(),
             input.shape
         );
+    }
+    if let Plan::Idx(dir) = &plan {
+        if !dir.exists() {
+            bail!(
+                "{}: no such file or directory, expected a .csv table or a directory (IDX files, or test/<class>/ image folders)",
+                dir.display()
+            );
+        }
     }
     let channels = match input.kind() {
         InputKind::Image { channels, .. } => channels,
