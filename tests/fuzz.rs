@@ -665,6 +665,30 @@ fn fuzz_csv_tables() {
     });
 }
 
+/// `eval`'s CSV header reader (it finds the label column in the header): each case is an
+/// error or distinct names, and a table read with the last of them as its label has the
+/// others as its features, in order.
+#[test]
+fn fuzz_csv_header_eval_infers_its_label_from() {
+    let seeds = vec![
+        b"size,species,weight\n1.5,alpha,2\n".to_vec(),
+        b"\"a,b\", c ,species\n1,2,x\n".to_vec(),
+    ];
+    let pad = Scratchpad::new();
+    fuzz("csv-header", seeds, 4 * MB, |b| {
+        let Ok(header) = table::read_header(&pad.write("header.csv", b)) else {
+            return;
+        };
+        let distinct: std::collections::HashSet<&String> = header.iter().collect();
+        assert_eq!(distinct.len(), header.len(), "{header:?}");
+        let Some(label) = header.last() else { return };
+        if let Ok(t) = table::parse_table(b, label, InvalidCells::Error) {
+            let others: Vec<&String> = header.iter().filter(|h| *h != label).collect();
+            assert_eq!(t.features.iter().collect::<Vec<_>>(), others);
+        }
+    });
+}
+
 /// Header names the CSV reader sees alike or apart: repeated, spaced, quoted, with commas,
 /// doubled quotes, control characters; the label among them or given twice.
 const CSV_HEADER_NAMES: &[&str] = &[

@@ -1,57 +1,72 @@
 //! `smartmixed-cli eval`: accuracy, per-class accuracy and confusion matrix of an exported
-//! model on a data set's test files.
+//! model on labelled data from any source `train` reads (`eval_source`).
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use smartmixed_core::InputKind;
+use anyhow::{Context, Result};
 use smartmixed_infer::{Model, Pool, Scratch};
-use smartmixed_train::data::Dataset;
 
+use crate::eval_source::{self, Request};
 use crate::shown;
 
+/// Which items are evaluated, by source.
+const WHICH: &str = "Which items are evaluated: an IDX directory's t10k test files; an image \
+folder's test/<class>/ images; every row of a --data CSV table (a model trained on that table \
+has seen most of them: give --run or --config for its held-out test split); with --config or \
+--run, the test split training made (the same files, seeds and stratified splits, \
+data.test_limit included). Labels are matched to the model's classes by name (CSV label texts, \
+folder names, IDX digits as the classes named \"0\", \"1\", ...); data holding a class the model \
+lacks is refused.";
+
 #[derive(clap::Args)]
+#[command(after_help = WHICH)]
 pub struct EvalArgs {
     /// An exported model directory (model.safetensors + manifest.toml).
     #[arg(long)]
     model: PathBuf,
-    /// Directory with the IDX files; the test files are evaluated.
-    #[arg(long, default_value = "data/mnist")]
-    data_dir: PathBuf,
+    /// The data, its format detected as `train` detects it: a .csv table, a folder
+    /// holding train/ and test/ image folders (test/ is evaluated), or a directory of
+    /// MNIST-style IDX files (the test files are evaluated).
+    #[arg(long, conflicts_with_all = ["data_dir", "config", "run"])]
+    data: Option<PathBuf>,
+    /// Directory with the IDX files; the test files are evaluated (the default source).
+    #[arg(long, conflicts_with_all = ["config", "run"])]
+    data_dir: Option<PathBuf>,
+    /// A training config: its [data] section is loaded and split as training split it,
+    /// and the test split is evaluated.
+    #[arg(long, conflicts_with = "run")]
+    config: Option<PathBuf>,
+    /// A run directory: its config.toml's data, as --config.
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// With --data FILE.csv: the label column (default: the one column that is not one
+    /// of the model's features).
+    #[arg(long, requires = "data")]
+    label: Option<String>,
     /// Threads of the forward passes (at most 256; default: the cores this process may use).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
 }
 
-/// The test set fits the model: image models of a recorded shape need images of that
-/// shape (a 784-value model of 28 x 28 refuses 56 x 14), every model the same number of
-/// values, and IDX labels, which are class numbers, a model whose classes are numbered
-/// `0, 1, ...` (a folder model's named classes cannot be matched to them).
-fn check_fits(model: &Model, test: &Dataset, dir: &std::path::Path) -> Result<()> {
-    let input = model.input_description();
-    let shape_differs =
-        matches!(input.kind(), InputKind::Image { .. }) && test.shape() != input.shape;
-    if shape_differs || test.features() != model.input_size() {
-        bail!(
-            "{}: test images of shape {:?}, the model takes shape {:?}",
-            dir.display(),
-            test.shape(),
-            input.shape
-        );
+impl EvalArgs {
+    /// The source the arguments name (default: `data/mnist`'s IDX files).
+    fn request(&self) -> Request {
+        if let Some(run) = &self.run {
+            return Request::Config(run.join(smartmixed_train::rundir::CONFIG));
+        }
+        if let Some(cfg) = &self.config {
+            return Request::Config(cfg.clone());
+        }
+        let path = self
+            .data
+            .clone()
+            .or_else(|| self.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("data/mnist"));
+        Request::Path {
+            path,
+            label: self.label.clone(),
+        }
     }
-    let names = &model.manifest().class_names;
-    if let Some((c, name)) = names
-        .iter()
-        .enumerate()
-        .find(|(c, name)| **name != c.to_string())
-    {
-        bail!(
-            "{}: IDX labels are class numbers, but the model's class {c} is named `{}`: its classes cannot be matched to these labels",
-            dir.display(),
-            shown(name)
-        );
-    }
-    Ok(())
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -59,16 +74,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         model = model.with_pool(Pool::new(threads.into())?);
     }
-    if model.input_description().kind() == InputKind::Table {
-        bail!(
-            "{}: the model takes table rows of {} features, and eval reads IDX image test files only",
-            args.model.display(),
-            model.input_size()
-        );
-    }
+    let source = eval_source::load(&model, &args.model, args.request())?;
+    let test = &source.data;
     let classes = model.classes();
-    let test = &Dataset::load_test(&args.data_dir, classes)?;
-    check_fits(&model, test, &args.data_dir)?;
     let mut confusion = vec![vec![0usize; classes]; classes];
     let mut scratch = Scratch::new();
     let all: Vec<usize> = (0..test.len()).collect();
@@ -85,8 +93,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .forward_raw(&raw, chunk.len(), &mut scratch, &mut logits)
             .with_context(|| {
                 format!(
-                    "{}: test images {} to {}",
-                    args.data_dir.display(),
+                    "{}: items {} to {}",
+                    source.origin,
                     chunk[0],
                     chunk[chunk.len() - 1]
                 )
@@ -98,20 +106,32 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     }
     let correct: usize = (0..classes).map(|c| confusion[c][c]).sum();
+    let present = confusion.iter().filter(|row| row.iter().any(|&v| v > 0));
+    println!(
+        "data: {}; {} items of {} classes",
+        shown(&source.origin),
+        test.len(),
+        present.count()
+    );
     println!(
         "test accuracy: {:.2}% ({correct}/{})",
         100.0 * correct as f64 / test.len() as f64,
         test.len()
     );
-    println!("per-class accuracy:");
+    println!("per-class accuracy (the model's classes):");
     for (c, row) in confusion.iter().enumerate() {
         let n: usize = row.iter().sum();
-        println!(
-            "  {c}: {:.2}% of {n}",
-            100.0 * row[c] as f64 / n.max(1) as f64
-        );
+        let name = shown(&model.class_name(c));
+        if n == 0 {
+            println!("  {c} {name}: no items");
+        } else {
+            println!(
+                "  {c} {name}: {:.2}% of {n}",
+                100.0 * row[c] as f64 / n as f64
+            );
+        }
     }
-    println!("confusion matrix (rows: true class, columns: predicted):");
+    println!("confusion matrix (rows: true class, columns: predicted, numbered as above):");
     print!("     ");
     for c in 0..classes {
         print!("{c:>6}");

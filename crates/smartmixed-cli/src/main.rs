@@ -5,9 +5,11 @@
 
 mod config_args;
 mod eval;
+mod eval_source;
 mod export;
 mod inspect;
 mod predict;
+mod predict_output;
 mod progress;
 mod report;
 mod serve;
@@ -39,9 +41,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Export a run's best checkpoint as model.safetensors + manifest.toml.
     Export(export::ExportArgs),
-    /// Accuracy, per-class accuracy and confusion matrix of an exported model.
+    /// Accuracy, per-class accuracy and confusion matrix of an exported model on IDX, CSV or image-folder data.
     Eval(eval::EvalArgs),
-    /// Classify an image (IDX, PGM or PNG) with an exported model.
+    /// Classify images (IDX, PGM, PNG, directories of them) or CSV rows with an exported model.
     Predict(predict::PredictArgs),
     /// Show an exported model's layers and activation groups.
     Inspect(inspect::InspectArgs),

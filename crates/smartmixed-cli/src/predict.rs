@@ -1,10 +1,11 @@
-//! `smartmixed-cli predict`: classify images given as an IDX file (every image in it), a
-//! PGM (P2 or P5) or a PNG (converted to 8-bit grey, or RGB for colour models), or table
-//! rows given as a CSV file with a header (the model's feature columns by name). The kind
-//! of file is read from its first bytes, not its name (a `.csv` name means a table), and
-//! its shape must be the model's: an image model takes images of its height and width, a
-//! table model takes table rows. Raw values go through the preprocessing the model's
-//! manifest records (pixels / 255; a table's standardisation).
+//! `smartmixed-cli predict`: classify images given as IDX files (every image in each), PGM
+//! (P2 or P5) or PNG files (converted to 8-bit grey, or RGB for colour models) or
+//! directories of them, or table rows given as CSV files with a header (the model's
+//! feature columns by name). The kind of file is read from its first bytes, not its name
+//! (a `.csv` name means a table), and its shape must be the model's: an image model takes
+//! images of its height and width, a table model takes table rows. Raw values go through
+//! the preprocessing the model's manifest records (pixels / 255; a table's
+//! standardisation). The answers are a table (`predict_output`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,19 +13,44 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use smartmixed_core::InputKind;
 use smartmixed_infer::Model;
+use smartmixed_train::data::folder::images_in;
 use smartmixed_train::data::image::{read_image_as, MAX_PIXELS};
 use smartmixed_train::data::read_idx;
 use smartmixed_train::data::table::read_rows;
 
+use crate::predict_output::{self, Answer, Format, Shape};
 use crate::shown;
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Every input is read and classified before anything is written: a bad file \
+among many is a one-line error naming it, with a non-zero exit and nothing written."
+)]
 pub struct PredictArgs {
     /// An exported model directory (model.safetensors + manifest.toml).
     #[arg(long)]
     model: PathBuf,
-    /// An IDX image file (gz or raw), a PGM or PNG image, or a .csv of table rows.
-    input: PathBuf,
+    /// IDX image files (gz or raw), PGM or PNG images, .csv files of table rows, or
+    /// directories: every .png and .pgm image directly inside one (sorted by name).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// text: one line per row (with several inputs, each starts with its file); csv:
+    /// columns input, item, class, name, probability (item: the image's index in an IDX
+    /// file, the data row's in a CSV, from 0; then --top-k's and --probabilities'
+    /// columns); jsonl: one JSON object per row with those fields.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Also the K most probable classes per row, most probable first (class, name,
+    /// probability each; ties in class order).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(1..))]
+    top_k: Option<u16>,
+    /// Also every class's probability, in class order (the text format always shows
+    /// them).
+    #[arg(long)]
+    probabilities: bool,
+    /// Write the table to this file (atomically) instead of standard output.
+    #[arg(long)]
+    output: Option<PathBuf>,
 }
 
 /// What a file given to `predict` holds.
@@ -150,36 +176,71 @@ fn load(model: &Model, path: &Path) -> Result<(&'static str, Vec<f32>)> {
     }
 }
 
+/// The files `inputs` stand for, in order: a directory is its images, sorted.
+fn expand(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let images = images_in(input)?;
+            if images.is_empty() {
+                bail!(
+                    "{}: no .png or .pgm image directly inside this directory",
+                    input.display()
+                );
+            }
+            files.extend(images);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
 pub fn run(args: PredictArgs) -> Result<()> {
     let model = Model::load_dir(&args.model)?;
-    let (what, raw) = load(&model, &args.input)?;
-    let width = model.input_size().max(1);
-    let names: Vec<String> = (0..model.classes())
-        .map(|c| shown(&model.class_name(c)))
-        .collect();
-    // Every row first: an error (a value the model cannot compute) prints nothing.
-    let predictions = raw
-        .chunks_exact(width)
-        .enumerate()
-        .map(|(i, row)| {
-            model
-                .predict_raw(row)
-                .with_context(|| format!("{}: {what} {i}", args.input.display()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    for (i, p) in predictions.iter().enumerate() {
-        let probs: Vec<String> = p
-            .probabilities
-            .iter()
-            .zip(&names)
-            .map(|(v, name)| format!("{name}:{v:.4}"))
-            .collect();
-        println!(
-            "{what} {i}: class {} (p = {:.4}); probabilities {}",
-            names[p.class],
-            p.probabilities[p.class],
-            probs.join(" ")
+    let top_k = args.top_k.map(usize::from);
+    if let Some(k) = top_k.filter(|&k| k > model.classes()) {
+        bail!(
+            "--top-k {k}: the model has {} classes, expected K from 1 to {}",
+            model.classes(),
+            model.classes()
         );
     }
-    Ok(())
+    let files = expand(&args.inputs)?;
+    let width = model.input_size().max(1);
+    // Every row of every file first: an error (a bad file, a value the model cannot
+    // compute) writes nothing.
+    let mut answers = Vec::new();
+    for file in &files {
+        let (what, raw) = load(&model, file)?;
+        for (item, row) in raw.chunks_exact(width).enumerate() {
+            let prediction = model
+                .predict_raw(row)
+                .with_context(|| format!("{}: {what} {item}", file.display()))?;
+            answers.push(Answer {
+                input: file,
+                what,
+                item,
+                prediction,
+            });
+        }
+    }
+    let names: Vec<String> = (0..model.classes()).map(|c| model.class_name(c)).collect();
+    let shape = Shape {
+        format: args.format,
+        top_k,
+        probabilities: args.probabilities,
+        several_inputs: files.len() > 1,
+    };
+    let table = predict_output::render(&answers, &names, shape)?;
+    match &args.output {
+        Some(path) => crate::write_atomic(path, &table),
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&table)
+                .and_then(|()| out.flush())
+                .context("cannot write to standard output")
+        }
+    }
 }

@@ -233,7 +233,8 @@ fn a_table_model_refuses_images_of_as_many_values() {
         ]),
         &[
             "model",
-            "takes table rows of 5 features, and eval reads IDX image test files only",
+            "takes table rows of 5 features (a, b, c, d, e), but",
+            "holds images: give its CSV table with --data FILE.csv",
         ],
     );
 }

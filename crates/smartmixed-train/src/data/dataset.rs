@@ -211,6 +211,15 @@ impl Dataset {
         }
     }
 
+    /// The same items with each label `l` replaced by `map[l]` (`eval` renumbers a data
+    /// set's classes as a model's); `map` must cover every label.
+    pub fn relabelled(mut self, map: &[u8]) -> Self {
+        for l in &mut self.labels {
+            *l = map[*l as usize];
+        }
+        self
+    }
+
     /// A new dataset of the given items, in that order.
     pub fn subset(&self, indices: &[usize]) -> Self {
         let n = self.features;

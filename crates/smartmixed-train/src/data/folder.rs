@@ -14,12 +14,7 @@ const MAX_IMAGE_PIXELS: usize = 1 << 22;
 /// The class names of `dir/train` (its subfolders, sorted).
 pub fn class_names(dir: &Path) -> Result<Vec<String>> {
     let train = dir.join("train");
-    let mut names = entries(&train)?
-        .into_iter()
-        .filter(|p| p.is_dir())
-        .map(|p| folder_name(&p))
-        .collect::<Result<Vec<String>>>()?;
-    names.sort();
+    let names = classes_in(&train)?;
     if !(2..=256).contains(&names.len()) {
         return Err(Error::Mismatch {
             path: train,
@@ -27,6 +22,41 @@ pub fn class_names(dir: &Path) -> Result<Vec<String>> {
         });
     }
     Ok(names)
+}
+
+/// The names of `split`'s subfolders (its classes), sorted.
+pub fn classes_in(split: &Path) -> Result<Vec<String>> {
+    let mut names = entries(split)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .map(|p| folder_name(&p))
+        .collect::<Result<Vec<String>>>()?;
+    names.sort();
+    Ok(names)
+}
+
+/// `dir/test` alone, for `eval`: its class folders (1 to 256, sorted) and their images
+/// of `channels` bytes per pixel; labels index the returned names.
+pub fn read_test(dir: &Path, channels: usize) -> Result<(Dataset, Vec<String>)> {
+    let test = dir.join("test");
+    let names = classes_in(&test)?;
+    if !(1..=256).contains(&names.len()) {
+        return Err(Error::Mismatch {
+            path: test,
+            message: format!("{} class folders, expected 1 to 256", names.len()),
+        });
+    }
+    let (set, _) = read_split(&test, &names, None, channels)?;
+    Ok((set, names))
+}
+
+/// The .png and .pgm files directly inside `dir`, sorted by name (`predict` takes a
+/// directory as these).
+pub fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_file() && is_image(p))
+        .collect())
 }
 
 /// Every class folder under `dir/test` is one of `classes` (from `dir/train`).
@@ -68,10 +98,7 @@ pub fn read_split(
                 ),
             });
         }
-        let files: Vec<PathBuf> = entries(&folder)?
-            .into_iter()
-            .filter(|p| p.is_file() && is_image(p))
-            .collect();
+        let files = images_in(&folder)?;
         if files.is_empty() {
             return Err(Error::Mismatch {
                 path: folder,

@@ -419,6 +419,18 @@ fn parse_row(
     Ok(())
 }
 
+/// The column names of `path`'s header (trimmed, distinct), as [`read_table`] reads them:
+/// `eval` looks for the label column among them.
+pub fn read_header(path: &Path) -> Result<Vec<String>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot read table", e))?;
+    let mismatch = |message| Error::Mismatch {
+        path: path.to_path_buf(),
+        message,
+    };
+    let (_, header) = open(file, MAX_TEXT_BYTES).map_err(mismatch)?;
+    Ok(header)
+}
+
 /// Rows to classify from a CSV file with a header: the columns named `features`, in that
 /// order (other columns, such as a label, are ignored), or every column when `features` is
 /// empty, then exactly `width` of them, held back to back (row-major, 4 bytes a value).
