@@ -36,8 +36,9 @@ pub struct BatchOptions {
     /// Requests waiting beyond the batch being computed; one more is refused with
     /// [`Error::QueueFull`] (1 to [`MAX_QUEUE`]).
     pub queue_capacity: usize,
-    /// The longest a request waits, past `max_wait`, for as many rows as the last batch
-    /// had (at most [`MAX_REGATHER`]; zero: never). Callers that wait for their answer
+    /// How much longer than `max_wait` a request may wait while fewer rows are queued than
+    /// the last batch took plus those it left queued (at most [`MAX_REGATHER`]; zero:
+    /// never). Callers that wait for their answer
     /// submit again only after it, one by one as each wakes: without this, a batch would
     /// start with the first of them back and the rest would form the next, so batches
     /// would stay far below the number of callers. A lone caller's batches are of one row,
@@ -115,9 +116,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Slot {
     fn fill(&self, result: Result<Vec<f32>>) {
-        let mut s = lock(&self.state);
-        s.result = Some(result);
-        if let Some(w) = s.waker.take() {
+        let waker = {
+            let mut s = lock(&self.state);
+            s.result = Some(result);
+            s.waker.take()
+        };
+        // Woken with the lock released: an executor may poll the ticket inside `wake`.
+        if let Some(w) = waker {
             w.wake();
         }
         self.done.notify_all();
@@ -332,8 +337,10 @@ impl Shared {
         let mut scratch = Scratch::new();
         let (mut raw, mut logits) = (Vec::new(), Vec::new());
         let mut last = 1;
-        while let Some(batch) = self.next_batch(last) {
-            last = batch.len();
+        while let Some((batch, left)) = self.next_batch(last) {
+            // Rows taken and rows left queued: the callers now active. (The batch alone
+            // would settle below them: callers answered late land in the next batch.)
+            last = (batch.len() + left).min(self.options.max_batch);
             self.batches.fetch_add(1, Ordering::Relaxed);
             let bucket = BATCH_BUCKETS
                 .iter()
@@ -345,27 +352,33 @@ impl Shared {
     }
 
     /// Waits for a first request, then for more until the batch is full, the first has
-    /// waited `max_wait` (and, while fewer than `last` rows are queued, `regather`), or
-    /// the queue closes. `None`: closed and empty.
-    fn next_batch(&self, last: usize) -> Option<Vec<Request>> {
+    /// waited `max_wait` (plus `regather` while fewer than `last` rows are queued), or the
+    /// queue closes; returns the batch and the rows left queued. `None`: closed and empty.
+    fn next_batch(&self, last: usize) -> Option<(Vec<Request>, usize)> {
         let mut q = lock(&self.queue);
         loop {
             if let Some(first) = q.pending.front() {
                 let wait = if q.pending.len() < last.min(self.options.max_batch) {
-                    self.options.max_wait.max(self.options.regather)
+                    self.options.max_wait.saturating_add(self.options.regather)
                 } else {
                     self.options.max_wait
                 };
-                let deadline = first.arrived + wait;
+                // A deadline past what `Instant` can hold: no deadline.
+                let deadline = first.arrived.checked_add(wait);
                 let now = Instant::now();
-                if q.pending.len() >= self.options.max_batch || q.closed || now >= deadline {
+                let due = deadline.is_some_and(|d| now >= d);
+                if q.pending.len() >= self.options.max_batch || q.closed || due {
                     let n = q.pending.len().min(self.options.max_batch);
-                    return Some(q.pending.drain(..n).collect());
+                    let batch: Vec<Request> = q.pending.drain(..n).collect();
+                    return Some((batch, q.pending.len()));
                 }
-                q = self
-                    .arrived
-                    .wait_timeout(q, deadline - now)
-                    .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+                q = match deadline {
+                    Some(d) => self
+                        .arrived
+                        .wait_timeout(q, d - now)
+                        .map_or_else(|p| p.into_inner().0, |(g, _)| g),
+                    None => self.arrived.wait(q).unwrap_or_else(|p| p.into_inner()),
+                };
             } else if q.closed {
                 return None;
             } else {

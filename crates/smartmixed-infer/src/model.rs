@@ -490,7 +490,12 @@ impl Model {
         let panic = match catch_unwind(AssertUnwindSafe(pass)) {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(panic)) => panic,
-            Err(payload) => Panic::new("the calling thread".into(), &*payload),
+            Err(payload) => {
+                let panic = Panic::new("the calling thread".into(), &*payload);
+                // A payload whose drop panics must not escape (it would end a batcher).
+                let _ = catch_unwind(AssertUnwindSafe(|| drop(payload)));
+                panic
+            }
         };
         Err(Error::Panicked {
             thread: panic.thread,

@@ -319,3 +319,41 @@ fn concurrent_callers_never_compute_on_more_threads_than_the_pool_has() {
     let most = MOST_INSIDE.load(Ordering::SeqCst);
     assert!((1..=2).contains(&most), "{most} threads computed at once");
 }
+
+/// The model `test_runs_a_model` runs, on the same one-thread pool as the model using it.
+static INNER: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
+
+register_activation!(
+    "test_runs_a_model",
+    forward: |x| {
+        // A call started inside a call: it must run on this thread, not wait for the
+        // pool's only permit, which the outer call holds.
+        let inner = INNER.get().expect("set before use");
+        let p = inner.predict(&[x, 0.5, -0.5]).expect("inner call");
+        x.max(0.0) + p.probabilities[0] * 0.0
+    },
+    derivative: |x, _y| if x > 0.0 { 1.0 } else { 0.0 },
+);
+
+/// An activation that runs another model on the same pool (of one thread, so the outer
+/// call holds every permit): the inner call runs on the calling thread instead of waiting
+/// forever, and the outer answer is the plain ReLU network's.
+#[test]
+fn a_call_from_inside_a_call_runs_instead_of_waiting_for_a_permit() {
+    let _dog = watchdog("nested call", 30);
+    let pool = Pool::new(1).unwrap();
+    let weights = |l: usize, o: usize, i: usize| pattern(l * 1000 + o * 17 + i * 5);
+    let bias = |l: usize, o: usize| pattern(o * 3 + l) / 2.0;
+    let inner = network(&[3, 8, 4], &[vec![("relu", 8)]], weights, bias).with_pool(pool.clone());
+    assert!(INNER.set(inner).is_ok());
+    let outer = network(&[3, 8, 4], &[vec![("test_runs_a_model", 8)]], weights, bias)
+        .with_pool(pool.clone());
+    let plain = network(&[3, 8, 4], &[vec![("relu", 8)]], weights, bias).with_pool(pool);
+    let x = inputs(2, 1);
+    let (mut got, mut want) = (vec![0.0; 8], vec![0.0; 8]);
+    outer.forward(&x, 2, &mut Scratch::new(), &mut got).unwrap();
+    plain
+        .forward(&x, 2, &mut Scratch::new(), &mut want)
+        .unwrap();
+    assert_eq!(bits(&got), bits(&want));
+}

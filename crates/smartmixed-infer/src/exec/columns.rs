@@ -49,12 +49,14 @@ impl<'l, 'a> SpinBarrier<'l, 'a> {
             self.generation.fetch_add(1, Ordering::Release);
             return !self.failed.load(Ordering::Acquire);
         }
+        // Every thread's share of a layer is small (below 128 rows): a wait past STALL is
+        // a thread the OS is not running.
         let mut wait = Wait::new(self.lease);
         while self.generation.load(Ordering::Acquire) == generation {
             if self.failed.load(Ordering::Acquire) {
                 return false;
             }
-            wait.pause();
+            wait.pause(|| true);
         }
         !self.failed.load(Ordering::Acquire)
     }
@@ -138,9 +140,11 @@ pub(crate) fn forward(
                 held = tickets.fetch_add(1, Ordering::Relaxed);
             }
             base = end;
-            if i != last {
-                std::mem::swap(&mut x, &mut y);
+            if i == last {
+                // No barrier: `Lease::run` returns once every thread has finished.
+                return;
             }
+            std::mem::swap(&mut x, &mut y);
             if !barrier.wait() {
                 return;
             }

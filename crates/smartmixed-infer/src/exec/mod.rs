@@ -87,8 +87,9 @@ pub(crate) fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// Runs `layers` on `batch` rows of `input` (sizes checked, values finite) into `output`,
-/// on the calling thread and whatever threads `pool` lends. A panic on a helper is
-/// returned; one on the calling thread unwinds (the model turns both into errors).
+/// on the calling thread and whatever threads `pool` lends. A panic in a split pass, on
+/// any of its threads, is returned; one in a pass on the calling thread alone unwinds
+/// (the model turns both into errors).
 pub(crate) fn forward(
     layers: &[Layer],
     input: &[f32],
@@ -120,14 +121,16 @@ pub(crate) fn forward(
         helpers: lent,
         ..
     } = scratch;
-    let lease = pool.enter(helpers, lent);
+    // Grown before taking permits: a first large call's allocation holds up no one.
     let len = batch * layers.iter().map(|l| l.outputs).max().unwrap_or(0);
     let (a, b) = (grown(a, len), grown(b, len));
+    let c = if columns { grown(c, len) } else { &mut c[..0] };
+    let lease = pool.enter(helpers, lent);
     if lease.threads() == 1 {
         rows::alone(layers, input, batch, a, b, output, post);
         Ok(())
     } else if columns {
-        columns::forward(layers, input, batch, [a, b, grown(c, len)], output, &lease)
+        columns::forward(layers, input, batch, [a, b, c], output, &lease)
     } else {
         rows::forward(layers, input, batch, [a, b], output, post, &lease)
     }

@@ -34,8 +34,15 @@ use crate::{Error, Result};
 /// The most threads a pool may have: an absurd request must not reach the OS.
 pub const MAX_THREADS: usize = 256;
 
-/// How long an idle worker spins before sleeping, in spin-loop iterations (about 50 µs).
-const SPINS: u32 = 20_000;
+/// How long an idle worker spins before sleeping (back-to-back calls find it awake).
+const SPIN: Duration = Duration::from_micros(50);
+
+thread_local! {
+    /// Set while this thread computes a call (a caller inside `forward`, or a worker): a
+    /// call started from inside one (an activation that runs a model) runs on this thread
+    /// alone, taking no permit, instead of waiting for a permit its own call holds.
+    static IN_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// A wait inside a call (at a barrier, or for helpers to finish) longer than this means a
 /// thread of the call is not running: a layer's share of work takes well under it.
@@ -134,6 +141,8 @@ struct Slot {
 /// One call's job as its helpers see it, on the caller's stack.
 struct Call<'a> {
     job: &'a Job<'a>,
+    /// Helpers that have begun the job: a wait for one that has not is a stall.
+    started: AtomicUsize,
     finished: AtomicUsize,
     /// The first panic a helper caught: written before the helper counts itself finished.
     panic: Mutex<Option<Panic>>,
@@ -208,6 +217,16 @@ impl Pool {
     /// `workers` (the caller's buffer, so a warm call allocates nothing).
     pub(crate) fn enter<'a>(&'a self, helpers: usize, workers: &'a mut Vec<usize>) -> Lease<'a> {
         let s = &*self.0.shared;
+        workers.clear();
+        if IN_CALL.with(|c| c.replace(true)) {
+            return Lease {
+                shared: s,
+                workers,
+                stalled: AtomicBool::new(false),
+                ran: AtomicBool::new(false),
+                nested: true,
+            };
+        }
         let mut gate = locked(&s.gate);
         if gate.free == 0 {
             gate.waiting += 1;
@@ -218,7 +237,6 @@ impl Pool {
             gate.waiting -= 1;
         }
         gate.free -= 1;
-        workers.clear();
         let backing_off = || s.backing_off_until.load(Ordering::Relaxed) > s.micros();
         if helpers > 0 && gate.waiting == 0 && !backing_off() {
             let take = helpers.min(gate.free).min(gate.idle.len());
@@ -231,6 +249,7 @@ impl Pool {
             workers,
             stalled: AtomicBool::new(false),
             ran: AtomicBool::new(false),
+            nested: false,
         }
     }
 }
@@ -245,6 +264,8 @@ pub(crate) struct Lease<'a> {
     /// Whether the helpers were given the job (they then put themselves back among the
     /// idle); if not, dropping the lease puts them back.
     ran: AtomicBool,
+    /// Started inside another call on this thread: holds no permit.
+    nested: bool,
 }
 
 /// A thread's wait inside a call: spins, and past [`STALL`] yields and marks the call
@@ -264,8 +285,9 @@ impl<'l, 'a> Wait<'l, 'a> {
         }
     }
 
-    /// One round of waiting.
-    pub(crate) fn pause(&mut self) {
+    /// One round of waiting; past [`STALL`], `parked()` says whether the thread waited
+    /// for is not running (then the call is marked stalled).
+    pub(crate) fn pause(&mut self, parked: impl Fn() -> bool) {
         std::hint::spin_loop();
         self.spins = self.spins.wrapping_add(1);
         if !self.spins.is_multiple_of(256) {
@@ -273,7 +295,9 @@ impl<'l, 'a> Wait<'l, 'a> {
         }
         let since = *self.since.get_or_insert_with(Instant::now);
         if since.elapsed() > STALL {
-            self.lease.stalled.store(true, Ordering::Relaxed);
+            if parked() {
+                self.lease.stalled.store(true, Ordering::Relaxed);
+            }
             std::thread::yield_now();
         }
     }
@@ -298,6 +322,7 @@ impl Lease<'_> {
         );
         let call = Call {
             job,
+            started: AtomicUsize::new(0),
             finished: AtomicUsize::new(0),
             panic: Mutex::new(None),
         };
@@ -318,9 +343,12 @@ impl Lease<'_> {
         let mine = catch_unwind(AssertUnwindSafe(|| job(0)));
         // `call` lives on this frame, which returns only after every helper has finished
         // with it: a panic cannot leave early, the caller's share is caught above.
+        // A helper still in its share is no stall (a row chunk can take milliseconds); one
+        // that has not begun the job after STALL is a thread the OS has not run.
         let mut wait = Wait::new(self);
-        while call.finished.load(Ordering::Acquire) < self.workers.len() {
-            wait.pause();
+        let helpers = self.workers.len();
+        while call.finished.load(Ordering::Acquire) < helpers {
+            wait.pause(|| call.started.load(Ordering::Relaxed) < helpers);
         }
         let theirs = locked(&call.panic).take();
         match (mine, theirs) {
@@ -334,6 +362,10 @@ impl Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         let s = self.shared;
+        if self.nested {
+            return;
+        }
+        IN_CALL.with(|c| c.set(false));
         if self.stalled.load(Ordering::Relaxed) {
             let until = s.micros().saturating_add(BACK_OFF.as_micros() as u64);
             s.backing_off_until.fetch_max(until, Ordering::Relaxed);
@@ -355,16 +387,17 @@ impl Drop for Lease<'_> {
 
 fn worker(s: &Shared, i: usize) {
     let _mode = FlushDenormals::set(true);
+    IN_CALL.with(|c| c.set(true));
     let slot = &s.slots[i];
     let mut seen = 0usize;
     loop {
-        let mut spins = 0u32;
+        let (mut spins, idle_since) = (0u32, Instant::now());
         loop {
             if slot.generation.load(Ordering::Acquire) != seen {
                 break;
             }
-            spins += 1;
-            if spins < SPINS {
+            spins = spins.wrapping_add(1);
+            if !spins.is_multiple_of(256) || idle_since.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
@@ -386,6 +419,7 @@ fn worker(s: &Shared, i: usize) {
         // `finished` counts this worker.
         let call: &Call<'_> = unsafe { &*(address as *const Call<'_>) };
         let index = slot.index.load(Ordering::Relaxed);
+        call.started.fetch_add(1, Ordering::Relaxed);
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (call.job)(index))) {
             let name = std::thread::current().name().map_or_else(
                 || format!("worker thread {index}"),
@@ -439,7 +473,7 @@ mod tests {
             let mut wait = Wait::new(&lease);
             let start = Instant::now();
             while start.elapsed() < STALL * 3 {
-                wait.pause();
+                wait.pause(|| true);
             }
         }
         assert_eq!(pool.enter(1, &mut lent).threads(), 1, "backing off");
