@@ -9,7 +9,7 @@ use smartmixed_core::{Phase, Select};
 use smartmixed_train::rundir::{self, ChoiceShares, EpochRecord, CHOICES, METRICS, SUMMARY};
 use smartmixed_train::Summary;
 
-use super::plot::{Figure, Series, MAX_PANELS};
+use super::plot::{self, Marker, MarkerKind, Series, MAX_PANELS};
 use super::Writer;
 
 /// A band of layers as the report names it: `3` or `1-250`.
@@ -25,6 +25,15 @@ fn band_name((first, last): (usize, usize)) -> String {
 fn band_title(band: (usize, usize)) -> String {
     let noun = if band.0 == band.1 { "layer" } else { "layers" };
     format!("{noun} {}", band_name(band))
+}
+
+/// A single layer's width as ` (64)`, from the run's widths (input first); nothing for a
+/// band of layers or a layer the widths lack.
+fn band_width(widths: &[usize], (first, last): (usize, usize)) -> String {
+    match widths.get(first) {
+        Some(w) if first == last && first + 1 < widths.len() => format!(" ({w})"),
+        _ => String::new(),
+    }
 }
 
 /// Writes `out/report.md` and its figures for the run in `dir`; returns the files written.
@@ -55,10 +64,12 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
             .first()
             .map(|l| l.iter().map(|(a, _)| a.clone()).collect())
             .unwrap_or_default();
-        report.final_shares(final_choices, &pool, &dir.join(SUMMARY))?;
+        let phase1 = summary.phases.iter().find(|p| p.phase == Phase::Phase1);
+        let selected = phase1.map(|p| p.best_epoch);
+        report.final_shares(final_choices, &pool, &dir.join(SUMMARY), &summary.architecture, selected)?;
         if !choices.bands.is_empty() {
-            let transition = summary.phases.first().and_then(|p| p.ended_early.as_ref());
-            report.shares_over_epochs(&choices, &pool, transition.map(|e| e.epoch))?;
+            let transition = phase1.and_then(|p| p.ended_early.as_ref());
+            report.shares_over_epochs(&choices, &pool, &summary.architecture, selected, transition.map(|e| e.epoch))?;
         }
     }
     report.finish()
@@ -122,25 +133,24 @@ impl Writer<'_> {
                     "{left_out} non-finite or out-of-range loss values of {phase} are left out of the figure.\n\n"
                 ));
             }
-            let mut markers = vec![(
-                p.best_epoch as f64,
-                format!("selected (epoch {})", p.best_epoch),
-            )];
+            let mut markers = vec![Marker {
+                x: p.best_epoch as f64,
+                kind: MarkerKind::Selected,
+                label: format!("selected (epoch {})", p.best_epoch),
+            }];
             if let Some(end) = &p.ended_early {
                 let what = if phase == Phase::Phase1 {
                     "transition"
                 } else {
                     "early stop"
                 };
-                markers.push((end.epoch as f64, format!("{what} (epoch {})", end.epoch)));
+                markers.push(Marker {
+                    x: end.epoch as f64,
+                    kind: MarkerKind::Ended,
+                    label: format!("{what} (epoch {})", end.epoch),
+                });
             }
-            let fig = Figure::Lines {
-                title: format!("{phase}: loss per epoch"),
-                x_label: "epoch".into(),
-                y_label: "cross-entropy".into(),
-                series,
-                markers,
-            };
+            let fig = plot::loss(phase, series, markers);
             self.save(
                 &fig,
                 &format!("fig{}-{phase}-loss", n + 1),
@@ -157,6 +167,8 @@ impl Writer<'_> {
         final_choices: &[Vec<(String, usize)>],
         pool: &[String],
         summary: &Path,
+        widths: &[usize],
+        selected: Option<usize>,
     ) -> Result<()> {
         self.md
             .push_str("## Activation shares after phase 1 (Fig. 3)\n\n");
@@ -213,23 +225,13 @@ impl Writer<'_> {
             values.push(shares);
         }
         self.md.push('\n');
-        // Pooled, the tick labels are the bands' layer ranges alone: "layer 288-300" times
-        // 24 would overlap.
-        let pooled = bands.len() < final_choices.len();
-        let fig = Figure::Bars {
-            title: if pooled {
-                "Share of each activation per band of hidden layers after phase 1".into()
-            } else {
-                "Share of each activation per hidden layer after phase 1".into()
-            },
-            y_label: "% of neurons".into(),
-            groups: bands
-                .iter()
-                .map(|&b| if pooled { band_name(b) } else { band_title(b) })
-                .collect(),
-            series: pool.to_vec(),
-            values,
-        };
+        // Tick labels are layer numbers (or a band's range) with the layer's width: "layer
+        // 288-300" times 24 would overlap.
+        let groups = bands
+            .iter()
+            .map(|&b| band_name(b) + &band_width(widths, b))
+            .collect();
+        let fig = plot::final_shares(groups, pool, values, selected);
         self.save(&fig, "fig3-activation-shares", "activation shares")
     }
 
@@ -239,12 +241,21 @@ impl Writer<'_> {
         &mut self,
         choices: &ChoiceShares,
         pool: &[String],
+        widths: &[usize],
+        selected: Option<usize>,
         transition: Option<usize>,
     ) -> Result<()> {
-        let markers: Vec<(f64, String)> = transition
-            .map(|e| (e as f64, format!("transition (epoch {e})")))
-            .into_iter()
-            .collect();
+        let selected = selected.map(|e| Marker {
+            x: e as f64,
+            kind: MarkerKind::Selected,
+            label: format!("selected (epoch {e})"),
+        });
+        let ended = transition.map(|e| Marker {
+            x: e as f64,
+            kind: MarkerKind::Ended,
+            label: format!("transition (epoch {e})"),
+        });
+        let markers: Vec<Marker> = selected.into_iter().chain(ended).collect();
         // Series in the pool's order, then any other name choices.csv holds.
         let mut order: Vec<usize> = pool
             .iter()
@@ -257,15 +268,12 @@ impl Writer<'_> {
         let panels = choices
             .bands
             .iter()
-            .map(|band| Figure::Lines {
-                title: band_title(band.layers),
-                x_label: "phase-1 epoch".into(),
-                y_label: "% of neurons".into(),
-                series: order
+            .map(|band| {
+                let series: Vec<Series> = order
                     .iter()
                     .map(|&a| (choices.activations[a].clone(), band.series[a].clone()))
-                    .collect(),
-                markers: markers.clone(),
+                    .collect();
+                (band_title(band.layers) + &band_width(widths, band.layers), series)
             })
             .collect();
         self.md.push_str("## Shares over the phase-1 epochs\n\n");
@@ -276,10 +284,7 @@ impl Writer<'_> {
                 choices.bands.len()
             ));
         }
-        let fig = Figure::Grid {
-            columns: choices.bands.len().clamp(1, 3),
-            panels,
-        };
+        let fig = plot::shares_over_epochs(panels, markers);
         self.save(&fig, "fig3b-shares-over-epochs", "shares over epochs")
     }
 }
