@@ -83,7 +83,7 @@ impl MarkerKind {
     fn colour(self) -> RGBColor {
         match self {
             MarkerKind::Selected => RGBColor(0, 0, 0),
-            MarkerKind::Ended => RGBColor(130, 130, 130),
+            MarkerKind::Ended => RGBColor(102, 102, 153),
         }
     }
 }
@@ -437,9 +437,8 @@ fn log_scale(series: &[Series]) -> bool {
     lo > 0.0 && hi / lo > LOG_SPAN
 }
 
-/// How many y labels plotters is asked for: linear and log axes.
+/// How many y labels plotters is asked for on a linear axis.
 const Y_LABELS: usize = 10;
-const LOG_Y_LABELS: usize = 20;
 
 /// The fewest decimals (at most 6) that write every tick exactly; `None` when six do not
 /// (ticks then written in scientific notation).
@@ -461,19 +460,29 @@ fn tick_label(v: f64, decimals: Option<usize>) -> String {
     }
 }
 
-/// A log axis labels 1, 2 and 5 times a power of ten (the grid has lines at every
-/// multiple); other ticks get no label.
-fn log_label(v: f64) -> String {
-    if v <= 0.0 {
-        return String::new();
+/// A log axis's ticks within `lo..=hi` (positive): labelled ones at 1, 2 and 5 times a
+/// power of ten (only the powers themselves beyond four decades) and grid lines at the
+/// other whole multiples.
+fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
+    let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let labelled: &[f64] = if last - first > 4 { &[1.0] } else { &[1.0, 2.0, 5.0] };
+    let (mut bold, mut light) = (Vec::new(), Vec::new());
+    for k in first..=last {
+        let power = 10f64.powi(k);
+        for m in 1..10 {
+            // Written as a decimal literal would be (0.2, not 0.20000000000000001).
+            let v: f64 = format!("{m}e{k}").parse().unwrap_or(m as f64 * power);
+            if v < lo || v > hi {
+                continue;
+            }
+            if labelled.contains(&(m as f64)) {
+                bold.push(v);
+            } else {
+                light.push(v);
+            }
+        }
     }
-    let power = 10f64.powf(v.log10().floor());
-    let m = v / power;
-    if [1.0, 2.0, 5.0, 10.0].iter().any(|k| (m - k).abs() < 1e-6 * k) {
-        tick_label(v, decimals(&[v]))
-    } else {
-        String::new()
-    }
+    (bold, light)
 }
 
 /// Pixels of a y label area: the widest tick label (about 9 px a character at 14 px) plus
@@ -488,6 +497,8 @@ struct YAxis {
     lo: f64,
     hi: f64,
     log: bool,
+    /// A log axis's labelled ticks and other grid lines.
+    log_ticks: (Vec<f64>, Vec<f64>),
     decimals: Option<usize>,
     width: u32,
 }
@@ -501,8 +512,13 @@ impl YAxis {
         } else {
             (lo, hi)
         };
+        let log_ticks = if log {
+            log_ticks(lo, hi)
+        } else {
+            Default::default()
+        };
         let ticks: Vec<f64> = if log {
-            LogCoord::from((lo..hi).log_scale()).key_points(LOG_Y_LABELS)
+            log_ticks.0.clone()
         } else {
             RangedCoordf64::from(lo..hi).key_points(Y_LABELS)
         };
@@ -511,6 +527,7 @@ impl YAxis {
             lo,
             hi,
             log,
+            log_ticks,
             decimals,
             width: 0,
         };
@@ -521,7 +538,7 @@ impl YAxis {
 
     fn label(&self, v: f64) -> String {
         if self.log {
-            log_label(v)
+            tick_label(v, decimals(&[v]))
         } else {
             tick_label(v, self.decimals)
         }
@@ -557,9 +574,15 @@ where
         .y_label_area_size(axis.width);
     if axis.log {
         let chart = builder
-            .build_cartesian_2d(x0..x1, (axis.lo..axis.hi).log_scale())
+            .build_cartesian_2d(
+                x0..x1,
+                (axis.lo..axis.hi)
+                    .log_scale()
+                    .with_key_points(axis.log_ticks.0.clone())
+                    .with_light_points(axis.log_ticks.1.clone()),
+            )
             .map_err(plot_err)?;
-        draw_lines(chart, l, &series, &markers, &axis, LOG_Y_LABELS)
+        draw_lines(chart, l, &series, &markers, &axis, Y_LABELS)
     } else {
         let chart = builder
             .build_cartesian_2d(x0..x1, axis.lo..axis.hi)
@@ -905,6 +928,11 @@ where
     let decimals = decimals(&ticks);
     let y_tick = |y: &f64| tick_label(*y, decimals);
     let labels: Vec<String> = ticks.iter().map(y_tick).collect();
+    let desc = if clipped {
+        format!("mean weight (|w| > {scale:.3} in full colour)")
+    } else {
+        "mean weight".to_string()
+    };
     let mut chart = ChartBuilder::on(area)
         .margin_top(60)
         .margin_bottom(66)
@@ -918,11 +946,7 @@ where
         .disable_x_axis()
         .y_labels(6)
         .y_label_formatter(&y_tick)
-        .y_desc(if clipped {
-            "mean weight (beyond: end colours)"
-        } else {
-            "mean weight"
-        })
+        .y_desc(&desc)
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 14))
         .draw()
@@ -1096,6 +1120,14 @@ mod tests {
         (info.width, info.height, buf)
     }
 
+    /// The SVG's text elements, trimmed.
+    fn texts(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0.trim().to_string()))
+            .collect()
+    }
+
     fn has_colour(rgb: &[u8], c: RGBColor) -> bool {
         rgb.chunks(3).any(|p| p == [c.0, c.1, c.2])
     }
@@ -1109,11 +1141,15 @@ mod tests {
         assert!(log_scale(&[curve(&[0.5, 0.05, 0.01]), curve(&[0.4, 0.3])]));
         // A zero (or negative) value has no place on a log axis.
         assert!(!log_scale(&[curve(&[5.0, 0.0])]));
-        // The log axis labels 1, 2 and 5 times powers of ten only.
-        assert_eq!(log_label(0.2), "0.2");
-        assert_eq!(log_label(0.05), "0.05");
-        assert_eq!(log_label(10.0), "10");
-        assert_eq!(log_label(0.3), "");
+        // The log axis labels 1, 2 and 5 times powers of ten, the others are grid lines.
+        let (bold, light) = log_ticks(0.015, 0.46);
+        assert_eq!(bold, [0.02, 0.05, 0.1, 0.2]);
+        assert_eq!(light, [0.03, 0.04, 0.06, 0.07, 0.08, 0.09, 0.3, 0.4]);
+        let axis = YAxis::new(0.015, 0.46, true);
+        assert!(axis.log && axis.lo < 0.015 && axis.hi > 0.46);
+        assert_eq!(axis.label(0.05), "0.05");
+        // Past four decades only the powers of ten are labelled.
+        assert_eq!(log_ticks(0.5e-4, 2.0).0, [1e-4, 1e-3, 1e-2, 0.1, 1.0]);
     }
 
     #[test]
@@ -1196,8 +1232,9 @@ mod tests {
         let panel = |t: &str| (t.to_string(), vec![("relu".to_string(), vec![(1.0, 50.0), (2.0, 60.0)])]);
         let fig = shares_over_epochs(vec![panel("layer 1 (64)"), panel("layer 2 (32)")], vec![selected]);
         let (svg, _) = fig.render().unwrap();
-        assert_eq!(svg.matches(">relu<").count(), 1, "one legend");
-        assert_eq!(svg.matches("selected (epoch 2)").count(), 1);
+        let t = texts(&svg);
+        assert_eq!(t.iter().filter(|t| *t == "relu").count(), 1, "one legend: {t:?}");
+        assert_eq!(t.iter().filter(|t| *t == "selected (epoch 2)").count(), 1);
         assert!(svg.contains("layer 2 (32)"));
         let values = vec![vec![Some(0.5)]];
         let (svg, _) = weights(&names(&["elu"]), values, vec![vec![12]], 3).render().unwrap();
@@ -1216,11 +1253,11 @@ mod tests {
             let (_, png) = loss(Phase::Phase2, series.clone(), markers).render().unwrap();
             decode(&png).2
         };
-        let grey = MarkerKind::Ended.colour();
-        // The 'ended' marker is grey whether it comes first or after the selected one.
-        assert!(has_colour(&draw(vec![marker(MarkerKind::Ended)]), grey));
-        assert!(has_colour(&draw(vec![marker(MarkerKind::Selected), marker(MarkerKind::Ended)]), grey));
-        assert!(!has_colour(&draw(vec![marker(MarkerKind::Selected)]), grey));
+        let slate = MarkerKind::Ended.colour();
+        // The 'ended' marker is slate whether it comes first or after the selected one.
+        assert!(has_colour(&draw(vec![marker(MarkerKind::Ended)]), slate));
+        assert!(has_colour(&draw(vec![marker(MarkerKind::Selected), marker(MarkerKind::Ended)]), slate));
+        assert!(!has_colour(&draw(vec![marker(MarkerKind::Selected)]), slate));
     }
 
     #[test]
