@@ -116,10 +116,12 @@ fn the_bridge_loads_the_exports_tensors_by_name_and_writes_back_what_the_runtime
     let model = tiny_model(tmp.path());
     let tuned = tmp.path().join("tuned");
     let original = Model::load_dir(&model).unwrap();
+    // The first 64 MNIST test images as raw pixels 0-255 (the runtime and the bridge both
+    // preprocess them).
     let n = 64;
-    let width = original.input_size();
-    // Raw pixels 0-255 (the runtime and the bridge both preprocess them).
-    let raw: Vec<f32> = (0..n * width).map(|i| ((i * 37) % 256) as f32).collect();
+    let test = Dataset::load_test(&root().join("data/mnist"), 10).unwrap();
+    let raw: Vec<f32> = (0..n).flat_map(|i| test.raw(i)).collect();
+    assert_eq!(raw.len(), n * original.input_size());
     std::fs::write(tmp.path().join("raw.f32"), le(&raw)).unwrap();
     // Loads the export's own file into the module by name, fine-tunes it with a few SGD
     // steps, writes it back and saves the module's logits on the raw rows.
@@ -132,7 +134,7 @@ file = load_file(model + "/model.safetensors")
 assert sorted(net.state_dict()) == sorted(file), (sorted(net.state_dict()), sorted(file))
 net.load_state_dict(file)
 torch.manual_seed(0)
-opt = torch.optim.SGD(net.parameters(), lr=0.5)
+opt = torch.optim.SGD(net.parameters(), lr=0.05)
 x = torch.rand(32, net.inputs)
 y = torch.randint(0, len(net.class_names), (32,))
 net.train()

@@ -49,7 +49,7 @@ fn run_figures_name_the_phase_the_selected_epoch_and_the_layer_widths() {
 
     // Fig. 3: phase 1's selected epoch, not its last, and each layer's width.
     let fig3 = texts(&report.join("fig3-activation-shares.svg"));
-    let title = format!("Activation shares per hidden layer at phase 1's selected epoch (epoch {best})");
+    let title = format!("Activation shares per hidden layer at the selected phase-1 epoch (epoch {best})");
     assert!(fig3.contains(&title), "{fig3:?}");
     assert!(fig3.contains(&"1 (16)".to_string()) && fig3.contains(&"2 (8)".to_string()), "{fig3:?}");
 

@@ -992,9 +992,9 @@ pub fn loss(phase: Phase, series: Vec<Series>, markers: Vec<Marker>) -> Figure {
 pub fn final_shares(groups: Vec<String>, pool: &[String], values: Vec<Vec<f64>>, selected: Option<usize>) -> Figure {
     let epoch = selected.map_or(String::new(), |e| format!(" (epoch {e})"));
     Figure::Bars(Bars {
-        title: format!("Activation shares per hidden layer at phase 1's selected epoch{epoch}"),
+        title: format!("Activation shares per hidden layer at the selected phase-1 epoch{epoch}"),
         x_label: "hidden layer (neurons)".into(),
-        y_label: "% of the layer's neurons".into(),
+        y_label: "% of neurons in the layer".into(),
         groups,
         series: pool.to_vec(),
         values,
@@ -1227,7 +1227,7 @@ mod tests {
         assert!(svg.contains("phase 2 (mixed network)") && !svg.contains("comparable"));
         let fig = final_shares(names(&["1 (64)"]), &names(&["relu"]), vec![vec![100.0]], Some(7));
         let (svg, _) = fig.render().unwrap();
-        assert!(svg.contains("selected epoch (epoch 7)") && svg.contains("1 (64)"));
+        assert!(svg.contains("selected phase-1 epoch (epoch 7)") && svg.contains("1 (64)"));
         // Fig. 3b: one legend for all panels, and the selected epoch in each.
         let panel = |t: &str| (t.to_string(), vec![("relu".to_string(), vec![(1.0, 50.0), (2.0, 60.0)])]);
         let fig = shares_over_epochs(vec![panel("layer 1 (64)"), panel("layer 2 (32)")], vec![selected]);
