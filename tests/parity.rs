@@ -210,5 +210,8 @@ fn the_python_reader_test_says_skipped_or_fails_when_python_is_required() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&format!("SKIPPED {name}")), "{text}");
     assert!(text.contains("1 passed"), "the child ran the test: {text}");
-    assert!(!child(true).status.success(), "SMARTMIXED_REQUIRE_PYTHON=1 did not fail");
+    assert!(
+        !child(true).status.success(),
+        "SMARTMIXED_REQUIRE_PYTHON=1 did not fail"
+    );
 }

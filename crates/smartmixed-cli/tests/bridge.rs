@@ -108,7 +108,8 @@ fn le(v: &[f32]) -> Vec<u8> {
 
 #[test]
 fn the_bridge_loads_the_exports_tensors_by_name_and_writes_back_what_the_runtime_loads() {
-    let test = "the_bridge_loads_the_exports_tensors_by_name_and_writes_back_what_the_runtime_loads";
+    let test =
+        "the_bridge_loads_the_exports_tensors_by_name_and_writes_back_what_the_runtime_loads";
     let Some(python) = torch_python(test) else {
         return;
     };
@@ -193,7 +194,10 @@ open(tmp + "/torch.f32", "wb").write(logits.numpy().astype("<f4").tobytes())
         .zip(&ours)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
-    assert!(moved > 1e-3, "fine-tuned logits equal the original's ({moved})");
+    assert!(
+        moved > 1e-3,
+        "fine-tuned logits equal the original's ({moved})"
+    );
 }
 
 #[test]
@@ -212,7 +216,10 @@ fn the_bridge_script_prints_its_usage_for_help() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.starts_with("usage:") && stdout.contains("labels"), "{stdout}");
+    assert!(
+        stdout.starts_with("usage:") && stdout.contains("labels"),
+        "{stdout}"
+    );
 }
 
 /// Without torch a bridge test says SKIPPED where `cargo test` shows it (its captured
@@ -241,5 +248,8 @@ fn a_bridge_test_without_torch_says_skipped_or_fails_when_torch_is_required() {
     assert!(text.contains(&format!("SKIPPED {name}")), "{text}");
     assert!(text.contains("1 passed"), "the child ran the test: {text}");
     let out = child(true);
-    assert!(!out.status.success(), "SMARTMIXED_REQUIRE_TORCH=1 did not fail");
+    assert!(
+        !out.status.success(),
+        "SMARTMIXED_REQUIRE_TORCH=1 did not fail"
+    );
 }

@@ -119,9 +119,15 @@ mod tests {
         let err = run(["/nonexistent/model".to_string()].into_iter()).unwrap_err();
         let line = one_line(err.as_ref());
         assert!(line.contains("/nonexistent/model"), "{line}");
-        assert!(!line.contains('\n') && !line.contains("Os {") && !line.contains("Io {"), "{line}");
+        assert!(
+            !line.contains('\n') && !line.contains("Os {") && !line.contains("Io {"),
+            "{line}"
+        );
         let err = run(["/nonexistent".to_string(), "many".to_string()].into_iter()).unwrap_err();
-        assert_eq!(one_line(err.as_ref()), "BATCHES: expected a whole number, got `many`");
+        assert_eq!(
+            one_line(err.as_ref()),
+            "BATCHES: expected a whole number, got `many`"
+        );
     }
 
     #[test]
@@ -132,12 +138,21 @@ mod tests {
         let b: Vec<u8> = [0.0f32, 1.0].iter().flat_map(|x| x.to_le_bytes()).collect();
         use safetensors::tensor::{Dtype, TensorView};
         let views = [
-            ("layers.0.weight", TensorView::new(Dtype::F32, vec![2, 2], &w).unwrap()),
-            ("layers.0.bias", TensorView::new(Dtype::F32, vec![2], &b).unwrap()),
+            (
+                "layers.0.weight",
+                TensorView::new(Dtype::F32, vec![2, 2], &w).unwrap(),
+            ),
+            (
+                "layers.0.bias",
+                TensorView::new(Dtype::F32, vec![2], &b).unwrap(),
+            ),
         ];
         let bytes = safetensors::serialize(views, &None).unwrap();
         let model = Model::from_bytes(&bytes, manifest.as_bytes()).unwrap();
         // softmax([0, 1]) = [0.269, 0.731]
-        assert_eq!(blank_input(&model).unwrap(), "all-zero input -> class 1 \"dog\" (p = 0.731)");
+        assert_eq!(
+            blank_input(&model).unwrap(),
+            "all-zero input -> class 1 \"dog\" (p = 0.731)"
+        );
     }
 }

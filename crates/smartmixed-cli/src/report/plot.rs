@@ -109,6 +109,9 @@ pub struct Lines {
     pub markers: Vec<Marker>,
     /// One line under the chart: what a reader must know to read it.
     pub note: Option<String>,
+    /// A log y axis when the values span more than [`LOG_SPAN`] (losses; shares and
+    /// other bounded values stay linear).
+    pub log_when_wide: bool,
 }
 
 /// The spread of one bar's value over seeds: its standard deviation (the error bar) and
@@ -193,7 +196,11 @@ impl Figure {
                 let (grid, key) = beside_legend(&area);
                 let (cols, rows) = grid_shape(*columns, panels.len());
                 let mut entries = Vec::new();
-                for (i, (panel, sub)) in panels.iter().zip(grid.split_evenly((rows, cols))).enumerate() {
+                for (i, (panel, sub)) in panels
+                    .iter()
+                    .zip(grid.split_evenly((rows, cols)))
+                    .enumerate()
+                {
                     let drawn = lines(&sub, panel)?;
                     if i == 0 {
                         entries = drawn;
@@ -465,7 +472,11 @@ fn tick_label(v: f64, decimals: Option<usize>) -> String {
 /// other whole multiples.
 fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
     let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
-    let labelled: &[f64] = if last - first > 4 { &[1.0] } else { &[1.0, 2.0, 5.0] };
+    let labelled: &[f64] = if last - first > 4 {
+        &[1.0]
+    } else {
+        &[1.0, 2.0, 5.0]
+    };
     let (mut bold, mut light) = (Vec::new(), Vec::new());
     for k in first..=last {
         let power = 10f64.powi(k);
@@ -555,7 +566,7 @@ where
     let series: Vec<Series> = series.into_iter().map(|(n, p)| (n, thin(&p))).collect();
     let markers: Vec<&Marker> = l.markers.iter().filter(|m| drawable_value(m.x)).collect();
     let (x0, x1, y0, y1) = bounds(&series, markers.iter().map(|m| m.x));
-    let log = log_scale(&series);
+    let log = l.log_when_wide && log_scale(&series);
     let axis = if log {
         let ys = || series.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y));
         YAxis::new(
@@ -738,7 +749,8 @@ where
     }
     mesh.draw().map_err(plot_err)?;
     let width = 0.8 / s as f64;
-    let label_style = TextStyle::from(("sans-serif", 14).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+    let label_style =
+        TextStyle::from(("sans-serif", 14).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
     for si in 0..b.series.len() {
         for (g, row) in b.values.iter().enumerate() {
             let c = match b.highlight {
@@ -776,9 +788,11 @@ where
                         .map_err(plot_err)?;
                 }
                 chart
-                    .draw_series(sp.points.iter().filter(|p| drawable_value(**p)).map(|&p| {
-                        Circle::new((centre + cap * 1.8, p.max(0.0)), 3, BLACK.filled())
-                    }))
+                    .draw_series(
+                        sp.points.iter().filter(|p| drawable_value(**p)).map(|&p| {
+                            Circle::new((centre + cap * 1.8, p.max(0.0)), 3, BLACK.filled())
+                        }),
+                    )
                     .map_err(plot_err)?;
                 label_at = values_max(sp.points.iter().copied()).max(hi);
             }
@@ -906,16 +920,29 @@ where
                 .map_err(plot_err)?;
             let ink: &'static RGBColor = if t > 0.6 { &WHITE } else { &BLACK };
             let text = v.map_or("n/a".to_string(), |v| format!("{v:+.4}"));
-            let count = h.counts.get(r).and_then(|row| row.get(c)).copied().unwrap_or(0);
+            let count = h
+                .counts
+                .get(r)
+                .and_then(|row| row.get(c))
+                .copied()
+                .unwrap_or(0);
             chart
                 .draw_series([
                     Text::new(text, (c as f64, y + 0.12), centred(15, ink)),
-                    Text::new(format!("n = {count}"), (c as f64, y - 0.18), centred(12, ink)),
+                    Text::new(
+                        format!("n = {count}"),
+                        (c as f64, y - 0.18),
+                        centred(12, ink),
+                    ),
                 ])
                 .map_err(plot_err)?;
         }
     }
-    colour_bar(&bar, scale, heat_cells(&values).iter().any(|v| v.abs() > scale))
+    colour_bar(
+        &bar,
+        scale,
+        heat_cells(&values).iter().any(|v| v.abs() > scale),
+    )
 }
 
 /// The heatmap's colour scale from `-scale` to `+scale`, noting when cells beyond it were
@@ -984,12 +1011,18 @@ pub fn loss(phase: Phase, series: Vec<Series>, markers: Vec<Marker>) -> Figure {
         series,
         markers,
         note: note.map(Into::into),
+        log_when_wide: true,
     })
 }
 
 /// Fig. 3: the share of each activation per hidden layer (or band of layers) in the
 /// checkpoint phase 1 handed over, the one of its selected epoch.
-pub fn final_shares(groups: Vec<String>, pool: &[String], values: Vec<Vec<f64>>, selected: Option<usize>) -> Figure {
+pub fn final_shares(
+    groups: Vec<String>,
+    pool: &[String],
+    values: Vec<Vec<f64>>,
+    selected: Option<usize>,
+) -> Figure {
     let epoch = selected.map_or(String::new(), |e| format!(" (epoch {e})"));
     Figure::Bars(Bars {
         title: format!("Activation shares per hidden layer at the selected phase-1 epoch{epoch}"),
@@ -1018,6 +1051,7 @@ pub fn shares_over_epochs(panels: Vec<(String, Vec<Series>)>, markers: Vec<Marke
                 series,
                 markers: markers.clone(),
                 note: None,
+                log_when_wide: false,
             })
             .collect(),
     }
@@ -1047,7 +1081,10 @@ pub fn mrr(
     };
     Figure::Bars(Bars {
         title: if several {
-            format!("Mean Reciprocal Rank over {architectures} architectures: mean ± sd over {} seeds", per_seed.len())
+            format!(
+                "Mean Reciprocal Rank over {architectures} architectures: mean ± sd over {} seeds",
+                per_seed.len()
+            )
         } else {
             format!("Mean Reciprocal Rank over {architectures} architectures")
         },
@@ -1085,7 +1122,12 @@ pub fn rank_counts(methods: &[String], counts: &[Vec<usize>], max_rank: usize) -
 
 /// Fig. 6: the mean hidden-to-hidden weight between activation groups over `cells`
 /// SmartMixed cells, with the number of weights behind each cell.
-pub fn weights(pool: &[String], values: Vec<Vec<Option<f64>>>, counts: Vec<Vec<u64>>, cells: usize) -> Figure {
+pub fn weights(
+    pool: &[String],
+    values: Vec<Vec<Option<f64>>>,
+    counts: Vec<Vec<u64>>,
+    cells: usize,
+) -> Figure {
     Figure::Heatmap(Heatmap {
         title: format!(
             "Mean weight between activation groups ({cells} SmartMixed {})",
@@ -1103,7 +1145,13 @@ mod tests {
     use super::*;
 
     fn curve(ys: &[f64]) -> Series {
-        ("s".into(), ys.iter().enumerate().map(|(i, &y)| (i as f64 + 1.0, y)).collect())
+        (
+            "s".into(),
+            ys.iter()
+                .enumerate()
+                .map(|(i, &y)| (i as f64 + 1.0, y))
+                .collect(),
+        )
     }
 
     fn names(v: &[&str]) -> Vec<String> {
@@ -1124,7 +1172,16 @@ mod tests {
     fn texts(svg: &str) -> Vec<String> {
         svg.split("<text")
             .skip(1)
-            .filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0.trim().to_string()))
+            .filter_map(|t| {
+                Some(
+                    t.split_once('>')?
+                        .1
+                        .split_once("</text>")?
+                        .0
+                        .trim()
+                        .to_string(),
+                )
+            })
             .collect()
     }
 
@@ -1141,6 +1198,16 @@ mod tests {
         assert!(log_scale(&[curve(&[0.5, 0.05, 0.01]), curve(&[0.4, 0.3])]));
         // A zero (or negative) value has no place on a log axis.
         assert!(!log_scale(&[curve(&[5.0, 0.0])]));
+        // Losses may go logarithmic; activation shares (2% to 50%) never do.
+        let Figure::Lines(l) = loss(Phase::Phase2, vec![], vec![]) else {
+            panic!("not lines")
+        };
+        assert!(l.log_when_wide);
+        let shares = vec![("p".to_string(), vec![curve(&[2.0, 50.0])])];
+        let Figure::Grid { panels, .. } = shares_over_epochs(shares, vec![]) else {
+            panic!("not a grid")
+        };
+        assert!(!panels[0].log_when_wide);
         // The log axis labels 1, 2 and 5 times powers of ten, the others are grid lines.
         let (bold, light) = log_ticks(0.015, 0.46);
         assert_eq!(bold, [0.02, 0.05, 0.1, 0.2]);
@@ -1184,7 +1251,10 @@ mod tests {
             panic!("not bars")
         };
         assert_eq!(b.series, names(&["rank 1", "rank 2"]));
-        assert_eq!(b.values, vec![vec![1.0, 1.0], vec![1.0, 0.0], vec![0.0, 1.0]]);
+        assert_eq!(
+            b.values,
+            vec![vec![1.0, 1.0], vec![1.0, 0.0], vec![0.0, 1.0]]
+        );
         assert!(b.whole);
         // The counts' axis ends on a whole number above the tallest bar.
         assert_eq!(bars_top(&b), 2.0);
@@ -1223,22 +1293,47 @@ mod tests {
         assert!(svg.contains("Training and validation loss, phase 1 (selective)"));
         assert!(svg.contains("not directly comparable"));
         assert!(svg.contains("selected (epoch 2)"));
-        let (svg, _) = loss(Phase::Phase2, series.clone(), vec![]).render().unwrap();
+        let (svg, _) = loss(Phase::Phase2, series.clone(), vec![])
+            .render()
+            .unwrap();
         assert!(svg.contains("phase 2 (mixed network)") && !svg.contains("comparable"));
-        let fig = final_shares(names(&["1 (64)"]), &names(&["relu"]), vec![vec![100.0]], Some(7));
+        let fig = final_shares(
+            names(&["1 (64)"]),
+            &names(&["relu"]),
+            vec![vec![100.0]],
+            Some(7),
+        );
         let (svg, _) = fig.render().unwrap();
         assert!(svg.contains("selected phase-1 epoch (epoch 7)") && svg.contains("1 (64)"));
         // Fig. 3b: one legend for all panels, and the selected epoch in each.
-        let panel = |t: &str| (t.to_string(), vec![("relu".to_string(), vec![(1.0, 50.0), (2.0, 60.0)])]);
-        let fig = shares_over_epochs(vec![panel("layer 1 (64)"), panel("layer 2 (32)")], vec![selected]);
+        let panel = |t: &str| {
+            (
+                t.to_string(),
+                vec![("relu".to_string(), vec![(1.0, 50.0), (2.0, 60.0)])],
+            )
+        };
+        let fig = shares_over_epochs(
+            vec![panel("layer 1 (64)"), panel("layer 2 (32)")],
+            vec![selected],
+        );
         let (svg, _) = fig.render().unwrap();
         let t = texts(&svg);
-        assert_eq!(t.iter().filter(|t| *t == "relu").count(), 1, "one legend: {t:?}");
+        assert_eq!(
+            t.iter().filter(|t| *t == "relu").count(),
+            1,
+            "one legend: {t:?}"
+        );
         assert_eq!(t.iter().filter(|t| *t == "selected (epoch 2)").count(), 1);
         assert!(svg.contains("layer 2 (32)"));
         let values = vec![vec![Some(0.5)]];
-        let (svg, _) = weights(&names(&["elu"]), values, vec![vec![12]], 3).render().unwrap();
-        assert!(svg.contains("n = 12") && svg.contains("mean weight") && svg.contains("3 SmartMixed cells"));
+        let (svg, _) = weights(&names(&["elu"]), values, vec![vec![12]], 3)
+            .render()
+            .unwrap();
+        assert!(
+            svg.contains("n = 12")
+                && svg.contains("mean weight")
+                && svg.contains("3 SmartMixed cells")
+        );
     }
 
     #[test]
@@ -1250,14 +1345,25 @@ mod tests {
         };
         let series = vec![("train".to_string(), vec![(1.0, 1.0), (3.0, 0.5)])];
         let draw = |markers| {
-            let (_, png) = loss(Phase::Phase2, series.clone(), markers).render().unwrap();
+            let (_, png) = loss(Phase::Phase2, series.clone(), markers)
+                .render()
+                .unwrap();
             decode(&png).2
         };
         let slate = MarkerKind::Ended.colour();
         // The 'ended' marker is slate whether it comes first or after the selected one.
         assert!(has_colour(&draw(vec![marker(MarkerKind::Ended)]), slate));
-        assert!(has_colour(&draw(vec![marker(MarkerKind::Selected), marker(MarkerKind::Ended)]), slate));
-        assert!(!has_colour(&draw(vec![marker(MarkerKind::Selected)]), slate));
+        assert!(has_colour(
+            &draw(vec![
+                marker(MarkerKind::Selected),
+                marker(MarkerKind::Ended)
+            ]),
+            slate
+        ));
+        assert!(!has_colour(
+            &draw(vec![marker(MarkerKind::Selected)]),
+            slate
+        ));
     }
 
     #[test]
@@ -1269,7 +1375,10 @@ mod tests {
         let (w, h, rgb) = decode(&png);
         assert_eq!((w, h), SIZE);
         assert!(has_colour(&rgb, SMARTMIXED_COLOUR) && has_colour(&rgb, OTHER_METHOD_COLOUR));
-        assert!(svg.contains("0.750") && svg.contains("0.500"), "values printed");
+        assert!(
+            svg.contains("0.750") && svg.contains("0.500"),
+            "values printed"
+        );
         // Two seeds: bars are the mean of the per-seed MRRs, with their sd.
         let per_seed = vec![
             vec![("relu".to_string(), 1.0), ("smartmixed".to_string(), 0.5)],

@@ -66,10 +66,22 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
             .unwrap_or_default();
         let phase1 = summary.phases.iter().find(|p| p.phase == Phase::Phase1);
         let selected = phase1.map(|p| p.best_epoch);
-        report.final_shares(final_choices, &pool, &dir.join(SUMMARY), &summary.architecture, selected)?;
+        report.final_shares(
+            final_choices,
+            &pool,
+            &dir.join(SUMMARY),
+            &summary.architecture,
+            selected,
+        )?;
         if !choices.bands.is_empty() {
             let transition = phase1.and_then(|p| p.ended_early.as_ref());
-            report.shares_over_epochs(&choices, &pool, &summary.architecture, selected, transition.map(|e| e.epoch))?;
+            report.shares_over_epochs(
+                &choices,
+                &pool,
+                &summary.architecture,
+                selected,
+                transition.map(|e| e.epoch),
+            )?;
         }
     }
     report.finish()
@@ -273,7 +285,10 @@ impl Writer<'_> {
                     .iter()
                     .map(|&a| (choices.activations[a].clone(), band.series[a].clone()))
                     .collect();
-                (band_title(band.layers) + &band_width(widths, band.layers), series)
+                (
+                    band_title(band.layers) + &band_width(widths, band.layers),
+                    series,
+                )
             })
             .collect();
         self.md.push_str("## Shares over the phase-1 epochs\n\n");
