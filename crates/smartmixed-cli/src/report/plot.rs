@@ -112,6 +112,8 @@ pub struct Lines {
     /// A log y axis when the values span more than [`LOG_SPAN`] (losses; shares and
     /// other bounded values stay linear).
     pub log_when_wide: bool,
+    /// The y axis starts at zero (shares: a line's height is its share, not a difference).
+    pub from_zero: bool,
 }
 
 /// The spread of one bar's value over seeds: its standard deviation (the error bar) and
@@ -566,6 +568,7 @@ where
     let series: Vec<Series> = series.into_iter().map(|(n, p)| (n, thin(&p))).collect();
     let markers: Vec<&Marker> = l.markers.iter().filter(|m| drawable_value(m.x)).collect();
     let (x0, x1, y0, y1) = bounds(&series, markers.iter().map(|m| m.x));
+    let y0 = if l.from_zero { y0.min(0.0) } else { y0 };
     let log = l.log_when_wide && log_scale(&series);
     let axis = if log {
         let ys = || series.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y));
@@ -1012,6 +1015,7 @@ pub fn loss(phase: Phase, series: Vec<Series>, markers: Vec<Marker>) -> Figure {
         markers,
         note: note.map(Into::into),
         log_when_wide: true,
+        from_zero: false,
     })
 }
 
@@ -1052,6 +1056,7 @@ pub fn shares_over_epochs(panels: Vec<(String, Vec<Series>)>, markers: Vec<Marke
                 markers: markers.clone(),
                 note: None,
                 log_when_wide: false,
+                from_zero: true,
             })
             .collect(),
     }
