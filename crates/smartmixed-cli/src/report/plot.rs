@@ -470,8 +470,8 @@ fn tick_label(v: f64, decimals: Option<usize>) -> String {
 }
 
 /// A log axis's ticks within `lo..=hi` (positive): labelled ones at 1, 2 and 5 times a
-/// power of ten (only the powers themselves beyond four decades) and grid lines at the
-/// other whole multiples.
+/// power of ten (beyond four decades only the powers themselves, at most about eight of
+/// them) and grid lines at the other whole multiples.
 fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
     let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
     let labelled: &[f64] = if last - first > 4 {
@@ -479,6 +479,7 @@ fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
     } else {
         &[1.0, 2.0, 5.0]
     };
+    let every = ((last - first) as u32).div_ceil(8).max(1) as i32;
     let (mut bold, mut light) = (Vec::new(), Vec::new());
     for k in first..=last {
         let power = 10f64.powi(k);
@@ -488,7 +489,7 @@ fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
             if v < lo || v > hi {
                 continue;
             }
-            if labelled.contains(&(m as f64)) {
+            if labelled.contains(&(m as f64)) && (k - first) % every == 0 {
                 bold.push(v);
             } else {
                 light.push(v);
@@ -1222,6 +1223,9 @@ mod tests {
         assert_eq!(axis.label(0.05), "0.05");
         // Past four decades only the powers of ten are labelled.
         assert_eq!(log_ticks(0.5e-4, 2.0).0, [1e-4, 1e-3, 1e-2, 0.1, 1.0]);
+        // And at most about eight of them however wide the range.
+        let (bold, light) = log_ticks(1e-300, 1e12);
+        assert!(bold.len() <= 9 && light.len() < 3000, "{bold:?}");
     }
 
     #[test]
