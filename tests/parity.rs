@@ -135,18 +135,28 @@ fn runtime_matches_the_trainer_on_the_mnist_test_set() {
     assert_eq!(same, test.len(), "predictions differ");
 }
 
+/// The Python the reader runs on: `SMARTMIXED_PYTHON`, else `python3`.
+fn reader_python() -> String {
+    std::env::var("SMARTMIXED_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 #[test]
 fn independent_python_reader_agrees() {
-    let probe = Command::new("python3")
+    let python = reader_python();
+    let probe = Command::new(&python)
         .args(["-c", "import numpy, safetensors"])
         .output();
     if !probe.map(|o| o.status.success()).unwrap_or(false) {
         assert!(
             std::env::var_os("SMARTMIXED_REQUIRE_PYTHON").is_none(),
-            "SMARTMIXED_REQUIRE_PYTHON is set but python3 with numpy and safetensors is missing"
+            "SMARTMIXED_REQUIRE_PYTHON is set but `{python}` with numpy and safetensors is missing"
         );
-        eprintln!(
-            "SKIPPED independent_python_reader_agrees: `pip install numpy safetensors` to run it"
+        // Straight to the terminal: `cargo test` drops a passing test's captured output,
+        // so an `eprintln!` here would leave nothing but "ok".
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED independent_python_reader_agrees: `{python}` lacks numpy or safetensors (`pip install numpy safetensors`)"
         );
         return;
     }
@@ -166,7 +176,7 @@ fn independent_python_reader_agrees() {
     std::fs::write(dir.path().join("inputs.f32"), le(&b.inputs)).unwrap();
     std::fs::write(dir.path().join("logits.f32"), le(&logits)).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent_reader.py");
-    let out = Command::new("python3")
+    let out = Command::new(&python)
         .arg(script)
         .arg(dir.path())
         .output()
@@ -179,4 +189,35 @@ fn independent_python_reader_agrees() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("agree"), "{stdout}");
+}
+
+/// Without numpy and safetensors the reader test says SKIPPED where `cargo test` shows it,
+/// and fails under `SMARTMIXED_REQUIRE_PYTHON=1` (as CI sets): run as a child of this test
+/// binary with a Python that does not exist.
+#[test]
+fn the_python_reader_test_says_skipped_or_fails_when_python_is_required() {
+    let name = "independent_python_reader_agrees";
+    let child = |require: bool| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args(["--exact", name, "--test-threads=1"])
+            .env("SMARTMIXED_PYTHON", "/nonexistent/python3")
+            .env_remove("SMARTMIXED_REQUIRE_PYTHON");
+        if require {
+            c.env("SMARTMIXED_REQUIRE_PYTHON", "1");
+        }
+        c.output().unwrap()
+    };
+    let out = child(false);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("SKIPPED {name}")), "{text}");
+    assert!(text.contains("1 passed"), "the child ran the test: {text}");
+    assert!(
+        !child(true).status.success(),
+        "SMARTMIXED_REQUIRE_PYTHON=1 did not fail"
+    );
 }

@@ -8,7 +8,7 @@
 //! (speed does not depend on trained values), or an exported model directory.
 //!
 //! ```text
-//! cargo run --release -p smartmixed-infer --example concurrency -- [SECONDS] [MODEL_DIR]
+//! cargo run --release -p smartmixed-infer --example concurrency -- [SECONDS] [MODEL_DIR|-] [f32|bf16]
 //! cargo run --release -p smartmixed-infer --example concurrency -- --save DIR
 //! ```
 //!
@@ -20,7 +20,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use safetensors::tensor::{Dtype, TensorView};
-use smartmixed_infer::{Model, Scratch};
+use smartmixed_infer::{LoadOptions, Model, Precision, Scratch};
 
 const WIDTHS: [usize; 8] = [784, 768, 512, 512, 256, 256, 128, 10];
 const POOL: [&str; 6] = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu"];
@@ -41,9 +41,9 @@ impl Rng {
 
 /// The representative network with weights uniform in +-1/sqrt(inputs), every hidden
 /// layer split into six equal blocks, one per activation.
-fn synthetic() -> Result<Model, Box<dyn std::error::Error>> {
+fn synthetic(options: &LoadOptions) -> Result<Model, Box<dyn std::error::Error>> {
     let (weights, manifest) = synthetic_files()?;
-    Ok(Model::from_bytes(&weights, manifest.as_bytes())?)
+    Ok(Model::from_bytes_with(&weights, manifest.as_bytes(), options)?)
 }
 
 /// [`synthetic`]'s safetensors bytes and manifest text.
@@ -162,10 +162,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(s) => s.parse()?,
         None => 1.5,
     };
-    let model = Arc::new(match args.next() {
-        Some(dir) => Model::load_dir(&dir)?,
-        None => synthetic()?,
+    let dir = args.next().filter(|d| d != "-");
+    let options = LoadOptions {
+        precision: match args.next() {
+            Some(p) => p.parse()?,
+            None => Precision::F32,
+        },
+    };
+    let model = Arc::new(match dir {
+        Some(dir) => Model::load_dir_with(&dir, &options)?,
+        None => synthetic(&options)?,
     });
+    println!("{}", model.kernel_description());
     println!("| callers | batch | samples/s | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|");
     for &batch in &BATCHES {

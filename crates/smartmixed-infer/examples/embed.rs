@@ -2,8 +2,11 @@
 //! with its own `Scratch`, classifying batches without allocating in the loop.
 //!
 //! `cargo run --release -p smartmixed-infer --example embed -- EXPORTED_DIR [BATCHES]`
-//! prints throughput, the model's weight bytes and the process's peak resident memory.
+//! prints throughput, the model's weight bytes, the process's peak resident memory and
+//! the class (by name) of an all-zero input; an error is one line naming what failed.
 
+use std::error::Error;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,10 +18,50 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+/// An error and its causes on one line, each cause once (Display, not Debug: `main`
+/// returning a `Result` would print `Io { path: .., source: Os { .. } }`).
+fn one_line(e: &dyn Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+        source = s.source();
+    }
+    line.replace('\n', " ")
+}
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the model makes of an all-zero input: the class by name, and its probability.
+fn blank_input(model: &Model) -> Result<String, smartmixed_infer::Error> {
+    let p = model.predict(&vec![0.0; model.input_size()])?;
+    Ok(format!(
+        "all-zero input -> class {} \"{}\" (p = {:.3})",
+        p.class,
+        model.class_name(p.class),
+        p.probabilities[p.class]
+    ))
+}
+
+fn run(mut args: impl Iterator<Item = String>) -> Result<(), Box<dyn Error>> {
     let dir = args.next().ok_or("usage: embed EXPORTED_DIR [BATCHES]")?;
-    let batches: usize = args.next().map(|b| b.parse()).transpose()?.unwrap_or(200);
+    let batches: usize = match args.next() {
+        Some(b) => b
+            .parse()
+            .map_err(|_| format!("BATCHES: expected a whole number, got `{b}`"))?,
+        None => 200,
+    };
     let model = Arc::new(Model::load_dir(&dir)?);
     let loaded_kib = peak_rss_kib();
     let weight_bytes: usize = model
@@ -63,10 +106,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             peak as f64 / 1024.0
         );
     }
-    let p = model.predict(&vec![0.0; model.input_size()])?;
-    println!(
-        "blank image -> class {} (p = {:.3})",
-        p.class, p.probabilities[p.class]
-    );
+    println!("{}", blank_input(&model)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_one_line_naming_the_file_not_debug_structs() {
+        let err = run(["/nonexistent/model".to_string()].into_iter()).unwrap_err();
+        let line = one_line(err.as_ref());
+        assert!(line.contains("/nonexistent/model"), "{line}");
+        assert!(
+            !line.contains('\n') && !line.contains("Os {") && !line.contains("Io {"),
+            "{line}"
+        );
+        let err = run(["/nonexistent".to_string(), "many".to_string()].into_iter()).unwrap_err();
+        assert_eq!(
+            one_line(err.as_ref()),
+            "BATCHES: expected a whole number, got `many`"
+        );
+    }
+
+    #[test]
+    fn the_blank_input_is_named_by_its_class() {
+        // One layer, 2 inputs -> 2 classes, bias favouring the second class, "dog".
+        let manifest = "format = \"smartmixed-manifest\"\nversion = 2\ninputs = 2\noutput_activation = \"identity\"\nclass_names = [\"cat\", \"dog\"]\n\n[[layers]]\ninputs = 2\noutputs = 2\n\n[input]\nshape = [2]\ndivisor = 1.0\n";
+        let w: Vec<u8> = [0.0f32; 4].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let b: Vec<u8> = [0.0f32, 1.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        use safetensors::tensor::{Dtype, TensorView};
+        let views = [
+            (
+                "layers.0.weight",
+                TensorView::new(Dtype::F32, vec![2, 2], &w).unwrap(),
+            ),
+            (
+                "layers.0.bias",
+                TensorView::new(Dtype::F32, vec![2], &b).unwrap(),
+            ),
+        ];
+        let bytes = safetensors::serialize(views, &None).unwrap();
+        let model = Model::from_bytes(&bytes, manifest.as_bytes()).unwrap();
+        // softmax([0, 1]) = [0.269, 0.731]
+        assert_eq!(
+            blank_input(&model).unwrap(),
+            "all-zero input -> class 1 \"dog\" (p = 0.731)"
+        );
+    }
 }

@@ -20,6 +20,7 @@
 //! activations work when their crate is linked.
 
 mod batched;
+mod bf16;
 mod error;
 mod exec;
 mod kernel;
@@ -34,7 +35,8 @@ pub use error::{Error, Result};
 pub use exec::{Pool, Scratch, MAX_THREADS};
 pub use kernel::Kernel;
 pub use model::{
-    Model, Prediction, MANIFEST_FILE, MANIFEST_METADATA_KEY, MAX_BATCH_VALUES, WEIGHTS_FILE,
+    LoadOptions, Model, Precision, Prediction, MANIFEST_FILE, MANIFEST_METADATA_KEY,
+    MAX_BATCH_VALUES, WEIGHTS_FILE,
 };
 /// Core types that appear in this crate's API, so an embedder depends on this crate alone.
 pub use smartmixed_core::{

@@ -9,6 +9,7 @@ use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use smartmixed_core::{lookup, InputManifest, LayerManifest, Manifest};
 
+use crate::bf16::Bf16Weights;
 use crate::exec::{grown, Panic, Pool, Post, Scratch};
 use crate::kernel::{layer_matmul, Kernel, GEMV_ROWS};
 use crate::packed::PackedWeights;
@@ -31,9 +32,52 @@ pub(crate) struct Layer {
     pub(crate) blocks: Vec<Block>,
 }
 
+/// How a model holds and multiplies its weights; chosen when it is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 throughout: the trainer's arithmetic.
+    #[default]
+    F32,
+    /// Weights held in bf16 and each layer's input rounded to bf16 (to nearest even),
+    /// products summed in f32; bias and activations in f32. On CPUs with AVX512-BF16 the
+    /// products run on `vdpbf16ps`, elsewhere in portable code with the same bits.
+    Bf16,
+}
+
+impl Precision {
+    /// The name `--precision` takes and `inspect` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(format!("unknown precision `{other}`, expected f32 or bf16")),
+        }
+    }
+}
+
+/// How [`Model::load_dir_with`] and the other `_with` loaders build a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    /// The arithmetic of the matmuls.
+    pub precision: Precision,
+}
+
 /// A layer's weights in the form this CPU's kernels read; held once.
 #[derive(Debug)]
 pub(crate) enum Weights {
+    /// bf16 pair panels ([`Precision::Bf16`]).
+    Bf16(Bf16Weights),
     /// Packed for the AVX-512 kernels (matmul and GEMV), on CPUs that have them.
     Packed(PackedWeights),
     /// `W^T`, `[inputs, outputs]` row-major, for gemm and the plain GEMV.
@@ -42,10 +86,16 @@ pub(crate) enum Weights {
 
 impl Layer {
     /// `dst = src * W^T` for `batch` rows: below GEMV_ROWS rows a skip-zero GEMV per row,
-    /// else the blocked matmul (our packed kernel on AVX-512, gemm elsewhere).
-    pub(crate) fn matmul(&self, src: &[f32], dst: &mut [f32], batch: usize) {
+    /// else the blocked matmul (our packed kernel on AVX-512, gemm elsewhere); in bf16,
+    /// `src` rounded into `pairs` (at least `batch * pairs(inputs)` values) first.
+    pub(crate) fn matmul(&self, src: &[f32], dst: &mut [f32], batch: usize, pairs: &mut [u32]) {
         let (k, n) = (self.inputs, self.outputs);
         match &self.weights {
+            Weights::Bf16(w) => {
+                let q = &mut pairs[..batch * crate::bf16::pairs(k)];
+                crate::bf16::to_pairs(src, batch, k, q);
+                w.matmul(q, dst, batch);
+            }
             Weights::Packed(p) if batch >= GEMV_ROWS => p.matmul(src, dst, batch),
             Weights::Packed(p) => {
                 for (x, y) in src.chunks_exact(k).zip(dst.chunks_exact_mut(n)).take(batch) {
@@ -61,7 +111,15 @@ impl Layer {
     pub(crate) fn packed(&self) -> Option<&PackedWeights> {
         match &self.weights {
             Weights::Packed(p) => Some(p),
-            Weights::Transposed(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The bf16 weights, if the model was loaded in bf16.
+    pub(crate) fn bf16(&self) -> Option<&Bf16Weights> {
+        match &self.weights {
+            Weights::Bf16(w) => Some(w),
+            _ => None,
         }
     }
 }
@@ -75,6 +133,7 @@ pub struct Model {
     layers: Vec<Layer>,
     /// The threads its calls run on ([`Pool::global`] unless given one).
     pool: Pool,
+    precision: Precision,
 }
 
 /// The class with the highest probability, and every class's probability.
@@ -173,7 +232,7 @@ fn f32_le(c: &[u8]) -> f32 {
 
 impl Layer {
     /// Layer `i` from the weights, as manifest entry `lm` describes it.
-    fn build(st: &SafeTensors, i: usize, lm: &LayerManifest) -> Result<Self> {
+    fn build(st: &SafeTensors, i: usize, lm: &LayerManifest, precision: Precision) -> Result<Self> {
         let (inputs, outputs) = (lm.inputs, lm.outputs);
         let w = tensor_bytes(st, format!("layers.{i}.weight"), &[outputs, inputs])?;
         let b = tensor_bytes(st, format!("layers.{i}.bias"), &[outputs])?;
@@ -206,8 +265,12 @@ impl Layer {
             })
             .collect::<Result<Vec<_>>>()?;
         // Packed, the transposed copy is dropped: the model holds its weights once.
-        let weights = match Kernel::detect() {
-            Kernel::Avx512 => Weights::Packed(
+        let weights = match (precision, Kernel::detect()) {
+            (Precision::Bf16, _) => Weights::Bf16(
+                Bf16Weights::new(&weight_t, inputs, outputs)
+                    .ok_or_else(|| out_of_memory(format!("layers.{i}.weight (bf16)")))?,
+            ),
+            (Precision::F32, Kernel::Avx512) => Weights::Packed(
                 PackedWeights::new(&weight_t, inputs, outputs)
                     .ok_or_else(|| out_of_memory(format!("layers.{i}.weight (packed)")))?,
             ),
@@ -226,13 +289,23 @@ impl Layer {
 impl Model {
     /// Loads `dir/model.safetensors` and `dir/manifest.toml`.
     pub fn load_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::load_dir_with(dir, &LoadOptions::default())
+    }
+
+    /// [`Self::load_dir`] with `options` (the precision).
+    pub fn load_dir_with(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        Self::load(&dir.join(WEIGHTS_FILE), &dir.join(MANIFEST_FILE))
+        Self::load_with(&dir.join(WEIGHTS_FILE), &dir.join(MANIFEST_FILE), options)
     }
 
     /// Loads weights and manifest from two paths.
     /// Errors name the file at fault: the manifest for manifest problems, else the weights.
     pub fn load(weights: &Path, manifest: &Path) -> Result<Self> {
+        Self::load_with(weights, manifest, &LoadOptions::default())
+    }
+
+    /// [`Self::load`] with `options`.
+    pub fn load_with(weights: &Path, manifest: &Path, options: &LoadOptions) -> Result<Self> {
         let in_file = |path: &Path| {
             let path = path.to_path_buf();
             move |e: Error| Error::InFile {
@@ -246,13 +319,18 @@ impl Model {
             std::str::from_utf8(&m).map_err(|_| in_file(manifest)(Error::ManifestEncoding))?;
         let parsed = Manifest::from_toml(text).map_err(|e| in_file(manifest)(e.into()))?;
         let w = read_weights(weights)?;
-        Self::build(&w, parsed).map_err(in_file(weights))
+        Self::build(&w, parsed, options).map_err(in_file(weights))
     }
 
     /// Loads from the bytes of the two files.
     pub fn from_bytes(weights: &[u8], manifest: &[u8]) -> Result<Self> {
+        Self::from_bytes_with(weights, manifest, &LoadOptions::default())
+    }
+
+    /// [`Self::from_bytes`] with `options`.
+    pub fn from_bytes_with(weights: &[u8], manifest: &[u8], options: &LoadOptions) -> Result<Self> {
         let text = std::str::from_utf8(manifest).map_err(|_| Error::ManifestEncoding)?;
-        Self::build(weights, Manifest::from_toml(text)?)
+        Self::build(weights, Manifest::from_toml(text)?, options)
     }
 
     /// Loads from safetensors bytes alone, using the manifest copy in its metadata.
@@ -269,11 +347,11 @@ impl Model {
                     "no `{MANIFEST_METADATA_KEY}` in the safetensors metadata"
                 ))
             })?;
-        Self::build(weights, Manifest::from_toml(text)?)
+        Self::build(weights, Manifest::from_toml(text)?, &LoadOptions::default())
     }
 
     /// Checks the weights against the manifest, then builds each layer.
-    fn build(weights: &[u8], manifest: Manifest) -> Result<Self> {
+    fn build(weights: &[u8], manifest: Manifest, options: &LoadOptions) -> Result<Self> {
         let st = parse_safetensors(weights)?;
         check_metadata_copy(weights, &manifest)?;
         let expected: Vec<String> = (0..manifest.layers.len())
@@ -296,13 +374,14 @@ impl Model {
             .layers
             .iter()
             .enumerate()
-            .map(|(i, lm)| Layer::build(&st, i, lm))
+            .map(|(i, lm)| Layer::build(&st, i, lm, options.precision))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             input: manifest.input_description(),
             manifest,
             layers,
             pool: Pool::global().clone(),
+            precision: options.precision,
         })
     }
 
@@ -316,6 +395,19 @@ impl Model {
     /// The pool this model's calls run on.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The precision it was loaded in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The matmul kernel its layers run on this CPU (what `inspect` prints).
+    pub fn kernel_description(&self) -> String {
+        match self.layers.first().and_then(Layer::bf16) {
+            Some(w) => format!("bf16: {}", w.kernel_name()),
+            None => format!("f32: {}", Kernel::detect().describe()),
+        }
     }
 
     /// Pixels (features) per input row.

@@ -12,7 +12,7 @@ use smartmixed_train::rundir::{
 use smartmixed_train::Summary;
 use smartmixed_train::{Mode, Select, TrainConfig};
 
-use super::plot::{Figure, Series, MAX_PANELS};
+use super::plot::{self, Marker, MarkerKind, Series, MAX_PANELS};
 use super::Writer;
 
 /// A band of layers as the report names it: `3` or `1-250`.
@@ -28,6 +28,15 @@ fn band_name((first, last): (usize, usize)) -> String {
 fn band_title(band: (usize, usize)) -> String {
     let noun = if band.0 == band.1 { "layer" } else { "layers" };
     format!("{noun} {}", band_name(band))
+}
+
+/// A single layer's width as ` (64)`, from the run's widths (input first); nothing for a
+/// band of layers or a layer the widths lack.
+fn band_width(widths: &[usize], (first, last): (usize, usize)) -> String {
+    match widths.get(first) {
+        Some(w) if first == last && first + 1 < widths.len() => format!(" ({w})"),
+        _ => String::new(),
+    }
 }
 
 /// What the loss figure of one phase marks: the selected epoch and an early end.
@@ -135,7 +144,17 @@ fn unfinished(dir: &Path, out: &Path) -> Result<Vec<String>> {
     report.loss_curves(&marks, &metrics)?;
     let choices = rundir::read_choice_shares(&dir.join(CHOICES), MAX_PANELS)?;
     if !choices.bands.is_empty() {
-        report.shares_over_epochs(&choices, &cfg.model.pool, None)?;
+        // The hidden widths between placeholders for the input and output widths, which
+        // only summary.json records (`band_width` reads hidden layers only).
+        let widths: Vec<usize> = std::iter::once(0)
+            .chain(cfg.model.hidden.iter().copied())
+            .chain(std::iter::once(0))
+            .collect();
+        let selected = marks
+            .iter()
+            .find(|m| m.phase == Phase::Phase1)
+            .map(|m| m.best_epoch);
+        report.shares_over_epochs(&choices, &cfg.model.pool, &widths, selected, None)?;
     }
     report.finish()
 }
@@ -175,10 +194,24 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
             .first()
             .map(|l| l.iter().map(|(a, _)| a.clone()).collect())
             .unwrap_or_default();
-        report.final_shares(final_choices, &pool, &dir.join(SUMMARY))?;
+        let phase1 = summary.phases.iter().find(|p| p.phase == Phase::Phase1);
+        let selected = phase1.map(|p| p.best_epoch);
+        report.final_shares(
+            final_choices,
+            &pool,
+            &dir.join(SUMMARY),
+            &summary.architecture,
+            selected,
+        )?;
         if !choices.bands.is_empty() {
-            let transition = summary.phases.first().and_then(|p| p.ended_early.as_ref());
-            report.shares_over_epochs(&choices, &pool, transition.map(|e| e.epoch))?;
+            let transition = phase1.and_then(|p| p.ended_early.as_ref());
+            report.shares_over_epochs(
+                &choices,
+                &pool,
+                &summary.architecture,
+                selected,
+                transition.map(|e| e.epoch),
+            )?;
         }
     }
     report.finish()
@@ -242,25 +275,24 @@ impl Writer<'_> {
                     "{left_out} non-finite or out-of-range loss values of {phase} are left out of the figure.\n\n"
                 ));
             }
-            let mut markers = vec![(
-                p.best_epoch as f64,
-                format!("selected (epoch {})", p.best_epoch),
-            )];
+            let mut markers = vec![Marker {
+                x: p.best_epoch as f64,
+                kind: MarkerKind::Selected,
+                label: format!("selected (epoch {})", p.best_epoch),
+            }];
             if let Some(end) = p.ended {
                 let what = if phase == Phase::Phase1 {
                     "transition"
                 } else {
                     "early stop"
                 };
-                markers.push((end as f64, format!("{what} (epoch {end})")));
+                markers.push(Marker {
+                    x: end as f64,
+                    kind: MarkerKind::Ended,
+                    label: format!("{what} (epoch {end})"),
+                });
             }
-            let fig = Figure::Lines {
-                title: format!("{phase}: loss per epoch"),
-                x_label: "epoch".into(),
-                y_label: "cross-entropy".into(),
-                series,
-                markers,
-            };
+            let fig = plot::loss(phase, series, markers);
             self.save(
                 &fig,
                 &format!("fig{}-{phase}-loss", n + 1),
@@ -277,6 +309,8 @@ impl Writer<'_> {
         final_choices: &[Vec<(String, usize)>],
         pool: &[String],
         summary: &Path,
+        widths: &[usize],
+        selected: Option<usize>,
     ) -> Result<()> {
         self.md
             .push_str("## Activation shares after phase 1 (Fig. 3)\n\n");
@@ -333,23 +367,13 @@ impl Writer<'_> {
             values.push(shares);
         }
         self.md.push('\n');
-        // Pooled, the tick labels are the bands' layer ranges alone: "layer 288-300" times
-        // 24 would overlap.
-        let pooled = bands.len() < final_choices.len();
-        let fig = Figure::Bars {
-            title: if pooled {
-                "Share of each activation per band of hidden layers after phase 1".into()
-            } else {
-                "Share of each activation per hidden layer after phase 1".into()
-            },
-            y_label: "% of neurons".into(),
-            groups: bands
-                .iter()
-                .map(|&b| if pooled { band_name(b) } else { band_title(b) })
-                .collect(),
-            series: pool.to_vec(),
-            values,
-        };
+        // Tick labels are layer numbers (or a band's range) with the layer's width: "layer
+        // 288-300" times 24 would overlap.
+        let groups = bands
+            .iter()
+            .map(|&b| band_name(b) + &band_width(widths, b))
+            .collect();
+        let fig = plot::final_shares(groups, pool, values, selected);
         self.save(&fig, "fig3-activation-shares", "activation shares")
     }
 
@@ -359,12 +383,21 @@ impl Writer<'_> {
         &mut self,
         choices: &ChoiceShares,
         pool: &[String],
+        widths: &[usize],
+        selected: Option<usize>,
         transition: Option<usize>,
     ) -> Result<()> {
-        let markers: Vec<(f64, String)> = transition
-            .map(|e| (e as f64, format!("transition (epoch {e})")))
-            .into_iter()
-            .collect();
+        let selected = selected.map(|e| Marker {
+            x: e as f64,
+            kind: MarkerKind::Selected,
+            label: format!("selected (epoch {e})"),
+        });
+        let ended = transition.map(|e| Marker {
+            x: e as f64,
+            kind: MarkerKind::Ended,
+            label: format!("transition (epoch {e})"),
+        });
+        let markers: Vec<Marker> = selected.into_iter().chain(ended).collect();
         // Series in the pool's order, then any other name choices.csv holds.
         let mut order: Vec<usize> = pool
             .iter()
@@ -377,15 +410,15 @@ impl Writer<'_> {
         let panels = choices
             .bands
             .iter()
-            .map(|band| Figure::Lines {
-                title: band_title(band.layers),
-                x_label: "phase-1 epoch".into(),
-                y_label: "% of neurons".into(),
-                series: order
+            .map(|band| {
+                let series: Vec<Series> = order
                     .iter()
                     .map(|&a| (choices.activations[a].clone(), band.series[a].clone()))
-                    .collect(),
-                markers: markers.clone(),
+                    .collect();
+                (
+                    band_title(band.layers) + &band_width(widths, band.layers),
+                    series,
+                )
             })
             .collect();
         self.md.push_str("## Shares over the phase-1 epochs\n\n");
@@ -396,10 +429,7 @@ impl Writer<'_> {
                 choices.bands.len()
             ));
         }
-        let fig = Figure::Grid {
-            columns: choices.bands.len().clamp(1, 3),
-            panels,
-        };
+        let fig = plot::shares_over_epochs(panels, markers);
         self.save(&fig, "fig3b-shares-over-epochs", "shares over epochs")
     }
 }

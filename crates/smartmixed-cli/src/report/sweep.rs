@@ -12,7 +12,7 @@ use smartmixed_train::sweep::{SweepConfig, SMARTMIXED};
 use smartmixed_train::Hidden;
 use smartmixed_train::{checkpoint, Cpu};
 
-use super::plot::Figure;
+use super::plot::{self, Bars, Figure};
 use super::{Writer, TIE_RULE};
 use crate::sweep::{finished_cells, Finished, SWEEP_CONFIG};
 use smartmixed_train::rundir::SUMMARY;
@@ -190,24 +190,20 @@ impl Writer<'_> {
             }
             self.md.push('\n');
         }
-        let fig = Figure::Bars {
-            title: "Mean Reciprocal Rank per method".into(),
-            y_label: "MRR".into(),
-            groups: sw.methods.clone(),
-            series: vec!["MRR".into()],
-            values: mrr.iter().map(|(_, v)| vec![*v]).collect(),
-        };
+        let fig = plot::mrr(&sw.methods, &mrr, &per_seed, SMARTMIXED, sw.archs.len());
         self.save(&fig, "fig4-mrr", "MRR")?;
         if !per_seed.is_empty() {
-            let fig = Figure::Bars {
-                title: "MRR per method, one bar per seed (the spread across seeds)".into(),
+            let fig = Figure::Bars(Bars {
+                title: "Mean Reciprocal Rank per method and seed".into(),
+                x_label: "method".into(),
                 y_label: "MRR".into(),
                 groups: sw.methods.clone(),
                 series: sw.seeds.iter().map(|s| format!("seed {s}")).collect(),
                 values: (0..sw.methods.len())
                     .map(|m| per_seed.iter().map(|p| p[m].1).collect())
                     .collect(),
-            };
+                ..Bars::default()
+            });
             self.save(&fig, "fig4b-mrr-per-seed", "MRR per seed")?;
         }
         Ok(())
@@ -227,16 +223,9 @@ impl Writer<'_> {
             let c: Vec<String> = c.iter().map(|v| v.to_string()).collect();
             self.md.push_str(&format!("| {m} | {} |\n", c.join(" | ")));
         }
-        let fig = Figure::Bars {
-            title: "How often each method took each rank".into(),
-            y_label: "architectures".into(),
-            groups: sw.methods.clone(),
-            series: header,
-            values: counts
-                .iter()
-                .map(|c| c.iter().map(|&v| v as f64).collect())
-                .collect(),
-        };
+        // A rank can occur only up to the most methods ranked in one architecture.
+        let max_rank = sw.per_arch.iter().map(Vec::len).max().unwrap_or(0);
+        let fig = plot::rank_counts(&sw.methods, &counts, max_rank);
         self.save(&fig, "fig5-rank-counts", "rank counts")
     }
 
@@ -272,12 +261,10 @@ impl Writer<'_> {
             self.md
                 .push_str(&format!("| {} | {} |\n", pool[s], cells.join(" | ")));
         }
-        let fig = Figure::Heatmap {
-            title: "Mean weight from source to target activation group".into(),
-            rows: pool.clone(),
-            cols: pool.clone(),
-            values,
-        };
+        let counts = (0..pool.len())
+            .map(|s| (0..pool.len()).map(|t| h.count(s, t)).collect())
+            .collect();
+        let fig = plot::weights(pool, values, counts, smart.len());
         self.save(&fig, "fig6-weight-heatmap", "weight heatmap")
     }
 

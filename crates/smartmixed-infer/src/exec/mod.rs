@@ -38,6 +38,8 @@ pub struct Scratch {
     pub(crate) c: Vec<f32>,
     /// Preprocessed inputs of [`crate::Model::forward_raw`].
     pub(crate) raw: Vec<f32>,
+    /// A bf16 layer's input as bf16 pairs.
+    q: Vec<u32>,
     /// The pool workers lent to the current call.
     helpers: Vec<usize>,
 }
@@ -56,14 +58,19 @@ pub(crate) type Post<'a> = dyn Fn(&[f32], &Layer, &mut [f32]) + Sync + 'a;
 /// A buffer several threads write in disjoint parts (rows or column ranges), each part
 /// read only by its writer or after the writes have ended (a barrier, or the end of
 /// [`pool::Lease::run`]).
-#[derive(Clone, Copy)]
-pub(crate) struct Shared(pub(crate) *mut f32);
+pub(crate) struct Shared<T = f32>(pub(crate) *mut T);
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Shared<T> {}
 // SAFETY: see the type's contract; every use states which part a thread owns.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
+unsafe impl<T: Send> Send for Shared<T> {}
+unsafe impl<T: Send> Sync for Shared<T> {}
 
-impl Shared {
-    pub(crate) fn new(buf: &mut [f32]) -> Self {
+impl<T> Shared<T> {
+    pub(crate) fn new(buf: &mut [T]) -> Self {
         Self(buf.as_mut_ptr())
     }
 
@@ -73,17 +80,35 @@ impl Shared {
     /// The buffer must hold `rows.end * width` values, and no other thread may touch these
     /// rows while the slice lives.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn rows(&self, rows: std::ops::Range<usize>, width: usize) -> &mut [f32] {
+    pub(crate) unsafe fn rows(&self, rows: std::ops::Range<usize>, width: usize) -> &mut [T] {
         std::slice::from_raw_parts_mut(self.0.add(rows.start * width), rows.len() * width)
     }
 }
 
 /// The first `len` values of `buf`, grown to hold them (a scratch buffer only grows).
-pub(crate) fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+pub(crate) fn grown<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
     if buf.len() < len {
-        buf.resize(len, 0.0);
+        buf.resize(len, T::default());
     }
     &mut buf[..len]
+}
+
+/// One thread's working buffers for [`rows::alone`]: `a` and `b` `batch * widest` f32s,
+/// `q` the bf16 pairs of a layer's input (`batch * pair_width`; empty for f32 models).
+pub(crate) struct Bufs<'a> {
+    pub(crate) a: &'a mut [f32],
+    pub(crate) b: &'a mut [f32],
+    pub(crate) q: &'a mut [u32],
+}
+
+/// bf16 pairs per row the widest bf16 layer input needs (0 without bf16 layers).
+fn pair_width(layers: &[Layer]) -> usize {
+    layers
+        .iter()
+        .filter(|l| l.bf16().is_some())
+        .map(|l| crate::bf16::pairs(l.inputs))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Runs `layers` on `batch` rows of `input` (sizes checked, values finite) into `output`,
@@ -118,6 +143,7 @@ pub(crate) fn forward(
         a,
         b,
         c,
+        q,
         helpers: lent,
         ..
     } = scratch;
@@ -125,13 +151,14 @@ pub(crate) fn forward(
     let len = batch * layers.iter().map(|l| l.outputs).max().unwrap_or(0);
     let (a, b) = (grown(a, len), grown(b, len));
     let c = if columns { grown(c, len) } else { &mut c[..0] };
+    let q = grown(q, batch * pair_width(layers));
     let lease = pool.enter(helpers, lent);
     if lease.threads() == 1 {
-        rows::alone(layers, input, batch, a, b, output, post);
+        rows::alone(layers, input, batch, Bufs { a, b, q }, output, post);
         Ok(())
     } else if columns {
         columns::forward(layers, input, batch, [a, b, c], output, &lease)
     } else {
-        rows::forward(layers, input, batch, [a, b], output, post, &lease)
+        rows::forward(layers, input, batch, Bufs { a, b, q }, output, post, &lease)
     }
 }

@@ -5,17 +5,17 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::pool::{Lease, Panic};
-use super::{Post, Shared};
+use super::{pair_width, Bufs, Post, Shared};
 use crate::kernel::{add_bias, epilogue, GEMV_ROWS};
 use crate::model::Layer;
 
-/// Runs `layers` on `batch` rows over the threads of `lease`. `bufs` hold `batch * widest`
-/// values each. A panic on any thread is returned (see [`Lease::run`]).
+/// Runs `layers` on `batch` rows over the threads of `lease` (see [`Bufs`] for the
+/// buffers' sizes). A panic on any thread is returned (see [`Lease::run`]).
 pub(super) fn forward(
     layers: &[Layer],
     input: &[f32],
     batch: usize,
-    bufs: [&mut [f32]; 2],
+    bufs: Bufs<'_>,
     output: &mut [f32],
     post: Option<&Post<'_>>,
     lease: &Lease<'_>,
@@ -23,10 +23,12 @@ pub(super) fn forward(
     let widest = layers.iter().map(|l| l.outputs).max().unwrap_or(0);
     let inputs = layers.first().map_or(0, |l| l.inputs);
     let classes = layers.last().map_or(0, |l| l.outputs);
-    let [a, b] = bufs;
+    let pw = pair_width(layers);
+    let Bufs { a, b, q } = bufs;
     assert!(
         a.len() >= batch * widest
             && b.len() >= batch * widest
+            && q.len() >= batch * pw
             && output.len() >= batch * classes
             && input.len() >= batch * inputs,
         "row split sizes"
@@ -37,6 +39,7 @@ pub(super) fn forward(
     let chunk = (batch / (4 * lease.threads())).clamp(32, 128);
     let next = AtomicUsize::new(0);
     let (a, b, out) = (Shared::new(a), Shared::new(b), Shared::new(output));
+    let q = Shared::new(q);
     lease.run(&|_| loop {
         let start = next.fetch_add(1, Ordering::Relaxed) * chunk;
         // A tail under GEMV_ROWS joins the chunk before it: alone it would take the GEMV,
@@ -48,39 +51,41 @@ pub(super) fn forward(
         let rows = start..if batch - end < GEMV_ROWS { batch } else { end };
         // SAFETY: `a` and `b` hold batch * widest values and `out` batch * classes (asserted
         // above); this chunk is this thread's alone, so are its rows of each.
-        let (a, b, out) = unsafe {
+        let (a, b, q, out) = unsafe {
             (
                 a.rows(rows.clone(), widest),
                 b.rows(rows.clone(), widest),
+                q.rows(rows.clone(), pw),
                 out.rows(rows.clone(), classes),
             )
         };
         let x = &input[rows.start * inputs..rows.end * inputs];
-        alone(layers, x, rows.len(), a, b, out, post);
+        alone(layers, x, rows.len(), Bufs { a, b, q }, out, post);
     })
 }
 
 /// The network on `batch` rows on this thread: each hidden layer's matmul writes `b` and
-/// its epilogue (or `post`) writes `a`; the last layer writes `output`.
+/// its epilogue (or `post`) writes `a`; the last layer writes `output`; a bf16 layer's
+/// input goes through `q` as bf16 pairs.
 pub(super) fn alone(
     layers: &[Layer],
     input: &[f32],
     batch: usize,
-    a: &mut [f32],
-    b: &mut [f32],
+    bufs: Bufs<'_>,
     output: &mut [f32],
     post: Option<&Post<'_>>,
 ) {
+    let Bufs { a, b, q } = bufs;
     let last = layers.len() - 1;
     for (i, layer) in layers.iter().enumerate() {
         let (k, n) = (layer.inputs, layer.outputs);
         let src: &[f32] = if i == 0 { input } else { &a[..batch * k] };
         if i == last {
-            layer.matmul(src, output, batch);
+            layer.matmul(src, output, batch, q);
             add_bias(output, &layer.bias);
         } else {
             // Pre-activations go to `b`; the activations back to `a`, the next input.
-            layer.matmul(src, &mut b[..batch * n], batch);
+            layer.matmul(src, &mut b[..batch * n], batch, q);
             let (pre, out) = (&b[..batch * n], &mut a[..batch * n]);
             match post {
                 None => epilogue(pre, &layer.bias, &layer.blocks, out),

@@ -1,0 +1,319 @@
+//! bf16 weights and their matmul: weights held as bf16, each layer's input rounded to bf16
+//! (round to nearest even; subnormals to zero), products summed in f32. Bias and
+//! activations stay f32 (the epilogue is the f32 one).
+//!
+//! Layout: like the f32 panels (32 output columns a panel), but per pair of inputs: panel
+//! `p`, pair `j` holds 32 `u32`, column `c`'s being `bf16(w[2j][c]) | bf16(w[2j+1][c]) <<
+//! 16`, so one AVX512-BF16 `vdpbf16ps` multiplies 16 columns by a broadcast input pair and
+//! adds both products to 16 f32 sums. The instruction adds the odd input's product first,
+//! then the even one's, each add rounded to f32 (a product of two bf16 values is exact in
+//! f32); the portable kernel does the same adds in the same order, so on normal-range
+//! values the two give the same bits (`tests::kernels_agree_bit_for_bit`).
+
+/// Output columns per panel.
+const NR: usize = 32;
+/// Rows per microkernel tile (24 of the 32 registers hold the sums).
+const MR: usize = 12;
+/// Rows per chunk: a chunk's input pairs stay in L2 while every panel passes over them.
+const MC: usize = 128;
+
+/// The bf16 bits of `v`, rounded to nearest even; subnormals (and zero) to a signed zero.
+/// `v` is finite or infinite (the runtime refuses NaN inputs; an overflowing activation
+/// is infinite and stays so).
+pub(crate) fn bf16_bits(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b & 0x7f80_0000 == 0 {
+        return (b >> 16) & 0x8000;
+    }
+    if b & 0x7fff_ffff == 0x7f80_0000 {
+        return b >> 16;
+    }
+    (b + 0x7fff + ((b >> 16) & 1)) >> 16
+}
+
+/// The f32 a bf16 value stands for.
+fn widen(bits: u32) -> f32 {
+    f32::from_bits(bits << 16)
+}
+
+/// Pairs of inputs per row for `k` inputs (the last pair's odd half is zero when `k` is odd).
+pub(crate) fn pairs(k: usize) -> usize {
+    k.div_ceil(2)
+}
+
+/// `x[m, k]` (row-major f32) as bf16 pairs `[m, pairs(k)]`.
+pub(crate) fn to_pairs(x: &[f32], m: usize, k: usize, out: &mut [u32]) {
+    let p = pairs(k);
+    for (row, dst) in x
+        .chunks_exact(k.max(1))
+        .zip(out.chunks_exact_mut(p.max(1)))
+        .take(m)
+    {
+        for (j, d) in dst.iter_mut().enumerate() {
+            let lo = bf16_bits(row[2 * j]);
+            let hi = row.get(2 * j + 1).map_or(0, |&v| bf16_bits(v));
+            *d = lo | hi << 16;
+        }
+    }
+}
+
+/// `W^T` (`[inputs, outputs]`) in bf16 pair panels.
+#[derive(Debug)]
+pub(crate) struct Bf16Weights {
+    k: usize,
+    n: usize,
+    panels: Vec<u32>,
+    /// Whether this CPU runs `vdpbf16ps` (else the portable kernel).
+    simd: bool,
+}
+
+impl Bf16Weights {
+    /// Packs `wt`, `[k, n]` row-major f32, rounding each weight to bf16. `None` if the
+    /// buffer cannot be allocated.
+    pub(crate) fn new(wt: &[f32], k: usize, n: usize) -> Option<Self> {
+        let p = pairs(k);
+        let count = n.div_ceil(NR).checked_mul(p)?.checked_mul(NR)?;
+        let mut panels = Vec::new();
+        panels.try_reserve_exact(count).ok()?;
+        panels.resize(count, 0u32);
+        for (pi, panel) in panels.chunks_exact_mut((p * NR).max(1)).enumerate() {
+            let cols = (pi * NR)..n.min(pi * NR + NR);
+            for (j, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                for (c, d) in cols.clone().zip(dst.iter_mut()) {
+                    let lo = bf16_bits(wt[2 * j * n + c]);
+                    let hi = if 2 * j + 1 < k {
+                        bf16_bits(wt[(2 * j + 1) * n + c])
+                    } else {
+                        0
+                    };
+                    *d = lo | hi << 16;
+                }
+            }
+        }
+        Some(Self {
+            k,
+            n,
+            panels,
+            simd: simd_available(),
+        })
+    }
+
+    /// The kernel these weights run on, for `inspect`.
+    pub(crate) fn kernel_name(&self) -> &'static str {
+        if self.simd {
+            "AVX512-BF16 (vdpbf16ps)"
+        } else {
+            "portable bf16"
+        }
+    }
+
+    /// `dst[m, n] = x[m, k] W^T`, `x` given as bf16 pairs (`[m, pairs(k)]`, see
+    /// [`to_pairs`]).
+    pub(crate) fn matmul(&self, x: &[u32], dst: &mut [f32], m: usize) {
+        let p = pairs(self.k);
+        assert!(
+            x.len() >= m * p && dst.len() >= m * self.n,
+            "bf16 matmul sizes"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if self.simd && p > 0 {
+            // SAFETY: `simd` is set only where the CPU has AVX-512F and AVX512-BF16; the
+            // sizes are asserted above.
+            unsafe { avx512::matmul(self, x, dst, m) };
+            return;
+        }
+        self.matmul_portable(x, dst, m);
+    }
+
+    /// [`Self::matmul`] in portable code, in the instruction's order of adds.
+    fn matmul_portable(&self, x: &[u32], dst: &mut [f32], m: usize) {
+        let (p, n) = (pairs(self.k), self.n);
+        for r in 0..m {
+            let xr = &x[r * p..(r + 1) * p];
+            for c in 0..n {
+                let panel = &self.panels[(c / NR) * p * NR..];
+                let mut acc = 0.0f32;
+                for (j, &a) in xr.iter().enumerate() {
+                    let b = panel[j * NR + c % NR];
+                    acc += widen(a >> 16) * widen(b >> 16);
+                    acc += widen(a & 0xffff) * widen(b & 0xffff);
+                }
+                dst[r * n + c] = acc;
+            }
+        }
+    }
+}
+
+/// Whether this CPU runs the AVX512-BF16 kernel.
+fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{pairs, Bf16Weights, MC, MR, NR};
+
+    /// See [`Bf16Weights::matmul`]; the caller checked the sizes and the CPU.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn matmul(w: &Bf16Weights, x: &[u32], dst: &mut [f32], m: usize) {
+        let (p, n) = (pairs(w.k), w.n);
+        for m0 in (0..m).step_by(MC) {
+            let rows = MC.min(m - m0);
+            for panel in 0..n.div_ceil(NR) {
+                let b = w.panels.as_ptr().add(panel * p * NR);
+                let col = panel * NR;
+                let cols = NR.min(n - col);
+                let mut r = 0;
+                while r < rows {
+                    let take = MR.min(rows - r);
+                    // In bounds: row m0 + r < m, so both pointers address a row of `x`
+                    // (m * p values) and of `dst` (m * n values, col < n).
+                    let a = x.as_ptr().add((m0 + r) * p);
+                    let c = dst.as_mut_ptr().add((m0 + r) * n + col);
+                    // The row count as a constant, so the sums stay in registers.
+                    macro_rules! rows {
+                        ($($n:literal)*) => {
+                            match take {
+                                $($n => tile::<$n>(a, p, b, c, n, cols),)*
+                                _ => unreachable!("a tile has 1 to MR rows"),
+                            }
+                        };
+                    }
+                    rows!(1 2 3 4 5 6 7 8 9 10 11 12);
+                    r += take;
+                }
+            }
+        }
+    }
+
+    /// Rows `0..R` (R at most MR) of one panel: `c[r][0..cols] = sum_j a[r][j] . b[j]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn tile<const R: usize>(
+        a: *const u32,
+        p: usize,
+        b: *const u32,
+        c: *mut f32,
+        n: usize,
+        cols: usize,
+    ) {
+        let rows = R;
+        let mut lo = [_mm512_setzero_ps(); R];
+        let mut hi = [_mm512_setzero_ps(); R];
+        for j in 0..p {
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(j * NR).cast()));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(j * NR + 16).cast()));
+            for r in 0..rows {
+                let pair = *a.add(r * p + j) as i32;
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                lo[r] = _mm512_dpbf16_ps(lo[r], av, b0);
+                hi[r] = _mm512_dpbf16_ps(hi[r], av, b1);
+            }
+        }
+        let mask = |k: usize| ((1u32 << k.min(16)) - 1) as __mmask16;
+        for r in 0..rows {
+            let row = c.add(r * n);
+            _mm512_mask_storeu_ps(row, mask(cols), lo[r]);
+            // Past 16 columns only: row + 16 would otherwise point past the row's end.
+            if cols > 16 {
+                _mm512_mask_storeu_ps(row.add(16), mask(cols - 16), hi[r]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Hand-checked roundings: ties to even, subnormals to zero, infinity kept.
+    #[test]
+    fn rounding_to_bf16_is_to_nearest_even() {
+        assert_eq!(bf16_bits(1.5), 0x3fc0);
+        // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties to the even one, 1.
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
+        // 1 + 3 * 2^-8 lies halfway between 1 + 2^-7 and 1 + 2^-6: even is 1 + 2^-6.
+        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
+        assert_eq!(bf16_bits(-1.0 - 1.5 / 256.0), 0xbf81);
+        assert_eq!(bf16_bits(f32::from_bits(1)), 0);
+        assert_eq!(bf16_bits(-f32::from_bits(5)), 0x8000);
+        assert_eq!(bf16_bits(f32::INFINITY), 0x7f80);
+        assert_eq!(bf16_bits(f32::MAX), 0x7f80, "rounds up to infinity");
+    }
+
+    /// The kernel this CPU runs against the portable one: same bits, for tiles of every
+    /// row count, partial panels and an odd input count.
+    #[test]
+    fn kernels_agree_bit_for_bit() {
+        let _mode = smartmixed_core::fpenv::FlushDenormals::set(true);
+        for (m, k, n) in [
+            (1, 3, 5),
+            (12, 64, 32),
+            (13, 37, 47),
+            (30, 784, 70),
+            (130, 9, 16),
+        ] {
+            let w = Bf16Weights::new(&values(k * n, 1), k, n).unwrap();
+            let mut x = vec![0u32; m * pairs(k)];
+            to_pairs(&values(m * k, 2), m, k, &mut x);
+            let (mut fast, mut slow) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+            w.matmul(&x, &mut fast, m);
+            w.matmul_portable(&x, &mut slow, m);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&fast),
+                bits(&slow),
+                "{m} x {k} x {n} on {}",
+                w.kernel_name()
+            );
+        }
+    }
+
+    /// Against f32: each input and weight is within 2^-9 of its value (relative), so each
+    /// product within 2^-8 + 2^-18 of it, and the f32 sums add at most k * 2^-24 of the
+    /// sum of magnitudes: |bf16 - f32| <= (2^-8 + 2^-18 + 2 k 2^-24) sum |w x|.
+    #[test]
+    fn bf16_sums_are_within_the_rounding_bound_of_f32() {
+        let (m, k, n) = (7, 300, 40);
+        let (wt, xs) = (values(k * n, 3), values(m * k, 4));
+        let w = Bf16Weights::new(&wt, k, n).unwrap();
+        let mut x = vec![0u32; m * pairs(k)];
+        to_pairs(&xs, m, k, &mut x);
+        let mut got = vec![0.0; m * n];
+        w.matmul(&x, &mut got, m);
+        let rel = 2f64.powi(-8) + 2f64.powi(-18) + 2.0 * k as f64 * 2f64.powi(-24);
+        for r in 0..m {
+            for c in 0..n {
+                let (mut exact, mut size) = (0.0f64, 0.0f64);
+                for i in 0..k {
+                    let p = xs[r * k + i] as f64 * wt[i * n + c] as f64;
+                    exact += p;
+                    size += p.abs();
+                }
+                let err = (got[r * n + c] as f64 - exact).abs();
+                assert!(err <= rel * size, "row {r} col {c}: {err} > {}", rel * size);
+            }
+        }
+    }
+}
