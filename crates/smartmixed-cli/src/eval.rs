@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use smartmixed_infer::{Model, Pool, Scratch};
+use smartmixed_infer::{LoadOptions, Model, Pool, Precision, Scratch};
 
 use crate::eval_source::{self, Request};
 use crate::shown;
@@ -46,7 +46,17 @@ pub struct EvalArgs {
     /// Threads of the forward passes (at most 256; default: the cores this process may use).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+    /// The arithmetic: f32 (the trainer's), or bf16 (weights and each layer's input
+    /// rounded to bf16, f32 sums); with bf16 the f32 answers are computed too, and the
+    /// share of items whose class equals f32's is printed.
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
+
+/// What a reduced precision must keep: test accuracy within this many points of f32's,
+/// and at least this share of items given f32's class (issue 22's bf16 targets).
+const BF16_POINTS: f64 = 0.05;
+const BF16_AGREEMENT: f64 = 0.999;
 
 impl EvalArgs {
     /// The source the arguments name (default: `data/mnist`'s IDX files).
@@ -69,15 +79,10 @@ impl EvalArgs {
     }
 }
 
-pub fn run(args: EvalArgs) -> Result<()> {
-    let mut model = Model::load_dir(&args.model)?;
-    if let Some(threads) = args.threads {
-        model = model.with_pool(Pool::new(threads.into())?);
-    }
-    let source = eval_source::load(&model, &args.model, args.request())?;
-    let test = &source.data;
-    let classes = model.classes();
-    let mut confusion = vec![vec![0usize; classes]; classes];
+/// Each item's predicted class.
+fn predictions(model: &Model, source: &eval_source::Source) -> Result<Vec<usize>> {
+    let (test, classes) = (&source.data, model.classes());
+    let mut predicted = Vec::with_capacity(test.len());
     let mut scratch = Scratch::new();
     let all: Vec<usize> = (0..test.len()).collect();
     let (mut raw, mut logits) = (Vec::new(), Vec::new());
@@ -99,11 +104,31 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     chunk[chunk.len() - 1]
                 )
             })?;
-        let labels = chunk.iter().map(|&i| test.labels()[i]);
-        for (row, label) in logits.chunks_exact(classes).zip(labels) {
-            let pred = smartmixed_core::math::argmax(row);
-            confusion[label as usize][pred] += 1;
-        }
+        predicted.extend(
+            logits
+                .chunks_exact(classes)
+                .map(smartmixed_core::math::argmax),
+        );
+    }
+    Ok(predicted)
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let options = LoadOptions {
+        precision: args.precision,
+    };
+    let pool = match args.threads {
+        Some(threads) => Pool::new(threads.into())?,
+        None => Pool::global().clone(),
+    };
+    let model = Model::load_dir_with(&args.model, &options)?.with_pool(pool.clone());
+    let source = eval_source::load(&model, &args.model, args.request())?;
+    let test = &source.data;
+    let classes = model.classes();
+    let predicted = predictions(&model, &source)?;
+    let mut confusion = vec![vec![0usize; classes]; classes];
+    for (&label, &pred) in test.labels().iter().zip(&predicted) {
+        confusion[label as usize][pred] += 1;
     }
     let correct: usize = (0..classes).map(|c| confusion[c][c]).sum();
     let present = confusion.iter().filter(|row| row.iter().any(|&v| v > 0));
@@ -118,6 +143,34 @@ pub fn run(args: EvalArgs) -> Result<()> {
         100.0 * correct as f64 / test.len() as f64,
         test.len()
     );
+    if args.precision != Precision::F32 {
+        let reference = Model::load_dir(&args.model)?.with_pool(pool);
+        let exact = predictions(&reference, &source)?;
+        let same = exact.iter().zip(&predicted).filter(|(a, b)| a == b).count();
+        let exact_correct = test
+            .labels()
+            .iter()
+            .zip(&exact)
+            .filter(|(&l, &p)| l as usize == p)
+            .count();
+        let n = test.len().max(1) as f64;
+        let (acc, acc32) = (correct as f64 / n, exact_correct as f64 / n);
+        let points = 100.0 * (acc - acc32);
+        println!(
+            "{}; f32 test accuracy {:.2}% ({points:+.2} points); {:.2}% of items ({same}/{}) get f32's class",
+            model.kernel_description(),
+            100.0 * acc32,
+            100.0 * same as f64 / n,
+            test.len()
+        );
+        if points.abs() > BF16_POINTS || (same as f64) < BF16_AGREEMENT * n {
+            println!(
+                "below the {} target on these items: within {BF16_POINTS} points of f32 and at least {:.1}% of classes equal to f32's",
+                args.precision.name(),
+                100.0 * BF16_AGREEMENT
+            );
+        }
+    }
     println!("per-class accuracy (the model's classes):");
     for (c, row) in confusion.iter().enumerate() {
         let n: usize = row.iter().sum();

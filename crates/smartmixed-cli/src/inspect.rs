@@ -3,17 +3,24 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use smartmixed_infer::{Kernel, Model};
+use smartmixed_infer::{LoadOptions, Model, Precision};
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
     /// An exported model directory (model.safetensors + manifest.toml).
     #[arg(long)]
     model: PathBuf,
+    /// The arithmetic: f32 (the trainer's) or bf16 (weights and each layer's input
+    /// rounded to bf16, f32 sums).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
-    let model = Model::load_dir(&args.model)?;
+    let options = LoadOptions {
+        precision: args.precision,
+    };
+    let model = Model::load_dir_with(&args.model, &options)?;
     let m = model.manifest();
     let params: usize = m
         .layers
@@ -44,7 +51,11 @@ pub fn run(args: InspectArgs) -> Result<()> {
         );
     }
     print_input(m);
-    println!("kernel on this CPU: {}", Kernel::detect().describe());
+    println!(
+        "precision {}; kernel on this CPU: {}",
+        model.precision().name(),
+        model.kernel_description()
+    );
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use smartmixed_core::InputKind;
-use smartmixed_infer::Model;
+use smartmixed_infer::{LoadOptions, Model, Precision};
 use smartmixed_train::data::folder::images_in;
 use smartmixed_train::data::image::{read_image_as, MAX_PIXELS};
 use smartmixed_train::data::read_idx;
@@ -30,6 +30,10 @@ pub struct PredictArgs {
     /// An exported model directory (model.safetensors + manifest.toml).
     #[arg(long)]
     model: PathBuf,
+    /// The arithmetic: f32 (the trainer's) or bf16 (weights and each layer's input
+    /// rounded to bf16, f32 sums).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// IDX image files (gz or raw), PGM or PNG images, .csv files of table rows, or
     /// directories: every .png and .pgm image directly inside one (sorted by name).
     #[arg(required = true)]
@@ -197,7 +201,10 @@ fn expand(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
-    let model = Model::load_dir(&args.model)?;
+    let options = LoadOptions {
+        precision: args.precision,
+    };
+    let model = Model::load_dir_with(&args.model, &options)?;
     let top_k = args.top_k.map(usize::from);
     if let Some(k) = top_k.filter(|&k| k > model.classes()) {
         bail!(

@@ -18,13 +18,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use smartmixed_infer::{BatchOptions, BatchedModel, Error, Model, Pool, Prediction, BATCH_BUCKETS};
+use smartmixed_infer::{
+    BatchOptions, BatchedModel, Error, LoadOptions, Model, Pool, Precision, Prediction,
+    BATCH_BUCKETS,
+};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// An exported model directory (model.safetensors + manifest.toml).
     #[arg(long)]
     model: PathBuf,
+    /// The arithmetic: f32 (the trainer's) or bf16 (weights and each layer's input
+    /// rounded to bf16, f32 sums).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Address to listen on (port 0: any free port; the one taken is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
@@ -115,6 +122,8 @@ fn describe(model: &Model) -> Value {
         })
         .collect();
     json!({
+        "precision": model.precision().name(),
+        "kernel": model.kernel_description(),
         "architecture": architecture,
         "input": {
             "shape": input.shape,
@@ -349,7 +358,10 @@ async fn stop_signal() {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let mut model = Model::load_dir(&args.model)?;
+    let options = LoadOptions {
+        precision: args.precision,
+    };
+    let mut model = Model::load_dir_with(&args.model, &options)?;
     if let Some(threads) = args.threads {
         model = model.with_pool(Pool::new(threads)?);
     }

@@ -43,7 +43,11 @@ impl Rng {
 /// layer split into six equal blocks, one per activation.
 fn synthetic(options: &LoadOptions) -> Result<Model, Box<dyn std::error::Error>> {
     let (weights, manifest) = synthetic_files()?;
-    Ok(Model::from_bytes_with(&weights, manifest.as_bytes(), options)?)
+    Ok(Model::from_bytes_with(
+        &weights,
+        manifest.as_bytes(),
+        options,
+    )?)
 }
 
 /// [`synthetic`]'s safetensors bytes and manifest text.
