@@ -41,20 +41,36 @@ pub(crate) fn pairs(k: usize) -> usize {
     k.div_ceil(2)
 }
 
-/// `x[m, k]` (row-major f32) as bf16 pairs `[m, pairs(k)]`.
-pub(crate) fn to_pairs(x: &[f32], m: usize, k: usize, out: &mut [u32]) {
+/// `x[m, k]` (row-major f32) as bf16 pairs, `stride` (at least `pairs(k)`) to a row, the
+/// pairs past `pairs(k)` zero.
+pub(crate) fn to_pairs(x: &[f32], m: usize, k: usize, stride: usize, out: &mut [u32]) {
     let p = pairs(k);
     for (row, dst) in x
         .chunks_exact(k.max(1))
-        .zip(out.chunks_exact_mut(p.max(1)))
+        .zip(out.chunks_exact_mut(stride.max(1)))
         .take(m)
     {
         for (j, d) in dst.iter_mut().enumerate() {
-            let lo = bf16_bits(row[2 * j]);
-            let hi = row.get(2 * j + 1).map_or(0, |&v| bf16_bits(v));
-            *d = lo | hi << 16;
+            *d = if j < p {
+                let lo = bf16_bits(row[2 * j]);
+                let hi = row.get(2 * j + 1).map_or(0, |&v| bf16_bits(v));
+                lo | hi << 16
+            } else {
+                0
+            };
         }
     }
+}
+
+/// Which kernel a layer's bf16 weights run on.
+#[derive(Debug)]
+enum Kernel {
+    /// AMX tiles (`tdpbf16ps`), with the weights also in tile order.
+    #[cfg(target_arch = "x86_64")]
+    Amx(crate::amx::AmxWeights),
+    /// AVX512-BF16 `vdpbf16ps`.
+    Avx512,
+    Portable,
 }
 
 /// `W^T` (`[inputs, outputs]`) in bf16 pair panels.
@@ -63,8 +79,7 @@ pub(crate) struct Bf16Weights {
     k: usize,
     n: usize,
     panels: Vec<u32>,
-    /// Whether this CPU runs `vdpbf16ps` (else the portable kernel).
-    simd: bool,
+    kernel: Kernel,
 }
 
 impl Bf16Weights {
@@ -90,35 +105,73 @@ impl Bf16Weights {
                 }
             }
         }
+        let kernel = Self::best_kernel(&panels, pairs(k), n)?;
         Some(Self {
             k,
             n,
             panels,
-            simd: simd_available(),
+            kernel,
+        })
+    }
+
+    /// AMX where the CPU and Linux allow it, else AVX512-BF16, else portable code.
+    fn best_kernel(panels: &[u32], p: usize, n: usize) -> Option<Kernel> {
+        #[cfg(target_arch = "x86_64")]
+        if crate::amx::available() {
+            return crate::amx::AmxWeights::new(panels, p, n).map(Kernel::Amx);
+        }
+        let _ = (panels, p, n);
+        Some(if simd_available() {
+            Kernel::Avx512
+        } else {
+            Kernel::Portable
         })
     }
 
     /// The kernel these weights run on, for `inspect`.
     pub(crate) fn kernel_name(&self) -> &'static str {
-        if self.simd {
-            "AVX512-BF16 (vdpbf16ps)"
-        } else {
-            "portable bf16"
+        match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(_) => "AMX tiles (tdpbf16ps)",
+            Kernel::Avx512 => "AVX512-BF16 (vdpbf16ps)",
+            Kernel::Portable => "portable bf16",
         }
     }
 
-    /// `dst[m, n] = x[m, k] W^T`, `x` given as bf16 pairs (`[m, pairs(k)]`, see
-    /// [`to_pairs`]).
+    /// Pairs to a row of the input [`Self::matmul`] takes (the AMX kernel reads whole
+    /// tiles of 16 pairs).
+    pub(crate) fn row_pairs(&self) -> usize {
+        match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(_) => crate::amx::row_pairs(pairs(self.k)),
+            _ => pairs(self.k),
+        }
+    }
+
+    /// `dst[m, n] = x[m, k] W^T`, `x` given as bf16 pairs, [`Self::row_pairs`] to a row
+    /// (see [`to_pairs`]).
     pub(crate) fn matmul(&self, x: &[u32], dst: &mut [f32], m: usize) {
-        let p = pairs(self.k);
+        let p = self.row_pairs();
         assert!(
             x.len() >= m * p && dst.len() >= m * self.n,
             "bf16 matmul sizes"
         );
+        match &self.kernel {
+            // SAFETY: built only where `amx::available()`; sizes asserted above.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(w) => unsafe { w.matmul(x, dst, m) },
+            Kernel::Avx512 => self.matmul_avx512(x, dst, m),
+            Kernel::Portable => self.matmul_portable(x, dst, m),
+        }
+    }
+
+    /// The AVX512-BF16 kernel on `pairs(k)` pairs a row (portable code where the CPU
+    /// lacks it).
+    fn matmul_avx512(&self, x: &[u32], dst: &mut [f32], m: usize) {
         #[cfg(target_arch = "x86_64")]
-        if self.simd && p > 0 {
-            // SAFETY: `simd` is set only where the CPU has AVX-512F and AVX512-BF16; the
-            // sizes are asserted above.
+        if simd_available() && pairs(self.k) > 0 {
+            // SAFETY: the CPU has AVX-512F and AVX512-BF16; x holds m * pairs(k) values and
+            // dst m * n (the callers assert it).
             unsafe { avx512::matmul(self, x, dst, m) };
             return;
         }
@@ -262,31 +315,70 @@ mod tests {
         assert_eq!(bf16_bits(f32::MAX), 0x7f80, "rounds up to infinity");
     }
 
-    /// The kernel this CPU runs against the portable one: same bits, for tiles of every
+    const SHAPES: [(usize, usize, usize); 6] = [
+        (1, 3, 5),
+        (12, 64, 32),
+        (13, 37, 47),
+        (30, 784, 70),
+        (130, 9, 16),
+        (17, 33, 100),
+    ];
+
+    /// The AVX512-BF16 kernel against the portable one: same bits, for tiles of every
     /// row count, partial panels and an odd input count.
     #[test]
     fn kernels_agree_bit_for_bit() {
         let _mode = smartmixed_core::fpenv::FlushDenormals::set(true);
-        for (m, k, n) in [
-            (1, 3, 5),
-            (12, 64, 32),
-            (13, 37, 47),
-            (30, 784, 70),
-            (130, 9, 16),
-        ] {
+        for (m, k, n) in SHAPES {
             let w = Bf16Weights::new(&values(k * n, 1), k, n).unwrap();
             let mut x = vec![0u32; m * pairs(k)];
-            to_pairs(&values(m * k, 2), m, k, &mut x);
+            to_pairs(&values(m * k, 2), m, k, pairs(k), &mut x);
             let (mut fast, mut slow) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
-            w.matmul(&x, &mut fast, m);
+            w.matmul_avx512(&x, &mut fast, m);
             w.matmul_portable(&x, &mut slow, m);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(
-                bits(&fast),
-                bits(&slow),
-                "{m} x {k} x {n} on {}",
-                w.kernel_name()
-            );
+            assert_eq!(bits(&fast), bits(&slow), "{m} x {k} x {n}");
+        }
+    }
+
+    /// The kernel this CPU picks (AMX where it has it) against the portable one: both sum
+    /// the same exact products (a product of two bf16 values is exact in f32), each
+    /// within k 2^-24 of the sum of their magnitudes of the exact sum, so within twice
+    /// that of each other.
+    #[test]
+    fn the_chosen_kernel_is_within_the_summation_bound_of_the_portable_one() {
+        let _mode = smartmixed_core::fpenv::FlushDenormals::set(true);
+        for (m, k, n) in SHAPES {
+            let w = Bf16Weights::new(&values(k * n, 5), k, n).unwrap();
+            let (xs, rp) = (values(m * k, 6), w.row_pairs());
+            let mut x = vec![7u32; m * rp];
+            to_pairs(&xs, m, k, rp, &mut x);
+            let mut plain = vec![0u32; m * pairs(k)];
+            to_pairs(&xs, m, k, pairs(k), &mut plain);
+            let (mut got, mut want) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+            w.matmul(&x, &mut got, m);
+            w.matmul_portable(&plain, &mut want, m);
+            for r in 0..m {
+                for c in 0..n {
+                    let size: f64 = (0..pairs(k))
+                        .map(|j| {
+                            let (a, b) = (
+                                plain[r * pairs(k) + j],
+                                w.panels[(c / NR) * pairs(k) * NR + j * NR + c % NR],
+                            );
+                            (widen(a >> 16) as f64 * widen(b >> 16) as f64).abs()
+                                + (widen(a & 0xffff) as f64 * widen(b & 0xffff) as f64).abs()
+                        })
+                        .sum();
+                    let bound = 2.0 * k as f64 * 2f64.powi(-24) * size;
+                    let diff = (got[r * n + c] as f64 - want[r * n + c] as f64).abs();
+                    assert!(
+                        diff <= bound,
+                        "{m} x {k} x {n} ({}) at {r},{c}: {diff} > {bound}",
+                        w.kernel_name()
+                    );
+                }
+            }
         }
     }
 
@@ -298,8 +390,8 @@ mod tests {
         let (m, k, n) = (7, 300, 40);
         let (wt, xs) = (values(k * n, 3), values(m * k, 4));
         let w = Bf16Weights::new(&wt, k, n).unwrap();
-        let mut x = vec![0u32; m * pairs(k)];
-        to_pairs(&xs, m, k, &mut x);
+        let mut x = vec![0u32; m * w.row_pairs()];
+        to_pairs(&xs, m, k, w.row_pairs(), &mut x);
         let mut got = vec![0.0; m * n];
         w.matmul(&x, &mut got, m);
         let rel = 2f64.powi(-8) + 2f64.powi(-18) + 2.0 * k as f64 * 2f64.powi(-24);

@@ -19,6 +19,8 @@
 //! Activations are looked up by name in the `smartmixed-core` registry, so plugin
 //! activations work when their crate is linked.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod batched;
 mod bf16;
 mod error;

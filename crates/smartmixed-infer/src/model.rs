@@ -92,8 +92,8 @@ impl Layer {
         let (k, n) = (self.inputs, self.outputs);
         match &self.weights {
             Weights::Bf16(w) => {
-                let q = &mut pairs[..batch * crate::bf16::pairs(k)];
-                crate::bf16::to_pairs(src, batch, k, q);
+                let q = &mut pairs[..batch * w.row_pairs()];
+                crate::bf16::to_pairs(src, batch, k, w.row_pairs(), q);
                 w.matmul(q, dst, batch);
             }
             Weights::Packed(p) if batch >= GEMV_ROWS => p.matmul(src, dst, batch),

@@ -105,8 +105,8 @@ pub(crate) struct Bufs<'a> {
 fn pair_width(layers: &[Layer]) -> usize {
     layers
         .iter()
-        .filter(|l| l.bf16().is_some())
-        .map(|l| crate::bf16::pairs(l.inputs))
+        .filter_map(|l| l.bf16())
+        .map(|w| w.row_pairs())
         .max()
         .unwrap_or(0)
 }
