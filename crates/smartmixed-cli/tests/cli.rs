@@ -405,7 +405,7 @@ fn export_eval_predict_inspect_on_a_trained_run() {
     );
     assert!(
         stdout.contains(&format!(
-            "kernel on this CPU: {}",
+            "precision f32; kernel on this CPU: f32: {}",
             smartmixed_infer::Kernel::detect().describe()
         )),
         "{stdout}"
