@@ -8,7 +8,7 @@
 //! (speed does not depend on trained values), or an exported model directory.
 //!
 //! ```text
-//! cargo run --release -p smartmixed-infer --example concurrency -- [SECONDS] [MODEL_DIR|-] [f32|bf16]
+//! cargo run --release -p smartmixed-infer --example concurrency -- [SECONDS] [MODEL_DIR|-] [f32|bf16] [POOL_THREADS]
 //! cargo run --release -p smartmixed-infer --example concurrency -- --save DIR
 //! ```
 //!
@@ -173,10 +173,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => Precision::F32,
         },
     };
-    let model = Arc::new(match dir {
+    let mut model = match dir {
         Some(dir) => Model::load_dir_with(&dir, &options)?,
         None => synthetic(&options)?,
-    });
+    };
+    if let Some(threads) = args.next() {
+        model = model.with_pool(smartmixed_infer::Pool::new(threads.parse()?)?);
+    }
+    let model = Arc::new(model);
     println!("{}", model.kernel_description());
     println!("| callers | batch | samples/s | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|");

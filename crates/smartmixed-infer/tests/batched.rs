@@ -312,7 +312,7 @@ fn a_ticket_can_be_awaited() {
 
 /// Eight callers, each submitting a row and waiting for its answer, 50 times: after the
 /// first few batches the batcher waits for the callers it has just answered (`regather`),
-/// so batches hold all eight rows; without it, each batch starts with the first caller
+/// so batches hold most of the eight rows; without it, each batch starts with the first caller
 /// back and most batches hold one or two rows (measured with `regather` zero: 303 batches).
 #[test]
 fn callers_that_wait_for_their_answers_are_regathered_into_full_batches() {
@@ -343,6 +343,7 @@ fn callers_that_wait_for_their_answers_are_regathered_into_full_batches() {
     });
     let stats = batched.stats();
     assert_eq!(stats.requests, 8 * rounds as u64);
-    // 50 full batches, plus a few while the first batches grow to eight rows.
-    assert!(stats.batches <= 60, "{} batches", stats.batches);
+    // 50 full batches, plus those while the first batches grow to eight rows (and, when
+    // the host staggers the callers, more: 78 seen once in six runs on two loaded cores).
+    assert!(stats.batches <= 120, "{} batches", stats.batches);
 }

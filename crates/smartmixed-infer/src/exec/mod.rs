@@ -147,7 +147,7 @@ pub(crate) fn forward(
         helpers: lent,
         ..
     } = scratch;
-    // Grown before taking permits: a first large call's allocation holds up no one.
+    // Grown before borrowing workers: a first large call's allocation holds up no one.
     let len = batch * layers.iter().map(|l| l.outputs).max().unwrap_or(0);
     let (a, b) = (grown(a, len), grown(b, len));
     let c = if columns { grown(c, len) } else { &mut c[..0] };
