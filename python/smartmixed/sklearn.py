@@ -264,10 +264,6 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
         if "_weights" in state:
             self._model = self._load()
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        return tags
-
     if not hasattr(BaseEstimator, "__sklearn_tags__"):  # scikit-learn < 1.6
 
         def _more_tags(self):
