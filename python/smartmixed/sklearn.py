@@ -36,6 +36,14 @@ PAPER_POOL = ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu")
 EXPECTED_FAILED_CHECKS = {}
 
 
+def _scratch_dir():
+    """Where a fit's run directory goes: memory (/dev/shm) where there is one. The trainer
+    writes every file atomically with fsync, which costs ~10 ms an epoch on a disk and is
+    pointless for a directory deleted after the fit (wine: 0.7 s on disk, 0.06 s in memory)."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
 def _split_leaves_both(counts, fraction):
     """Whether the trainer's stratified split (per class, `round(count * fraction)` items to
     validation, rounding half away from zero) leaves items on both sides."""
@@ -193,7 +201,7 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
         callback = None
         if self.verbose:
             from . import _printer as callback
-        with tempfile.TemporaryDirectory(prefix="smartmixed-fit-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="smartmixed-fit-", dir=_scratch_dir()) as tmp:
             summary, weights = _native.fit_arrays(
                 json.dumps(self._config(seed, float(fraction))),
                 os.path.join(tmp, "run"),

@@ -148,7 +148,9 @@ impl Splits {
         } = data.clone();
         let mut splits = match validation {
             Some(validation) => {
-                let test = test.map(as_dataset).unwrap_or_else(|| as_dataset(validation.clone()));
+                let test = test
+                    .map(as_dataset)
+                    .unwrap_or_else(|| as_dataset(validation.clone()));
                 Splits {
                     train: as_dataset(train),
                     validation: as_dataset(validation),
@@ -192,5 +194,104 @@ impl Splits {
         input.feature_names = data.feature_names;
         splits.set_input(input);
         Ok(splits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two features; item `i` is `[i, 10 i]`, labels alternate over two classes.
+    fn data(n: usize) -> ArrayData {
+        ArrayData {
+            shape: vec![2],
+            class_names: vec!["a".into(), "b".into()],
+            feature_names: vec!["x".into(), "y".into()],
+            divisor: 1.0,
+            standardize: true,
+            train: Arrays {
+                values: (0..n).flat_map(|i| [i as f32, 10.0 * i as f32]).collect(),
+                labels: (0..n).map(|i| (i % 2) as u8).collect(),
+            },
+            validation: None,
+            test: None,
+        }
+    }
+
+    fn message(data: ArrayData) -> String {
+        Splits::from_arrays(data, &DataConfig::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn bad_arrays_are_errors_naming_the_set_and_the_item() {
+        let mut d = data(20);
+        d.train.values.pop();
+        assert_eq!(
+            message(d),
+            "training arrays: 39 values for 20 labels, expected 2 values per item"
+        );
+        let mut d = data(20);
+        d.train.values[7] = f32::NAN;
+        assert_eq!(
+            message(d),
+            "training arrays: item 3, value 1 is NaN, expected a finite number"
+        );
+        let mut d = data(20);
+        d.validation = Some(Arrays {
+            values: vec![0.0, 0.0],
+            labels: vec![2],
+        });
+        assert_eq!(
+            message(d),
+            "validation arrays: item 0: label 2 out of range, expected 0..2"
+        );
+        let mut d = data(20);
+        d.class_names.pop();
+        assert_eq!(message(d), "label arrays: 1 classes, expected 2 to 256");
+        let mut d = data(20);
+        d.divisor = 0.0;
+        assert_eq!(
+            message(d),
+            "input arrays: divisor 0, expected a positive number"
+        );
+    }
+
+    #[test]
+    fn splits_are_stratified_and_standardised_with_the_training_statistics() {
+        let s = Splits::from_arrays(data(40), &DataConfig::default()).unwrap();
+        assert_eq!(s.train.len() + s.validation.len(), 40);
+        assert_eq!(s.validation.len(), 4); // 10% of each class of 20
+        assert_eq!(s.test.labels(), s.validation.labels());
+        // The oracle: the training items' own mean and population standard deviation.
+        let xs: Vec<f64> = (0..s.train.len())
+            .map(|i| s.train.raw(i)[0] as f64)
+            .collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64).sqrt();
+        let input = s.train.input();
+        assert!((input.mean[0] as f64 - mean).abs() < 1e-4);
+        assert!((input.std[0] as f64 - sd).abs() < 1e-4);
+        assert!((input.mean[1] as f64 - 10.0 * mean).abs() < 1e-3);
+        assert_eq!(input.feature_names, ["x", "y"]);
+        assert_eq!(s.validation.input(), input);
+        let b = s.train.batch(&[0], 2);
+        assert!((b.inputs[0] as f64 - (xs[0] - mean) / sd).abs() < 1e-5);
+    }
+
+    #[test]
+    fn a_given_validation_set_is_used_as_it_is() {
+        let mut d = data(10);
+        d.validation = Some(d.train.clone());
+        d.standardize = false;
+        let s = Splits::from_arrays(d, &DataConfig::default()).unwrap();
+        assert_eq!(
+            (s.train.len(), s.validation.len(), s.test.len()),
+            (10, 10, 10)
+        );
+        assert!(s.train.input().mean.is_empty());
+        assert_eq!(s.train.raw(3), [3.0, 30.0]);
     }
 }
