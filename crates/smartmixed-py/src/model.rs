@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -22,6 +23,9 @@ const MIN_ROWS: usize = 4;
 #[pyclass(frozen, module = "smartmixed._native")]
 pub struct Model {
     inner: smartmixed_infer::Model,
+    /// Buffers of earlier calls, reused (a fresh `Scratch` for a 10 000-row batch costs
+    /// its page faults again); one per concurrent caller at most.
+    scratches: Mutex<Vec<Scratch>>,
 }
 
 /// The model's calls on `threads` threads of their own, or on the process's shared pool.
@@ -35,7 +39,10 @@ fn pooled(model: smartmixed_infer::Model, threads: Option<usize>) -> PyResult<Mo
         Some(n) => model.with_pool(Pool::new(n).map_err(errors::infer)?),
         None => model,
     };
-    Ok(Model { inner })
+    Ok(Model {
+        inner,
+        scratches: Mutex::new(Vec::new()),
+    })
 }
 
 /// `x`'s values as f32, row-major: borrowed when `x` is C-contiguous float32.
@@ -156,8 +163,13 @@ impl Model {
         py.detach(|| {
             let mut out = vec![0.0f32; rows * classes];
             if rows > 0 {
-                self.inner
-                    .forward_raw(values, rows, &mut Scratch::new(), &mut out)?;
+                let taken = self.scratches.lock().ok().and_then(|mut s| s.pop());
+                let mut scratch = taken.unwrap_or_default();
+                let result = self.inner.forward_raw(values, rows, &mut scratch, &mut out);
+                if let Ok(mut s) = self.scratches.lock() {
+                    s.push(scratch);
+                }
+                result?;
             }
             out.truncate(len);
             Ok(out)
