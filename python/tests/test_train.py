@@ -82,3 +82,8 @@ def test_an_exception_in_the_callback_stops_the_run_and_propagates(tmp_path, win
         smartmixed.train(cfg, out=tmp_path / "run", callback=fail)
     epochs = len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) - 1
     assert 2 <= epochs < 10
+
+
+def test_export_of_a_directory_without_a_run_names_the_checkpoint(tmp_path):
+    with pytest.raises(OSError, match="phase2-best.safetensors: cannot read checkpoint"):
+        smartmixed.export(tmp_path, tmp_path / "model")

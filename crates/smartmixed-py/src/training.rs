@@ -257,14 +257,19 @@ pub fn fit_arrays<'py>(
 /// The best checkpoint of a run (phase 2's, or a fixed baseline's) as export bytes, with
 /// the input and class description its summary recorded.
 fn exported(run: &Path) -> smartmixed_train::Result<(Vec<u8>, smartmixed_core::Manifest)> {
-    let path = [Phase::Phase2, Phase::Fixed]
+    let net = checkpoint::load(&Cpu::default(), &best_checkpoint(run))?;
+    let description = description(run)?;
+    export::to_bytes(&net, &description)
+}
+
+/// Phase 2's best checkpoint, or a fixed baseline's (what `smartmixed-cli export` takes);
+/// phase 2's name when neither exists, so that the load error names the file looked for.
+fn best_checkpoint(run: &Path) -> PathBuf {
+    [Phase::Phase2, Phase::Fixed]
         .iter()
         .map(|p| run.join(p.checkpoint_file()))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| run.join(Phase::Phase2.checkpoint_file()));
-    let net = checkpoint::load(&Cpu::default(), &path)?;
-    let description = description(run)?;
-    export::to_bytes(&net, &description)
+        .unwrap_or_else(|| run.join(Phase::Phase2.checkpoint_file()))
 }
 
 /// The input and classes a finished run recorded (none for an unfinished run).
@@ -286,12 +291,7 @@ fn description(run: &Path) -> smartmixed_train::Result<export::Description> {
 #[pyo3(signature = (run, out, force=false))]
 pub fn export_run(py: Python<'_>, run: PathBuf, out: PathBuf, force: bool) -> PyResult<()> {
     py.detach(|| {
-        let path = [Phase::Phase2, Phase::Fixed]
-            .iter()
-            .map(|p| run.join(p.checkpoint_file()))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| run.join(Phase::Phase2.checkpoint_file()));
-        let net = checkpoint::load(&Cpu::default(), &path)?;
+        let net = checkpoint::load(&Cpu::default(), &best_checkpoint(&run))?;
         export::export_described(&net, &out, force, &description(&run)?).map(|_| ())
     })
     .map_err(errors::train)
