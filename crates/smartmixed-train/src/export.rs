@@ -103,17 +103,23 @@ pub fn export_described<D: TrainDevice>(
             });
         }
     }
+    let (weights, manifest) = to_bytes(net, description)?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(dir, "cannot create export directory", e))?;
+    write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
+    write_atomic(&dir.join(MANIFEST_FILE), manifest.to_toml().as_bytes())?;
+    Ok(manifest)
+}
+
+/// The export in memory: `model.safetensors`'s bytes (the manifest in their metadata, so
+/// `smartmixed_infer::Model::from_safetensors` loads them alone) and the manifest.
+pub fn to_bytes<D: TrainDevice>(
+    net: &Network<D>,
+    description: &Description,
+) -> Result<(Vec<u8>, Manifest)> {
     let net = mixed(net);
     let manifest = manifest(&net, description);
     manifest.validate()?;
-    let text = manifest.to_toml();
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::io(dir, "cannot create export directory", e))?;
-    let meta = HashMap::from([(MANIFEST_METADATA_KEY.to_string(), text.clone())]);
-    write_atomic(
-        &dir.join(WEIGHTS_FILE),
-        &serialize(&layer_tensors(&net), meta),
-    )?;
-    write_atomic(&dir.join(MANIFEST_FILE), text.as_bytes())?;
-    Ok(manifest)
+    let meta = HashMap::from([(MANIFEST_METADATA_KEY.to_string(), manifest.to_toml())]);
+    Ok((serialize(&layer_tensors(&net), meta), manifest))
 }

@@ -476,6 +476,13 @@ impl Splits {
         Ok(splits)
     }
 
+    /// Every set's preprocessing set to `input` (in-memory data, `arrays.rs`).
+    pub(super) fn set_input(&mut self, input: InputManifest) {
+        for set in [&mut self.train, &mut self.validation, &mut self.test] {
+            set.input = input.clone();
+        }
+    }
+
     /// Every set's preprocessing: the training split's per-feature mean and standard
     /// deviation (if `standardize`), and the feature names.
     fn standardise(&mut self, standardize: bool, names: Vec<String>) {
@@ -493,7 +500,7 @@ impl Splits {
 
     /// The limits, then the stratified train/validation split of `full`; `origin` names
     /// the data in errors.
-    fn split(
+    pub(super) fn split(
         cfg: &DataConfig,
         origin: &Path,
         mut full: Dataset,

@@ -1,0 +1,326 @@
+//! `smartmixed.Model`: an exported model on the runtime. Inputs are numpy arrays of raw
+//! values (the manifest's preprocessing is applied, as `forward_raw` does); a C-contiguous
+//! float32 array is read in place, anything else of float32 or float64 is copied once; the
+//! GIL is released while the forward pass runs.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use smartmixed_core::manifest::InputKind;
+use smartmixed_infer::{Pool, Scratch};
+
+use crate::errors;
+
+/// The fewest rows a forward pass is given (see [`Model::forward`]).
+const MIN_ROWS: usize = 4;
+
+/// A loaded SmartMixed model (immutable; share it between threads).
+#[pyclass(frozen, module = "smartmixed._native")]
+pub struct Model {
+    inner: smartmixed_infer::Model,
+    /// Buffers of earlier calls, reused (a fresh `Scratch` for a 10 000-row batch costs
+    /// its page faults again); one per concurrent caller at most.
+    scratches: Mutex<Vec<Scratch>>,
+}
+
+/// The model's calls on `threads` threads of their own, or on the process's shared pool.
+fn pooled(model: smartmixed_infer::Model, threads: Option<usize>) -> PyResult<Model> {
+    let inner = match threads {
+        Some(0) => {
+            return Err(PyValueError::new_err(
+                "threads = 0, expected at least 1 (or None: every core)",
+            ))
+        }
+        Some(n) => model.with_pool(Pool::new(n).map_err(errors::infer)?),
+        None => model,
+    };
+    Ok(Model {
+        inner,
+        scratches: Mutex::new(Vec::new()),
+    })
+}
+
+/// `x`'s values as f32, row-major: borrowed when `x` is C-contiguous float32.
+enum Rows<'py> {
+    Borrowed(numpy::PyReadonlyArrayDyn<'py, f32>),
+    Owned(Vec<f32>),
+}
+
+impl Rows<'_> {
+    fn values(&self) -> PyResult<Cow<'_, [f32]>> {
+        match self {
+            Rows::Borrowed(a) => a
+                .as_slice()
+                .map(Cow::Borrowed)
+                .map_err(|e| PyValueError::new_err(e.to_string())),
+            Rows::Owned(v) => Ok(Cow::Borrowed(v.as_slice())),
+        }
+    }
+}
+
+impl Model {
+    /// The shapes `x` may have, as a message names them.
+    fn expected(&self) -> String {
+        let width = self.inner.input_size();
+        match self.inner.input_description().kind() {
+            InputKind::Table => format!("(n, {width}) for a table of {width} features"),
+            InputKind::Image { height, width: w, channels: 1 } => {
+                format!("(n, {height}, {w}) or (n, {width}) for {height}x{w} images")
+            }
+            InputKind::Image { height, width: w, channels } => format!(
+                "(n, {height}, {w}, {channels}) or (n, {width}) for {height}x{w} images of {channels} channels"
+            ),
+            InputKind::Flat => format!("(n, {width})"),
+        }
+    }
+
+    /// The number of rows of `shape`, if it is a shape this model takes.
+    fn rows_of(&self, shape: &[usize]) -> Option<usize> {
+        let width = self.inner.input_size();
+        let (n, item) = shape.split_first()?;
+        let fits = match self.inner.input_description().kind() {
+            InputKind::Table | InputKind::Flat => item == [width],
+            InputKind::Image {
+                height,
+                width: w,
+                channels: 1,
+            } => item == [width] || item == [height, w],
+            InputKind::Image {
+                height,
+                width: w,
+                channels,
+            } => item == [width] || item == [height, w, channels],
+        };
+        fits.then_some(*n)
+    }
+
+    /// Checks `x`'s dtype and shape; its rows, read in place where possible.
+    fn rows<'py>(&self, x: &Bound<'py, PyAny>) -> PyResult<(usize, Rows<'py>)> {
+        let shape_of = |s: &[usize]| {
+            let n = self.rows_of(s).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "input has shape {s:?}, expected {}",
+                    self.expected()
+                ))
+            })?;
+            Ok::<usize, PyErr>(n)
+        };
+        if let Ok(a) = x.cast::<PyArrayDyn<f32>>() {
+            let n = shape_of(a.shape())?;
+            if a.is_c_contiguous() {
+                return Ok((n, Rows::Borrowed(a.readonly())));
+            }
+            let ro = a.readonly();
+            return Ok((n, Rows::Owned(ro.as_array().iter().copied().collect())));
+        }
+        if let Ok(a) = x.cast::<PyArrayDyn<f64>>() {
+            let n = shape_of(a.shape())?;
+            let ro = a.readonly();
+            // Values beyond f32's range become infinite: the runtime refuses them by row.
+            return Ok((
+                n,
+                Rows::Owned(ro.as_array().iter().map(|&v| v as f32).collect()),
+            ));
+        }
+        let what = match x.getattr("dtype") {
+            Ok(d) => format!("an array of dtype {d}"),
+            Err(_) => format!("a {}", x.get_type().name()?),
+        };
+        Err(PyValueError::new_err(format!(
+            "input is {what}, expected a numpy array of float32 or float64 (x.astype(numpy.float32))"
+        )))
+    }
+
+    /// Logits `[n, classes]` of `x`, computed with the GIL released.
+    fn forward(&self, py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
+        let (n, rows) = self.rows(x)?;
+        let values = rows.values()?;
+        let classes = self.inner.classes();
+        let len = n.checked_mul(classes).ok_or_else(|| {
+            PyValueError::new_err(format!("{n} rows x {classes} classes overflow"))
+        })?;
+        // Under MIN_ROWS rows the runtime takes its GEMV, which agrees with the matmul
+        // within 1e-5 only: padded with copies of the last row, every row gets the bits it
+        // gets in any larger batch (scikit-learn checks that batches do not matter).
+        let padded;
+        let (values, rows): (&[f32], usize) = if n > 0 && n < MIN_ROWS {
+            let width = self.inner.input_size();
+            let mut v = values.to_vec();
+            let last = values[values.len() - width..].to_vec();
+            for _ in n..MIN_ROWS {
+                v.extend_from_slice(&last);
+            }
+            padded = v;
+            (&padded, MIN_ROWS)
+        } else {
+            (&values, n)
+        };
+        py.detach(|| {
+            let mut out = vec![0.0f32; rows * classes];
+            if rows > 0 {
+                let taken = self.scratches.lock().ok().and_then(|mut s| s.pop());
+                let mut scratch = taken.unwrap_or_default();
+                let result = self.inner.forward_raw(values, rows, &mut scratch, &mut out);
+                if let Ok(mut s) = self.scratches.lock() {
+                    s.push(scratch);
+                }
+                result?;
+            }
+            out.truncate(len);
+            Ok(out)
+        })
+        .map_err(errors::infer)
+    }
+}
+
+/// Softmax of each row of `logits` (`classes` wide), in place.
+fn softmax_rows(logits: &mut [f32], classes: usize) {
+    for row in logits.chunks_exact_mut(classes.max(1)) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for v in row.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        for v in row.iter_mut() {
+            *v /= sum;
+        }
+    }
+}
+
+/// `values` as a numpy array of rows of `width`.
+fn matrix<'py>(py: Python<'py>, values: Vec<f32>, width: usize) -> PyResult<Bound<'py, PyAny>> {
+    let rows = values.len() / width.max(1);
+    Ok(PyArray1::from_vec(py, values)
+        .reshape([rows, width])?
+        .into_any())
+}
+
+#[pymethods]
+impl Model {
+    /// Loads `dir/model.safetensors` and `dir/manifest.toml`; `threads` threads of its own
+    /// (`None`: the process's pool, one thread per core).
+    #[staticmethod]
+    #[pyo3(signature = (dir, threads=None))]
+    fn load(py: Python<'_>, dir: PathBuf, threads: Option<usize>) -> PyResult<Self> {
+        let model = py
+            .detach(|| smartmixed_infer::Model::load_dir(&dir))
+            .map_err(errors::infer)?;
+        pooled(model, threads)
+    }
+
+    /// A model from the bytes of its `model.safetensors` (the manifest in its metadata, as
+    /// every export writes it).
+    #[staticmethod]
+    #[pyo3(signature = (weights, threads=None))]
+    fn from_bytes(weights: &[u8], threads: Option<usize>) -> PyResult<Self> {
+        let model = smartmixed_infer::Model::from_safetensors(weights).map_err(errors::infer)?;
+        pooled(model, threads)
+    }
+
+    /// Logits `[n, classes]` (float32) of raw inputs `x`.
+    fn logits<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let out = self.forward(py, x)?;
+        let c = self.inner.classes();
+        matrix(py, out, c)
+    }
+
+    /// Class probabilities `[n, classes]` (float32, softmax of the logits).
+    fn predict_proba<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut out = self.forward(py, x)?;
+        let c = self.inner.classes();
+        softmax_rows(&mut out, c);
+        matrix(py, out, c)
+    }
+
+    /// The class index of each row (int64; `classes[i]` names it): the first largest logit.
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let out = self.forward(py, x)?;
+        let c = self.inner.classes().max(1);
+        let best: Vec<i64> = out
+            .chunks_exact(c)
+            .map(|row| smartmixed_core::math::argmax(row) as i64)
+            .collect();
+        Ok(PyArray1::from_vec(py, best))
+    }
+
+    /// The class names, in output order (the class numbers where the manifest names none).
+    #[getter]
+    fn classes(&self) -> Vec<String> {
+        (0..self.inner.classes())
+            .map(|c| self.inner.class_name(c))
+            .collect()
+    }
+
+    /// One input: `shape`, `kind` ("table", "image" or "flat"), `features` (its width),
+    /// and the preprocessing `(raw / divisor - mean) / std` with `feature_names`.
+    #[getter]
+    fn input<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let input = self.inner.input_description();
+        let d = PyDict::new(py);
+        d.set_item("shape", input.shape.clone())?;
+        let kind = match input.kind() {
+            InputKind::Table => "table",
+            InputKind::Image { .. } => "image",
+            InputKind::Flat => "flat",
+        };
+        d.set_item("kind", kind)?;
+        d.set_item("features", self.inner.input_size())?;
+        d.set_item("divisor", input.divisor)?;
+        d.set_item("mean", input.mean.clone())?;
+        d.set_item("std", input.std.clone())?;
+        d.set_item("feature_names", input.feature_names.clone())?;
+        Ok(d)
+    }
+
+    /// Per hidden layer, `(activation, neurons)` for each group in storage order.
+    #[getter]
+    fn groups(&self) -> Vec<Vec<(String, usize)>> {
+        self.inner
+            .group_sizes()
+            .into_iter()
+            .map(|l| l.into_iter().map(|(a, n)| (a.to_string(), n)).collect())
+            .collect()
+    }
+
+    /// The threads this model's calls may use.
+    #[getter]
+    fn threads(&self) -> usize {
+        self.inner.pool().threads()
+    }
+
+    /// The manifest as TOML text.
+    #[getter]
+    fn manifest(&self) -> String {
+        self.inner.manifest().to_toml()
+    }
+
+    fn __repr__(&self) -> String {
+        let widths: Vec<String> = self
+            .inner
+            .manifest()
+            .layers
+            .iter()
+            .map(|l| l.outputs.to_string())
+            .collect();
+        format!(
+            "smartmixed.Model({} inputs -> {}, {} classes)",
+            self.inner.input_size(),
+            widths.join("-"),
+            self.inner.classes()
+        )
+    }
+}

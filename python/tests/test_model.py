@@ -1,0 +1,170 @@
+"""`smartmixed.Model`: the runtime from Python, checked against an independent numpy
+forward pass of the exported files."""
+import threading
+import time
+import tomllib
+
+import numpy as np
+import pytest
+
+import smartmixed
+
+ACTIVATIONS = {
+    "relu": lambda x: np.maximum(x, 0),
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "tanh": np.tanh,
+    "leaky_relu": lambda x: np.where(x > 0, x, 0.01 * x),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+    "selu": lambda x: 1.0507009873554805
+    * np.where(x > 0, x, 1.6732632423543772 * np.expm1(np.minimum(x, 0))),
+}
+
+
+def read_safetensors(path):
+    """The tensors of a safetensors file (F32 only), read by hand: an independent reader."""
+    import json
+    import struct
+
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    tensors = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        assert t["dtype"] == "F32"
+        a, b = t["data_offsets"]
+        tensors[name] = np.frombuffer(data[8 + n + a : 8 + n + b], "<f4").reshape(t["shape"])
+    return tensors
+
+
+def numpy_logits(model_dir, raw):
+    """The exported network in float64 numpy: preprocessing, layers, activation groups."""
+    manifest = tomllib.loads((model_dir / "manifest.toml").read_text())
+    tensors = read_safetensors(model_dir / "model.safetensors")
+    inp = manifest["input"]
+    x = raw.reshape(len(raw), -1).astype(np.float64) / inp["divisor"]
+    if "mean" in inp:
+        x = (x - np.array(inp["mean"])) / np.array(inp["std"])
+    for i, layer in enumerate(manifest["layers"]):
+        x = x @ tensors[f"layers.{i}.weight"].T.astype(np.float64) + tensors[f"layers.{i}.bias"]
+        for g in layer.get("groups", []):
+            s = slice(g["start"], g["start"] + g["len"])
+            x[:, s] = ACTIVATIONS[g["activation"]](x[:, s])
+    return x
+
+
+def test_logits_match_an_independent_numpy_forward_pass(wine_model, wine):
+    X, _, _ = wine
+    model = smartmixed.Model.load(wine_model)
+    expected = numpy_logits(wine_model, X)
+    np.testing.assert_allclose(model.logits(X.astype(np.float32)), expected, rtol=1e-4, atol=1e-4)
+    p = model.predict_proba(X)
+    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
+    assert p.dtype == np.float32 and p.shape == (len(X), 3)
+    np.testing.assert_array_equal(model.predict(X), np.argmax(expected, axis=1))
+
+
+def test_float64_non_contiguous_and_small_batches_give_the_same_bits(wine_model, wine):
+    X, _, _ = wine
+    model = smartmixed.Model.load(wine_model, threads=2)
+    x32 = np.ascontiguousarray(X, dtype=np.float32)
+    full = model.logits(x32)
+    np.testing.assert_array_equal(model.logits(x32.astype(np.float64)), full)
+    fortran = np.asfortranarray(x32)
+    np.testing.assert_array_equal(model.logits(fortran), full)
+    np.testing.assert_array_equal(model.logits(x32[::2]), full[::2])
+    for n in (1, 2, 3, 5):
+        np.testing.assert_array_equal(model.logits(x32[:n]), full[:n])
+    assert model.logits(x32[:0]).shape == (0, 3)
+
+
+def test_properties_describe_the_manifest(wine_model, wine):
+    _, y, names = wine
+    model = smartmixed.Model.load(wine_model)
+    assert model.classes == sorted(set(y))
+    assert model.input["kind"] == "table"
+    assert model.input["shape"] == [13] and model.input["feature_names"] == names
+    assert len(model.input["mean"]) == 13 and model.input["divisor"] == 1.0
+    assert [sum(n for _, n in layer) for layer in model.groups] == [16, 8]
+    manifest = tomllib.loads(model.manifest)
+    assert [[(g["activation"], g["len"]) for g in l["groups"]] for l in manifest["layers"][:-1]] == model.groups
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (np.zeros((2, 12), np.float32), r"input has shape \[2, 12\], expected \(n, 13\) for a table of 13 features"),
+        (np.zeros(13, np.float32), r"input has shape \[13\]"),
+        (np.zeros((2, 13), np.int64), "dtype int64, expected a numpy array of float32 or float64"),
+        ([[0.0] * 13], "input is a list, expected a numpy array"),
+    ],
+)
+def test_wrong_shapes_and_dtypes_are_value_errors(wine_model, x, message):
+    model = smartmixed.Model.load(wine_model)
+    with pytest.raises(ValueError, match=message):
+        model.predict(x)
+
+
+def test_non_finite_values_are_value_errors_with_the_runtimes_message(wine_model):
+    model = smartmixed.Model.load(wine_model)
+    x = np.ones((5, 13), np.float32)
+    x[3, 2] = np.nan
+    with pytest.raises(ValueError, match=r"^input row 3, value 2 is NaN, expected a finite number$"):
+        model.logits(x)
+    big = np.ones((5, 13), np.float64)
+    big[3, 2] = 1e300  # beyond float32: infinite after the conversion
+    with pytest.raises(ValueError, match="input row 3, value 2 is inf"):
+        model.logits(big)
+
+
+def test_missing_model_is_an_os_error_and_threads_zero_a_value_error(tmp_path, wine_model):
+    with pytest.raises(OSError, match="manifest.toml|model.safetensors"):
+        smartmixed.Model.load(tmp_path)
+    with pytest.raises(ValueError, match="threads = 0"):
+        smartmixed.Model.load(wine_model, threads=0)
+
+
+@pytest.fixture(scope="module")
+def wide_model():
+    """A model of 784 inputs, where batches under four rows would take the runtime's GEMV."""
+    from smartmixed.sklearn import SmartMixedClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 784)).astype(np.float32)
+    y = (X[:, :10].sum(axis=1) > 0).astype(int)
+    clf = SmartMixedClassifier(hidden_layer_sizes=(256, 128), phase1_epochs=1, phase2_epochs=1, random_state=0)
+    return clf.fit(X, y)._model, X
+
+
+def test_every_row_gets_the_same_bits_in_any_batch(wide_model):
+    """Batches of 1 to 3 rows give the bits those rows get in a larger batch (the GEMV
+    they would take agrees with the matmul only within 1e-5; scikit-learn's invariance
+    checks compare exactly)."""
+    model, X = wide_model
+    full = model.logits(X)
+    for n in (1, 2, 3, 4, 5):
+        np.testing.assert_array_equal(model.logits(X[:n]), full[:n])
+    np.testing.assert_array_equal(model.logits(X[7:8]), full[7:8])
+
+
+def test_the_gil_is_released_while_the_runtime_runs(wide_model):
+    """A Python thread keeps running while another thread is inside a long call: the
+    longest pause between its iterations stays far below the call's length."""
+    model, X = wide_model
+    x = np.repeat(X, 100, axis=0)  # 30 000 rows
+    t = time.perf_counter()
+    model.logits(x)
+    alone = time.perf_counter() - t
+    done = threading.Event()
+    caller = threading.Thread(target=lambda: (model.logits(x), done.set()))
+    gaps, last = [], time.perf_counter()
+    caller.start()
+    while not done.is_set():
+        time.sleep(0.001)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+    caller.join()
+    assert alone > 0.05, "the call is too short to tell"
+    assert max(gaps) < alone / 2, (max(gaps), alone)

@@ -1,0 +1,109 @@
+"""`SmartMixedClassifier` under scikit-learn's own estimator checks, and what a user of
+`MLPClassifier` expects of it: labels of any kind, pickling, export, reproducibility."""
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import train_test_split
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import smartmixed
+from smartmixed.sklearn import EXPECTED_FAILED_CHECKS, SmartMixedClassifier
+
+
+def tiny(**kw):
+    """Small and fast, yet enough for the checks' easy problems."""
+    params = dict(
+        hidden_layer_sizes=(16,),
+        phase1_epochs=4,
+        phase2_epochs=6,
+        learning_rate=1e-2,
+        batch_size=16,
+        n_jobs=1,
+        random_state=0,
+    )
+    params.update(kw)
+    return SmartMixedClassifier(**params)
+
+
+@parametrize_with_checks([tiny()], expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def split(wine):
+    X, y, _ = wine
+    return train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+
+
+@pytest.fixture(scope="module")
+def fitted(split):
+    X_train, _, y_train, _ = split
+    return tiny(hidden_layer_sizes=(16, 8)).fit(X_train, y_train)
+
+
+def test_string_labels_fit_well_and_name_the_classes(fitted, split):
+    _, X_test, _, y_test = split
+    assert list(fitted.classes_) == ["class_0", "class_1", "class_2"]
+    assert fitted.n_features_in_ == 13
+    assert fitted.score(X_test, y_test) > 0.85
+    assert set(fitted.predict(X_test)) <= set(fitted.classes_)
+    assert fitted.n_iter_ == 10
+    assert [sum(layer.values()) for layer in fitted.choices_] == [16, 8]
+    assert set(fitted.choices_[0]) <= set(fitted.pool)
+
+
+def test_integer_labels_keep_their_values(split):
+    X_train, X_test, y_train, _ = split
+    codes = {"class_0": 7, "class_1": -3, "class_2": 12}
+    clf = tiny().fit(X_train, np.array([codes[v] for v in y_train]))
+    assert list(clf.classes_) == [-3, 7, 12]
+    assert clf.predict(X_test).dtype == clf.classes_.dtype
+
+
+def test_same_random_state_same_model_other_state_other_model(fitted, split):
+    X_train, X_test, y_train, _ = split
+    again = clone(fitted).fit(X_train, y_train)
+    np.testing.assert_array_equal(again.predict_proba(X_test), fitted.predict_proba(X_test))
+    other = clone(fitted).set_params(random_state=1).fit(X_train, y_train)
+    assert not np.array_equal(other.predict_proba(X_test), fitted.predict_proba(X_test))
+
+
+def test_pickle_round_trip_predicts_the_same(fitted, split):
+    _, X_test, _, _ = split
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(restored.predict_proba(X_test), fitted.predict_proba(X_test))
+    assert restored.choices_ == fitted.choices_
+
+
+def test_export_loads_in_the_runtime_with_the_same_probabilities(fitted, split, tmp_path):
+    _, X_test, _, _ = split
+    fitted.export(tmp_path / "model")
+    model = smartmixed.Model.load(tmp_path / "model")
+    np.testing.assert_allclose(model.predict_proba(X_test), fitted.predict_proba(X_test), rtol=1e-6)
+    assert model.classes == list(fitted.classes_)
+    assert model.groups == smartmixed.Model.from_bytes(fitted._weights).groups
+    with pytest.raises(FileExistsError, match="already holds model.safetensors"):
+        fitted.export(tmp_path / "model")
+    fitted.export(tmp_path / "model", force=True)
+
+
+def test_feature_names_are_kept_from_a_dataframe(split):
+    pd = pytest.importorskip("pandas")
+    X_train, _, y_train, _ = split
+    cols = [f"f{i}" for i in range(13)]
+    clf = tiny().fit(pd.DataFrame(X_train, columns=cols), y_train)
+    assert list(clf.feature_names_in_) == cols
+    assert smartmixed.Model.from_bytes(clf._weights).input["feature_names"] == cols
+
+
+def test_fixed_baseline_and_bad_parameters(split):
+    X_train, _, y_train, _ = split
+    relu = tiny(activation="relu").fit(X_train, y_train)
+    assert relu.choices_ == [{"relu": 16}]
+    with pytest.raises(ValueError, match="model.pool"):
+        tiny(pool=("relu", "nope")).fit(X_train, y_train)
+    with pytest.raises(ValueError, match="y holds 1 class"):
+        tiny().fit(X_train, np.zeros(len(X_train)))

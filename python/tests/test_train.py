@@ -1,0 +1,89 @@
+"""`smartmixed.train`: configs as files or dicts, overrides, errors, Ctrl-C."""
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import smartmixed
+from conftest import tiny_config
+
+
+def test_a_dict_config_trains_and_returns_the_summary(tmp_path, wine_csv):
+    epochs = []
+    summary = smartmixed.train(tiny_config(wine_csv), out=tmp_path / "run", callback=epochs.append)
+    assert [p["phase"] for p in summary["phases"]] == ["phase1", "phase2"]
+    assert summary["architecture"] == [13, 16, 8, 3]
+    assert [(e["phase"], e["epoch"]) for e in epochs] == [
+        (ph, e) for ph in ("phase1", "phase2") for e in (1, 2, 3)
+    ]
+    assert (tmp_path / "run" / "summary.json").is_file()
+    assert summary["phases"][-1]["test_accuracy"] > 0.5
+
+
+def test_a_toml_file_with_overrides(tmp_path, wine_csv):
+    cfg = tmp_path / "wine.toml"
+    cfg.write_text(
+        f'[model]\nhidden = [8]\n[phase1]\nepochs = 5\nlr = 1e-2\n[phase2]\nepochs = 1\n'
+        f'[data]\nfile = "{wine_csv}"\nlabel = "label"\n'
+    )
+    summary = smartmixed.train(cfg, out=tmp_path / "run", verbose=False, phase1__epochs=2, training={"seed": 5})
+    assert [p["epochs"] for p in summary["phases"]] == [2, 1]
+    assert summary["seed"] == 5
+
+
+def test_errors_name_the_field(tmp_path, wine_csv):
+    bad = tiny_config(wine_csv)
+    bad["phase1"]["lr"] = -1.0
+    with pytest.raises(ValueError, match="phase1.lr"):
+        smartmixed.train(bad, out=tmp_path / "a")
+    bad = tiny_config(wine_csv)
+    bad["model"]["hiden"] = [3]
+    with pytest.raises(ValueError, match="unknown field `hiden`"):
+        smartmixed.train(bad, out=tmp_path / "b")
+    cfg = tmp_path / "broken.toml"
+    cfg.write_text("[model\n")
+    with pytest.raises(ValueError, match=r"broken.toml: line 1"):
+        smartmixed.train(cfg, out=tmp_path / "c", phase1__epochs=1)
+    with pytest.raises(OSError, match="no_such.csv: cannot read table"):
+        smartmixed.train(tiny_config(tmp_path / "no_such.csv"), out=tmp_path / "d")
+
+
+def test_ctrl_c_stops_the_run_and_keeps_it(tmp_path, wine_csv):
+    """SIGINT from another thread while the trainer runs (no callback: only the calling
+    thread's signal checks can see it) raises KeyboardInterrupt within a moment; the run
+    directory keeps the completed epochs and no summary."""
+    cfg = tiny_config(wine_csv)
+    cfg["phase1"]["epochs"] = 5000
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        smartmixed.train(cfg, out=tmp_path / "run", verbose=False)
+    assert time.perf_counter() - t < 0.5 + 5
+    timer.join()
+    run = tmp_path / "run"
+    assert (run / "state.safetensors").is_file()
+    assert not (run / "summary.json").exists()
+    epochs = len((run / "metrics.csv").read_text().splitlines()) - 1
+    assert 1 <= epochs < 5000
+
+
+def test_an_exception_in_the_callback_stops_the_run_and_propagates(tmp_path, wine_csv):
+    cfg = tiny_config(wine_csv)
+    cfg["phase1"]["epochs"] = 5000
+
+    def fail(record):
+        if record["epoch"] == 2:
+            raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        smartmixed.train(cfg, out=tmp_path / "run", callback=fail)
+    epochs = len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) - 1
+    assert 2 <= epochs < 10
+
+
+def test_export_of_a_directory_without_a_run_names_the_checkpoint(tmp_path):
+    with pytest.raises(OSError, match="phase2-best.safetensors: cannot read checkpoint"):
+        smartmixed.export(tmp_path, tmp_path / "model")
