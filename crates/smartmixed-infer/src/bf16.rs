@@ -20,15 +20,18 @@ const MC: usize = 128;
 /// The bf16 bits of `v`, rounded to nearest even; subnormals (and zero) to a signed zero.
 /// `v` is finite or infinite (the runtime refuses NaN inputs; an overflowing activation
 /// is infinite and stays so).
+///
+/// Branch-free, so the conversion of a layer's input vectorises: infinity needs no case of
+/// its own (its low half is zero, so rounding leaves it), and a subnormal is a select.
+#[inline]
 pub(crate) fn bf16_bits(v: f32) -> u32 {
     let b = v.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1))) >> 16;
     if b & 0x7f80_0000 == 0 {
-        return (b >> 16) & 0x8000;
+        (b >> 16) & 0x8000
+    } else {
+        rounded
     }
-    if b & 0x7fff_ffff == 0x7f80_0000 {
-        return b >> 16;
-    }
-    (b + 0x7fff + ((b >> 16) & 1)) >> 16
 }
 
 /// The f32 a bf16 value stands for.
