@@ -121,14 +121,17 @@ impl AmxWeights {
         assert!(x.len() >= m * rp && dst.len() >= m * n, "amx matmul sizes");
         let mut block = [0f32; T * 2 * T];
         let mut configured = 0;
-        for r0 in (0..m).step_by(T) {
-            let rows = T.min(m - r0);
-            if rows != configured {
-                configure(rows);
-                configured = rows;
-            }
-            for p in 0..n.div_ceil(2 * T) {
-                let b = self.tiles.as_ptr().add(p * self.steps * 2 * T * T);
+        // Panels outside, row blocks inside: a panel's weight tiles stay in cache while
+        // every block of rows passes over them (the other way round streamed all of a
+        // layer's weights from memory once per 16 rows).
+        for p in 0..n.div_ceil(2 * T) {
+            let b = self.tiles.as_ptr().add(p * self.steps * 2 * T * T);
+            for r0 in (0..m).step_by(T) {
+                let rows = T.min(m - r0);
+                if rows != configured {
+                    configure(rows);
+                    configured = rows;
+                }
                 // In bounds: row r0 < m, so x + r0 * rp starts a row of x.
                 tile_block(x.as_ptr().add(r0 * rp), rp, b, self.steps, &mut block);
                 let col = p * 2 * T;
