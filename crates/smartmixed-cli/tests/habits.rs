@@ -64,6 +64,14 @@ fn report_reads_an_unfinished_run_and_says_where_it_is() {
     assert!(run.join("report/fig1-phase1-loss.png").is_file(), "{md}");
     assert!(run.join("report/fig2-phase2-loss.png").is_file(), "{md}");
     assert!(!md.contains("NaN"), "{md}");
+    // Fig. 3b names each layer with its width (from the config: no summary yet) and marks
+    // phase 1's best epoch so far.
+    let fig3b = std::fs::read_to_string(run.join("report/fig3b-shares-over-epochs.svg")).unwrap();
+    assert!(
+        fig3b.contains("layer 1 (16)") && fig3b.contains("layer 2 (8)"),
+        "{fig3b}"
+    );
+    assert!(fig3b.contains("selected (epoch 1)"), "{fig3b}");
 
     // A run that has not finished an epoch: config.toml and nothing else.
     let fresh = tmp.path().join("fresh");

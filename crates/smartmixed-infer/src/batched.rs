@@ -16,12 +16,12 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::exec::Scratch;
+use crate::exec::{locked as lock, Scratch};
 use crate::model::{check_finite, Model, Prediction};
 use crate::{Error, Result};
 
@@ -106,12 +106,6 @@ struct Slot {
 struct SlotState {
     result: Option<Result<Vec<f32>>>,
     waker: Option<Waker>,
-}
-
-/// A poisoned lock here only means another thread panicked while holding it; the data
-/// (a queue, an answer) is still whole, so carry on with it.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Slot {

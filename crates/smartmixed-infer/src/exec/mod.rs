@@ -15,7 +15,7 @@ mod columns;
 mod pool;
 mod rows;
 
-pub(crate) use pool::Panic;
+pub(crate) use pool::{locked, Panic};
 pub use pool::{Pool, MAX_THREADS};
 
 use smartmixed_core::fpenv::FlushDenormals;

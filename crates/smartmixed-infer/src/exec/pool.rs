@@ -155,7 +155,9 @@ struct Call<'a> {
     panic: Mutex<Option<Panic>>,
 }
 
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// A poisoned lock only means another thread panicked while holding it; the data (a queue,
+/// an answer, the idle list) is still whole, so carry on with it.
+pub(crate) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
