@@ -177,23 +177,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(dir) => Model::load_dir_with(&dir, &options)?,
         None => synthetic(&options)?,
     };
-    if let Some(threads) = args.next() {
+    if let Some(threads) = args.next().filter(|t| t != "-") {
         model = model.with_pool(smartmixed_infer::Pool::new(threads.parse()?)?);
     }
+    let mixes = match args.next() {
+        Some(list) => list
+            .split(',')
+            .map(
+                |mix| -> Result<(usize, usize), Box<dyn std::error::Error>> {
+                    let (c, b) = mix.split_once('x').ok_or("a mix is CALLERSxBATCH")?;
+                    Ok((c.parse()?, b.parse()?))
+                },
+            )
+            .collect::<Result<Vec<_>, _>>()?,
+        None => BATCHES
+            .iter()
+            .flat_map(|&b| CALLERS.iter().map(move |&c| (c, b)))
+            .collect(),
+    };
     let model = Arc::new(model);
     println!("{}", model.kernel_description());
     println!("| callers | batch | samples/s | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|");
-    for &batch in &BATCHES {
-        for &callers in &CALLERS {
-            let m = measure(&model, callers, batch, seconds);
-            println!(
-                "| {callers} | {batch} | {:.1}k | {:.3} | {:.3} |",
-                m.samples_per_s / 1e3,
-                m.p50_ms,
-                m.p99_ms
-            );
-        }
+    for (callers, batch) in mixes {
+        let m = measure(&model, callers, batch, seconds);
+        println!(
+            "| {callers} | {batch} | {:.1}k | {:.3} | {:.3} |",
+            m.samples_per_s / 1e3,
+            m.p50_ms,
+            m.p99_ms
+        );
     }
     Ok(())
 }

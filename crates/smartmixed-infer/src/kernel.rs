@@ -75,8 +75,10 @@ pub fn matmul(lhs: &[f32], rhs: &[f32], dst: &mut [f32], m: usize, k: usize, n: 
     }
 }
 
-/// Rows below this count use [`gemv`] instead of the blocked matmul.
-pub const GEMV_ROWS: usize = 4;
+/// Rows below this count use [`gemv`] instead of the blocked matmul: batch 1 only. From
+/// two rows one pass over the weights beats a GEMV per row, zero skipping and all (batches
+/// 2 and 3 ran 1.4-1.7x faster through the matmul on one thread, and 1.0-1.4x on two).
+pub const GEMV_ROWS: usize = 2;
 
 /// `y[n] = x[k] * wt[k, n]` for one row: an axpy per input that skips zero inputs, so the
 /// weight rows of zero pixels and of inactive ReLU neurons are never read (latency at

@@ -233,6 +233,31 @@ mod avx512 {
         panels: std::ops::Range<usize>,
     ) {
         let (k, n) = (w.k, w.n);
+        if m <= MR {
+            // One row tile: each panel's blocks one after another, so its weights stream
+            // from memory front to back (taking every panel's first block, then every
+            // panel's second, ran batch 8 at 60% of this). The same tiles in the same
+            // order per output value, so the same bits.
+            for p in panels {
+                for k0 in (0..k).step_by(KC) {
+                    let b = w.panels.as_ptr().add((p * k + k0) * NR);
+                    let col = p * NR;
+                    // In bounds: col < n, inside each of the m rows of `c`.
+                    tile_rows(
+                        a.add(k0),
+                        k,
+                        b,
+                        KC.min(k - k0),
+                        c.add(col),
+                        n,
+                        m,
+                        NR.min(n - col),
+                        k0 > 0,
+                    );
+                }
+            }
+            return;
+        }
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             let accumulate = k0 > 0;
@@ -263,22 +288,44 @@ mod avx512 {
                 }
                 // In bounds: r < m, as in the loop above.
                 let (a, c) = (a.add(r * k + k0), c.add(r * n + col));
-                match m - r {
-                    1 => tile::<1>(a, k, b, kc, c, n, cols, accumulate),
-                    2 => tile::<2>(a, k, b, kc, c, n, cols, accumulate),
-                    3 => tile::<3>(a, k, b, kc, c, n, cols, accumulate),
-                    4 => tile::<4>(a, k, b, kc, c, n, cols, accumulate),
-                    5 => tile::<5>(a, k, b, kc, c, n, cols, accumulate),
-                    6 => tile::<6>(a, k, b, kc, c, n, cols, accumulate),
-                    7 => tile::<7>(a, k, b, kc, c, n, cols, accumulate),
-                    8 => tile::<8>(a, k, b, kc, c, n, cols, accumulate),
-                    9 => tile::<9>(a, k, b, kc, c, n, cols, accumulate),
-                    10 => tile::<10>(a, k, b, kc, c, n, cols, accumulate),
-                    _ => tile::<11>(a, k, b, kc, c, n, cols, accumulate),
-                }
+                tile_rows(a, k, b, kc, c, n, m - r, cols, accumulate);
             }
         }
     }
+
+    /// [`tile`] for `rows` (1 to [`MR`]) rows.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_rows(
+        a: *const f32,
+        k: usize,
+        b: *const f32,
+        kc: usize,
+        c: *mut f32,
+        n: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        match rows {
+            1 => tile::<1>(a, k, b, kc, c, n, cols, accumulate),
+            2 => tile::<2>(a, k, b, kc, c, n, cols, accumulate),
+            3 => tile::<3>(a, k, b, kc, c, n, cols, accumulate),
+            4 => tile::<4>(a, k, b, kc, c, n, cols, accumulate),
+            5 => tile::<5>(a, k, b, kc, c, n, cols, accumulate),
+            6 => tile::<6>(a, k, b, kc, c, n, cols, accumulate),
+            7 => tile::<7>(a, k, b, kc, c, n, cols, accumulate),
+            8 => tile::<8>(a, k, b, kc, c, n, cols, accumulate),
+            9 => tile::<9>(a, k, b, kc, c, n, cols, accumulate),
+            10 => tile::<10>(a, k, b, kc, c, n, cols, accumulate),
+            11 => tile::<11>(a, k, b, kc, c, n, cols, accumulate),
+            _ => tile::<MR>(a, k, b, kc, c, n, cols, accumulate),
+        }
+    }
+
+    /// Inputs ahead of the one being multiplied whose weights [`tile`] prefetches.
+    const PREFETCH: usize = 24;
 
     /// `c[R, cols] (+)= a[R, kc] * b[kc, 32]`: `a` rows `lda` apart, `b` a panel block,
     /// `c` rows `ldc` apart; columns past `cols` are neither read nor written.
@@ -298,6 +345,12 @@ mod avx512 {
         let mut lo = [_mm512_setzero_ps(); R];
         let mut hi = [_mm512_setzero_ps(); R];
         for kk in 0..kc {
+            // The weights come from L3 or memory once per pass: ask for them a few KiB
+            // ahead. A prefetch reads nothing and cannot fault, so past the panel's end
+            // it is harmless (and formed with wrapping arithmetic).
+            let ahead = b.wrapping_add((kk + PREFETCH) * NR) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
             let b0 = _mm512_loadu_ps(b.add(kk * NR));
             let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
             for r in 0..R {
