@@ -207,3 +207,70 @@ unsafe fn tile_block(a: *const u32, rp: usize, b: *const u32, steps: usize, out:
         options(nostack),
     );
 }
+
+impl AmxWeights {
+    /// int8: `dst[m, n] = x W^T` in exact i32 sums (`tdpbusd`: u8 inputs times i8
+    /// weights), `x` given as `m` rows of [`row_pairs`] quads of u8, the tiles built by
+    /// [`Self::new`] from [`crate::int8`]'s quad panels (the same shapes as bf16 pairs).
+    ///
+    /// # Safety
+    /// As for [`Self::matmul`], and the CPU has AMX-INT8.
+    pub(crate) unsafe fn matmul_i32(&self, x: &[u32], dst: &mut [i32], m: usize) {
+        let (n, rp) = (self.n, self.steps * T);
+        assert!(x.len() >= m * rp && dst.len() >= m * n, "amx int8 matmul sizes");
+        let mut block = [0i32; T * 2 * T];
+        let mut configured = 0;
+        for p in 0..n.div_ceil(2 * T) {
+            let b = self.tiles.as_ptr().add(p * self.steps * 2 * T * T);
+            for r0 in (0..m).step_by(T) {
+                let rows = T.min(m - r0);
+                if rows != configured {
+                    // The int8 tiles have the bf16 tiles' shapes: 64 bytes a row.
+                    configure(rows);
+                    configured = rows;
+                }
+                tile_block_i32(x.as_ptr().add(r0 * rp), rp, b, self.steps, &mut block);
+                let col = p * 2 * T;
+                let cols = (2 * T).min(n - col);
+                for r in 0..rows {
+                    dst[(r0 + r) * n + col..(r0 + r) * n + col + cols]
+                        .copy_from_slice(&block[r * 2 * T..r * 2 * T + cols]);
+                }
+            }
+        }
+        asm!("tilerelease", options(nostack));
+    }
+}
+
+/// [`tile_block`] with `tdpbusd` (u8 times i8 into i32) for `tdpbf16ps`.
+unsafe fn tile_block_i32(a: *const u32, rp: usize, b: *const u32, steps: usize, out: &mut [i32]) {
+    let a_stride = rp * 4;
+    let b_stride = T * 4;
+    asm!("tilezero tmm0", "tilezero tmm1", options(nostack));
+    for st in 0..steps {
+        let ap = a.add(st * T);
+        let b0 = b.add(st * 2 * T * T);
+        asm!(
+            "tileloadd tmm2, [{a} + {sa}*1]",
+            "tileloadd tmm3, [{b0} + {sb}*1]",
+            "tdpbusd tmm0, tmm2, tmm3",
+            "tileloadd tmm4, [{b1} + {sb}*1]",
+            "tdpbusd tmm1, tmm2, tmm4",
+            a = in(reg) ap,
+            sa = in(reg) a_stride,
+            b0 = in(reg) b0,
+            b1 = in(reg) b0.add(T * T),
+            sb = in(reg) b_stride,
+            options(nostack),
+        );
+    }
+    let c = out.as_mut_ptr();
+    asm!(
+        "tilestored [{c0} + {sc}*1], tmm0",
+        "tilestored [{c1} + {sc}*1], tmm1",
+        c0 = in(reg) c,
+        c1 = in(reg) c.add(T),
+        sc = in(reg) 2 * T * 4,
+        options(nostack),
+    );
+}
