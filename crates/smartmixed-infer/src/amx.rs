@@ -217,7 +217,10 @@ impl AmxWeights {
     /// As for [`Self::matmul`], and the CPU has AMX-INT8.
     pub(crate) unsafe fn matmul_i32(&self, x: &[u32], dst: &mut [i32], m: usize) {
         let (n, rp) = (self.n, self.steps * T);
-        assert!(x.len() >= m * rp && dst.len() >= m * n, "amx int8 matmul sizes");
+        assert!(
+            x.len() >= m * rp && dst.len() >= m * n,
+            "amx int8 matmul sizes"
+        );
         let mut block = [0i32; T * 2 * T];
         let mut configured = 0;
         for p in 0..n.div_ceil(2 * T) {

@@ -219,8 +219,9 @@ impl Int8Weights {
         {
             // SAFETY: i32 and f32 have one size and alignment, every bit pattern is an i32,
             // and `sums` is the only view of `dst` while it lives.
-            let sums =
-                unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<i32>(), dst.len()) };
+            let sums = unsafe {
+                std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<i32>(), dst.len())
+            };
             self.sums_into(&q[..m * rq], sums, m);
         }
         self.dequantise(&q[m * rq..], dst);
@@ -229,7 +230,10 @@ impl Int8Weights {
     /// The integer sums `x W^T` on the chosen kernel (`x`: `m` rows of `row_quads()`).
     fn sums_into(&self, x: &[u32], dst: &mut [i32], m: usize) {
         let rq = self.row_quads();
-        assert!(x.len() >= m * rq && dst.len() >= m * self.n, "int8 matmul sizes");
+        assert!(
+            x.len() >= m * rq && dst.len() >= m * self.n,
+            "int8 matmul sizes"
+        );
         match &self.kernel {
             // SAFETY: built only where `amx_available()`; sizes asserted above.
             #[cfg(target_arch = "x86_64")]
@@ -242,7 +246,10 @@ impl Int8Weights {
     /// `dst` (the i32 sums' bits, `[m, n]`) to f32: `((sum - z colsum) as f32 * s_row) *
     /// s_col`, one function for every kernel so that all give the same bits.
     fn dequantise(&self, params: &[u32], dst: &mut [f32]) {
-        for (row, p) in dst.chunks_exact_mut(self.n.max(1)).zip(params.chunks_exact(2)) {
+        for (row, p) in dst
+            .chunks_exact_mut(self.n.max(1))
+            .zip(params.chunks_exact(2))
+        {
             let (scale, zero) = (f32::from_bits(p[0]), p[1] as i32);
             for ((v, &sum), &s) in row.iter_mut().zip(&self.sums).zip(&self.scales) {
                 let acc = v.to_bits() as i32;
@@ -401,14 +408,28 @@ mod tests {
     /// k/255 with 0 as the minimum get their own byte back; a row of zeros gets scale 0.
     #[test]
     fn rows_quantise_to_hand_computed_codes() {
-        let x = [0.5, 1.0, -1.0, 3.0, 3.0 / 255.0, 0.0, 1.0, 200.0 / 255.0, 0.0, 0.0];
+        let x = [
+            0.5,
+            1.0,
+            -1.0,
+            3.0,
+            3.0 / 255.0,
+            0.0,
+            1.0,
+            200.0 / 255.0,
+            0.0,
+            0.0,
+        ];
         let mut q = vec![7u32; 2 * 2 + 4];
         // Rows of 4 (the first two) into 2 quads a row, then a row of 2 zeros.
         quantise_portable(&x[..8], 2, 4, 2, &mut q);
         assert_eq!(q[0], 96 | 128 << 8 | 255 << 24, "1: 63.75 + 64 = 128");
         assert_eq!(q[1], 0, "padding");
         assert_eq!(q[2], 3 | 255 << 16 | 200 << 24);
-        assert_eq!((f32::from_bits(q[4]), q[5]), (3.0 / 255.0 + 1.0 / 255.0, 64));
+        assert_eq!(
+            (f32::from_bits(q[4]), q[5]),
+            (3.0 / 255.0 + 1.0 / 255.0, 64)
+        );
         assert_eq!((f32::from_bits(q[6]), q[7]), (1.0 / 255.0, 0));
         let mut z = vec![7u32; 3];
         quantise(&x[8..], 1, 2, 1, &mut z);

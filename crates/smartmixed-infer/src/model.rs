@@ -10,8 +10,8 @@ use safetensors::SafeTensors;
 use smartmixed_core::{lookup, InputManifest, LayerManifest, Manifest};
 
 use crate::bf16::Bf16Weights;
-use crate::int8::Int8Weights;
 use crate::exec::{grown, Panic, Pool, Post, Scratch};
+use crate::int8::Int8Weights;
 use crate::kernel::{layer_matmul, Kernel, GEMV_ROWS};
 use crate::packed::PackedWeights;
 use crate::{Error, Result};
