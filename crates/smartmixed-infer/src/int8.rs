@@ -288,8 +288,26 @@ impl Int8Weights {
     }
 
     /// `dst` (the i32 sums' bits, `[m, n]`) to f32: `((sum - z colsum) as f32 * s_row) *
-    /// s_col`, one function for every kernel so that all give the same bits.
+    /// s_col`, one function for every kernel so that all give the same bits. Compiled
+    /// for AVX-512 too (the same operations, so the same bits) and chosen at run time.
     fn dequantise(&self, params: &[u32], dst: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            unsafe { self.dequantise_avx512(params, dst) };
+            return;
+        }
+        self.dequantise_portable(params, dst);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dequantise_avx512(&self, params: &[u32], dst: &mut [f32]) {
+        self.dequantise_portable(params, dst);
+    }
+
+    #[inline(always)]
+    fn dequantise_portable(&self, params: &[u32], dst: &mut [f32]) {
         for (row, p) in dst
             .chunks_exact_mut(self.n.max(1))
             .zip(params.chunks_exact(2))
@@ -544,6 +562,27 @@ mod tests {
             assert_eq!(got, want, "{} {m} x {k} x {n}", w.kernel_name());
             assert!(want.iter().any(|&v| v != 0));
         }
+    }
+
+    /// The AVX-512 build of the dequantise against the portable one, bit for bit.
+    #[test]
+    fn every_dequantise_level_matches_the_portable_one() {
+        let (m, n) = (5, 37);
+        let w = Int8Weights::new(&values(9 * n, 7), 9, n).unwrap();
+        let sums: Vec<f32> = (0..m * n)
+            .map(|i| f32::from_bits((i as i32 * 7919 - 90_000) as u32))
+            .collect();
+        let params: Vec<u32> = (0..m)
+            .flat_map(|r| [(0.01 + r as f32 / 7.0).to_bits(), 40 * r as u32])
+            .collect();
+        let (mut a, mut b) = (sums.clone(), sums);
+        w.dequantise_portable(&params, &mut a);
+        w.dequantise(&params, &mut b);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b));
+        // Row 1 (scale 0.01 + 1/7, zero point 40), column 3: sum (n + 3) x 7919 - 90,000.
+        let sum = (n as i32 + 3) * 7919 - 90_000 - 40 * w.sums[3];
+        assert_eq!(a[n + 3], sum as f32 * (0.01 + 1.0 / 7.0) * w.scales[3]);
     }
 
     /// The portable sums against an independent reading of the codes: each weight
