@@ -510,7 +510,13 @@ mod tests {
             f32::INFINITY,
             -f32::INFINITY,
         ];
-        for (m, k, rq) in [(3, 7, 5), (2, 64, 32), (5, 1, 16), (4, 785, 197), (9, 33, 9)] {
+        for (m, k, rq) in [
+            (3, 7, 5),
+            (2, 64, 32),
+            (5, 1, 16),
+            (4, 785, 197),
+            (9, 33, 9),
+        ] {
             let mut x = values(m * k, 9);
             for (i, v) in x.iter_mut().enumerate() {
                 if i % 3 == 0 {
