@@ -131,3 +131,37 @@ fn int8_eval_reports_f32s_accuracy_agreement_and_a_missed_target() {
     assert!(misses(&broken), "{broken}");
     assert!(broken.contains(MISSED), "{broken}");
 }
+
+/// A model whose first layer has more inputs than int8's exact i32 sums allow: `inspect
+/// --precision int8` is a one-line error naming the weights file, the tensor and the limit
+/// (before the fix, no int8 at all; the check keeps sums from overflowing silently), while
+/// f32 loads it.
+#[test]
+fn int8_refuses_a_too_wide_layer_with_a_one_line_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (k, n) = (65_537usize, 2usize);
+    let manifest = format!(
+        "format = \"smartmixed-manifest\"\nversion = 1\ninputs = {k}\noutput_activation = \"identity\"\n\n[[layers]]\ninputs = {k}\noutputs = {n}\n"
+    );
+    let header = format!(
+        "{{\"layers.0.weight\":{{\"dtype\":\"F32\",\"shape\":[{n},{k}],\"data_offsets\":[0,{w}]}},\"layers.0.bias\":{{\"dtype\":\"F32\",\"shape\":[{n}],\"data_offsets\":[{w},{e}]}}}}",
+        w = 4 * n * k,
+        e = 4 * n * k + 4 * n
+    );
+    let mut header = header.into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend((0..n * k + n).flat_map(|i| ((i % 7) as f32 * 0.01).to_le_bytes()));
+    let dir = tmp.path().join("wide");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    std::fs::write(dir.join("manifest.toml"), manifest).unwrap();
+    let model = dir.to_str().unwrap();
+    let out = cli(&["inspect", "--model", model, "--precision", "int8"]);
+    assert_one_line_error(
+        &out,
+        &["model.safetensors", "layers.0.weight", "65537", "65536"],
+    );
+    cli_ok(&["inspect", "--model", model]);
+}
