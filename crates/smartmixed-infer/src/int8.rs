@@ -70,16 +70,21 @@ unsafe fn quantise_avx512(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u
         .zip(params.chunks_exact_mut(2))
         .take(m)
     {
-        let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let (mut lo, mut hi, mut nan) = (_mm512_setzero_ps(), _mm512_setzero_ps(), 0);
         let p = row.as_ptr();
         for i in (0..k).step_by(16) {
             // In bounds: the mask covers the row's values from i on (k - i of them).
             let v = _mm512_maskz_loadu_ps(tail((k - i).min(16)), p.add(i));
             lo = _mm512_min_ps(v, lo);
             hi = _mm512_max_ps(v, hi);
+            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
         }
         // Lanes hold no NaN and no -0.0, so any order of reduction gives the row's bounds.
-        let (scale, zero) = scale_of(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
+        let (scale, zero) = if nan != 0 {
+            (f32::NAN, 0.0)
+        } else {
+            scale_of(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi))
+        };
         let inv = _mm512_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
         let (z, top) = (_mm512_set1_ps(zero), _mm512_set1_ps(255.0));
         let bytes = dst.as_mut_ptr().cast::<u8>();
@@ -100,12 +105,19 @@ unsafe fn quantise_avx512(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u
 }
 
 /// A row's scale and zero point: `[lo, hi]` (containing 0) onto 0..=255. Computed as
-/// `hi / 255 - lo / 255` so that no finite row overflows.
+/// `hi / 255 - lo / 255` so that no finite row overflows. A row holding NaN (an
+/// activation of an infinite value, say) gets a NaN scale, so every output of the layer
+/// is NaN for it, as in f32, where a NaN input reaches every sum: otherwise its NaN would
+/// quantise to a finite code and the answer would degrade silently.
 fn row_scale(row: &[f32]) -> (f32, f32) {
-    let (mut lo, mut hi) = (0.0f32, 0.0f32);
+    let (mut lo, mut hi, mut nan) = (0.0f32, 0.0f32, false);
     for &v in row {
         lo = if v < lo { v } else { lo };
         hi = if v > hi { v } else { hi };
+        nan |= v.is_nan();
+    }
+    if nan {
+        return (f32::NAN, 0.0);
     }
     scale_of(lo, hi)
 }
@@ -496,6 +508,25 @@ mod tests {
         let mut z = vec![7u32; 3];
         quantise(&x[8..], 1, 2, 1, &mut z);
         assert_eq!(z, [0, 0, 0]);
+        // A NaN anywhere in a row: the row's scale is NaN (on every level), so the layer's
+        // outputs for it are NaN, not a finite answer.
+        for at in [0, 5, 16, 20] {
+            let mut row = vec![0.5f32; 21];
+            row[at] = f32::NAN;
+            for level in 0..2 {
+                let mut q = vec![0u32; 6 + 2];
+                match level {
+                    0 => quantise_portable(&row, 1, 21, 6, &mut q),
+                    _ => quantise(&row, 1, 21, 6, &mut q),
+                }
+                assert!(f32::from_bits(q[6]).is_nan(), "NaN at {at}, level {level}");
+            }
+            let w = Int8Weights::new(&values(21 * 3, 1), 21, 3).unwrap();
+            let mut q = vec![0u32; w.row_words()];
+            let mut out = [0.0f32; 3];
+            w.matmul(&row, &mut q, &mut out, 1);
+            assert!(out.iter().all(|v| v.is_nan()), "{out:?}");
+        }
     }
 
     /// The AVX-512 quantiser against the portable one: the same bits on ties, -0.0,
