@@ -18,6 +18,9 @@
 //! one `vpdpbusd` multiplies 16 columns by a broadcast quad of u8 inputs. The sums are
 //! exact integers on every kernel (at most 255 x 127 x [`MAX_INPUTS`] < 2^31), and one
 //! shared function dequantises them, so every kernel gives the portable kernel's bits.
+//! Kernels, chosen at load: AMX-INT8 tiles (`tdpbusd`, in `amx.rs`), else AVX512-VNNI,
+//! else AVX-VNNI (256-bit), else portable code. The quantiser and the dequantise run in
+//! AVX-512 where the CPU has it, else in portable code (the same bits, tested).
 //!
 //! The quantised input (`q`, in the scratch) is `m` rows of [`Int8Weights::row_quads`]
 //! quads, then per row its scale's bits and its zero point: [`Int8Weights::row_words`]
@@ -170,6 +173,8 @@ enum Kernel {
     Amx(crate::amx::AmxWeights),
     /// AVX512-VNNI `vpdpbusd`.
     Vnni,
+    /// AVX-VNNI: `vpdpbusd` on 256-bit registers (CPUs with VNNI but no AVX-512).
+    AvxVnni,
     Portable,
 }
 
@@ -236,6 +241,8 @@ impl Int8Weights {
         let _ = (panels, q, n);
         Some(if vnni_available() {
             Kernel::Vnni
+        } else if avx_vnni_available() {
+            Kernel::AvxVnni
         } else {
             Kernel::Portable
         })
@@ -247,6 +254,7 @@ impl Int8Weights {
             #[cfg(target_arch = "x86_64")]
             Kernel::Amx(_) => "AMX tiles (tdpbusd)",
             Kernel::Vnni => "AVX512-VNNI (vpdpbusd)",
+            Kernel::AvxVnni => "AVX-VNNI (vpdpbusd, 256-bit)",
             Kernel::Portable => "portable int8",
         }
     }
@@ -295,6 +303,7 @@ impl Int8Weights {
             #[cfg(target_arch = "x86_64")]
             Kernel::Amx(w) => unsafe { w.matmul_i32(x, dst, m) },
             Kernel::Vnni => self.sums_vnni(x, rq, dst, m),
+            Kernel::AvxVnni => self.sums_avx_vnni(x, rq, dst, m),
             Kernel::Portable => self.sums_portable(x, rq, dst, m),
         }
     }
@@ -344,6 +353,18 @@ impl Int8Weights {
         self.sums_portable(x, rq, dst, m);
     }
 
+    /// The AVX-VNNI kernel on `rq` quads a row (portable code where the CPU lacks it).
+    fn sums_avx_vnni(&self, x: &[u32], rq: usize, dst: &mut [i32], m: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if avx_vnni_available() && quads(self.k) > 0 {
+            // SAFETY: the CPU has AVX2 and AVX-VNNI; x holds m * rq values and dst m * n
+            // (the callers assert it).
+            unsafe { avx_vnni::sums(self, x, rq, dst, m) };
+            return;
+        }
+        self.sums_portable(x, rq, dst, m);
+    }
+
     /// The integer sums in plain code: the reference every kernel must match.
     fn sums_portable(&self, x: &[u32], rq: usize, dst: &mut [i32], m: usize) {
         let (q, n) = (quads(self.k), self.n);
@@ -371,6 +392,18 @@ fn vnni_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU runs the AVX-VNNI kernel.
+fn avx_vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -457,6 +490,79 @@ mod vnni {
             if cols > 16 {
                 _mm512_mask_storeu_epi32(row.add(16).cast(), mask(cols - 16), hi[r]);
             }
+        }
+    }
+}
+
+/// The 256-bit kernel: a panel's 32 columns in four registers a row, three rows a tile
+/// (12 of the 16 registers hold the sums).
+#[cfg(target_arch = "x86_64")]
+mod avx_vnni {
+    use std::arch::x86_64::*;
+
+    use super::{quads, Int8Weights, MC, NR};
+
+    const MR: usize = 3;
+
+    /// See [`Int8Weights::sums_avx_vnni`]; the caller checked the sizes and the CPU.
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(super) unsafe fn sums(w: &Int8Weights, x: &[u32], rq: usize, dst: &mut [i32], m: usize) {
+        let (q, n) = (quads(w.k), w.n);
+        for m0 in (0..m).step_by(MC) {
+            let rows = MC.min(m - m0);
+            for panel in 0..n.div_ceil(NR) {
+                let b = w.panels.as_ptr().add(panel * q * NR);
+                let col = panel * NR;
+                let cols = NR.min(n - col);
+                let mut r = 0;
+                while r < rows {
+                    let take = MR.min(rows - r);
+                    // In bounds: row m0 + r < m, so both pointers address a row of `x`
+                    // (m * rq values) and of `dst` (m * n values, col < n).
+                    let a = x.as_ptr().add((m0 + r) * rq);
+                    let c = dst.as_mut_ptr().add((m0 + r) * n + col);
+                    match take {
+                        1 => tile::<1>(a, rq, q, b, c, n, cols),
+                        2 => tile::<2>(a, rq, q, b, c, n, cols),
+                        _ => tile::<3>(a, rq, q, b, c, n, cols),
+                    }
+                    r += take;
+                }
+            }
+        }
+    }
+
+    /// Rows `0..R` of one panel, as the AVX-512 kernel's tile; the sums go through a
+    /// block on the stack, and only `cols` of them to `c`.
+    #[inline]
+    #[target_feature(enable = "avx2,avxvnni")]
+    unsafe fn tile<const R: usize>(
+        a: *const u32,
+        rq: usize,
+        q: usize,
+        b: *const u32,
+        c: *mut i32,
+        n: usize,
+        cols: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_si256(); 4]; R];
+        for j in 0..q {
+            let bp = b.add(j * NR);
+            let bs = [0, 8, 16, 24].map(|h| _mm256_loadu_si256(bp.add(h).cast()));
+            for (r, sums) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_epi32(*a.add(r * rq + j) as i32);
+                for (s, bv) in sums.iter_mut().zip(bs) {
+                    *s = _mm256_dpbusd_avx_epi32(*s, av, bv);
+                }
+            }
+        }
+        for (r, sums) in acc.iter().enumerate() {
+            let mut block = [0i32; NR];
+            for (h, s) in sums.iter().enumerate() {
+                _mm256_storeu_si256(block.as_mut_ptr().add(8 * h).cast(), *s);
+            }
+            // In bounds: `cols` values from column `col` lie within row r of `dst`.
+            std::ptr::copy_nonoverlapping(block.as_ptr(), c.add(r * n), cols);
         }
     }
 }
@@ -576,9 +682,9 @@ mod tests {
         (200, 257, 40),
     ];
 
-    /// Every kernel this CPU has (VNNI, and the chosen one: AMX where it has it) against
-    /// the portable sums: integer sums are exact, so the same i32 values, hence (one
-    /// dequantise for all) the same f32 bits.
+    /// Every kernel this CPU has (AVX512-VNNI, AVX-VNNI, and the chosen one: AMX where it
+    /// has it) against the portable sums: integer sums are exact, so the same i32 values,
+    /// hence (one dequantise for all) the same f32 bits.
     #[test]
     fn every_int8_kernel_gives_the_portable_sums() {
         for (m, k, n) in SHAPES {
@@ -594,6 +700,9 @@ mod tests {
             let mut vnni = vec![-1i32; m * n];
             w.sums_vnni(&plain, q, &mut vnni, m);
             assert_eq!(vnni, want, "vnni {m} x {k} x {n}");
+            let mut avx = vec![-1i32; m * n];
+            w.sums_avx_vnni(&plain, q, &mut avx, m);
+            assert_eq!(avx, want, "avx-vnni {m} x {k} x {n}");
             let mut got = vec![-1i32; m * n];
             w.sums_into(&chosen, &mut got, m);
             assert_eq!(got, want, "{} {m} x {k} x {n}", w.kernel_name());
@@ -685,7 +794,7 @@ mod tests {
         }
     }
 
-    /// The kernels (the chosen one, VNNI, portable) and the whole matmul (quantiser and
+    /// The kernels (the chosen one, both VNNIs, portable) and the whole matmul (quantiser and
     /// dequantise too) with every buffer ending, then starting, at a guard page: one
     /// access past a slice faults.
     #[cfg(unix)]
@@ -715,11 +824,12 @@ mod tests {
                     w.sums_portable(&plain, q, &mut want, m);
                     for at_end in [true, false] {
                         let mut x = Guarded::new(&words(&plain[..m * q]), at_end);
-                        for kernel in 0..2 {
+                        for kernel in 0..3 {
                             let mut d = Guarded::new(&vec![0.0; m * n], at_end);
                             let (x, d) = (as_u32(&mut x), as_i32(&mut d));
                             match kernel {
                                 0 => w.sums_vnni(x, q, d, m),
+                                1 => w.sums_avx_vnni(x, q, d, m),
                                 _ => w.sums_portable(x, q, d, m),
                             }
                             assert_eq!(&*d, &want[..], "{m}x{k}x{n} kernel {kernel}");

@@ -46,7 +46,7 @@ pub enum Precision {
     /// Weights held as i8 with a scale per output neuron (`max |w| / 127`), each layer's
     /// input quantised per row to u8 with a zero point, products summed exactly in i32,
     /// then scaled back to f32; bias and activations in f32. On AMX-INT8 `tdpbusd`, on
-    /// AVX512-VNNI `vpdpbusd`, elsewhere portable code with the same bits.
+    /// AVX512-VNNI or AVX-VNNI `vpdpbusd`, elsewhere portable code with the same bits.
     Int8,
 }
 
