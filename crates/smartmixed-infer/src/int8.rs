@@ -815,7 +815,7 @@ mod tests {
         for k in [1usize, 3, 257] {
             for n in [1usize, 15, 16, 17, 31, 32, 33, 40] {
                 let w = Int8Weights::new(&values(k * n, 5), k, n).unwrap();
-                for m in (1..=13).chain([16, 17, 33]) {
+                for m in (1..=13).chain([16, 17, 31, 32, 33, 48]) {
                     let xs = values(m * k, 6);
                     let (rq, q) = (w.row_quads(), quads(k));
                     let mut plain = vec![0u32; m * (q + 2)];
