@@ -10,8 +10,9 @@ pub struct InspectArgs {
     /// An exported model directory (model.safetensors + manifest.toml).
     #[arg(long)]
     model: PathBuf,
-    /// The arithmetic: f32 (the trainer's) or bf16 (weights and each layer's input
-    /// rounded to bf16, f32 sums).
+    /// The arithmetic: f32 (the trainer's), bf16 (weights and each layer's input
+    /// rounded to bf16, f32 sums) or int8 (i8 weights scaled per neuron, each layer's
+    /// input quantised per row, i32 sums).
     #[arg(long, default_value = "f32")]
     precision: Precision,
 }

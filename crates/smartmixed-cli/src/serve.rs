@@ -28,8 +28,9 @@ pub struct ServeArgs {
     /// An exported model directory (model.safetensors + manifest.toml).
     #[arg(long)]
     model: PathBuf,
-    /// The arithmetic: f32 (the trainer's) or bf16 (weights and each layer's input
-    /// rounded to bf16, f32 sums).
+    /// The arithmetic: f32 (the trainer's), bf16 (weights and each layer's input
+    /// rounded to bf16, f32 sums) or int8 (i8 weights scaled per neuron, each layer's
+    /// input quantised per row, i32 sums).
     #[arg(long, default_value = "f32")]
     precision: Precision,
     /// Address to listen on (port 0: any free port; the one taken is printed).

@@ -207,3 +207,154 @@ unsafe fn tile_block(a: *const u32, rp: usize, b: *const u32, steps: usize, out:
         options(nostack),
     );
 }
+
+impl AmxWeights {
+    /// int8: `dst[m, n] = x W^T` in exact i32 sums (`tdpbusd`: u8 inputs times i8
+    /// weights), `x` given as `m` rows of [`row_pairs`] quads of u8, the tiles built by
+    /// [`Self::new`] from [`crate::int8`]'s quad panels (the same shapes as bf16 pairs).
+    /// Blocks of 32 rows (two input tiles) against a panel's two weight tiles, four sums
+    /// tiles: each weight tile loaded serves two input tiles (with one input tile, loads
+    /// were a third of the kernel's time: perf).
+    ///
+    /// # Safety
+    /// As for [`Self::matmul`], and the CPU has AMX-INT8.
+    pub(crate) unsafe fn matmul_i32(&self, x: &[u32], dst: &mut [i32], m: usize) {
+        let (n, rp) = (self.n, self.steps * T);
+        assert!(
+            x.len() >= m * rp && dst.len() >= m * n,
+            "amx int8 matmul sizes"
+        );
+        let mut block = [0i32; 2 * T * 2 * T];
+        let mut configured = (0, 0);
+        for p in 0..n.div_ceil(2 * T) {
+            let b = self.tiles.as_ptr().add(p * self.steps * 2 * T * T);
+            for r0 in (0..m).step_by(2 * T) {
+                let rows = (2 * T).min(m - r0);
+                let halves = (rows.min(T), rows.saturating_sub(T));
+                if halves != configured {
+                    configure_i32(halves.0, halves.1);
+                    configured = halves;
+                }
+                // In bounds: row r0 < m (and r0 + 16 < m where the lower half is used).
+                tile_block_i32(
+                    x.as_ptr().add(r0 * rp),
+                    rp,
+                    b,
+                    self.steps,
+                    halves.1 > 0,
+                    &mut block,
+                );
+                let col = p * 2 * T;
+                let cols = (2 * T).min(n - col);
+                for r in 0..rows {
+                    dst[(r0 + r) * n + col..(r0 + r) * n + col + cols]
+                        .copy_from_slice(&block[r * 2 * T..r * 2 * T + cols]);
+                }
+            }
+        }
+        asm!("tilerelease", options(nostack));
+    }
+}
+
+/// The int8 kernel's configuration: tiles 0 and 1 the upper `top` rows' sums, 2 and 3 the
+/// lower `bottom` rows' (unused when 0), 4 and 5 their inputs, 6 and 7 the weights.
+unsafe fn configure_i32(top: usize, bottom: usize) {
+    let mut cfg = Config {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        bytes_per_row: [0; 16],
+        rows: [0; 16],
+    };
+    let (t, b) = (top as u8, bottom as u8);
+    for (tile, rows) in [
+        (0, t),
+        (1, t),
+        (2, b),
+        (3, b),
+        (4, t),
+        (5, b),
+        (6, T as u8),
+        (7, T as u8),
+    ] {
+        if rows > 0 {
+            cfg.bytes_per_row[tile] = 64;
+            cfg.rows[tile] = rows;
+        }
+    }
+    asm!("ldtilecfg [{0}]", in(reg) &cfg as *const Config, options(nostack));
+}
+
+/// Up to 32 input rows (as configured; the lower 16 only if `lower`) times one 32-column
+/// panel with `tdpbusd`, into `out` (32 rows of 32 i32).
+unsafe fn tile_block_i32(
+    a: *const u32,
+    rp: usize,
+    b: *const u32,
+    steps: usize,
+    lower: bool,
+    out: &mut [i32],
+) {
+    let a_stride = rp * 4;
+    let b_stride = T * 4;
+    asm!("tilezero tmm0", "tilezero tmm1", options(nostack));
+    if lower {
+        asm!("tilezero tmm2", "tilezero tmm3", options(nostack));
+    }
+    for st in 0..steps {
+        let ap = a.add(st * T);
+        let b0 = b.add(st * 2 * T * T);
+        if lower {
+            asm!(
+                "tileloadd tmm4, [{a} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tileloadd tmm7, [{b1} + {sb}*1]",
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tdpbusd tmm1, tmm4, tmm7",
+                "tdpbusd tmm2, tmm5, tmm6",
+                "tdpbusd tmm3, tmm5, tmm7",
+                a = in(reg) ap,
+                a1 = in(reg) ap.add(T * rp),
+                sa = in(reg) a_stride,
+                b0 = in(reg) b0,
+                b1 = in(reg) b0.add(T * T),
+                sb = in(reg) b_stride,
+                options(nostack),
+            );
+        } else {
+            asm!(
+                "tileloadd tmm4, [{a} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {sb}*1]",
+                "tdpbusd tmm1, tmm4, tmm7",
+                a = in(reg) ap,
+                sa = in(reg) a_stride,
+                b0 = in(reg) b0,
+                b1 = in(reg) b0.add(T * T),
+                sb = in(reg) b_stride,
+                options(nostack),
+            );
+        }
+    }
+    let c = out.as_mut_ptr();
+    asm!(
+        "tilestored [{c0} + {sc}*1], tmm0",
+        "tilestored [{c1} + {sc}*1], tmm1",
+        c0 = in(reg) c,
+        c1 = in(reg) c.add(T),
+        sc = in(reg) 2 * T * 4,
+        options(nostack),
+    );
+    if lower {
+        asm!(
+            "tilestored [{c0} + {sc}*1], tmm2",
+            "tilestored [{c1} + {sc}*1], tmm3",
+            c0 = in(reg) c.add(T * 2 * T),
+            c1 = in(reg) c.add(T * 2 * T + T),
+            sc = in(reg) 2 * T * 4,
+            options(nostack),
+        );
+    }
+}

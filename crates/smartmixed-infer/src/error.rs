@@ -97,6 +97,13 @@ pub enum Error {
     /// The OS refused a thread.
     #[error("cannot start a thread: {0}")]
     Thread(String),
+    /// A layer too wide for int8: its i32 sums could overflow.
+    #[error("tensor `{name}` has {inputs} inputs, more than int8's limit of {limit} (its 32-bit sums could overflow): load it in f32 or bf16")]
+    Int8TooWide {
+        name: String,
+        inputs: usize,
+        limit: usize,
+    },
     /// A batch whose working buffers would exceed [`crate::MAX_BATCH_VALUES`].
     #[error(
         "batch {batch} needs {values} working values per buffer, more than the limit of {limit}"

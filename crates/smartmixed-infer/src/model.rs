@@ -11,6 +11,7 @@ use smartmixed_core::{lookup, InputManifest, LayerManifest, Manifest};
 
 use crate::bf16::Bf16Weights;
 use crate::exec::{grown, Panic, Pool, Post, Scratch};
+use crate::int8::Int8Weights;
 use crate::kernel::{layer_matmul, Kernel, GEMV_ROWS};
 use crate::packed::PackedWeights;
 use crate::{Error, Result};
@@ -42,6 +43,11 @@ pub enum Precision {
     /// products summed in f32; bias and activations in f32. On CPUs with AVX512-BF16 the
     /// products run on `vdpbf16ps`, elsewhere in portable code with the same bits.
     Bf16,
+    /// Weights held as i8 with a scale per output neuron (`max |w| / 127`), each layer's
+    /// input quantised per row to u8 with a zero point, products summed exactly in i32,
+    /// then scaled back to f32; bias and activations in f32. On AMX-INT8 `tdpbusd`, on
+    /// AVX512-VNNI or AVX-VNNI `vpdpbusd`, elsewhere portable code with the same bits.
+    Int8,
 }
 
 impl Precision {
@@ -50,6 +56,7 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         }
     }
 }
@@ -61,7 +68,10 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
-            other => Err(format!("unknown precision `{other}`, expected f32 or bf16")),
+            "int8" => Ok(Precision::Int8),
+            other => Err(format!(
+                "unknown precision `{other}`, expected f32, bf16 or int8"
+            )),
         }
     }
 }
@@ -78,6 +88,8 @@ pub struct LoadOptions {
 pub(crate) enum Weights {
     /// bf16 pair panels ([`Precision::Bf16`]).
     Bf16(Bf16Weights),
+    /// i8 quad panels with per-column scales ([`Precision::Int8`]).
+    Int8(Int8Weights),
     /// Packed for the AVX-512 kernels (matmul and GEMV), on CPUs that have them.
     Packed(PackedWeights),
     /// `W^T`, `[inputs, outputs]` row-major, for gemm and the plain GEMV.
@@ -87,7 +99,8 @@ pub(crate) enum Weights {
 impl Layer {
     /// `dst = src * W^T` for `batch` rows: below GEMV_ROWS rows a skip-zero GEMV per row,
     /// else the blocked matmul (our packed kernel on AVX-512, gemm elsewhere); in bf16,
-    /// `src` rounded into `pairs` (at least `batch * pairs(inputs)` values) first.
+    /// `src` rounded into `pairs` (at least `batch * pairs(inputs)` values) first; in
+    /// int8, `src` quantised into `pairs` (at least `batch * row_words()`).
     pub(crate) fn matmul(&self, src: &[f32], dst: &mut [f32], batch: usize, pairs: &mut [u32]) {
         let (k, n) = (self.inputs, self.outputs);
         match &self.weights {
@@ -96,6 +109,7 @@ impl Layer {
                 crate::bf16::to_pairs(src, batch, k, w.row_pairs(), q);
                 w.matmul(q, dst, batch);
             }
+            Weights::Int8(w) => w.matmul(src, pairs, dst, batch),
             Weights::Packed(p) if batch >= GEMV_ROWS => p.matmul(src, dst, batch),
             Weights::Packed(p) => {
                 for (x, y) in src.chunks_exact(k).zip(dst.chunks_exact_mut(n)).take(batch) {
@@ -115,10 +129,21 @@ impl Layer {
         }
     }
 
-    /// The bf16 weights, if the model was loaded in bf16.
-    pub(crate) fn bf16(&self) -> Option<&Bf16Weights> {
+    /// The `u32` words a row of this layer's input takes in the scratch's `q` (bf16 pairs
+    /// or int8 quads and their scale); 0 in f32.
+    pub(crate) fn q_words(&self) -> usize {
         match &self.weights {
-            Weights::Bf16(w) => Some(w),
+            Weights::Bf16(w) => w.row_pairs(),
+            Weights::Int8(w) => w.row_words(),
+            _ => 0,
+        }
+    }
+
+    /// The kernel a reduced-precision layer runs on, with its precision (for `inspect`).
+    fn reduced_kernel(&self) -> Option<String> {
+        match &self.weights {
+            Weights::Bf16(w) => Some(format!("bf16: {}", w.kernel_name())),
+            Weights::Int8(w) => Some(format!("int8: {}", w.kernel_name())),
             _ => None,
         }
     }
@@ -270,6 +295,17 @@ impl Layer {
                 Bf16Weights::new(&weight_t, inputs, outputs)
                     .ok_or_else(|| out_of_memory(format!("layers.{i}.weight (bf16)")))?,
             ),
+            (Precision::Int8, _) if inputs > crate::int8::MAX_INPUTS => {
+                return Err(Error::Int8TooWide {
+                    name: format!("layers.{i}.weight"),
+                    inputs,
+                    limit: crate::int8::MAX_INPUTS,
+                })
+            }
+            (Precision::Int8, _) => Weights::Int8(
+                Int8Weights::new(&weight_t, inputs, outputs)
+                    .ok_or_else(|| out_of_memory(format!("layers.{i}.weight (int8)")))?,
+            ),
             (Precision::F32, Kernel::Avx512) => Weights::Packed(
                 PackedWeights::new(&weight_t, inputs, outputs)
                     .ok_or_else(|| out_of_memory(format!("layers.{i}.weight (packed)")))?,
@@ -404,8 +440,8 @@ impl Model {
 
     /// The matmul kernel its layers run on this CPU (what `inspect` prints).
     pub fn kernel_description(&self) -> String {
-        match self.layers.first().and_then(Layer::bf16) {
-            Some(w) => format!("bf16: {}", w.kernel_name()),
+        match self.layers.first().and_then(Layer::reduced_kernel) {
+            Some(name) => name,
             None => format!("f32: {}", Kernel::detect().describe()),
         }
     }

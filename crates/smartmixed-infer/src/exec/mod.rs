@@ -38,7 +38,7 @@ pub struct Scratch {
     pub(crate) c: Vec<f32>,
     /// Preprocessed inputs of [`crate::Model::forward_raw`].
     pub(crate) raw: Vec<f32>,
-    /// A bf16 layer's input as bf16 pairs.
+    /// A bf16 layer's input as bf16 pairs, or an int8 layer's as u8 quads and scales.
     q: Vec<u32>,
     /// The pool workers lent to the current call.
     helpers: Vec<usize>,
@@ -94,21 +94,17 @@ pub(crate) fn grown<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T]
 }
 
 /// One thread's working buffers for [`rows::alone`]: `a` and `b` `batch * widest` f32s,
-/// `q` the bf16 pairs of a layer's input (`batch * pair_width`; empty for f32 models).
+/// `q` a reduced-precision layer's input (`batch * pair_width`; empty for f32 models).
 pub(crate) struct Bufs<'a> {
     pub(crate) a: &'a mut [f32],
     pub(crate) b: &'a mut [f32],
     pub(crate) q: &'a mut [u32],
 }
 
-/// bf16 pairs per row the widest bf16 layer input needs (0 without bf16 layers).
+/// `q` words per row the widest reduced-precision layer input needs (bf16 pairs, int8
+/// quads and their scale; 0 in f32).
 fn pair_width(layers: &[Layer]) -> usize {
-    layers
-        .iter()
-        .filter_map(|l| l.bf16())
-        .map(|w| w.row_pairs())
-        .max()
-        .unwrap_or(0)
+    layers.iter().map(Layer::q_words).max().unwrap_or(0)
 }
 
 /// Runs `layers` on `batch` rows of `input` (sizes checked, values finite) into `output`,

@@ -1,0 +1,852 @@
+//! int8 weights and their matmul ([`crate::Precision::Int8`]): each output neuron's weights
+//! scaled symmetrically to i8 (`scale = max |w| / 127`), each layer's input quantised per
+//! row at run time, products summed exactly in i32, then dequantised to f32; bias and
+//! activations stay f32 (the epilogue is the f32 one). Every layer, the first and the last
+//! too, runs in int8 (measured on MNIST: see the README's "Precision" section).
+//!
+//! Activations are u8 with a zero point, per row: `x ~ s (q - z)`, `q` in 0..=255, the
+//! range `[min(0, min x), max(0, max x)]` mapped onto 0..=255 so that 0 is exact. Chosen
+//! over s8 with the +128 offset because most of this network's activations are one-sided
+//! (relu, sigmoid, elu's range, the pixels): a symmetric s8 range would leave half its
+//! codes unused, an asymmetric u8 range spends all 256 on the values a row has. `vpdpbusd`
+//! and `tdpbusd` take u8 times s8 as they are; the zero point costs one i32 multiply-add
+//! per output: `sum (q - z) w = sum q w - z sum w`, with each column's `sum w` (the i8
+//! weights' sum) computed at load.
+//!
+//! Layout: like the bf16 pair panels, but per quad of inputs: panel `p`, quad `j` holds 32
+//! `u32`, column `c`'s being the i8 weights of inputs `4j..4j+4` (lowest byte first), so
+//! one `vpdpbusd` multiplies 16 columns by a broadcast quad of u8 inputs. The sums are
+//! exact integers on every kernel (at most 255 x 127 x [`MAX_INPUTS`] < 2^31), and one
+//! shared function dequantises them, so every kernel gives the portable kernel's bits.
+//! Kernels, chosen at load: AMX-INT8 tiles (`tdpbusd`, in `amx.rs`), else AVX512-VNNI,
+//! else AVX-VNNI (256-bit), else portable code. The quantiser and the dequantise run in
+//! AVX-512 where the CPU has it, else in portable code (the same bits, tested).
+//!
+//! The quantised input (`q`, in the scratch) is `m` rows of [`Int8Weights::row_quads`]
+//! quads, then per row its scale's bits and its zero point: [`Int8Weights::row_words`]
+//! words a row in all.
+
+/// Output columns per panel.
+const NR: usize = 32;
+/// Rows per microkernel tile (24 of the 32 registers hold the sums).
+const MR: usize = 12;
+/// Rows per chunk: a chunk's quads stay in L2 while every panel passes over them.
+const MC: usize = 128;
+
+/// The most inputs an int8 layer may have: its i32 sums stay exact below
+/// (2^31 - 1) / (255 x 127) = 66,311 inputs.
+pub(crate) const MAX_INPUTS: usize = 65_536;
+
+/// Quads of inputs per row for `k` inputs (the last quad's unused bytes are zero).
+fn quads(k: usize) -> usize {
+    k.div_ceil(4)
+}
+
+/// Each row of `x[m, k]` (row-major f32) quantised to u8 with its own scale and zero
+/// point into `out`: `m` rows of `rq` (at least `quads(k)`) quads, zero past `k`, then
+/// `m` pairs (scale bits, zero point). A row whose range is below f32's normal range
+/// (all zeros, say) gets scale 0 and quantises to zeros; a row with an infinite value gets
+/// a non-finite scale, so its outputs are not finite either.
+pub(crate) fn quantise(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { quantise_avx512(x, m, k, rq, out) };
+        return;
+    }
+    quantise_portable(x, m, k, rq, out);
+}
+
+/// [`quantise_portable`] in AVX-512 (it took 44% of an int8 pass as portable code
+/// compiled for AVX-512: perf, batch 1-256). The same bits: `vminps(v, lo)` is `if v < lo
+/// { v } else { lo }` (NaN and -0.0 keep `lo`), `vrndscaleps` rounds to nearest even, and
+/// `vmaxps(t, 0)` then `vminps(t, 255)` is the clamp with NaN made 0, as `as u32` makes it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantise_avx512(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]) {
+    use std::arch::x86_64::*;
+    let (rows, params) = out.split_at_mut(m * rq);
+    let tail = |len: usize| ((1u32 << len) - 1) as __mmask16;
+    for ((row, dst), param) in x
+        .chunks_exact(k.max(1))
+        .zip(rows.chunks_exact_mut(rq.max(1)))
+        .zip(params.chunks_exact_mut(2))
+        .take(m)
+    {
+        let (mut lo, mut hi, mut nan) = (_mm512_setzero_ps(), _mm512_setzero_ps(), 0);
+        let p = row.as_ptr();
+        for i in (0..k).step_by(16) {
+            // In bounds: the mask covers the row's values from i on (k - i of them).
+            let v = _mm512_maskz_loadu_ps(tail((k - i).min(16)), p.add(i));
+            lo = _mm512_min_ps(v, lo);
+            hi = _mm512_max_ps(v, hi);
+            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        }
+        // Lanes hold no NaN and no -0.0, so any order of reduction gives the row's bounds.
+        let (scale, zero) = if nan != 0 {
+            (f32::NAN, 0.0)
+        } else {
+            scale_of(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi))
+        };
+        let inv = _mm512_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
+        let (z, top) = (_mm512_set1_ps(zero), _mm512_set1_ps(255.0));
+        let bytes = dst.as_mut_ptr().cast::<u8>();
+        for i in (0..k).step_by(16) {
+            let mask = tail((k - i).min(16));
+            let v = _mm512_maskz_loadu_ps(mask, p.add(i));
+            let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm512_mul_ps(v, inv),
+            );
+            let t = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(t, z), _mm512_setzero_ps()), top);
+            // In bounds: the mask writes bytes i..min(i + 16, k), within the row's 4 rq.
+            _mm512_mask_cvtepi32_storeu_epi8(bytes.add(i).cast(), mask, _mm512_cvttps_epi32(t));
+        }
+        std::slice::from_raw_parts_mut(bytes, 4 * rq)[k..].fill(0);
+        param[0] = scale.to_bits();
+        param[1] = zero as u32;
+    }
+}
+
+/// A row's scale and zero point: `[lo, hi]` (containing 0) onto 0..=255. Computed as
+/// `hi / 255 - lo / 255` so that no finite row overflows. A row holding NaN (an
+/// activation of an infinite value, say) gets a NaN scale, so every output of the layer
+/// is NaN for it, as in f32, where a NaN input reaches every sum: otherwise its NaN would
+/// quantise to a finite code and the answer would degrade silently.
+fn row_scale(row: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi, mut nan) = (0.0f32, 0.0f32, false);
+    for &v in row {
+        lo = if v < lo { v } else { lo };
+        hi = if v > hi { v } else { hi };
+        nan |= v.is_nan();
+    }
+    if nan {
+        return (f32::NAN, 0.0);
+    }
+    scale_of(lo, hi)
+}
+
+/// The scale and zero point of a row whose values lie in `[lo, hi]` (`lo <= 0 <= hi`).
+fn scale_of(lo: f32, hi: f32) -> (f32, f32) {
+    let scale = hi / 255.0 - lo / 255.0;
+    if scale.is_nan() || scale.is_infinite() {
+        return (f32::NAN, 0.0);
+    }
+    if scale < f32::MIN_POSITIVE {
+        return (0.0, 0.0);
+    }
+    (scale, (-lo / scale).round_ties_even().clamp(0.0, 255.0))
+}
+
+#[inline(always)]
+fn quantise_portable(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]) {
+    let (rows, params) = out.split_at_mut(m * rq);
+    for ((row, dst), param) in x
+        .chunks_exact(k.max(1))
+        .zip(rows.chunks_exact_mut(rq.max(1)))
+        .zip(params.chunks_exact_mut(2))
+        .take(m)
+    {
+        let (scale, zero) = row_scale(row);
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        let code = |v: f32| ((v * inv).round_ties_even() + zero).clamp(0.0, 255.0) as u32;
+        let (whole, tail) = row.split_at(k & !3);
+        for (d, four) in dst.iter_mut().zip(whole.chunks_exact(4)) {
+            *d = code(four[0]) | code(four[1]) << 8 | code(four[2]) << 16 | code(four[3]) << 24;
+        }
+        if !tail.is_empty() {
+            dst[k / 4] = tail
+                .iter()
+                .enumerate()
+                .fold(0, |q, (i, &v)| q | code(v) << (8 * i));
+        }
+        dst[quads(k)..].fill(0);
+        param[0] = scale.to_bits();
+        param[1] = zero as u32;
+    }
+}
+
+/// Which kernel a layer's int8 weights run on.
+#[derive(Debug)]
+enum Kernel {
+    /// AMX tiles (`tdpbusd`), with the weights also in tile order.
+    #[cfg(target_arch = "x86_64")]
+    Amx(crate::amx::AmxWeights),
+    /// AVX512-VNNI `vpdpbusd`.
+    Vnni,
+    /// AVX-VNNI: `vpdpbusd` on 256-bit registers (CPUs with VNNI but no AVX-512).
+    AvxVnni,
+    Portable,
+}
+
+/// `W^T` (`[inputs, outputs]`) as i8 quad panels with a scale and an i8 sum per column.
+#[derive(Debug)]
+pub(crate) struct Int8Weights {
+    k: usize,
+    n: usize,
+    panels: Vec<u32>,
+    /// Per output column: `max |w| / 127`.
+    scales: Vec<f32>,
+    /// Per output column: the sum of its i8 weights (for the inputs' zero point).
+    sums: Vec<i32>,
+    kernel: Kernel,
+}
+
+impl Int8Weights {
+    /// Quantises `wt`, `[k, n]` row-major f32 (finite), column by column. `None` if a
+    /// buffer cannot be allocated; the caller checks `k <= MAX_INPUTS`.
+    pub(crate) fn new(wt: &[f32], k: usize, n: usize) -> Option<Self> {
+        let q = quads(k);
+        let count = n.div_ceil(NR).checked_mul(q)?.checked_mul(NR)?;
+        let mut panels = Vec::new();
+        panels.try_reserve_exact(count).ok()?;
+        panels.resize(count, 0u32);
+        let (mut scales, mut sums) = (Vec::new(), Vec::new());
+        scales.try_reserve_exact(n).ok()?;
+        sums.try_reserve_exact(n).ok()?;
+        for c in 0..n {
+            let max = (0..k).fold(0.0f32, |m, i| m.max(wt[i * n + c].abs()));
+            let scale = max / 127.0;
+            let (mut sum, panel) = (0i32, (c / NR) * q * NR);
+            for i in 0..k {
+                let w = if scale > 0.0 {
+                    (f64::from(wt[i * n + c]) / f64::from(scale))
+                        .round_ties_even()
+                        .clamp(-127.0, 127.0) as i32
+                } else {
+                    0
+                };
+                sum += w;
+                panels[panel + (i / 4) * NR + c % NR] |= (w as u8 as u32) << (8 * (i % 4));
+            }
+            scales.push(scale);
+            sums.push(sum);
+        }
+        let kernel = Self::best_kernel(&panels, q, n)?;
+        Some(Self {
+            k,
+            n,
+            panels,
+            scales,
+            sums,
+            kernel,
+        })
+    }
+
+    /// AMX-INT8 where the CPU and Linux allow it, else AVX512-VNNI, else portable code.
+    fn best_kernel(panels: &[u32], q: usize, n: usize) -> Option<Kernel> {
+        #[cfg(target_arch = "x86_64")]
+        if amx_available() {
+            return crate::amx::AmxWeights::new(panels, q, n).map(Kernel::Amx);
+        }
+        let _ = (panels, q, n);
+        Some(if vnni_available() {
+            Kernel::Vnni
+        } else if avx_vnni_available() {
+            Kernel::AvxVnni
+        } else {
+            Kernel::Portable
+        })
+    }
+
+    /// The kernel these weights run on, for `inspect`.
+    pub(crate) fn kernel_name(&self) -> &'static str {
+        match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(_) => "AMX tiles (tdpbusd)",
+            Kernel::Vnni => "AVX512-VNNI (vpdpbusd)",
+            Kernel::AvxVnni => "AVX-VNNI (vpdpbusd, 256-bit)",
+            Kernel::Portable => "portable int8",
+        }
+    }
+
+    /// Quads to a row of the quantised input (the AMX kernel reads whole tiles of 16).
+    pub(crate) fn row_quads(&self) -> usize {
+        match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(_) => crate::amx::row_pairs(quads(self.k)),
+            _ => quads(self.k),
+        }
+    }
+
+    /// Words a row of the scratch's quantised input takes: its quads, scale and zero point.
+    pub(crate) fn row_words(&self) -> usize {
+        self.row_quads() + 2
+    }
+
+    /// `dst[m, n] = x[m, k] W^T` in int8: `x` quantised into `q` (at least `m *
+    /// row_words()` words), the exact i32 sums written over `dst`, then dequantised.
+    pub(crate) fn matmul(&self, x: &[f32], q: &mut [u32], dst: &mut [f32], m: usize) {
+        let rq = self.row_quads();
+        let q = &mut q[..m * (rq + 2)];
+        quantise(x, m, self.k, rq, q);
+        let dst = &mut dst[..m * self.n];
+        {
+            // SAFETY: i32 and f32 have one size and alignment, every bit pattern is an i32,
+            // and `sums` is the only view of `dst` while it lives.
+            let sums = unsafe {
+                std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<i32>(), dst.len())
+            };
+            self.sums_into(&q[..m * rq], sums, m);
+        }
+        self.dequantise(&q[m * rq..], dst);
+    }
+
+    /// The integer sums `x W^T` on the chosen kernel (`x`: `m` rows of `row_quads()`).
+    fn sums_into(&self, x: &[u32], dst: &mut [i32], m: usize) {
+        let rq = self.row_quads();
+        assert!(
+            x.len() >= m * rq && dst.len() >= m * self.n,
+            "int8 matmul sizes"
+        );
+        match &self.kernel {
+            // SAFETY: built only where `amx_available()`; sizes asserted above.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(w) => unsafe { w.matmul_i32(x, dst, m) },
+            Kernel::Vnni => self.sums_vnni(x, rq, dst, m),
+            Kernel::AvxVnni => self.sums_avx_vnni(x, rq, dst, m),
+            Kernel::Portable => self.sums_portable(x, rq, dst, m),
+        }
+    }
+
+    /// `dst` (the i32 sums' bits, `[m, n]`) to f32: `((sum - z colsum) as f32 * s_row) *
+    /// s_col`, one function for every kernel so that all give the same bits. Compiled
+    /// for AVX-512 too (the same operations, so the same bits) and chosen at run time.
+    fn dequantise(&self, params: &[u32], dst: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            unsafe { self.dequantise_avx512(params, dst) };
+            return;
+        }
+        self.dequantise_portable(params, dst);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dequantise_avx512(&self, params: &[u32], dst: &mut [f32]) {
+        self.dequantise_portable(params, dst);
+    }
+
+    #[inline(always)]
+    fn dequantise_portable(&self, params: &[u32], dst: &mut [f32]) {
+        for (row, p) in dst
+            .chunks_exact_mut(self.n.max(1))
+            .zip(params.chunks_exact(2))
+        {
+            let (scale, zero) = (f32::from_bits(p[0]), p[1] as i32);
+            for ((v, &sum), &s) in row.iter_mut().zip(&self.sums).zip(&self.scales) {
+                let acc = v.to_bits() as i32;
+                *v = (acc.wrapping_sub(zero * sum)) as f32 * scale * s;
+            }
+        }
+    }
+
+    /// The VNNI kernel on `rq` quads a row (portable code where the CPU lacks it).
+    fn sums_vnni(&self, x: &[u32], rq: usize, dst: &mut [i32], m: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if vnni_available() && quads(self.k) > 0 {
+            // SAFETY: the CPU has AVX-512F and AVX512-VNNI; x holds m * rq values and dst
+            // m * n (the callers assert it).
+            unsafe { vnni::sums(self, x, rq, dst, m) };
+            return;
+        }
+        self.sums_portable(x, rq, dst, m);
+    }
+
+    /// The AVX-VNNI kernel on `rq` quads a row (portable code where the CPU lacks it).
+    fn sums_avx_vnni(&self, x: &[u32], rq: usize, dst: &mut [i32], m: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if avx_vnni_available() && quads(self.k) > 0 {
+            // SAFETY: the CPU has AVX2 and AVX-VNNI; x holds m * rq values and dst m * n
+            // (the callers assert it).
+            unsafe { avx_vnni::sums(self, x, rq, dst, m) };
+            return;
+        }
+        self.sums_portable(x, rq, dst, m);
+    }
+
+    /// The integer sums in plain code: the reference every kernel must match.
+    fn sums_portable(&self, x: &[u32], rq: usize, dst: &mut [i32], m: usize) {
+        let (q, n) = (quads(self.k), self.n);
+        for r in 0..m {
+            let xr = &x[r * rq..r * rq + q];
+            for c in 0..n {
+                let panel = &self.panels[(c / NR) * q * NR..];
+                let mut acc = 0i32;
+                for (j, &a) in xr.iter().enumerate() {
+                    let b = panel[j * NR + c % NR];
+                    for byte in 0..4 {
+                        let u = (a >> (8 * byte)) as u8 as i32;
+                        let s = (b >> (8 * byte)) as u8 as i8 as i32;
+                        acc += u * s;
+                    }
+                }
+                dst[r * n + c] = acc;
+            }
+        }
+    }
+}
+
+/// Whether this CPU runs the VNNI kernel.
+fn vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU runs the AVX-VNNI kernel.
+fn avx_vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the AMX kernel may run: tiles granted ([`crate::amx::available`]) and AMX-INT8
+/// (CPUID leaf 7, EDX bit 25).
+#[cfg(target_arch = "x86_64")]
+fn amx_available() -> bool {
+    // `amx::available` checked that CPUID has leaf 7.
+    crate::amx::available() && std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 25) != 0
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::{quads, Int8Weights, MC, MR, NR};
+
+    /// See [`Int8Weights::sums_vnni`]; the caller checked the sizes and the CPU.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn sums(w: &Int8Weights, x: &[u32], rq: usize, dst: &mut [i32], m: usize) {
+        let (q, n) = (quads(w.k), w.n);
+        for m0 in (0..m).step_by(MC) {
+            let rows = MC.min(m - m0);
+            for panel in 0..n.div_ceil(NR) {
+                let b = w.panels.as_ptr().add(panel * q * NR);
+                let col = panel * NR;
+                let cols = NR.min(n - col);
+                let mut r = 0;
+                while r < rows {
+                    let take = MR.min(rows - r);
+                    // In bounds: row m0 + r < m, so both pointers address a row of `x`
+                    // (m * rq values) and of `dst` (m * n values, col < n).
+                    let a = x.as_ptr().add((m0 + r) * rq);
+                    let c = dst.as_mut_ptr().add((m0 + r) * n + col);
+                    // The row count as a constant, so the sums stay in registers.
+                    macro_rules! rows {
+                        ($($n:literal)*) => {
+                            match take {
+                                $($n => tile::<$n>(a, rq, q, b, c, n, cols),)*
+                                _ => unreachable!("a tile has 1 to MR rows"),
+                            }
+                        };
+                    }
+                    rows!(1 2 3 4 5 6 7 8 9 10 11 12);
+                    r += take;
+                }
+            }
+        }
+    }
+
+    /// Rows `0..R` (R at most MR) of one panel: `c[r][0..cols] = sum_j a[r][j] . b[j]`
+    /// over the `q` quads of rows `rq` apart.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn tile<const R: usize>(
+        a: *const u32,
+        rq: usize,
+        q: usize,
+        b: *const u32,
+        c: *mut i32,
+        n: usize,
+        cols: usize,
+    ) {
+        let mut lo = [_mm512_setzero_si512(); R];
+        let mut hi = [_mm512_setzero_si512(); R];
+        for j in 0..q {
+            let b0 = _mm512_loadu_si512(b.add(j * NR).cast());
+            let b1 = _mm512_loadu_si512(b.add(j * NR + 16).cast());
+            for r in 0..R {
+                let av = _mm512_set1_epi32(*a.add(r * rq + j) as i32);
+                lo[r] = _mm512_dpbusd_epi32(lo[r], av, b0);
+                hi[r] = _mm512_dpbusd_epi32(hi[r], av, b1);
+            }
+        }
+        let mask = |k: usize| ((1u32 << k.min(16)) - 1) as __mmask16;
+        for r in 0..R {
+            let row = c.add(r * n);
+            _mm512_mask_storeu_epi32(row.cast(), mask(cols), lo[r]);
+            // Past 16 columns only: row + 16 would otherwise point past the row's end.
+            if cols > 16 {
+                _mm512_mask_storeu_epi32(row.add(16).cast(), mask(cols - 16), hi[r]);
+            }
+        }
+    }
+}
+
+/// The 256-bit kernel: a panel's 32 columns in four registers a row, three rows a tile
+/// (12 of the 16 registers hold the sums).
+#[cfg(target_arch = "x86_64")]
+mod avx_vnni {
+    use std::arch::x86_64::*;
+
+    use super::{quads, Int8Weights, MC, NR};
+
+    const MR: usize = 3;
+
+    /// See [`Int8Weights::sums_avx_vnni`]; the caller checked the sizes and the CPU.
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(super) unsafe fn sums(w: &Int8Weights, x: &[u32], rq: usize, dst: &mut [i32], m: usize) {
+        let (q, n) = (quads(w.k), w.n);
+        for m0 in (0..m).step_by(MC) {
+            let rows = MC.min(m - m0);
+            for panel in 0..n.div_ceil(NR) {
+                let b = w.panels.as_ptr().add(panel * q * NR);
+                let col = panel * NR;
+                let cols = NR.min(n - col);
+                let mut r = 0;
+                while r < rows {
+                    let take = MR.min(rows - r);
+                    // In bounds: row m0 + r < m, so both pointers address a row of `x`
+                    // (m * rq values) and of `dst` (m * n values, col < n).
+                    let a = x.as_ptr().add((m0 + r) * rq);
+                    let c = dst.as_mut_ptr().add((m0 + r) * n + col);
+                    match take {
+                        1 => tile::<1>(a, rq, q, b, c, n, cols),
+                        2 => tile::<2>(a, rq, q, b, c, n, cols),
+                        _ => tile::<3>(a, rq, q, b, c, n, cols),
+                    }
+                    r += take;
+                }
+            }
+        }
+    }
+
+    /// Rows `0..R` of one panel, as the AVX-512 kernel's tile; the sums go through a
+    /// block on the stack, and only `cols` of them to `c`.
+    #[inline]
+    #[target_feature(enable = "avx2,avxvnni")]
+    unsafe fn tile<const R: usize>(
+        a: *const u32,
+        rq: usize,
+        q: usize,
+        b: *const u32,
+        c: *mut i32,
+        n: usize,
+        cols: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_si256(); 4]; R];
+        for j in 0..q {
+            let bp = b.add(j * NR);
+            let bs = [0, 8, 16, 24].map(|h| _mm256_loadu_si256(bp.add(h).cast()));
+            for (r, sums) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_epi32(*a.add(r * rq + j) as i32);
+                for (s, bv) in sums.iter_mut().zip(bs) {
+                    *s = _mm256_dpbusd_avx_epi32(*s, av, bv);
+                }
+            }
+        }
+        for (r, sums) in acc.iter().enumerate() {
+            let mut block = [0i32; NR];
+            for (h, s) in sums.iter().enumerate() {
+                _mm256_storeu_si256(block.as_mut_ptr().add(8 * h).cast(), *s);
+            }
+            // In bounds: `cols` values from column `col` lie within row r of `dst`.
+            std::ptr::copy_nonoverlapping(block.as_ptr(), c.add(r * n), cols);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Hand-computed codes: [-1, 3] is 4/255 a step with zero point 63.75, rounded to
+    /// 64; 0.5 is 31.875 steps (32 + 64 = 96), 3 is 191.25 (191 + 64 = 255); pixels
+    /// k/255 with 0 as the minimum get their own byte back; a row of zeros gets scale 0.
+    #[test]
+    fn rows_quantise_to_hand_computed_codes() {
+        let x = [
+            0.5,
+            1.0,
+            -1.0,
+            3.0,
+            3.0 / 255.0,
+            0.0,
+            1.0,
+            200.0 / 255.0,
+            0.0,
+            0.0,
+        ];
+        let mut q = vec![7u32; 2 * 2 + 4];
+        // Rows of 4 (the first two) into 2 quads a row, then a row of 2 zeros.
+        quantise_portable(&x[..8], 2, 4, 2, &mut q);
+        assert_eq!(q[0], 96 | 128 << 8 | 255 << 24, "1: 63.75 + 64 = 128");
+        assert_eq!(q[1], 0, "padding");
+        assert_eq!(q[2], 3 | 255 << 16 | 200 << 24);
+        assert_eq!(
+            (f32::from_bits(q[4]), q[5]),
+            (3.0 / 255.0 + 1.0 / 255.0, 64)
+        );
+        assert_eq!((f32::from_bits(q[6]), q[7]), (1.0 / 255.0, 0));
+        let mut z = vec![7u32; 3];
+        quantise(&x[8..], 1, 2, 1, &mut z);
+        assert_eq!(z, [0, 0, 0]);
+        // A NaN anywhere in a row: the row's scale is NaN (on every level), so the layer's
+        // outputs for it are NaN, not a finite answer.
+        for at in [0, 5, 16, 20] {
+            let mut row = vec![0.5f32; 21];
+            row[at] = f32::NAN;
+            for level in 0..2 {
+                let mut q = vec![0u32; 6 + 2];
+                match level {
+                    0 => quantise_portable(&row, 1, 21, 6, &mut q),
+                    _ => quantise(&row, 1, 21, 6, &mut q),
+                }
+                assert!(f32::from_bits(q[6]).is_nan(), "NaN at {at}, level {level}");
+            }
+            let w = Int8Weights::new(&values(21 * 3, 1), 21, 3).unwrap();
+            let mut q = vec![0u32; w.row_words()];
+            let mut out = [0.0f32; 3];
+            w.matmul(&row, &mut q, &mut out, 1);
+            assert!(out.iter().all(|v| v.is_nan()), "{out:?}");
+        }
+    }
+
+    /// The AVX-512 quantiser against the portable one: the same bits on ties, -0.0,
+    /// subnormals, NaN and infinity, odd widths, padding quads, a row of huge range.
+    #[test]
+    fn every_quantiser_level_matches_the_portable_one() {
+        let special = [
+            0.5 / 255.0,
+            -0.0,
+            f32::from_bits(3),
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+        ];
+        for (m, k, rq) in [
+            (3, 7, 5),
+            (2, 64, 32),
+            (5, 1, 16),
+            (4, 785, 197),
+            (9, 33, 9),
+        ] {
+            let mut x = values(m * k, 9);
+            for (i, v) in x.iter_mut().enumerate() {
+                if i % 3 == 0 {
+                    *v = v.abs(); // one-sided stretches, ties at 0.5 steps
+                }
+            }
+            for (i, v) in special.iter().enumerate() {
+                x[(i * 37 + 5) % (m * k)] = *v;
+            }
+            x[0] = f32::MAX;
+            x[m * k - 1] = -f32::MAX;
+            let (mut a, mut b) = (vec![7u32; m * (rq + 2)], vec![9u32; m * (rq + 2)]);
+            quantise_portable(&x, m, k, rq, &mut a);
+            quantise(&x, m, k, rq, &mut b);
+            assert_eq!(a, b, "{m} x {k}, {rq} quads");
+        }
+    }
+
+    const SHAPES: [(usize, usize, usize); 7] = [
+        (1, 3, 5),
+        (12, 64, 32),
+        (13, 37, 47),
+        (30, 784, 70),
+        (130, 9, 16),
+        (17, 33, 100),
+        (200, 257, 40),
+    ];
+
+    /// Every kernel this CPU has (AVX512-VNNI, AVX-VNNI, and the chosen one: AMX where it
+    /// has it) against the portable sums: integer sums are exact, so the same i32 values,
+    /// hence (one dequantise for all) the same f32 bits.
+    #[test]
+    fn every_int8_kernel_gives_the_portable_sums() {
+        for (m, k, n) in SHAPES {
+            let w = Int8Weights::new(&values(k * n, 1), k, n).unwrap();
+            let (rq, q) = (w.row_quads(), quads(k));
+            let xs = values(m * k, 2);
+            let mut chosen = vec![0u32; m * (rq + 2)];
+            quantise(&xs, m, k, rq, &mut chosen);
+            let mut plain = vec![0u32; m * (q + 2)];
+            quantise(&xs, m, k, q, &mut plain);
+            let mut want = vec![-1i32; m * n];
+            w.sums_portable(&plain, q, &mut want, m);
+            let mut vnni = vec![-1i32; m * n];
+            w.sums_vnni(&plain, q, &mut vnni, m);
+            assert_eq!(vnni, want, "vnni {m} x {k} x {n}");
+            let mut avx = vec![-1i32; m * n];
+            w.sums_avx_vnni(&plain, q, &mut avx, m);
+            assert_eq!(avx, want, "avx-vnni {m} x {k} x {n}");
+            let mut got = vec![-1i32; m * n];
+            w.sums_into(&chosen, &mut got, m);
+            assert_eq!(got, want, "{} {m} x {k} x {n}", w.kernel_name());
+            assert!(want.iter().any(|&v| v != 0));
+        }
+    }
+
+    /// The AVX-512 build of the dequantise against the portable one, bit for bit.
+    #[test]
+    fn every_dequantise_level_matches_the_portable_one() {
+        let (m, n) = (5, 37);
+        let w = Int8Weights::new(&values(9 * n, 7), 9, n).unwrap();
+        let sums: Vec<f32> = (0..m * n)
+            .map(|i| f32::from_bits((i as i32 * 7919 - 90_000) as u32))
+            .collect();
+        let params: Vec<u32> = (0..m)
+            .flat_map(|r| [(0.01 + r as f32 / 7.0).to_bits(), 40 * r as u32])
+            .collect();
+        let (mut a, mut b) = (sums.clone(), sums);
+        w.dequantise_portable(&params, &mut a);
+        w.dequantise(&params, &mut b);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b));
+        // Row 1 (scale 0.01 + 1/7, zero point 40), column 3: sum (n + 3) x 7919 - 90,000.
+        let sum = (n as i32 + 3) * 7919 - 90_000 - 40 * w.sums[3];
+        assert_eq!(a[n + 3], sum as f32 * (0.01 + 1.0 / 7.0) * w.scales[3]);
+    }
+
+    /// The portable sums against an independent reading of the codes: each weight
+    /// requantised here from `wt` (round(w / (max|w| / 127))) and each input code from its
+    /// row's scale and zero point, summed in i64.
+    #[test]
+    fn portable_sums_match_an_independent_quantisation() {
+        let (m, k, n) = (5, 70, 33);
+        let (wt, xs) = (values(k * n, 3), values(m * k, 4));
+        let w = Int8Weights::new(&wt, k, n).unwrap();
+        let q = quads(k);
+        let mut x = vec![0u32; m * (q + 2)];
+        quantise(&xs, m, k, q, &mut x);
+        let mut got = vec![0i32; m * n];
+        w.sums_portable(&x, q, &mut got, m);
+        for c in 0..n {
+            let max = (0..k).map(|i| wt[i * n + c].abs()).fold(0.0, f32::max);
+            for r in 0..m {
+                let (s, z) = (f32::from_bits(x[m * q + 2 * r]), x[m * q + 2 * r + 1]);
+                let want: i64 = (0..k)
+                    .map(|i| {
+                        let wq = (wt[i * n + c] as f64 * 127.0 / max as f64).round() as i64;
+                        let u = ((xs[r * k + i] / s).round() as i64 + z as i64).clamp(0, 255);
+                        wq * u
+                    })
+                    .sum();
+                assert_eq!(got[r * n + c] as i64, want, "row {r} col {c}");
+            }
+        }
+    }
+
+    /// Against f32 (f64 sums of the f32 operands): each input is within half its row's step
+    /// `s_x` of its code's value (the clamp at 255 moves it by at most that too), each
+    /// weight within half its column's step `s_w`, so each product within
+    /// `|x| s_w / 2 + |w| s_x / 2 + s_x s_w / 4`; the sum is exact, and converting it and
+    /// the two scalings round three times: `3 x 2^-24` of the result.
+    #[test]
+    fn int8_matmul_is_within_the_quantisation_bound_of_f32() {
+        let (m, k, n) = (7, 300, 40);
+        let (wt, mut xs) = (values(k * n, 3), values(m * k, 4));
+        for v in &mut xs[..k] {
+            *v = v.abs(); // a one-sided row (relu's)
+        }
+        let w = Int8Weights::new(&wt, k, n).unwrap();
+        let mut q = vec![0u32; m * w.row_words()];
+        let mut got = vec![0.0; m * n];
+        w.matmul(&xs, &mut q, &mut got, m);
+        let rq = w.row_quads();
+        for r in 0..m {
+            let sx = f32::from_bits(q[m * rq + 2 * r]) as f64;
+            for c in 0..n {
+                let sw = w.scales[c] as f64;
+                let (mut exact, mut bound) = (0.0f64, 0.0f64);
+                for i in 0..k {
+                    let (x, wv) = (xs[r * k + i] as f64, wt[i * n + c] as f64);
+                    exact += x * wv;
+                    bound += x.abs() * sw / 2.0 + wv.abs() * sx / 2.0 + sx * sw / 4.0;
+                }
+                let bound = bound * (1.0 + 1e-6) + 3.0 * 2f64.powi(-24) * (exact.abs() + bound);
+                let err = (got[r * n + c] as f64 - exact).abs();
+                assert!(err <= bound, "row {r} col {c}: {err} > {bound}");
+            }
+        }
+    }
+
+    /// The kernels (the chosen one, both VNNIs, portable) and the whole matmul (quantiser and
+    /// dequantise too) with every buffer ending, then starting, at a guard page: one
+    /// access past a slice faults.
+    #[cfg(unix)]
+    #[test]
+    fn int8_kernels_touch_nothing_past_their_slices() {
+        use crate::packed::tests::Guarded;
+        let words = |v: &[u32]| v.iter().map(|&u| f32::from_bits(u)).collect::<Vec<f32>>();
+        let as_u32 = |g: &mut Guarded| {
+            let s = g.slice();
+            // SAFETY: u32 and f32 share size and alignment; `s` is not used meanwhile.
+            unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u32>(), s.len()) }
+        };
+        let as_i32 = |g: &mut Guarded| {
+            let s = g.slice();
+            // SAFETY: as above.
+            unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<i32>(), s.len()) }
+        };
+        for k in [1usize, 3, 257] {
+            for n in [1usize, 15, 16, 17, 31, 32, 33, 40] {
+                let w = Int8Weights::new(&values(k * n, 5), k, n).unwrap();
+                for m in (1..=13).chain([16, 17, 31, 32, 33, 48]) {
+                    let xs = values(m * k, 6);
+                    let (rq, q) = (w.row_quads(), quads(k));
+                    let mut plain = vec![0u32; m * (q + 2)];
+                    quantise(&xs, m, k, q, &mut plain);
+                    let mut want = vec![0i32; m * n];
+                    w.sums_portable(&plain, q, &mut want, m);
+                    for at_end in [true, false] {
+                        let mut x = Guarded::new(&words(&plain[..m * q]), at_end);
+                        for kernel in 0..3 {
+                            let mut d = Guarded::new(&vec![0.0; m * n], at_end);
+                            let (x, d) = (as_u32(&mut x), as_i32(&mut d));
+                            match kernel {
+                                0 => w.sums_vnni(x, q, d, m),
+                                1 => w.sums_avx_vnni(x, q, d, m),
+                                _ => w.sums_portable(x, q, d, m),
+                            }
+                            assert_eq!(&*d, &want[..], "{m}x{k}x{n} kernel {kernel}");
+                        }
+                        let mut chosen = vec![0u32; m * (rq + 2)];
+                        quantise(&xs, m, k, rq, &mut chosen);
+                        let mut x = Guarded::new(&words(&chosen[..m * rq]), at_end);
+                        let mut d = Guarded::new(&vec![0.0; m * n], at_end);
+                        w.sums_into(as_u32(&mut x), as_i32(&mut d), m);
+                        assert_eq!(&*as_i32(&mut d), &want[..], "{m}x{k}x{n} chosen");
+                        let mut src = Guarded::new(&xs, at_end);
+                        let mut qg = Guarded::new(&vec![0.0; m * w.row_words()], at_end);
+                        let mut d = Guarded::new(&vec![0.0; m * n], at_end);
+                        w.matmul(src.slice(), as_u32(&mut qg), d.slice(), m);
+                    }
+                }
+            }
+        }
+    }
+}
