@@ -458,10 +458,20 @@ mod tests {
     /// A call that waited past STALL makes the next calls run alone for BACK_OFF; then
     /// helpers are lent again. A call that meets another gets none, and none for
     /// CONTENDED_FOR after.
+    /// Waits (up to 10 s) until the pool's worker is idle: a worker registers itself when
+    /// its thread first runs, which a loaded host may delay past the first call.
+    fn until_the_worker_is_idle(pool: &Pool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while locked(&pool.0.shared.gate).idle.is_empty() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn stalls_and_other_callers_make_calls_run_alone_for_a_while() {
         let pool = Pool::new(2).unwrap();
         let mut lent = Vec::new();
+        until_the_worker_is_idle(&pool);
         {
             let lease = pool.enter(1, &mut lent);
             assert_eq!(lease.threads(), 2);
@@ -473,6 +483,7 @@ mod tests {
         }
         assert_eq!(pool.enter(1, &mut lent).threads(), 1, "backing off");
         std::thread::sleep(BACK_OFF + Duration::from_millis(50));
+        until_the_worker_is_idle(&pool);
         assert_eq!(
             pool.enter(1, &mut lent).threads(),
             2,
@@ -496,6 +507,7 @@ mod tests {
             "met another caller just now"
         );
         std::thread::sleep(CONTENDED_FOR + Duration::from_millis(20));
+        until_the_worker_is_idle(&pool);
         assert_eq!(pool.enter(1, &mut lent).threads(), 2, "alone long enough");
     }
 }
