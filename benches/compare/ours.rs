@@ -168,13 +168,15 @@ fn infer(seconds: f64) {
     }
 }
 
-/// One batch size on one thread count, three timed slices: for profiling (`perf record`).
-fn probe(batch: usize, threads: usize, seconds: f64) {
+/// One batch size on one thread count in one precision, three timed slices: for
+/// profiling (`perf record`).
+fn probe(batch: usize, threads: usize, seconds: f64, precision: Precision) {
     let mut rng = StdRng::seed_from_u64(0);
-    let model = exported_model(&mut rng).with_pool(Pool::new(threads).unwrap());
+    let model = exported_model_in(&mut rng, precision).with_pool(Pool::new(threads).unwrap());
     let input: Vec<f32> = (0..batch * 784).map(|_| rng.gen()).collect();
     let mut out = vec![0.0f32; batch * 10];
     let mut scratch = Scratch::new();
+    let mut total = 0usize;
     for _ in 0..3 {
         let start = Instant::now();
         let mut calls = 0usize;
@@ -187,7 +189,10 @@ fn probe(batch: usize, threads: usize, seconds: f64) {
         let per = start.elapsed().as_secs_f64() / calls as f64;
         let rate = batch as f64 / per / 1e3;
         println!("b{batch} t{threads}: {:.4} ms, {rate:.1}k/s", per * 1e3);
+        total += calls;
     }
+    // With `perf stat -e cycles:u`: cycles a row, robust to a shared machine's load.
+    println!("calls {total} rows {}", total * batch);
 }
 
 fn main() {
@@ -196,12 +201,13 @@ fn main() {
         Some("train") => train(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200)),
         Some("probe") => {
             let a = |i: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(1usize);
-            probe(a(2), a(3), a(4) as f64)
+            let p = args.get(5).and_then(|s| s.parse().ok()).unwrap_or_default();
+            probe(a(2), a(3), a(4) as f64, p)
         }
         Some("infer") => infer(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0)),
         Some("precision") => precision(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2.0)),
         _ => eprintln!(
-            "usage: compare train STEPS | infer SECONDS | precision SECONDS | probe BATCH THREADS SECONDS"
+            "usage: compare train STEPS | infer SECONDS | precision SECONDS | probe BATCH THREADS SECONDS [f32|bf16]"
         ),
     }
 }

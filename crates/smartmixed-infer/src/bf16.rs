@@ -439,6 +439,39 @@ mod tests {
         }
     }
 
+    /// A matmul over many rows against the same rows 16 at a time: the same bits. On AMX
+    /// this holds the 32-row blocks (four sum tiles, whole panels stored straight to the
+    /// output) to the 16-row ones, on partial panels, partial row blocks and odd widths.
+    #[test]
+    fn many_rows_at_once_give_the_bits_of_16_at_a_time() {
+        let _mode = smartmixed_core::fpenv::FlushDenormals::set(true);
+        for (m, k, n) in [
+            (32, 784, 64),
+            (45, 37, 47),
+            (130, 300, 100),
+            (17, 33, 32),
+            (300, 70, 64),
+        ] {
+            let w = Bf16Weights::new(&values(k * n, 7), k, n).unwrap();
+            let rp = w.row_pairs();
+            let mut x = vec![0u32; m * rp];
+            to_pairs(&values(m * k, 8), m, k, rp, &mut x);
+            let (mut whole, mut parts) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+            w.matmul(&x, &mut whole, m);
+            for r0 in (0..m).step_by(16) {
+                let rows = 16.min(m - r0);
+                w.matmul(&x[r0 * rp..], &mut parts[r0 * n..(r0 + rows) * n], rows);
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&whole),
+                bits(&parts),
+                "{m} x {k} x {n} ({})",
+                w.kernel_name()
+            );
+        }
+    }
+
     /// Against f32: each input and weight is within 2^-9 of its value (relative), so each
     /// product within 2^-8 + 2^-18 of it, and the f32 sums add at most k * 2^-24 of the
     /// sum of magnitudes: |bf16 - f32| <= (2^-8 + 2^-18 + 2 k 2^-24) sum |w x|.
