@@ -119,9 +119,29 @@ impl AmxWeights {
     /// [`available`] must have returned true; `x` must hold `m * row_pairs` values and
     /// `dst` `m * n`.
     pub(crate) unsafe fn matmul(&self, x: &[u32], dst: &mut [f32], m: usize) {
-        let (n, rp) = (self.n, self.steps * T);
-        assert!(x.len() >= m * rp && dst.len() >= m * n, "amx matmul sizes");
-        let panels = n.div_ceil(2 * T);
+        assert!(dst.len() >= m * self.n, "amx matmul sizes");
+        self.matmul_panels(x, dst.as_mut_ptr(), m, 0..self.n.div_ceil(2 * T));
+    }
+
+    /// Columns `panels.start * 32..` to `panels.end * 32` (or `n`) of [`Self::matmul`],
+    /// for the column split: other threads may write the other columns of `dst`
+    /// meanwhile.
+    ///
+    /// # Safety
+    /// As [`Self::matmul`], with `dst` valid for `m * n` values and no other thread
+    /// touching these columns.
+    pub(crate) unsafe fn matmul_panels(
+        &self,
+        x: &[u32],
+        dst: *mut f32,
+        m: usize,
+        panels: std::ops::Range<usize>,
+    ) {
+        let rp = self.steps * T;
+        assert!(
+            x.len() >= m * rp && panels.end <= self.n.div_ceil(2 * T),
+            "amx matmul sizes"
+        );
         let mut block = [0f32; 4 * T * T];
         let mut configured = (0, 0);
         // Chunks of MC rows outside (their input tiles stay in L2), then panels, then
@@ -131,7 +151,7 @@ impl AmxWeights {
         // at 4096 rows, from memory once per panel).
         for m0 in (0..m).step_by(MC) {
             let end = m.min(m0 + MC);
-            for p in 0..panels {
+            for p in panels.clone() {
                 self.panel(x, dst, m0..end, p, &mut configured, &mut block);
             }
         }
@@ -143,7 +163,7 @@ impl AmxWeights {
     unsafe fn panel(
         &self,
         x: &[u32],
-        dst: &mut [f32],
+        dst: *mut f32,
         rows: std::ops::Range<usize>,
         p: usize,
         configured: &mut (usize, usize),
@@ -164,7 +184,7 @@ impl AmxWeights {
             // A whole panel's sums go straight to `dst` (rows r0..r0 + rows, columns
             // col..col + 32, in bounds); a partial one through `block`.
             let (out, stride) = if cols == 2 * T {
-                (dst.as_mut_ptr().add(r0 * n + col), n)
+                (dst.add(r0 * n + col), n)
             } else {
                 (block.as_mut_ptr(), 2 * T)
             };
@@ -177,8 +197,12 @@ impl AmxWeights {
             }
             if cols < 2 * T {
                 for r in 0..rows {
-                    dst[(r0 + r) * n + col..(r0 + r) * n + col + cols]
-                        .copy_from_slice(&block[r * 2 * T..r * 2 * T + cols]);
+                    // In bounds: row r0 + r < m, columns col..col + cols within n.
+                    std::ptr::copy_nonoverlapping(
+                        block.as_ptr().add(r * 2 * T),
+                        dst.add((r0 + r) * n + col),
+                        cols,
+                    );
                 }
             }
         }

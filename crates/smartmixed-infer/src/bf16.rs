@@ -158,6 +158,39 @@ impl Bf16Weights {
         }
     }
 
+    /// Whether [`Self::matmul_panels`] runs: on AMX, whose kernel computes 32-column
+    /// panels on their own (the other kernels run whole layers only).
+    pub(crate) fn splits_by_columns(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let Kernel::Amx(_) = self.kernel {
+            return true;
+        }
+        false
+    }
+
+    /// Panels `panels` (32 columns each, the last clipped to `n`) of [`Self::matmul`],
+    /// the same bits as there: for the column split, whose other threads write the other
+    /// columns of `dst` meanwhile. Only where [`Self::splits_by_columns`].
+    ///
+    /// # Safety
+    /// `dst` must be valid for `m * n` values, and no other thread may touch these
+    /// columns.
+    pub(crate) unsafe fn matmul_panels(
+        &self,
+        x: &[u32],
+        dst: *mut f32,
+        m: usize,
+        panels: std::ops::Range<usize>,
+    ) {
+        match &self.kernel {
+            // SAFETY: built only where `amx::available()`; the kernel checks x and the
+            // panels, the caller dst.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(w) => w.matmul_panels(x, dst, m, panels),
+            _ => unreachable!("a column split on a kernel without panels"),
+        }
+    }
+
     /// Pairs to a row of the input [`Self::matmul`] takes (the AMX kernel reads whole
     /// tiles of 16 pairs).
     pub(crate) fn row_pairs(&self) -> usize {
