@@ -3,7 +3,11 @@
 //! the representative network 784-768-512-512-256-256-128-10, printed as JSON lines
 //! (`{"work": ..., "value": ...}`) for the script to pair with PyTorch's and ONNX Runtime's.
 //!
-//! `cargo run --release --example compare -- train STEPS` or `-- infer SECONDS`.
+//! `-- precision SECONDS` is the side of `run.sh precision` (issue 22's table against
+//! OpenVINO): f32 and bf16 on 2 threads at batches 1, 32, 256 and 4096.
+//!
+//! `cargo run --release --example compare -- train STEPS`, `-- infer SECONDS` or
+//! `-- precision SECONDS`.
 
 use std::time::Instant;
 
@@ -11,7 +15,7 @@ use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use smartmixed_core::{lookup, PAPER_POOL};
-use smartmixed_infer::{Model, Pool, Scratch};
+use smartmixed_infer::{LoadOptions, Model, Pool, Precision, Scratch};
 use smartmixed_train::Adam;
 use smartmixed_train::TrainConfig;
 use smartmixed_train::TrainPool;
@@ -76,10 +80,57 @@ fn train(steps: usize) {
 
 /// The phase-2 network of [`selective`], exported and loaded by the runtime.
 fn exported_model(rng: &mut StdRng) -> Model {
+    exported_model_in(rng, Precision::F32)
+}
+
+/// [`exported_model`] loaded in `precision`.
+fn exported_model_in(rng: &mut StdRng, precision: Precision) -> Model {
     let net = selective(&Cpu::default(), rng).to_mixed(None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     export::export(&net, dir.path(), false).unwrap();
-    Model::load_dir(dir.path()).unwrap()
+    Model::load_dir_with(dir.path(), &LoadOptions { precision }).unwrap()
+}
+
+/// The best of five timed slices of `seconds / 5` (as the Python sides), seconds a call.
+fn best_call(model: &Model, x: &[f32], batch: usize, out: &mut [f32], seconds: f64) -> f64 {
+    let mut scratch = Scratch::new();
+    model.forward(x, batch, &mut scratch, out).unwrap();
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut calls = 0usize;
+        while start.elapsed().as_secs_f64() < seconds / 5.0 {
+            model.forward(x, batch, &mut scratch, out).unwrap();
+            calls += 1;
+        }
+        best = best.min(start.elapsed().as_secs_f64() / calls as f64);
+    }
+    best
+}
+
+/// The mixed network in f32 and bf16 on 2 threads, batches 1 to 4096, as JSON lines
+/// `infer_b{B}_t2_{f32|bf16}` (batch 1 in ms, else samples/s).
+fn precision(seconds: f64) {
+    const BATCHES: [usize; 4] = [1, 32, 256, 4096];
+    for p in [Precision::F32, Precision::Bf16] {
+        let mut rng = StdRng::seed_from_u64(0);
+        let model = exported_model_in(&mut rng, p).with_pool(Pool::new(2).unwrap());
+        let input: Vec<f32> = (0..4096 * 784).map(|_| rng.gen()).collect();
+        let mut out = vec![0.0f32; 4096 * 10];
+        for batch in BATCHES {
+            let (x, o) = (&input[..batch * 784], &mut out[..batch * 10]);
+            let best = best_call(&model, x, batch, o, seconds);
+            let name = p.name();
+            let (value, unit) = if batch == 1 {
+                (best * 1e3, "ms")
+            } else {
+                (batch as f64 / best, "samples/s")
+            };
+            println!(
+                "{{\"work\": \"infer_b{batch}_t2_{name}\", \"value\": {value:.4}, \"unit\": \"{unit}\"}}"
+            );
+        }
+    }
 }
 
 fn infer(seconds: f64) {
@@ -117,13 +168,15 @@ fn infer(seconds: f64) {
     }
 }
 
-/// One batch size on one thread count, three timed slices: for profiling (`perf record`).
-fn probe(batch: usize, threads: usize, seconds: f64) {
+/// One batch size on one thread count in one precision, three timed slices: for
+/// profiling (`perf record`).
+fn probe(batch: usize, threads: usize, seconds: f64, precision: Precision) {
     let mut rng = StdRng::seed_from_u64(0);
-    let model = exported_model(&mut rng).with_pool(Pool::new(threads).unwrap());
+    let model = exported_model_in(&mut rng, precision).with_pool(Pool::new(threads).unwrap());
     let input: Vec<f32> = (0..batch * 784).map(|_| rng.gen()).collect();
     let mut out = vec![0.0f32; batch * 10];
     let mut scratch = Scratch::new();
+    let mut total = 0usize;
     for _ in 0..3 {
         let start = Instant::now();
         let mut calls = 0usize;
@@ -136,7 +189,10 @@ fn probe(batch: usize, threads: usize, seconds: f64) {
         let per = start.elapsed().as_secs_f64() / calls as f64;
         let rate = batch as f64 / per / 1e3;
         println!("b{batch} t{threads}: {:.4} ms, {rate:.1}k/s", per * 1e3);
+        total += calls;
     }
+    // With `perf stat -e cycles:u`: cycles a row, robust to a shared machine's load.
+    println!("calls {total} rows {}", total * batch);
 }
 
 fn main() {
@@ -145,9 +201,13 @@ fn main() {
         Some("train") => train(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200)),
         Some("probe") => {
             let a = |i: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(1usize);
-            probe(a(2), a(3), a(4) as f64)
+            let p = args.get(5).and_then(|s| s.parse().ok()).unwrap_or_default();
+            probe(a(2), a(3), a(4) as f64, p)
         }
         Some("infer") => infer(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0)),
-        _ => eprintln!("usage: compare train STEPS | infer SECONDS | probe BATCH THREADS SECONDS"),
+        Some("precision") => precision(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2.0)),
+        _ => eprintln!(
+            "usage: compare train STEPS | infer SECONDS | precision SECONDS | probe BATCH THREADS SECONDS [f32|bf16]"
+        ),
     }
 }

@@ -15,6 +15,8 @@ use std::sync::OnceLock;
 
 /// Columns of a weight tile (16 f32 sums per tile row) and pairs per tile (64 bytes).
 const T: usize = 16;
+/// Rows per chunk of a matmul: 256 rows of a 784-input layer's pairs are 400 KB, in L2.
+const MC: usize = 256;
 
 /// Whether the CPU has AMX-TILE and AMX-BF16, the OS saves tile state, and Linux granted
 /// this process the tile registers. Asked once.
@@ -117,37 +119,99 @@ impl AmxWeights {
     /// [`available`] must have returned true; `x` must hold `m * row_pairs` values and
     /// `dst` `m * n`.
     pub(crate) unsafe fn matmul(&self, x: &[u32], dst: &mut [f32], m: usize) {
-        let (n, rp) = (self.n, self.steps * T);
-        assert!(x.len() >= m * rp && dst.len() >= m * n, "amx matmul sizes");
-        let mut block = [0f32; T * 2 * T];
-        let mut configured = 0;
-        // Panels outside, row blocks inside: a panel's weight tiles stay in cache while
-        // every block of rows passes over them (the other way round streamed all of a
-        // layer's weights from memory once per 16 rows).
-        for p in 0..n.div_ceil(2 * T) {
-            let b = self.tiles.as_ptr().add(p * self.steps * 2 * T * T);
-            for r0 in (0..m).step_by(T) {
-                let rows = T.min(m - r0);
-                if rows != configured {
-                    configure(rows);
-                    configured = rows;
-                }
-                // In bounds: row r0 < m, so x + r0 * rp starts a row of x.
-                tile_block(x.as_ptr().add(r0 * rp), rp, b, self.steps, &mut block);
-                let col = p * 2 * T;
-                let cols = (2 * T).min(n - col);
-                for r in 0..rows {
-                    dst[(r0 + r) * n + col..(r0 + r) * n + col + cols]
-                        .copy_from_slice(&block[r * 2 * T..r * 2 * T + cols]);
-                }
+        assert!(dst.len() >= m * self.n, "amx matmul sizes");
+        self.matmul_panels(x, dst.as_mut_ptr(), m, 0..self.n.div_ceil(2 * T));
+    }
+
+    /// Columns `panels.start * 32..` to `panels.end * 32` (or `n`) of [`Self::matmul`],
+    /// for the column split: other threads may write the other columns of `dst`
+    /// meanwhile.
+    ///
+    /// # Safety
+    /// As [`Self::matmul`], with `dst` valid for `m * n` values and no other thread
+    /// touching these columns.
+    pub(crate) unsafe fn matmul_panels(
+        &self,
+        x: &[u32],
+        dst: *mut f32,
+        m: usize,
+        panels: std::ops::Range<usize>,
+    ) {
+        let rp = self.steps * T;
+        assert!(
+            x.len() >= m * rp && panels.end <= self.n.div_ceil(2 * T),
+            "amx matmul sizes"
+        );
+        let mut block = [0f32; 4 * T * T];
+        let mut configured = (0, 0);
+        // Chunks of MC rows outside (their input tiles stay in L2), then panels, then
+        // row blocks: a panel's weight tiles stay in cache while every block of the
+        // chunk's rows passes over them (row blocks outside streamed all of a layer's
+        // weights from memory once per 16 rows; no chunks streamed all the input, 6.4 MB
+        // at 4096 rows, from memory once per panel).
+        for m0 in (0..m).step_by(MC) {
+            let end = m.min(m0 + MC);
+            for p in panels.clone() {
+                self.panel(x, dst, m0..end, p, &mut configured, &mut block);
             }
         }
         asm!("tilerelease", options(nostack));
     }
+
+    /// Rows `rows` of panel `p` (see [`Self::matmul`], whose checks this relies on),
+    /// loading a tile configuration where the row count differs from `configured`.
+    unsafe fn panel(
+        &self,
+        x: &[u32],
+        dst: *mut f32,
+        rows: std::ops::Range<usize>,
+        p: usize,
+        configured: &mut (usize, usize),
+        block: &mut [f32; 4 * T * T],
+    ) {
+        let (n, rp) = (self.n, self.steps * T);
+        let b = self.tiles.as_ptr().add(p * self.steps * 2 * T * T);
+        let col = p * 2 * T;
+        let cols = (2 * T).min(n - col);
+        let end = rows.end;
+        for r0 in rows.step_by(2 * T) {
+            let rows = (2 * T).min(end - r0);
+            let shape = (rows.min(T), rows - rows.min(T));
+            if shape != *configured {
+                configure(shape.0, shape.1);
+                *configured = shape;
+            }
+            // A whole panel's sums go straight to `dst` (rows r0..r0 + rows, columns
+            // col..col + 32, in bounds); a partial one through `block`.
+            let (out, stride) = if cols == 2 * T {
+                (dst.add(r0 * n + col), n)
+            } else {
+                (block.as_mut_ptr(), 2 * T)
+            };
+            // In bounds: row r0 < m, so x + r0 * rp starts a row of x.
+            let a = x.as_ptr().add(r0 * rp);
+            if shape.1 == 0 {
+                tile_block(a, rp, b, self.steps, out, stride);
+            } else {
+                tile_block_2x2(a, rp, b, self.steps, out, stride);
+            }
+            if cols < 2 * T {
+                for r in 0..rows {
+                    // In bounds: row r0 + r < m, columns col..col + cols within n.
+                    std::ptr::copy_nonoverlapping(
+                        block.as_ptr().add(r * 2 * T),
+                        dst.add((r0 + r) * n + col),
+                        cols,
+                    );
+                }
+            }
+        }
+    }
 }
 
-/// The tile configuration of palette 1: tiles 0 and 1 the sums (`rows` x 16 f32), tile 2
-/// the input (`rows` x 16 pairs), tiles 3 and 4 the weights (16 x 16 pairs).
+/// The tile configuration of palette 1: tiles 0-3 the sums (rows 0-15 then 16-31, each
+/// by columns 0-15 and 16-31; f32), tiles 4 and 5 the input (rows 0-15 and 16-31, 16
+/// pairs), tiles 6 and 7 the weights (16 x 16 pairs).
 #[repr(C, align(64))]
 struct Config {
     palette: u8,
@@ -157,9 +221,10 @@ struct Config {
     rows: [u8; 16],
 }
 
-/// Loads the configuration for `rows` input rows on this thread.
-unsafe fn configure(rows: usize) {
-    let r = rows as u8;
+/// Loads the configuration for `top` (1-16) and `bottom` (0-16) input rows on this
+/// thread; tiles with no rows stay unconfigured.
+unsafe fn configure(top: usize, bottom: usize) {
+    let (t, b) = (top as u8, bottom as u8);
     let mut cfg = Config {
         palette: 1,
         start_row: 0,
@@ -167,16 +232,26 @@ unsafe fn configure(rows: usize) {
         bytes_per_row: [0; 16],
         rows: [0; 16],
     };
-    for (t, rows) in [(0, r), (1, r), (2, r), (3, T as u8), (4, T as u8)] {
-        cfg.bytes_per_row[t] = 64;
-        cfg.rows[t] = rows;
+    let tiles = [(0, t), (1, t), (4, t), (2, b), (3, b), (5, b)];
+    for (tile, rows) in tiles.into_iter().chain([(6, T as u8), (7, T as u8)]) {
+        if rows > 0 {
+            cfg.bytes_per_row[tile] = 64;
+            cfg.rows[tile] = rows;
+        }
     }
     asm!("ldtilecfg [{0}]", in(reg) &cfg as *const Config, options(nostack));
 }
 
-/// One block of input rows (as configured) times one 32-column panel, into `out` (16 rows
-/// of 32 f32, the first `rows` written).
-unsafe fn tile_block(a: *const u32, rp: usize, b: *const u32, steps: usize, out: &mut [f32]) {
+/// One block of up to 16 input rows (as configured) times one 32-column panel, into
+/// `out` (`stride` f32 to a row, the configured rows written).
+unsafe fn tile_block(
+    a: *const u32,
+    rp: usize,
+    b: *const u32,
+    steps: usize,
+    out: *mut f32,
+    stride: usize,
+) {
     let a_stride = rp * 4;
     let b_stride = T * 4;
     asm!("tilezero tmm0", "tilezero tmm1", options(nostack));
@@ -184,11 +259,11 @@ unsafe fn tile_block(a: *const u32, rp: usize, b: *const u32, steps: usize, out:
         let ap = a.add(st * T);
         let b0 = b.add(st * 2 * T * T);
         asm!(
-            "tileloadd tmm2, [{a} + {sa}*1]",
-            "tileloadd tmm3, [{b0} + {sb}*1]",
-            "tdpbf16ps tmm0, tmm2, tmm3",
-            "tileloadd tmm4, [{b1} + {sb}*1]",
-            "tdpbf16ps tmm1, tmm2, tmm4",
+            "tileloadd tmm4, [{a} + {sa}*1]",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloadd tmm7, [{b1} + {sb}*1]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
             a = in(reg) ap,
             sa = in(reg) a_stride,
             b0 = in(reg) b0,
@@ -197,13 +272,68 @@ unsafe fn tile_block(a: *const u32, rp: usize, b: *const u32, steps: usize, out:
             options(nostack),
         );
     }
-    let c = out.as_mut_ptr();
     asm!(
         "tilestored [{c0} + {sc}*1], tmm0",
         "tilestored [{c1} + {sc}*1], tmm1",
-        c0 = in(reg) c,
-        c1 = in(reg) c.add(T),
-        sc = in(reg) 2 * T * 4,
+        c0 = in(reg) out,
+        c1 = in(reg) out.add(T),
+        sc = in(reg) stride * 4,
+        options(nostack),
+    );
+}
+
+/// 17 to 32 input rows (16, then the configured rest) times one 32-column panel: four
+/// sum tiles, so each input and weight tile loaded feeds two multiplies (the 16-row block
+/// loads three tiles for two). Each sum adds the same products in the same order as
+/// [`tile_block`], so the bits are the same.
+unsafe fn tile_block_2x2(
+    a: *const u32,
+    rp: usize,
+    b: *const u32,
+    steps: usize,
+    out: *mut f32,
+    stride: usize,
+) {
+    let a_stride = rp * 4;
+    let b_stride = T * 4;
+    asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        options(nostack)
+    );
+    for st in 0..steps {
+        let ap = a.add(st * T);
+        let b0 = b.add(st * 2 * T * T);
+        asm!(
+            "tileloadd tmm4, [{a0} + {sa}*1]",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloadd tmm7, [{b1} + {sb}*1]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a1} + {sa}*1]",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            a0 = in(reg) ap,
+            a1 = in(reg) ap.add(T * rp),
+            sa = in(reg) a_stride,
+            b0 = in(reg) b0,
+            b1 = in(reg) b0.add(T * T),
+            sb = in(reg) b_stride,
+            options(nostack),
+        );
+    }
+    asm!(
+        "tilestored [{c0} + {sc}*1], tmm0",
+        "tilestored [{c1} + {sc}*1], tmm1",
+        "tilestored [{c2} + {sc}*1], tmm2",
+        "tilestored [{c3} + {sc}*1], tmm3",
+        c0 = in(reg) out,
+        c1 = in(reg) out.add(T),
+        c2 = in(reg) out.add(T * stride),
+        c3 = in(reg) out.add(T * stride + T),
+        sc = in(reg) stride * 4,
         options(nostack),
     );
 }

@@ -158,6 +158,39 @@ impl Bf16Weights {
         }
     }
 
+    /// Whether [`Self::matmul_panels`] runs: on AMX, whose kernel computes 32-column
+    /// panels on their own (the other kernels run whole layers only).
+    pub(crate) fn splits_by_columns(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let Kernel::Amx(_) = self.kernel {
+            return true;
+        }
+        false
+    }
+
+    /// Panels `panels` (32 columns each, the last clipped to `n`) of [`Self::matmul`],
+    /// the same bits as there: for the column split, whose other threads write the other
+    /// columns of `dst` meanwhile. Only where [`Self::splits_by_columns`].
+    ///
+    /// # Safety
+    /// `dst` must be valid for `m * n` values, and no other thread may touch these
+    /// columns.
+    pub(crate) unsafe fn matmul_panels(
+        &self,
+        x: &[u32],
+        dst: *mut f32,
+        m: usize,
+        panels: std::ops::Range<usize>,
+    ) {
+        match &self.kernel {
+            // SAFETY: built only where `amx::available()`; the kernel checks x and the
+            // panels, the caller dst.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(w) => w.matmul_panels(x, dst, m, panels),
+            _ => unreachable!("a column split on a kernel without panels"),
+        }
+    }
+
     /// Pairs to a row of the input [`Self::matmul`] takes (the AMX kernel reads whole
     /// tiles of 16 pairs).
     pub(crate) fn row_pairs(&self) -> usize {
@@ -436,6 +469,39 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A matmul over many rows against the same rows 16 at a time: the same bits. On AMX
+    /// this holds the 32-row blocks (four sum tiles, whole panels stored straight to the
+    /// output) to the 16-row ones, on partial panels, partial row blocks and odd widths.
+    #[test]
+    fn many_rows_at_once_give_the_bits_of_16_at_a_time() {
+        let _mode = smartmixed_core::fpenv::FlushDenormals::set(true);
+        for (m, k, n) in [
+            (32, 784, 64),
+            (45, 37, 47),
+            (130, 300, 100),
+            (17, 33, 32),
+            (300, 70, 64),
+        ] {
+            let w = Bf16Weights::new(&values(k * n, 7), k, n).unwrap();
+            let rp = w.row_pairs();
+            let mut x = vec![0u32; m * rp];
+            to_pairs(&values(m * k, 8), m, k, rp, &mut x);
+            let (mut whole, mut parts) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+            w.matmul(&x, &mut whole, m);
+            for r0 in (0..m).step_by(16) {
+                let rows = 16.min(m - r0);
+                w.matmul(&x[r0 * rp..], &mut parts[r0 * n..(r0 + rows) * n], rows);
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&whole),
+                bits(&parts),
+                "{m} x {k} x {n} ({})",
+                w.kernel_name()
+            );
         }
     }
 

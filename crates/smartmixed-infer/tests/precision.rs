@@ -129,7 +129,8 @@ fn bf16_logits_stay_close_to_f32_and_pick_the_same_classes() {
 }
 
 /// In bf16 too, a split pass (rows over a pool of two or three) gives one thread's bits,
-/// at batch 1 (no split), 8 and 300, and raw rows go through the same path.
+/// at batch 1 (no split), 8, 32 and 40 (chunks of 16 rows) and 300, and raw rows go
+/// through the same path.
 #[test]
 fn bf16_splits_give_one_threads_bits() {
     let net = files(&[33, 70, 45, 10]);
@@ -137,7 +138,7 @@ fn bf16_splits_give_one_threads_bits() {
     for threads in [2, 3] {
         let model = load(&net, Precision::Bf16, threads);
         let mut scratch = Scratch::new();
-        for batch in [1, 8, 300] {
+        for batch in [1, 8, 32, 40, 300] {
             let x: Vec<f32> = (0..batch * 33)
                 .map(|i| (i % 17) as f32 / 8.0 - 1.0)
                 .collect();

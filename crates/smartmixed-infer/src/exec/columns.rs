@@ -5,8 +5,10 @@
 //! reading weights, scale with threads, which splitting rows cannot do (every thread would
 //! read all of them); taking groups rather than fixed halves keeps a thread the host slows
 //! (measured: one vCPU 15-25% slower than the other) from holding the other at the
-//! barrier. Used with packed weights (AVX-512); each value is computed as on one thread,
-//! so the bits are the same. A thread that panics marks the pass failed; threads waiting
+//! barrier. Used with packed weights (AVX-512) and bf16 weights on AMX (each layer's input
+//! as bf16 pairs, which each thread writes for its own columns after its epilogue, so
+//! every thread's share of the weights stays in its own L2 across calls); each value is
+//! computed as on one thread, so the bits are the same. A thread that panics marks the pass failed; threads waiting
 //! at the barrier, or about to take work, see the mark and stop, so none waits forever for
 //! the thread that panicked.
 
@@ -73,29 +75,45 @@ fn panels_per_item(batch: usize) -> usize {
     }
 }
 
+/// Whether [`forward`] can run `layers`: all with packed weights, or all in bf16 on a
+/// kernel that computes panels on their own.
+pub(crate) fn splits(layers: &[Layer]) -> bool {
+    layers.iter().all(|l| l.packed().is_some())
+        || layers
+            .iter()
+            .all(|l| l.bf16().is_some_and(|w| w.splits_by_columns()))
+}
+
 /// Runs `layers` on `batch` rows of `input` on the threads of `lease` (the caller's
 /// included), writing `output`. `bufs` are three working buffers of `batch * widest`
-/// values: the layer's input, its pre-activations and its activations. Every layer must
-/// have packed weights. A panic on any thread is returned (see [`Lease::run`]); `output`
+/// values: the layer's input, its pre-activations and its activations; `pairs` two of
+/// `batch * pair_width` bf16 pairs (a bf16 layer's input, and the next one's). The layers
+/// must pass [`splits`]. A panic on any thread is returned (see [`Lease::run`]); `output`
 /// then holds unspecified values.
 pub(crate) fn forward(
     layers: &[Layer],
     input: &[f32],
     batch: usize,
     bufs: [&mut [f32]; 3],
+    pairs: [&mut [u32]; 2],
     output: &mut [f32],
     lease: &Lease<'_>,
 ) -> Result<(), Panic> {
     let widest = layers.iter().map(|l| l.outputs).max().unwrap_or(0);
     let classes = layers.last().map_or(0, |l| l.outputs);
+    let bf16 = layers.first().is_some_and(|l| l.bf16().is_some());
+    let rp = |l: &Layer| l.bf16().map_or(0, |w| w.row_pairs());
+    let pw = layers.iter().map(rp).max().unwrap_or(0);
     assert!(
         bufs.iter().all(|b| b.len() >= batch * widest)
+            && pairs.iter().all(|q| q.len() >= batch * pw)
             && output.len() >= batch * classes
             && input.len() >= batch * layers.first().map_or(0, |l| l.inputs)
-            && layers.iter().all(|l| l.packed().is_some()),
+            && splits(layers),
         "split forward sizes"
     );
     let [x, p, y] = bufs.map(Shared::new);
+    let [qa, qb] = pairs.map(Shared::new);
     let out = Shared::new(output);
     let failed = AtomicBool::new(false);
     let barrier = SpinBarrier::new(lease, &failed);
@@ -103,10 +121,23 @@ pub(crate) fn forward(
     // thread takes tickets until one lies past its layer, and keeps that one for the next.
     let tickets = AtomicUsize::new(0);
     let per_item = panels_per_item(batch);
-    let layers_on = |_t: usize| {
+    let layers_on = |t: usize| {
         let (mut x, p, mut y) = (x, p, y);
+        let (mut qx, mut qy) = (qa, qb);
         let last = layers.len() - 1;
         let mut held = tickets.fetch_add(1, Ordering::Relaxed);
+        if bf16 {
+            // The input as pairs, rows shared out between the threads, before any matmul.
+            let (k, threads) = (layers[0].inputs, lease.threads());
+            let rows = batch * t / threads..batch * (t + 1) / threads;
+            // SAFETY: qx holds batch * pw values (asserted); these rows are this thread's.
+            let q = unsafe { qx.rows(rows.clone(), rp(&layers[0])) };
+            let src = &input[rows.start * k..rows.end * k];
+            crate::bf16::to_pairs(src, rows.len(), k, rp(&layers[0]), q);
+            if !barrier.wait() {
+                return;
+            }
+        }
         let mut base = 0;
         for (i, layer) in layers.iter().enumerate() {
             let (k, n) = (layer.inputs, layer.outputs);
@@ -128,14 +159,20 @@ pub(crate) fn forward(
                 let cols = panels.start * NR..(panels.end * NR).min(n);
                 // SAFETY: dst holds batch * n values (asserted via widest / classes), and
                 // ticket `held` is this thread's alone, so are its columns `cols`.
-                unsafe { matmul_cols(layer, src, dst.0, batch, panels) };
+                unsafe { matmul_cols(layer, src, qx.0, dst.0, batch, panels) };
                 if i == last {
                     // SAFETY: as above, columns `cols` of `out` are this thread's alone.
                     unsafe { add_bias_cols(dst.0, &layer.bias, batch, cols) };
                 } else {
                     // SAFETY: this thread wrote columns `cols` of `p` just above, and no
                     // other thread writes those columns of `y` during this layer.
-                    unsafe { epilogue_cols(layer, p.0, y.0, batch, cols) };
+                    unsafe { epilogue_cols(layer, p.0, y.0, batch, cols.clone()) };
+                    if bf16 {
+                        // SAFETY: this thread wrote columns `cols` of `y` just above; no
+                        // thread reads `qy` during this layer (it is the next one's
+                        // input), and only this one writes these columns' pairs.
+                        unsafe { pairs_cols(y.0, qy.0, batch, n, rp(&layers[i + 1]), cols) };
+                    }
                 }
                 held = tickets.fetch_add(1, Ordering::Relaxed);
             }
@@ -145,6 +182,7 @@ pub(crate) fn forward(
                 return;
             }
             std::mem::swap(&mut x, &mut y);
+            std::mem::swap(&mut qx, &mut qy);
             if !barrier.wait() {
                 return;
             }
@@ -162,12 +200,25 @@ pub(crate) fn forward(
 
 /// Columns `cols` (panels `panels`) of `dst[m, n] = src[m, k] * W^T`: the packed matmul,
 /// or below GEMV_ROWS rows the packed GEMV per row (as [`Layer`]'s own matmul, so the bits
-/// are one thread's).
+/// are one thread's); in bf16 the AMX kernel on `pairs`, the input as bf16 pairs.
 ///
 /// # Safety
-/// `dst` must be valid for `m * n` values, and no other thread may touch columns `cols`.
-unsafe fn matmul_cols(layer: &Layer, src: &[f32], dst: *mut f32, m: usize, panels: Range<usize>) {
+/// `dst` must be valid for `m * n` values, and no other thread may touch columns `cols`;
+/// for a bf16 layer `pairs` must hold `m * row_pairs` values no thread writes meanwhile.
+unsafe fn matmul_cols(
+    layer: &Layer,
+    src: &[f32],
+    pairs: *const u32,
+    dst: *mut f32,
+    m: usize,
+    panels: Range<usize>,
+) {
     let (k, n) = (layer.inputs, layer.outputs);
+    if let Some(w) = layer.bf16() {
+        let x = std::slice::from_raw_parts(pairs, m * w.row_pairs());
+        w.matmul_panels(x, dst, m, panels);
+        return;
+    }
     let Some(packed) = layer.packed() else {
         unreachable!("split forward without packed weights");
     };
@@ -199,6 +250,33 @@ unsafe fn epilogue_cols(layer: &Layer, p: *const f32, y: *mut f32, m: usize, col
                 (blk.activation.apply)(&pre[local.clone()], &layer.bias[s..e], &mut out[local]);
             }
         }
+    }
+}
+
+/// Columns `cols` of `y` (`m` rows of `n`) as the next layer's bf16 pairs in `q` (`rp` to
+/// a row); the thread with the last columns also zeroes the padding pairs past them.
+///
+/// # Safety
+/// `y` must be valid for `m * n` values with columns `cols` written, `q` for `m * rp`;
+/// `cols.start` must be even (panels are 32 columns) and these pairs this thread's alone.
+unsafe fn pairs_cols(
+    y: *const f32,
+    q: *mut u32,
+    m: usize,
+    n: usize,
+    rp: usize,
+    cols: Range<usize>,
+) {
+    let first = cols.start / 2;
+    let width = if cols.end == n {
+        rp - first
+    } else {
+        cols.len() / 2
+    };
+    for r in 0..m {
+        let src = std::slice::from_raw_parts(y.add(r * n + cols.start), cols.len());
+        let dst = std::slice::from_raw_parts_mut(q.add(r * rp + first), width);
+        crate::bf16::to_pairs(src, 1, cols.len(), width, dst);
     }
 }
 

@@ -1,9 +1,9 @@
 //! The execution layer: how a forward pass over a model's layers runs on the threads of a
 //! [`Pool`], in the buffers of a [`Scratch`]. One place decides the strategy:
 //!
-//! - below [`COLUMN_SPLIT_BELOW`] rows with packed weights (AVX-512), split by output
-//!   columns layer by layer ([`columns`]): each thread reads only its share of the
-//!   weights, so batch 1 scales;
+//! - below [`COLUMN_SPLIT_BELOW`] rows with packed weights (AVX-512) or bf16 on AMX, split
+//!   by output columns layer by layer ([`columns`]): each thread reads only its share of
+//!   the weights, so batch 1 scales;
 //! - from `4 x threads` rows, split by rows ([`rows`]): chunks of rows, each running the
 //!   whole network, so threads never wait for each other within a call;
 //! - else, and whenever the pool has no idle thread to lend (other callers are computing
@@ -40,6 +40,8 @@ pub struct Scratch {
     pub(crate) raw: Vec<f32>,
     /// A bf16 layer's input as bf16 pairs, or an int8 layer's as u8 quads and scales.
     q: Vec<u32>,
+    /// The next bf16 layer's input in a column-split pass.
+    q2: Vec<u32>,
     /// The pool workers lent to the current call.
     helpers: Vec<usize>,
 }
@@ -125,9 +127,8 @@ pub(crate) fn forward(
     // the caller's thread gets its own mode back when the guard drops, so an embedding
     // service's floating-point environment is never left changed.
     let _mode = FlushDenormals::set(true);
-    let columns = post.is_none()
-        && (1..COLUMN_SPLIT_BELOW).contains(&batch)
-        && layers.iter().all(|l| l.packed().is_some());
+    let columns =
+        post.is_none() && (1..COLUMN_SPLIT_BELOW).contains(&batch) && columns::splits(layers);
     // Split by rows only from 4 rows a thread: a second thread on the matmul alone costs
     // more than it saves below that (measured).
     let helpers = if columns || batch >= 4 * pool.threads() {
@@ -140,6 +141,7 @@ pub(crate) fn forward(
         b,
         c,
         q,
+        q2,
         helpers: lent,
         ..
     } = scratch;
@@ -148,12 +150,17 @@ pub(crate) fn forward(
     let (a, b) = (grown(a, len), grown(b, len));
     let c = if columns { grown(c, len) } else { &mut c[..0] };
     let q = grown(q, batch * pair_width(layers));
+    let q2 = if columns {
+        grown(q2, batch * pair_width(layers))
+    } else {
+        &mut q2[..0]
+    };
     let lease = pool.enter(helpers, lent);
     if lease.threads() == 1 {
         rows::alone(layers, input, batch, Bufs { a, b, q }, output, post);
         Ok(())
     } else if columns {
-        columns::forward(layers, input, batch, [a, b, c], output, &lease)
+        columns::forward(layers, input, batch, [a, b, c], [q, q2], output, &lease)
     } else {
         rows::forward(layers, input, batch, Bufs { a, b, q }, output, post, &lease)
     }

@@ -9,6 +9,9 @@ use super::{pair_width, Bufs, Post, Shared};
 use crate::kernel::{add_bias, epilogue, GEMV_ROWS};
 use crate::model::Layer;
 
+/// The fewest rows of a bf16 pass's chunk (see [`forward`]).
+const BF16_LEAST_CHUNK: usize = 16;
+
 /// Runs `layers` on `batch` rows over the threads of `lease` (see [`Bufs`] for the
 /// buffers' sizes). A panic on any thread is returned (see [`Lease::run`]).
 pub(super) fn forward(
@@ -35,8 +38,11 @@ pub(super) fn forward(
     );
     // Rows in chunks taken from a shared counter, about four per thread, so a thread the
     // host slows takes fewer; at least 32 rows (one thread's matmul at 32 rows runs within
-    // 10% of its speed at 256) and at most 128 (the packed kernel's row chunk).
-    let chunk = (batch / (4 * lease.threads())).clamp(32, 128);
+    // 10% of its speed at 256) and at most 128 (the packed kernel's row chunk). In bf16 at
+    // least 16 (one AMX tile of rows): a bf16 pass costs the same a row from 16 rows to
+    // 256 (perf stat task-clock, 17-19 us a row), so batch 32 runs on two threads.
+    let least = if pw > 0 { BF16_LEAST_CHUNK } else { 32 };
+    let chunk = (batch / (4 * lease.threads())).clamp(least, 128);
     let next = AtomicUsize::new(0);
     let (a, b, out) = (Shared::new(a), Shared::new(b), Shared::new(output));
     let q = Shared::new(q);
