@@ -129,6 +129,14 @@ impl Layer {
         }
     }
 
+    /// The bf16 weights, where the column split can use them.
+    pub(crate) fn bf16(&self) -> Option<&Bf16Weights> {
+        match &self.weights {
+            Weights::Bf16(w) => Some(w),
+            _ => None,
+        }
+    }
+
     /// The `u32` words a row of this layer's input takes in the scratch's `q` (bf16 pairs
     /// or int8 quads and their scale); 0 in f32.
     pub(crate) fn q_words(&self) -> usize {
