@@ -27,6 +27,18 @@ except ImportError:  # older: the estimator's own method
         return estimator._validate_data(*args, **kwargs)
 
 
+# The runtime refuses NaN and infinite values itself (a `ValueError` naming the row), so
+# predict skips scikit-learn's own pass over the data (5 ms of a 10k-row MNIST predict).
+import sklearn as _sklearn
+from sklearn.utils.fixes import parse_version as _parse_version
+
+_NO_FINITE_CHECK = (
+    {"ensure_all_finite": False}
+    if _parse_version(_sklearn.__version__) >= _parse_version("1.6")
+    else {"force_all_finite": False}
+)
+
+
 # The paper's six candidate activations.
 PAPER_POOL = ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu")
 
@@ -233,7 +245,7 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """Class probabilities `[n, classes]` in the order of `classes_`."""
         check_is_fitted(self)
-        X = _validate_data(self, X, reset=False, dtype=(np.float32, np.float64))
+        X = _validate_data(self, X, reset=False, dtype=(np.float32, np.float64), **_NO_FINITE_CHECK)
         p = self._model.predict_proba(X).astype(np.float64)
         return p / p.sum(axis=1, keepdims=True)
 
