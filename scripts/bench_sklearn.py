@@ -14,6 +14,7 @@ Prints a Markdown table.
 """
 import argparse
 import gzip
+import math
 import time
 import warnings
 from pathlib import Path
@@ -95,9 +96,12 @@ def run(name, hidden, split, repeats, rows):
                     t = time.perf_counter()
                     est.fit(X_train, y_train)
                     fit = time.perf_counter() - t
-                t = time.perf_counter()
                 acc = float((est.predict(X_test) == y_test).mean())
-                pred = time.perf_counter() - t
+                pred = math.inf
+                for _ in range(3):  # the first call included
+                    t = time.perf_counter()
+                    est.predict(X_test)
+                    pred = min(pred, time.perf_counter() - t)
                 old = best.get(label)
                 best[label] = (
                     min(fit, old[0]) if old else fit,

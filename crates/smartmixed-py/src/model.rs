@@ -283,8 +283,12 @@ impl Model {
         py.detach(|| {
             let mut out = vec![0.0f32; batch * classes];
             let taken = self.scratches.lock().ok().and_then(|mut s| s.pop());
-            let (mut scratch, mut pre) = taken.unwrap_or_default();
-            pre.resize(batch * width, 0.0);
+            let (mut scratch, mut buffer) = taken.unwrap_or_default();
+            if buffer.len() < batch * width {
+                // Zero pages (calloc), faulted in by the threads that preprocess into them.
+                buffer = vec![0.0; batch * width];
+            }
+            let pre = &mut buffer[..batch * width];
             let result = if preprocess(
                 self.inner.input_description(),
                 raw,
@@ -296,7 +300,7 @@ impl Model {
                 for copy in pad.chunks_exact_mut(width.max(1)) {
                     copy.copy_from_slice(&rows[rows.len() - width..]);
                 }
-                self.inner.forward(&pre, batch, &mut scratch, &mut out)
+                self.inner.forward(pre, batch, &mut scratch, &mut out)
             } else {
                 let mut values = raw.to_f32();
                 let last = values[values.len() - width..].to_vec();
@@ -307,7 +311,7 @@ impl Model {
                     .forward_raw(&values, batch, &mut scratch, &mut out)
             };
             if let Ok(mut s) = self.scratches.lock() {
-                s.push((scratch, pre));
+                s.push((scratch, buffer));
             }
             result?;
             out.truncate(len);
