@@ -126,15 +126,51 @@ def test_missing_model_is_an_os_error_and_threads_zero_a_value_error(tmp_path, w
 
 
 @pytest.fixture(scope="module")
-def wide_model():
-    """A model of 784 inputs, where batches under four rows would take the runtime's GEMV."""
+def wide_classifier():
+    """A classifier of 784 inputs, where batches under four rows would take the runtime's GEMV."""
     from smartmixed.sklearn import SmartMixedClassifier
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 784)).astype(np.float32)
     y = (X[:, :10].sum(axis=1) > 0).astype(int)
     clf = SmartMixedClassifier(hidden_layer_sizes=(256, 128), phase1_epochs=1, phase2_epochs=1, random_state=0)
-    return clf.fit(X, y)._model, X
+    return clf.fit(X, y), X
+
+
+@pytest.fixture(scope="module")
+def wide_model(wide_classifier):
+    clf, X = wide_classifier
+    return clf._model, X
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_large_batches_preprocessed_in_parallel_give_the_bits_of_small_ones(wide_classifier, threads, tmp_path):
+    """From 2^18 values the raw rows are preprocessed in blocks split over the model's
+    threads (uneven parts here: 1201 rows, blocks of 20): every row gets the bits it gets
+    in a small batch (one thread), float64 too, matching an independent numpy forward pass;
+    a NaN, or a value the standardisation takes out of float32's range, far into the batch
+    gets the runtime's own message."""
+    clf, X = wide_classifier
+    model = smartmixed.Model.from_bytes(clf._weights, threads=threads)
+    big = np.repeat(X, 5, axis=0)[:1201]
+    big += np.arange(len(big), dtype=np.float32)[:, None] * 1e-3
+    full = model.logits(big)
+    for start in (0, 399, 400, 801, 1196):
+        np.testing.assert_array_equal(model.logits(big[start : start + 5]), full[start : start + 5])
+    np.testing.assert_array_equal(model.logits(big.astype(np.float64)), full)
+    clf.export(tmp_path)
+    np.testing.assert_allclose(full, numpy_logits(tmp_path, big), rtol=1e-3, atol=1e-3)
+    bad = big.copy()
+    bad[1000, 700] = np.nan
+    with pytest.raises(ValueError, match=r"^input row 1000, value 700 is NaN, expected a finite number$"):
+        model.logits(bad)
+    feature = int(np.argmax(np.array(model.input["std"]) < 0.9))
+    assert model.input["std"][feature] < 0.9
+    bad = big.copy()
+    bad[1100, feature] = -np.finfo(np.float32).max
+    with pytest.raises(ValueError, match=rf"^input row 1100, feature `x{feature}`: raw value .* becomes -inf after"):
+        model.logits(bad)
+    np.testing.assert_array_equal(model.logits(big), full)  # the reused buffers hold nothing stale
 
 
 def test_every_row_gets_the_same_bits_in_any_batch(wide_model):

@@ -107,3 +107,29 @@ def test_fixed_baseline_and_bad_parameters(split):
         tiny(pool=("relu", "nope")).fit(X_train, y_train)
     with pytest.raises(ValueError, match="y holds 1 class"):
         tiny().fit(X_train, np.zeros(len(X_train)))
+
+
+def test_defaults_train_on_every_row_with_auto_batches_and_a_monitor_sample():
+    """At its defaults the estimator trains on every row (as `MLPClassifier` without
+    `early_stopping`) and picks epochs on at most 2000 of them; "auto" batches are n // 50
+    within 32 to 256 rows; a held-out fraction still holds rows out."""
+    from smartmixed.sklearn import MONITOR_ROWS, _monitor_sample, auto_batch_size
+
+    assert [auto_batch_size(n) for n in (10, 133, 1600, 2000, 10000, 60000)] == [32, 32, 32, 40, 200, 256]
+    sample = _monitor_sample(5000, 7)
+    assert len(sample) == MONITOR_ROWS == 2000 and len(set(sample)) == 2000
+    assert list(sample) == sorted(sample) and sample.max() < 5000
+    np.testing.assert_array_equal(sample, _monitor_sample(5000, 7))
+    np.testing.assert_array_equal(_monitor_sample(30, 7), np.arange(30))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2500, 4))
+    y = (X[:, 0] > 0).astype(int)
+    clf = SmartMixedClassifier(hidden_layer_sizes=(8,), phase1_epochs=1, phase2_epochs=1, random_state=0)
+    assert clf._config(1, 0.1, len(X))["training"]["batch_size"] == 50
+    assert clf._config(1, 0.1, len(X))["training"]["clip_norm"] == 0.0
+    clf.fit(X, y)
+    assert (clf.summary_["train_samples"], clf.summary_["validation_samples"]) == (2500, 2000)
+    held = clone(clf).set_params(validation_fraction=0.1).fit(X, y)
+    assert (held.summary_["train_samples"], held.summary_["validation_samples"]) == (2250, 250)
+    with pytest.raises(ValueError, match="batch_size = 'big', expected an integer or 'auto'"):
+        clone(clf).set_params(batch_size="big").fit(X, y)
