@@ -15,9 +15,12 @@
 //! aarch64: FPCR bit FZ (24). Elsewhere the functions do nothing and report `false`.
 
 /// Whether this target can flush subnormals in hardware.
-pub const SUPPORTED: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+pub const SUPPORTED: bool = cfg!(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    not(miri)
+));
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 mod imp {
     use std::arch::asm;
 
@@ -52,7 +55,7 @@ mod imp {
     }
 }
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(all(target_arch = "aarch64", not(miri)))]
 mod imp {
     use std::arch::asm;
 
@@ -77,7 +80,8 @@ mod imp {
     }
 }
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+/// Other targets, and Miri (which runs no assembly): no mode to set.
+#[cfg(any(not(any(target_arch = "x86_64", target_arch = "aarch64")), miri))]
 mod imp {
     pub fn enabled() -> bool {
         false

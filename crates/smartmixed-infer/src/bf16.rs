@@ -419,7 +419,9 @@ mod tests {
     #[test]
     fn kernels_agree_bit_for_bit() {
         let _mode = smartmixed_core::fpenv::FlushDenormals::set(true);
-        for (m, k, n) in SHAPES {
+        // Under Miri (scripts/miri.sh) all but the 784-input shape: each buffer is exactly
+        // its size, so Miri reports any access or pointer outside it.
+        for (m, k, n) in SHAPES.into_iter().filter(|s| !cfg!(miri) || s.1 < 100) {
             let w = Bf16Weights::new(&values(k * n, 1), k, n).unwrap();
             let mut x = vec![0u32; m * pairs(k)];
             to_pairs(&values(m * k, 2), m, k, pairs(k), &mut x);

@@ -384,11 +384,40 @@ mod avx512 {
 pub(crate) mod tests {
     use super::*;
 
+    /// `full` natively, `small` under Miri (which runs the same tests a thousand times
+    /// slower, checking every pointer against its allocation: `scripts/miri.sh`).
+    pub(crate) fn sizes<const N: usize, const M: usize>(
+        full: [usize; N],
+        small: [usize; M],
+    ) -> Vec<usize> {
+        if cfg!(miri) {
+            small.to_vec()
+        } else {
+            full.to_vec()
+        }
+    }
+
+    /// Under Miri, a plain allocation of exactly `len` values: Miri itself reports any
+    /// access, and any pointer formed, outside it (it has no mmap / mprotect).
+    #[cfg(miri)]
+    pub(crate) struct Guarded(Vec<f32>);
+
+    #[cfg(miri)]
+    impl Guarded {
+        pub(crate) fn new(values: &[f32], _at_end: bool) -> Self {
+            Self(values.to_vec())
+        }
+
+        pub(crate) fn slice(&mut self) -> &mut [f32] {
+            &mut self.0
+        }
+    }
+
     /// Test memory for `len` values that ends (or starts) at a page the process may not
     /// touch: a kernel reading or writing one value past the slice's end (or before its
     /// start) faults and ends the test process, so the test fails. Catches accesses only,
-    /// not pointers formed out of bounds and left unused.
-    #[cfg(unix)]
+    /// not pointers formed out of bounds and left unused (Miri catches those).
+    #[cfg(all(unix, not(miri)))]
     pub(crate) struct Guarded {
         base: *mut libc::c_void,
         total: usize,
@@ -396,7 +425,7 @@ pub(crate) mod tests {
         len: usize,
     }
 
-    #[cfg(unix)]
+    #[cfg(all(unix, not(miri)))]
     impl Guarded {
         /// `values` copied into guarded memory, ending at the guard page if `at_end`, else
         /// starting right after the leading one.
@@ -440,7 +469,7 @@ pub(crate) mod tests {
         }
     }
 
-    #[cfg(unix)]
+    #[cfg(all(unix, not(miri)))]
     impl Drop for Guarded {
         fn drop(&mut self) {
             // SAFETY: the mapping `new` made, unmapped once.
@@ -541,12 +570,17 @@ pub(crate) mod tests {
     #[cfg(unix)]
     #[test]
     fn packed_kernels_touch_nothing_past_their_slices() {
-        for k in [1usize, 3, 257] {
-            for n in 1..=40usize {
+        let columns: Vec<usize> = (1..=40).collect();
+        for k in sizes([1, 3, 257], [1, 257]) {
+            for &n in if cfg!(miri) {
+                &[1, 17, 33][..]
+            } else {
+                &columns
+            } {
                 let (a, wt) = operands(13, k, n);
                 let packed = PackedWeights::new(&wt, k, n).unwrap();
                 let all = packed.panels();
-                for m in 1..=13usize {
+                for m in sizes([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], [1, 2, 13]) {
                     for at_end in [true, false] {
                         let mut lhs = Guarded::new(&a[..m * k], at_end);
                         let mut dst = Guarded::new(&vec![f32::NAN; m * n], at_end);
