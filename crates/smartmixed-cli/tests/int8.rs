@@ -7,21 +7,6 @@ use std::path::Path;
 
 use common::*;
 
-/// The number after `prefix` in `text` (up to the next `%`).
-fn percent_after(text: &str, prefix: &str) -> f64 {
-    let at = text
-        .find(prefix)
-        .unwrap_or_else(|| panic!("no {prefix:?} in {text}"))
-        + prefix.len();
-    text[at..]
-        .split('%')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 fn eval(model: &Path, data: &Path, precision: &str) -> String {
     cli_ok(&[
         "eval".as_ref(),

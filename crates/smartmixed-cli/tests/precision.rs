@@ -4,21 +4,6 @@ mod common;
 
 use common::*;
 
-/// The number after `prefix` in `text` (up to the next `%`).
-fn percent_after(text: &str, prefix: &str) -> f64 {
-    let at = text
-        .find(prefix)
-        .unwrap_or_else(|| panic!("no {prefix:?} in {text}"))
-        + prefix.len();
-    text[at..]
-        .split('%')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn bf16_eval_reports_f32s_accuracy_and_the_share_of_equal_classes() {
     let tmp = tempfile::tempdir().unwrap();

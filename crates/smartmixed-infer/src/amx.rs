@@ -214,7 +214,7 @@ impl AmxWeights {
 }
 
 /// The tile configuration of palette 1: tiles 0-3 the sums (rows 0-15 then 16-31, each
-/// by columns 0-15 and 16-31; f32), tiles 4 and 5 the input (rows 0-15 and 16-31, 16
+/// by columns 0-15 and 16-31; f32 for bf16, i32 for int8), tiles 4 and 5 the input (rows 0-15 and 16-31, 16
 /// pairs), tiles 6 and 7 the weights (16 x 16 pairs).
 #[repr(C, align(64))]
 struct Config {
@@ -366,7 +366,8 @@ impl AmxWeights {
                 let rows = (2 * T).min(m - r0);
                 let halves = (rows.min(T), rows.saturating_sub(T));
                 if halves != configured {
-                    configure_i32(halves.0, halves.1);
+                    // The same tiles as bf16's: sums 0-3, inputs 4-5, weights 6-7.
+                    configure(halves.0, halves.1);
                     configured = halves;
                 }
                 // In bounds: row r0 < m (and r0 + 16 < m where the lower half is used).
@@ -388,35 +389,6 @@ impl AmxWeights {
         }
         asm!("tilerelease", options(nostack));
     }
-}
-
-/// The int8 kernel's configuration: tiles 0 and 1 the upper `top` rows' sums, 2 and 3 the
-/// lower `bottom` rows' (unused when 0), 4 and 5 their inputs, 6 and 7 the weights.
-unsafe fn configure_i32(top: usize, bottom: usize) {
-    let mut cfg = Config {
-        palette: 1,
-        start_row: 0,
-        reserved: [0; 14],
-        bytes_per_row: [0; 16],
-        rows: [0; 16],
-    };
-    let (t, b) = (top as u8, bottom as u8);
-    for (tile, rows) in [
-        (0, t),
-        (1, t),
-        (2, b),
-        (3, b),
-        (4, t),
-        (5, b),
-        (6, T as u8),
-        (7, T as u8),
-    ] {
-        if rows > 0 {
-            cfg.bytes_per_row[tile] = 64;
-            cfg.rows[tile] = rows;
-        }
-    }
-    asm!("ldtilecfg [{0}]", in(reg) &cfg as *const Config, options(nostack));
 }
 
 /// Up to 32 input rows (as configured; the lower 16 only if `lower`) times one 32-column

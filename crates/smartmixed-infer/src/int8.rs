@@ -570,18 +570,7 @@ mod avx_vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::bf16::tests::values;
 
     /// Hand-computed codes: [-1, 3] is 4/255 a step with zero point 63.75, rounded to
     /// 64; 0.5 is 31.875 steps (32 + 64 = 96), 3 is 191.25 (191 + 64 = 255); pixels

@@ -238,3 +238,18 @@ pub fn small_model(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
     export(&run, &model);
     (run, model, tmp.join("data"))
 }
+
+/// The number after `prefix` in `text` (up to the next `%`).
+pub fn percent_after(text: &str, prefix: &str) -> f64 {
+    let at = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix:?} in {text}"))
+        + prefix.len();
+    text[at..]
+        .split('%')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
