@@ -154,7 +154,7 @@ fn a_panicking_activation_is_an_error_and_the_model_and_scratch_stay_usable() {
     for threads in [1, 2, 4] {
         let model = make().with_pool(Pool::new(threads).unwrap());
         let mut scratch = Scratch::new();
-        for batch in [1, 3, 32, 300] {
+        for batch in [1, 3, 12, 32, 300] {
             let mut out = vec![0.0f32; batch * model.classes()];
             let mut want = out.clone();
             for (round, row) in [0, batch - 1, batch / 2, 0, batch - 1]
@@ -181,11 +181,12 @@ fn a_panicking_activation_is_an_error_and_the_model_and_scratch_stay_usable() {
         }
     }
     // Which thread meets the magic row depends on who takes its work first: repeat until a
-    // worker has (column split at batch 32, row split at 300), so that path surely ran. For
+    // worker has (with packed weights: column split at batch 12, row split at 32 and 300;
+    // else row split at 32 and 300), so that path surely ran. For
     // up to 20 s, not a count: on a loaded host the pool stops lending workers for 200 ms
     // after each stall, and a count of calls could all fall in such pauses.
     let model = make().with_pool(Pool::new(2).unwrap());
-    for batch in [32, 300] {
+    for batch in [12, 32, 300] {
         let mut scratch = Scratch::new();
         let until = std::time::Instant::now() + Duration::from_secs(20);
         let worker = std::iter::from_fn(|| (std::time::Instant::now() < until).then_some(()))

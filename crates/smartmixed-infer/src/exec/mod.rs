@@ -1,11 +1,13 @@
 //! The execution layer: how a forward pass over a model's layers runs on the threads of a
 //! [`Pool`], in the buffers of a [`Scratch`]. One place decides the strategy:
 //!
-//! - below [`COLUMN_SPLIT_BELOW`] rows with packed weights (AVX-512) or bf16 on AMX, split
-//!   by output columns layer by layer ([`columns`]): each thread reads only its share of
-//!   the weights, so batch 1 scales;
+//! - below [`F32_COLUMN_SPLIT_BELOW`] rows (or `4 x threads`) with packed f32 weights
+//!   (AVX-512), or below [`COLUMN_SPLIT_BELOW`] in bf16 on AMX, split by output columns
+//!   layer by layer ([`columns`]): each thread reads only its share of the weights, so
+//!   batch 1 scales;
 //! - from `4 x threads` rows, split by rows ([`rows`]): chunks of rows, each running the
-//!   whole network, so threads never wait for each other within a call;
+//!   whole network, so threads never wait for each other within a call, and a helper the
+//!   OS has not run is called off instead of waited for ([`pool::Lease::run_shared`]);
 //! - else, and whenever the pool has no idle thread to lend (other callers are computing
 //!   or waiting), on the calling thread alone.
 //!
@@ -26,6 +28,15 @@ use crate::model::Layer;
 /// by rows. Rows split (each thread reading all the weights) ran batch 4096 at 78-79k
 /// samples/s against 49k split by columns.
 const COLUMN_SPLIT_BELOW: usize = 128;
+
+/// [`COLUMN_SPLIT_BELOW`] for f32 packed weights (at least `4 x threads`, where rows
+/// split). From 16 rows, two threads each running half the rows through the whole network
+/// beat two threads sharing each layer's columns: measured on 2 cores (784-768-...-10,
+/// medians of 4 alternating runs) batch 16 at 35-37k rows/s against 30k, 32 at 38-40k
+/// against 36k, 64 at 42-44k against 33k; at batch 8 columns win (30k against 23-25k). The
+/// column split waits at a barrier after every layer, and on a virtual machine whose
+/// host deschedules a virtual CPU for milliseconds, that wait is the pass's whole time.
+const F32_COLUMN_SPLIT_BELOW: usize = 16;
 
 /// Per-caller buffers for [`crate::Model::forward`]; they grow to the largest batch seen
 /// and are then reused, so repeated calls allocate nothing. Buffers only: the threads
@@ -130,8 +141,12 @@ pub(crate) fn forward(
     // the caller's thread gets its own mode back when the guard drops, so an embedding
     // service's floating-point environment is never left changed.
     let _mode = FlushDenormals::set(true);
-    let columns =
-        post.is_none() && (1..COLUMN_SPLIT_BELOW).contains(&batch) && columns::splits(layers);
+    let below = if layers.iter().all(|l| l.packed().is_some()) {
+        F32_COLUMN_SPLIT_BELOW.max(4 * pool.threads())
+    } else {
+        COLUMN_SPLIT_BELOW
+    };
+    let columns = post.is_none() && (1..below).contains(&batch) && columns::splits(layers);
     // Split by rows only from 4 rows a thread: a second thread on the matmul alone costs
     // more than it saves below that (measured).
     let helpers = if columns || batch >= 4 * pool.threads() {
@@ -158,7 +173,7 @@ pub(crate) fn forward(
     } else {
         &mut q2[..0]
     };
-    let lease = pool.enter(helpers, lent);
+    let lease = pool.enter(helpers, lent, !columns);
     if lease.threads() == 1 {
         rows::alone(layers, input, batch, Bufs { a, b, q }, output, post);
         Ok(())

@@ -19,7 +19,11 @@
 //! a scheduler slice at each barrier for a thread the OS parked (measured: batch 1 at
 //! 133 rows/s against 2,000 on the caller's thread alone, on two cores loaded 4x): a wait
 //! that lasts past [`STALL`] marks the pool stalled, and for [`BACK_OFF`] no call takes
-//! helpers, so a loaded host gets single-thread speed instead of a collapse.
+//! helpers, so a loaded host gets single-thread speed instead of a collapse. A job that
+//! any subset of its threads can finish (the row split's chunks from a counter) runs with
+//! [`Lease::run_shared`]: the caller calls off the helpers that have not begun once its own
+//! share is done, so it never waits for a thread that is not running, and such calls take
+//! helpers even while the pool backs off.
 //! A job that panics on any thread is caught where it runs; the thread still counts itself
 //! finished, so [`Lease::run`] returns the panic's message and the pool serves the next call.
 
@@ -36,6 +40,9 @@ use crate::{Error, Result};
 
 /// The most threads a pool may have: an absurd request must not reach the OS.
 pub const MAX_THREADS: usize = 256;
+
+/// A slot's `call` telling its worker to end (no `Call` lives at address 1).
+const SHUT_DOWN: usize = 1;
 
 /// How long an idle worker spins before sleeping (back-to-back calls find it awake).
 const SPIN: Duration = Duration::from_micros(50);
@@ -135,8 +142,9 @@ struct Gate {
 
 /// A worker's mailbox: the call it is to help with.
 struct Slot {
-    /// The address of the call's [`Call`], valid from a generation's publication until the
-    /// worker has counted itself in the call's `finished`.
+    /// The address of the call's [`Call`] until the worker claims it (swapping in 0) or
+    /// the caller retracts it (see [`Lease::run_shared`]); a claimed call stays valid
+    /// until the worker has counted itself in its `finished`. [`SHUT_DOWN`]: end.
     call: AtomicUsize,
     /// The worker's index within that call (1..).
     index: AtomicUsize,
@@ -222,7 +230,14 @@ impl Pool {
 
     /// A call on the calling thread and, when it is alone, up to `helpers` idle workers,
     /// listed in `workers` (the caller's buffer, so a warm call allocates nothing).
-    pub(crate) fn enter<'a>(&'a self, helpers: usize, workers: &'a mut Vec<usize>) -> Lease<'a> {
+    /// `shared`: the call will run [`Lease::run_shared`], where a helper the OS has not
+    /// run costs nothing, so helpers are lent even while the pool backs off after a stall.
+    pub(crate) fn enter<'a>(
+        &'a self,
+        helpers: usize,
+        workers: &'a mut Vec<usize>,
+        shared: bool,
+    ) -> Lease<'a> {
         let s = &*self.0.shared;
         workers.clear();
         if IN_CALL.with(|c| c.replace(true)) {
@@ -241,7 +256,7 @@ impl Pool {
         gate.callers += 1;
         let backing_off = || s.backing_off_until.load(Ordering::Relaxed) > s.micros();
         let alone = gate.callers == 1 && gate.contended.is_none_or(|t| t.elapsed() > CONTENDED_FOR);
-        if helpers > 0 && alone && !backing_off() {
+        if helpers > 0 && alone && (shared || !backing_off()) {
             let take = helpers.min(gate.idle.len());
             let at = gate.idle.len() - take;
             workers.extend(gate.idle.drain(at..));
@@ -318,6 +333,20 @@ impl Lease<'_> {
     /// as the column split does), and the first panic is returned: the caller's own, else a
     /// helper's. Each helper flushes subnormals during the job, as the caller does.
     pub(crate) fn run(&self, job: &Job<'_>) -> std::result::Result<(), Panic> {
+        self.run_with(job, false)
+    }
+
+    /// Like [`Self::run`] for a job that any subset of the threads completes (each takes
+    /// work from a shared counter until none is left): once the caller's own share
+    /// returns, helpers that have not begun are called off and the caller waits only for
+    /// those that began. A helper the OS has not run (a host busier than its cores, a
+    /// virtual CPU the hypervisor has descheduled) then costs nothing, where [`Self::run`]
+    /// must wait until it has run.
+    pub(crate) fn run_shared(&self, job: &Job<'_>) -> std::result::Result<(), Panic> {
+        self.run_with(job, true)
+    }
+
+    fn run_with(&self, job: &Job<'_>, shared: bool) -> std::result::Result<(), Panic> {
         // Once only: after a job the helpers are idle again, perhaps lent to another call.
         assert!(
             !self.ran.swap(true, Ordering::Relaxed),
@@ -329,11 +358,12 @@ impl Lease<'_> {
             finished: AtomicUsize::new(0),
             panic: Mutex::new(None),
         };
+        let address = &call as *const Call<'_> as usize;
         for (i, &w) in self.workers.iter().enumerate() {
             let slot = &self.shared.slots[w];
-            slot.call
-                .store(&call as *const Call<'_> as usize, Ordering::Relaxed);
+            // The index first: the worker reads it after claiming the address (Release).
             slot.index.store(i + 1, Ordering::Relaxed);
+            slot.call.store(address, Ordering::Release);
             let asleep = {
                 let asleep = locked(&slot.sleep);
                 slot.generation.fetch_add(1, Ordering::Release);
@@ -348,8 +378,25 @@ impl Lease<'_> {
         // with it: a panic cannot leave early, the caller's share is caught above.
         // A helper still in its share is no stall (a row chunk can take milliseconds); one
         // that has not begun the job after STALL is a thread the OS has not run.
+        let mut helpers = self.workers.len();
+        if shared {
+            // Call off the helpers that have not claimed the call: the work is done. Each
+            // goes back among the idle here, as it will not do so itself.
+            let mut off = 0;
+            for &w in self.workers.iter() {
+                let slot = &self.shared.slots[w];
+                let retracted = slot
+                    .call
+                    .compare_exchange(address, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                if retracted {
+                    off += 1;
+                    locked(&self.shared.gate).idle.push(w);
+                }
+            }
+            helpers -= off;
+        }
         let mut wait = Wait::new(self);
-        let helpers = self.workers.len();
         while call.finished.load(Ordering::Acquire) < helpers {
             wait.pause(|| call.started.load(Ordering::Relaxed) < helpers);
         }
@@ -406,13 +453,16 @@ fn worker(s: &Shared, i: usize) {
             *asleep = false;
         }
         seen = slot.generation.load(Ordering::Acquire);
-        let address = slot.call.load(Ordering::Relaxed);
-        if address == 0 {
-            return; // shut down (see `Drop for Owner`)
+        // Claimed by taking it: a caller can no longer call it off (see `run_shared`).
+        let address = slot.call.swap(0, Ordering::AcqRel);
+        match address {
+            0 => continue,       // called off, or already taken: wait for the next
+            SHUT_DOWN => return, // see `Drop for Owner`
+            _ => {}
         }
-        // SAFETY: `Lease::run` stored the address of a live `Call` before publishing this
-        // generation (Release, read above with Acquire), and keeps it alive until
-        // `finished` counts this worker.
+        // SAFETY: `Lease::run` stored the address of a live `Call` (Release, taken above
+        // with Acquire) and keeps it alive until `finished` counts this worker; having
+        // taken it, this worker alone may use it, and the caller waits for it.
         let call: &Call<'_> = unsafe { &*(address as *const Call<'_>) };
         let index = slot.index.load(Ordering::Relaxed);
         call.started.fetch_add(1, Ordering::Relaxed);
@@ -436,9 +486,9 @@ fn worker(s: &Shared, i: usize) {
 impl Drop for Owner {
     fn drop(&mut self) {
         // No call is in flight: every call borrows a model or pool handle, and this is the
-        // last. A zero call address tells each worker to stop.
+        // last. SHUT_DOWN tells each worker to stop.
         for slot in &self.shared.slots {
-            slot.call.store(0, Ordering::Relaxed);
+            slot.call.store(SHUT_DOWN, Ordering::Release);
             {
                 let _asleep = locked(&slot.sleep);
                 slot.generation.fetch_add(1, Ordering::Release);
@@ -454,6 +504,66 @@ impl Drop for Owner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shared job whose helper never runs (a pool whose worker thread was never
+    /// started stands for a virtual CPU the host has descheduled) completes on the
+    /// caller's thread, and the helper is idle again for the next call; a helper that
+    /// does run takes its share.
+    #[test]
+    fn a_shared_job_does_not_wait_for_a_helper_that_never_runs() {
+        let pool = Pool(Arc::new(Pool::unstarted(2)));
+        let mut lent = Vec::new();
+        let next = AtomicUsize::new(0);
+        let done = Mutex::new(Vec::new());
+        let job = |t: usize| loop {
+            let item = next.fetch_add(1, Ordering::Relaxed);
+            if item >= 10 {
+                return;
+            }
+            locked(&done).push((item, t));
+        };
+        {
+            let lease = pool.enter(1, &mut lent, true);
+            assert_eq!(lease.threads(), 2);
+            lease.run_shared(&job).unwrap();
+        }
+        let done = locked(&done).clone();
+        assert_eq!(done, (0..10).map(|i| (i, 0)).collect::<Vec<_>>());
+        assert_eq!(
+            locked(&pool.0.shared.gate).idle,
+            vec![0],
+            "called off and idle"
+        );
+        assert_eq!(pool.0.shared.slots[0].call.load(Ordering::Relaxed), 0);
+
+        // A started pool: the worker takes part whenever it claims the call first.
+        let pool = Pool::new(2).unwrap();
+        until_the_worker_is_idle(&pool);
+        let mut helped = false;
+        for _ in 0..2000 {
+            let next = AtomicUsize::new(0);
+            let by_worker = AtomicUsize::new(0);
+            let lease = pool.enter(1, &mut lent, true);
+            lease
+                .run_shared(&|t| loop {
+                    if next.fetch_add(1, Ordering::Relaxed) >= 64 {
+                        return;
+                    }
+                    if t == 1 {
+                        by_worker.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::hint::spin_loop();
+                })
+                .unwrap();
+            drop(lease);
+            helped |= by_worker.load(Ordering::Relaxed) > 0;
+            if helped {
+                break;
+            }
+            until_the_worker_is_idle(&pool);
+        }
+        assert!(helped, "the worker never took a share in 2000 calls");
+    }
 
     /// A call that waited past STALL makes the next calls run alone for BACK_OFF; then
     /// helpers are lent again. A call that meets another gets none, and none for
@@ -473,7 +583,7 @@ mod tests {
         let mut lent = Vec::new();
         until_the_worker_is_idle(&pool);
         {
-            let lease = pool.enter(1, &mut lent);
+            let lease = pool.enter(1, &mut lent, false);
             assert_eq!(lease.threads(), 2);
             let mut wait = Wait::new(&lease);
             let start = Instant::now();
@@ -481,20 +591,20 @@ mod tests {
                 wait.pause(|| true);
             }
         }
-        assert_eq!(pool.enter(1, &mut lent).threads(), 1, "backing off");
+        assert_eq!(pool.enter(1, &mut lent, false).threads(), 1, "backing off");
         std::thread::sleep(BACK_OFF + Duration::from_millis(50));
         until_the_worker_is_idle(&pool);
         assert_eq!(
-            pool.enter(1, &mut lent).threads(),
+            pool.enter(1, &mut lent, false).threads(),
             2,
             "backed off long enough"
         );
-        let lease = pool.enter(1, &mut lent);
+        let lease = pool.enter(1, &mut lent, false);
         std::thread::scope(|s| {
             s.spawn(|| {
                 let mut mine = Vec::new();
                 assert_eq!(
-                    pool.enter(1, &mut mine).threads(),
+                    pool.enter(1, &mut mine, false).threads(),
                     1,
                     "another is computing"
                 );
@@ -502,12 +612,16 @@ mod tests {
         });
         drop(lease);
         assert_eq!(
-            pool.enter(1, &mut lent).threads(),
+            pool.enter(1, &mut lent, false).threads(),
             1,
             "met another caller just now"
         );
         std::thread::sleep(CONTENDED_FOR + Duration::from_millis(20));
         until_the_worker_is_idle(&pool);
-        assert_eq!(pool.enter(1, &mut lent).threads(), 2, "alone long enough");
+        assert_eq!(
+            pool.enter(1, &mut lent, false).threads(),
+            2,
+            "alone long enough"
+        );
     }
 }

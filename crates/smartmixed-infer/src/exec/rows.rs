@@ -1,6 +1,7 @@
 //! A forward pass split by rows: chunks of rows taken from a shared counter, each running
 //! the whole network (so the epilogue is parallel too and threads never wait on each
-//! other within a call); and the pass on the calling thread alone.
+//! other within a call; a helper that has not begun when the caller runs out of chunks is
+//! called off); and the pass on the calling thread alone.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -41,12 +42,19 @@ pub(super) fn forward(
     // 10% of its speed at 256) and at most 128 (the packed kernel's row chunk). In bf16 at
     // least 16 (one AMX tile of rows): a bf16 pass costs the same a row from 16 rows to
     // 256 (perf stat task-clock, 17-19 us a row), so batch 32 runs on two threads.
+    // Below `least` rows a thread, one chunk a thread (the packed matmul's cost per row
+    // from 8 rows is within 20% of its cost at 32).
     let least = if pw > 0 { BF16_LEAST_CHUNK } else { 32 };
+    let least = if pw > 0 {
+        least
+    } else {
+        least.min(batch.div_ceil(lease.threads()))
+    };
     let chunk = (batch / (4 * lease.threads())).clamp(least, 128);
     let next = AtomicUsize::new(0);
     let (a, b, out) = (Shared::new(a), Shared::new(b), Shared::new(output));
     let q = Shared::new(q);
-    lease.run(&|_| loop {
+    lease.run_shared(&|_| loop {
         let start = next.fetch_add(1, Ordering::Relaxed) * chunk;
         // A tail under GEMV_ROWS joins the chunk before it: alone it would take the GEMV,
         // whose bits differ from the matmul's (every split must give one thread's bits).
