@@ -200,13 +200,18 @@ fn main() {
                 move || model.forward_raw(&row, 1, &mut scratch, &mut out).is_ok()
             }),
         );
+        let before = batched.stats();
+        let m = measure(callers, seconds, |_| {
+            let (batched, row) = (&batched, row.clone());
+            move || batched.logits(&row).is_ok()
+        });
+        let after = batched.stats();
+        let per_batch = (after.requests - before.requests) as f64
+            / (after.batches - before.batches).max(1) as f64;
         print(
-            "in-process BatchedModel",
+            &format!("in-process BatchedModel ({per_batch:.1} rows a batch)"),
             callers,
-            measure(callers, seconds, |_| {
-                let (batched, row) = (&batched, row.clone());
-                move || batched.logits(&row).is_ok()
-            }),
+            m,
         );
         for (what, binary) in [
             ("served, JSON rows", false),

@@ -15,11 +15,21 @@ use smartmixed_infer::{
 /// Panics on exactly one value, so a test can make one row of a batch panic.
 const MAGIC: f32 = 12345.0;
 
+/// Makes the activation record which thread computes it.
+const RECORD: f32 = 54321.0;
+
+/// The names of the threads that met [`RECORD`].
+static RECORDED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 register_activation!(
     "batched_test_panics_on_magic",
     forward: |x| {
         if x == MAGIC {
             panic!("activation met the magic value");
+        }
+        if x == RECORD {
+            let name = std::thread::current().name().unwrap_or("?").to_string();
+            RECORDED.lock().unwrap().push(name);
         }
         x
     },
@@ -324,15 +334,26 @@ fn callers_that_wait_for_their_answers_are_regathered_into_full_batches() {
     };
     let batched = Arc::new(BatchedModel::new(model.clone(), options).unwrap());
     let rounds = 50;
+    // All eight at once, each row queued before any is waited for: started one by one,
+    // the first caller could finish its 50 rows (a few microseconds each, run on its own
+    // thread) before the last has begun, and no batch would have company to wait for.
+    let start_line = Arc::new(std::sync::Barrier::new(8));
     within(Duration::from_secs(60), || {
         let callers: Vec<_> = (0..8)
             .map(|c| {
                 let (batched, model) = (batched.clone(), model.clone());
+                let start_line = start_line.clone();
                 std::thread::spawn(move || {
-                    for i in 0..rounds {
-                        let r = row(c * 1000 + i);
-                        let got = batched.submit(r.clone()).unwrap().wait().unwrap();
-                        assert!(close(&got, &alone(&model, &r)));
+                    let first = row(c * 1000);
+                    let mut queued = Some((batched.submit(first.clone()).unwrap(), first));
+                    start_line.wait();
+                    for i in 1..=rounds {
+                        let (ticket, r) = queued.take().unwrap();
+                        assert!(close(&ticket.wait().unwrap(), &alone(&model, &r)));
+                        if i < rounds {
+                            let r = row(c * 1000 + i);
+                            queued = Some((batched.submit(r.clone()).unwrap(), r));
+                        }
                     }
                 })
             })
@@ -345,5 +366,65 @@ fn callers_that_wait_for_their_answers_are_regathered_into_full_batches() {
     assert_eq!(stats.requests, 8 * rounds as u64);
     // 50 full batches, plus those while the first batches grow to eight rows (and, when
     // the host staggers the callers, more: 78 seen once in six runs on two loaded cores).
-    assert!(stats.batches <= 120, "{} batches", stats.batches);
+    assert!(
+        stats.batches <= 120,
+        "{} batches {:?}",
+        stats.batches,
+        stats.batch_sizes
+    );
+}
+
+/// A caller alone runs its batch on its own thread (no hand-off to the batcher's thread and
+/// back, which on a virtual machine costs two wake-ups of an idle CPU); an awaited ticket's
+/// batch runs on the batcher's thread, as no caller's thread waits to run it.
+#[test]
+fn a_waiting_caller_runs_its_batch_and_an_awaited_ticket_the_batchers_thread() {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let model = Arc::new(network().with_pool(Pool::new(1).unwrap()));
+    let batched = Arc::new(BatchedModel::new(model.clone(), BatchOptions::default()).unwrap());
+    let recorded = |f: &(dyn Fn() + Sync)| {
+        RECORDED.lock().unwrap().clear();
+        within(Duration::from_secs(20), f);
+        std::mem::take(&mut *RECORDED.lock().unwrap())
+    };
+    let got = recorded(&|| {
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("lone caller".into())
+                .spawn_scoped(s, || {
+                    for _ in 0..3 {
+                        batched.logits(&[RECORD, 0.0]).unwrap();
+                    }
+                    let ticket = batched.submit(vec![RECORD, 1.0]).unwrap();
+                    ticket.wait().unwrap();
+                })
+                .unwrap();
+        });
+    });
+    assert_eq!(got, vec!["lone caller"; 4]);
+    let got = recorded(&|| {
+        let mut ticket = Box::pin(batched.submit(vec![RECORD, 2.0]).unwrap());
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        while ticket.as_mut().poll(&mut cx).is_pending() {
+            std::thread::park_timeout(Duration::from_millis(100));
+        }
+    });
+    assert_eq!(got, vec!["smartmixed-batcher"]);
+    // A ticket dropped unawaited still has its row run (by the batcher's thread), so the
+    // queue does not keep it.
+    RECORDED.lock().unwrap().clear();
+    drop(batched.submit(vec![RECORD, 3.0]).unwrap());
+    within(Duration::from_secs(20), || {
+        while batched.stats().queued > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    assert_eq!(batched.stats().errors, 0);
 }
