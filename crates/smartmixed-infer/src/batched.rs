@@ -21,6 +21,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -38,7 +39,7 @@ pub struct BatchOptions {
     /// The most rows in one batch (1 to [`MAX_BATCH_ROWS`]).
     pub max_batch: usize,
     /// The longest a request waits for others to join its batch, from its arrival (zero:
-    /// it joins whatever is queued when the batching thread is next free).
+    /// it joins whatever is queued when no batch is running).
     pub max_wait: Duration,
     /// Requests waiting beyond the batch being computed; one more is refused with
     /// [`Error::QueueFull`] (1 to [`MAX_QUEUE`]).
@@ -66,8 +67,8 @@ impl Default for BatchOptions {
     /// wait, 1024 requests queued. Each batch runs on the model's pool (see
     /// [`Model::with_pool`]): all its threads when nothing else computes.
     ///
-    /// No wait: a batch starts as soon as the batching thread is free, with every row
-    /// queued by then, and rows that arrive while it computes form the next. A lone caller
+    /// No wait: a batch starts as soon as no other is running, with every row queued by
+    /// then, and rows that arrive while it computes form the next. A lone caller
     /// then pays nothing for batching, and many callers still share batches: measured on
     /// 2 cores with 784-768-...-10, a 1 ms wait made one caller 9x slower (764 against
     /// 6785 rows/s) and 64 callers 23% slower (21.9k against 28.4k).
@@ -262,7 +263,7 @@ impl std::fmt::Debug for BatchedModel {
 }
 
 impl BatchedModel {
-    /// Starts the batching thread over `model`.
+    /// Starts the batcher's thread (for awaited tickets) over `model`.
     pub fn new(model: Arc<Model>, options: BatchOptions) -> Result<Self> {
         let bad = |what: &str, value: usize, max: usize| Error::BatchOptions {
             field: what.to_string(),
@@ -383,7 +384,7 @@ impl BatchedModel {
         }
     }
 
-    /// Refuses new requests, answers every accepted one, and ends the batching thread.
+    /// Refuses new requests, answers every accepted one, and ends the batcher's thread.
     pub fn shut_down(&self) {
         lock(&self.shared.queue).closed = true;
         self.shared.arrived.notify_all();
@@ -437,11 +438,17 @@ impl Shared {
             let mut q = lock(&self.queue);
             let lead = {
                 let mut s = lock(&slot.state);
+                let lead = std::mem::take(&mut s.lead);
                 if let Some(r) = s.result.take() {
                     s.waiting = false;
+                    drop(s);
+                    // (Handed the role but answered already: pass it on, never keep it.)
+                    if lead {
+                        self.hand_on(q);
+                    }
                     return r;
                 }
-                std::mem::take(&mut s.lead)
+                lead
             };
             // Unanswered and no batch running: the row is still queued (a runner answers
             // its rows before it lets go of the role).
@@ -511,7 +518,13 @@ impl Shared {
             .unwrap_or(BATCH_BUCKETS.len() - 1);
         self.batch_sizes[bucket].fetch_add(1, Ordering::Relaxed);
         let mut runner = lock(&self.runners).pop().unwrap_or_default();
-        self.run(&batch, &mut runner);
+        // Nothing in a run unwinds (the model returns panics as errors) but a waker an
+        // executor gave a ticket: caught, so the role is never lost with this thread.
+        let run = catch_unwind(AssertUnwindSafe(|| self.run(&batch, &mut runner)));
+        if run.is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            runner = Runner::default();
+        }
         lock(&self.runners).push(runner);
         // Dropping the batch's requests answers any the run left unanswered.
         drop(batch);
@@ -568,7 +581,7 @@ impl Shared {
         logits.clear();
         logits.resize(batch.len() * classes, 0.0);
         // A panic (a plugin activation's) comes back as `Error::Panicked` and leaves the
-        // model and the scratch usable, so the batching thread lives on.
+        // model and the scratch usable, so the thread running batches lives on.
         if self
             .model
             .forward_raw(raw, batch.len(), scratch, logits)

@@ -379,7 +379,7 @@ fn callers_that_wait_for_their_answers_are_regathered_into_full_batches() {
 /// batch runs on the batcher's thread, as no caller's thread waits to run it.
 #[test]
 fn a_waiting_caller_runs_its_batch_and_an_awaited_ticket_the_batchers_thread() {
-    use std::task::{Context, Poll, Wake, Waker};
+    use std::task::{Context, Wake, Waker};
     struct Unpark(std::thread::Thread);
     impl Wake for Unpark {
         fn wake(self: Arc<Self>) {
@@ -427,4 +427,35 @@ fn a_waiting_caller_runs_its_batch_and_an_awaited_ticket_the_batchers_thread() {
         }
     });
     assert_eq!(batched.stats().errors, 0);
+}
+
+/// An executor's waker that panics when the batch answers its ticket does not take the
+/// batcher down: later requests are answered and shutting down ends.
+#[test]
+fn a_waker_that_panics_leaves_the_batcher_serving() {
+    use std::task::{Context, Wake, Waker};
+    struct Panics;
+    impl Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            panic!("this waker panics");
+        }
+    }
+    let model = model();
+    let batched = BatchedModel::new(model.clone(), BatchOptions::default()).unwrap();
+    let mut ticket = Box::pin(batched.submit(row(1)).unwrap());
+    let waker = Waker::from(Arc::new(Panics));
+    assert!(ticket
+        .as_mut()
+        .poll(&mut Context::from_waker(&waker))
+        .is_pending());
+    within(Duration::from_secs(20), || {
+        while batched.stats().errors == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(close(
+            &batched.logits(&row(2)).unwrap(),
+            &alone(&model, &row(2))
+        ));
+        batched.shut_down();
+    });
 }
