@@ -123,16 +123,17 @@ struct SlotState {
 }
 
 impl Slot {
-    /// Fills the answer unless it already has one (a request dropped unanswered gets an
-    /// error, so no waiter blocks forever).
-    fn fill(&self, result: Result<Vec<f32>>) {
+    /// Fills the answer `result()` unless it already has one (a request dropped
+    /// unanswered gets an error, so no waiter blocks forever; the error is not built for
+    /// a request already answered).
+    fn fill(&self, result: impl FnOnce() -> Result<Vec<f32>>) {
         let waker = {
             let mut s = lock(&self.state);
             if s.answered {
                 return;
             }
             s.answered = true;
-            s.result = Some(result);
+            s.result = Some(result());
             s.waker.take()
         };
         // Woken with the lock released: an executor may poll the ticket inside `wake`.
@@ -201,10 +202,12 @@ impl Drop for Request {
     fn drop(&mut self) {
         // Answered already, unless the batch that held it unwound (which `forward_raw`
         // never does: it returns panics as errors); then say so rather than hang.
-        self.slot.fill(Err(Error::Panicked {
-            thread: "the batch runner".into(),
-            message: "the batch ended without answering this request".into(),
-        }));
+        self.slot.fill(|| {
+            Err(Error::Panicked {
+                thread: "the batch runner".into(),
+                message: "the batch ended without answering this request".into(),
+            })
+        });
     }
 }
 
@@ -238,7 +241,8 @@ struct Shared {
     arrived: Condvar,
     /// Work for the batcher's own thread: rows no waiting caller will run, or shut-down.
     work: Condvar,
-    runners: Mutex<Vec<Runner>>,
+    /// The buffers of the one thread running batches (held while it runs).
+    runner: Mutex<Runner>,
     requests: AtomicU64,
     refused: AtomicU64,
     errors: AtomicU64,
@@ -287,7 +291,7 @@ impl BatchedModel {
             queue: Mutex::new(Queue::default()),
             arrived: Condvar::new(),
             work: Condvar::new(),
-            runners: Mutex::new(Vec::new()),
+            runner: Mutex::new(Runner::default()),
             requests: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -517,15 +521,15 @@ impl Shared {
             .position(|&b| batch.len() <= b)
             .unwrap_or(BATCH_BUCKETS.len() - 1);
         self.batch_sizes[bucket].fetch_add(1, Ordering::Relaxed);
-        let mut runner = lock(&self.runners).pop().unwrap_or_default();
+        let mut runner = lock(&self.runner);
         // Nothing in a run unwinds (the model returns panics as errors) but a waker an
         // executor gave a ticket: caught, so the role is never lost with this thread.
         let run = catch_unwind(AssertUnwindSafe(|| self.run(&batch, &mut runner)));
         if run.is_err() {
             self.errors.fetch_add(1, Ordering::Relaxed);
-            runner = Runner::default();
+            *runner = Runner::default();
         }
-        lock(&self.runners).push(runner);
+        drop(runner);
         // Dropping the batch's requests answers any the run left unanswered.
         drop(batch);
         (lock(&self.queue), true)
@@ -588,7 +592,7 @@ impl Shared {
             .is_ok()
         {
             for (r, row) in batch.iter().zip(logits.chunks_exact(classes)) {
-                r.slot.fill(Ok(row.to_vec()));
+                r.slot.fill(|| Ok(row.to_vec()));
             }
             return;
         }
@@ -601,7 +605,7 @@ impl Shared {
             if result.is_err() {
                 self.errors.fetch_add(1, Ordering::Relaxed);
             }
-            r.slot.fill(result);
+            r.slot.fill(|| result);
         }
     }
 }

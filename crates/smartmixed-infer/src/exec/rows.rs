@@ -44,11 +44,10 @@ pub(super) fn forward(
     // 256 (perf stat task-clock, 17-19 us a row), so batch 32 runs on two threads.
     // Below `least` rows a thread, one chunk a thread (the packed matmul's cost per row
     // from 8 rows is within 20% of its cost at 32).
-    let least = if pw > 0 { BF16_LEAST_CHUNK } else { 32 };
     let least = if pw > 0 {
-        least
+        BF16_LEAST_CHUNK
     } else {
-        least.min(batch.div_ceil(lease.threads()))
+        32.min(batch.div_ceil(lease.threads()))
     };
     let chunk = (batch / (4 * lease.threads())).clamp(least, 128);
     let next = AtomicUsize::new(0);
