@@ -2,15 +2,15 @@
 //! for 1, 8 and 64 concurrent callers of one row each, the samples per second and latency
 //! percentiles of (a) each caller running its own batch-1 `forward` (no batching), (b)
 //! the in-process `BatchedModel`, and (c) `smartmixed-cli serve` over loopback HTTP
-//! (keep-alive connections, JSON bodies), started from the binary beside this example.
+//! (keep-alive connections on one client thread's event loop, JSON or binary bodies),
+//! started from the binary beside this example.
 //!
 //! ```text
 //! cargo build --release -p smartmixed-cli --examples --bins
 //! target/release/examples/load MODEL_DIR [SECONDS_PER_CONFIGURATION] [MAX_WAIT_US] [SERVER_THREADS]
 //! ```
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
@@ -62,7 +62,11 @@ fn measure<C: FnMut() -> bool + Send>(
         }
         (all, errors, t.elapsed().as_secs_f64())
     });
-    let mut lat = latencies;
+    summary(latencies, errors, elapsed)
+}
+
+/// (requests/s, p50 ms, p99 ms, errors) of the latencies (ms) seen in `elapsed` seconds.
+fn summary(mut lat: Vec<f64>, errors: usize, elapsed: f64) -> (f64, f64, f64, usize) {
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -72,63 +76,129 @@ fn measure<C: FnMut() -> bool + Send>(
     (lat.len() as f64 / elapsed, pct(0.5), pct(0.99), errors)
 }
 
-/// One keep-alive HTTP/1.1 connection posting JSON bodies.
+/// One keep-alive HTTP/1.1 connection posting the same body again and again.
 struct Client {
-    stream: BufReader<TcpStream>,
-    request: Vec<u8>,
+    stream: tokio::net::TcpStream,
+    request: Arc<Vec<u8>>,
+    /// The answer being read.
+    buf: Vec<u8>,
+}
+
+/// The request `Client` sends: a JSON body, or with `binary` f32 little-endian values.
+fn request(addr: &str, row: &[f32], binary: bool) -> Vec<u8> {
+    let (kind, body) = if binary {
+        let bytes = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+        ("application/octet-stream", bytes)
+    } else {
+        let json = serde_json::json!({ "inputs": [row] }).to_string();
+        ("application/json", json.into_bytes())
+    };
+    let mut request = format!(
+        "POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    request
 }
 
 impl Client {
-    /// JSON bodies, or with `binary` f32 little-endian ones.
-    fn new(addr: &str, row: &[f32], binary: bool) -> Self {
-        let stream = TcpStream::connect(addr).expect("connect to the server");
+    async fn connect(addr: &str, request: Arc<Vec<u8>>) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to the server");
         stream.set_nodelay(true).ok();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
-        let (kind, body) = if binary {
-            let bytes = row.iter().flat_map(|v| v.to_le_bytes()).collect();
-            ("application/octet-stream", bytes)
-        } else {
-            let json = serde_json::json!({ "inputs": [row] }).to_string();
-            ("application/json", json.into_bytes())
-        };
-        let mut request = format!(
-            "POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(&body);
         Self {
-            stream: BufReader::new(stream),
+            stream,
             request,
+            buf: Vec::with_capacity(4096),
         }
     }
 
-    /// One request; true for a 200.
-    fn call(&mut self) -> bool {
-        if self.stream.get_mut().write_all(&self.request).is_err() {
+    /// One request and its whole answer; true for a 200.
+    async fn call(&mut self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.stream.write_all(&self.request).await.is_err() {
             return false;
         }
-        let (mut status, mut length, mut line) = (0u16, 0usize, String::new());
-        loop {
-            line.clear();
-            if self.stream.read_line(&mut line).unwrap_or(0) == 0 {
+        self.buf.clear();
+        let (status, total) = loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]);
+                let status: u16 = head
+                    .strip_prefix("HTTP/1.1 ")
+                    .and_then(|h| h.get(..3))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                let length: usize = head
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse().ok())
+                    .unwrap_or(0);
+                break (status, end + 4 + length);
+            }
+            if !matches!(self.stream.read_buf(&mut self.buf).await, Ok(n) if n > 0) {
                 return false;
             }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some(code) = l.strip_prefix("HTTP/1.1 ") {
-                status = code.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-            } else if let Some((k, v)) = l.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
+        };
+        while self.buf.len() < total {
+            if !matches!(self.stream.read_buf(&mut self.buf).await, Ok(n) if n > 0) {
+                return false;
             }
         }
-        let mut body = vec![0u8; length];
-        self.stream.read_exact(&mut body).is_ok() && status == 200
+        status == 200
     }
+}
+
+/// `clients` connections to the server, each posting one row at a time until `seconds`
+/// have passed (or the cap), all on one thread's event loop, as load generators such as
+/// wrk do: a thread a connection would spend the two cores the server runs on in
+/// switching between 64 client threads. Returns what [`measure`] does.
+fn measure_served(
+    clients: usize,
+    seconds: f64,
+    addr: &str,
+    row: &[f32],
+    binary: bool,
+) -> (f64, f64, f64, usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("start the client's event loop");
+    let request = Arc::new(request(addr, row, binary));
+    let (lat, errors, elapsed) = runtime.block_on(async {
+        let mut connected = Vec::new();
+        for _ in 0..clients {
+            connected.push(Client::connect(addr, request.clone()).await);
+        }
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs_f64(seconds);
+        let tasks: Vec<_> = connected
+            .into_iter()
+            .map(|mut client| {
+                tokio::spawn(async move {
+                    let (mut lat, mut errors) = (Vec::new(), 0usize);
+                    while Instant::now() < deadline && lat.len() < MAX_REQUESTS {
+                        let t = Instant::now();
+                        if !client.call().await {
+                            errors += 1;
+                        }
+                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    (lat, errors)
+                })
+            })
+            .collect();
+        let (mut all, mut errors) = (Vec::new(), 0);
+        for t in tasks {
+            let (lat, e) = t.await.expect("a client task");
+            all.extend(lat);
+            errors += e;
+        }
+        (all, errors, start.elapsed().as_secs_f64())
+    });
+    summary(lat, errors, elapsed)
 }
 
 fn print(what: &str, callers: usize, r: (f64, f64, f64, usize)) {
@@ -220,10 +290,7 @@ fn main() {
             print(
                 what,
                 callers,
-                measure(callers, seconds, |_| {
-                    let mut client = Client::new(&addr, &row, binary);
-                    move || client.call()
-                }),
+                measure_served(callers, seconds, &addr, &row, binary),
             );
         }
     }

@@ -232,13 +232,28 @@ async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
     }
 }
 
+/// `POST /v1/predict`'s answer: a row's answer each, in the request's order (typed, not a
+/// `serde_json::Value`: no map of keys built and dropped per request).
+#[derive(serde::Serialize)]
+struct Predictions {
+    predictions: Vec<RowAnswer>,
+}
+
+#[derive(serde::Serialize)]
+struct RowAnswer {
+    class: usize,
+    name: String,
+    /// f32, as computed: written in the fewest digits that read back to the same f32.
+    probabilities: Vec<f32>,
+}
+
 /// Every row through the batcher (all submitted, then all awaited, so they can share
 /// batches), answered as classes, names and probabilities.
 async fn answer(
     app: &App,
     headers: &HeaderMap,
     body: &[u8],
-) -> std::result::Result<Value, Failure> {
+) -> std::result::Result<Predictions, Failure> {
     let model = app.batched.model();
     let rows = rows(headers, body, model.input_size())?;
     app.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
@@ -253,13 +268,13 @@ async fn answer(
             Failure(f.0, format!("inputs[{i}]: {}", f.1))
         })?;
         let p = Prediction::from_logits(&logits);
-        predictions.push(json!({
-            "class": p.class,
-            "name": model.class_name(p.class),
-            "probabilities": p.probabilities,
-        }));
+        predictions.push(RowAnswer {
+            class: p.class,
+            name: model.class_name(p.class),
+            probabilities: p.probabilities,
+        });
     }
-    Ok(json!({ "predictions": predictions }))
+    Ok(Predictions { predictions })
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
