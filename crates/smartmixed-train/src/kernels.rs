@@ -1,9 +1,11 @@
 //! CPU kernels over row-major `[batch, neurons]` slices: bias add and activation fused into
 //! one pass forward and one pass backward, each split by rows over the current rayon pool
-//! (the run's training threads). Pure functions on slices, so they are tested directly and
+//! (the run's training threads) when the work is large enough to pay for the split. Pure functions on slices, so they are tested directly and
 //! wrapped as the dense-layer dfdx op in [`crate::ops`].
 
 use rayon::prelude::*;
+
+use crate::pool::{threads_for, SPLIT_FROM_EVALUATIONS};
 use smartmixed_core::{apply_blocks, Activation};
 
 /// Phase 1 clamps every candidate activation, and the mixture, to `[-CLAMP, CLAMP]`
@@ -29,10 +31,13 @@ pub fn groups_from_choices(choices: &[u8], pool: &[&'static Activation]) -> Vec<
     groups
 }
 
-/// Values per parallel share of a `[rows, width]` slice: whole rows, one share per thread.
-fn share(len: usize, width: usize) -> usize {
+/// Values per parallel share of a `[rows, width]` slice whose every value costs `cost`
+/// activation evaluations: whole rows, one share per thread, or a single share for work
+/// too small to split (see [`SPLIT_FROM_EVALUATIONS`]).
+fn share(len: usize, width: usize, cost: usize) -> usize {
     let rows = len / width.max(1);
-    rows.div_ceil(rayon::current_num_threads()).max(1) * width.max(1)
+    let threads = threads_for(len.saturating_mul(cost), SPLIT_FROM_EVALUATIONS);
+    rows.div_ceil(threads).max(1) * width.max(1)
 }
 
 /// Adds each share's partial column sums into `total`, in share order, so the result
@@ -54,7 +59,7 @@ pub fn grouped_forward(
     deriv: Option<&mut [f32]>,
 ) {
     let n = bias.len();
-    let chunk = share(pre.len(), n);
+    let chunk = share(pre.len(), n, 1);
     let rows = pre.par_chunks(chunk).zip(out.par_chunks_mut(chunk));
     match deriv {
         Some(d) => rows
@@ -89,7 +94,7 @@ fn grouped_rows(
 /// `out = pre + bias` on every row (the output layer, whose activation is the identity).
 pub fn bias_forward(pre: &[f32], bias: &[f32], out: &mut [f32]) {
     let n = bias.len();
-    let chunk = share(pre.len(), n);
+    let chunk = share(pre.len(), n, 1);
     pre.par_chunks(chunk)
         .zip(out.par_chunks_mut(chunk))
         .for_each(|(p, o)| {
@@ -104,7 +109,7 @@ pub fn bias_forward(pre: &[f32], bias: &[f32], out: &mut [f32]) {
 /// Column sums of `g` (`[rows, n]`) added into `g_bias` (`n`): the bias gradient.
 pub fn bias_backward(g: &[f32], g_bias: &mut [f32]) {
     let n = g_bias.len();
-    let partials = g.par_chunks(share(g.len(), n)).map(|g| {
+    let partials = g.par_chunks(share(g.len(), n, 1)).map(|g| {
         let mut sum = vec![0.0f32; n];
         for row in g.chunks_exact(n) {
             sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
@@ -117,7 +122,7 @@ pub fn bias_backward(g: &[f32], g_bias: &mut [f32]) {
 /// Backward of [`grouped_forward`]: `g_pre = g_out * deriv`, `g_bias += sum over rows`.
 pub fn grouped_backward(g_out: &[f32], deriv: &[f32], g_pre: &mut [f32], g_bias: &mut [f32]) {
     let n = g_bias.len();
-    let chunk = share(g_out.len(), n);
+    let chunk = share(g_out.len(), n, 1);
     let partials = g_out
         .par_chunks(chunk)
         .zip(deriv.par_chunks(chunk))
@@ -175,7 +180,7 @@ pub fn selective_forward(
     let p = pool.len();
     s.values.resize(p * len, 0.0);
     s.deriv.resize(len, 0.0);
-    let chunk = share(len, n);
+    let chunk = share(len, n, p);
     pre.par_chunks(chunk)
         .zip(out.par_chunks_mut(chunk))
         .zip(s.values.par_chunks_mut(chunk * p))
@@ -242,7 +247,7 @@ pub fn selective_backward(
     grouped_backward(g_out, &saved.deriv, g_pre, g_bias);
     let n = g_bias.len();
     let p = g_soft.len() / n.max(1);
-    let chunk = share(g_out.len(), n);
+    let chunk = share(g_out.len(), n, p);
     let partials = g_out
         .par_chunks(chunk)
         .zip(saved.values.par_chunks(chunk * p))
@@ -258,4 +263,64 @@ pub fn selective_backward(
             sum
         });
     sum_partials(g_soft, partials);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel split over three threads (work above [`SPLIT_FROM_EVALUATIONS`])
+    /// against the same call on one thread: forward values bit for bit (rows are
+    /// independent), the column sums of the backward within rounding (their order of
+    /// addition depends on the split).
+    #[test]
+    fn split_kernels_agree_with_one_thread() {
+        let names = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu"];
+        let pool: Vec<_> = names
+            .iter()
+            .map(|n| smartmixed_core::lookup(n).unwrap())
+            .collect();
+        let (rows, n, p) = (600, 64, pool.len());
+        assert!(rows * n >= SPLIT_FROM_EVALUATIONS);
+        let values = |len: usize, seed: f32| -> Vec<f32> {
+            (0..len).map(|i| ((i as f32 + seed) * 0.37).sin() * 3.0).collect()
+        };
+        let (pre, g_out, bias) = (values(rows * n, 1.0), values(rows * n, 2.0), values(n, 3.0));
+        let choices: Vec<u8> = (0..n).map(|i| (i * 7 % p) as u8).collect();
+        let groups = groups_from_choices(&choices, &pool);
+        let run = |threads: usize| {
+            let rayon = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            rayon.install(|| {
+                let (mut out, mut deriv) = (vec![0.0; rows * n], vec![0.0; rows * n]);
+                grouped_forward(&pre, &bias, &groups, &mut out, Some(&mut deriv));
+                let (mut g_pre, mut g_bias) = (vec![0.0; rows * n], vec![0.0; n]);
+                grouped_backward(&g_out, &deriv, &mut g_pre, &mut g_bias);
+                let mut plain = vec![0.0; rows * n];
+                bias_forward(&pre, &bias, &mut plain);
+                let mut plain_bias = vec![0.0; n];
+                bias_backward(&g_out, &mut plain_bias);
+                let (mut sel, mut saved) = (vec![0.0; rows * n], SelectiveSaved::default());
+                selective_forward(&pre, &bias, &pool, &choices, &mut sel, Some(&mut saved));
+                let (mut s_pre, mut s_bias, mut s_soft) =
+                    (vec![0.0; rows * n], vec![0.0; n], vec![0.0; p * n]);
+                selective_backward(&g_out, &saved, &mut s_pre, &mut s_bias, &mut s_soft);
+                let exact = [out, deriv, g_pre, plain, sel, saved.values, saved.deriv, s_pre];
+                (exact, [g_bias, plain_bias, s_bias, s_soft])
+            })
+        };
+        let (one, one_sums) = run(1);
+        let (three, three_sums) = run(3);
+        for (i, (a, b)) in one.iter().zip(&three).enumerate() {
+            assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "output {i}");
+        }
+        for (i, (a, b)) in one_sums.iter().zip(&three_sums).enumerate() {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "sum {i}: {x} vs {y}");
+            }
+        }
+        assert!(one_sums[0].iter().any(|v| v.abs() > 1.0), "sums of something");
+    }
 }

@@ -3,6 +3,8 @@
 //! run's [`crate::pool::TrainPool`]). Row-major slices; `W` is `[out, in]` as PyTorch
 //! stores it, so every transpose is a stride, never a copy.
 
+use crate::pool::{threads_for, SPLIT_FROM_MULTIPLY_ADDS};
+
 /// `(len >= a * b)` without overflow: a product that wraps is a size no slice can have.
 fn holds(len: usize, a: usize, b: usize) -> bool {
     a.checked_mul(b).is_some_and(|p| len >= p)
@@ -20,7 +22,7 @@ fn product(
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let threads = rayon::current_num_threads();
+    let threads = threads_for(m.saturating_mul(n).saturating_mul(k), SPLIT_FROM_MULTIPLY_ADDS);
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
@@ -78,41 +80,47 @@ pub fn forward(x: &[f32], w: &[f32], out: &mut [f32], b: usize, k: usize, n: usi
     if b == 0 || n == 0 {
         return;
     }
-    let shares = rayon::current_num_threads().min(n);
+    let shares = threads_for(b.saturating_mul(n).saturating_mul(k), SPLIT_FROM_MULTIPLY_ADDS)
+        .min(n);
     let dst = SharePtr(out.as_mut_ptr());
+    let columns = move |t: usize| {
+        let cols = n * t / shares..n * (t + 1) / shares;
+        let w = &w[cols.start * k..cols.end * k];
+        let dst = dst;
+        // SAFETY: `out` holds b * n values (asserted); this share writes rows 0..b,
+        // columns `cols` (row stride n), all inside it, and no other share writes those
+        // columns; x and w hold the b * k and cols.len() * k values read.
+        unsafe {
+            gemm::gemm(
+                b,
+                cols.len(),
+                k,
+                dst.0.add(cols.start),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    };
+    if shares == 1 {
+        // On this thread: a spawned share would wake an idle worker to steal it.
+        return columns(0);
+    }
     rayon::scope(|s| {
         for t in 0..shares {
-            let cols = n * t / shares..n * (t + 1) / shares;
-            let w = &w[cols.start * k..cols.end * k];
-            s.spawn(move |_| {
-                let dst = dst;
-                // SAFETY: `out` holds b * n values (asserted); this share writes rows 0..b,
-                // columns `cols` (row stride n), all inside it, and no other share writes
-                // those columns; x and w hold the b * k and cols.len() * k values read.
-                unsafe {
-                    gemm::gemm(
-                        b,
-                        cols.len(),
-                        k,
-                        dst.0.add(cols.start),
-                        1,
-                        n as isize,
-                        false,
-                        x.as_ptr(),
-                        1,
-                        k as isize,
-                        w.as_ptr(),
-                        k as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    )
-                }
-            });
+            s.spawn(move |_| columns(t));
         }
     });
 }
@@ -145,10 +153,18 @@ mod tests {
         (0..len).map(|i| ((i as f32 + seed) * 0.37).sin()).collect()
     }
 
-    /// Each product against the triple loop in f64, on odd sizes and on 1 and 3 threads.
+    /// Each product against the triple loop in f64, on odd sizes and on 1 and 3 threads: a
+    /// product too small to split, and one above [`SPLIT_FROM_MULTIPLY_ADDS`] that three
+    /// threads share.
     #[test]
     fn products_match_the_naive_loops() {
-        let (b, k, n) = (13, 29, 17);
+        for (b, k, n) in [(13, 29, 17), (65, 130, 127)] {
+            products_match_the_naive_loops_at(b, k, n);
+        }
+        assert!(65 * 130 * 127 >= SPLIT_FROM_MULTIPLY_ADDS);
+    }
+
+    fn products_match_the_naive_loops_at(b: usize, k: usize, n: usize) {
         let (x, w, g) = (values(b * k, 1.0), values(n * k, 2.0), values(b * n, 3.0));
         let (gw0, gx0) = (values(n * k, 4.0), values(b * k, 5.0));
         for threads in [1, 3] {

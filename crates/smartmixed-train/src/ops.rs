@@ -455,11 +455,24 @@ impl TrainDevice for Cpu {
             let empty = <Self as Storage<f32>>::try_alloc_len(p.device(), 0)?;
             taken.push(std::mem::replace(grads.get_or_alloc_mut(&**p)?, empty));
         }
-        params
-            .par_iter_mut()
-            .zip(moments.par_iter_mut())
-            .zip(taken.par_iter())
-            .try_for_each(|((p, (m, v)), g)| config.try_update(step, &mut **p, m, v, g))?;
+        let values: usize = params.iter().map(|p| p.shape().num_elements()).sum();
+        let update = |((p, (m, v)), g): ((&mut &mut Matrix<Self>, &mut Moments<Self>), &_)| {
+            config.try_update(step, &mut **p, m, v, g)
+        };
+        if crate::pool::threads_for(values, crate::pool::SPLIT_FROM_EVALUATIONS) == 1 {
+            // (A small network's update on this thread: see `SPLIT_FROM_EVALUATIONS`.)
+            params
+                .iter_mut()
+                .zip(moments.iter_mut())
+                .zip(taken.iter())
+                .try_for_each(update)?;
+        } else {
+            params
+                .par_iter_mut()
+                .zip(moments.par_iter_mut())
+                .zip(taken.par_iter())
+                .try_for_each(update)?;
+        }
         for (p, g) in params.iter().zip(taken) {
             *grads.get_or_alloc_mut(&**p)? = g;
         }

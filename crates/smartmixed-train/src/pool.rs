@@ -36,6 +36,25 @@ pub fn capped_threads(threads: usize) -> usize {
     }
 }
 
+/// Activation evaluations (or additions) below which a kernel runs on its calling thread
+/// alone, and multiply-adds below which a product does: under these, waking another
+/// worker (a futex, then the OS scheduling it: tens of microseconds on a virtual machine)
+/// costs more than half the work saves. Small tables train on one thread: wine's fit
+/// (13-64-32-3, batch 32) spent about a fifth of its time in rayon's wake-ups, yields and
+/// steals when every kernel split its rows over two threads.
+pub(crate) const SPLIT_FROM_EVALUATIONS: usize = 1 << 15;
+/// See [`SPLIT_FROM_EVALUATIONS`].
+pub(crate) const SPLIT_FROM_MULTIPLY_ADDS: usize = 1 << 20;
+
+/// The threads of the current pool worth splitting `work` over: one below `split_from`.
+pub(crate) fn threads_for(work: usize, split_from: usize) -> usize {
+    if work < split_from {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
 impl TrainPool {
     /// [`capped_threads`]`(threads)` workers, each flushing subnormals to zero when
     /// `flush_denormals` (set in the start hook, before the worker runs any job; a rayon
