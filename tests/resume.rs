@@ -735,3 +735,43 @@ fn a_resume_on_other_data_is_refused_saying_what_differs() {
     std::fs::write(dir.join("state.safetensors"), old).unwrap();
     assert_eq!(resume(&cfg, &same, &dir).phases[0].epochs, 2);
 }
+
+/// A run directory without resume state (a scikit-learn fit's, deleted afterwards) saves
+/// none after any epoch, yet ends exactly as a resumable run: the state is written, never
+/// read, by an uninterrupted run.
+#[test]
+fn a_run_without_resume_state_saves_none_and_ends_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config("");
+    let data = Splits::load(&cfg.data, 10).unwrap();
+    let whole_dir = tmp.path().join("whole");
+    let stop = AtomicBool::new(false);
+    let whole = train(&cfg, &data, &whole_dir, &mut Silent, &stop).unwrap();
+    let run_without = |dir: &Path, progress: &mut dyn Progress, stop: &AtomicBool| {
+        let mut run = RunDir::create(dir).unwrap().without_resume_state();
+        Trainer {
+            dev: &Cpu::default(),
+            config: &cfg,
+            data: &data,
+            run: &mut run,
+            progress,
+            stop,
+            threads: 0,
+        }
+        .run()
+    };
+    let dir = tmp.path().join("scratch");
+    same_result(&whole, &run_without(&dir, &mut Silent, &stop).unwrap());
+    assert_eq!(metrics(&whole_dir), metrics(&dir));
+    // Stopped after an epoch: nothing to resume from, while a resumable run keeps it.
+    let dir = tmp.path().join("stopped");
+    let stop = AtomicBool::new(false);
+    let mut progress = StopAfter {
+        phase: "phase1",
+        epoch: 1,
+        stop: &stop,
+    };
+    let err = run_without(&dir, &mut progress, &stop).unwrap_err();
+    assert!(matches!(err, Error::Interrupted), "{err}");
+    assert!(dir.join("metrics.csv").exists() && !dir.join("state.safetensors").exists());
+}

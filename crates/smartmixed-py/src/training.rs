@@ -46,18 +46,24 @@ fn config_from_json(json: &str, origin: &str) -> PyResult<TrainConfig> {
 }
 
 /// Trains `cfg` on `data` into the new run directory `out`, with `callback(epoch_json)`
-/// after each epoch; the summary.
+/// after each epoch; the summary. A `resumable` run saves the state `--resume` continues
+/// from after every epoch.
+#[allow(clippy::too_many_arguments)]
 fn run(
     py: Python<'_>,
     cfg: &TrainConfig,
     origin: &str,
     data: &Splits,
     out: &Path,
+    resumable: bool,
     threads: usize,
     callback: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Summary> {
     smartmixed_train::check_data_fits(cfg, data, origin).map_err(errors::train)?;
     let mut run_dir = RunDir::create(out).map_err(errors::train)?;
+    if !resumable {
+        run_dir = run_dir.without_resume_state();
+    }
     let stop = AtomicBool::new(false);
     let (tx, rx) = channel::<String>();
     // `Receiver` is not `Sync`; the mutex lets the GIL-free wait borrow it.
@@ -191,7 +197,16 @@ pub fn train_config(
     let data = py
         .detach(|| Splits::load(&cfg.data, cfg.data.classes))
         .map_err(errors::train)?;
-    let summary = run(py, &cfg, &origin, &data, &out, threads, callback.as_ref())?;
+    let summary = run(
+        py,
+        &cfg,
+        &origin,
+        &data,
+        &out,
+        true,
+        threads,
+        callback.as_ref(),
+    )?;
     serde_json::to_string(&summary).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
@@ -204,8 +219,9 @@ fn arrays(x: &PyReadonlyArray2<'_, f32>, y: &PyReadonlyArray1<'_, u8>) -> PyResu
 
 /// Trains the config (JSON text; its `data` section gives the split seeds and fraction)
 /// on arrays: `x` rows of `shape`, `y` class indices into `class_names`, an optional
-/// validation set. Returns the summary (JSON text) and the selected network's export
-/// (`model.safetensors` bytes, the manifest in their metadata).
+/// validation set, in the run directory `out`, which the caller deletes afterwards (so no
+/// resume state is saved). Returns the summary (JSON text) and the selected network's
+/// export (`model.safetensors` bytes, the manifest in their metadata).
 #[pyfunction]
 #[pyo3(signature = (config_json, out, x, y, shape, class_names, feature_names, divisor=1.0, standardize=true, validation=None, threads=0, callback=None, origin=String::from("config")))]
 #[allow(clippy::too_many_arguments)]
@@ -246,7 +262,16 @@ pub fn fit_arrays<'py>(
     let splits = py
         .detach(|| Splits::from_arrays(data, &cfg.data))
         .map_err(errors::train)?;
-    let summary = run(py, &cfg, &origin, &splits, &out, threads, callback.as_ref())?;
+    let summary = run(
+        py,
+        &cfg,
+        &origin,
+        &splits,
+        &out,
+        false,
+        threads,
+        callback.as_ref(),
+    )?;
     let weights = py
         .detach(|| exported(&out).map(|(w, _)| w))
         .map_err(errors::train)?;

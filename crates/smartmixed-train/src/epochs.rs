@@ -227,7 +227,8 @@ impl<D: TrainDevice> Trainer<'_, D> {
         })
     }
 
-    /// The resume state after `epoch` (once a best checkpoint exists).
+    /// The resume state after `epoch` (once a best checkpoint exists, and unless the run
+    /// directory keeps none).
     fn save_state(
         &self,
         plan: &PhasePlan,
@@ -238,6 +239,9 @@ impl<D: TrainDevice> Trainer<'_, D> {
         let Some((_, best_epoch, best_val)) = &run.best else {
             return Ok(());
         };
+        if !self.run.resumable() {
+            return Ok(());
+        }
         let position = resume::Position {
             phase: plan.name,
             epochs_done: epoch,

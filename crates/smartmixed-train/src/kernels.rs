@@ -283,7 +283,9 @@ mod tests {
         let (rows, n, p) = (600, 64, pool.len());
         assert!(rows * n >= SPLIT_FROM_EVALUATIONS);
         let values = |len: usize, seed: f32| -> Vec<f32> {
-            (0..len).map(|i| ((i as f32 + seed) * 0.37).sin() * 3.0).collect()
+            (0..len)
+                .map(|i| ((i as f32 + seed) * 0.37).sin() * 3.0)
+                .collect()
         };
         let (pre, g_out, bias) = (values(rows * n, 1.0), values(rows * n, 2.0), values(n, 3.0));
         let choices: Vec<u8> = (0..n).map(|i| (i * 7 % p) as u8).collect();
@@ -307,20 +309,38 @@ mod tests {
                 let (mut s_pre, mut s_bias, mut s_soft) =
                     (vec![0.0; rows * n], vec![0.0; n], vec![0.0; p * n]);
                 selective_backward(&g_out, &saved, &mut s_pre, &mut s_bias, &mut s_soft);
-                let exact = [out, deriv, g_pre, plain, sel, saved.values, saved.deriv, s_pre];
+                let exact = [
+                    out,
+                    deriv,
+                    g_pre,
+                    plain,
+                    sel,
+                    saved.values,
+                    saved.deriv,
+                    s_pre,
+                ];
                 (exact, [g_bias, plain_bias, s_bias, s_soft])
             })
         };
         let (one, one_sums) = run(1);
         let (three, three_sums) = run(3);
         for (i, (a, b)) in one.iter().zip(&three).enumerate() {
-            assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "output {i}");
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "output {i}"
+            );
         }
         for (i, (a, b)) in one_sums.iter().zip(&three_sums).enumerate() {
             for (x, y) in a.iter().zip(b) {
-                assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "sum {i}: {x} vs {y}");
+                assert!(
+                    (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
+                    "sum {i}: {x} vs {y}"
+                );
             }
         }
-        assert!(one_sums[0].iter().any(|v| v.abs() > 1.0), "sums of something");
+        assert!(
+            one_sums[0].iter().any(|v| v.abs() > 1.0),
+            "sums of something"
+        );
     }
 }

@@ -22,7 +22,10 @@ fn product(
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let threads = threads_for(m.saturating_mul(n).saturating_mul(k), SPLIT_FROM_MULTIPLY_ADDS);
+    let threads = threads_for(
+        m.saturating_mul(n).saturating_mul(k),
+        SPLIT_FROM_MULTIPLY_ADDS,
+    );
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
@@ -80,8 +83,11 @@ pub fn forward(x: &[f32], w: &[f32], out: &mut [f32], b: usize, k: usize, n: usi
     if b == 0 || n == 0 {
         return;
     }
-    let shares = threads_for(b.saturating_mul(n).saturating_mul(k), SPLIT_FROM_MULTIPLY_ADDS)
-        .min(n);
+    let shares = threads_for(
+        b.saturating_mul(n).saturating_mul(k),
+        SPLIT_FROM_MULTIPLY_ADDS,
+    )
+    .min(n);
     let dst = SharePtr(out.as_mut_ptr());
     let columns = move |t: usize| {
         let cols = n * t / shares..n * (t + 1) / shares;
@@ -161,7 +167,7 @@ mod tests {
         for (b, k, n) in [(13, 29, 17), (65, 130, 127)] {
             products_match_the_naive_loops_at(b, k, n);
         }
-        assert!(65 * 130 * 127 >= SPLIT_FROM_MULTIPLY_ADDS);
+        const { assert!(65 * 130 * 127 >= SPLIT_FROM_MULTIPLY_ADDS) };
     }
 
     fn products_match_the_naive_loops_at(b: usize, k: usize, n: usize) {
