@@ -31,13 +31,16 @@ pub fn groups_from_choices(choices: &[u8], pool: &[&'static Activation]) -> Vec<
     groups
 }
 
-/// Values per parallel share of a `[rows, width]` slice whose every value costs `cost`
-/// activation evaluations: whole rows, one share per thread, or a single share for work
-/// too small to split (see [`SPLIT_FROM_EVALUATIONS`]).
-fn share(len: usize, width: usize, cost: usize) -> usize {
+/// How a `[rows, width]` slice whose every value costs `cost` activation evaluations is
+/// split: `(values per share, least shares a thread takes)`. Whole rows, one share per
+/// thread of the pool, always: the shares fix the order in which column sums add up, so
+/// results depend on the thread count only. Work too small to pay for a split (see
+/// [`SPLIT_FROM_EVALUATIONS`]) runs every share in order on the calling thread.
+fn share(len: usize, width: usize, cost: usize) -> (usize, usize) {
     let rows = len / width.max(1);
-    let threads = threads_for(len.saturating_mul(cost), SPLIT_FROM_EVALUATIONS);
-    rows.div_ceil(threads).max(1) * width.max(1)
+    let chunk = rows.div_ceil(rayon::current_num_threads()).max(1) * width.max(1);
+    let split = threads_for(len.saturating_mul(cost), SPLIT_FROM_EVALUATIONS) > 1;
+    (chunk, if split { 1 } else { usize::MAX })
 }
 
 /// Adds each share's partial column sums into `total`, in share order, so the result
@@ -59,13 +62,16 @@ pub fn grouped_forward(
     deriv: Option<&mut [f32]>,
 ) {
     let n = bias.len();
-    let chunk = share(pre.len(), n, 1);
+    let (chunk, least) = share(pre.len(), n, 1);
     let rows = pre.par_chunks(chunk).zip(out.par_chunks_mut(chunk));
     match deriv {
         Some(d) => rows
             .zip(d.par_chunks_mut(chunk))
+            .with_min_len(least)
             .for_each(|((p, o), d)| grouped_rows(p, bias, groups, o, Some(d))),
-        None => rows.for_each(|(p, o)| grouped_rows(p, bias, groups, o, None)),
+        None => rows
+            .with_min_len(least)
+            .for_each(|(p, o)| grouped_rows(p, bias, groups, o, None)),
     }
 }
 
@@ -94,9 +100,10 @@ fn grouped_rows(
 /// `out = pre + bias` on every row (the output layer, whose activation is the identity).
 pub fn bias_forward(pre: &[f32], bias: &[f32], out: &mut [f32]) {
     let n = bias.len();
-    let chunk = share(pre.len(), n, 1);
+    let (chunk, least) = share(pre.len(), n, 1);
     pre.par_chunks(chunk)
         .zip(out.par_chunks_mut(chunk))
+        .with_min_len(least)
         .for_each(|(p, o)| {
             for (p, o) in p.chunks_exact(n).zip(o.chunks_exact_mut(n)) {
                 for ((o, p), b) in o.iter_mut().zip(p).zip(bias) {
@@ -109,7 +116,8 @@ pub fn bias_forward(pre: &[f32], bias: &[f32], out: &mut [f32]) {
 /// Column sums of `g` (`[rows, n]`) added into `g_bias` (`n`): the bias gradient.
 pub fn bias_backward(g: &[f32], g_bias: &mut [f32]) {
     let n = g_bias.len();
-    let partials = g.par_chunks(share(g.len(), n, 1)).map(|g| {
+    let (chunk, least) = share(g.len(), n, 1);
+    let partials = g.par_chunks(chunk).with_min_len(least).map(|g| {
         let mut sum = vec![0.0f32; n];
         for row in g.chunks_exact(n) {
             sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
@@ -122,11 +130,12 @@ pub fn bias_backward(g: &[f32], g_bias: &mut [f32]) {
 /// Backward of [`grouped_forward`]: `g_pre = g_out * deriv`, `g_bias += sum over rows`.
 pub fn grouped_backward(g_out: &[f32], deriv: &[f32], g_pre: &mut [f32], g_bias: &mut [f32]) {
     let n = g_bias.len();
-    let chunk = share(g_out.len(), n, 1);
+    let (chunk, least) = share(g_out.len(), n, 1);
     let partials = g_out
         .par_chunks(chunk)
         .zip(deriv.par_chunks(chunk))
         .zip(g_pre.par_chunks_mut(chunk))
+        .with_min_len(least)
         .map(|((go, d), gp)| {
             let mut sum = vec![0.0f32; n];
             for ((go, d), gp) in go
@@ -180,11 +189,12 @@ pub fn selective_forward(
     let p = pool.len();
     s.values.resize(p * len, 0.0);
     s.deriv.resize(len, 0.0);
-    let chunk = share(len, n, p);
+    let (chunk, least) = share(len, n, p);
     pre.par_chunks(chunk)
         .zip(out.par_chunks_mut(chunk))
         .zip(s.values.par_chunks_mut(chunk * p))
         .zip(s.deriv.par_chunks_mut(chunk))
+        .with_min_len(least)
         .for_each(|(((pre, out), values), deriv)| {
             selective_rows(pre, bias, pool, choices, out, values, deriv)
         });
@@ -247,10 +257,11 @@ pub fn selective_backward(
     grouped_backward(g_out, &saved.deriv, g_pre, g_bias);
     let n = g_bias.len();
     let p = g_soft.len() / n.max(1);
-    let chunk = share(g_out.len(), n, p);
+    let (chunk, least) = share(g_out.len(), n, p);
     let partials = g_out
         .par_chunks(chunk)
         .zip(saved.values.par_chunks(chunk * p))
+        .with_min_len(least)
         .map(|(go, values)| {
             let mut sum = vec![0.0f32; p * n];
             for (go, v) in go.chunks_exact(n).zip(values.chunks_exact(p * n)) {

@@ -83,11 +83,11 @@ pub fn forward(x: &[f32], w: &[f32], out: &mut [f32], b: usize, k: usize, n: usi
     if b == 0 || n == 0 {
         return;
     }
-    let shares = threads_for(
-        b.saturating_mul(n).saturating_mul(k),
-        SPLIT_FROM_MULTIPLY_ADDS,
-    )
-    .min(n);
+    // One share per pool thread, always (the same columns in each, so the same results);
+    // run in order on this thread when too small to split.
+    let shares = rayon::current_num_threads().min(n);
+    let macs = b.saturating_mul(n).saturating_mul(k);
+    let split = threads_for(macs, SPLIT_FROM_MULTIPLY_ADDS) > 1;
     let dst = SharePtr(out.as_mut_ptr());
     let columns = move |t: usize| {
         let cols = n * t / shares..n * (t + 1) / shares;
@@ -120,9 +120,9 @@ pub fn forward(x: &[f32], w: &[f32], out: &mut [f32], b: usize, k: usize, n: usi
             )
         }
     };
-    if shares == 1 {
+    if !split {
         // On this thread: a spawned share would wake an idle worker to steal it.
-        return columns(0);
+        return (0..shares).for_each(columns);
     }
     rayon::scope(|s| {
         for t in 0..shares {
