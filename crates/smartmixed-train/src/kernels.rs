@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use crate::pool::{threads_for, SPLIT_FROM_EVALUATIONS};
+use crate::pool::{least_items_for, SPLIT_FROM_EVALUATIONS};
 use smartmixed_core::{apply_blocks, Activation};
 
 /// Phase 1 clamps every candidate activation, and the mixture, to `[-CLAMP, CLAMP]`
@@ -39,8 +39,10 @@ pub fn groups_from_choices(choices: &[u8], pool: &[&'static Activation]) -> Vec<
 fn share(len: usize, width: usize, cost: usize) -> (usize, usize) {
     let rows = len / width.max(1);
     let chunk = rows.div_ceil(rayon::current_num_threads()).max(1) * width.max(1);
-    let split = threads_for(len.saturating_mul(cost), SPLIT_FROM_EVALUATIONS) > 1;
-    (chunk, if split { 1 } else { usize::MAX })
+    (
+        chunk,
+        least_items_for(len.saturating_mul(cost), SPLIT_FROM_EVALUATIONS),
+    )
 }
 
 /// Adds each share's partial column sums into `total`, in share order, so the result

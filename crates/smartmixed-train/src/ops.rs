@@ -448,6 +448,7 @@ impl TrainDevice for Cpu {
         moments: &mut [Moments<Self>],
         grads: &mut Gradients<f32, Self>,
     ) -> Result<(), CpuError> {
+        use crate::pool::{least_items_for, SPLIT_FROM_EVALUATIONS};
         use rayon::prelude::*;
         // Gradients lends one buffer at a time: move them out, update, move them back.
         let mut taken = Vec::with_capacity(params.len());
@@ -455,24 +456,14 @@ impl TrainDevice for Cpu {
             let empty = <Self as Storage<f32>>::try_alloc_len(p.device(), 0)?;
             taken.push(std::mem::replace(grads.get_or_alloc_mut(&**p)?, empty));
         }
+        // A small network's update runs on this thread (see `SPLIT_FROM_EVALUATIONS`).
         let values: usize = params.iter().map(|p| p.shape().num_elements()).sum();
-        let update = |((p, (m, v)), g): ((&mut &mut Matrix<Self>, &mut Moments<Self>), &_)| {
-            config.try_update(step, &mut **p, m, v, g)
-        };
-        if crate::pool::threads_for(values, crate::pool::SPLIT_FROM_EVALUATIONS) == 1 {
-            // (A small network's update on this thread: see `SPLIT_FROM_EVALUATIONS`.)
-            params
-                .iter_mut()
-                .zip(moments.iter_mut())
-                .zip(taken.iter())
-                .try_for_each(update)?;
-        } else {
-            params
-                .par_iter_mut()
-                .zip(moments.par_iter_mut())
-                .zip(taken.par_iter())
-                .try_for_each(update)?;
-        }
+        params
+            .par_iter_mut()
+            .zip(moments.par_iter_mut())
+            .zip(taken.par_iter())
+            .with_min_len(least_items_for(values, SPLIT_FROM_EVALUATIONS))
+            .try_for_each(|((p, (m, v)), g)| config.try_update(step, &mut **p, m, v, g))?;
         for (p, g) in params.iter().zip(taken) {
             *grads.get_or_alloc_mut(&**p)? = g;
         }

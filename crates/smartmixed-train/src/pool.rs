@@ -55,6 +55,17 @@ pub(crate) fn threads_for(work: usize, split_from: usize) -> usize {
     }
 }
 
+/// The least items one rayon task takes (`with_min_len`) in a split of `work`: all of them
+/// below `split_from`, so the items (the shares a split would make) run in order on the
+/// calling thread, with the split's results bit for bit.
+pub(crate) fn least_items_for(work: usize, split_from: usize) -> usize {
+    if threads_for(work, split_from) > 1 {
+        1
+    } else {
+        usize::MAX
+    }
+}
+
 impl TrainPool {
     /// [`capped_threads`]`(threads)` workers, each flushing subnormals to zero when
     /// `flush_denormals` (set in the start hook, before the worker runs any job; a rayon
