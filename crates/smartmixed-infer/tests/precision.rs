@@ -136,9 +136,9 @@ fn stays_close_to_f32(precision: Precision, prefix: &str) {
     assert!(same * 100 >= rows * 97, "{same} of {rows} rows agree");
 }
 
-/// In bf16 too, a split pass (rows over a pool of two or three) gives one thread's bits,
-/// at batch 1 (no split), 8, 32 and 40 (chunks of 16 rows) and 300, and raw rows go
-/// through the same path.
+/// In bf16 too, a split pass over a pool of two or three gives one thread's bits: by
+/// columns at batches 1, 8 and 31 where the kernel computes panels (AMX, AVX512-BF16),
+/// by rows at 40 (chunks of 16 rows) and 300, and 32 by either as the kernel decides.
 #[test]
 fn bf16_splits_give_one_threads_bits() {
     let net = files(&[33, 70, 45, 10]);
@@ -146,7 +146,7 @@ fn bf16_splits_give_one_threads_bits() {
     for threads in [2, 3] {
         let model = load(&net, Precision::Bf16, threads);
         let mut scratch = Scratch::new();
-        for batch in [1, 8, 32, 40, 300] {
+        for batch in [1, 8, 31, 32, 40, 300] {
             let x: Vec<f32> = (0..batch * 33)
                 .map(|i| (i % 17) as f32 / 8.0 - 1.0)
                 .collect();

@@ -5,7 +5,7 @@
 //! reading weights, scale with threads, which splitting rows cannot do (every thread would
 //! read all of them); taking groups rather than fixed halves keeps a thread the host slows
 //! (measured: one vCPU 15-25% slower than the other) from holding the other at the
-//! barrier. Used with packed weights (AVX-512) and bf16 weights on AMX (each layer's input
+//! barrier. Used with packed weights (AVX-512) and bf16 weights on AMX or AVX512-BF16 (each layer's input
 //! as bf16 pairs, which each thread writes for its own columns after its epilogue, so
 //! every thread's share of the weights stays in its own L2 across calls); each value is
 //! computed as on one thread, so the bits are the same. A thread that panics marks the pass failed; threads waiting
@@ -200,7 +200,7 @@ pub(crate) fn forward(
 
 /// Columns `cols` (panels `panels`) of `dst[m, n] = src[m, k] * W^T`: the packed matmul,
 /// or below GEMV_ROWS rows the packed GEMV per row (as [`Layer`]'s own matmul, so the bits
-/// are one thread's); in bf16 the AMX kernel on `pairs`, the input as bf16 pairs.
+/// are one thread's); in bf16 the kernel's panels on `pairs`, the input as bf16 pairs.
 ///
 /// # Safety
 /// `dst` must be valid for `m * n` values, and no other thread may touch columns `cols`;

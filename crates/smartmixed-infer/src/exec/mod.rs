@@ -2,7 +2,8 @@
 //! [`Pool`], in the buffers of a [`Scratch`]. One place decides the strategy:
 //!
 //! - below [`F32_COLUMN_SPLIT_BELOW`] rows (or `4 x threads`) with packed f32 weights
-//!   (AVX-512), or below [`COLUMN_SPLIT_BELOW`] in bf16 on AMX, split by output columns
+//!   (AVX-512), or in bf16 below the kernel's own count (128 rows on AMX, 32 on
+//!   AVX512-BF16), split by output columns
 //!   layer by layer ([`columns`]): each thread reads only its share of the weights, so
 //!   batch 1 scales;
 //! - from `4 x threads` rows, split by rows ([`rows`]): chunks of rows, each running the
@@ -24,13 +25,9 @@ use smartmixed_core::fpenv::FlushDenormals;
 
 use crate::model::Layer;
 
-/// Batches of fewer rows than this are split by columns (with packed weights); larger ones
-/// by rows. Rows split (each thread reading all the weights) ran batch 4096 at 78-79k
-/// samples/s against 49k split by columns.
-const COLUMN_SPLIT_BELOW: usize = 128;
-
-/// [`COLUMN_SPLIT_BELOW`] for f32 packed weights (at least `4 x threads`, where rows
-/// split). From 16 rows, two threads each running half the rows through the whole network
+/// Batches of fewer rows than this are split by columns with f32 packed weights (at
+/// least `4 x threads`, where rows split; bf16 kernels say their own,
+/// [`crate::bf16::Bf16Weights::column_split_below`]). From 16 rows, two threads each running half the rows through the whole network
 /// beat two threads sharing each layer's columns: measured on 2 cores (784-768-...-10,
 /// medians of 4 alternating runs) batch 16 at 35-37k rows/s against 30k, 32 at 38-40k
 /// against 36k, 64 at 42-44k against 33k; at batch 8 columns win (30k against 23-25k). The
@@ -144,9 +141,17 @@ pub(crate) fn forward(
     let below = if layers.iter().all(|l| l.packed().is_some()) {
         F32_COLUMN_SPLIT_BELOW.max(4 * pool.threads())
     } else {
-        COLUMN_SPLIT_BELOW
+        layers
+            .iter()
+            .map(|l| l.bf16().map_or(0, |w| w.column_split_below()))
+            .min()
+            .unwrap_or(0)
     };
-    let columns = post.is_none() && (1..below).contains(&batch) && columns::splits(layers);
+    // A pool of one thread never splits (nor grows the split's buffers).
+    let columns = post.is_none()
+        && pool.threads() > 1
+        && (1..below).contains(&batch)
+        && columns::splits(layers);
     // Split by rows only from 4 rows a thread: a second thread on the matmul alone costs
     // more than it saves below that (measured).
     let helpers = if columns || batch >= 4 * pool.threads() {
