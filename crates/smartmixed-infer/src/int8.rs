@@ -49,12 +49,100 @@ fn quads(k: usize) -> usize {
 /// a non-finite scale, so its outputs are not finite either.
 pub(crate) fn quantise(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F.
-        unsafe { quantise_avx512(x, m, k, rq, out) };
-        return;
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            unsafe { quantise_avx512(x, m, k, rq, out) };
+            return;
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            unsafe { quantise_avx2(x, m, k, rq, out) };
+            return;
+        }
     }
     quantise_portable(x, m, k, rq, out);
+}
+
+/// [`quantise_avx512`] on 256-bit registers, for CPUs with AVX2 (and AVX-VNNI) but no
+/// AVX-512. Measured on 256 x 784 values (a Zen 5 EPYC, 3 rounds): 46-51 us a call,
+/// against 1.08-1.27 ms portable (0.56-0.63 ms with the portable code merely compiled for
+/// AVX2: about a whole int8 pass's time at batch 256) and 31-41 us for the AVX-512 one.
+/// The same bits as the portable code, for the reasons given at [`quantise_avx512`]; the
+/// last `k % 8` values of a row go through the portable formula itself.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantise_avx2(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]) {
+    use std::arch::x86_64::*;
+    let whole = k & !7;
+    for ((row, dst), param) in rows_of(x, m, k, rq, out) {
+        let (mut lo, mut hi, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0);
+        let p = row.as_ptr();
+        for i in (0..whole).step_by(8) {
+            // In bounds: i + 8 <= whole <= k.
+            let v = _mm256_loadu_ps(p.add(i));
+            lo = _mm256_min_ps(v, lo);
+            hi = _mm256_max_ps(v, hi);
+            nan |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+        }
+        let (mut lanes_lo, mut lanes_hi) = ([0f32; 8], [0f32; 8]);
+        _mm256_storeu_ps(lanes_lo.as_mut_ptr(), lo);
+        _mm256_storeu_ps(lanes_hi.as_mut_ptr(), hi);
+        // Lanes hold no NaN and no -0.0, so any order of reduction gives the row's bounds.
+        let (mut l, mut h, mut any_nan) = (0.0f32, 0.0f32, nan != 0);
+        for &v in lanes_lo.iter().chain(&row[whole..]) {
+            l = if v < l { v } else { l };
+        }
+        for &v in lanes_hi.iter().chain(&row[whole..]) {
+            h = if v > h { v } else { h };
+        }
+        any_nan |= row[whole..].iter().any(|v| v.is_nan());
+        let (scale, zero) = if any_nan {
+            (f32::NAN, 0.0)
+        } else {
+            scale_of(l, h)
+        };
+        let inv_s = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        let inv = _mm256_set1_ps(inv_s);
+        let (z, top) = (_mm256_set1_ps(zero), _mm256_set1_ps(255.0));
+        for i in (0..whole).step_by(8) {
+            let v = _mm256_loadu_ps(p.add(i));
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(v, inv),
+            );
+            let t = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(t, z), _mm256_setzero_ps()), top);
+            // Codes 0-255 as i32, packed (per 128-bit half) to u16 and then u8: the low
+            // word of each half holds its four codes in order.
+            let c = _mm256_cvttps_epi32(t);
+            let b = _mm256_packus_epi16(_mm256_packus_epi32(c, c), _mm256_packus_epi32(c, c));
+            dst[i / 4] = _mm256_extract_epi32::<0>(b) as u32;
+            dst[i / 4 + 1] = _mm256_extract_epi32::<4>(b) as u32;
+        }
+        let code = |v: f32| ((v * inv_s).round_ties_even() + zero).clamp(0.0, 255.0) as u32;
+        dst[whole / 4..].fill(0);
+        for (i, &v) in row.iter().enumerate().skip(whole) {
+            dst[i / 4] |= code(v) << (8 * (i % 4));
+        }
+        param[0] = scale.to_bits();
+        param[1] = zero as u32;
+    }
+}
+
+/// The rows of `x` (`m` of `k` values), each with its `rq` quads and its (scale, zero
+/// point) pair in `out`, laid out as [`quantise`] says.
+#[allow(clippy::type_complexity)]
+fn rows_of<'a>(
+    x: &'a [f32],
+    m: usize,
+    k: usize,
+    rq: usize,
+    out: &'a mut [u32],
+) -> impl Iterator<Item = ((&'a [f32], &'a mut [u32]), &'a mut [u32])> {
+    let (rows, params) = out.split_at_mut(m * rq);
+    x.chunks_exact(k.max(1))
+        .zip(rows.chunks_exact_mut(rq.max(1)))
+        .zip(params.chunks_exact_mut(2))
+        .take(m)
 }
 
 /// [`quantise_portable`] in AVX-512 (it took 44% of an int8 pass as portable code
@@ -65,14 +153,8 @@ pub(crate) fn quantise(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]
 #[target_feature(enable = "avx512f")]
 unsafe fn quantise_avx512(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]) {
     use std::arch::x86_64::*;
-    let (rows, params) = out.split_at_mut(m * rq);
     let tail = |len: usize| ((1u32 << len) - 1) as __mmask16;
-    for ((row, dst), param) in x
-        .chunks_exact(k.max(1))
-        .zip(rows.chunks_exact_mut(rq.max(1)))
-        .zip(params.chunks_exact_mut(2))
-        .take(m)
-    {
+    for ((row, dst), param) in rows_of(x, m, k, rq, out) {
         let (mut lo, mut hi, mut nan) = (_mm512_setzero_ps(), _mm512_setzero_ps(), 0);
         let p = row.as_ptr();
         for i in (0..k).step_by(16) {
@@ -139,13 +221,7 @@ fn scale_of(lo: f32, hi: f32) -> (f32, f32) {
 
 #[inline(always)]
 fn quantise_portable(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]) {
-    let (rows, params) = out.split_at_mut(m * rq);
-    for ((row, dst), param) in x
-        .chunks_exact(k.max(1))
-        .zip(rows.chunks_exact_mut(rq.max(1)))
-        .zip(params.chunks_exact_mut(2))
-        .take(m)
-    {
+    for ((row, dst), param) in rows_of(x, m, k, rq, out) {
         let (scale, zero) = row_scale(row);
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
         let code = |v: f32| ((v * inv).round_ties_even() + zero).clamp(0.0, 255.0) as u32;
@@ -313,10 +389,17 @@ impl Int8Weights {
     /// for AVX-512 too (the same operations, so the same bits) and chosen at run time.
     fn dequantise(&self, params: &[u32], dst: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            unsafe { self.dequantise_avx512(params, dst) };
-            return;
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                unsafe { self.dequantise_avx512(params, dst) };
+                return;
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                unsafe { self.dequantise_avx2(params, dst) };
+                return;
+            }
         }
         self.dequantise_portable(params, dst);
     }
@@ -324,6 +407,13 @@ impl Int8Weights {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn dequantise_avx512(&self, params: &[u32], dst: &mut [f32]) {
+        self.dequantise_portable(params, dst);
+    }
+
+    /// For CPUs with AVX2 but no AVX-512 (as [`quantise_avx2`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dequantise_avx2(&self, params: &[u32], dst: &mut [f32]) {
         self.dequantise_portable(params, dst);
     }
 
@@ -624,8 +714,22 @@ mod tests {
         }
     }
 
-    /// The AVX-512 quantiser against the portable one: the same bits on ties, -0.0,
-    /// subnormals, NaN and infinity, odd widths, padding quads, a row of huge range.
+    /// The builds of the quantiser and the dequantise this CPU can run besides the
+    /// portable one.
+    #[cfg(target_arch = "x86_64")]
+    fn x86_levels() -> Vec<&'static str> {
+        [
+            (std::is_x86_feature_detected!("avx2"), "avx2"),
+            (std::is_x86_feature_detected!("avx512f"), "avx512"),
+        ]
+        .into_iter()
+        .filter_map(|(has, level)| has.then_some(level))
+        .collect()
+    }
+
+    /// Every quantiser build this CPU runs (AVX2, AVX-512) against the portable one: the
+    /// same bits on ties, -0.0, subnormals, NaN and infinity, odd widths, padding quads, a
+    /// row of huge range.
     #[test]
     fn every_quantiser_level_matches_the_portable_one() {
         let special = [
@@ -658,6 +762,18 @@ mod tests {
             quantise_portable(&x, m, k, rq, &mut a);
             quantise(&x, m, k, rq, &mut b);
             assert_eq!(a, b, "{m} x {k}, {rq} quads");
+            #[cfg(target_arch = "x86_64")]
+            for level in x86_levels() {
+                let mut c = vec![5u32; m * (rq + 2)];
+                // SAFETY: the CPU has the level's instructions (checked above).
+                unsafe {
+                    match level {
+                        "avx2" => quantise_avx2(&x, m, k, rq, &mut c),
+                        _ => quantise_avx512(&x, m, k, rq, &mut c),
+                    }
+                }
+                assert_eq!(a, c, "{level} {m} x {k}, {rq} quads");
+            }
         }
     }
 
@@ -699,7 +815,7 @@ mod tests {
         }
     }
 
-    /// The AVX-512 build of the dequantise against the portable one, bit for bit.
+    /// Every dequantise build this CPU runs (AVX2, AVX-512) against the portable one, bit for bit.
     #[test]
     fn every_dequantise_level_matches_the_portable_one() {
         let (m, n) = (5, 37);
@@ -710,11 +826,23 @@ mod tests {
         let params: Vec<u32> = (0..m)
             .flat_map(|r| [(0.01 + r as f32 / 7.0).to_bits(), 40 * r as u32])
             .collect();
-        let (mut a, mut b) = (sums.clone(), sums);
+        let (mut a, mut b) = (sums.clone(), sums.clone());
         w.dequantise_portable(&params, &mut a);
         w.dequantise(&params, &mut b);
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&a), bits(&b));
+        #[cfg(target_arch = "x86_64")]
+        for level in x86_levels() {
+            let mut c = sums.clone();
+            // SAFETY: the CPU has the level's instructions (checked above).
+            unsafe {
+                match level {
+                    "avx2" => w.dequantise_avx2(&params, &mut c),
+                    _ => w.dequantise_avx512(&params, &mut c),
+                }
+            }
+            assert_eq!(bits(&a), bits(&c), "{level}");
+        }
         // Row 1 (scale 0.01 + 1/7, zero point 40), column 3: sum (n + 3) x 7919 - 90,000.
         let sum = (n as i32 + 3) * 7919 - 90_000 - 40 * w.sums[3];
         assert_eq!(a[n + 3], sum as f32 * (0.01 + 1.0 / 7.0) * w.scales[3]);
