@@ -230,7 +230,13 @@ fn main() {
         .ok()
         .and_then(|p| Some(p.parent()?.parent()?.join("smartmixed-cli")))
         .filter(|p| p.is_file())
-        .expect("smartmixed-cli beside the examples directory: build it with --bins");
+        .unwrap_or_else(|| {
+            eprintln!(
+                "error: no smartmixed-cli beside the examples directory: build it first \
+                 (cargo build --release -p smartmixed-cli --bins)"
+            );
+            std::process::exit(2)
+        });
     let mut server = Command::new(&binary)
         .args(["serve", "--model", dir, "--addr", "127.0.0.1:0"])
         .arg(format!("--max-wait-us={}", max_wait.as_micros()))

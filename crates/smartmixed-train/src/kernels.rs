@@ -319,6 +319,8 @@ mod tests {
                 bias_backward(&g_out, &mut plain_bias);
                 let (mut sel, mut saved) = (vec![0.0; rows * n], SelectiveSaved::default());
                 selective_forward(&pre, &bias, &pool, &choices, &mut sel, Some(&mut saved));
+                let mut inferred = vec![0.0; rows * n];
+                selective_forward(&pre, &bias, &pool, &choices, &mut inferred, None);
                 let (mut s_pre, mut s_bias, mut s_soft) =
                     (vec![0.0; rows * n], vec![0.0; n], vec![0.0; p * n]);
                 selective_backward(&g_out, &saved, &mut s_pre, &mut s_bias, &mut s_soft);
@@ -328,6 +330,7 @@ mod tests {
                     g_pre,
                     plain,
                     sel,
+                    inferred,
                     saved.values,
                     saved.deriv,
                     s_pre,
@@ -355,5 +358,42 @@ mod tests {
             one_sums[0].iter().any(|v| v.abs() > 1.0),
             "sums of something"
         );
+    }
+
+    /// Phase 1's inference (the runs of equal choices as blocks) against the chosen
+    /// activation of each value on its own, hand-applied with its scalar `forward` and
+    /// clamped, and against the training forward's output: the same bits, with choices
+    /// that alternate, values past the clamp and a layer of one neuron.
+    #[test]
+    fn phase1_inference_gives_each_neurons_chosen_activation() {
+        let names = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu"];
+        let pool: Vec<_> = names
+            .iter()
+            .map(|n| smartmixed_core::lookup(n).unwrap())
+            .collect();
+        for (rows, n) in [(5, 37), (3, 1), (2, 64)] {
+            let pre: Vec<f32> = (0..rows * n)
+                .map(|i| ((i as f32) * 0.61).sin() * 40.0)
+                .collect();
+            let bias: Vec<f32> = (0..n).map(|i| (i as f32 * 0.3).cos()).collect();
+            let choices: Vec<u8> = (0..n).map(|i| ((i * 5 + i / 3) % 6) as u8).collect();
+            let mut got = vec![f32::NAN; rows * n];
+            selective_forward(&pre, &bias, &pool, &choices, &mut got, None);
+            let mut trained = vec![f32::NAN; rows * n];
+            let mut saved = SelectiveSaved::default();
+            selective_forward(&pre, &bias, &pool, &choices, &mut trained, Some(&mut saved));
+            for (i, (&g, &t)) in got.iter().zip(&trained).enumerate() {
+                let c = i % n;
+                let act = pool[choices[c] as usize];
+                let want = (act.forward)(pre[i] + bias[c]).clamp(-CLAMP, CLAMP);
+                assert_eq!(
+                    g.to_bits(),
+                    want.to_bits(),
+                    "{rows} x {n} at {i} ({})",
+                    act.name
+                );
+                assert_eq!(g.to_bits(), t.to_bits(), "against training, {i}");
+            }
+        }
     }
 }
