@@ -3,9 +3,8 @@
 //!
 //! - below [`F32_COLUMN_SPLIT_BELOW`] rows (or `4 x threads`) with packed f32 weights
 //!   (AVX-512), or in bf16 below the kernel's own count (128 rows on AMX, 32 on
-//!   AVX512-BF16), split by output columns
-//!   layer by layer ([`columns`]): each thread reads only its share of the weights, so
-//!   batch 1 scales;
+//!   AVX512-BF16), split by output columns layer by layer ([`columns`]): each thread
+//!   reads only its share of the weights, so batch 1 scales;
 //! - from `4 x threads` rows, split by rows ([`rows`]): chunks of rows, each running the
 //!   whole network, so threads never wait for each other within a call, and a helper the
 //!   OS has not run is called off instead of waited for ([`pool::Lease::run_shared`]);
@@ -27,8 +26,9 @@ use crate::model::Layer;
 
 /// Batches of fewer rows than this are split by columns with f32 packed weights (at
 /// least `4 x threads`, where rows split; bf16 kernels say their own,
-/// [`crate::bf16::Bf16Weights::column_split_below`]). From 16 rows, two threads each running half the rows through the whole network
-/// beat two threads sharing each layer's columns: measured on 2 cores (784-768-...-10,
+/// [`crate::bf16::Bf16Weights::column_split_below`]). From 16 rows, two threads each
+/// running half the rows through the whole network beat two threads sharing each
+/// layer's columns: measured on 2 cores (784-768-...-10,
 /// medians of 4 alternating runs) batch 16 at 35-37k rows/s against 30k, 32 at 38-40k
 /// against 36k, 64 at 42-44k against 33k; at batch 8 columns win (30k against 23-25k). The
 /// column split waits at a barrier after every layer, and on a virtual machine whose
