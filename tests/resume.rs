@@ -762,8 +762,16 @@ fn a_run_without_resume_state_saves_none_and_ends_the_same() {
     };
     let dir = tmp.path().join("scratch");
     same_result(&whole, &run_without(&dir, &mut Silent, &stop).unwrap());
+    // Its CSV files, written once at the end, hold what the epoch-by-epoch ones hold.
     assert_eq!(metrics(&whole_dir), metrics(&dir));
-    // Stopped after an epoch: nothing to resume from, while a resumable run keeps it.
+    let choices = |d: &Path| std::fs::read_to_string(d.join("choices.csv")).unwrap();
+    assert_eq!(choices(&whole_dir), choices(&dir));
+    assert!(
+        choices(&dir).lines().count() > 1,
+        "phase 1 recorded choices"
+    );
+    // Stopped after an epoch: nothing to resume from, while a resumable run keeps it (and
+    // no CSV file either: a throwaway directory's are written with the summary).
     let dir = tmp.path().join("stopped");
     let stop = AtomicBool::new(false);
     let mut progress = StopAfter {
@@ -773,5 +781,6 @@ fn a_run_without_resume_state_saves_none_and_ends_the_same() {
     };
     let err = run_without(&dir, &mut progress, &stop).unwrap_err();
     assert!(matches!(err, Error::Interrupted), "{err}");
-    assert!(dir.join("metrics.csv").exists() && !dir.join("state.safetensors").exists());
+    assert!(!dir.join("metrics.csv").exists() && !dir.join("state.safetensors").exists());
+    assert!(dir.join("config.toml").exists(), "the run began");
 }
