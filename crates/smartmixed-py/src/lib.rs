@@ -12,6 +12,14 @@ mod training;
 // Linked so that models whose groups use its activations load and train.
 use smartmixed_activations_extra as _;
 
+/// The module's Rust allocations on mimalloc, as the CLI's: a training step allocates and
+/// frees a tensor per operation, and glibc's malloc took an eighth of a small fit's
+/// training thread (wine; `perf`: `_int_malloc`, `_int_free`, `malloc_consolidate`).
+/// Python's own objects keep Python's allocator; nothing allocated here is freed there.
+#[cfg(feature = "python")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(feature = "python")]
 #[pyo3::pymodule]
 fn _native(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
