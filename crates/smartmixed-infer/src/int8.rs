@@ -410,7 +410,9 @@ impl Int8Weights {
         self.dequantise_portable(params, dst);
     }
 
-    /// For CPUs with AVX2 but no AVX-512 (as [`quantise_avx2`]).
+    /// For CPUs with AVX2 but no AVX-512 (as [`quantise_avx2`]): the portable code
+    /// compiled for AVX2, 16 us for 256 x 768 values against 55-58 us portable and 12-14
+    /// us AVX-512 (forced levels on a Zen 5, 3 rounds).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn dequantise_avx2(&self, params: &[u32], dst: &mut [f32]) {

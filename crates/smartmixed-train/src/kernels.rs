@@ -282,17 +282,21 @@ pub fn selective_backward(
 mod tests {
     use super::*;
 
+    /// The paper's six activations, in its order.
+    fn paper_pool() -> Vec<&'static Activation> {
+        ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu"]
+            .iter()
+            .map(|n| smartmixed_core::lookup(n).unwrap())
+            .collect()
+    }
+
     /// Every kernel split over three threads (work above [`SPLIT_FROM_EVALUATIONS`])
     /// against the same call on one thread: forward values bit for bit (rows are
     /// independent), the column sums of the backward within rounding (their order of
     /// addition depends on the split).
     #[test]
     fn split_kernels_agree_with_one_thread() {
-        let names = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu"];
-        let pool: Vec<_> = names
-            .iter()
-            .map(|n| smartmixed_core::lookup(n).unwrap())
-            .collect();
+        let pool = paper_pool();
         let (rows, n, p) = (600, 64, pool.len());
         assert!(rows * n >= SPLIT_FROM_EVALUATIONS);
         let values = |len: usize, seed: f32| -> Vec<f32> {
@@ -366,11 +370,7 @@ mod tests {
     /// that alternate, values past the clamp and a layer of one neuron.
     #[test]
     fn phase1_inference_gives_each_neurons_chosen_activation() {
-        let names = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu"];
-        let pool: Vec<_> = names
-            .iter()
-            .map(|n| smartmixed_core::lookup(n).unwrap())
-            .collect();
+        let pool = paper_pool();
         for (rows, n) in [(5, 37), (3, 1), (2, 64)] {
             let pre: Vec<f32> = (0..rows * n)
                 .map(|i| ((i as f32) * 0.61).sin() * 40.0)

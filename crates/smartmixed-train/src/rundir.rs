@@ -420,7 +420,8 @@ pub struct RunDir {
     path: PathBuf,
     metrics: String,
     choices: String,
-    /// Whether each epoch saves the state `--resume` continues from.
+    /// Whether each epoch saves the state `--resume` continues from and rewrites the CSV
+    /// files; false for a throwaway directory ([`RunDir::without_resume_state`]).
     resumable: bool,
 }
 

@@ -5,12 +5,12 @@
 //! reading weights, scale with threads, which splitting rows cannot do (every thread would
 //! read all of them); taking groups rather than fixed halves keeps a thread the host slows
 //! (measured: one vCPU 15-25% slower than the other) from holding the other at the
-//! barrier. Used with packed weights (AVX-512) and bf16 weights on AMX or AVX512-BF16 (each layer's input
-//! as bf16 pairs, which each thread writes for its own columns after its epilogue, so
-//! every thread's share of the weights stays in its own L2 across calls); each value is
-//! computed as on one thread, so the bits are the same. A thread that panics marks the pass failed; threads waiting
-//! at the barrier, or about to take work, see the mark and stop, so none waits forever for
-//! the thread that panicked.
+//! barrier. Used with packed weights (AVX-512) and bf16 weights on AMX or AVX512-BF16
+//! (each layer's input as bf16 pairs, which each thread writes for its own columns after
+//! its epilogue, so every thread's share of the weights stays in its own L2 across calls);
+//! each value is computed as on one thread, so the bits are the same. A thread that panics
+//! marks the pass failed; threads waiting at the barrier, or about to take work, see the
+//! mark and stop, so none waits forever for the thread that panicked.
 
 use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
