@@ -770,6 +770,35 @@ fn a_run_without_resume_state_saves_none_and_ends_the_same() {
         choices(&dir).lines().count() > 1,
         "phase 1 recorded choices"
     );
+    // Its best checkpoints, written once at each phase's end, are the ones an ordinary
+    // run rewrote at every improvement.
+    // (Compared tensor by tensor: the header's metadata comes in hash-map order.)
+    for file in ["phase1-best.safetensors", "phase2-best.safetensors"] {
+        let bytes = |d: &Path| std::fs::read(d.join(file)).unwrap();
+        let (a, b) = (bytes(&whole_dir), bytes(&dir));
+        let (a, b) = (
+            safetensors::SafeTensors::deserialize(&a).unwrap(),
+            safetensors::SafeTensors::deserialize(&b).unwrap(),
+        );
+        let mut names = a.names();
+        names.sort();
+        let mut names_b = b.names();
+        names_b.sort();
+        assert_eq!(names, names_b, "{file}");
+        for name in names {
+            let (x, y) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
+            assert!(
+                x.data() == y.data() && x.shape() == y.shape(),
+                "{file}: {name} differs"
+            );
+        }
+        let meta = |d: &Path| {
+            safetensors::SafeTensors::read_metadata(&bytes(d))
+                .unwrap()
+                .1
+        };
+        assert_eq!(meta(&whole_dir).metadata(), meta(&dir).metadata(), "{file}");
+    }
     // Stopped after an epoch: nothing to resume from, while a resumable run keeps it (and
     // no CSV file either: a throwaway directory's are written with the summary).
     let dir = tmp.path().join("stopped");

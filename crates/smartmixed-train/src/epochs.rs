@@ -73,7 +73,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
         self.progress.phase_started(plan.name, plan.epochs, batches);
         if plan.epochs == 0 && run.best.is_none() {
             let e = self.validate(&run.net);
-            checkpoint::save(&run.net, &self.run.path().join(plan.name.checkpoint_file()))?;
+            self.keep_best(plan, &run.net)?;
             run.best = Some((run.net.clone(), 0, e));
         }
         let mut ended_early = None;
@@ -117,6 +117,16 @@ impl<D: TrainDevice> Trainer<'_, D> {
         })
     }
 
+    /// Writes the phase's best checkpoint, now that `net` is it: at once where a resume
+    /// may read it, else once at the phase's end (a throwaway directory: the fit of a
+    /// small table wrote it after most of its epochs, each write two `fsync`s).
+    fn keep_best(&self, plan: &PhasePlan, net: &Network<D>) -> Result<()> {
+        if self.run.resumable() {
+            checkpoint::save(net, &self.run.path().join(plan.name.checkpoint_file()))?;
+        }
+        Ok(())
+    }
+
     fn validate(&self, net: &Network<D>) -> Evaluation {
         let data = self.data;
         let kind = self.config.model.output_loss;
@@ -149,7 +159,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
             .as_ref()
             .is_none_or(|(_, _, b)| val.beats(b, select))
         {
-            checkpoint::save(&run.net, &self.run.path().join(plan.name.checkpoint_file()))?;
+            self.keep_best(plan, &run.net)?;
             run.best = Some((run.net.clone(), epoch, val));
         }
         let record = EpochRecord {
@@ -269,6 +279,9 @@ impl<D: TrainDevice> Trainer<'_, D> {
         let (best, best_epoch, val) = run
             .best
             .ok_or_else(|| Error::Device("a phase ended without any evaluation".into()))?;
+        if !self.run.resumable() {
+            checkpoint::save(&best, &self.run.path().join(plan.name.checkpoint_file()))?;
+        }
         let data = self.data;
         let kind = self.config.model.output_loss;
         let test = evaluate(self.dev, &best, &data.test, data.classes, kind);
