@@ -180,13 +180,7 @@ pub fn selective_forward(
     let n = bias.len();
     let len = pre.len();
     let Some(s) = saved else {
-        // Inference needs only the chosen activation per neuron.
-        let groups = groups_from_choices(choices, pool);
-        grouped_forward(pre, bias, &groups, out, None);
-        for v in out.iter_mut() {
-            *v = v.clamp(-CLAMP, CLAMP);
-        }
-        return;
+        return chosen_forward(pre, bias, pool, choices, out);
     };
     let p = pool.len();
     s.values.resize(p * len, 0.0);
@@ -199,6 +193,40 @@ pub fn selective_forward(
         .with_min_len(least)
         .for_each(|(((pre, out), values), deriv)| {
             selective_rows(pre, bias, pool, choices, out, values, deriv)
+        });
+}
+
+/// Inference in phase 1: only the chosen activation per neuron, clamped. The neurons of a
+/// row are taken in the order of their choices, so that each activation runs once over a
+/// contiguous block: in choice order they form groups of one or two neurons, each a call
+/// (wine's phase-1 evaluations spent 45 us a layer that way, against 14 us sorted). The
+/// activations are elementwise, so the values are the same either way.
+fn chosen_forward(
+    pre: &[f32],
+    bias: &[f32],
+    pool: &[&'static Activation],
+    choices: &[u8],
+    out: &mut [f32],
+) {
+    let n = bias.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&j| choices[j]);
+    let sorted: Vec<u8> = order.iter().map(|&j| choices[j]).collect();
+    let groups = groups_from_choices(&sorted, pool);
+    let sorted_bias: Vec<f32> = order.iter().map(|&j| bias[j]).collect();
+    let (chunk, least) = share(pre.len(), n, 1);
+    pre.par_chunks(chunk)
+        .zip(out.par_chunks_mut(chunk))
+        .with_min_len(least)
+        .for_each(|(pre, out)| {
+            let (mut z, mut y) = (vec![0.0f32; n], vec![0.0f32; n]);
+            for (p, o) in pre.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+                z.iter_mut().zip(&order).for_each(|(z, &j)| *z = p[j]);
+                apply_blocks(&z, &sorted_bias, &groups, &mut y);
+                y.iter()
+                    .zip(&order)
+                    .for_each(|(&v, &j)| o[j] = v.clamp(-CLAMP, CLAMP));
+            }
         });
 }
 
@@ -364,7 +392,7 @@ mod tests {
         );
     }
 
-    /// Phase 1's inference (the runs of equal choices as blocks) against the chosen
+    /// Phase 1's inference (neurons sorted by their choice) against the chosen
     /// activation of each value on its own, hand-applied with its scalar `forward` and
     /// clamped, and against the training forward's output: the same bits, with choices
     /// that alternate, values past the clamp and a layer of one neuron.
