@@ -421,7 +421,8 @@ pub struct RunDir {
     metrics: String,
     choices: String,
     /// Whether each epoch saves the state `--resume` continues from and rewrites the CSV
-    /// files; false for a throwaway directory ([`RunDir::without_resume_state`]).
+    /// files, and each improving epoch its phase's best checkpoint; false for a throwaway
+    /// directory ([`RunDir::without_resume_state`]).
     resumable: bool,
 }
 
@@ -466,7 +467,8 @@ impl RunDir {
     /// the resume state (weights, Adam moments, position), which nobody could resume from
     /// (a tenth of a small table's fit: wine, 1 ms of 11 for 20 epochs), and the CSV files
     /// are written once, with the summary, instead of whole after every epoch (nobody reads
-    /// them meanwhile: epochs reach a caller through [`crate::Progress`]).
+    /// them meanwhile: epochs reach a caller through [`crate::Progress`]), as is each
+    /// phase's best checkpoint, at the phase's end.
     pub fn without_resume_state(mut self) -> Self {
         self.resumable = false;
         self
