@@ -1,5 +1,7 @@
 //! One training step at batch 128 on the paper's representative architecture
 //! (784-768-512-512-256-256-128-10): the fixed-ReLU baseline, phase 1 and phase 2.
+//! `TRAIN_STEP_WIDTHS=13,64,32,3 TRAIN_STEP_BATCH=32` measures another shape (that one is
+//! wine's `SmartMixedClassifier` fit).
 //!
 //! After criterion's report, the three steps are timed again interleaved (A B C A B C ...)
 //! so that the printed ratios phase1/relu and phase2/relu come from the same stretch of a
@@ -22,6 +24,27 @@ use smartmixed_train::TrainPool;
 const WIDTHS: [usize; 8] = [784, 768, 512, 512, 256, 256, 128, 10];
 const BATCH: usize = 128;
 
+/// The layer widths and batch size: the constants, or `TRAIN_STEP_WIDTHS` (comma-separated)
+/// and `TRAIN_STEP_BATCH`.
+fn shape() -> (Vec<usize>, usize) {
+    let widths = std::env::var("TRAIN_STEP_WIDTHS").map_or(WIDTHS.to_vec(), |v| {
+        v.split(',')
+            .map(|w| {
+                w.trim()
+                    .parse()
+                    .expect("TRAIN_STEP_WIDTHS: comma-separated widths")
+            })
+            .collect()
+    });
+    let batch = std::env::var("TRAIN_STEP_BATCH")
+        .map_or(BATCH, |v| v.parse().expect("TRAIN_STEP_BATCH: a number"));
+    assert!(
+        widths.len() >= 3 && batch > 0,
+        "at least one hidden layer and one row"
+    );
+    (widths, batch)
+}
+
 struct Setup {
     name: &'static str,
     net: Network<Cpu>,
@@ -29,11 +52,11 @@ struct Setup {
     noise: Option<StdRng>,
 }
 
-fn setups(dev: &Cpu) -> Vec<Setup> {
+fn setups(dev: &Cpu, widths: &[usize]) -> Vec<Setup> {
     let mut rng = StdRng::seed_from_u64(0);
     let pool = PAPER_POOL.iter().map(|n| lookup(n).unwrap()).collect();
-    let relu = Network::fixed(dev, &WIDTHS, lookup("relu").unwrap(), &mut rng);
-    let phase1 = Network::selective(dev, &WIDTHS, pool, 0.3, &mut rng);
+    let relu = Network::fixed(dev, widths, lookup("relu").unwrap(), &mut rng);
+    let phase1 = Network::selective(dev, widths, pool, 0.3, &mut rng);
     // Random initial logits give every layer all six groups: the worst case for phase 2.
     let phase2 = phase1.to_mixed(None).unwrap();
     [
@@ -51,15 +74,16 @@ fn setups(dev: &Cpu) -> Vec<Setup> {
     .collect()
 }
 
-fn batch(dev: &Cpu, rng: &mut StdRng) -> (Matrix<Cpu>, Matrix<Cpu>) {
-    let x: Vec<f32> = (0..BATCH * 784).map(|_| rng.gen::<f32>()).collect();
-    let mut y = vec![0.0f32; BATCH * 10];
-    for r in 0..BATCH {
-        y[r * 10 + rng.gen_range(0..10)] = 1.0;
+fn batch(dev: &Cpu, rng: &mut StdRng, widths: &[usize], rows: usize) -> (Matrix<Cpu>, Matrix<Cpu>) {
+    let (inputs, classes) = (widths[0], widths[widths.len() - 1]);
+    let x: Vec<f32> = (0..rows * inputs).map(|_| rng.gen::<f32>()).collect();
+    let mut y = vec![0.0f32; rows * classes];
+    for r in 0..rows {
+        y[r * classes + rng.gen_range(0..classes)] = 1.0;
     }
     (
-        dev.tensor_from_vec(x, (BATCH, 784)),
-        dev.tensor_from_vec(y, (BATCH, 10)),
+        dev.tensor_from_vec(x, (rows, inputs)),
+        dev.tensor_from_vec(y, (rows, classes)),
     )
 }
 
@@ -89,8 +113,9 @@ fn main() {
     let dev = Cpu::default();
     let cfg = TrainConfig::from_toml_str("[model]\nhidden = [1]\n", "bench").unwrap();
     let mut rng = StdRng::seed_from_u64(2);
-    let (x, y) = batch(&dev, &mut rng);
-    let mut setups = setups(&dev);
+    let (widths, rows) = shape();
+    let (x, y) = batch(&dev, &mut rng, &widths, rows);
+    let mut setups = setups(&dev, &widths);
     let pool = TrainPool::new(0, true).unwrap();
     println!(
         "{} training threads; matmul kernel: {}",
@@ -102,7 +127,7 @@ fn main() {
         .configure_from_args()
         .sample_size(20)
         .measurement_time(Duration::from_secs(8));
-    let mut group = c.benchmark_group("train_step_b128");
+    let mut group = c.benchmark_group(format!("train_step_b{rows}"));
     for s in setups.iter_mut() {
         group.bench_function(s.name, |b| {
             b.iter(|| black_box(step(&pool, s, &x, &y, &cfg)))
@@ -125,13 +150,13 @@ fn main() {
         .iter()
         .map(|t| t.as_secs_f64() * 1e3 / rounds as f64)
         .collect();
-    println!("\ninterleaved, {rounds} rounds, batch {BATCH}:");
+    println!("\ninterleaved, {rounds} rounds, batch {rows}, widths {widths:?}:");
     for (s, ms) in setups.iter().zip(&per_step) {
         println!(
             "  {:<7} {:>7.2} ms/step  {:>6.0} samples/s",
             s.name,
             ms,
-            BATCH as f64 * 1e3 / ms
+            rows as f64 * 1e3 / ms
         );
     }
     println!(
