@@ -566,10 +566,11 @@ impl Model {
         self.check(raw, batch, output)?;
         check_finite(raw, self.input_size())?;
         let mut input = std::mem::take(&mut scratch.raw);
-        self.input.apply(raw, grown(&mut input, raw.len()));
+        let pre = grown(&mut input, raw.len());
+        self.input.apply(raw, pre);
         let result = self
-            .check_preprocessed(raw, &input[..raw.len()])
-            .and_then(|()| self.forward_finite(&input[..raw.len()], batch, scratch, output));
+            .check_preprocessed(raw, pre)
+            .and_then(|()| self.forward_finite(pre, batch, scratch, output));
         scratch.raw = input;
         result
     }

@@ -161,6 +161,37 @@ fn bf16_splits_give_one_threads_bits() {
     }
 }
 
+/// A batch larger than a chunk (one thread runs the network 128 rows at a time, in its
+/// own few rows of scratch) gives, in every precision, the bits of its halves run as two
+/// calls, whose chunks begin at other rows: no row's answer depends on where its chunk
+/// begins or on rows other chunks left in the scratch.
+#[test]
+fn a_batch_of_many_chunks_gives_the_bits_of_its_parts() {
+    let net = files(&[33, 70, 45, 10]);
+    for precision in [Precision::F32, Precision::Bf16, Precision::Int8] {
+        let model = load(&net, precision, 1);
+        let batch = 301;
+        let x: Vec<f32> = (0..batch * 33)
+            .map(|i| ((i * 7) % 23) as f32 / 11.0 - 1.0)
+            .collect();
+        let mut whole = vec![f32::NAN; batch * 10];
+        model
+            .forward(&x, batch, &mut Scratch::new(), &mut whole)
+            .unwrap();
+        let mut scratch = Scratch::new();
+        let mut parts = vec![f32::NAN; batch * 10];
+        for rows in [0..150, 150..301] {
+            let (xs, out) = (
+                &x[rows.start * 33..rows.end * 33],
+                &mut parts[rows.start * 10..rows.end * 10],
+            );
+            model.forward(xs, rows.len(), &mut scratch, out).unwrap();
+        }
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&whole), bits(&parts), "{}", precision.name());
+    }
+}
+
 #[test]
 fn precision_names_round_trip_and_unknown_ones_are_refused() {
     for p in [Precision::F32, Precision::Bf16, Precision::Int8] {

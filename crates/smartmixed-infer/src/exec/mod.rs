@@ -95,23 +95,40 @@ impl<T> Shared<T> {
     }
 }
 
-/// The first `len` values of `buf`, grown to hold them (a scratch buffer only grows).
+/// `len` values of `buf` from a 64-byte boundary, `buf` grown to hold them (a scratch
+/// buffer only grows). Aligned because AMX reads a tile row as 64 bytes (one cache line
+/// only when aligned; see [`crate::amx::aligned`]) and a 64-byte vector load across two
+/// lines costs two.
 pub(crate) fn grown<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
-    if buf.len() < len {
+    let slack = 64 / std::mem::size_of::<T>().max(1);
+    if buf.len() < len + slack {
         // A fresh zeroed allocation (calloc: the kernel's zero pages, faulted in where the
         // threads first write) rather than `resize`, which zeroes it all on this thread
         // first (20 MB for 10k MNIST rows); every user overwrites what it reads.
-        *buf = vec![T::default(); len];
+        *buf = vec![T::default(); len + slack];
     }
-    &mut buf[..len]
+    let start = buf.as_ptr().align_offset(64).min(slack);
+    &mut buf[start..start + len]
 }
 
-/// One thread's working buffers for [`rows::alone`]: `a` and `b` `batch * widest` f32s,
-/// `q` a reduced-precision layer's input (`batch * pair_width`; empty for f32 models).
+/// Working buffers of a pass by rows ([`rows::buffer_rows`] rows): `a` and `b` `widest`
+/// f32s a row, `q` a reduced-precision layer's input (`pair_width` a row; empty for f32
+/// models).
 pub(crate) struct Bufs<'a> {
     pub(crate) a: &'a mut [f32],
     pub(crate) b: &'a mut [f32],
     pub(crate) q: &'a mut [u32],
+}
+
+impl Bufs<'_> {
+    /// The same buffers for one more pass (a chunk of a batch).
+    pub(crate) fn reborrow(&mut self) -> Bufs<'_> {
+        Bufs {
+            a: self.a,
+            b: self.b,
+            q: self.q,
+        }
+    }
 }
 
 /// `q` words per row the widest reduced-precision layer input needs (bf16 pairs, int8
@@ -169,12 +186,19 @@ pub(crate) fn forward(
         ..
     } = scratch;
     // Grown before borrowing workers: a first large call's allocation holds up no one.
-    let len = batch * layers.iter().map(|l| l.outputs).max().unwrap_or(0);
+    // The column split holds whole layers; passes by rows only their chunks' rows.
+    let pw = pair_width(layers);
+    let rows = if columns {
+        batch
+    } else {
+        rows::buffer_rows(batch, helpers + 1, pw > 0)
+    };
+    let len = rows * layers.iter().map(|l| l.outputs).max().unwrap_or(0);
     let (a, b) = (grown(a, len), grown(b, len));
     let c = if columns { grown(c, len) } else { &mut c[..0] };
-    let q = grown(q, batch * pair_width(layers));
+    let q = grown(q, rows * pw);
     let q2 = if columns {
-        grown(q2, batch * pair_width(layers))
+        grown(q2, rows * pw)
     } else {
         &mut q2[..0]
     };

@@ -1,7 +1,10 @@
 //! A forward pass split by rows: chunks of rows taken from a shared counter, each running
 //! the whole network (so the epilogue is parallel too and threads never wait on each
 //! other within a call; a helper that has not begun when the caller runs out of chunks is
-//! called off); and the pass on the calling thread alone.
+//! called off); and the pass on the calling thread alone. Either way a chunk's
+//! activations live in the thread's own few rows of the buffers, reused chunk after
+//! chunk, so a large batch's working set stays in cache (whole-batch buffers made batch
+//! 4096 run at 0.6-0.75x batch 256's rate: 12 MB of activations a layer from memory).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -10,11 +13,60 @@ use super::{pair_width, Bufs, Post, Shared};
 use crate::kernel::{add_bias, epilogue, GEMV_ROWS};
 use crate::model::Layer;
 
-/// The fewest rows of a bf16 pass's chunk (see [`forward`]).
+/// The fewest rows of a bf16 pass's chunk (see [`chunk_rows`]).
 const BF16_LEAST_CHUNK: usize = 16;
+/// The most rows of a chunk: the packed kernel's row chunk.
+const MOST_CHUNK: usize = 128;
 
-/// Runs `layers` on `batch` rows over the threads of `lease` (see [`Bufs`] for the
-/// buffers' sizes). A panic on any thread is returned (see [`Lease::run`]).
+/// Rows a chunk of a split pass takes: about four chunks per thread, so a thread the host
+/// slows takes fewer; at least 32 rows (one thread's matmul at 32 rows runs within 10% of
+/// its speed at 256) and at most [`MOST_CHUNK`]. Below `least` rows a thread, one chunk a
+/// thread (the packed matmul's cost per row from 8 rows is within 20% of its cost at 32).
+/// In bf16 and int8 (`reduced`) at least 16 rows (one AMX tile) and about two chunks per
+/// thread: every chunk reads all the weights (3 MB in bf16 for 784-768-...-10, more than
+/// a core's L2), so larger chunks pay. Measured on 2 threads (AMX, best of 1 s runs): batch
+/// 256 at 404-427k rows/s in 64-row chunks against 362k in 32-row ones; batch 4096 the
+/// same either way (409-423k).
+fn chunk_rows(batch: usize, threads: usize, reduced: bool) -> usize {
+    let (least, per) = if reduced {
+        (BF16_LEAST_CHUNK, 2)
+    } else {
+        (32.min(batch.div_ceil(threads)), 4)
+    };
+    (batch / (per * threads)).clamp(least, MOST_CHUNK)
+}
+
+/// The most rows one chunk can hold: a tail under GEMV_ROWS joins the chunk before it.
+fn region_rows(chunk: usize) -> usize {
+    chunk + GEMV_ROWS - 1
+}
+
+/// Rows the working buffers of a pass over `batch` rows need, on one thread or split over
+/// up to `threads` (each thread its own region of [`region_rows`]).
+pub(super) fn buffer_rows(batch: usize, threads: usize, reduced: bool) -> usize {
+    let alone = batch.min(region_rows(MOST_CHUNK));
+    let split = (2..=threads)
+        .map(|t| t * region_rows(chunk_rows(batch, t, reduced)))
+        .max()
+        .unwrap_or(0);
+    alone.max(split)
+}
+
+/// The chunks of `0..batch` of `chunk` rows, in order; a tail under GEMV_ROWS joins the
+/// chunk before it (alone it would take the GEMV, whose bits differ from the matmul's, and
+/// every split must give one thread's bits).
+fn chunk(batch: usize, chunk: usize, index: usize) -> Option<std::ops::Range<usize>> {
+    let start = index.checked_mul(chunk)?;
+    if start >= batch || (start > 0 && batch - start < GEMV_ROWS) {
+        return None;
+    }
+    let end = (start + chunk).min(batch);
+    Some(start..if batch - end < GEMV_ROWS { batch } else { end })
+}
+
+/// Runs `layers` on `batch` rows over the threads of `lease` (buffers of
+/// [`buffer_rows`] rows, see [`Bufs`]). A panic on any thread is returned (see
+/// [`Lease::run`]).
 pub(super) fn forward(
     layers: &[Layer],
     input: &[f32],
@@ -28,59 +80,71 @@ pub(super) fn forward(
     let inputs = layers.first().map_or(0, |l| l.inputs);
     let classes = layers.last().map_or(0, |l| l.outputs);
     let pw = pair_width(layers);
+    let size = chunk_rows(batch, lease.threads(), pw > 0);
+    let region = region_rows(size);
     let Bufs { a, b, q } = bufs;
+    let rows = lease.threads() * region;
     assert!(
-        a.len() >= batch * widest
-            && b.len() >= batch * widest
-            && q.len() >= batch * pw
+        a.len() >= rows * widest
+            && b.len() >= rows * widest
+            && q.len() >= rows * pw
             && output.len() >= batch * classes
             && input.len() >= batch * inputs,
         "row split sizes"
     );
-    // Rows in chunks taken from a shared counter, about four per thread, so a thread the
-    // host slows takes fewer; at least 32 rows (one thread's matmul at 32 rows runs within
-    // 10% of its speed at 256) and at most 128 (the packed kernel's row chunk). In bf16 at
-    // least 16 (one AMX tile of rows): a bf16 pass costs the same a row from 16 rows to
-    // 256 (perf stat task-clock, 17-19 us a row), so batch 32 runs on two threads.
-    // Below `least` rows a thread, one chunk a thread (the packed matmul's cost per row
-    // from 8 rows is within 20% of its cost at 32).
-    let least = if pw > 0 {
-        BF16_LEAST_CHUNK
-    } else {
-        32.min(batch.div_ceil(lease.threads()))
-    };
-    let chunk = (batch / (4 * lease.threads())).clamp(least, 128);
     let next = AtomicUsize::new(0);
     let (a, b, out) = (Shared::new(a), Shared::new(b), Shared::new(output));
     let q = Shared::new(q);
-    lease.run_shared(&|_| loop {
-        let start = next.fetch_add(1, Ordering::Relaxed) * chunk;
-        // A tail under GEMV_ROWS joins the chunk before it: alone it would take the GEMV,
-        // whose bits differ from the matmul's (every split must give one thread's bits).
-        if start >= batch || (start > 0 && batch - start < GEMV_ROWS) {
-            return;
-        }
-        let end = (start + chunk).min(batch);
-        let rows = start..if batch - end < GEMV_ROWS { batch } else { end };
-        // SAFETY: `a` and `b` hold batch * widest values and `out` batch * classes (asserted
-        // above); this chunk is this thread's alone, so are its rows of each.
-        let (a, b, q, out) = unsafe {
-            (
-                a.rows(rows.clone(), widest),
-                b.rows(rows.clone(), widest),
-                q.rows(rows.clone(), pw),
-                out.rows(rows.clone(), classes),
-            )
+    lease.run_shared(&|t| {
+        let mine = t * region..(t + 1) * region;
+        // SAFETY: the buffers hold threads * region rows (asserted above) and region `t`
+        // is thread t's alone.
+        let mut bufs = unsafe {
+            Bufs {
+                a: a.rows(mine.clone(), widest),
+                b: b.rows(mine.clone(), widest),
+                q: q.rows(mine, pw),
+            }
         };
-        let x = &input[rows.start * inputs..rows.end * inputs];
-        alone(layers, x, rows.len(), Bufs { a, b, q }, out, post);
+        while let Some(rows) = chunk(batch, size, next.fetch_add(1, Ordering::Relaxed)) {
+            // SAFETY: `out` holds batch * classes values (asserted above); each chunk is
+            // taken once, so its rows are this thread's alone.
+            let out = unsafe { out.rows(rows.clone(), classes) };
+            let x = &input[rows.start * inputs..rows.end * inputs];
+            network(layers, x, rows.len(), bufs.reborrow(), out, post);
+        }
     })
 }
 
-/// The network on `batch` rows on this thread: each hidden layer's matmul writes `b` and
-/// its epilogue (or `post`) writes `a`; the last layer writes `output`; a bf16 layer's
-/// input goes through `q` as bf16 pairs.
+/// The network on `batch` rows on this thread, [`MOST_CHUNK`] rows at a time (buffers of
+/// [`buffer_rows`] rows).
 pub(super) fn alone(
+    layers: &[Layer],
+    input: &[f32],
+    batch: usize,
+    bufs: Bufs<'_>,
+    output: &mut [f32],
+    post: Option<&Post<'_>>,
+) {
+    let inputs = layers.first().map_or(0, |l| l.inputs);
+    let classes = layers.last().map_or(0, |l| l.outputs);
+    let mut bufs = bufs;
+    for index in 0.. {
+        let Some(rows) = chunk(batch, MOST_CHUNK, index) else {
+            return;
+        };
+        let out = &mut output[rows.start * classes..rows.end * classes];
+        let x = &input[rows.start * inputs..rows.end * inputs];
+        network(layers, x, rows.len(), bufs.reborrow(), out, post);
+    }
+}
+
+/// The network on `batch` rows (at most a region's) on this thread: each hidden layer's
+/// matmul writes `b` and its epilogue (or `post`) writes `a`; the last layer writes
+/// `output`. A bf16 layer's input goes through `q` as bf16 pairs: where the next layer is
+/// bf16 the epilogue writes them itself, a row at a time through `a`'s first row, so a
+/// layer's activations never travel through memory in f32.
+fn network(
     layers: &[Layer],
     input: &[f32],
     batch: usize,
@@ -90,20 +154,46 @@ pub(super) fn alone(
 ) {
     let Bufs { a, b, q } = bufs;
     let last = layers.len() - 1;
+    // Whether `q` holds this layer's input as pairs already.
+    let mut paired = false;
     for (i, layer) in layers.iter().enumerate() {
         let (k, n) = (layer.inputs, layer.outputs);
-        let src: &[f32] = if i == 0 { input } else { &a[..batch * k] };
-        if i == last {
-            layer.matmul(src, output, batch, q);
-            add_bias(output, &layer.bias);
+        let dst = if i == last {
+            &mut output[..batch * n]
         } else {
-            // Pre-activations go to `b`; the activations back to `a`, the next input.
-            layer.matmul(src, &mut b[..batch * n], batch, q);
-            let (pre, out) = (&b[..batch * n], &mut a[..batch * n]);
-            match post {
-                None => epilogue(pre, &layer.bias, &layer.blocks, out),
-                Some(post) => post(pre, layer, out),
+            &mut b[..batch * n]
+        };
+        match layer.bf16() {
+            Some(w) if paired => w.matmul(&q[..batch * w.row_pairs()], dst, batch),
+            _ => {
+                let src: &[f32] = if i == 0 { input } else { &a[..batch * k] };
+                layer.matmul(src, dst, batch, q);
             }
         }
+        if i == last {
+            add_bias(output, &layer.bias);
+            return;
+        }
+        let pre = &b[..batch * n];
+        let next = layers[i + 1].bf16().filter(|_| post.is_none());
+        paired = next.is_some();
+        match (post, next) {
+            (Some(post), _) => post(pre, layer, &mut a[..batch * n]),
+            (None, Some(w)) => {
+                let rp = w.row_pairs();
+                epilogue_to_pairs(pre, layer, &mut a[..n], &mut q[..batch * rp], rp);
+            }
+            (None, None) => epilogue(pre, &layer.bias, &layer.blocks, &mut a[..batch * n]),
+        }
+    }
+}
+
+/// `act(pre + bias)` of every row as bf16 pairs in `pairs` (`rp` to a row), through `row`
+/// (one row of f32, in L1).
+fn epilogue_to_pairs(pre: &[f32], layer: &Layer, row: &mut [f32], pairs: &mut [u32], rp: usize) {
+    let n = layer.outputs;
+    for (p, q) in pre.chunks_exact(n).zip(pairs.chunks_exact_mut(rp)) {
+        smartmixed_core::apply_blocks(p, &layer.bias, &layer.blocks, row);
+        crate::bf16::to_pairs(row, 1, n, rp, q);
     }
 }
