@@ -17,6 +17,9 @@ use std::sync::OnceLock;
 const T: usize = 16;
 /// Rows per chunk of a matmul: 256 rows of a 784-input layer's pairs are 400 KB, in L2.
 const MC: usize = 256;
+/// The most steps (blocks of 16 pairs) of a K block: a 32-column panel's weight tiles for
+/// 16 steps are 32 KB, which stay in the 48 KB L1 while the row blocks pass over them.
+const KB: usize = 16;
 
 /// Whether the CPU has AMX-TILE and AMX-BF16, the OS saves tile state, and Linux granted
 /// this process the tile registers. Asked once.
@@ -197,40 +200,63 @@ impl AmxWeights {
             .add(p * self.steps * 2 * T * T);
         let col = p * 2 * T;
         let cols = (2 * T).min(n - col);
-        let end = rows.end;
-        for r0 in rows.step_by(2 * T) {
-            let rows = (2 * T).min(end - r0);
-            let shape = (rows.min(T), rows - rows.min(T));
-            if shape != *configured {
-                configure(shape.0, shape.1);
-                *configured = shape;
-            }
-            // A whole panel's sums go straight to `dst` (rows r0..r0 + rows, columns
-            // col..col + 32, in bounds); a partial one through `block`.
-            let (out, stride) = if cols == 2 * T {
-                (dst.add(r0 * n + col), n)
-            } else {
-                (block.as_mut_ptr(), 2 * T)
-            };
-            // In bounds: row r0 < m, so x + r0 * rp starts a row of x.
-            let a = x.as_ptr().add(r0 * rp);
-            if shape.1 == 0 {
-                tile_block(a, rp, b, self.steps, out, stride);
-            } else {
-                tile_block_2x2(a, rp, b, self.steps, out, stride);
-            }
-            if cols < 2 * T {
-                for r in 0..rows {
-                    // In bounds: row r0 + r < m, columns col..col + cols within n.
-                    std::ptr::copy_nonoverlapping(
-                        block.as_ptr().add(r * 2 * T),
-                        dst.add((r0 + r) * n + col),
-                        cols,
-                    );
+        // A whole panel over several row blocks in blocks of at most KB steps, each
+        // block's weight tiles reused by every row block while in L1, the sums kept in
+        // `dst` between blocks (an f32 store and load: exact, so the bits are the
+        // unblocked ones). Else all the steps at once.
+        let blocks = if cols == 2 * T && rows.len() > 2 * T {
+            self.steps.div_ceil(KB)
+        } else {
+            1
+        };
+        for kb in 0..blocks {
+            let steps = self.steps * kb / blocks..self.steps * (kb + 1) / blocks;
+            for r0 in rows.clone().step_by(2 * T) {
+                let count = (2 * T).min(rows.end - r0);
+                let shape = (count.min(T), count - count.min(T));
+                if shape != *configured {
+                    configure(shape.0, shape.1);
+                    *configured = shape;
+                }
+                // A whole panel's sums go straight to `dst` (rows r0..r0 + count, columns
+                // col..col + 32, in bounds); a partial one through `block`.
+                let (out, stride) = if cols == 2 * T {
+                    (dst.add(r0 * n + col), n)
+                } else {
+                    (block.as_mut_ptr(), 2 * T)
+                };
+                // In bounds: row r0 < m, so x + r0 * rp starts a row of x.
+                let a = x.as_ptr().add(r0 * rp);
+                let go = Steps {
+                    steps: steps.clone(),
+                    accumulate: kb > 0,
+                };
+                if shape.1 == 0 {
+                    tile_block(a, rp, b, go, out, stride);
+                } else {
+                    tile_block_2x2(a, rp, b, go, out, stride);
+                }
+                if cols < 2 * T {
+                    for r in 0..count {
+                        // In bounds: row r0 + r < m, columns col..col + cols within n.
+                        std::ptr::copy_nonoverlapping(
+                            block.as_ptr().add(r * 2 * T),
+                            dst.add((r0 + r) * n + col),
+                            cols,
+                        );
+                    }
                 }
             }
         }
     }
+}
+
+/// Which steps (blocks of 16 pairs) a tile block runs, and whether it adds them to the
+/// sums already in `out` (a later block of [`AmxWeights::panel`]'s K blocking) rather
+/// than starting from zero.
+struct Steps {
+    steps: std::ops::Range<usize>,
+    accumulate: bool,
 }
 
 /// The tile configuration of palette 1: tiles 0-3 the sums (rows 0-15 then 16-31, each
@@ -272,14 +298,25 @@ unsafe fn tile_block(
     a: *const u32,
     rp: usize,
     b: *const u32,
-    steps: usize,
+    go: Steps,
     out: *mut f32,
     stride: usize,
 ) {
     let a_stride = rp * 4;
     let b_stride = T * 4;
-    asm!("tilezero tmm0", "tilezero tmm1", options(nostack));
-    for st in 0..steps {
+    if go.accumulate {
+        asm!(
+            "tileloadd tmm0, [{c0} + {sc}*1]",
+            "tileloadd tmm1, [{c1} + {sc}*1]",
+            c0 = in(reg) out,
+            c1 = in(reg) out.add(T),
+            sc = in(reg) stride * 4,
+            options(nostack),
+        );
+    } else {
+        asm!("tilezero tmm0", "tilezero tmm1", options(nostack));
+    }
+    for st in go.steps {
         let ap = a.add(st * T);
         let b0 = b.add(st * 2 * T * T);
         asm!(
@@ -314,20 +351,35 @@ unsafe fn tile_block_2x2(
     a: *const u32,
     rp: usize,
     b: *const u32,
-    steps: usize,
+    go: Steps,
     out: *mut f32,
     stride: usize,
 ) {
     let a_stride = rp * 4;
     let b_stride = T * 4;
-    asm!(
-        "tilezero tmm0",
-        "tilezero tmm1",
-        "tilezero tmm2",
-        "tilezero tmm3",
-        options(nostack)
-    );
-    for st in 0..steps {
+    if go.accumulate {
+        asm!(
+            "tileloadd tmm0, [{c0} + {sc}*1]",
+            "tileloadd tmm1, [{c1} + {sc}*1]",
+            "tileloadd tmm2, [{c2} + {sc}*1]",
+            "tileloadd tmm3, [{c3} + {sc}*1]",
+            c0 = in(reg) out,
+            c1 = in(reg) out.add(T),
+            c2 = in(reg) out.add(T * stride),
+            c3 = in(reg) out.add(T * stride + T),
+            sc = in(reg) stride * 4,
+            options(nostack),
+        );
+    } else {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack)
+        );
+    }
+    for st in go.steps {
         let ap = a.add(st * T);
         let b0 = b.add(st * 2 * T * T);
         asm!(

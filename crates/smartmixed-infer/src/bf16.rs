@@ -596,7 +596,9 @@ pub(crate) mod tests {
 
     /// A matmul over many rows against the same rows 16 at a time: the same bits. On AMX
     /// this holds the 32-row blocks (four sum tiles, whole panels stored straight to the
-    /// output) to the 16-row ones, on partial panels, partial row blocks and odd widths.
+    /// output) to the 16-row ones, on partial panels, partial row blocks and odd widths,
+    /// and the K blocking of whole panels over more than 32 rows (784 and 1500 inputs:
+    /// 25 and 47 steps, in blocks of at most 16) to one pass over all the steps.
     #[test]
     fn many_rows_at_once_give_the_bits_of_16_at_a_time() {
         let _mode = smartmixed_core::fpenv::FlushDenormals::set(true);
@@ -606,6 +608,8 @@ pub(crate) mod tests {
             (130, 300, 100),
             (17, 33, 32),
             (300, 70, 64),
+            (100, 784, 96),
+            (70, 1500, 40),
         ] {
             let w = Bf16Weights::new(&values(k * n, 7), k, n).unwrap();
             let rp = w.row_pairs();

@@ -15,25 +15,37 @@ use crate::model::Layer;
 
 /// The fewest rows of a bf16 pass's chunk (see [`chunk_rows`]).
 const BF16_LEAST_CHUNK: usize = 16;
-/// The most rows of a chunk: the packed kernel's row chunk.
+/// The most rows of a chunk: the packed kernel's row chunk; in bf16 and int8 the AMX
+/// kernel's (see [`most_rows`]).
 const MOST_CHUNK: usize = 128;
+const MOST_REDUCED_CHUNK: usize = 256;
+
+/// The most rows of a chunk in f32, or in bf16 and int8 (`reduced`).
+fn most_rows(reduced: bool) -> usize {
+    if reduced {
+        MOST_REDUCED_CHUNK
+    } else {
+        MOST_CHUNK
+    }
+}
 
 /// Rows a chunk of a split pass takes: about four chunks per thread, so a thread the host
 /// slows takes fewer; at least 32 rows (one thread's matmul at 32 rows runs within 10% of
 /// its speed at 256) and at most [`MOST_CHUNK`]. Below `least` rows a thread, one chunk a
 /// thread (the packed matmul's cost per row from 8 rows is within 20% of its cost at 32).
-/// In bf16 and int8 (`reduced`) at least 16 rows (one AMX tile) and about two chunks per
-/// thread: every chunk reads all the weights (3 MB in bf16 for 784-768-...-10, more than
-/// a core's L2), so larger chunks pay. Measured on 2 threads (AMX, best of 1 s runs): batch
-/// 256 at 404-427k rows/s in 64-row chunks against 362k in 32-row ones; batch 4096 the
-/// same either way (409-423k).
+/// In bf16 and int8 (`reduced`) at least 16 rows (one AMX tile), one chunk a thread, and
+/// at most 256 rows: every chunk reads all the weights (3 MB in bf16 for 784-768-...-10,
+/// more than a core's L2), and the AMX kernel reuses each weight tile over the chunk's
+/// rows. Measured on 2 threads (AMX, 1 s runs, 3 rounds alternating): batch 256 at
+/// 362-388k rows/s in 128-row chunks against 304-350k in 64-row ones; batch 4096 at
+/// 374-436k in 256-row chunks against 353-380k in 128-row ones.
 fn chunk_rows(batch: usize, threads: usize, reduced: bool) -> usize {
     let (least, per) = if reduced {
-        (BF16_LEAST_CHUNK, 2)
+        (BF16_LEAST_CHUNK, 1)
     } else {
         (32.min(batch.div_ceil(threads)), 4)
     };
-    (batch / (per * threads)).clamp(least, MOST_CHUNK)
+    (batch / (per * threads)).clamp(least, most_rows(reduced))
 }
 
 /// The most rows one chunk can hold: a tail under GEMV_ROWS joins the chunk before it.
@@ -44,7 +56,7 @@ fn region_rows(chunk: usize) -> usize {
 /// Rows the working buffers of a pass over `batch` rows need, on one thread or split over
 /// up to `threads` (each thread its own region of [`region_rows`]).
 pub(super) fn buffer_rows(batch: usize, threads: usize, reduced: bool) -> usize {
-    let alone = batch.min(region_rows(MOST_CHUNK));
+    let alone = batch.min(region_rows(most_rows(reduced)));
     let split = (2..=threads)
         .map(|t| t * region_rows(chunk_rows(batch, t, reduced)))
         .max()
@@ -116,7 +128,7 @@ pub(super) fn forward(
     })
 }
 
-/// The network on `batch` rows on this thread, [`MOST_CHUNK`] rows at a time (buffers of
+/// The network on `batch` rows on this thread, [`most_rows`] rows at a time (buffers of
 /// [`buffer_rows`] rows).
 pub(super) fn alone(
     layers: &[Layer],
@@ -128,9 +140,10 @@ pub(super) fn alone(
 ) {
     let inputs = layers.first().map_or(0, |l| l.inputs);
     let classes = layers.last().map_or(0, |l| l.outputs);
+    let reduced = pair_width(layers) > 0;
     let mut bufs = bufs;
     for index in 0.. {
-        let Some(rows) = chunk(batch, MOST_CHUNK, index) else {
+        let Some(rows) = chunk(batch, most_rows(reduced), index) else {
             return;
         };
         let out = &mut output[rows.start * classes..rows.end * classes];
