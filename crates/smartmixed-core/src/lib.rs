@@ -4,7 +4,7 @@
 //! training and sweep configs live in `smartmixed-train`.
 
 pub mod activation;
-mod builtin;
+pub mod builtin;
 mod error;
 pub mod fpenv;
 pub mod manifest;

@@ -1,10 +1,9 @@
 //! The two steps of a layer: the matmul (on AVX-512 our packed-weight kernel in
 //! `packed.rs`; elsewhere the `gemm` crate, which picks AVX2/FMA or portable code at run
-//! time; single-threaded, the model parallelises) and the epilogue over contiguous
-//! activation blocks.
+//! time; single-threaded, the model parallelises) and the output layer's bias (the
+//! hidden layers' epilogue is [`crate::model`]'s `Layer::activate`).
 
 use smartmixed_core::activation::{detected_simd_level, SimdLevel};
-use smartmixed_core::{apply_blocks, Block};
 
 /// The instruction set the matmul and GEMV kernels run on, detected at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,14 +121,6 @@ pub fn layer_matmul(lhs: &[f32], rhs: &[f32], dst: &mut [f32], m: usize, k: usiz
         }
     } else {
         matmul(lhs, rhs, dst, m, k, n);
-    }
-}
-
-/// `out = act(pre + bias)` for every row, each block with its activation: one pass.
-pub fn epilogue(pre: &[f32], bias: &[f32], blocks: &[Block], out: &mut [f32]) {
-    let n = bias.len();
-    for (p, o) in pre.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        apply_blocks(p, bias, blocks, o);
     }
 }
 

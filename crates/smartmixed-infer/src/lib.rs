@@ -25,6 +25,7 @@ mod batched;
 mod bf16;
 mod error;
 mod exec;
+mod fast_act;
 mod int8;
 mod kernel;
 mod model;

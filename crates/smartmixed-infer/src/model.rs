@@ -11,6 +11,7 @@ use smartmixed_core::{lookup, InputManifest, LayerManifest, Manifest};
 
 use crate::bf16::Bf16Weights;
 use crate::exec::{grown, Panic, Pool, Post, Scratch};
+use crate::fast_act::Fast;
 use crate::int8::Int8Weights;
 use crate::kernel::{layer_matmul, Kernel, GEMV_ROWS};
 use crate::packed::PackedWeights;
@@ -31,6 +32,9 @@ pub(crate) struct Layer {
     pub(crate) bias: Vec<f32>,
     /// Empty for the output layer (identity).
     pub(crate) blocks: Vec<Block>,
+    /// Per block, in bf16 and int8, the fast form of its activation where it has one
+    /// ([`crate::fast_act`]); empty in f32, which keeps the exact forms.
+    fast: Vec<Option<Fast>>,
 }
 
 /// How a model holds and multiplies its weights; chosen when it is loaded.
@@ -118,6 +122,32 @@ impl Layer {
                 }
             }
             Weights::Transposed(wt) => layer_matmul(src, wt, dst, batch, k, n),
+        }
+    }
+
+    /// `out = act(pre + bias)` over block `j`'s part of a row (`pre` and `out` that
+    /// part, `bias` too): the block's fast form where the layer has one, else its
+    /// registered one.
+    pub(crate) fn apply_block(&self, j: usize, pre: &[f32], bias: &[f32], out: &mut [f32]) {
+        match self.fast.get(j).copied().flatten() {
+            Some(fast) => fast.apply(pre, bias, out),
+            None => (self.blocks[j].activation.apply)(pre, bias, out),
+        }
+    }
+
+    /// The epilogue of one row: `out = act(pre + bias)`, each block with its activation.
+    pub(crate) fn activate_row(&self, pre: &[f32], out: &mut [f32]) {
+        for (j, b) in self.blocks.iter().enumerate() {
+            let r = b.range();
+            self.apply_block(j, &pre[r.clone()], &self.bias[r.clone()], &mut out[r]);
+        }
+    }
+
+    /// The epilogue of every row of `pre` (`outputs` wide) into `out`.
+    pub(crate) fn activate(&self, pre: &[f32], out: &mut [f32]) {
+        let n = self.outputs;
+        for (p, o) in pre.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+            self.activate_row(p, o);
         }
     }
 
@@ -337,12 +367,19 @@ impl Layer {
             ),
             _ => Weights::Transposed(weight_t),
         };
+        let fast = match precision {
+            Precision::F32 => Vec::new(),
+            Precision::Bf16 | Precision::Int8 => {
+                blocks.iter().map(|b| Fast::of(b.activation)).collect()
+            }
+        };
         Ok(Layer {
             inputs,
             outputs,
             weights,
             bias,
             blocks,
+            fast,
         })
     }
 }

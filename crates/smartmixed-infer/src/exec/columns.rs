@@ -242,12 +242,12 @@ unsafe fn epilogue_cols(layer: &Layer, p: *const f32, y: *mut f32, m: usize, col
         // Only this thread's columns: other threads write the rest of `p` meanwhile.
         let pre = std::slice::from_raw_parts(p.add(r * n + cols.start), cols.len());
         let out = std::slice::from_raw_parts_mut(y.add(r * n + cols.start), cols.len());
-        for blk in &layer.blocks {
+        for (j, blk) in layer.blocks.iter().enumerate() {
             let s = blk.start.max(cols.start);
             let e = (blk.start + blk.len).min(cols.end);
             if s < e {
                 let local = s - cols.start..e - cols.start;
-                (blk.activation.apply)(&pre[local.clone()], &layer.bias[s..e], &mut out[local]);
+                layer.apply_block(j, &pre[local.clone()], &layer.bias[s..e], &mut out[local]);
             }
         }
     }

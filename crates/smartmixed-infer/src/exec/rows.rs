@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::pool::{Lease, Panic};
 use super::{pair_width, Bufs, Post, Shared};
-use crate::kernel::{add_bias, epilogue, GEMV_ROWS};
+use crate::kernel::{add_bias, GEMV_ROWS};
 use crate::model::Layer;
 
 /// The fewest rows of a bf16 pass's chunk (see [`chunk_rows`]).
@@ -196,7 +196,7 @@ fn network(
                 let rp = w.row_pairs();
                 epilogue_to_pairs(pre, layer, &mut a[..n], &mut q[..batch * rp], rp);
             }
-            (None, None) => epilogue(pre, &layer.bias, &layer.blocks, &mut a[..batch * n]),
+            (None, None) => layer.activate(pre, &mut a[..batch * n]),
         }
     }
 }
@@ -206,7 +206,7 @@ fn network(
 fn epilogue_to_pairs(pre: &[f32], layer: &Layer, row: &mut [f32], pairs: &mut [u32], rp: usize) {
     let n = layer.outputs;
     for (p, q) in pre.chunks_exact(n).zip(pairs.chunks_exact_mut(rp)) {
-        smartmixed_core::apply_blocks(p, &layer.bias, &layer.blocks, row);
+        layer.activate_row(p, row);
         crate::bf16::to_pairs(row, 1, n, rp, q);
     }
 }
