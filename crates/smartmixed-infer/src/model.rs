@@ -4,13 +4,14 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
 
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use smartmixed_core::{lookup, InputManifest, LayerManifest, Manifest};
 
 use crate::bf16::Bf16Weights;
-use crate::exec::{grown, Panic, Pool, Post, Scratch};
+use crate::exec::{grown, Hooks, Panic, Pool, Scratch};
 use crate::fast_act::Fast;
 use crate::int8::Int8Weights;
 use crate::kernel::{layer_matmul, Kernel, GEMV_ROWS};
@@ -633,7 +634,10 @@ impl Model {
     }
 
     /// Logits for `batch` rows of `input` (row-major `[batch, input_size]`) into `output`
-    /// (`[batch, classes]`). Allocates only when `scratch` must grow.
+    /// (`[batch, classes]`). Allocates only when `scratch` must grow. An input value that
+    /// is not finite is [`Error::NonFiniteInput`], naming the first; it is found during
+    /// the pass (each chunk of rows checks its own), so `output` then holds unspecified
+    /// values.
     ///
     /// A panic in the code a call runs, on any of its threads (an activation from a plugin
     /// crate, say), is returned as [`Error::Panicked`] with the panic's message, once every
@@ -649,8 +653,22 @@ impl Model {
         output: &mut [f32],
     ) -> Result<()> {
         self.check(input, batch, output)?;
-        check_finite(input, self.input_size())?;
-        self.forward_finite(input, batch, scratch, output)
+        // Checked finite inside the pass, chunk by chunk (see `Hooks::first_bad`).
+        let first_bad = AtomicUsize::new(usize::MAX);
+        let hooks = Hooks {
+            first_bad: Some(&first_bad),
+            ..Hooks::default()
+        };
+        self.guarded(|| self.compute(input, batch, scratch, output, hooks))?;
+        let width = self.input_size().max(1);
+        match first_bad.into_inner() {
+            usize::MAX => self.check_output(output),
+            i => Err(Error::NonFiniteInput {
+                row: i / width,
+                index: i % width,
+                value: input[i],
+            }),
+        }
     }
 
     /// [`Self::forward`] on inputs already checked (sizes, and every value finite).
@@ -661,8 +679,12 @@ impl Model {
         scratch: &mut Scratch,
         output: &mut [f32],
     ) -> Result<()> {
-        self.guarded(|| self.compute(input, batch, scratch, output, None))?;
-        // NaN or infinite logits would print as a confident answer or as `p = NaN`.
+        self.guarded(|| self.compute(input, batch, scratch, output, Hooks::default()))?;
+        self.check_output(output)
+    }
+
+    /// NaN or infinite logits would print as a confident answer or as `p = NaN`: an error.
+    fn check_output(&self, output: &[f32]) -> Result<()> {
         match first_non_finite(output) {
             None => Ok(()),
             Some(i) => Err(Error::NonFiniteOutput {
@@ -701,7 +723,7 @@ impl Model {
         batch: usize,
         scratch: &mut Scratch,
         output: &mut [f32],
-        post: Option<&Post<'_>>,
+        hooks: Hooks<'_>,
     ) -> std::result::Result<(), Panic> {
         crate::exec::forward(
             &self.layers,
@@ -710,7 +732,7 @@ impl Model {
             scratch,
             output,
             &self.pool,
-            post,
+            hooks,
         )
     }
 
@@ -752,7 +774,11 @@ impl Model {
                 }
             }
         };
-        self.guarded(|| self.compute(input, batch, scratch, output, Some(&post)))
+        let hooks = Hooks {
+            post: Some(&post),
+            ..Hooks::default()
+        };
+        self.guarded(|| self.compute(input, batch, scratch, output, hooks))
     }
 
     /// The class and softmax probabilities of one input row.

@@ -192,6 +192,45 @@ fn a_batch_of_many_chunks_gives_the_bits_of_its_parts() {
     }
 }
 
+/// The input is checked inside the pass, each chunk its own rows, on whichever thread
+/// takes it: with values that are not finite in two chunks (rows 650 and 300, and a
+/// second bad value later in row 300), every precision and thread count names the first
+/// of them, and the next call computes as before.
+#[test]
+fn the_first_non_finite_input_is_named_however_the_pass_splits() {
+    let net = files(&[33, 70, 45, 10]);
+    let batch = 700;
+    let good: Vec<f32> = (0..batch * 33)
+        .map(|i| (i % 13) as f32 / 6.0 - 1.0)
+        .collect();
+    let mut bad = good.clone();
+    bad[650 * 33 + 2] = f32::NAN;
+    bad[300 * 33 + 7] = f32::INFINITY;
+    bad[300 * 33 + 20] = f32::NAN;
+    for precision in [Precision::F32, Precision::Bf16, Precision::Int8] {
+        for threads in [1, 2, 3] {
+            let model = load(&net, precision, threads);
+            let mut scratch = Scratch::new();
+            let mut out = vec![0.0; batch * 10];
+            match model.forward(&bad, batch, &mut scratch, &mut out) {
+                Err(smartmixed_infer::Error::NonFiniteInput {
+                    row: 300,
+                    index: 7,
+                    value,
+                }) => assert_eq!(value, f32::INFINITY),
+                other => panic!("{} on {threads}: {other:?}", precision.name()),
+            }
+            let mut want = vec![f32::NAN; batch * 10];
+            model
+                .forward(&good, batch, &mut Scratch::new(), &mut want)
+                .unwrap();
+            model.forward(&good, batch, &mut scratch, &mut out).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&out), bits(&want), "{} on {threads}", precision.name());
+        }
+    }
+}
+
 #[test]
 fn precision_names_round_trip_and_unknown_ones_are_refused() {
     for p in [Precision::F32, Precision::Bf16, Precision::Int8] {

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::pool::{Lease, Panic};
-use super::{pair_width, Bufs, Post, Shared};
+use super::{pair_width, Bufs, Hooks, Post, Shared};
 use crate::kernel::{add_bias, GEMV_ROWS};
 use crate::model::Layer;
 
@@ -85,7 +85,7 @@ pub(super) fn forward(
     batch: usize,
     bufs: Bufs<'_>,
     output: &mut [f32],
-    post: Option<&Post<'_>>,
+    hooks: Hooks<'_>,
     lease: &Lease<'_>,
 ) -> Result<(), Panic> {
     let widest = layers.iter().map(|l| l.outputs).max().unwrap_or(0);
@@ -123,7 +123,9 @@ pub(super) fn forward(
             // taken once, so its rows are this thread's alone.
             let out = unsafe { out.rows(rows.clone(), classes) };
             let x = &input[rows.start * inputs..rows.end * inputs];
-            network(layers, x, rows.len(), bufs.reborrow(), out, post);
+            if hooks.finite(x, rows.start * inputs) {
+                network(layers, x, rows.len(), bufs.reborrow(), out, hooks.post);
+            }
         }
     })
 }
@@ -136,7 +138,7 @@ pub(super) fn alone(
     batch: usize,
     bufs: Bufs<'_>,
     output: &mut [f32],
-    post: Option<&Post<'_>>,
+    hooks: Hooks<'_>,
 ) {
     let inputs = layers.first().map_or(0, |l| l.inputs);
     let classes = layers.last().map_or(0, |l| l.outputs);
@@ -148,7 +150,9 @@ pub(super) fn alone(
         };
         let out = &mut output[rows.start * classes..rows.end * classes];
         let x = &input[rows.start * inputs..rows.end * inputs];
-        network(layers, x, rows.len(), bufs.reborrow(), out, post);
+        if hooks.finite(x, rows.start * inputs) {
+            network(layers, x, rows.len(), bufs.reborrow(), out, hooks.post);
+        }
     }
 }
 
