@@ -50,44 +50,76 @@ pub(crate) fn pairs(k: usize) -> usize {
 /// the portable loop compiled for AVX-512, else portable. The conversion took a quarter of
 /// a bf16 pass in the portable build and 7.7% compiled for AVX-512 (perf, batch 256, AMX).
 pub(crate) fn to_pairs(x: &[f32], m: usize, k: usize, stride: usize, out: &mut [u32]) {
+    assert!(
+        x.len() >= m * k && out.len() >= m * stride && stride >= pairs(k),
+        "bf16 conversion sizes"
+    );
+    let rows = Rows {
+        x: x.as_ptr(),
+        xs: k,
+        m,
+        k,
+        out: out.as_mut_ptr(),
+        os: stride,
+        width: stride,
+    };
+    // SAFETY: sizes asserted above; `out` is borrowed mutably.
+    unsafe { to_pairs_rows(rows) };
+}
+
+/// A conversion's rows: `m` rows of `k` values `xs` apart from `x`, into `width` pairs (the
+/// values' `pairs(k)`, then zeros) of rows `os` apart from `out`.
+#[derive(Clone, Copy)]
+pub(crate) struct Rows {
+    pub(crate) x: *const f32,
+    pub(crate) xs: usize,
+    pub(crate) m: usize,
+    pub(crate) k: usize,
+    pub(crate) out: *mut u32,
+    pub(crate) os: usize,
+    pub(crate) width: usize,
+}
+
+/// [`to_pairs`] on any [`Rows`]: the column split's share of a layer, columns of wider
+/// rows into pairs of wider rows, in one call (other threads write the columns between).
+///
+/// # Safety
+/// `x` must be valid for reading each row's `k` values, `out` for writing each row's
+/// `width` pairs, no other thread touching those pairs; `width >= pairs(k)`.
+pub(crate) unsafe fn to_pairs_rows(r: Rows) {
+    assert!(r.width >= pairs(r.k), "bf16 conversion sizes");
     #[cfg(target_arch = "x86_64")]
     if simd_available() {
-        assert!(
-            x.len() >= m * k && out.len() >= m * stride && stride >= pairs(k),
-            "bf16 conversion sizes"
-        );
-        // SAFETY: the CPU has AVX-512F and AVX512-BF16; sizes asserted above.
-        unsafe { to_pairs_cvtne(x, m, k, stride, out) };
-        return;
+        // SAFETY: the CPU has AVX-512F and AVX512-BF16; the caller's contract.
+        return to_pairs_cvtne(r);
     }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F.
-        unsafe { to_pairs_avx512(x, m, k, stride, out) };
-        return;
+        // SAFETY: the CPU has AVX-512F; the caller's contract.
+        return to_pairs_avx512(r);
     }
-    to_pairs_portable(x, m, k, stride, out);
+    to_pairs_portable(r);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn to_pairs_avx512(x: &[f32], m: usize, k: usize, stride: usize, out: &mut [u32]) {
-    to_pairs_portable(x, m, k, stride, out);
+unsafe fn to_pairs_avx512(r: Rows) {
+    to_pairs_portable(r);
 }
 
-/// [`to_pairs`] with `vcvtne2ps2bf16`: a row's values 32 at a time (the tail masked) into
-/// 16 pairs, which are the bf16 values in order.
+/// [`to_pairs_rows`] with `vcvtne2ps2bf16`: a row's values 32 at a time (the tail masked)
+/// into 16 pairs, which are the bf16 values in order.
 ///
 /// # Safety
-/// The CPU has AVX-512F and AVX512-BF16; `x` holds `m * k` values, `out` `m * stride`,
-/// `stride >= pairs(k)`.
+/// As [`to_pairs_rows`], and the CPU has AVX-512F and AVX512-BF16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn to_pairs_cvtne(x: &[f32], m: usize, k: usize, stride: usize, out: &mut [u32]) {
+unsafe fn to_pairs_cvtne(r: Rows) {
     use std::arch::x86_64::*;
     let mask = |n: usize| ((1u32 << n.min(16)) - 1) as __mmask16;
-    for r in 0..m {
-        let (src, dst) = (x.as_ptr().add(r * k), out.as_mut_ptr().add(r * stride));
+    let k = r.k;
+    for row in 0..r.m {
+        let (src, dst) = (r.x.add(row * r.xs), r.out.add(row * r.os));
         let mut i = 0;
         while i + 32 <= k {
             let lo = _mm512_loadu_ps(src.add(i));
@@ -105,19 +137,23 @@ unsafe fn to_pairs_cvtne(x: &[f32], m: usize, k: usize, stride: usize, out: &mut
             let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
             _mm512_mask_storeu_epi32(dst.add(i / 2).cast(), mask(left.div_ceil(2)), v);
         }
-        std::slice::from_raw_parts_mut(dst, stride)[pairs(k)..].fill(0);
+        // Padding pairs, where the row has any (a call to fill an empty slice, one a row,
+        // cost 3% of a 32-row pass split by columns).
+        for j in pairs(k)..r.width {
+            *dst.add(j) = 0;
+        }
     }
 }
 
+/// # Safety
+/// As [`to_pairs_rows`].
 #[inline(always)]
-fn to_pairs_portable(x: &[f32], m: usize, k: usize, stride: usize, out: &mut [u32]) {
-    let p = pairs(k);
-    for (row, dst) in x
-        .chunks_exact(k.max(1))
-        .zip(out.chunks_exact_mut(stride.max(1)))
-        .take(m)
-    {
-        let (whole, tail) = row.split_at(k & !1);
+unsafe fn to_pairs_portable(r: Rows) {
+    let (k, p) = (r.k, pairs(r.k));
+    for row in 0..r.m {
+        let src = std::slice::from_raw_parts(r.x.add(row * r.xs), k);
+        let dst = std::slice::from_raw_parts_mut(r.out.add(row * r.os), r.width);
+        let (whole, tail) = src.split_at(k & !1);
         for (d, two) in dst.iter_mut().zip(whole.chunks_exact(2)) {
             *d = bf16_bits(two[0]) | bf16_bits(two[1]) << 16;
         }
@@ -429,6 +465,74 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The conversion's rows for contiguous `x` and `out`.
+    fn rows(x: &[f32], m: usize, k: usize, stride: usize, out: &mut [u32]) -> Rows {
+        assert!(x.len() >= m * k && out.len() >= m * stride);
+        Rows {
+            x: x.as_ptr(),
+            xs: k,
+            m,
+            k,
+            out: out.as_mut_ptr(),
+            os: stride,
+            width: stride,
+        }
+    }
+
+    fn portable(x: &[f32], m: usize, k: usize, stride: usize, out: &mut [u32]) {
+        // SAFETY: `rows` checked the sizes.
+        unsafe { to_pairs_portable(rows(x, m, k, stride, out)) }
+    }
+
+    /// A share of columns of wider rows into pairs of wider rows (the column split's
+    /// conversion), at every level: the pairs of those columns, zeros in its padding
+    /// pairs, and nothing outside them touched.
+    #[test]
+    fn a_share_of_columns_converts_into_its_share_of_pairs() {
+        let (m, n, rp) = (5, 70, 48);
+        let x = values(m * n, 3);
+        // Columns 32..70 (38 values, 19 pairs) into pairs 16..48 (19 pairs, 13 of padding).
+        let (cols, first, width) = (32..70, 16, 32);
+        let mut levels: Vec<(&str, unsafe fn(Rows))> = vec![("portable", to_pairs_portable)];
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            levels.push(("avx512", to_pairs_avx512));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if simd_available() {
+            levels.push(("vcvtne2ps2bf16", to_pairs_cvtne));
+        }
+        levels.push(("dispatched", to_pairs_rows));
+        for (name, convert) in levels {
+            let mut q = vec![7u32; m * rp];
+            let r = Rows {
+                x: x[cols.start..].as_ptr(),
+                xs: n,
+                m,
+                k: cols.len(),
+                out: q[first..].as_mut_ptr(),
+                os: rp,
+                width,
+            };
+            // SAFETY: each row's 38 values and 32 pairs lie inside `x` and `q`.
+            unsafe { convert(r) };
+            for row in 0..m {
+                for j in 0..rp {
+                    let got = q[row * rp + j];
+                    let want = if j < first {
+                        7
+                    } else if j < first + cols.len() / 2 {
+                        let c = row * n + cols.start + 2 * (j - first);
+                        bf16_bits(x[c]) | bf16_bits(x[c + 1]) << 16
+                    } else {
+                        0
+                    };
+                    assert_eq!(got, want, "{name}: row {row} pair {j}");
+                }
+            }
+        }
+    }
+
     /// The AVX-512 build of the conversion against the portable one, on values of every
     /// kind (ties, subnormals, infinities, an odd width, padding past the pairs).
     #[test]
@@ -451,21 +555,21 @@ pub(crate) mod tests {
                 x[i * 3 % len] = *v;
             }
             let (mut a, mut b) = (vec![7u32; m * stride], vec![9u32; m * stride]);
-            to_pairs_portable(&x, m, k, stride, &mut a);
+            portable(&x, m, k, stride, &mut a);
             to_pairs(&x, m, k, stride, &mut b);
             assert_eq!(a, b, "{m} x {k}, stride {stride}");
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx512f") {
                 let mut c = vec![5u32; m * stride];
                 // SAFETY: the CPU has AVX-512F.
-                unsafe { to_pairs_avx512(&x, m, k, stride, &mut c) };
+                unsafe { to_pairs_avx512(rows(&x, m, k, stride, &mut c)) };
                 assert_eq!(a, c, "avx512 {m} x {k}, stride {stride}");
             }
             #[cfg(target_arch = "x86_64")]
             if simd_available() {
                 let mut c = vec![5u32; m * stride];
                 // SAFETY: the CPU has AVX-512F and AVX512-BF16; the sizes fit.
-                unsafe { to_pairs_cvtne(&x, m, k, stride, &mut c) };
+                unsafe { to_pairs_cvtne(rows(&x, m, k, stride, &mut c)) };
                 assert_eq!(a, c, "vcvtne2ps2bf16 {m} x {k}, stride {stride}");
             }
             for (r, row) in a.chunks(stride).enumerate() {
@@ -505,9 +609,9 @@ pub(crate) mod tests {
             let want = bf16_bits(x[2 * j]) | bf16_bits(x[2 * j + 1]) << 16;
             assert_eq!(*d, want, "pair {j}: {:e}, {:e}", x[2 * j], x[2 * j + 1]);
         }
-        let mut portable = vec![2u32; pairs(k)];
-        to_pairs_portable(&x, 1, k, pairs(k), &mut portable);
-        assert_eq!(got, portable);
+        let mut plain = vec![2u32; pairs(k)];
+        portable(&x, 1, k, pairs(k), &mut plain);
+        assert_eq!(got, plain);
     }
 
     /// Hand-checked roundings: ties to even, subnormals to zero, infinity kept.

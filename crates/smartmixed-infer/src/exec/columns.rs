@@ -273,11 +273,18 @@ unsafe fn pairs_cols(
     } else {
         cols.len() / 2
     };
-    for r in 0..m {
-        let src = std::slice::from_raw_parts(y.add(r * n + cols.start), cols.len());
-        let dst = std::slice::from_raw_parts_mut(q.add(r * rp + first), width);
-        crate::bf16::to_pairs(src, 1, cols.len(), width, dst);
-    }
+    let rows = crate::bf16::Rows {
+        x: y.add(cols.start),
+        xs: n,
+        m,
+        k: cols.len(),
+        out: q.add(first),
+        os: rp,
+        width,
+    };
+    // SAFETY: each row's columns `cols` of `y` and pairs first..first + width of `q` lie
+    // within their buffers (the caller's contract), the pairs this thread's alone.
+    crate::bf16::to_pairs_rows(rows);
 }
 
 /// `out += bias` on columns `cols` of every row.
