@@ -47,16 +47,49 @@ impl Fast {
     }
 
     /// `out[i] = f(pre[i] + bias[i])` over the shortest of the three.
+    #[cfg(test)]
     pub(crate) fn apply(self, pre: &[f32], bias: &[f32], out: &mut [f32]) {
         let len = out.len().min(pre.len()).min(bias.len());
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a `Fast` exists only where `available()`; all three hold `len` values.
-        unsafe {
-            avx512::apply(self, pre.as_ptr(), bias.as_ptr(), out.as_mut_ptr(), len)
+        let span = Span {
+            pre: pre.as_ptr(),
+            ps: len,
+            bias: bias.as_ptr(),
+            out: out.as_mut_ptr(),
+            os: len,
+            rows: 1,
+            len,
         };
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = len;
+        // SAFETY: all three hold `len` values; `out` is borrowed mutably.
+        unsafe { self.apply_rows(span) }
     }
+
+    /// `f(pre + bias)` on every row of `span`, in one call (a call per row and block cost
+    /// about 10 ns, a tenth of a bf16 pass on AMX).
+    ///
+    /// # Safety
+    /// `span`'s pointers must be valid for its rows (`len` values each, rows `ps` and `os`
+    /// apart; `bias` the same `len` values for every row), its output rows written by no
+    /// other thread meanwhile.
+    pub(crate) unsafe fn apply_rows(self, span: Span) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Fast` exists only where `available()`; the rest is the caller's.
+        avx512::apply(self, span);
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = span;
+    }
+}
+
+/// `rows` rows of `len` values: `out[r][i] = f(pre[r][i] + bias[i])`, rows `ps` apart in
+/// `pre` and `os` apart in `out`.
+#[derive(Clone, Copy)]
+pub(crate) struct Span {
+    pub(crate) pre: *const f32,
+    pub(crate) ps: usize,
+    pub(crate) bias: *const f32,
+    pub(crate) out: *mut f32,
+    pub(crate) os: usize,
+    pub(crate) rows: usize,
+    pub(crate) len: usize,
 }
 
 /// The module the built-in activations are registered from (`Activation::origin`).
@@ -77,27 +110,26 @@ fn available() -> bool {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Fast, ELU_ALPHA, SELU_ALPHA, SELU_SCALE};
+    use super::{Fast, Span, ELU_ALPHA, SELU_ALPHA, SELU_SCALE};
 
-    /// [`Fast::apply`] on `len` values.
+    /// [`Fast::apply_rows`].
     ///
     /// # Safety
-    /// The CPU has AVX-512F; the pointers hold `len` values.
+    /// The CPU has AVX-512F; `Fast::apply_rows`'s contract.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn apply(
-        f: Fast,
-        pre: *const f32,
-        bias: *const f32,
-        out: *mut f32,
-        len: usize,
-    ) {
+    pub(super) unsafe fn apply(f: Fast, s: Span) {
         match f {
-            Fast::Sigmoid => lanes(pre, bias, out, len, |x| sigmoid(x)),
-            Fast::Tanh => lanes(pre, bias, out, len, |x| tanh(x)),
-            Fast::Elu => lanes(pre, bias, out, len, |x| elu(x, 1.0, ELU_ALPHA)),
-            Fast::Selu => lanes(pre, bias, out, len, |x| {
-                elu(x, SELU_SCALE, SELU_SCALE * SELU_ALPHA)
-            }),
+            Fast::Sigmoid => rows(s, |x| sigmoid(x)),
+            Fast::Tanh => rows(s, |x| tanh(x)),
+            Fast::Elu => rows(s, |x| elu(x, 1.0, ELU_ALPHA)),
+            Fast::Selu => rows(s, |x| elu(x, SELU_SCALE, SELU_SCALE * SELU_ALPHA)),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn rows(s: Span, f: impl Fn(__m512) -> __m512) {
+        for r in 0..s.rows {
+            lanes(s.pre.add(r * s.ps), s.bias, s.out.add(r * s.os), s.len, &f);
         }
     }
 
@@ -108,7 +140,7 @@ mod avx512 {
         bias: *const f32,
         out: *mut f32,
         len: usize,
-        f: impl Fn(__m512) -> __m512,
+        f: &impl Fn(__m512) -> __m512,
     ) {
         let mut i = 0;
         while i + 16 <= len {

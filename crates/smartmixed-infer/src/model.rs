@@ -12,7 +12,7 @@ use smartmixed_core::{lookup, InputManifest, LayerManifest, Manifest};
 
 use crate::bf16::Bf16Weights;
 use crate::exec::{grown, Hooks, Panic, Pool, Scratch};
-use crate::fast_act::Fast;
+use crate::fast_act::{Fast, Span};
 use crate::int8::Int8Weights;
 use crate::kernel::{layer_matmul, Kernel, GEMV_ROWS};
 use crate::packed::PackedWeights;
@@ -126,30 +126,56 @@ impl Layer {
         }
     }
 
-    /// `out = act(pre + bias)` over block `j`'s part of a row (`pre` and `out` that
-    /// part, `bias` too): the block's fast form where the layer has one, else its
-    /// registered one.
-    pub(crate) fn apply_block(&self, j: usize, pre: &[f32], bias: &[f32], out: &mut [f32]) {
-        match self.fast.get(j).copied().flatten() {
-            Some(fast) => fast.apply(pre, bias, out),
-            None => (self.blocks[j].activation.apply)(pre, bias, out),
-        }
-    }
-
-    /// The epilogue of one row: `out = act(pre + bias)`, each block with its activation.
-    pub(crate) fn activate_row(&self, pre: &[f32], out: &mut [f32]) {
-        for (j, b) in self.blocks.iter().enumerate() {
-            let r = b.range();
-            self.apply_block(j, &pre[r.clone()], &self.bias[r.clone()], &mut out[r]);
+    /// `out = act(pre + bias)` on columns `cols` of `rows` rows (rows `n = outputs` apart in
+    /// both), each block clipped to them: a block with a fast form in one call for all the
+    /// rows ([`crate::fast_act`]), others by their registered form a row at a time.
+    ///
+    /// # Safety
+    /// `pre` and `out` must be valid for `rows * outputs` values with columns `cols` of
+    /// `pre` written, columns `cols` of `out` written by no other thread meanwhile.
+    pub(crate) unsafe fn activate_cols(
+        &self,
+        pre: *const f32,
+        out: *mut f32,
+        rows: usize,
+        cols: std::ops::Range<usize>,
+    ) {
+        let n = self.outputs;
+        for (j, blk) in self.blocks.iter().enumerate() {
+            let (s, e) = (
+                blk.start.max(cols.start),
+                (blk.start + blk.len).min(cols.end),
+            );
+            if s >= e {
+                continue;
+            }
+            match self.fast.get(j).copied().flatten() {
+                Some(fast) => fast.apply_rows(Span {
+                    pre: pre.add(s),
+                    ps: n,
+                    bias: self.bias[s..e].as_ptr(),
+                    out: out.add(s),
+                    os: n,
+                    rows,
+                    len: e - s,
+                }),
+                None => {
+                    for r in 0..rows {
+                        // Only these columns: other threads may write the rest of the rows.
+                        let p = std::slice::from_raw_parts(pre.add(r * n + s), e - s);
+                        let o = std::slice::from_raw_parts_mut(out.add(r * n + s), e - s);
+                        (blk.activation.apply)(p, &self.bias[s..e], o);
+                    }
+                }
+            }
         }
     }
 
     /// The epilogue of every row of `pre` (`outputs` wide) into `out`.
     pub(crate) fn activate(&self, pre: &[f32], out: &mut [f32]) {
-        let n = self.outputs;
-        for (p, o) in pre.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-            self.activate_row(p, o);
-        }
+        let rows = pre.len().min(out.len()) / self.outputs.max(1);
+        // SAFETY: both hold `rows * outputs` values; `out` is borrowed mutably.
+        unsafe { self.activate_cols(pre.as_ptr(), out.as_mut_ptr(), rows, 0..self.outputs) }
     }
 
     /// The packed weights, where the split forward pass can use them.

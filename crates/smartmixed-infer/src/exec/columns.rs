@@ -120,7 +120,7 @@ pub(crate) fn forward(
     // Work items are tickets numbered across layers: layer i owns tickets base_i..end_i. A
     // thread takes tickets until one lies past its layer, and keeps that one for the next.
     let tickets = AtomicUsize::new(0);
-    let per_item = panels_per_item(batch);
+    let per_item = if bf16 { 4 } else { panels_per_item(batch) };
     let layers_on = |t: usize| {
         let (mut x, p, mut y) = (x, p, y);
         let (mut qx, mut qy) = (qa, qb);
@@ -237,20 +237,7 @@ unsafe fn matmul_cols(
 /// `p` and `y` must be valid for `m * n` values; columns `cols` of `y` must be this
 /// thread's alone and those of `p` written.
 unsafe fn epilogue_cols(layer: &Layer, p: *const f32, y: *mut f32, m: usize, cols: Range<usize>) {
-    let n = layer.outputs;
-    for r in 0..m {
-        // Only this thread's columns: other threads write the rest of `p` meanwhile.
-        let pre = std::slice::from_raw_parts(p.add(r * n + cols.start), cols.len());
-        let out = std::slice::from_raw_parts_mut(y.add(r * n + cols.start), cols.len());
-        for (j, blk) in layer.blocks.iter().enumerate() {
-            let s = blk.start.max(cols.start);
-            let e = (blk.start + blk.len).min(cols.end);
-            if s < e {
-                let local = s - cols.start..e - cols.start;
-                layer.apply_block(j, &pre[local.clone()], &layer.bias[s..e], &mut out[local]);
-            }
-        }
-    }
+    layer.activate_cols(p, y, m, cols);
 }
 
 /// Columns `cols` of `y` (`m` rows of `n`) as the next layer's bf16 pairs in `q` (`rp` to

@@ -159,8 +159,7 @@ pub(super) fn alone(
 /// The network on `batch` rows (at most a region's) on this thread: each hidden layer's
 /// matmul writes `b` and its epilogue (or `post`) writes `a`; the last layer writes
 /// `output`. A bf16 layer's input goes through `q` as bf16 pairs: where the next layer is
-/// bf16 the epilogue writes them itself, a row at a time through `a`'s first row, so a
-/// layer's activations never travel through memory in f32.
+/// bf16 the epilogue converts its activations itself, all the chunk's rows in one call.
 fn network(
     layers: &[Layer],
     input: &[f32],
@@ -198,19 +197,28 @@ fn network(
             (Some(post), _) => post(pre, layer, &mut a[..batch * n]),
             (None, Some(w)) => {
                 let rp = w.row_pairs();
-                epilogue_to_pairs(pre, layer, &mut a[..n], &mut q[..batch * rp], rp);
+                epilogue_to_pairs(pre, layer, a, &mut q[..batch * rp], rp);
             }
             (None, None) => layer.activate(pre, &mut a[..batch * n]),
         }
     }
 }
 
-/// `act(pre + bias)` of every row as bf16 pairs in `pairs` (`rp` to a row), through `row`
-/// (one row of f32, in L1).
-fn epilogue_to_pairs(pre: &[f32], layer: &Layer, row: &mut [f32], pairs: &mut [u32], rp: usize) {
+/// Rows of [`epilogue_to_pairs`]'s steps: their activations (24 KB for 768 neurons) stay
+/// in L1 between the epilogue and the conversion, and each activation runs once per block
+/// for the 8 rows. On AMX, 2 threads, batch 4096 (3 rounds alternating): 514-518k rows/s
+/// in 8-row steps, 495-528k a row at a time (a call per row and block), 340-489k all
+/// the chunk's rows at once (256 rows of f32 through L2).
+const EPILOGUE_ROWS: usize = 8;
+
+/// `act(pre + bias)` of every row as bf16 pairs in `pairs` (`rp` to a row), through the
+/// first [`EPILOGUE_ROWS`] rows of `a`.
+fn epilogue_to_pairs(pre: &[f32], layer: &Layer, a: &mut [f32], pairs: &mut [u32], rp: usize) {
     let n = layer.outputs;
-    for (p, q) in pre.chunks_exact(n).zip(pairs.chunks_exact_mut(rp)) {
-        layer.activate_row(p, row);
-        crate::bf16::to_pairs(row, 1, n, rp, q);
+    let step = EPILOGUE_ROWS * n.max(1);
+    for (p, q) in pre.chunks(step).zip(pairs.chunks_mut(EPILOGUE_ROWS * rp)) {
+        let rows = p.len() / n.max(1);
+        layer.activate(p, &mut a[..rows * n]);
+        crate::bf16::to_pairs(&a[..rows * n], rows, n, rp, q);
     }
 }
