@@ -493,7 +493,8 @@ pub(crate) mod tests {
         let x = values(m * n, 3);
         // Columns 32..70 (38 values, 19 pairs) into pairs 16..48 (19 pairs, 13 of padding).
         let (cols, first, width) = (32..70, 16, 32);
-        let mut levels: Vec<(&str, unsafe fn(Rows))> = vec![("portable", to_pairs_portable)];
+        type Convert = unsafe fn(Rows);
+        let mut levels: Vec<(&str, Convert)> = vec![("portable", to_pairs_portable)];
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx512f") {
             levels.push(("avx512", to_pairs_avx512));

@@ -64,11 +64,13 @@ impl<'l, 'a> SpinBarrier<'l, 'a> {
     }
 }
 
-/// Panels per work item: the GEMV's four-panel group below GEMV_ROWS rows, else two (a
-/// 768-wide layer is then 12 items, so a thread slowed by the host hands items over and
-/// the threads still reach the barrier together).
-fn panels_per_item(batch: usize) -> usize {
-    if batch < GEMV_ROWS {
+/// Panels per work item: in f32 the GEMV's four-panel group below GEMV_ROWS rows, else
+/// two (a 768-wide layer is then 12 items, so a thread slowed by the host hands items over
+/// and the threads still reach the barrier together); in bf16 four, since an item's
+/// epilogue and conversion cost a call per block whatever its width (on AMX, 2 threads,
+/// batch 32: 196-211k rows/s with four panels, 179-187k with two, 168-180k with one).
+fn panels_per_item(batch: usize, bf16: bool) -> usize {
+    if bf16 || batch < GEMV_ROWS {
         4
     } else {
         2
@@ -120,7 +122,7 @@ pub(crate) fn forward(
     // Work items are tickets numbered across layers: layer i owns tickets base_i..end_i. A
     // thread takes tickets until one lies past its layer, and keeps that one for the next.
     let tickets = AtomicUsize::new(0);
-    let per_item = if bf16 { 4 } else { panels_per_item(batch) };
+    let per_item = panels_per_item(batch, bf16);
     let layers_on = |t: usize| {
         let (mut x, p, mut y) = (x, p, y);
         let (mut qx, mut qy) = (qa, qb);
