@@ -162,6 +162,18 @@ impl AmxWeights {
         m: usize,
         panels: std::ops::Range<usize>,
     ) {
+        self.panels_with::<false>(x, dst, m, panels);
+    }
+
+    /// [`Self::matmul_panels`] with `tdpbusd` (`INT8`: u8 inputs times i8 weights into
+    /// exact i32 sums, whose bits `dst` then holds) or `tdpbf16ps`.
+    unsafe fn panels_with<const INT8: bool>(
+        &self,
+        x: &[u32],
+        dst: *mut f32,
+        m: usize,
+        panels: std::ops::Range<usize>,
+    ) {
         let rp = self.steps * T;
         assert!(
             x.len() >= m * rp && panels.end <= self.n.div_ceil(2 * T),
@@ -177,7 +189,7 @@ impl AmxWeights {
         for m0 in (0..m).step_by(MC) {
             let end = m.min(m0 + MC);
             for p in panels.clone() {
-                self.panel(x, dst, m0..end, p, &mut configured, &mut block);
+                self.panel::<INT8>(x, dst, m0..end, p, &mut configured, &mut block);
             }
         }
         asm!("tilerelease", options(nostack));
@@ -185,7 +197,7 @@ impl AmxWeights {
 
     /// Rows `rows` of panel `p` (see [`Self::matmul`], whose checks this relies on),
     /// loading a tile configuration where the row count differs from `configured`.
-    unsafe fn panel(
+    unsafe fn panel<const INT8: bool>(
         &self,
         x: &[u32],
         dst: *mut f32,
@@ -232,9 +244,9 @@ impl AmxWeights {
                     accumulate: kb > 0,
                 };
                 if shape.1 == 0 {
-                    tile_block(a, rp, b, go, out, stride);
+                    tile_block::<INT8>(a, rp, b, go, out, stride);
                 } else {
-                    tile_block_2x2(a, rp, b, go, out, stride);
+                    tile_block_2x2::<INT8>(a, rp, b, go, out, stride);
                 }
                 if cols < 2 * T {
                     for r in 0..count {
@@ -294,7 +306,7 @@ unsafe fn configure(top: usize, bottom: usize) {
 
 /// One block of up to 16 input rows (as configured) times one 32-column panel, into
 /// `out` (`stride` f32 to a row, the configured rows written).
-unsafe fn tile_block(
+unsafe fn tile_block<const INT8: bool>(
     a: *const u32,
     rp: usize,
     b: *const u32,
@@ -319,19 +331,28 @@ unsafe fn tile_block(
     for st in go.steps {
         let ap = a.add(st * T);
         let b0 = b.add(st * 2 * T * T);
-        asm!(
-            "tileloadd tmm4, [{a} + {sa}*1]",
-            "tileloadd tmm6, [{b0} + {sb}*1]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tileloadd tmm7, [{b1} + {sb}*1]",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            a = in(reg) ap,
-            sa = in(reg) a_stride,
-            b0 = in(reg) b0,
-            b1 = in(reg) b0.add(T * T),
-            sb = in(reg) b_stride,
-            options(nostack),
-        );
+        macro_rules! step {
+            ($op:literal) => {
+                asm!(
+                    "tileloadd tmm4, [{a} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    concat!($op, " tmm0, tmm4, tmm6"),
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    concat!($op, " tmm1, tmm4, tmm7"),
+                    a = in(reg) ap,
+                    sa = in(reg) a_stride,
+                    b0 = in(reg) b0,
+                    b1 = in(reg) b0.add(T * T),
+                    sb = in(reg) b_stride,
+                    options(nostack),
+                )
+            };
+        }
+        if INT8 {
+            step!("tdpbusd");
+        } else {
+            step!("tdpbf16ps");
+        }
     }
     asm!(
         "tilestored [{c0} + {sc}*1], tmm0",
@@ -347,7 +368,7 @@ unsafe fn tile_block(
 /// sum tiles, so each input and weight tile loaded feeds two multiplies (the 16-row block
 /// loads three tiles for two). Each sum adds the same products in the same order as
 /// [`tile_block`], so the bits are the same.
-unsafe fn tile_block_2x2(
+unsafe fn tile_block_2x2<const INT8: bool>(
     a: *const u32,
     rp: usize,
     b: *const u32,
@@ -382,23 +403,32 @@ unsafe fn tile_block_2x2(
     for st in go.steps {
         let ap = a.add(st * T);
         let b0 = b.add(st * 2 * T * T);
-        asm!(
-            "tileloadd tmm4, [{a0} + {sa}*1]",
-            "tileloadd tmm6, [{b0} + {sb}*1]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tileloadd tmm7, [{b1} + {sb}*1]",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tileloadd tmm5, [{a1} + {sa}*1]",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            a0 = in(reg) ap,
-            a1 = in(reg) ap.add(T * rp),
-            sa = in(reg) a_stride,
-            b0 = in(reg) b0,
-            b1 = in(reg) b0.add(T * T),
-            sb = in(reg) b_stride,
-            options(nostack),
-        );
+        macro_rules! step {
+            ($op:literal) => {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    concat!($op, " tmm0, tmm4, tmm6"),
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    concat!($op, " tmm1, tmm4, tmm7"),
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    concat!($op, " tmm2, tmm5, tmm6"),
+                    concat!($op, " tmm3, tmm5, tmm7"),
+                    a0 = in(reg) ap,
+                    a1 = in(reg) ap.add(T * rp),
+                    sa = in(reg) a_stride,
+                    b0 = in(reg) b0,
+                    b1 = in(reg) b0.add(T * T),
+                    sb = in(reg) b_stride,
+                    options(nostack),
+                )
+            };
+        }
+        if INT8 {
+            step!("tdpbusd");
+        } else {
+            step!("tdpbf16ps");
+        }
     }
     asm!(
         "tilestored [{c0} + {sc}*1], tmm0",
@@ -417,124 +447,16 @@ unsafe fn tile_block_2x2(
 impl AmxWeights {
     /// int8: `dst[m, n] = x W^T` in exact i32 sums (`tdpbusd`: u8 inputs times i8
     /// weights), `x` given as `m` rows of [`row_pairs`] quads of u8, the tiles built by
-    /// [`Self::new`] from [`crate::int8`]'s quad panels (the same shapes as bf16 pairs).
-    /// Blocks of 32 rows (two input tiles) against a panel's two weight tiles, four sums
-    /// tiles: each weight tile loaded serves two input tiles (with one input tile, loads
-    /// were a third of the kernel's time: perf).
+    /// [`Self::new`] from [`crate::int8`]'s quad panels (the same shapes as bf16 pairs):
+    /// the bf16 kernel's blocking with the other instruction. The sums are exact
+    /// integers, so every blocking gives the same ones.
     ///
     /// # Safety
     /// As for [`Self::matmul`], and the CPU has AMX-INT8.
     pub(crate) unsafe fn matmul_i32(&self, x: &[u32], dst: &mut [i32], m: usize) {
-        let (n, rp) = (self.n, self.steps * T);
-        assert!(
-            x.len() >= m * rp && dst.len() >= m * n,
-            "amx int8 matmul sizes"
-        );
-        let mut block = [0i32; 2 * T * 2 * T];
-        let mut configured = (0, 0);
-        for p in 0..n.div_ceil(2 * T) {
-            let b = self.buf[self.start..]
-                .as_ptr()
-                .add(p * self.steps * 2 * T * T);
-            for r0 in (0..m).step_by(2 * T) {
-                let rows = (2 * T).min(m - r0);
-                let halves = (rows.min(T), rows.saturating_sub(T));
-                if halves != configured {
-                    // The same tiles as bf16's: sums 0-3, inputs 4-5, weights 6-7.
-                    configure(halves.0, halves.1);
-                    configured = halves;
-                }
-                // In bounds: row r0 < m (and r0 + 16 < m where the lower half is used).
-                tile_block_i32(
-                    x.as_ptr().add(r0 * rp),
-                    rp,
-                    b,
-                    self.steps,
-                    halves.1 > 0,
-                    &mut block,
-                );
-                let col = p * 2 * T;
-                let cols = (2 * T).min(n - col);
-                for r in 0..rows {
-                    dst[(r0 + r) * n + col..(r0 + r) * n + col + cols]
-                        .copy_from_slice(&block[r * 2 * T..r * 2 * T + cols]);
-                }
-            }
-        }
-        asm!("tilerelease", options(nostack));
-    }
-}
-
-/// Up to 32 input rows (as configured; the lower 16 only if `lower`) times one 32-column
-/// panel with `tdpbusd`, into `out` (32 rows of 32 i32).
-unsafe fn tile_block_i32(
-    a: *const u32,
-    rp: usize,
-    b: *const u32,
-    steps: usize,
-    lower: bool,
-    out: &mut [i32],
-) {
-    let a_stride = rp * 4;
-    let b_stride = T * 4;
-    asm!("tilezero tmm0", "tilezero tmm1", options(nostack));
-    if lower {
-        asm!("tilezero tmm2", "tilezero tmm3", options(nostack));
-    }
-    for st in 0..steps {
-        let ap = a.add(st * T);
-        let b0 = b.add(st * 2 * T * T);
-        if lower {
-            asm!(
-                "tileloadd tmm4, [{a} + {sa}*1]",
-                "tileloadd tmm6, [{b0} + {sb}*1]",
-                "tileloadd tmm7, [{b1} + {sb}*1]",
-                "tdpbusd tmm0, tmm4, tmm6",
-                "tileloadd tmm5, [{a1} + {sa}*1]",
-                "tdpbusd tmm1, tmm4, tmm7",
-                "tdpbusd tmm2, tmm5, tmm6",
-                "tdpbusd tmm3, tmm5, tmm7",
-                a = in(reg) ap,
-                a1 = in(reg) ap.add(T * rp),
-                sa = in(reg) a_stride,
-                b0 = in(reg) b0,
-                b1 = in(reg) b0.add(T * T),
-                sb = in(reg) b_stride,
-                options(nostack),
-            );
-        } else {
-            asm!(
-                "tileloadd tmm4, [{a} + {sa}*1]",
-                "tileloadd tmm6, [{b0} + {sb}*1]",
-                "tdpbusd tmm0, tmm4, tmm6",
-                "tileloadd tmm7, [{b1} + {sb}*1]",
-                "tdpbusd tmm1, tmm4, tmm7",
-                a = in(reg) ap,
-                sa = in(reg) a_stride,
-                b0 = in(reg) b0,
-                b1 = in(reg) b0.add(T * T),
-                sb = in(reg) b_stride,
-                options(nostack),
-            );
-        }
-    }
-    let c = out.as_mut_ptr();
-    asm!(
-        "tilestored [{c0} + {sc}*1], tmm0",
-        "tilestored [{c1} + {sc}*1], tmm1",
-        c0 = in(reg) c,
-        c1 = in(reg) c.add(T),
-        sc = in(reg) 2 * T * 4,
-        options(nostack),
-    );
-    if lower {
-        asm!(
-            "tilestored [{c0} + {sc}*1], tmm2",
-            "tilestored [{c1} + {sc}*1], tmm3",
-            c0 = in(reg) c.add(T * 2 * T),
-            c1 = in(reg) c.add(T * 2 * T + T),
-            sc = in(reg) 2 * T * 4,
-            options(nostack),
-        );
+        assert!(dst.len() >= m * self.n, "amx int8 matmul sizes");
+        let panels = 0..self.n.div_ceil(2 * T);
+        // The tile stores write the i32 sums' bits; nothing reads them as f32.
+        self.panels_with::<true>(x, dst.as_mut_ptr().cast(), m, panels);
     }
 }

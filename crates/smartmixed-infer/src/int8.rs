@@ -48,20 +48,34 @@ fn quads(k: usize) -> usize {
 /// (all zeros, say) gets scale 0 and quantises to zeros; a row with an infinite value gets
 /// a non-finite scale, so its outputs are not finite either.
 pub(crate) fn quantise(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]) {
+    let (codes, params) = out.split_at_mut(m * rq);
+    quantise_rows(x, m, k, rq, codes, params);
+}
+
+/// [`quantise`] with the rows' quads and their (scale, zero point) pairs in two slices:
+/// the epilogue quantises a few rows at a time into their places in a chunk's layout.
+pub(crate) fn quantise_rows(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    rq: usize,
+    codes: &mut [u32],
+    params: &mut [u32],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F.
-            unsafe { quantise_avx512(x, m, k, rq, out) };
+            unsafe { quantise_avx512(x, m, k, rq, codes, params) };
             return;
         }
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2.
-            unsafe { quantise_avx2(x, m, k, rq, out) };
+            unsafe { quantise_avx2(x, m, k, rq, codes, params) };
             return;
         }
     }
-    quantise_portable(x, m, k, rq, out);
+    quantise_portable(x, m, k, rq, codes, params);
 }
 
 /// [`quantise_avx512`] on 256-bit registers, for CPUs with AVX2 (and AVX-VNNI) but no
@@ -72,10 +86,17 @@ pub(crate) fn quantise(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]
 /// last `k % 8` values of a row go through the portable formula itself.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn quantise_avx2(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]) {
+unsafe fn quantise_avx2(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    rq: usize,
+    codes: &mut [u32],
+    params: &mut [u32],
+) {
     use std::arch::x86_64::*;
     let whole = k & !7;
-    for ((row, dst), param) in rows_of(x, m, k, rq, out) {
+    for ((row, dst), param) in rows_of(x, m, k, rq, codes, params) {
         let (mut lo, mut hi, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0);
         let p = row.as_ptr();
         for i in (0..whole).step_by(8) {
@@ -129,16 +150,16 @@ unsafe fn quantise_avx2(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32
 }
 
 /// The rows of `x` (`m` of `k` values), each with its `rq` quads and its (scale, zero
-/// point) pair in `out`, laid out as [`quantise`] says.
+/// point) pair, laid out as [`quantise`] says.
 #[allow(clippy::type_complexity)]
 fn rows_of<'a>(
     x: &'a [f32],
     m: usize,
     k: usize,
     rq: usize,
-    out: &'a mut [u32],
+    rows: &'a mut [u32],
+    params: &'a mut [u32],
 ) -> impl Iterator<Item = ((&'a [f32], &'a mut [u32]), &'a mut [u32])> {
-    let (rows, params) = out.split_at_mut(m * rq);
     x.chunks_exact(k.max(1))
         .zip(rows.chunks_exact_mut(rq.max(1)))
         .zip(params.chunks_exact_mut(2))
@@ -151,10 +172,17 @@ fn rows_of<'a>(
 /// `vmaxps(t, 0)` then `vminps(t, 255)` is the clamp with NaN made 0, as `as u32` makes it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn quantise_avx512(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]) {
+unsafe fn quantise_avx512(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    rq: usize,
+    codes: &mut [u32],
+    params: &mut [u32],
+) {
     use std::arch::x86_64::*;
     let tail = |len: usize| ((1u32 << len) - 1) as __mmask16;
-    for ((row, dst), param) in rows_of(x, m, k, rq, out) {
+    for ((row, dst), param) in rows_of(x, m, k, rq, codes, params) {
         let (mut lo, mut hi, mut nan) = (_mm512_setzero_ps(), _mm512_setzero_ps(), 0);
         let p = row.as_ptr();
         for i in (0..k).step_by(16) {
@@ -220,8 +248,15 @@ fn scale_of(lo: f32, hi: f32) -> (f32, f32) {
 }
 
 #[inline(always)]
-fn quantise_portable(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]) {
-    for ((row, dst), param) in rows_of(x, m, k, rq, out) {
+fn quantise_portable(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    rq: usize,
+    codes: &mut [u32],
+    params: &mut [u32],
+) {
+    for ((row, dst), param) in rows_of(x, m, k, rq, codes, params) {
         let (scale, zero) = row_scale(row);
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
         let code = |v: f32| ((v * inv).round_ties_even() + zero).clamp(0.0, 255.0) as u32;
@@ -353,8 +388,15 @@ impl Int8Weights {
     /// row_words()` words), the exact i32 sums written over `dst`, then dequantised.
     pub(crate) fn matmul(&self, x: &[f32], q: &mut [u32], dst: &mut [f32], m: usize) {
         let rq = self.row_quads();
-        let q = &mut q[..m * (rq + 2)];
-        quantise(x, m, self.k, rq, q);
+        quantise(x, m, self.k, rq, &mut q[..m * (rq + 2)]);
+        self.matmul_quantised(q, dst, m);
+    }
+
+    /// [`Self::matmul`] on an input already quantised into `q` (as [`quantise`] lays it
+    /// out for `m` rows of `row_quads()`).
+    pub(crate) fn matmul_quantised(&self, q: &[u32], dst: &mut [f32], m: usize) {
+        let rq = self.row_quads();
+        let q = &q[..m * (rq + 2)];
         let dst = &mut dst[..m * self.n];
         {
             // SAFETY: i32 and f32 have one size and alignment, every bit pattern is an i32,
@@ -664,6 +706,12 @@ mod tests {
     use super::*;
     use crate::bf16::tests::values;
 
+    /// The portable quantiser into one buffer laid out as [`quantise`] says.
+    fn portable(x: &[f32], m: usize, k: usize, rq: usize, out: &mut [u32]) {
+        let (quads, params) = out.split_at_mut(m * rq);
+        quantise_portable(x, m, k, rq, quads, params);
+    }
+
     /// Hand-computed codes: [-1, 3] is 4/255 a step with zero point 63.75, rounded to
     /// 64; 0.5 is 31.875 steps (32 + 64 = 96), 3 is 191.25 (191 + 64 = 255); pixels
     /// k/255 with 0 as the minimum get their own byte back; a row of zeros gets scale 0.
@@ -683,7 +731,7 @@ mod tests {
         ];
         let mut q = vec![7u32; 2 * 2 + 4];
         // Rows of 4 (the first two) into 2 quads a row, then a row of 2 zeros.
-        quantise_portable(&x[..8], 2, 4, 2, &mut q);
+        portable(&x[..8], 2, 4, 2, &mut q);
         assert_eq!(q[0], 96 | 128 << 8 | 255 << 24, "1: 63.75 + 64 = 128");
         assert_eq!(q[1], 0, "padding");
         assert_eq!(q[2], 3 | 255 << 16 | 200 << 24);
@@ -703,7 +751,7 @@ mod tests {
             for level in 0..2 {
                 let mut q = vec![0u32; 6 + 2];
                 match level {
-                    0 => quantise_portable(&row, 1, 21, 6, &mut q),
+                    0 => portable(&row, 1, 21, 6, &mut q),
                     _ => quantise(&row, 1, 21, 6, &mut q),
                 }
                 assert!(f32::from_bits(q[6]).is_nan(), "NaN at {at}, level {level}");
@@ -761,7 +809,7 @@ mod tests {
             x[0] = f32::MAX;
             x[m * k - 1] = -f32::MAX;
             let (mut a, mut b) = (vec![7u32; m * (rq + 2)], vec![9u32; m * (rq + 2)]);
-            quantise_portable(&x, m, k, rq, &mut a);
+            portable(&x, m, k, rq, &mut a);
             quantise(&x, m, k, rq, &mut b);
             assert_eq!(a, b, "{m} x {k}, {rq} quads");
             #[cfg(target_arch = "x86_64")]
@@ -770,8 +818,14 @@ mod tests {
                 // SAFETY: the CPU has the level's instructions (checked above).
                 unsafe {
                     match level {
-                        "avx2" => quantise_avx2(&x, m, k, rq, &mut c),
-                        _ => quantise_avx512(&x, m, k, rq, &mut c),
+                        "avx2" => {
+                            let (quads, params) = c.split_at_mut(m * rq);
+                            quantise_avx2(&x, m, k, rq, quads, params)
+                        }
+                        _ => {
+                            let (quads, params) = c.split_at_mut(m * rq);
+                            quantise_avx512(&x, m, k, rq, quads, params)
+                        }
                     }
                 }
                 assert_eq!(a, c, "{level} {m} x {k}, {rq} quads");

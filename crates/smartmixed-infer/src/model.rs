@@ -194,6 +194,15 @@ impl Layer {
         }
     }
 
+    /// The int8 weights, where a pass quantises this layer's input in the epilogue
+    /// before it.
+    pub(crate) fn int8(&self) -> Option<&Int8Weights> {
+        match &self.weights {
+            Weights::Int8(w) => Some(w),
+            _ => None,
+        }
+    }
+
     /// The `u32` words a row of this layer's input takes in the scratch's `q` (bf16 pairs
     /// or int8 quads and their scale); 0 in f32.
     pub(crate) fn q_words(&self) -> usize {

@@ -170,8 +170,8 @@ fn network(
 ) {
     let Bufs { a, b, q } = bufs;
     let last = layers.len() - 1;
-    // Whether `q` holds this layer's input as pairs already.
-    let mut paired = false;
+    // Whether `q` holds this layer's input already (bf16 pairs or int8 codes).
+    let mut prepared = false;
     for (i, layer) in layers.iter().enumerate() {
         let (k, n) = (layer.inputs, layer.outputs);
         let dst = if i == last {
@@ -179,8 +179,9 @@ fn network(
         } else {
             &mut b[..batch * n]
         };
-        match layer.bf16() {
-            Some(w) if paired => w.matmul(&q[..batch * w.row_pairs()], dst, batch),
+        match (layer.bf16(), layer.int8()) {
+            (Some(w), _) if prepared => w.matmul(&q[..batch * w.row_pairs()], dst, batch),
+            (_, Some(w)) if prepared => w.matmul_quantised(q, dst, batch),
             _ => {
                 let src: &[f32] = if i == 0 { input } else { &a[..batch * k] };
                 layer.matmul(src, dst, batch, q);
@@ -191,20 +192,21 @@ fn network(
             return;
         }
         let pre = &b[..batch * n];
-        let next = layers[i + 1].bf16().filter(|_| post.is_none());
-        paired = next.is_some();
-        match (post, next) {
-            (Some(post), _) => post(pre, layer, &mut a[..batch * n]),
-            (None, Some(w)) => {
+        let next = &layers[i + 1];
+        prepared = post.is_none() && (next.bf16().is_some() || next.int8().is_some());
+        match (post, next.bf16(), next.int8()) {
+            (Some(post), ..) => post(pre, layer, &mut a[..batch * n]),
+            (None, Some(w), _) => {
                 let rp = w.row_pairs();
                 epilogue_to_pairs(pre, layer, a, &mut q[..batch * rp], rp);
             }
-            (None, None) => layer.activate(pre, &mut a[..batch * n]),
+            (None, _, Some(w)) => epilogue_to_codes(pre, layer, a, q, w.row_quads()),
+            (None, None, None) => layer.activate(pre, &mut a[..batch * n]),
         }
     }
 }
 
-/// Rows of [`epilogue_to_pairs`]'s steps: their activations (24 KB for 768 neurons) stay
+/// Rows of [`epilogue_to_pairs`]'s and [`epilogue_to_codes`]'s steps: their activations (24 KB for 768 neurons) stay
 /// in L1 between the epilogue and the conversion, and each activation runs once per block
 /// for the 8 rows. On AMX, 2 threads, batch 4096 (3 rounds alternating): 514-518k rows/s
 /// in 8-row steps, 495-528k a row at a time (a call per row and block), 340-489k all
@@ -220,5 +222,27 @@ fn epilogue_to_pairs(pre: &[f32], layer: &Layer, a: &mut [f32], pairs: &mut [u32
         let rows = p.len() / n.max(1);
         layer.activate(p, &mut a[..rows * n]);
         crate::bf16::to_pairs(&a[..rows * n], rows, n, rp, q);
+    }
+}
+
+/// `act(pre + bias)` of every row quantised for an int8 layer into `q` (laid out as
+/// [`crate::int8::quantise`] says, `rq` quads a row), through the first
+/// [`EPILOGUE_ROWS`] rows of `a`, as [`epilogue_to_pairs`] does for bf16.
+fn epilogue_to_codes(pre: &[f32], layer: &Layer, a: &mut [f32], q: &mut [u32], rq: usize) {
+    let n = layer.outputs;
+    let rows = pre.len() / n.max(1);
+    let (codes, params) = q[..rows * (rq + 2)].split_at_mut(rows * rq);
+    for r0 in (0..rows).step_by(EPILOGUE_ROWS) {
+        let r1 = rows.min(r0 + EPILOGUE_ROWS);
+        let m = r1 - r0;
+        layer.activate(&pre[r0 * n..r1 * n], &mut a[..m * n]);
+        crate::int8::quantise_rows(
+            &a[..m * n],
+            m,
+            n,
+            rq,
+            &mut codes[r0 * rq..r1 * rq],
+            &mut params[2 * r0..2 * r1],
+        );
     }
 }
