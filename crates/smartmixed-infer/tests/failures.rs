@@ -308,9 +308,10 @@ fn concurrent_callers_run_alone_and_a_lone_caller_gets_the_pools_worker() {
     );
     let start = std::sync::Barrier::new(8);
     let first_done = std::sync::atomic::AtomicBool::new(false);
+    let calling = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for t in 0..8 {
-            let (model, start, first_done) = (&model, &start, &first_done);
+            let (model, start, first_done, calling) = (&model, &start, &first_done, &calling);
             s.spawn(move || {
                 let mut scratch = Scratch::new();
                 let mut call = |round: usize| {
@@ -324,16 +325,18 @@ fn concurrent_callers_run_alone_and_a_lone_caller_gets_the_pools_worker() {
                 for round in 0..3 {
                     call(round);
                 }
-                start.wait();
-                if t == 0 {
+                // Counting starts once every caller has joined the loop, which none leaves
+                // before the first end: no caller pauses at a barrier while counted (the
+                // first out of a barrier could be alone for a moment, and rightly get the
+                // worker, if the wait had outlasted the pool's memory of the others).
+                if calling.fetch_add(1, Ordering::SeqCst) + 1 == 8 {
                     COUNTING.store(true, Ordering::SeqCst);
                 }
-                start.wait();
-                for round in 0..40 {
-                    if first_done.load(Ordering::SeqCst) {
-                        break;
-                    }
+                let (mut round, mut counted) = (3, 0);
+                while counted < 40 && !first_done.load(Ordering::SeqCst) {
                     call(round);
+                    round += 1;
+                    counted += usize::from(COUNTING.load(Ordering::SeqCst));
                 }
                 // The last callers standing may be alone: stop counting at the first end.
                 COUNTING.store(false, Ordering::SeqCst);
