@@ -242,14 +242,16 @@ impl Bf16Weights {
 
     /// Batches of fewer rows than this split by output columns ([`Self::matmul_panels`]);
     /// larger ones by rows; 0 on the portable kernel, which runs whole layers only.
-    /// Measured on 2 threads (784-768-...-10): on AMX, rows split ran batch 4096 at 78-79k
-    /// rows/s against 49k split by columns; on AVX512-BF16 (a Zen 5 EPYC, 3 rounds
-    /// alternating) columns ran batch 1-16 at 1.4-1.7x the rows split's rate (batch 1 p50
-    /// 0.025 ms against 0.041), rows batch 32 at 213-218k against 163-182k.
+    /// Measured on 2 threads (784-768-...-10, 3 rounds alternating): on AVX512-BF16 (a Zen
+    /// 5 EPYC) columns ran batch 1-16 at 1.4-1.7x the rows split's rate (batch 1 p50 0.025
+    /// ms against 0.041), rows batch 32 at 213-218k against 163-182k; on AMX (a Sapphire
+    /// Rapids-class Xeon, once the tiles were aligned) rows ran batch 32 at 294-342k
+    /// against 226-243k, 64 at 394-470k against 255-259k, 100 at 414-440k against 244-247k,
+    /// columns batch 16 at 198-214k against 119-138k.
     pub(crate) fn column_split_below(&self) -> usize {
         match self.kernel {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Amx(_) => 128,
+            Kernel::Amx(_) => 32,
             Kernel::Avx512 => 32,
             Kernel::Portable => 0,
         }

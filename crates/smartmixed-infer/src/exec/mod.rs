@@ -2,7 +2,7 @@
 //! [`Pool`], in the buffers of a [`Scratch`]. One place decides the strategy:
 //!
 //! - below [`F32_COLUMN_SPLIT_BELOW`] rows (or `4 x threads`) with packed f32 weights
-//!   (AVX-512), or in bf16 below the kernel's own count (128 rows on AMX, 32 on
+//!   (AVX-512), or in bf16 below the kernel's own count (32 rows on AMX and on
 //!   AVX512-BF16), split by output columns layer by layer ([`columns`]): each thread
 //!   reads only its share of the weights, so batch 1 scales;
 //! - from `4 x threads` rows, split by rows ([`rows`]): chunks of rows, each running the
