@@ -538,7 +538,12 @@ impl Model {
 
     /// The matmul kernel its layers run on this CPU (what `inspect` prints).
     pub fn kernel_description(&self) -> String {
+        let fast = self
+            .layers
+            .iter()
+            .any(|l| l.fast.iter().any(Option::is_some));
         match self.layers.first().and_then(Layer::reduced_kernel) {
+            Some(name) if fast => format!("{name}; sigmoid, tanh, elu, selu in AVX-512 fast forms"),
             Some(name) => name,
             None => format!("f32: {}", Kernel::detect().describe()),
         }
