@@ -212,13 +212,19 @@ unsafe fn quantise_avx512(
             scale_of(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi))
         };
         let inv = _mm512_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
-        let (z, top) = (_mm512_set1_ps(zero), _mm512_set1_ps(255.0));
+        // The portable formula in integers: the rounded quotient (within +-256 of zero
+        // for finite rows; NaN and out-of-range lanes become i32::MIN, below the clamp's
+        // 0, as NaN becomes 0 there) plus the zero point (a whole number in 0-255) are
+        // exact in i32 as in f32, so the clamped codes are the same.
+        let (z, top) = (_mm512_set1_epi32(zero as i32), _mm512_set1_epi32(255));
         let code = |v: __m512| {
-            let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            let t = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
                 _mm512_mul_ps(v, inv),
             );
-            let t = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(t, z), _mm512_setzero_ps()), top);
-            _mm512_cvttps_epi32(t)
+            _mm512_min_epi32(
+                _mm512_max_epi32(_mm512_add_epi32(t, z), _mm512_setzero_si512()),
+                top,
+            )
         };
         let bytes = dst.as_mut_ptr().cast::<u8>();
         // 64 values at a time: codes 0-255 as i32 packed to u16 and then u8 (both packs
