@@ -189,20 +189,26 @@ unsafe fn quantise_avx512(
         // max (one pair made this pass latency-bound: a fifth of an int8 pass, with the
         // codes). They hold no NaN and no -0.0, so any order of reduction gives the
         // row's bounds.
-        let (mut lo, mut hi, mut nan) = ([_mm512_setzero_ps(); 4], [_mm512_setzero_ps(); 4], 0);
         let p = row.as_ptr();
-        let mut bounds = |j: usize, v: __m512| {
-            lo[j] = _mm512_min_ps(v, lo[j]);
-            hi[j] = _mm512_max_ps(v, hi[j]);
-            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-        };
-        let whole = k & !15;
-        for i in (0..whole).step_by(16) {
-            bounds((i / 16) % 4, _mm512_loadu_ps(p.add(i)));
+        let zero4 = || [_mm512_setzero_ps(); 4];
+        let (mut lo, mut hi, mut nan) = (zero4(), zero4(), 0);
+        // Whole steps of four vectors, the accumulators indexed by constants (a run-time
+        // index kept them on the stack), then single vectors into the first pair.
+        let quad = k & !63;
+        for i in (0..quad).step_by(64) {
+            for j in 0..4 {
+                let v = _mm512_loadu_ps(p.add(i + 16 * j));
+                lo[j] = _mm512_min_ps(v, lo[j]);
+                hi[j] = _mm512_max_ps(v, hi[j]);
+                nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            }
         }
-        if whole < k {
-            // In bounds: the mask covers the row's last k - whole values.
-            bounds(0, _mm512_maskz_loadu_ps(tail(k - whole), p.add(whole)));
+        for i in (quad..k).step_by(16) {
+            // In bounds: the mask covers the row's values from i on (at most 16).
+            let v = _mm512_maskz_loadu_ps(tail((k - i).min(16)), p.add(i));
+            lo[0] = _mm512_min_ps(v, lo[0]);
+            hi[0] = _mm512_max_ps(v, hi[0]);
+            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
         }
         let lo = _mm512_min_ps(_mm512_min_ps(lo[0], lo[1]), _mm512_min_ps(lo[2], lo[3]));
         let hi = _mm512_max_ps(_mm512_max_ps(hi[0], hi[1]), _mm512_max_ps(hi[2], hi[3]));
