@@ -272,8 +272,8 @@ struct Steps {
 }
 
 /// The tile configuration of palette 1: tiles 0-3 the sums (rows 0-15 then 16-31, each
-/// by columns 0-15 and 16-31; f32 for bf16, i32 for int8), tiles 4 and 5 the input (rows 0-15 and 16-31, 16
-/// pairs), tiles 6 and 7 the weights (16 x 16 pairs).
+/// by columns 0-15 and 16-31; f32 for bf16, i32 for int8), tiles 4 and 5 the input (rows
+/// 0-15 and 16-31, 16 pairs), tiles 6 and 7 the weights (16 x 16 pairs).
 #[repr(C, align(64))]
 struct Config {
     palette: u8,

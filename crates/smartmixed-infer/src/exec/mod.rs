@@ -209,6 +209,19 @@ pub(crate) fn forward(
     } else {
         0
     };
+    // Small batches (the column split's): the whole input checked before anything else,
+    // and not again should the pass run alone after all.
+    let hooks = if columns {
+        if !hooks.finite(input, 0) {
+            return Ok(());
+        }
+        Hooks {
+            first_bad: None,
+            ..hooks
+        }
+    } else {
+        hooks
+    };
     let Scratch {
         a,
         b,
@@ -240,10 +253,6 @@ pub(crate) fn forward(
         rows::alone(layers, input, batch, Bufs { a, b, q }, output, hooks);
         Ok(())
     } else if columns {
-        // Small batches (the column split's): the whole input checked first.
-        if !hooks.finite(input, 0) {
-            return Ok(());
-        }
         columns::forward(layers, input, batch, [a, b, c], [q, q2], output, &lease)
     } else {
         rows::forward(

@@ -158,8 +158,9 @@ pub(super) fn alone(
 
 /// The network on `batch` rows (at most a region's) on this thread: each hidden layer's
 /// matmul writes `b` and its epilogue (or `post`) writes `a`; the last layer writes
-/// `output`. A bf16 layer's input goes through `q` as bf16 pairs: where the next layer is
-/// bf16 the epilogue converts its activations itself, all the chunk's rows in one call.
+/// `output`. A bf16 or int8 layer's input goes through `q` (bf16 pairs, or int8 codes
+/// with their scales): the epilogue before such a layer writes it itself, a few rows at a
+/// time ([`epilogue_in_steps`]).
 fn network(
     layers: &[Layer],
     input: &[f32],
@@ -198,51 +199,48 @@ fn network(
             (Some(post), ..) => post(pre, layer, &mut a[..batch * n]),
             (None, Some(w), _) => {
                 let rp = w.row_pairs();
-                epilogue_to_pairs(pre, layer, a, &mut q[..batch * rp], rp);
+                epilogue_in_steps(pre, layer, a, |x, rows| {
+                    let q = &mut q[rows.start * rp..rows.end * rp];
+                    crate::bf16::to_pairs(x, rows.len(), n, rp, q);
+                });
             }
-            (None, _, Some(w)) => epilogue_to_codes(pre, layer, a, q, w.row_quads()),
+            (None, _, Some(w)) => {
+                let rq = w.row_quads();
+                let (codes, params) = q[..batch * (rq + 2)].split_at_mut(batch * rq);
+                epilogue_in_steps(pre, layer, a, |x, rows| {
+                    let codes = &mut codes[rows.start * rq..rows.end * rq];
+                    let params = &mut params[2 * rows.start..2 * rows.end];
+                    crate::int8::quantise_rows(x, rows.len(), n, rq, codes, params);
+                });
+            }
             (None, None, None) => layer.activate(pre, &mut a[..batch * n]),
         }
     }
 }
 
-/// Rows of [`epilogue_to_pairs`]'s and [`epilogue_to_codes`]'s steps: their activations (24 KB for 768 neurons) stay
+/// Rows of [`epilogue_in_steps`]'s steps: their activations (24 KB for 768 neurons) stay
 /// in L1 between the epilogue and the conversion, and each activation runs once per block
 /// for the 8 rows. On AMX, 2 threads, batch 4096 (3 rounds alternating): 514-518k rows/s
 /// in 8-row steps, 495-528k a row at a time (a call per row and block), 340-489k all
 /// the chunk's rows at once (256 rows of f32 through L2).
 const EPILOGUE_ROWS: usize = 8;
 
-/// `act(pre + bias)` of every row as bf16 pairs in `pairs` (`rp` to a row), through the
-/// first [`EPILOGUE_ROWS`] rows of `a`.
-fn epilogue_to_pairs(pre: &[f32], layer: &Layer, a: &mut [f32], pairs: &mut [u32], rp: usize) {
-    let n = layer.outputs;
-    let step = EPILOGUE_ROWS * n.max(1);
-    for (p, q) in pre.chunks(step).zip(pairs.chunks_mut(EPILOGUE_ROWS * rp)) {
-        let rows = p.len() / n.max(1);
-        layer.activate(p, &mut a[..rows * n]);
-        crate::bf16::to_pairs(&a[..rows * n], rows, n, rp, q);
-    }
-}
-
-/// `act(pre + bias)` of every row quantised for an int8 layer into `q` (laid out as
-/// [`crate::int8::quantise`] says, `rq` quads a row), through the first
-/// [`EPILOGUE_ROWS`] rows of `a`, as [`epilogue_to_pairs`] does for bf16.
-fn epilogue_to_codes(pre: &[f32], layer: &Layer, a: &mut [f32], q: &mut [u32], rq: usize) {
+/// `act(pre + bias)` of every row, [`EPILOGUE_ROWS`] rows at a time into the first rows
+/// of `a`, each step handed to `convert` with its rows' range: the next layer's input
+/// made from activations still in L1 (bf16 pairs, or int8 codes as
+/// [`crate::int8::quantise`] lays them out).
+fn epilogue_in_steps(
+    pre: &[f32],
+    layer: &Layer,
+    a: &mut [f32],
+    mut convert: impl FnMut(&[f32], std::ops::Range<usize>),
+) {
     let n = layer.outputs;
     let rows = pre.len() / n.max(1);
-    let (codes, params) = q[..rows * (rq + 2)].split_at_mut(rows * rq);
     for r0 in (0..rows).step_by(EPILOGUE_ROWS) {
         let r1 = rows.min(r0 + EPILOGUE_ROWS);
-        let m = r1 - r0;
-        layer.activate(&pre[r0 * n..r1 * n], &mut a[..m * n]);
-        crate::int8::quantise_rows(
-            &a[..m * n],
-            m,
-            n,
-            rq,
-            &mut codes[r0 * rq..r1 * rq],
-            &mut params[2 * r0..2 * r1],
-        );
+        let x = &mut a[..(r1 - r0) * n];
+        layer.activate(&pre[r0 * n..r1 * n], x);
+        convert(x, r0..r1);
     }
 }
