@@ -1,6 +1,6 @@
-//! The two steps of a layer: the matmul (on AVX-512 our packed-weight kernel in
-//! `packed.rs`; elsewhere the `gemm` crate, which picks AVX2/FMA or portable code at run
-//! time; single-threaded, the model parallelises) and the output layer's bias (the
+//! The two steps of a layer: the matmul (on AVX-512 and AVX2+FMA our packed-weight kernels
+//! in `packed.rs`; elsewhere the `gemm` crate's portable code; single-threaded, the model
+//! parallelises) and the output layer's bias (the
 //! hidden layers' epilogue is [`crate::model`]'s `Layer::activate`).
 
 use smartmixed_core::activation::{detected_simd_level, SimdLevel};
@@ -10,7 +10,7 @@ use smartmixed_core::activation::{detected_simd_level, SimdLevel};
 pub enum Kernel {
     /// AVX-512F (our packed-weight microkernel, our GEMV in 16 lanes).
     Avx512,
-    /// AVX2 with FMA (gemm's x86-v3 microkernels).
+    /// AVX2 with FMA (our packed-weight microkernel, our GEMV in 8 lanes).
     Avx2Fma,
     /// Whatever the target has without run-time detection (SSE2 on x86_64, NEON on
     /// aarch64 through gemm's own detection).
@@ -19,7 +19,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// What this CPU runs: core's detected level (the activation loops use the same), with
-    /// FMA required for the AVX2 kernels as gemm 0.19 requires it.
+    /// FMA required for the AVX2 kernels.
     pub fn detect() -> Self {
         match detected_simd_level() {
             SimdLevel::Avx512 => Kernel::Avx512,
@@ -33,7 +33,7 @@ impl Kernel {
     pub fn describe(self) -> &'static str {
         match self {
             Kernel::Avx512 => "AVX-512 (packed-weight 12x32 microkernel and GEMV)",
-            Kernel::Avx2Fma => "AVX2+FMA (gemm 0.19 x86-v3 microkernels, AVX2 GEMV)",
+            Kernel::Avx2Fma => "AVX2+FMA (packed-weight 6x16 microkernel and GEMV)",
             Kernel::Portable => "portable (gemm 0.19 fallback, scalar GEMV)",
         }
     }
@@ -81,28 +81,11 @@ pub const GEMV_ROWS: usize = 2;
 
 /// `y[n] = x[k] * wt[k, n]` for one row: an axpy per input that skips zero inputs, so the
 /// weight rows of zero pixels and of inactive ReLU neurons are never read (latency at
-/// batch 1 is bound by reading the weights). AVX-512 CPUs hold packed weights and run
-/// the packed GEMV instead, so this compiles AVX2+FMA and portable forms only.
+/// batch 1 is bound by reading the weights). Only CPUs without AVX2+FMA run it: the others
+/// hold packed weights and run the packed GEMV.
 pub fn gemv(x: &[f32], wt: &[f32], y: &mut [f32], k: usize, n: usize) {
     let (x, y) = (&x[..k], &mut y[..n]);
-    match Kernel::detect() {
-        // SAFETY: detect() reports AVX2+FMA only when the CPU has both.
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2Fma => unsafe { gemv_avx2(x, wt, y) },
-        _ => gemv_body(x, wt, y),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn gemv_avx2(x: &[f32], wt: &[f32], y: &mut [f32]) {
-    gemv_body(x, wt, y)
-}
-
-#[inline(always)]
-fn gemv_body(x: &[f32], wt: &[f32], y: &mut [f32]) {
     y.fill(0.0);
-    let n = y.len();
     for (xv, row) in x.iter().zip(wt.chunks_exact(n)) {
         if *xv == 0.0 {
             continue;
@@ -112,7 +95,6 @@ fn gemv_body(x: &[f32], wt: &[f32], y: &mut [f32]) {
         }
     }
 }
-
 /// `dst = lhs * rhs` choosing [`gemv`] per row for tiny batches.
 pub fn layer_matmul(lhs: &[f32], rhs: &[f32], dst: &mut [f32], m: usize, k: usize, n: usize) {
     if m < GEMV_ROWS {
@@ -137,43 +119,8 @@ pub fn add_bias(out: &mut [f32], bias: &[f32]) {
 mod tests {
     use super::*;
 
-    /// Every level of the plain GEMV this CPU supports (AVX2+FMA; the AVX-512 GEMV is the
-    /// packed one, tested in `packed.rs`) gives the portable loop's bits (no FMA
-    /// contraction: the vector width changes, the arithmetic does not).
-    #[test]
-    fn every_supported_gemv_level_matches_the_portable_loop() {
-        let (k, n) = (37, 29);
-        let x: Vec<f32> = (0..k)
-            .map(|i| {
-                if i % 5 == 0 {
-                    0.0
-                } else {
-                    (i as f32 * 0.37).sin()
-                }
-            })
-            .collect();
-        let wt: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
-        let mut want = vec![0.0; n];
-        gemv_body(&x, &wt, &mut want);
-        let mut got = vec![f32::NAN; n];
-        gemv(&x, &wt, &mut got, k, n);
-        assert_eq!(got, want, "dispatched ({:?})", Kernel::detect());
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                let mut y = vec![f32::NAN; n];
-                // SAFETY: the CPU has AVX2 and FMA, checked just above.
-                unsafe { gemv_avx2(&x, &wt, &mut y) };
-                assert_eq!(y, want, "avx2");
-            }
-        }
-        // A hand-computed value: row 1 of the sum.
-        let col1: f32 = (0..k).map(|i| x[i] * wt[i * n + 1]).sum();
-        assert!((want[1] - col1).abs() < 1e-4);
-    }
-
     /// The non-packed kernels (gemm's matmul, which picks this CPU's level itself, and the
-    /// GEMV on AVX2+FMA where the CPU has it and in portable code) with inputs, weights and
+    /// plain GEMV) with inputs, weights and
     /// outputs ending, then starting, at a guard page (see `packed::tests::Guarded`), over
     /// 1..=13 rows, 1..=40 columns and odd input counts: nothing is touched outside them,
     /// and each result is the plain sum.
@@ -198,23 +145,18 @@ mod tests {
                         let mut dst = Guarded::new(&vec![f32::NAN; m * n], at_end);
                         matmul(lhs.slice(), w, dst.slice(), m, k, n);
                         let x = &lhs.slice()[(m - 1) * k..];
-                        let mut want = vec![0.0; n];
-                        gemv_body(x, w, &mut want);
+                        let want: Vec<f32> = (0..n)
+                            .map(|j| {
+                                (0..k)
+                                    .map(|kk| x[kk] as f64 * w[kk * n + j] as f64)
+                                    .sum::<f64>() as f32
+                            })
+                            .collect();
                         let row = &dst.slice()[(m - 1) * n..];
-                        for (g, w) in row.iter().zip(&want) {
-                            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{m}x{k}x{n}");
-                        }
                         let mut y = Guarded::new(&vec![f32::NAN; n], at_end);
-                        gemv_body(x, w, y.slice());
-                        assert_eq!(y.slice(), &want[..]);
-                        #[cfg(target_arch = "x86_64")]
-                        if std::is_x86_feature_detected!("avx2")
-                            && std::is_x86_feature_detected!("fma")
-                        {
-                            let mut y = Guarded::new(&vec![f32::NAN; n], at_end);
-                            // SAFETY: the CPU has AVX2 and FMA, checked just above.
-                            unsafe { gemv_avx2(x, w, y.slice()) };
-                            assert_eq!(y.slice(), &want[..], "avx2 {k}x{n}");
+                        gemv(x, w, y.slice(), k, n);
+                        for (g, w) in row.iter().chain(y.slice().iter()).zip(want.iter().cycle()) {
+                            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{m}x{k}x{n}");
                         }
                     }
                 }

@@ -95,15 +95,15 @@ pub(crate) enum Weights {
     Bf16(Bf16Weights),
     /// i8 quad panels with per-column scales ([`Precision::Int8`]).
     Int8(Int8Weights),
-    /// Packed for the AVX-512 kernels (matmul and GEMV), on CPUs that have them.
+    /// Packed for our AVX-512 or AVX2+FMA kernels (matmul and GEMV), on CPUs that have them.
     Packed(PackedWeights),
-    /// `W^T`, `[inputs, outputs]` row-major, for gemm and the plain GEMV.
+    /// `W^T`, `[inputs, outputs]` row-major, for gemm and the plain GEMV (CPUs with neither).
     Transposed(Vec<f32>),
 }
 
 impl Layer {
     /// `dst = src * W^T` for `batch` rows: below GEMV_ROWS rows a skip-zero GEMV per row,
-    /// else the blocked matmul (our packed kernel on AVX-512, gemm elsewhere); in bf16,
+    /// else the blocked matmul (our packed kernels on AVX-512 and AVX2+FMA, gemm elsewhere); in bf16,
     /// `src` rounded into `pairs` (at least `batch * pairs(inputs)` values) first; in
     /// int8, `src` quantised into `pairs` (at least `batch * row_words()`).
     pub(crate) fn matmul(&self, src: &[f32], dst: &mut [f32], batch: usize, pairs: &mut [u32]) {
@@ -397,7 +397,7 @@ impl Layer {
                 Int8Weights::new(&weight_t, inputs, outputs)
                     .ok_or_else(|| out_of_memory(format!("layers.{i}.weight (int8)")))?,
             ),
-            (Precision::F32, Kernel::Avx512) => Weights::Packed(
+            (Precision::F32, Kernel::Avx512 | Kernel::Avx2Fma) => Weights::Packed(
                 PackedWeights::new(&weight_t, inputs, outputs)
                     .ok_or_else(|| out_of_memory(format!("layers.{i}.weight (packed)")))?,
             ),
