@@ -333,6 +333,8 @@ enum Kernel {
     Vnni,
     /// AVX-VNNI: `vpdpbusd` on 256-bit registers (CPUs with VNNI but no AVX-512).
     AvxVnni,
+    /// AVX2 without VNNI: bytes widened to i16 and `vpmaddwd`, the same exact sums.
+    Avx2,
     Portable,
 }
 
@@ -390,7 +392,8 @@ impl Int8Weights {
         })
     }
 
-    /// AMX-INT8 where the CPU and Linux allow it, else AVX512-VNNI, else portable code.
+    /// AMX-INT8 where the CPU and Linux allow it, else AVX512-VNNI, else AVX-VNNI, else
+    /// AVX2, else portable code.
     fn best_kernel(panels: &[u32], q: usize, n: usize) -> Option<Kernel> {
         #[cfg(target_arch = "x86_64")]
         if amx_available() {
@@ -401,6 +404,8 @@ impl Int8Weights {
             Kernel::Vnni
         } else if avx_vnni_available() {
             Kernel::AvxVnni
+        } else if avx2_available() {
+            Kernel::Avx2
         } else {
             Kernel::Portable
         })
@@ -413,6 +418,7 @@ impl Int8Weights {
             Kernel::Amx(_) => "AMX tiles (tdpbusd)",
             Kernel::Vnni => "AVX512-VNNI (vpdpbusd)",
             Kernel::AvxVnni => "AVX-VNNI (vpdpbusd, 256-bit)",
+            Kernel::Avx2 => "AVX2 (vpmaddwd on widened bytes)",
             Kernel::Portable => "portable int8",
         }
     }
@@ -469,6 +475,7 @@ impl Int8Weights {
             Kernel::Amx(w) => unsafe { w.matmul_i32(x, dst, m) },
             Kernel::Vnni => self.sums_vnni(x, rq, dst, m),
             Kernel::AvxVnni => self.sums_avx_vnni(x, rq, dst, m),
+            Kernel::Avx2 => self.sums_avx2(x, rq, dst, m),
             Kernel::Portable => self.sums_portable(x, rq, dst, m),
         }
     }
@@ -546,6 +553,18 @@ impl Int8Weights {
         self.sums_portable(x, rq, dst, m);
     }
 
+    /// The AVX2 kernel on `rq` quads a row (portable code where the CPU lacks AVX2).
+    fn sums_avx2(&self, x: &[u32], rq: usize, dst: &mut [i32], m: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2_available() && quads(self.k) > 0 {
+            // SAFETY: the CPU has AVX2; x holds m * rq values and dst m * n (the callers
+            // assert it).
+            unsafe { avx2::sums(self, x, rq, dst, m) };
+            return;
+        }
+        self.sums_portable(x, rq, dst, m);
+    }
+
     /// The integer sums in plain code: the reference every kernel must match.
     fn sums_portable(&self, x: &[u32], rq: usize, dst: &mut [i32], m: usize) {
         let (q, n) = (quads(self.k), self.n);
@@ -585,6 +604,18 @@ fn avx_vnni_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU runs the AVX2 kernel.
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -748,6 +779,91 @@ mod avx_vnni {
     }
 }
 
+/// The kernel for AVX2 without VNNI: `vpdpbusd`'s exact sum of four u8 x i8 products per
+/// column done as two `vpmaddwd` on the quad's even and odd bytes widened to i16 (each
+/// pair of products is at most 2 x 255 x 128 in size: exact in i32; `vpmaddubsw` would
+/// saturate at 2^15). A panel's 32 columns in four registers a row, two rows a tile (eight
+/// sums, four widened inputs and the widened weights in the 16 registers).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{quads, Int8Weights, MC, NR};
+
+    const MR: usize = 2;
+
+    /// See [`Int8Weights::sums_avx2`]; the caller checked the sizes and the CPU.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn sums(w: &Int8Weights, x: &[u32], rq: usize, dst: &mut [i32], m: usize) {
+        let (q, n) = (quads(w.k), w.n);
+        for m0 in (0..m).step_by(MC) {
+            let rows = MC.min(m - m0);
+            for panel in 0..n.div_ceil(NR) {
+                let b = w.panels.as_ptr().add(panel * q * NR);
+                let col = panel * NR;
+                let cols = NR.min(n - col);
+                for r in (0..rows).step_by(MR) {
+                    // In bounds: row m0 + r < m, so both pointers address a row of `x`
+                    // (m * rq values) and of `dst` (m * n values, col < n).
+                    let a = x.as_ptr().add((m0 + r) * rq);
+                    let c = dst.as_mut_ptr().add((m0 + r) * n + col);
+                    if rows - r >= 2 {
+                        tile::<2>(a, rq, q, b, c, n, cols);
+                    } else {
+                        tile::<1>(a, rq, q, b, c, n, cols);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows `0..R` of one panel: `c[r][0..cols] = sum_j a[r][j] . b[j]` over the `q`
+    /// quads of rows `rq` apart; the sums go through a block on the stack, and only `cols`
+    /// of them to `c`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn tile<const R: usize>(
+        a: *const u32,
+        rq: usize,
+        q: usize,
+        b: *const u32,
+        c: *mut i32,
+        n: usize,
+        cols: usize,
+    ) {
+        let low_bytes = _mm256_set1_epi16(0x00ff);
+        let mut acc = [[_mm256_setzero_si256(); 4]; R];
+        for j in 0..q {
+            // Each row's quad broadcast, as u8 widened to i16: bytes 0 and 2 (even), 1 and
+            // 3 (odd) of every 32-bit lane.
+            let inputs: [(__m256i, __m256i); R] = std::array::from_fn(|r| {
+                let av = _mm256_set1_epi32(*a.add(r * rq + j) as i32);
+                (_mm256_and_si256(av, low_bytes), _mm256_srli_epi16::<8>(av))
+            });
+            let bp = b.add(j * NR);
+            for h in 0..4 {
+                // The weights' bytes as i8 widened to i16, even and odd, as the inputs.
+                let bv = _mm256_loadu_si256(bp.add(8 * h).cast());
+                let even = _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(bv));
+                let odd = _mm256_srai_epi16::<8>(bv);
+                for (sums, &(ae, ao)) in acc.iter_mut().zip(&inputs) {
+                    let pair =
+                        _mm256_add_epi32(_mm256_madd_epi16(ae, even), _mm256_madd_epi16(ao, odd));
+                    sums[h] = _mm256_add_epi32(sums[h], pair);
+                }
+            }
+        }
+        for (r, sums) in acc.iter().enumerate() {
+            let mut block = [0i32; NR];
+            for (h, s) in sums.iter().enumerate() {
+                _mm256_storeu_si256(block.as_mut_ptr().add(8 * h).cast(), *s);
+            }
+            // In bounds: `cols` values from column `col` lie within row r of `dst`.
+            std::ptr::copy_nonoverlapping(block.as_ptr(), c.add(r * n), cols);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -895,7 +1011,7 @@ mod tests {
         (200, 257, 40),
     ];
 
-    /// Every kernel this CPU has (AVX512-VNNI, AVX-VNNI, and the chosen one: AMX where it
+    /// Every kernel this CPU has (AVX512-VNNI, AVX-VNNI, AVX2, and the chosen one: AMX where it
     /// has it) against the portable sums: integer sums are exact, so the same i32 values,
     /// hence (one dequantise for all) the same f32 bits.
     #[test]
@@ -916,10 +1032,49 @@ mod tests {
             let mut avx = vec![-1i32; m * n];
             w.sums_avx_vnni(&plain, q, &mut avx, m);
             assert_eq!(avx, want, "avx-vnni {m} x {k} x {n}");
+            let mut avx2 = vec![-1i32; m * n];
+            w.sums_avx2(&plain, q, &mut avx2, m);
+            assert_eq!(avx2, want, "avx2 {m} x {k} x {n}");
             let mut got = vec![-1i32; m * n];
             w.sums_into(&chosen, &mut got, m);
             assert_eq!(got, want, "{} {m} x {k} x {n}", w.kernel_name());
             assert!(want.iter().any(|&v| v != 0));
+        }
+        // The extreme products: every code 255 against weights of -127 and 127, where a
+        // pair of them (2 x 255 x 127) overflows i16 (`vpmaddubsw` would saturate).
+        let (m, k, n) = (3, 64, 40);
+        let wt: Vec<f32> = (0..k * n)
+            .map(|i| if i % 3 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let w = Int8Weights::new(&wt, k, n).unwrap();
+        let mut x = vec![0u32; m * (quads(k) + 2)];
+        quantise(&vec![1.0; m * k], m, k, quads(k), &mut x);
+        assert!(
+            x[..m * quads(k)].iter().all(|&v| v == u32::MAX),
+            "codes of 255"
+        );
+        let mut want = vec![0i32; m * n];
+        w.sums_portable(&x, quads(k), &mut want, m);
+        let by_hand = |c: usize| {
+            (0..k)
+                .map(|i| {
+                    if (i * n + c) % 3 == 0 {
+                        255 * 127
+                    } else {
+                        -255 * 127
+                    }
+                })
+                .sum::<i32>()
+        };
+        assert_eq!(want[n + 7], by_hand(7));
+        for (name, sums) in [
+            ("vnni", Int8Weights::sums_vnni as fn(&_, &_, _, &mut _, _)),
+            ("avx-vnni", Int8Weights::sums_avx_vnni),
+            ("avx2", Int8Weights::sums_avx2),
+        ] {
+            let mut got = vec![-1i32; m * n];
+            sums(&w, &x, quads(k), &mut got, m);
+            assert_eq!(got, want, "{name}, extreme products");
         }
     }
 
