@@ -98,6 +98,17 @@ pub(crate) unsafe fn to_pairs_rows(r: Rows) {
         // SAFETY: the CPU has AVX-512F; the caller's contract.
         return to_pairs_avx512(r);
     }
+    #[cfg(target_arch = "x86_64")]
+    if avx2_available() {
+        // SAFETY: the CPU has AVX2; the caller's contract.
+        return to_pairs_avx2(r);
+    }
+    to_pairs_portable(r);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn to_pairs_avx2(r: Rows) {
     to_pairs_portable(r);
 }
 
@@ -172,6 +183,9 @@ enum Kernel {
     Amx(crate::amx::AmxWeights),
     /// AVX512-BF16 `vdpbf16ps`.
     Avx512,
+    /// AVX2 without AVX512-BF16: each bf16 widened to f32 (a shift or a mask), then the
+    /// portable kernel's multiplies and adds, 8 lanes at a time.
+    Avx2,
     Portable,
 }
 
@@ -216,7 +230,8 @@ impl Bf16Weights {
         })
     }
 
-    /// AMX where the CPU and Linux allow it, else AVX512-BF16, else portable code.
+    /// AMX where the CPU and Linux allow it, else AVX512-BF16, else AVX2, else portable
+    /// code.
     fn best_kernel(panels: &[u32], p: usize, n: usize) -> Option<Kernel> {
         #[cfg(target_arch = "x86_64")]
         if crate::amx::available() {
@@ -225,6 +240,8 @@ impl Bf16Weights {
         let _ = (panels, p, n);
         Some(if simd_available() {
             Kernel::Avx512
+        } else if avx2_available() {
+            Kernel::Avx2
         } else {
             Kernel::Portable
         })
@@ -236,6 +253,7 @@ impl Bf16Weights {
             #[cfg(target_arch = "x86_64")]
             Kernel::Amx(_) => "AMX tiles (tdpbf16ps)",
             Kernel::Avx512 => "AVX512-BF16 (vdpbf16ps)",
+            Kernel::Avx2 => "AVX2 (bf16 widened to f32)",
             Kernel::Portable => "portable bf16",
         }
     }
@@ -252,12 +270,12 @@ impl Bf16Weights {
         match self.kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Amx(_) => 32,
-            Kernel::Avx512 => 32,
+            Kernel::Avx512 | Kernel::Avx2 => 32,
             Kernel::Portable => 0,
         }
     }
 
-    /// Whether [`Self::matmul_panels`] runs: on AMX and AVX512-BF16, whose kernels
+    /// Whether [`Self::matmul_panels`] runs: on AMX, AVX512-BF16 and AVX2, whose kernels
     /// compute 32-column panels on their own.
     pub(crate) fn splits_by_columns(&self) -> bool {
         self.column_split_below() > 0
@@ -292,6 +310,15 @@ impl Bf16Weights {
                 );
                 avx512::matmul(self, x, dst, m, panels)
             }
+            // SAFETY: built only where `avx2_available()`; as for AVX512-BF16.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                assert!(
+                    x.len() >= m * pairs(self.k) && panels.end <= self.n.div_ceil(NR),
+                    "bf16 matmul sizes"
+                );
+                avx2::matmul(self, x, dst, m, panels)
+            }
             _ => unreachable!("a column split on a kernel without panels"),
         }
     }
@@ -319,6 +346,7 @@ impl Bf16Weights {
             #[cfg(target_arch = "x86_64")]
             Kernel::Amx(w) => unsafe { w.matmul(x, dst, m) },
             Kernel::Avx512 => self.matmul_avx512(x, dst, m),
+            Kernel::Avx2 => self.matmul_avx2(x, dst, m),
             Kernel::Portable => self.matmul_portable(x, dst, m),
         }
     }
@@ -331,6 +359,18 @@ impl Bf16Weights {
             // SAFETY: the CPU has AVX-512F and AVX512-BF16; x holds m * pairs(k) values and
             // dst m * n (the callers assert it).
             unsafe { avx512::matmul(self, x, dst.as_mut_ptr(), m, 0..self.n.div_ceil(NR)) };
+            return;
+        }
+        self.matmul_portable(x, dst, m);
+    }
+
+    /// The AVX2 kernel on `pairs(k)` pairs a row (portable code where the CPU lacks AVX2).
+    fn matmul_avx2(&self, x: &[u32], dst: &mut [f32], m: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2_available() && pairs(self.k) > 0 {
+            // SAFETY: the CPU has AVX2; x holds m * pairs(k) values and dst m * n (the
+            // callers assert it).
+            unsafe { avx2::matmul(self, x, dst.as_mut_ptr(), m, 0..self.n.div_ceil(NR)) };
             return;
         }
         self.matmul_portable(x, dst, m);
@@ -360,6 +400,18 @@ fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU runs the AVX2 kernel (and the conversion compiled for AVX2).
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -446,6 +498,99 @@ mod avx512 {
             if cols > 16 {
                 _mm512_mask_storeu_ps(row.add(16), mask(cols - 16), hi[r]);
             }
+        }
+    }
+}
+
+/// The kernel for AVX2 without AVX512-BF16: the portable kernel's arithmetic, 8 columns a
+/// register. A weight pair's high bf16 is its f32 with the low half masked off, the low
+/// one the pair shifted up 16 bits; each product is exact in f32 (two 8-bit significands)
+/// and is added as its own rounded add, odd input first, as `vdpbf16ps` and the portable
+/// kernel do (a multiply and an add, not an FMA, so that even a product flushed to zero
+/// under FTZ is the portable kernel's). Two rows a tile: eight sums, four widened inputs
+/// and two widened weights in the 16 registers.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{pairs, Bf16Weights, MC, NR};
+
+    const MR: usize = 2;
+
+    /// Panels `panels` of [`Bf16Weights::matmul`] into `dst` (`m * n` values; other
+    /// threads may write the other columns meanwhile); the caller checked the sizes and
+    /// the CPU.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn matmul(
+        w: &Bf16Weights,
+        x: &[u32],
+        dst: *mut f32,
+        m: usize,
+        panels: std::ops::Range<usize>,
+    ) {
+        let (p, n) = (pairs(w.k), w.n);
+        for m0 in (0..m).step_by(MC) {
+            let rows = MC.min(m - m0);
+            for panel in panels.clone() {
+                let b = w.panels.as_ptr().add(panel * p * NR);
+                let col = panel * NR;
+                let cols = NR.min(n - col);
+                for r in (0..rows).step_by(MR) {
+                    // In bounds: row m0 + r < m, so both pointers address a row of `x`
+                    // (m * p values) and of `dst` (m * n values, col < n).
+                    let a = x.as_ptr().add((m0 + r) * p);
+                    let c = dst.add((m0 + r) * n + col);
+                    if rows - r >= 2 {
+                        tile::<2>(a, p, b, c, n, cols);
+                    } else {
+                        tile::<1>(a, p, b, c, n, cols);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows `0..R` of one panel: `c[r][0..cols] = sum_j a[r][j] . b[j]`; the sums go
+    /// through a block on the stack, and only `cols` of them to `c`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn tile<const R: usize>(
+        a: *const u32,
+        p: usize,
+        b: *const u32,
+        c: *mut f32,
+        n: usize,
+        cols: usize,
+    ) {
+        let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
+        let mut acc = [[_mm256_setzero_ps(); 4]; R];
+        for j in 0..p {
+            // Each row's pair broadcast and widened: (odd input, even input).
+            let inputs: [(__m256, __m256); R] = std::array::from_fn(|r| {
+                let av = _mm256_set1_epi32(*a.add(r * p + j) as i32);
+                (
+                    _mm256_castsi256_ps(_mm256_and_si256(av, high)),
+                    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(av)),
+                )
+            });
+            let bp = b.add(j * NR);
+            for h in 0..4 {
+                let bv = _mm256_loadu_si256(bp.add(8 * h).cast());
+                let odd = _mm256_castsi256_ps(_mm256_and_si256(bv, high));
+                let even = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(bv));
+                for (sums, &(ao, ae)) in acc.iter_mut().zip(&inputs) {
+                    sums[h] = _mm256_add_ps(sums[h], _mm256_mul_ps(ao, odd));
+                    sums[h] = _mm256_add_ps(sums[h], _mm256_mul_ps(ae, even));
+                }
+            }
+        }
+        for (r, sums) in acc.iter().enumerate() {
+            let mut block = [0f32; NR];
+            for (h, s) in sums.iter().enumerate() {
+                _mm256_storeu_ps(block.as_mut_ptr().add(8 * h), *s);
+            }
+            // In bounds: `cols` values from column `col` lie within row r of `dst`.
+            std::ptr::copy_nonoverlapping(block.as_ptr(), c.add(r * n), cols);
         }
     }
 }
@@ -569,6 +714,13 @@ pub(crate) mod tests {
                 assert_eq!(a, c, "avx512 {m} x {k}, stride {stride}");
             }
             #[cfg(target_arch = "x86_64")]
+            if avx2_available() {
+                let mut c = vec![5u32; m * stride];
+                // SAFETY: the CPU has AVX2.
+                unsafe { to_pairs_avx2(rows(&x, m, k, stride, &mut c)) };
+                assert_eq!(a, c, "avx2 {m} x {k}, stride {stride}");
+            }
+            #[cfg(target_arch = "x86_64")]
             if simd_available() {
                 let mut c = vec![5u32; m * stride];
                 // SAFETY: the CPU has AVX-512F and AVX512-BF16; the sizes fit.
@@ -641,7 +793,7 @@ pub(crate) mod tests {
         (17, 33, 100),
     ];
 
-    /// The AVX512-BF16 kernel against the portable one: same bits, for tiles of every
+    /// The AVX512-BF16 and AVX2 kernels against the portable one: same bits, for tiles of every
     /// row count, partial panels and an odd input count.
     #[test]
     fn kernels_agree_bit_for_bit() {
@@ -657,6 +809,9 @@ pub(crate) mod tests {
             w.matmul_portable(&x, &mut slow, m);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&fast), bits(&slow), "{m} x {k} x {n}");
+            let mut avx2 = vec![f32::NAN; m * n];
+            w.matmul_avx2(&x, &mut avx2, m);
+            assert_eq!(bits(&avx2), bits(&slow), "avx2 {m} x {k} x {n}");
         }
     }
 

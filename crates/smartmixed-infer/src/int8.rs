@@ -1044,7 +1044,7 @@ mod tests {
         // pair of them (2 x 255 x 127) overflows i16 (`vpmaddubsw` would saturate).
         let (m, k, n) = (3, 64, 40);
         let wt: Vec<f32> = (0..k * n)
-            .map(|i| if i % 3 == 0 { 1.0 } else { -1.0 })
+            .map(|i: usize| if i.is_multiple_of(3) { 1.0 } else { -1.0 })
             .collect();
         let w = Int8Weights::new(&wt, k, n).unwrap();
         let mut x = vec![0u32; m * (quads(k) + 2)];
@@ -1058,7 +1058,7 @@ mod tests {
         let by_hand = |c: usize| {
             (0..k)
                 .map(|i| {
-                    if (i * n + c) % 3 == 0 {
+                    if (i * n + c).is_multiple_of(3) {
                         255 * 127
                     } else {
                         -255 * 127
