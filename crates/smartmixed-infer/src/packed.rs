@@ -553,17 +553,33 @@ mod avx2 {
     unsafe fn tile<const R: usize>((a, lda, b, kc, c, ldc, cols, accumulate): TileArgs) {
         let mut lo = [_mm256_setzero_ps(); R];
         let mut hi = [_mm256_setzero_ps(); R];
-        for kk in 0..kc {
+        // Row pointers formed once, and inputs four at a time: in 10 alternating rounds on
+        // a Zen 3 (2 threads) this ran batches 32, 256 and 4096 faster than one input a
+        // step in 8, 8 and 7 rounds (medians +5-11%). The same order of sums.
+        let rows: [*const f32; R] = std::array::from_fn(|r| a.add(r * lda));
+        let step = |kk: usize, lo: &mut [__m256; R], hi: &mut [__m256; R]| {
             // A prefetch reads nothing and cannot fault: past the panel's end it is
             // harmless (and formed with wrapping arithmetic).
             _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((kk + PREFETCH) * NR) as *const i8);
             let b0 = _mm256_loadu_ps(b.add(kk * NR));
             let b1 = _mm256_loadu_ps(b.add(kk * NR + 8));
             for r in 0..R {
-                let av = _mm256_set1_ps(*a.add(r * lda + kk));
+                let av = _mm256_set1_ps(*rows[r].add(kk));
                 lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
                 hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
             }
+        };
+        let mut kk = 0;
+        while kk + 4 <= kc {
+            step(kk, &mut lo, &mut hi);
+            step(kk + 1, &mut lo, &mut hi);
+            step(kk + 2, &mut lo, &mut hi);
+            step(kk + 3, &mut lo, &mut hi);
+            kk += 4;
+        }
+        while kk < kc {
+            step(kk, &mut lo, &mut hi);
+            kk += 1;
         }
         let (m0, m1) = masks(cols);
         for r in 0..R {
