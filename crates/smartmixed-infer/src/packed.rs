@@ -262,8 +262,8 @@ unsafe fn block_rows<K: Microkernel>(
     }
 }
 
-/// The portable microkernel (the other levels' reference, and the kernel of CPUs with
-/// neither AVX2+FMA nor AVX-512; the runtime packs only for those two, see `model.rs`).
+/// The portable microkernel: the other levels' reference in the tests. The runtime packs
+/// only on CPUs with AVX2+FMA or AVX-512 (`model.rs`); others run gemm's portable code.
 struct Portable;
 
 impl Microkernel for Portable {
