@@ -10,6 +10,8 @@
 //! f32); the portable kernel does the same adds in the same order, so on normal-range
 //! values the two give the same bits (`tests::kernels_agree_bit_for_bit`).
 
+use crate::kernel::avx2_available;
+
 /// Output columns per panel.
 const NR: usize = 32;
 /// Rows per microkernel tile (24 of the 32 registers hold the sums).
@@ -401,18 +403,6 @@ fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Whether this CPU runs the AVX2 kernel (and the conversion compiled for AVX2).
-fn avx2_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -26,6 +26,8 @@
 //! quads, then per row its scale's bits and its zero point: [`Int8Weights::row_words`]
 //! words a row in all.
 
+use crate::kernel::avx2_available;
+
 /// Output columns per panel.
 const NR: usize = 32;
 /// Rows per microkernel tile (24 of the 32 registers hold the sums).
@@ -604,18 +606,6 @@ fn avx_vnni_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Whether this CPU runs the AVX2 kernel.
-fn avx2_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -1,7 +1,7 @@
 //! The two steps of a layer: the matmul (on AVX-512 and AVX2+FMA our packed-weight kernels
 //! in `packed.rs`; elsewhere the `gemm` crate's portable code; single-threaded, the model
-//! parallelises) and the output layer's bias (the
-//! hidden layers' epilogue is [`crate::model`]'s `Layer::activate`).
+//! parallelises) and the output layer's bias (the hidden layers' epilogue is
+//! [`crate::model`]'s `Layer::activate`). Also the AVX2 check the bf16 and int8 kernels share.
 
 use smartmixed_core::activation::{detected_simd_level, SimdLevel};
 
@@ -71,6 +71,18 @@ pub fn matmul(lhs: &[f32], rhs: &[f32], dst: &mut [f32], m: usize, k: usize, n: 
             false,
             gemm::Parallelism::None,
         )
+    }
+}
+
+/// Whether the CPU has AVX2 (the bf16 and int8 AVX2 kernels need nothing more).
+pub(crate) fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 

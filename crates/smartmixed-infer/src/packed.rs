@@ -174,23 +174,11 @@ trait Microkernel {
     /// The CPU has the level's instructions; `rows` is 1 to `MR`, `cols` 1 to 32, `kc` at
     /// least 1; `a` is valid for reads of `rows` rows of `kc` values, `b` of `kc * 32`
     /// values, `c` for reads and writes of `rows` rows of `cols` values.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile(
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        kc: usize,
-        c: *mut f32,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-        accumulate: bool,
-    );
+    unsafe fn tile(rows: usize, args: TileArgs);
 }
 
-/// [`Microkernel::tile`]'s arguments but `rows`, for the SIMD levels' tiles of fixed rows:
-/// `(a, lda, b, kc, c, ldc, cols, accumulate)`.
-#[cfg(target_arch = "x86_64")]
+/// A tile's operands but its row count: `(a, lda, b, kc, c, ldc, cols, accumulate)` (see
+/// [`Microkernel`]); the SIMD levels pass them on to a tile of a constant row count.
 type TileArgs = (
     *const f32,
     usize,
@@ -239,7 +227,7 @@ unsafe fn block_rows<K: Microkernel>(
                 let b = w.panels.as_ptr().add((p * k + k0) * NR);
                 // In bounds: col < n, inside each of the m rows of `c`.
                 let (kc, cols) = (KC.min(k - k0), NR.min(n - col));
-                K::tile(a.add(k0), k, b, kc, c.add(col), n, m, cols, k0 > 0);
+                K::tile(m, (a.add(k0), k, b, kc, c.add(col), n, cols, k0 > 0));
             }
         }
         return;
@@ -256,7 +244,7 @@ unsafe fn block_rows<K: Microkernel>(
             for r in (0..m).step_by(K::MR) {
                 let rows = K::MR.min(m - r);
                 let (a, c) = (a.add(r * k + k0), c.add(r * n + col));
-                K::tile(a, k, b, kc, c, n, rows, cols, k0 > 0);
+                K::tile(rows, (a, k, b, kc, c, n, cols, k0 > 0));
             }
         }
     }
@@ -269,17 +257,7 @@ struct Portable;
 impl Microkernel for Portable {
     const MR: usize = 4;
 
-    unsafe fn tile(
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        kc: usize,
-        c: *mut f32,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-        accumulate: bool,
-    ) {
+    unsafe fn tile(rows: usize, (a, lda, b, kc, c, ldc, cols, accumulate): TileArgs) {
         for r in 0..rows {
             for j in 0..cols {
                 let mut acc = 0.0f32;
@@ -308,18 +286,7 @@ mod avx512 {
         const MR: usize = 12;
 
         #[target_feature(enable = "avx512f")]
-        unsafe fn tile(
-            a: *const f32,
-            lda: usize,
-            b: *const f32,
-            kc: usize,
-            c: *mut f32,
-            ldc: usize,
-            rows: usize,
-            cols: usize,
-            accumulate: bool,
-        ) {
-            let args = (a, lda, b, kc, c, ldc, cols, accumulate);
+        unsafe fn tile(rows: usize, args: TileArgs) {
             match rows {
                 1 => tile::<1>(args),
                 2 => tile::<2>(args),
@@ -457,31 +424,14 @@ mod avx2 {
         const MR: usize = 6;
 
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn tile(
-            a: *const f32,
-            lda: usize,
-            b: *const f32,
-            kc: usize,
-            c: *mut f32,
-            ldc: usize,
-            rows: usize,
-            cols: usize,
-            accumulate: bool,
-        ) {
+        unsafe fn tile(rows: usize, (a, lda, b, kc, c, ldc, cols, acc): TileArgs) {
             // The second half only past 16 columns: b + 16 and c + 16 are then inside
             // the panel and every row of c.
-            half(a, lda, b, kc, c, ldc, rows, cols.min(16), accumulate);
+            half(rows, (a, lda, b, kc, c, ldc, cols.min(16), acc));
             if cols > 16 {
                 half(
-                    a,
-                    lda,
-                    b.add(16),
-                    kc,
-                    c.add(16),
-                    ldc,
                     rows,
-                    cols - 16,
-                    accumulate,
+                    (a, lda, b.add(16), kc, c.add(16), ldc, cols - 16, acc),
                 );
             }
         }
@@ -490,19 +440,7 @@ mod avx2 {
     /// One 16-column half of a tile, `cols` 1 to 16 of its columns real.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn half(
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        kc: usize,
-        c: *mut f32,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-        accumulate: bool,
-    ) {
-        let args = (a, lda, b, kc, c, ldc, cols, accumulate);
+    unsafe fn half(rows: usize, args: TileArgs) {
         match rows {
             1 => tile::<1>(args),
             2 => tile::<2>(args),
