@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use smartmixed_core::manifest::image_shape;
 use smartmixed_core::InputKind;
 use smartmixed_infer::Model;
 use smartmixed_train::data::{folder, table, Dataset, Splits};
@@ -246,8 +247,10 @@ fn read_csv(model: &Model, path: &Path, label: Option<String>) -> Result<(Datase
 /// width.
 fn check_shape(model: &Model, data: &Dataset, origin: &str) -> Result<()> {
     let input = model.input_description();
-    let shape_differs =
-        matches!(input.kind(), InputKind::Image { .. }) && data.shape() != input.shape;
+    // Any recorded item shape (not a table's, nor a flat [784]) must be the data's, a
+    // trailing channel of 1 aside.
+    let shaped = input.kind() != InputKind::Table && input.shape.len() >= 2;
+    let shape_differs = shaped && image_shape(data.shape()) != image_shape(&input.shape);
     if shape_differs || data.features() != model.input_size() {
         bail!(
             "{origin}: items of shape {:?}, the model takes shape {:?}",

@@ -11,7 +11,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use smartmixed_core::InputKind;
+use smartmixed_core::manifest::image_shape;
+use smartmixed_core::{InputKind, InputManifest};
 use smartmixed_infer::{LoadOptions, Model, Precision};
 use smartmixed_train::data::folder::images_in;
 use smartmixed_train::data::image::{read_image_as, MAX_PIXELS};
@@ -87,22 +88,33 @@ fn sniff(path: &Path) -> Result<Source> {
 }
 
 /// What an image model takes, as a user reads it: "28 x 28 images", "32 x 32 RGB
-/// images", or for a model that records no image shape, "images of 784 pixels".
-fn wanted(kind: InputKind, expected: usize) -> String {
-    match kind {
+/// images", "IDX items of shape [28, 28, 4]", or for a model that records no image
+/// shape, "images of 784 pixels".
+fn wanted(input: &InputManifest, expected: usize) -> String {
+    match input.kind() {
         InputKind::Image {
             height,
             width,
             channels: 3,
         } => format!("{height} x {width} RGB images"),
         InputKind::Image { height, width, .. } => format!("{height} x {width} images"),
+        _ if input.shape.len() >= 2 => format!("IDX items of shape {:?}", input.shape),
         _ => format!("images of {expected} pixels"),
     }
 }
 
 /// The images of `path` as raw values, one row per image, checked against the model's
 /// image shape (or, for a model that records none, its value count).
-fn load_images(path: &Path, source: Source, kind: InputKind, expected: usize) -> Result<Vec<f32>> {
+fn load_images(
+    path: &Path,
+    source: Source,
+    input: &InputManifest,
+    expected: usize,
+) -> Result<Vec<f32>> {
+    let kind = input.kind();
+    // A model whose items have a shape that is no image (such as [28, 28, 4]) takes IDX
+    // items of exactly that shape; one that records no shape ([784]) takes any of its size.
+    let shaped = input.shape.len() >= 2;
     let channels = match kind {
         InputKind::Image { channels, .. } => channels,
         _ => 1,
@@ -112,10 +124,10 @@ fn load_images(path: &Path, source: Source, kind: InputKind, expected: usize) ->
         let img = read_image_as(path, MAX_PIXELS, channels)?;
         let fits = match kind {
             InputKind::Image { height, width, .. } => (img.height, img.width) == (height, width),
-            _ => img.pixels.len() == expected,
+            _ => !shaped && img.pixels.len() == expected,
         };
         if !fits {
-            let wanted = wanted(kind, expected);
+            let wanted = wanted(input, expected);
             bail!(
                 "{}: image of {} x {} pixels (height x width), the model takes {wanted}",
                 path.display(),
@@ -126,20 +138,14 @@ fn load_images(path: &Path, source: Source, kind: InputKind, expected: usize) ->
         img.pixels
     } else {
         let idx = read_idx(path)?;
-        let fits = match kind {
-            InputKind::Image {
-                height,
-                width,
-                channels,
-            } => {
-                let shape: &[usize] = &[height, width, channels];
-                let shape = if channels == 1 { &shape[..2] } else { shape };
-                idx.dims.get(1..) == Some(shape)
-            }
-            _ => idx.dims.len() >= 2 && idx.item_len() == expected,
+        let item = idx.dims.get(1..).map(image_shape);
+        let fits = if shaped {
+            item == Some(image_shape(&input.shape))
+        } else {
+            idx.dims.len() >= 2 && idx.item_len() == expected
         };
         if !fits {
-            let wanted = wanted(kind, expected);
+            let wanted = wanted(input, expected);
             bail!(
                 "{}: IDX images of dims {:?} (count, then each image's shape), the model takes {wanted}",
                 path.display(),
@@ -174,9 +180,9 @@ fn load(model: &Model, path: &Path) -> Result<(&'static str, Vec<f32>)> {
             model.input_size(),
             shown(&input.feature_names.join(", "))
         ),
-        (source, kind) => Ok((
+        (source, _) => Ok((
             "image",
-            load_images(path, source, kind, model.input_size())?,
+            load_images(path, source, &input, model.input_size())?,
         )),
     }
 }

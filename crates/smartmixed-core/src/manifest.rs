@@ -115,10 +115,10 @@ impl InputManifest {
     }
 
     /// What kind of input this is: a table's rows (feature names given), images of a
-    /// known shape (`[h, w]` or `[h, w, 3]`), or a flat run of pixels whose image shape
-    /// the manifest does not record (version 1).
+    /// known shape (`[h, w]`, `[h, w, 1]` or `[h, w, 3]`), or a flat run of values whose
+    /// image shape the manifest does not record (version 1, or a shape such as `[784]`).
     pub fn kind(&self) -> InputKind {
-        match *self.shape.as_slice() {
+        match *image_shape(&self.shape) {
             _ if !self.feature_names.is_empty() => InputKind::Table,
             [h, w] => InputKind::Image {
                 height: h,
@@ -300,6 +300,15 @@ fn bad<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T> {
         field: field.into(),
         message: message.into(),
     })
+}
+
+/// An item shape with a trailing channel of 1 dropped (`[h, w, 1]` is the grey image
+/// `[h, w]`, as numpy and TensorFlow often store it), so that shapes compare as images.
+pub fn image_shape(shape: &[usize]) -> &[usize] {
+    match shape {
+        [_, _, 1] => &shape[..2],
+        _ => shape,
+    }
 }
 
 /// Checks that `(start, len)` blocks partition `0..n` in order, without gaps, overlaps or
@@ -699,6 +708,21 @@ mod tests {
                 channels: 3
             }
         );
+        // A trailing channel of 1 is a grey image, as numpy writes [N, 28, 28, 1].
+        i.shape = vec![28, 14, 1];
+        assert_eq!(
+            i.kind(),
+            InputKind::Image {
+                height: 28,
+                width: 14,
+                channels: 1
+            }
+        );
+        assert_eq!(image_shape(&[28, 14, 1]), &[28, 14]);
+        assert_eq!(image_shape(&[28, 14, 3]), &[28, 14, 3]);
+        assert_eq!(image_shape(&[1]), &[1]);
+        i.shape = vec![28, 28, 4];
+        assert_eq!(i.kind(), InputKind::Flat);
         i.shape = vec![784];
         assert_eq!(i.kind(), InputKind::Flat);
         i.shape = vec![2];

@@ -190,7 +190,7 @@ impl Model {
         match self.inner.input_description().kind() {
             InputKind::Table => format!("(n, {width}) for a table of {width} features"),
             InputKind::Image { height, width: w, channels: 1 } => {
-                format!("(n, {height}, {w}) or (n, {width}) for {height}x{w} images")
+                format!("(n, {height}, {w}), (n, {height}, {w}, 1) or (n, {width}) for {height}x{w} images")
             }
             InputKind::Image { height, width: w, channels } => format!(
                 "(n, {height}, {w}, {channels}) or (n, {width}) for {height}x{w} images of {channels} channels"
@@ -209,7 +209,7 @@ impl Model {
                 height,
                 width: w,
                 channels: 1,
-            } => item == [width] || item == [height, w],
+            } => item == [width] || item == [height, w] || item == [height, w, 1],
             InputKind::Image {
                 height,
                 width: w,

@@ -9,6 +9,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::HashMap;
 
+use smartmixed_core::manifest::image_shape;
 use smartmixed_core::InputManifest;
 
 use super::folder;
@@ -186,7 +187,9 @@ impl Dataset {
                 message: "images have 0 pixels".into(),
             });
         }
-        let shape = img.dims[1..].to_vec();
+        // [N, h, w, 1] (numpy's and TensorFlow's grey images) is recorded as [h, w], so
+        // that the model checks image sizes as for any grey image.
+        let shape = image_shape(&img.dims[1..]).to_vec();
         Ok(Self::new(features, img.data, lab.data).with_shape(shape))
     }
 
@@ -377,12 +380,13 @@ impl Splits {
             classes,
         )?;
         let test = Dataset::load_test(dir, classes)?;
-        if test.features != full.features {
+        if test.shape() != full.shape() {
             return Err(Error::Mismatch {
                 path: dir.clone(),
                 message: format!(
-                    "test images have {} pixels, training images {}",
-                    test.features, full.features
+                    "test images of shape {:?}, training images of shape {:?}; expected the same shape",
+                    test.shape(),
+                    full.shape()
                 ),
             });
         }

@@ -1,6 +1,7 @@
 //! Image folders as torchvision's `ImageFolder` lays them out: `DIR/train/<class>/*.png`
 //! (or `.pgm`) and `DIR/test/<class>/*`, class names from the folder names in sorted
-//! order, every image one size (converted to 8-bit grey).
+//! order, every image one size (converted to 8-bit grey). Hidden entries (names starting
+//! with `.`) are skipped.
 
 use std::path::{Path, PathBuf};
 
@@ -150,11 +151,19 @@ fn is_image(p: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("png") || e.eq_ignore_ascii_case("pgm"))
 }
 
-/// The entries of `dir`, sorted by name (so that loading is reproducible).
+/// The entries of `dir` but hidden ones (names starting with `.`: a notebook's
+/// `.ipynb_checkpoints` folder would become a class, macOS's `._x.png` files are no
+/// images), sorted by name (so that loading is reproducible).
 fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let read = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "cannot list folder", e))?;
     let mut paths = read
         .map(|e| e.map(|e| e.path()))
+        .filter(|p| {
+            p.as_ref().map_or(true, |p| {
+                !p.file_name()
+                    .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+            })
+        })
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(|e| Error::io(dir, "cannot list folder", e))?;
     paths.sort();

@@ -114,6 +114,15 @@ fn read_png_as(path: &Path, max_pixels: usize, channels: usize) -> Result<GreyIm
     let mut reader = decoder.read_info().map_err(bad)?;
     let (w, h) = (reader.info().width as usize, reader.info().height as usize);
     pixel_count(path, 16, w, h, max_pixels)?;
+    if reader.info().bit_depth == png::BitDepth::Sixteen {
+        // Cut to their high bytes, values of 0-255 would read as black: refused, as a
+        // 16-bit PGM is.
+        return Err(Error::Data {
+            path: path.to_path_buf(),
+            offset: 24,
+            message: "16-bit samples, expected 8-bit ones (convert the image to 8 bits)".into(),
+        });
+    }
     let size = reader.output_buffer_size();
     let mut buf = Vec::new();
     buf.try_reserve_exact(size).map_err(|_| Error::Data {
@@ -125,6 +134,25 @@ fn read_png_as(path: &Path, max_pixels: usize, channels: usize) -> Result<GreyIm
     let info = reader.next_frame(&mut buf).map_err(bad)?;
     let data = buf.get(..info.buffer_size()).unwrap_or(&buf);
     let samples = info.color_type.samples().max(1);
+    // Grey + alpha or RGBA (a tRNS chunk expands to alpha): a transparent pixel has no
+    // one value (a digit drawn in alpha over black reads as black), so it is refused.
+    if matches!(samples, 2 | 4) {
+        if let Some(i) = data
+            .chunks_exact(samples)
+            .position(|px| px[samples - 1] != 255)
+        {
+            return Err(Error::Data {
+                path: path.to_path_buf(),
+                offset: 0,
+                message: format!(
+                    "pixel {i} (row {}, column {}) is transparent (alpha {}), expected an opaque image (flatten it onto its background first)",
+                    i / w.max(1),
+                    i % w.max(1),
+                    data[i * samples + samples - 1]
+                ),
+            });
+        }
+    }
     let pixels = if channels == 3 {
         data.chunks_exact(samples)
             .flat_map(|px| match px {
@@ -265,7 +293,15 @@ pub fn parse_pgm(bytes: &[u8], max_pixels: usize) -> Fault<GreyImage> {
             fields[1].0 as u64,
             format!("image of {w} x {h} pixels, expected 1 to {max_pixels} pixels"),
         ))?;
-    let scale = |v: usize| ((v.min(max) * 255) / max) as u8;
+    let scale = |(at, v): (usize, usize)| {
+        if v > max {
+            return Err((
+                at as u64,
+                format!("pixel value {v} above the header's maxval {max}"),
+            ));
+        }
+        Ok(((v * 255) / max) as u8)
+    };
     let pixels = match fields[0].1 {
         // Exactly one whitespace byte separates the header from P5 data.
         b"P5" => pgm_binary(bytes, pos + 1, n, scale)?,
@@ -287,8 +323,28 @@ pub fn parse_pgm(bytes: &[u8], max_pixels: usize) -> Fault<GreyImage> {
     })
 }
 
+/// Bytes after an image's last pixel: anything but whitespace means the header's size is
+/// not the data's (or a second image follows), which would be read with the wrong stride.
+fn check_end(bytes: &[u8], end: usize, n: usize) -> Fault<()> {
+    match bytes.get(end..).unwrap_or(&[]).iter().position(|b| !b.is_ascii_whitespace()) {
+        None => Ok(()),
+        Some(i) => Err((
+            (end + i) as u64,
+            format!(
+                "{} more bytes after the header's {n} pixels, expected the file to end (the header's width x height is not the data's, or a second image follows)",
+                bytes.len() - end
+            ),
+        )),
+    }
+}
+
 /// `n` raw pixel bytes from `start` (P5), scaled to 0..=255.
-fn pgm_binary(bytes: &[u8], start: usize, n: usize, scale: impl Fn(usize) -> u8) -> Fault<Vec<u8>> {
+fn pgm_binary(
+    bytes: &[u8],
+    start: usize,
+    n: usize,
+    scale: impl Fn((usize, usize)) -> Fault<u8>,
+) -> Fault<Vec<u8>> {
     let data = bytes.get(start..).unwrap_or(&[]);
     if data.len() < n {
         return Err((
@@ -296,11 +352,21 @@ fn pgm_binary(bytes: &[u8], start: usize, n: usize, scale: impl Fn(usize) -> u8)
             format!("file ends after {} of {n} pixels", data.len()),
         ));
     }
-    Ok(data[..n].iter().map(|&v| scale(v as usize)).collect())
+    check_end(bytes, start + n, n)?;
+    data[..n]
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| scale((start + i, v as usize)))
+        .collect()
 }
 
 /// `n` whitespace-separated decimal pixels from `start` (P2), scaled to 0..=255.
-fn pgm_text(bytes: &[u8], start: usize, n: usize, scale: impl Fn(usize) -> u8) -> Fault<Vec<u8>> {
+fn pgm_text(
+    bytes: &[u8],
+    start: usize,
+    n: usize,
+    scale: impl Fn((usize, usize)) -> Fault<u8>,
+) -> Fault<Vec<u8>> {
     let mut pixels = Vec::with_capacity(n);
     let mut at = start;
     for token in bytes[start..].split(u8::is_ascii_whitespace) {
@@ -308,7 +374,7 @@ fn pgm_text(bytes: &[u8], start: usize, n: usize, scale: impl Fn(usize) -> u8) -
             break;
         }
         if !token.is_empty() {
-            pixels.push(scale(pgm_number((at, token), "pixel")?));
+            pixels.push(scale((at, pgm_number((at, token), "pixel")?))?);
         }
         at += token.len() + 1;
     }
@@ -318,6 +384,7 @@ fn pgm_text(bytes: &[u8], start: usize, n: usize, scale: impl Fn(usize) -> u8) -
             format!("file ends after {} of {n} pixels", pixels.len()),
         ));
     }
+    check_end(bytes, at.min(bytes.len()), n)?;
     Ok(pixels)
 }
 
@@ -391,5 +458,78 @@ mod tests {
         std::fs::write(&p, &good).unwrap();
         let e = read_image(&p, MAX_PIXELS).unwrap_err().to_string();
         assert!(!e.contains('{') && !e.contains('\n'), "{e}");
+    }
+    #[test]
+    fn pgm_data_that_disagrees_with_its_header_is_refused() {
+        // A 2 x 2 header over 3 x 3 data would be read with the wrong stride.
+        let (off, m) = parse_pgm(
+            b"P5 2 2 255\n\x01\x02\x03\x04\x05\x06\x07\x08\x09",
+            MAX_PIXELS,
+        )
+        .unwrap_err();
+        assert_eq!(off, 15);
+        assert!(
+            m.contains("5 more bytes") && m.contains("expected the file to end"),
+            "{m}"
+        );
+        let (_, m) = parse_pgm(b"P2 2 1 255\n1 2 3\n", MAX_PIXELS).unwrap_err();
+        assert!(m.contains("more bytes"), "{m}");
+        // Trailing whitespace is no data.
+        assert_eq!(
+            parse_pgm(b"P5 1 1 255\n\x07\n", MAX_PIXELS).unwrap().pixels,
+            [7]
+        );
+        assert_eq!(
+            parse_pgm(b"P2 1 1 255\n7 \n\n", MAX_PIXELS).unwrap().pixels,
+            [7]
+        );
+        // A value above maxval is not clamped into range.
+        let (off, m) = parse_pgm(b"P2 2 1 15\n3 200\n", MAX_PIXELS).unwrap_err();
+        assert_eq!(off, 12);
+        assert!(m.contains("200 above the header's maxval 15"), "{m}");
+        let (off, m) = parse_pgm(b"P5 2 1 15\n\x03\x10", MAX_PIXELS).unwrap_err();
+        assert_eq!((off, m.contains("16 above")), (11, true), "{m}");
+    }
+
+    fn png_of(color: png::ColorType, depth: png::BitDepth, w: u32, data: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut enc = png::Encoder::new(&mut bytes, w, 1);
+        enc.set_color(color);
+        enc.set_depth(depth);
+        enc.write_header().unwrap().write_image_data(data).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn sixteen_bit_and_transparent_pngs_are_refused_opaque_ones_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("i.png");
+        let read = |bytes: Vec<u8>| {
+            std::fs::write(&p, bytes).unwrap();
+            read_image(&p, MAX_PIXELS)
+                .map(|i| i.pixels)
+                .map_err(|e| e.to_string())
+        };
+        use png::{BitDepth::*, ColorType::*};
+        // 16-bit grey holding 0-255: cut to high bytes it would be black.
+        let e = read(png_of(Grayscale, Sixteen, 2, &[0, 200, 0, 100])).unwrap_err();
+        assert!(e.contains("i.png") && e.contains("16-bit"), "{e}");
+        // A digit drawn in alpha over black RGB.
+        let e = read(png_of(Rgba, Eight, 2, &[0, 0, 0, 255, 0, 0, 0, 9])).unwrap_err();
+        assert!(
+            e.contains("pixel 1 (row 0, column 1) is transparent (alpha 9)"),
+            "{e}"
+        );
+        let e = read(png_of(GrayscaleAlpha, Eight, 2, &[5, 0, 6, 255])).unwrap_err();
+        assert!(e.contains("pixel 0") && e.contains("alpha 0"), "{e}");
+        // Opaque alpha is no loss: the colour is read.
+        assert_eq!(
+            read(png_of(GrayscaleAlpha, Eight, 2, &[5, 255, 6, 255])).unwrap(),
+            [5, 6]
+        );
+        assert_eq!(
+            read(png_of(Rgba, Eight, 1, &[10, 10, 10, 255])).unwrap(),
+            [10]
+        );
     }
 }
