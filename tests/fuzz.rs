@@ -848,6 +848,7 @@ impl ResumeStateRun {
             test: set(9, 2),
             classes: 3,
             class_names: Vec::new(),
+            dropped_rows: 0,
         };
         // On tmpfs where there is one: every case rewrites the run's files, and a resumed
         // case syncs each file it writes, which costs milliseconds on a disk.

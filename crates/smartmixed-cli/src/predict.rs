@@ -182,7 +182,7 @@ fn load(model: &Model, path: &Path) -> Result<(&'static str, Vec<f32>)> {
         ),
         (source, _) => Ok((
             "image",
-            load_images(path, source, &input, model.input_size())?,
+            load_images(path, source, input, model.input_size())?,
         )),
     }
 }

@@ -266,6 +266,12 @@ fn announce(cfg: &TrainConfig, data: &Splits, out: &std::path::Path, resume: boo
         data.test.len(),
         out.display()
     );
+    if data.dropped_rows > 0 {
+        eprintln!(
+            "left out {} table row(s) with an invalid cell (data.invalid = \"drop\"; summary.json records the count)",
+            data.dropped_rows
+        );
+    }
 }
 
 /// Trains (or resumes) in `run`, with progress, Ctrl-C handling and the final table.

@@ -216,3 +216,43 @@ fn predict_reads_rows_by_the_rules_training_uses() {
         assert_one_line_error(&out, &["zero.csv: line 1 is longer than 1048576 bytes"]);
     }
 }
+
+#[test]
+fn line_numbers_count_crlf_and_cr_line_ends_as_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, end) in [("crlf.csv", "\r\n"), ("cr.csv", "\r"), ("lf.csv", "\n")] {
+        let text = table("a,b,species", 20).replace('\n', end);
+        // Line 5 (the header is line 1): a cell that is no number.
+        let mut lines: Vec<&str> = text.split(end).collect();
+        lines[4] = "x,1.00,alpha";
+        let o = train_on(tmp.path(), name, &lines.join(end), "");
+        assert_one_line_error(&o, &[name, "line 5: column `a`"]);
+    }
+}
+
+#[test]
+fn dropped_rows_are_counted_and_overflowing_standardisation_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = table("a,b,species", 40);
+    text.push_str("1,2;5,alpha\n1;5,2,beta\n");
+    let o = train_on(tmp.path(), "drop.csv", &text, "invalid = \"drop\"\n");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("left out 2 table row(s)"));
+    assert_eq!(
+        common::summary_json(&tmp.path().join("run"))["dropped_rows"],
+        2
+    );
+    // A test row whose huge cell overflows once standardised: scored, its NaN logits had
+    // given a test accuracy and a summary.json that could not be read back.
+    let test = tmp.path().join("test.csv");
+    let mut rows = table("a,b,species", 10);
+    rows.push_str("4.00,3e38,alpha\n");
+    std::fs::write(&test, rows).unwrap();
+    std::fs::remove_dir_all(tmp.path().join("run")).unwrap();
+    let extra = format!("test_file = {:?}\n", s(&test));
+    let o = train_on(tmp.path(), "train.csv", &table("a,b,species", 40), &extra);
+    assert_one_line_error(
+        &o,
+        &["test.csv", "test item 10, feature `b`", "3e38 becomes inf"],
+    );
+}

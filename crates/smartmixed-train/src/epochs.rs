@@ -72,7 +72,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
             .div_ceil(self.config.training.batch_size);
         self.progress.phase_started(plan.name, plan.epochs, batches);
         if plan.epochs == 0 && run.best.is_none() {
-            let e = self.validate(&run.net);
+            let e = self.validate(plan, &run.net, 0)?;
             self.keep_best(plan, &run.net)?;
             run.best = Some((run.net.clone(), 0, e));
         }
@@ -127,10 +127,18 @@ impl<D: TrainDevice> Trainer<'_, D> {
         Ok(())
     }
 
-    fn validate(&self, net: &Network<D>) -> Evaluation {
+    /// The validation figures after `epoch`; a non-finite loss (outputs that overflowed
+    /// on finite inputs) stops the run, as a non-finite training loss does: scored, it
+    /// would pick checkpoints and print accuracies from NaN logits.
+    fn validate(&self, plan: &PhasePlan, net: &Network<D>, epoch: usize) -> Result<Evaluation> {
         let data = self.data;
         let kind = self.config.model.output_loss;
-        evaluate(self.dev, net, &data.validation, data.classes, kind)
+        finite(
+            evaluate(self.dev, net, &data.validation, data.classes, kind),
+            plan,
+            epoch,
+            "validation",
+        )
     }
 
     /// One epoch: train, validate, keep the checkpoint if selected, record, save state.
@@ -148,7 +156,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
         }
         let before = run.net.argmax_choices();
         let totals = self.train_batches(plan, run, epoch)?;
-        let val = self.validate(&run.net);
+        let val = self.validate(plan, &run.net, epoch)?;
         let after = run.net.argmax_choices();
         let changed = run
             .watch
@@ -285,6 +293,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
         let data = self.data;
         let kind = self.config.model.output_loss;
         let test = evaluate(self.dev, &best, &data.test, data.classes, kind);
+        let test = finite(test, plan, best_epoch, "test")?;
         let summary = PhaseSummary {
             phase: plan.name,
             epochs,
@@ -300,6 +309,19 @@ impl<D: TrainDevice> Trainer<'_, D> {
         self.progress.phase_ended(&summary);
         Ok(PhaseOutcome { best, summary })
     }
+}
+
+/// `e` if its loss is finite, else the error naming the phase, the epoch and the set.
+fn finite(e: Evaluation, plan: &PhasePlan, epoch: usize, set: &'static str) -> Result<Evaluation> {
+    if e.loss.is_finite() {
+        return Ok(e);
+    }
+    Err(Error::NonFiniteEvaluation {
+        phase: plan.name,
+        epoch,
+        set,
+        loss: e.loss,
+    })
 }
 
 #[cfg(test)]

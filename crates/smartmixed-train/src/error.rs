@@ -40,6 +40,15 @@ pub enum Error {
         batch: usize,
         loss: f32,
     },
+    /// The loss on the validation or test set is not finite: the network's outputs
+    /// overflowed there (the inputs are checked finite when loaded).
+    #[error("{phase} epoch {epoch}: the {set} loss is {loss}: the network's outputs overflow on {set} items; stopped (the best checkpoint so far is kept in the run directory)")]
+    NonFiniteEvaluation {
+        phase: smartmixed_core::Phase,
+        epoch: usize,
+        set: &'static str,
+        loss: f64,
+    },
     /// The training device failed (allocation, a CUDA call).
     #[error("device error: {0}")]
     Device(String),

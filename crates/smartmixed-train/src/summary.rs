@@ -72,8 +72,15 @@ pub struct Summary {
     /// The classes' names, in output order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub class_names: Vec<String>,
+    /// Table rows left out for an invalid cell (`data.invalid = "drop"`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_rows: usize,
     /// Per hidden layer, neurons per activation after phase 1 (SmartMixed only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_choices: Option<Vec<Vec<(String, usize)>>>,
     pub seconds: f64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

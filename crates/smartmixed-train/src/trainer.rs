@@ -374,6 +374,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
             select: cfg.training.select,
             input: Some(self.data.input()),
             class_names: self.data.class_names(),
+            dropped_rows: self.data.dropped_rows,
             final_choices,
             seconds: earlier_seconds + start.elapsed().as_secs_f64(),
             flush_denormals,

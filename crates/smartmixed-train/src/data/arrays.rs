@@ -157,6 +157,7 @@ impl Splits {
                     test,
                     classes,
                     class_names: data.class_names.clone(),
+                    dropped_rows: 0,
                 }
             }
             None => {

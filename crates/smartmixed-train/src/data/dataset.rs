@@ -54,6 +54,8 @@ pub struct Splits {
     pub classes: usize,
     /// The classes' names (a table's label values; empty: the class numbers).
     pub class_names: Vec<String>,
+    /// Table rows left out for an invalid cell (`data.invalid = "drop"`), both files.
+    pub dropped_rows: usize,
 }
 
 impl Dataset {
@@ -244,6 +246,34 @@ impl Dataset {
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             input: self.input.clone(),
         }
+    }
+
+    /// Every table value stays finite after the preprocessing (a huge cell standardised
+    /// with a small deviation overflows: training would score its NaN logits); the error
+    /// names the feature, the raw value and what it became.
+    fn check_preprocessed(&self, set: &str, origin: &Path) -> Result<()> {
+        let Values::Table(values) = &self.values else {
+            return Ok(());
+        };
+        let n = self.features.max(1);
+        let mut row = vec![0.0f32; n];
+        for (item, raw) in values.chunks_exact(n).enumerate() {
+            self.input.apply(raw, &mut row);
+            if let Some(i) = row.iter().position(|v| !v.is_finite()) {
+                let name = self.input.feature_names.get(i).map_or("?", String::as_str);
+                return Err(Error::Mismatch {
+                    path: origin.to_path_buf(),
+                    message: format!(
+                        "{set} item {item}, feature `{name}`: the value {:?} becomes {} after standardisation (training mean {:?}, deviation {:?}), expected a finite number",
+                        raw[i],
+                        row[i],
+                        self.input.mean.get(i).copied().unwrap_or(0.0),
+                        self.input.std.get(i).copied().unwrap_or(1.0)
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The items at `indices` preprocessed as a batch, with one-hot targets.
@@ -442,6 +472,7 @@ impl Splits {
             Ok(Dataset::from_table(t.features.len(), t.values, labels))
         };
         let features = table.features.clone();
+        let mut dropped_rows = table.dropped;
         let full = dataset(table, &path)?;
         let (pool, test) = match &cfg.test_file {
             Some(test_path) => {
@@ -457,6 +488,7 @@ impl Splits {
                         ),
                     });
                 }
+                dropped_rows += test.dropped;
                 (full, dataset(test, test_path)?)
             }
             None => {
@@ -476,7 +508,16 @@ impl Splits {
             }
         };
         let mut splits = Self::split(cfg, &path, pool, test, names.len(), names)?;
+        splits.dropped_rows = dropped_rows;
         splits.standardise(cfg.standardize, features);
+        let test_origin = cfg.test_file.as_ref().unwrap_or(&path);
+        for (set, name, origin) in [
+            (&splits.train, "training", &path),
+            (&splits.validation, "validation", &path),
+            (&splits.test, "test", test_origin),
+        ] {
+            set.check_preprocessed(name, origin)?;
+        }
         Ok(splits)
     }
 
@@ -550,6 +591,7 @@ impl Splits {
             test,
             classes,
             class_names,
+            dropped_rows: 0,
         })
     }
 }

@@ -47,7 +47,7 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
         .map_err(|e| Error::io(path, "cannot read data file", e))?;
     let gzip = magic.starts_with(&[0x1f, 0x8b]);
     let source: Box<dyn Read> = if gzip {
-        Box::new(flate2::bufread::GzDecoder::new(reader))
+        Box::new(flate2::bufread::MultiGzDecoder::new(reader))
     } else {
         Box::new(reader)
     };
@@ -217,6 +217,19 @@ mod tests {
         let b = read_idx(&dir.path().join("gz")).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.data, vec![9, 8, 7]);
+        // Two members one after the other (pigz, `cat a.gz b.gz`) are one stream.
+        let mut two = Vec::new();
+        for part in [&bytes[..5], &bytes[5..]] {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(part).unwrap();
+            two.extend(gz.finish().unwrap());
+        }
+        std::fs::write(dir.path().join("two"), &two).unwrap();
+        assert_eq!(read_idx(&dir.path().join("two")).unwrap(), a);
+        // Garbage after the member is no second member: refused.
+        two.extend_from_slice(b"garbage!");
+        std::fs::write(dir.path().join("junk"), &two).unwrap();
+        assert!(read_idx(&dir.path().join("junk")).is_err());
     }
 
     #[test]

@@ -111,8 +111,17 @@ struct Guarded<R> {
     left: u64,
     limit: u64,
     state: Scan,
-    /// 1 + the line ends seen.
+    /// 1 + the line ends seen (`\n`, `\r`, or `\r\n` as one: the csv crate's own count is
+    /// one short on CRLF files and never moves on CR-only ones).
     line: u64,
+    /// Whether the last byte scanned was `\r` (a `\n` after it ends no second line).
+    after_cr: bool,
+    /// Bytes scanned so far.
+    scanned: u64,
+    /// Byte offsets where lines begin that no record has been placed on yet (the parser
+    /// reads ahead, so the current line is not the record's), and lines passed before them.
+    starts: std::collections::VecDeque<u64>,
+    passed: u64,
     /// The line the current record began on, its bytes and fields so far.
     record_line: u64,
     record_bytes: usize,
@@ -129,6 +138,10 @@ impl<R: Read> Guarded<R> {
             limit,
             state: Scan::StartRecord,
             line: 1,
+            after_cr: false,
+            scanned: 0,
+            starts: std::collections::VecDeque::new(),
+            passed: 0,
             record_line: 1,
             record_bytes: 0,
             fields: 0,
@@ -139,8 +152,13 @@ impl<R: Read> Guarded<R> {
     /// Follows the parser over `bytes`.
     fn scan(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let fail = |message: String| Err(std::io::Error::other(message));
-        for &b in bytes {
+        for (at, &b) in (self.scanned..).zip(bytes) {
             let end = b == b'\n' || b == b'\r';
+            if end && !(b == b'\n' && self.after_cr) {
+                self.line += 1;
+                self.starts.push_back(at + 1);
+            }
+            self.after_cr = b == b'\r';
             if self.state == Scan::StartRecord && !end {
                 (self.state, self.record_line) = (Scan::StartField, self.line);
                 (self.record_bytes, self.fields) = (0, 1);
@@ -161,9 +179,6 @@ impl<R: Read> Guarded<R> {
                 (_, _) if end => Scan::StartRecord,
                 (_, _) => Scan::InField,
             };
-            if b == b'\n' {
-                self.line += 1;
-            }
             if self.state != Scan::StartRecord {
                 self.record_bytes += 1;
                 if self.record_bytes > MAX_RECORD_BYTES {
@@ -178,7 +193,18 @@ impl<R: Read> Guarded<R> {
                 }
             }
         }
+        self.scanned += bytes.len() as u64;
         Ok(())
+    }
+
+    /// The line holding byte `offset`; offsets must not decrease from call to call (records
+    /// come in order).
+    fn line_at(&mut self, offset: u64) -> u64 {
+        while self.starts.front().is_some_and(|&s| s <= offset) {
+            self.starts.pop_front();
+            self.passed += 1;
+        }
+        1 + self.passed
     }
 }
 
@@ -231,7 +257,7 @@ fn open<R: Read>(
         .from_reader(Guarded::new(reader, limit));
     let header: Vec<String> = csv
         .headers()
-        .map_err(|e| describe(&e))?
+        .map_err(|e| describe(&e, Some(1)))?
         .iter()
         .map(str::to_string)
         .collect();
@@ -278,16 +304,17 @@ fn is_blank(record: &csv::ByteRecord) -> bool {
 /// Calls `f` with every record after the header that is not blank, and the line it
 /// starts on, once its field count is checked against the header's.
 fn each_record<R: Read>(
-    csv: &mut csv::Reader<R>,
+    csv: &mut csv::Reader<Guarded<R>>,
     header: &[String],
     mut f: impl FnMut(&csv::ByteRecord, u64) -> std::result::Result<(), String>,
 ) -> std::result::Result<(), String> {
     let mut record = csv::ByteRecord::new();
-    while csv
-        .read_byte_record(&mut record)
-        .map_err(|e| describe(&e))?
-    {
-        let line = record.position().map_or(0, |p| p.line());
+    while csv.read_byte_record(&mut record).map_err(|e| {
+        let line = e.position().map(|p| csv.get_mut().line_at(p.byte()));
+        describe(&e, line)
+    })? {
+        let byte = record.position().map_or(0, |p| p.byte());
+        let line = csv.get_mut().line_at(byte);
         if is_blank(&record) {
             continue;
         }
@@ -500,13 +527,18 @@ fn parse_rows(
     Ok(rows)
 }
 
-/// A csv error in one line (the guard's errors name their line themselves).
-fn describe(e: &csv::Error) -> String {
+/// A csv error in one line (the guard's errors name their line themselves); `line` is
+/// where it is, if known.
+fn describe(e: &csv::Error, line: Option<u64>) -> String {
     if let csv::ErrorKind::Io(io) = e.kind() {
         return io.to_string();
     }
-    let line = e.position().map_or(0, |p| p.line());
-    let text = e.to_string().replace('\n', " ");
+    let line = line.or(e.position().map(|p| p.line())).unwrap_or(0);
+    // The csv crate's text repeats its own (CRLF-blind) line count: only its cause is kept.
+    let text = match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => format!("invalid UTF-8 in field {}", err.field() + 1),
+        _ => e.to_string().replace('\n', " "),
+    };
     format!("line {line}: {text}")
 }
 
@@ -522,25 +554,32 @@ pub fn class_names(labels: &[String]) -> Vec<String> {
     names
 }
 
-/// Per feature, the mean and standard deviation (population; 1 where it is 0) of `rows`.
+/// Per feature, the mean and standard deviation (population) of `rows`; the deviation is
+/// 1 for a constant feature (or one too small for a normal f32). Two passes in f64: the
+/// mean, then the squared deviations from it, so a large offset costs no precision
+/// (`E[x^2] - E[x]^2` lost all of it at 1e6 +- 0.01), and no absolute floor (1e-12 had
+/// left features of tiny units unscaled).
 pub fn standardisation(values: &[f32], features: usize) -> (Vec<f32>, Vec<f32>) {
     let rows = (values.len() / features.max(1)).max(1) as f64;
     let mut sum = vec![0.0f64; features];
-    let mut squares = vec![0.0f64; features];
     for row in values.chunks_exact(features) {
-        for (i, &v) in row.iter().enumerate() {
-            sum[i] += v as f64;
-            squares[i] += v as f64 * v as f64;
+        for (s, &v) in sum.iter_mut().zip(row) {
+            *s += f64::from(v);
         }
     }
     let mean: Vec<f64> = sum.iter().map(|s| s / rows).collect();
+    let mut squares = vec![0.0f64; features];
+    for row in values.chunks_exact(features) {
+        for ((q, &v), m) in squares.iter_mut().zip(row).zip(&mean) {
+            *q += (f64::from(v) - m).powi(2);
+        }
+    }
     let std: Vec<f32> = squares
         .iter()
-        .zip(&mean)
-        .map(|(q, m)| {
-            let sd = (q / rows - m * m).max(0.0).sqrt();
-            if sd > 1e-12 {
-                sd as f32
+        .map(|q| {
+            let sd = (q / rows).sqrt() as f32;
+            if sd.is_normal() {
+                sd
             } else {
                 1.0
             }
@@ -818,5 +857,23 @@ mod tests {
         assert_eq!((mean, std), (vec![2.0, 5.0], vec![1.0, 1.0]));
         let (_, std) = standardisation(&[0.0, 0.0, 4.0, 0.0], 2);
         assert_eq!(std, vec![2.0, 1.0], "a constant column divides by 1");
+        // Tiny units are scaled (a floor of 1e-12 had left them as they were).
+        let (_, std) = standardisation(&[1e-13, 3e-13], 1);
+        assert!((std[0] / 1e-13 - 1.0).abs() < 1e-6, "{std:?}");
+        // A large offset (1e7 +- 1, exact in f32): E[x^2] - E[x]^2 in f64 is 1e14 - 1e14
+        // there, off by about 1e-2 of the variance.
+        let values: Vec<f32> = (0..1000)
+            .map(|i| 1e7 + [-1.0, 1.0][i % 2] + (i % 3) as f32)
+            .collect();
+        let (mean, std) = standardisation(&values, 1);
+        let m = values.iter().map(|&v| f64::from(v)).sum::<f64>() / 1000.0;
+        let sd = (values
+            .iter()
+            .map(|&v| (f64::from(v) - m).powi(2))
+            .sum::<f64>()
+            / 1000.0)
+            .sqrt();
+        assert!((f64::from(std[0]) / sd - 1.0).abs() < 1e-6, "{std:?} {sd}");
+        assert_eq!(mean, [m as f32]);
     }
 }
