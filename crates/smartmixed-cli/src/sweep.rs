@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::write_atomic;
 use anyhow::{bail, Context, Result};
 use smartmixed_train::data::Splits;
+use smartmixed_train::resume::Fingerprint;
 use smartmixed_train::rundir::{RunDir, SUMMARY};
 use smartmixed_train::sweep::{
     plan_merge, results_csv, shard, Cell, CellFilter, ResultRow, SweepConfig,
@@ -122,7 +123,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
             }
         })?;
     }
-    prepare_directory(&args, &cfg, &cells, &text)?;
+    prepare_directory(&args, &cfg, &data, &text)?;
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = stop.clone();
     let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));
@@ -157,15 +158,12 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Refuses cells trained under another config (or clears them with --retrain-changed),
-/// then creates the sweep directory and records the sweep config in it.
-fn prepare_directory(
-    args: &SweepArgs,
-    cfg: &SweepConfig,
-    cells: &[Cell],
-    text: &str,
-) -> Result<()> {
-    let changed = changed_cells(cfg, cells, &args.out);
+/// Refuses cells trained under another config or on other data (or clears them with
+/// --retrain-changed), then creates the sweep directory and records the sweep config in
+/// it. Every cell of the config is checked, not only those `--only` selects: results.csv
+/// ranks them all.
+fn prepare_directory(args: &SweepArgs, cfg: &SweepConfig, data: &Splits, text: &str) -> Result<()> {
+    let changed = changed_cells(cfg, &cfg.cells(), &args.out, &Fingerprint::of(data));
     if !changed.is_empty() && !args.retrain_changed {
         bail!(
             "{}: {} cell(s) were trained under another config: {}; pass --retrain-changed to retrain them",
@@ -237,8 +235,14 @@ fn train_cell(
 }
 
 /// The cells under `out/cells` (finished or resumable) whose recorded config.toml differs
-/// from what `cfg` now asks for, with the fields that differ.
-fn changed_cells(cfg: &SweepConfig, cells: &[Cell], out: &Path) -> Vec<(String, String)> {
+/// from what `cfg` now asks for, or whose summary records other data than `data`, with
+/// what differs.
+fn changed_cells(
+    cfg: &SweepConfig,
+    cells: &[Cell],
+    out: &Path,
+    data: &Fingerprint,
+) -> Vec<(String, String)> {
     cells
         .iter()
         .filter_map(|cell| {
@@ -250,10 +254,18 @@ fn changed_cells(cfg: &SweepConfig, cells: &[Cell], out: &Path) -> Vec<(String, 
             if !kept || !recorded.is_file() {
                 return None;
             }
-            let fields = match smartmixed_train::TrainConfig::from_file(&recorded) {
-                Ok(old) => old.differences(&cfg.cell_config(cell)).join(", "),
-                Err(_) => "unreadable config.toml".to_string(),
+            let mut fields = match smartmixed_train::TrainConfig::from_file(&recorded) {
+                Ok(old) => old.differences(&cfg.cell_config(cell)),
+                Err(_) => vec!["unreadable config.toml".to_string()],
             };
+            let summary = smartmixed_train::rundir::read_summary(&dir.join(SUMMARY));
+            if let Some(then) = summary.ok().and_then(|s| s.data) {
+                let differences = then.differences(data);
+                if !differences.is_empty() {
+                    fields.push(format!("the data ({})", differences.join(", ")));
+                }
+            }
+            let fields = fields.join(", ");
             (!fields.is_empty()).then(|| (cell.id(), fields))
         })
         .collect()

@@ -481,3 +481,94 @@ fn a_report_refuses_counts_that_overflow_naming_the_summary() {
     );
     assert!(!run.join("report/report.md").exists());
 }
+
+/// A sweep config of one relu cell for each of two architectures, on `data` (as written).
+fn two_arch_sweep(data: &str, phase2_epochs: usize) -> String {
+    format!(
+        "[sweep]\narchitectures = [[6], [4]]\nmethods = [\"relu\"]\nseeds = [0]\n[phase1]\nepochs = 1\nlr = 0.01\n[phase2]\nepochs = {phase2_epochs}\nlr = 0.01\n[training]\nbatch_size = 16\n[data]\nclasses = 2\ndir = {data:?}\n"
+    )
+}
+
+#[test]
+fn shards_of_one_sweep_text_on_different_data_are_not_merged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name);
+    // The same text, `dir = "data"`, in two folders whose data differ.
+    for (folder, train) in [("a", 120), ("b", 100)] {
+        common::synthetic_data(&p(folder).join("data"), train, 40);
+        common::write_config(&p(folder), "sweep.toml", &two_arch_sweep("data", 1));
+    }
+    for (folder, shard) in [("a", "0/2"), ("b", "1/2")] {
+        let cfg = p(folder).join("sweep.toml");
+        let out = p(&format!("shard-{folder}"));
+        common::cli_ok(&[
+            "sweep",
+            "--config",
+            s(&cfg),
+            "--out",
+            s(&out),
+            "--shard",
+            shard,
+        ]);
+    }
+    let o = cli(&[
+        "sweep",
+        "--merge",
+        s(&p("shard-a")),
+        s(&p("shard-b")),
+        "--out",
+        s(&p("merged")),
+    ]);
+    assert_one_line_error(
+        &o,
+        &["summary.json", "trained on other data", "train items"],
+    );
+    assert!(!p("merged").join("results.csv").exists());
+}
+
+#[test]
+fn a_sweep_with_only_refuses_when_unselected_cells_were_trained_otherwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    common::synthetic_data(&data, 120, 40);
+    let cfg = common::write_config(tmp.path(), "sweep.toml", &two_arch_sweep(s(&data), 1));
+    let out = tmp.path().join("sweep");
+    common::cli_ok(&[
+        "sweep",
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&out),
+        "--only",
+        "arch=1",
+    ]);
+    let recorded = std::fs::read_to_string(out.join("sweep.toml")).unwrap();
+    common::write_config(tmp.path(), "sweep.toml", &two_arch_sweep(s(&data), 2));
+    let o = cli(&[
+        "sweep",
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&out),
+        "--only",
+        "arch=2",
+    ]);
+    assert_one_line_error(&o, &["a01-relu-s0", "phase2.epochs", "--retrain-changed"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("sweep.toml")).unwrap(),
+        recorded
+    );
+    // The same config on other data: refused as well, naming the data.
+    common::write_config(tmp.path(), "sweep.toml", &two_arch_sweep(s(&data), 1));
+    common::synthetic_data(&data, 100, 40);
+    let o = cli(&[
+        "sweep",
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&out),
+        "--only",
+        "arch=2",
+    ]);
+    assert_one_line_error(&o, &["a01-relu-s0", "the data (train items"]);
+}

@@ -22,7 +22,7 @@ mod ops;
 mod optim;
 mod pool;
 mod recycle;
-mod resume;
+pub mod resume;
 pub mod rundir;
 mod stopping;
 mod summary;

@@ -75,6 +75,10 @@ pub struct Summary {
     /// Table rows left out for an invalid cell (`data.invalid = "drop"`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped_rows: usize,
+    /// What identifies the data trained on, so that sweep cells trained on other data
+    /// are not ranked together (absent in runs from before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::resume::Fingerprint>,
     /// Per hidden layer, neurons per activation after phase 1 (SmartMixed only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_choices: Option<Vec<Vec<(String, usize)>>>,

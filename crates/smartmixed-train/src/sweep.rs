@@ -330,6 +330,7 @@ pub fn plan_merge(shards: &[PathBuf]) -> Result<MergePlan> {
     })?;
     let (text, config) = read_sweep_dir_config(first)?;
     let mut cells: BTreeMap<Cell, PathBuf> = BTreeMap::new();
+    let mut data: Option<(crate::resume::Fingerprint, PathBuf)> = None;
     for shard in shards {
         let (_, other) = read_sweep_dir_config(shard)?;
         let changed = config.differences(&other);
@@ -362,6 +363,7 @@ pub fn plan_merge(shards: &[PathBuf]) -> Result<MergePlan> {
                     path: path.clone(),
                     message,
                 })?;
+            check_cell_config(&config, &cell, &path, &mut data)?;
             match cells.get(&cell) {
                 Some(kept) if !same_summary(kept, &path)? => {
                     return Err(Error::Sweep {
@@ -385,6 +387,67 @@ pub fn plan_merge(shards: &[PathBuf]) -> Result<MergePlan> {
         text,
         cells: cells.into_iter().collect(),
     })
+}
+
+/// The cell's recorded config.toml is what `config` asks of `cell` (its data paths aside:
+/// sweep.toml keeps them as written, relative to a folder the merge does not know), and
+/// its summary's data fingerprint is the first cell's (`data`, set by the first call), so
+/// shards trained on different data (or under edited configs) are not merged.
+fn check_cell_config(
+    config: &SweepConfig,
+    cell: &Cell,
+    dir: &Path,
+    data: &mut Option<(crate::resume::Fingerprint, PathBuf)>,
+) -> Result<()> {
+    let path = dir.join(crate::rundir::CONFIG);
+    let sweep_error = |path: &Path, message: String| Error::Sweep {
+        path: path.to_path_buf(),
+        message,
+    };
+    // A cell without its config.toml (copied by hand) is checked by its data alone.
+    let changed = if path.is_file() {
+        let recorded = TrainConfig::from_file(&path)
+            .map_err(|e| sweep_error(&path, format!("cannot read the cell's config: {e}")))?;
+        let mut expected = config.cell_config(cell);
+        expected.data.dir = recorded.data.dir.clone();
+        expected.data.file = recorded.data.file.clone();
+        expected.data.test_file = recorded.data.test_file.clone();
+        recorded.differences(&expected)
+    } else {
+        Vec::new()
+    };
+    if !changed.is_empty() {
+        return Err(sweep_error(
+            &path,
+            format!(
+                "differs in {} from what the sweep config asks of cell {}; only cells of one sweep config can be merged",
+                changed.join(", "),
+                cell.id()
+            ),
+        ));
+    }
+    let summary_path = dir.join(SUMMARY_FILE);
+    let summary = crate::rundir::read_summary(&summary_path)
+        .map_err(|e| sweep_error(&summary_path, format!("cannot read: {e}")))?;
+    let Some(fingerprint) = summary.data else {
+        return Ok(()); // a run from before fingerprints were recorded
+    };
+    let (reference, origin) = data.get_or_insert_with(|| (fingerprint, summary_path.clone()));
+    let differences = reference.differences(&fingerprint);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(sweep_error(
+        &summary_path,
+        format!(
+            "trained on other data than {} ({}); only cells trained on the same data can be merged",
+            origin.display(),
+            differences
+                .join(", ")
+                .replace(" then,", " there,")
+                .replace(" now", " here")
+        ),
+    ))
 }
 
 /// Whether two cell directories hold byte-identical `summary.json` files.

@@ -375,6 +375,7 @@ impl<D: TrainDevice> Trainer<'_, D> {
             input: Some(self.data.input()),
             class_names: self.data.class_names(),
             dropped_rows: self.data.dropped_rows,
+            data: Some(progression.data),
             final_choices,
             seconds: earlier_seconds + start.elapsed().as_secs_f64(),
             flush_denormals,
