@@ -373,6 +373,14 @@ async fn stop_signal() {
     }
 }
 
+/// A line on stdout, for whoever watches the server; a stdout that is gone (SIGPIPE is
+/// ignored in `serve`, so the write fails with EPIPE) does not stop it.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 pub fn run(args: ServeArgs) -> Result<()> {
     let options = LoadOptions {
         precision: args.precision,
@@ -417,13 +425,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("--addr {}: cannot listen", args.addr))?;
         let local = listener.local_addr()?;
-        println!("listening on http://{local}");
+        say(&format!("listening on http://{local}"));
         axum::serve(listener, router)
             .with_graceful_shutdown(stop_signal())
             .await
             .context("serving")
     })?;
     app.batched.shut_down();
-    println!("stopped: every accepted request answered");
+    say("stopped: every accepted request answered");
     Ok(())
 }

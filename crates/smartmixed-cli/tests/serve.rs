@@ -285,3 +285,27 @@ fn a_full_queue_is_503_and_sigterm_answers_the_accepted_request_first() {
     assert!(rest.contains("stopped"), "{rest}");
     assert!(server.child.wait().unwrap().success());
 }
+
+/// Audit defect 1: a client that pipelines requests and hangs up without reading made
+/// the server's next answer raise SIGPIPE, whose default action (restored by `main` for
+/// every subcommand) ended the whole server. Each hang-up must cost that connection only.
+#[test]
+fn a_client_that_pipelines_requests_and_hangs_up_leaves_the_server_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model_dir, _) = small_model(tmp.path());
+    let mut server = serve(&model_dir, &[]);
+    let addr = server.addr.clone();
+    let one = format!("GET /v1/model HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    for attempt in 0..20 {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream.write_all(one.repeat(8).as_bytes()).unwrap();
+        drop(stream);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "the server died after hang-up {attempt}: {:?}",
+            server.child.try_wait()
+        );
+        assert_eq!(request(&addr, "GET", "/healthz", "text/plain", b"").0, 200);
+    }
+}
