@@ -200,14 +200,14 @@ fn the_server_answers_as_the_runtime_does_and_refuses_bad_requests_in_one_line()
 
     let (status, metrics) = request(a, "GET", "/metrics", "text/plain", b"");
     assert_eq!(status, 200);
-    // 2 good requests + 6 bad ones reached the handler (the 413 did not: the body limit
-    // answers first) of which 5 are counted as errors; 10 rows were batched.
+    // 2 good requests + 6 bad ones reached the handler, the 6 counted as errors; 10 rows
+    // were batched.
     for line in [
-        "smartmixed_requests_total 7",
-        "smartmixed_request_errors_total 5",
+        "smartmixed_requests_total 8",
+        "smartmixed_request_errors_total 6",
         "smartmixed_rows_total 10",
         "smartmixed_queue_depth 0",
-        "smartmixed_request_duration_seconds_count 7",
+        "smartmixed_request_duration_seconds_count 8",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -307,5 +307,196 @@ fn a_client_that_pipelines_requests_and_hangs_up_leaves_the_server_serving() {
             server.child.try_wait()
         );
         assert_eq!(request(&addr, "GET", "/healthz", "text/plain", b"").0, 200);
+    }
+}
+
+/// Whether the server has closed `stream` (EOF or a reset) and what it sent first; a
+/// stream still open after `patience` is `None`.
+fn closed_by_server(stream: &mut TcpStream, patience: Duration) -> Option<String> {
+    stream.set_read_timeout(Some(patience)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            Err(_) => return Some(String::from_utf8_lossy(&got).into_owned()),
+        }
+    }
+}
+
+fn connect_and_send(addr: &str, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(bytes).unwrap();
+    stream
+}
+
+/// The JSON error of a raw HTTP response: (status, error text).
+fn status_and_error(response: &str) -> (u16, String) {
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let error = json(body)["error"].as_str().unwrap_or_default().to_string();
+    (status, error)
+}
+
+/// Audit defect 2: half-sent headers, a body that never finishes, an idle keep-alive
+/// connection and a Content-Length far over the limit each held a connection (and its
+/// buffers) for ever. Now the headers and the body have deadlines, the Content-Length is
+/// refused before the body is read, and the connections are capped.
+#[test]
+fn slow_or_oversized_requests_are_cut_off_and_connections_are_capped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model_dir, _) = small_model(tmp.path());
+    let server = serve(
+        &model_dir,
+        &[
+            "--header-timeout-ms",
+            "300",
+            "--body-timeout-ms",
+            "300",
+            "--max-body-bytes",
+            "4096",
+        ],
+    );
+    let a = server.addr.as_str();
+    let patience = Duration::from_secs(20);
+    let mut partial_header = connect_and_send(a, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n");
+    let mut partial_body = connect_and_send(
+        a,
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"inp",
+    );
+    let mut huge = connect_and_send(
+        a,
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999\r\n\r\n",
+    );
+    let mut idle = TcpStream::connect(a).unwrap();
+    assert!(
+        closed_by_server(&mut partial_header, patience).is_some(),
+        "half-sent headers kept their connection"
+    );
+    assert!(
+        closed_by_server(&mut idle, patience).is_some(),
+        "an idle connection stayed open"
+    );
+    let response = closed_by_server(&mut partial_body, patience).expect("a body never finished");
+    let (status, error) = status_and_error(&response);
+    assert_eq!(status, 408, "{response}");
+    assert!(error.contains("--body-timeout-ms (300 ms)"), "{error}");
+    let response = closed_by_server(&mut huge, patience).expect("a huge Content-Length waited");
+    let (status, error) = status_and_error(&response);
+    assert_eq!(status, 413, "{response}");
+    assert!(
+        error.contains("99999999999999 bytes, more than --max-body-bytes (4096 bytes)"),
+        "{error}"
+    );
+    let (status, metrics) = request(a, "GET", "/metrics", "text/plain", b"");
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "smartmixed_header_timeouts_total 2"),
+        "{metrics}"
+    );
+    drop(server);
+
+    // Two connections at most: a third is not served until one of them closes.
+    let server = serve(
+        &model_dir,
+        &["--max-connections", "2", "--header-timeout-ms", "60000"],
+    );
+    let a = server.addr.as_str();
+    let first = TcpStream::connect(a).unwrap();
+    let _second = TcpStream::connect(a).unwrap();
+    let mut third = connect_and_send(a, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 64];
+    third
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let early = third.read(&mut buf);
+    assert!(
+        early.is_err(),
+        "a third connection was served past --max-connections 2: {early:?}"
+    );
+    drop(first);
+    third.set_read_timeout(Some(patience)).unwrap();
+    let n = third.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+/// Audit defect 2: a client whose request never finishes kept SIGTERM from ever ending the
+/// server, and further signals were ignored. Now the drain has a deadline, and a second
+/// signal ends it at once; either way the exit says that connections were dropped.
+#[cfg(unix)]
+#[test]
+fn shutdown_ends_at_its_deadline_or_at_a_second_signal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model_dir, _) = small_model(tmp.path());
+    let unfinished = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"inp";
+    for (flags, signals) in [
+        (["--drain-timeout-ms", "300"], &[libc::SIGTERM][..]),
+        (
+            ["--drain-timeout-ms", "3600000"],
+            &[libc::SIGTERM, libc::SIGINT][..],
+        ),
+    ] {
+        let mut server = serve(
+            &model_dir,
+            &[
+                &flags[..],
+                &[
+                    "--body-timeout-ms",
+                    "3600000",
+                    "--header-timeout-ms",
+                    "3600000",
+                ],
+            ]
+            .concat(),
+        );
+        let _client = connect_and_send(&server.addr, unfinished);
+        // The request is being read once the server counts it.
+        let start = Instant::now();
+        while !request(&server.addr, "GET", "/metrics", "text/plain", b"")
+            .1
+            .lines()
+            .any(|l| l == "smartmixed_requests_total 1")
+        {
+            assert!(start.elapsed() < Duration::from_secs(20), "never counted");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for &signal in signals {
+            // SAFETY: signals the child process this test started and still owns.
+            unsafe {
+                libc::kill(server.child.id() as libc::pid_t, signal);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{flags:?}: still running after {signals:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(2), "{flags:?}");
     }
 }

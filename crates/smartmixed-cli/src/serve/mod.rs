@@ -2,7 +2,12 @@
 //! ([`BatchedModel`]): `POST /v1/predict` (JSON rows of raw values, or f32 little-endian
 //! rows), `GET /v1/model`, `GET /healthz`, `GET /metrics` (Prometheus text). A full queue
 //! answers 503, a bad request 400 with a one-line reason, a body over the limit 413;
-//! SIGTERM or Ctrl-C stops accepting connections and finishes the requests already taken.
+//! SIGTERM or Ctrl-C stops accepting connections and finishes the requests already taken
+//! (within a deadline). The accept loop and its limits are in `conn`, the reading of a
+//! request's body in `body`.
+
+mod body;
+mod conn;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -54,9 +59,24 @@ pub struct ServeArgs {
     /// may use).
     #[arg(long)]
     threads: Option<usize>,
-    /// Largest request body accepted, in bytes (larger: 413).
-    #[arg(long, default_value_t = 8 << 20)]
-    max_body_bytes: usize,
+    /// Largest request body accepted, in bytes (larger: 413, from the Content-Length
+    /// before any of the body is read).
+    #[arg(long, default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    max_body_bytes: u64,
+    /// Connections open at once; more wait in the kernel's backlog until one closes.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    max_connections: u64,
+    /// Milliseconds a connection may take to send a request's headers, the idle time
+    /// between keep-alive requests included; then it is closed.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    header_timeout_ms: u64,
+    /// Milliseconds a request's body may take to arrive after its headers (later: 408).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    body_timeout_ms: u64,
+    /// Milliseconds the open connections get to finish after SIGTERM or Ctrl-C; then
+    /// (or at a second signal) they are dropped and the server exits with an error.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    drain_timeout_ms: u64,
 }
 
 /// Upper bounds of the request-latency histogram, in seconds.
@@ -67,6 +87,8 @@ const LATENCY_BUCKETS: [f64; 12] = [
 /// What every handler shares: the batcher and the server's own counters.
 struct App {
     batched: BatchedModel,
+    body: body::BodyLimits,
+    connections: Arc<conn::ConnStats>,
     /// `GET /v1/model`'s answer, made once.
     description: Value,
     requests: AtomicU64,
@@ -211,10 +233,13 @@ fn rows(
         .collect()
 }
 
-async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     let start = Instant::now();
     app.requests.fetch_add(1, Ordering::Relaxed);
-    let result = answer(&app, &headers, &body).await;
+    let result = match body::read(&headers, body, &app.body).await {
+        Ok(body) => answer(&app, &headers, &body).await,
+        Err(f) => Err(f),
+    };
     let elapsed = start.elapsed();
     let bucket = LATENCY_BUCKETS
         .iter()
@@ -317,6 +342,18 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         s.batches.to_string(),
     );
     counter(
+        "smartmixed_connections_open",
+        "HTTP connections open now.",
+        "gauge",
+        load(&app.connections.open).to_string(),
+    );
+    counter(
+        "smartmixed_header_timeouts_total",
+        "Connections closed because a request's headers did not arrive in time.",
+        "counter",
+        load(&app.connections.header_timeouts).to_string(),
+    );
+    counter(
         "smartmixed_queue_depth",
         "Rows waiting for a batch now.",
         "gauge",
@@ -349,30 +386,6 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-/// SIGTERM (what a supervisor or a load balancer's drain sends) or Ctrl-C.
-async fn stop_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-}
-
 /// A line on stdout, for whoever watches the server; a stdout that is gone (SIGPIPE is
 /// ignored in `serve`, so the write fails with EPIPE) does not stop it.
 fn say(line: &str) {
@@ -396,9 +409,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
         queue_capacity: args.queue,
         regather: Duration::from_micros(args.regather_us),
     };
+    let connections = Arc::new(conn::ConnStats::default());
     let app = Arc::new(App {
         description: describe(&model),
         batched: BatchedModel::new(model, options).context("--max-batch, --queue")?,
+        body: body::BodyLimits {
+            // At most 2^30 (the flag's range): a usize on every platform Rust serves from.
+            max_bytes: args.max_body_bytes as usize,
+            timeout: Duration::from_millis(args.body_timeout_ms),
+        },
+        connections: connections.clone(),
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         rows: AtomicU64::new(0),
@@ -413,25 +433,40 @@ pub fn run(args: ServeArgs) -> Result<()> {
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(args.max_body_bytes))
         .with_state(app.clone());
+    let limits = conn::Limits {
+        max_connections: args.max_connections as usize,
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the HTTP runtime")?;
-    runtime.block_on(async {
+    let stop = runtime.block_on(async {
+        let signals = conn::Signals::new().context("cannot watch for SIGTERM and SIGINT")?;
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
             .with_context(|| format!("--addr {}: cannot listen", args.addr))?;
         let local = listener.local_addr()?;
         say(&format!("listening on http://{local}"));
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop_signal())
-            .await
-            .context("serving")
+        anyhow::Ok(conn::serve(listener, router, limits, connections, signals, || {}).await)
     })?;
+    // The connections' tasks end with the runtime (those the deadline cut are dropped).
+    drop(runtime);
     app.batched.shut_down();
-    say("stopped: every accepted request answered");
-    Ok(())
+    match stop {
+        conn::Stop::Drained => {
+            say("stopped: every accepted request answered");
+            Ok(())
+        }
+        conn::Stop::DeadlinePassed(open) => anyhow::bail!(
+            "stopped: {open} connection(s) still open after --drain-timeout-ms ({} ms) were dropped, their requests unanswered",
+            args.drain_timeout_ms
+        ),
+        conn::Stop::SecondSignal(open) => anyhow::bail!(
+            "stopped at a second signal: {open} open connection(s) dropped, their requests unanswered"
+        ),
+    }
 }
