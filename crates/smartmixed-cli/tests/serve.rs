@@ -500,3 +500,51 @@ fn shutdown_ends_at_its_deadline_or_at_a_second_signal() {
         assert_eq!(status.code(), Some(2), "{flags:?}");
     }
 }
+
+/// Audit defect 3: a request of more rows than `--queue` got 503 "queue full" (retry) on an
+/// idle server, after the rows that fitted had been computed and thrown away. Now it is a
+/// 413 naming the limit, and nothing is queued or counted as answered.
+#[test]
+fn a_request_larger_than_the_queue_is_413_and_computes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model_dir, data) = small_model(tmp.path());
+    let server = serve(&model_dir, &["--queue", "4"]);
+    let a = server.addr.as_str();
+    let five = serde_json::json!({ "inputs": raw_rows(&data, 5) }).to_string();
+    let (status, text) = request(
+        a,
+        "POST",
+        "/v1/predict",
+        "application/json",
+        five.as_bytes(),
+    );
+    assert_eq!(status, 413, "{text}");
+    let error = json(&text)["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("5 rows in one request") && error.contains("--queue 4"),
+        "{error}"
+    );
+    let four = serde_json::json!({ "inputs": raw_rows(&data, 4) }).to_string();
+    let (status, text) = request(
+        a,
+        "POST",
+        "/v1/predict",
+        "application/json",
+        four.as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    let metrics = request(a, "GET", "/metrics", "text/plain", b"").1;
+    for line in ["smartmixed_rows_total 4", "smartmixed_rows_refused_total 0"] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
+    }
+    let batches: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("smartmixed_batches_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=4).contains(&batches), "{metrics}");
+}

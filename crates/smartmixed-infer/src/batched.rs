@@ -41,8 +41,8 @@ pub struct BatchOptions {
     /// The longest a request waits for others to join its batch, from its arrival (zero:
     /// it joins whatever is queued when no batch is running).
     pub max_wait: Duration,
-    /// Requests waiting beyond the batch being computed; one more is refused with
-    /// [`Error::QueueFull`] (1 to [`MAX_QUEUE`]).
+    /// Rows (requests of [`BatchedModel::submit`]) waiting beyond the batch being
+    /// computed; one more is refused with [`Error::QueueFull`] (1 to [`MAX_QUEUE`]).
     pub queue_capacity: usize,
     /// How much longer than `max_wait` a request may wait while fewer rows are queued than
     /// the last batch took plus those it left queued (at most [`MAX_REGATHER`]; zero:
@@ -85,9 +85,9 @@ impl Default for BatchOptions {
 /// Counters of a [`BatchedModel`] since it started (for a `/metrics` endpoint).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchStats {
-    /// Requests accepted.
+    /// Requests (rows) accepted.
     pub requests: u64,
-    /// Requests refused because the queue was full.
+    /// Rows refused because the queue had no room for them.
     pub refused: u64,
     /// Requests answered with an error.
     pub errors: u64,
@@ -323,6 +323,25 @@ impl BatchedModel {
     /// comes through the ticket. A row of the wrong width or with a non-finite value is
     /// refused here, so that it cannot fail the batch it would join.
     pub fn submit(&self, raw: Vec<f32>) -> Result<Ticket> {
+        self.check_row(&raw, 0)?;
+        let mut tickets = self.enqueue(vec![raw])?;
+        Ok(tickets.remove(0))
+    }
+
+    /// Queues several raw rows, all or none: if the queue has no room for every one,
+    /// none is queued ([`Error::QueueFull`]), so no row is computed for a caller that
+    /// could not get all its answers. A bad row (wrong width, non-finite value) is refused
+    /// with its index in `rows` as the error's row.
+    pub fn submit_all(&self, rows: Vec<Vec<f32>>) -> Result<Vec<Ticket>> {
+        for (i, raw) in rows.iter().enumerate() {
+            self.check_row(raw, i)?;
+        }
+        self.enqueue(rows)
+    }
+
+    /// A row the model can take: its width, and every value finite (row `index` in the
+    /// error).
+    fn check_row(&self, raw: &[f32], index: usize) -> Result<()> {
         let model = &self.shared.model;
         if raw.len() != model.input_size() {
             return Err(Error::InputSize {
@@ -331,34 +350,56 @@ impl BatchedModel {
                 inputs: model.input_size(),
             });
         }
-        check_finite(&raw, model.input_size())?;
-        let slot = Arc::new(Slot::default());
+        check_finite(raw, model.input_size()).map_err(|e| match e {
+            Error::NonFiniteInput {
+                index: i, value, ..
+            } => Error::NonFiniteInput {
+                row: index,
+                index: i,
+                value,
+            },
+            e => e,
+        })
+    }
+
+    /// Queues checked rows, all or none.
+    fn enqueue(&self, rows: Vec<Vec<f32>>) -> Result<Vec<Ticket>> {
+        let slots: Vec<Arc<Slot>> = rows.iter().map(|_| Arc::default()).collect();
         {
             let mut q = lock(&self.shared.queue);
             if q.closed {
                 return Err(Error::ShutDown);
             }
-            if q.pending.len() >= self.shared.options.queue_capacity {
-                self.shared.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(Error::QueueFull {
-                    capacity: self.shared.options.queue_capacity,
+            let capacity = self.shared.options.queue_capacity;
+            if q.pending.len().saturating_add(rows.len()) > capacity {
+                self.shared
+                    .refused
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                return Err(Error::QueueFull { capacity });
+            }
+            let arrived = Instant::now();
+            for (raw, slot) in rows.into_iter().zip(&slots) {
+                q.pending.push_back(Request {
+                    raw,
+                    arrived,
+                    slot: slot.clone(),
                 });
             }
-            q.pending.push_back(Request {
-                raw,
-                arrived: Instant::now(),
-                slot: slot.clone(),
-            });
             if q.gathering {
                 self.shared.arrived.notify_one();
             }
         }
-        self.shared.requests.fetch_add(1, Ordering::Relaxed);
-        Ok(Ticket {
-            slot,
-            shared: self.shared.clone(),
-            taken: false,
-        })
+        self.shared
+            .requests
+            .fetch_add(slots.len() as u64, Ordering::Relaxed);
+        Ok(slots
+            .into_iter()
+            .map(|slot| Ticket {
+                slot,
+                shared: self.shared.clone(),
+                taken: false,
+            })
+            .collect())
     }
 
     /// One raw row's logits, blocking until its batch has run.

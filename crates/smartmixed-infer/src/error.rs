@@ -85,8 +85,9 @@ pub enum Error {
     /// the model and the scratch stay usable.
     #[error("the forward pass panicked on {thread}: {message}")]
     Panicked { thread: String, message: String },
-    /// A [`crate::BatchedModel`] whose queue holds as many requests as it may: try later.
-    #[error("the request queue is full ({capacity} requests waiting)")]
+    /// A [`crate::BatchedModel`] whose queue has no room for the rows submitted (it holds
+    /// at most `capacity`): try later.
+    #[error("the request queue is full (it holds at most {capacity} rows)")]
     QueueFull { capacity: usize },
     /// A [`crate::BatchedModel`] that is shutting down takes no more requests.
     #[error("the batcher is shutting down and takes no more requests")]

@@ -235,6 +235,42 @@ fn a_full_queue_refuses_and_a_shut_down_answers_what_it_accepted() {
     assert_eq!((stats.requests, stats.refused), (2, 1));
 }
 
+/// `submit_all` queues every row or none: a request the queue cannot hold whole leaves
+/// nothing queued (nothing computed and thrown away), and a bad row is named by its index.
+#[test]
+fn submit_all_queues_every_row_or_none() {
+    let model = model();
+    let options = BatchOptions {
+        max_batch: 4,
+        max_wait: Duration::from_secs(1),
+        queue_capacity: 3,
+        ..BatchOptions::default()
+    };
+    let batched = BatchedModel::new(model.clone(), options).unwrap();
+    let first = batched.submit(row(0)).unwrap();
+    assert!(matches!(
+        batched.submit_all((1..4).map(row).collect()),
+        Err(Error::QueueFull { capacity: 3 })
+    ));
+    let stats = batched.stats();
+    assert_eq!((stats.requests, stats.refused, stats.queued), (1, 3, 1));
+    assert!(matches!(
+        batched.submit_all(vec![row(1), row(2), vec![1.0, f32::NAN]]),
+        Err(Error::NonFiniteInput {
+            row: 2,
+            index: 1,
+            ..
+        })
+    ));
+    let tickets = batched.submit_all(vec![row(1), row(2)]).unwrap();
+    within(Duration::from_secs(20), || batched.shut_down());
+    assert!(close(&first.wait().unwrap(), &alone(&model, &row(0))));
+    for (i, t) in tickets.into_iter().enumerate() {
+        assert!(close(&t.wait().unwrap(), &alone(&model, &row(i + 1))));
+    }
+    assert_eq!(batched.stats().requests, 3);
+}
+
 #[test]
 fn bad_rows_and_options_are_refused_at_once() {
     let model = model();

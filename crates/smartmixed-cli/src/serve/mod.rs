@@ -52,7 +52,8 @@ pub struct ServeArgs {
     /// had (clients just answered sending their next request); 0: never.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     regather_us: u64,
-    /// Rows that may wait; beyond, requests are answered 503.
+    /// Rows that may wait; a request whose rows do not all fit is answered 503, one with
+    /// more rows than this 413.
     #[arg(long, default_value_t = 1024)]
     queue: usize,
     /// Threads of the model's pool, which runs each batch (default: the cores this process
@@ -281,17 +282,27 @@ async fn answer(
 ) -> std::result::Result<Predictions, Failure> {
     let model = app.batched.model();
     let rows = rows(headers, body, model.input_size())?;
-    app.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
-    let tickets = rows
-        .into_iter()
-        .map(|r| app.batched.submit(r))
-        .collect::<smartmixed_infer::Result<Vec<_>>>()?;
+    // A request the queue could never hold would get 503 (try later) for ever: refused for
+    // good, before any of its rows is queued.
+    let capacity = app.batched.options().queue_capacity;
+    if rows.len() > capacity {
+        return Err(Failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} rows in one request, more than the queue holds (--queue {capacity}): send at most {capacity} rows a request",
+                rows.len()
+            ),
+        ));
+    }
+    // All queued or none: a full queue computes nothing for a request it refuses.
+    let tickets = app.batched.submit_all(rows)?;
     let mut predictions = Vec::with_capacity(tickets.len());
     for (i, t) in tickets.into_iter().enumerate() {
         let logits = t.await.map_err(|e| {
             let f = Failure::from(e);
             Failure(f.0, format!("inputs[{i}]: {}", f.1))
         })?;
+        app.rows.fetch_add(1, Ordering::Relaxed);
         let p = Prediction::from_logits(&logits);
         predictions.push(RowAnswer {
             class: p.class,
@@ -325,7 +336,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     );
     counter(
         "smartmixed_rows_total",
-        "Rows submitted to the batcher.",
+        "Rows the batcher answered.",
         "counter",
         load(&app.rows).to_string(),
     );
