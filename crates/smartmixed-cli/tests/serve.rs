@@ -218,7 +218,8 @@ fn the_server_answers_as_the_runtime_does_and_refuses_bad_requests_in_one_line()
 }
 
 /// With room for one waiting row and a long batch wait, a second request finds the
-/// queue full (503); SIGTERM then stops the server, which first answers the accepted one.
+/// queue full (503); SIGTERM then stops the server, which first answers the accepted one
+/// (at once, not after its wait). A wait over 1 s is refused.
 #[cfg(unix)]
 #[test]
 fn a_full_queue_is_503_and_sigterm_answers_the_accepted_request_first() {
@@ -232,21 +233,23 @@ fn a_full_queue_is_503_and_sigterm_answers_the_accepted_request_first() {
             "--max-batch",
             "8",
             "--max-wait-us",
-            "3000000",
+            "1000000",
         ],
     );
     let addr = server.addr.clone();
     let row = serde_json::json!({ "inputs": raw_rows(&data, 1) }).to_string();
+    let sent = Instant::now();
     let first = {
         let (addr, row) = (addr.clone(), row.clone());
         std::thread::spawn(move || {
-            request(
+            let answer = request(
                 &addr,
                 "POST",
                 "/v1/predict",
                 "application/json",
                 row.as_bytes(),
-            )
+            );
+            (answer, sent.elapsed())
         })
     };
     let start = Instant::now();
@@ -277,13 +280,35 @@ fn a_full_queue_is_503_and_sigterm_answers_the_accepted_request_first() {
     unsafe {
         libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM);
     }
-    let (status, text) = first.join().unwrap();
+    let ((status, text), took) = first.join().unwrap();
     assert_eq!(status, 200, "{text}");
+    // Audit defect 5: the shutdown tells the batcher to run its queued rows now; before,
+    // this answer came only when its --max-wait-us had passed.
+    assert!(
+        took < Duration::from_secs(1),
+        "answered after {took:?}, not at SIGTERM"
+    );
     assert_eq!(json(&text)["predictions"].as_array().unwrap().len(), 1);
     let mut rest = String::new();
     server.stdout.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("stopped"), "{rest}");
     assert!(server.child.wait().unwrap().success());
+    let refused = Command::new(env!("CARGO_BIN_EXE_smartmixed-cli"))
+        .args(["serve", "--model", model_dir.to_str().unwrap()])
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--max-wait-us",
+            "18446744073709551615",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--max-wait-us") && stderr.trim().lines().count() == 1,
+        "{stderr}"
+    );
 }
 
 /// Audit defect 1: a client that pipelines requests and hangs up without reading made

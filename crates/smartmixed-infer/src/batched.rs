@@ -39,7 +39,7 @@ pub struct BatchOptions {
     /// The most rows in one batch (1 to [`MAX_BATCH_ROWS`]).
     pub max_batch: usize,
     /// The longest a request waits for others to join its batch, from its arrival (zero:
-    /// it joins whatever is queued when no batch is running).
+    /// it joins whatever is queued when no batch is running; at most [`MAX_WAIT`]).
     pub max_wait: Duration,
     /// Rows (requests of [`BatchedModel::submit`]) waiting beyond the batch being
     /// computed; one more is refused with [`Error::QueueFull`] (1 to [`MAX_QUEUE`]).
@@ -53,6 +53,11 @@ pub struct BatchOptions {
     /// which is always there: it never waits.
     pub regather: Duration,
 }
+
+/// Largest accepted [`BatchOptions::max_wait`]: a batcher is for answers within
+/// milliseconds; a longer wait is a mistake (a lone row would sit that long, and a
+/// shut-down could take that long).
+pub const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// Largest accepted [`BatchOptions::regather`].
 pub const MAX_REGATHER: Duration = Duration::from_secs(1);
@@ -279,6 +284,12 @@ impl BatchedModel {
         if !(1..=MAX_QUEUE).contains(&options.queue_capacity) {
             return Err(bad("queue_capacity", options.queue_capacity, MAX_QUEUE));
         }
+        if options.max_wait > MAX_WAIT {
+            return Err(Error::BatchOptions {
+                field: "max_wait".into(),
+                message: format!("{:?}, expected at most {MAX_WAIT:?}", options.max_wait),
+            });
+        }
         if options.regather > MAX_REGATHER {
             return Err(Error::BatchOptions {
                 field: "regather".into(),
@@ -429,11 +440,18 @@ impl BatchedModel {
         }
     }
 
-    /// Refuses new requests, answers every accepted one, and ends the batcher's thread.
-    pub fn shut_down(&self) {
+    /// Refuses new requests and runs the queued ones at once (no batch waits out
+    /// `max_wait` any more), without waiting for them: what a server calls when its
+    /// shutdown starts, from a thread that must not block. [`Self::shut_down`] then waits.
+    pub fn close(&self) {
         lock(&self.shared.queue).closed = true;
         self.shared.arrived.notify_all();
         self.shared.work.notify_all();
+    }
+
+    /// Refuses new requests, answers every accepted one, and ends the batcher's thread.
+    pub fn shut_down(&self) {
+        self.close();
         if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use safetensors::tensor::{Dtype, TensorView};
 use smartmixed_infer::{
-    register_activation, BatchOptions, BatchedModel, Error, Model, Pool, Scratch,
+    register_activation, BatchOptions, BatchedModel, Error, Model, Pool, Scratch, MAX_WAIT,
 };
 
 /// Panics on exactly one value, so a test can make one row of a batch panic.
@@ -171,13 +171,13 @@ fn many_threads_get_the_answer_their_row_gets_alone() {
 }
 
 /// Submitted without waiting, eight rows fill a batch of eight: one batch, whatever the
-/// timing (the wait is far longer than the submissions take).
+/// timing (the wait, `MAX_WAIT`, is far longer than the submissions take).
 #[test]
 fn requests_queued_together_run_as_one_batch() {
     let model = model();
     let options = BatchOptions {
         max_batch: 8,
-        max_wait: Duration::from_secs(30),
+        max_wait: MAX_WAIT,
         ..BatchOptions::default()
     };
     let batched = BatchedModel::new(model.clone(), options).unwrap();
@@ -216,7 +216,7 @@ fn a_full_queue_refuses_and_a_shut_down_answers_what_it_accepted() {
     let model = model();
     let options = BatchOptions {
         max_batch: 4,
-        max_wait: Duration::from_secs(30),
+        max_wait: MAX_WAIT,
         queue_capacity: 2,
         ..BatchOptions::default()
     };
@@ -271,6 +271,43 @@ fn submit_all_queues_every_row_or_none() {
     assert_eq!(batched.stats().requests, 3);
 }
 
+/// Audit defect 5: a shut-down waited out `max_wait` (and any wait at all was accepted, so
+/// one could never end). `close` makes the gathering batch run at once, without blocking;
+/// a wait over `MAX_WAIT` is refused.
+#[test]
+fn close_runs_a_waiting_batch_at_once_and_long_waits_are_refused() {
+    let model = model();
+    let options = BatchOptions {
+        max_batch: 4,
+        max_wait: MAX_WAIT,
+        ..BatchOptions::default()
+    };
+    let batched = Arc::new(BatchedModel::new(model.clone(), options).unwrap());
+    let start = std::time::Instant::now();
+    let ticket = batched.submit(row(5)).unwrap();
+    let waiter = std::thread::spawn(move || ticket.wait());
+    while batched.stats().queued == 0 && !waiter.is_finished() {
+        std::thread::yield_now();
+    }
+    batched.close();
+    let answer = within(Duration::from_secs(20), || waiter.join().unwrap()).unwrap();
+    assert!(
+        start.elapsed() < MAX_WAIT,
+        "answered only after the wait: {:?}",
+        start.elapsed()
+    );
+    assert!(close(&answer, &alone(&model, &row(5))));
+    assert!(matches!(batched.submit(row(6)), Err(Error::ShutDown)));
+    let too_long = BatchOptions {
+        max_wait: MAX_WAIT + Duration::from_nanos(1),
+        ..BatchOptions::default()
+    };
+    assert!(matches!(
+        BatchedModel::new(model, too_long),
+        Err(Error::BatchOptions { field, .. }) if field == "max_wait"
+    ));
+}
+
 #[test]
 fn bad_rows_and_options_are_refused_at_once() {
     let model = model();
@@ -302,7 +339,7 @@ fn a_panicking_row_fails_alone_and_the_batcher_serves_on() {
         let model = Arc::new(network().with_pool(Pool::new(threads).unwrap()));
         let options = BatchOptions {
             max_batch: 4,
-            max_wait: Duration::from_secs(30),
+            max_wait: MAX_WAIT,
             ..BatchOptions::default()
         };
         let batched = BatchedModel::new(model.clone(), options).unwrap();

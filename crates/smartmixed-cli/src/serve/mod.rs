@@ -45,8 +45,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 32)]
     max_batch: usize,
     /// Longest a row waits for others to join its batch, in microseconds (0: a batch
-    /// starts whenever the batcher is free, with every row queued by then).
-    #[arg(long, default_value_t = 0)]
+    /// starts whenever the batcher is free, with every row queued by then; at most 1 s).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     max_wait_us: u64,
     /// Microseconds a row may wait, past --max-wait-us, for as many rows as the last batch
     /// had (clients just answered sending their next request); 0: never.
@@ -462,7 +462,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("--addr {}: cannot listen", args.addr))?;
         let local = listener.local_addr()?;
         say(&format!("listening on http://{local}"));
-        anyhow::Ok(conn::serve(listener, router, limits, connections, signals, || {}).await)
+        anyhow::Ok(
+            conn::serve(listener, router, limits, connections, signals, || {
+                // The queued rows run now, not after their wait: the drain waits for them.
+                app.batched.close()
+            })
+            .await,
+        )
     })?;
     // The connections' tasks end with the runtime (those the deadline cut are dropped).
     drop(runtime);
