@@ -236,7 +236,6 @@ fn rows(
 
 async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     let start = Instant::now();
-    app.requests.fetch_add(1, Ordering::Relaxed);
     let result = match body::read(&headers, body, &app.body).await {
         Ok(body) => answer(&app, &headers, &body).await,
         Err(f) => Err(f),
@@ -251,11 +250,47 @@ async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) ->
         .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     match result {
         Ok(v) => Json(v).into_response(),
-        Err(f) => {
-            app.errors.fetch_add(1, Ordering::Relaxed);
-            f.into_response()
-        }
+        Err(f) => f.into_response(),
     }
+}
+
+/// Every request the router sees, on any path, counted; those answered 4xx or 5xx counted
+/// as errors too (a 404 or a 413 is as much the server's business as a bad row).
+async fn count(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    app.requests.fetch_add(1, Ordering::Relaxed);
+    let response = next.run(request).await;
+    if response.status().is_client_error() || response.status().is_server_error() {
+        app.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    response
+}
+
+/// An unknown path: 404, with the endpoints there are.
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Failure {
+    Failure(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no endpoint {method} {}; there are POST /v1/predict, GET /v1/model, GET /healthz, GET /metrics",
+            uri.path()
+        ),
+    )
+}
+
+/// A known path with the wrong method: 405.
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Failure {
+    let allowed = if uri.path() == "/v1/predict" {
+        "POST"
+    } else {
+        "GET"
+    };
+    Failure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} takes {allowed}, not {method}", uri.path()),
+    )
 }
 
 /// `POST /v1/predict`'s answer: a row's answer each, in the request's order (typed, not a
@@ -324,15 +359,15 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     counter(
         "smartmixed_requests_total",
-        "HTTP predict requests received.",
+        "HTTP requests received, on any path (malformed ones that hyper refused included).",
         "counter",
-        load(&app.requests).to_string(),
+        (load(&app.requests) + load(&app.connections.malformed)).to_string(),
     );
     counter(
         "smartmixed_request_errors_total",
-        "Predict requests answered with an error.",
+        "HTTP requests answered with a 4xx or 5xx status.",
         "counter",
-        load(&app.errors).to_string(),
+        (load(&app.errors) + load(&app.connections.malformed)).to_string(),
     );
     counter(
         "smartmixed_rows_total",
@@ -444,6 +479,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), count))
         .with_state(app.clone());
     let limits = conn::Limits {
         max_connections: args.max_connections as usize,
