@@ -629,3 +629,40 @@ fn misrouted_and_malformed_requests_get_json_errors_and_are_counted() {
         );
     }
 }
+
+/// Audit defect 9: the Content-Type was matched case-sensitively and by prefix, so
+/// `Application/Octet-Stream` was parsed as JSON and `application/octet-streamXX` as
+/// binary. Now the media type is compared as RFC 9110 says, parameters allowed, and an
+/// unknown one is a 415.
+#[test]
+fn the_media_type_is_parsed_and_unknown_ones_are_415() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model_dir, data) = small_model(tmp.path());
+    let server = serve(&model_dir, &[]);
+    let a = server.addr.as_str();
+    let rows = raw_rows(&data, 2);
+    let binary: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let text = serde_json::json!({ "inputs": rows }).to_string();
+    for (content_type, payload) in [
+        ("Application/Octet-Stream", &binary[..]),
+        ("application/octet-stream; foo=bar", &binary[..]),
+        ("APPLICATION/JSON; charset=utf-8", text.as_bytes()),
+    ] {
+        let (status, answer) = request(a, "POST", "/v1/predict", content_type, payload);
+        assert_eq!(status, 200, "{content_type}: {answer}");
+        assert_eq!(json(&answer)["predictions"].as_array().unwrap().len(), 2);
+    }
+    for content_type in ["application/octet-streamXX", "text/csv"] {
+        let (status, answer) = request(a, "POST", "/v1/predict", content_type, &binary);
+        assert_eq!(status, 415, "{content_type}: {answer}");
+        let error = json(&answer)["error"].as_str().unwrap().to_string();
+        assert!(
+            error.contains(content_type) && error.contains("application/json"),
+            "{error}"
+        );
+    }
+}

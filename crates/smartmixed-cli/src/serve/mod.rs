@@ -161,18 +161,41 @@ fn describe(model: &Model) -> Value {
     })
 }
 
+/// What a predict body holds, by its `Content-Type`.
+#[derive(Debug, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    Binary,
+}
+
+/// The body's kind from its media type (RFC 9110: the type and subtype are
+/// case-insensitive, and parameters such as `; charset=utf-8` follow a `;`). No
+/// `Content-Type` is JSON; an unknown type is a 415, not a guess.
+fn body_kind(headers: &HeaderMap) -> std::result::Result<BodyKind, Failure> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(BodyKind::Json);
+    };
+    let text = value.to_str().unwrap_or("");
+    let media = text.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        Ok(BodyKind::Json)
+    } else if media.eq_ignore_ascii_case("application/octet-stream") {
+        Ok(BodyKind::Binary)
+    } else {
+        Err(Failure(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type `{}`: expected application/json or application/octet-stream (f32 little-endian rows)",
+                crate::shown(&String::from_utf8_lossy(value.as_bytes()))
+            ),
+        ))
+    }
+}
+
 /// The rows of a request body: JSON `{"inputs": [[...], ...]}`, or with
 /// `Content-Type: application/octet-stream` f32 little-endian rows back to back.
-fn rows(
-    headers: &HeaderMap,
-    body: &[u8],
-    width: usize,
-) -> std::result::Result<Vec<Vec<f32>>, Failure> {
-    let binary = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/octet-stream"));
-    if binary {
+fn rows(kind: BodyKind, body: &[u8], width: usize) -> std::result::Result<Vec<Vec<f32>>, Failure> {
+    if kind == BodyKind::Binary {
         let row_bytes = width * 4;
         if body.is_empty() || !body.len().is_multiple_of(row_bytes) {
             return Err(bad(format!(
@@ -236,8 +259,12 @@ fn rows(
 
 async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     let start = Instant::now();
-    let result = match body::read(&headers, body, &app.body).await {
-        Ok(body) => answer(&app, &headers, &body).await,
+    // The media type first: a body that could not be parsed is not read.
+    let result = match body_kind(&headers) {
+        Ok(kind) => match body::read(&headers, body, &app.body).await {
+            Ok(body) => answer(&app, kind, &body).await,
+            Err(f) => Err(f),
+        },
         Err(f) => Err(f),
     };
     let elapsed = start.elapsed();
@@ -312,11 +339,11 @@ struct RowAnswer {
 /// batches), answered as classes, names and probabilities.
 async fn answer(
     app: &App,
-    headers: &HeaderMap,
+    kind: BodyKind,
     body: &[u8],
 ) -> std::result::Result<Predictions, Failure> {
     let model = app.batched.model();
-    let rows = rows(headers, body, model.input_size())?;
+    let rows = rows(kind, body, model.input_size())?;
     // A request the queue could never hold would get 503 (try later) for ever: refused for
     // good, before any of its rows is queued.
     let capacity = app.batched.options().queue_capacity;
