@@ -666,3 +666,45 @@ fn the_media_type_is_parsed_and_unknown_ones_are_415() {
         );
     }
 }
+
+/// Audit defect 10: `--threads 0` silently meant one thread, `--threads 300` started 256
+/// workers on two cores, and with `--threads N` the process's global pool still started
+/// its workers. Now 0 is every core, more than the cores is refused, and a given pool is
+/// the only one.
+#[test]
+fn threads_zero_means_every_core_and_too_many_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model_dir, _) = small_model(tmp.path());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (flag, want) in [("0", cores), ("1", 1)] {
+        let server = serve(&model_dir, &["--threads", flag]);
+        let (status, text) = request(&server.addr, "GET", "/v1/model", "text/plain", b"");
+        assert_eq!(status, 200);
+        assert_eq!(json(&text)["threads"], want, "--threads {flag}: {text}");
+        #[cfg(target_os = "linux")]
+        if flag == "1" {
+            let tasks = format!("/proc/{}/task", server.child.id());
+            let workers: Vec<String> = std::fs::read_dir(tasks)
+                .unwrap()
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with("smartmixed-infe"))
+                .collect();
+            assert!(
+                workers.is_empty(),
+                "pool workers beside --threads 1: {workers:?}"
+            );
+        }
+    }
+    let too_many = (cores + 1).to_string();
+    let refused = Command::new(env!("CARGO_BIN_EXE_smartmixed-cli"))
+        .args(["serve", "--model", model_dir.to_str().unwrap()])
+        .args(["--addr", "127.0.0.1:0", "--threads", &too_many])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--threads") && stderr.trim().lines().count() == 1,
+        "{stderr}"
+    );
+}

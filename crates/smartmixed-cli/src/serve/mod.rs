@@ -56,10 +56,10 @@ pub struct ServeArgs {
     /// more rows than this 413.
     #[arg(long, default_value_t = 1024)]
     queue: usize,
-    /// Threads of the model's pool, which runs each batch (default: the cores this process
-    /// may use).
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Threads of the model's pool, which runs each batch: 0 (the default) every core this
+    /// process may use, else 1 up to that many (more would only wait for a core).
+    #[arg(long, default_value_t = 0, value_parser = parse_threads)]
+    threads: usize,
     /// Largest request body accepted, in bytes (larger: 413, from the Content-Length
     /// before any of the body is read).
     #[arg(long, default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
@@ -78,6 +78,24 @@ pub struct ServeArgs {
     /// (or at a second signal) they are dropped and the server exits with an error.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     drain_timeout_ms: u64,
+}
+
+/// The cores this process may use (affinity and cgroup quotas followed), as the pool's
+/// own default counts them.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `--threads`: 0 (every core) up to the cores this process may use. A pool runs one
+/// batch at a time, so threads past the cores only take turns on them.
+fn parse_threads(s: &str) -> std::result::Result<usize, String> {
+    let cores = cores();
+    match s.parse::<usize>() {
+        Ok(n) if n <= cores => Ok(n),
+        _ => Err(format!(
+            "expected a thread count from 0 (every core) to {cores} (the cores this process may use)"
+        )),
+    }
 }
 
 /// Upper bounds of the request-latency histogram, in seconds.
@@ -148,6 +166,7 @@ fn describe(model: &Model) -> Value {
     json!({
         "precision": model.precision().name(),
         "kernel": model.kernel_description(),
+        "threads": model.pool().threads(),
         "architecture": architecture,
         "input": {
             "shape": input.shape,
@@ -472,8 +491,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         precision: args.precision,
     };
     let mut model = Model::load_dir_with(&args.model, &options)?;
-    if let Some(threads) = args.threads {
-        model = model.with_pool(Pool::new(threads)?);
+    if args.threads > 0 {
+        // Before any call, so the process's global pool is never started.
+        model = model.with_pool(Pool::new(args.threads)?);
     }
     let model = Arc::new(model);
     let options = BatchOptions {
