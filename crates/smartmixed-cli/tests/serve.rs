@@ -180,12 +180,7 @@ fn the_server_answers_as_the_runtime_does_and_refuses_bad_requests_in_one_line()
             400,
             "100 bytes, expected a whole number of rows of 30 f32 values",
         ),
-        (
-            "application/json",
-            b"{\"inputs\": [[1, 2]",
-            400,
-            "body: EOF",
-        ),
+        ("application/json", b"{\"inputs\": [[1, 2", 400, "body: EOF"),
         (
             "application/json",
             &[b' '; 5000],

@@ -8,6 +8,7 @@
 
 mod body;
 mod conn;
+mod json_rows;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -240,40 +241,8 @@ fn rows(kind: BodyKind, body: &[u8], width: usize) -> std::result::Result<Vec<Ve
         }
         return Ok(rows);
     }
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Request {
-        inputs: Vec<Vec<f64>>,
-    }
-    let request: Request = serde_json::from_slice(body).map_err(|e| {
-        bad(format!(
-            "body: {e}; expected {{\"inputs\": [[{width} numbers], ...]}}"
-        ))
-    })?;
-    if request.inputs.is_empty() {
-        return Err(bad("inputs: empty, expected at least one row".into()));
-    }
-    request
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            if row.len() != width {
-                return Err(bad(format!(
-                    "inputs[{i}]: {} values, the model takes {width}",
-                    row.len()
-                )));
-            }
-            let row: Vec<f32> = row.iter().map(|&v| v as f32).collect();
-            if let Some(j) = row.iter().position(|v| !v.is_finite()) {
-                return Err(bad(format!(
-                    "inputs[{i}][{j}]: {:e}, expected a finite number within f32's range",
-                    request.inputs[i][j]
-                )));
-            }
-            Ok(row)
-        })
-        .collect()
+    let values = json_rows::parse(body, width).map_err(bad)?;
+    Ok(values.chunks_exact(width).map(<[f32]>::to_vec).collect())
 }
 
 async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
@@ -281,7 +250,7 @@ async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) ->
     // The media type first: a body that could not be parsed is not read.
     let result = match body_kind(&headers) {
         Ok(kind) => match body::read(&headers, body, &app.body).await {
-            Ok(body) => answer(&app, kind, &body).await,
+            Ok(body) => answer(&app, kind, body).await,
             Err(f) => Err(f),
         },
         Err(f) => Err(f),
@@ -359,10 +328,12 @@ struct RowAnswer {
 async fn answer(
     app: &App,
     kind: BodyKind,
-    body: &[u8],
+    body: Vec<u8>,
 ) -> std::result::Result<Predictions, Failure> {
     let model = app.batched.model();
-    let rows = rows(kind, body, model.input_size())?;
+    let rows = rows(kind, &body, model.input_size())?;
+    // The rows hold what is needed; the body's memory goes before the wait for answers.
+    drop(body);
     // A request the queue could never hold would get 503 (try later) for ever: refused for
     // good, before any of its rows is queued.
     let capacity = app.batched.options().queue_capacity;
