@@ -199,6 +199,9 @@ impl Drop for Ticket {
 
 struct Request {
     raw: Vec<f32>,
+    /// Its place among the rows of its `submit_all` (0 for `submit`): the row its errors
+    /// name.
+    index: usize,
     arrived: Instant,
     slot: Arc<Slot>,
 }
@@ -389,9 +392,10 @@ impl BatchedModel {
                 return Err(Error::QueueFull { capacity });
             }
             let arrived = Instant::now();
-            for (raw, slot) in rows.into_iter().zip(&slots) {
+            for (index, (raw, slot)) in rows.into_iter().zip(&slots).enumerate() {
                 q.pending.push_back(Request {
                     raw,
+                    index,
                     arrived,
                     slot: slot.clone(),
                 });
@@ -660,7 +664,8 @@ impl Shared {
             let result = self
                 .model
                 .forward_raw(&raw[i * width..(i + 1) * width], 1, scratch, &mut out)
-                .map(|()| out);
+                .map(|()| out)
+                .map_err(|e| e.at_row(r.index));
             if result.is_err() {
                 self.errors.fetch_add(1, Ordering::Relaxed);
             }

@@ -116,5 +116,43 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// This error with the input row it names (if it names one) set to `row`: a row run
+    /// alone (the batcher reruns a failed batch row by row) is row 0 of its own pass, but
+    /// the caller knows it by its place among the rows it submitted.
+    pub(crate) fn at_row(self, row: usize) -> Self {
+        match self {
+            Error::NonFiniteInput { index, value, .. } => {
+                Error::NonFiniteInput { row, index, value }
+            }
+            Error::NonFinitePreprocessed {
+                feature,
+                raw,
+                value,
+                ..
+            } => Error::NonFinitePreprocessed {
+                row,
+                feature,
+                raw,
+                value,
+            },
+            Error::NonFiniteOutput { class, value, .. } => {
+                Error::NonFiniteOutput { row, class, value }
+            }
+            e => e,
+        }
+    }
+
+    /// Whether the message names an input row.
+    pub fn names_a_row(&self) -> bool {
+        matches!(
+            self,
+            Error::NonFiniteInput { .. }
+                | Error::NonFinitePreprocessed { .. }
+                | Error::NonFiniteOutput { .. }
+        )
+    }
+}
+
 /// `Result` with the runtime's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;

@@ -73,6 +73,11 @@ fn model() -> Arc<Model> {
 
 /// [`model`]'s network, not yet shared.
 fn network() -> Model {
+    network_with_output_weights(vec![0.001, 1.0, -0.5, -0.002, 0.25, 1.5])
+}
+
+/// The network with `output` (2 x 3) as its last layer's weights.
+fn network_with_output_weights(output: Vec<f32>) -> Model {
     let tensors: [(&str, Vec<usize>, Vec<f32>); 4] = [
         (
             "layers.0.weight",
@@ -80,11 +85,7 @@ fn network() -> Model {
             vec![1.0, 0.0, 0.5, -0.25, -1.0, 0.75],
         ),
         ("layers.0.bias", vec![3], vec![0.0, 0.1, -0.2]),
-        (
-            "layers.1.weight",
-            vec![2, 3],
-            vec![0.001, 1.0, -0.5, -0.002, 0.25, 1.5],
-        ),
+        ("layers.1.weight", vec![2, 3], output),
         ("layers.1.bias", vec![2], vec![0.05, -0.05]),
     ];
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
@@ -306,6 +307,31 @@ fn close_runs_a_waiting_batch_at_once_and_long_waits_are_refused() {
         BatchedModel::new(model, too_long),
         Err(Error::BatchOptions { field, .. }) if field == "max_wait"
     ));
+}
+
+/// Audit defect 11: a row that failed inside a batch was rerun alone, and its error named
+/// "input row 0" whatever its place; now it names its index among the rows submitted.
+#[test]
+fn a_row_that_fails_in_its_batch_is_named_by_its_place() {
+    // Neuron 0 passes x[0] on; times 10 in class 0, f32::MAX overflows.
+    let model = Arc::new(network_with_output_weights(vec![
+        10.0, 1.0, -0.5, -0.002, 0.25, 1.5,
+    ]));
+    let batched = BatchedModel::new(model.clone(), BatchOptions::default()).unwrap();
+    let rows = vec![row(1), row(2), row(3), vec![f32::MAX, f32::MAX]];
+    let tickets = batched.submit_all(rows).unwrap();
+    let answers: Vec<_> = within(Duration::from_secs(20), || {
+        tickets.into_iter().map(|t| t.wait()).collect()
+    });
+    for (i, answer) in answers.iter().take(3).enumerate() {
+        assert!(close(answer.as_ref().unwrap(), &alone(&model, &row(i + 1))));
+    }
+    match &answers[3] {
+        Err(e @ Error::NonFiniteOutput { row: 3, .. }) => {
+            assert!(e.to_string().contains("input row 3"), "{e}")
+        }
+        other => panic!("expected row 3's overflow, got {other:?}"),
+    }
 }
 
 #[test]

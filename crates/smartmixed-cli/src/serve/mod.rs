@@ -351,6 +351,10 @@ async fn answer(
     let mut predictions = Vec::with_capacity(tickets.len());
     for (i, t) in tickets.into_iter().enumerate() {
         let logits = t.await.map_err(|e| {
+            // The runtime's message names the row ("input row i") where it can.
+            if e.names_a_row() {
+                return Failure::from(e);
+            }
             let f = Failure::from(e);
             Failure(f.0, format!("inputs[{i}]: {}", f.1))
         })?;
