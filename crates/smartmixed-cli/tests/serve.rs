@@ -566,7 +566,12 @@ fn a_request_larger_than_the_queue_is_413_and_computes_nothing() {
     );
     assert_eq!(status, 200, "{text}");
     let metrics = request(a, "GET", "/metrics", "text/plain", b"").1;
-    for line in ["smartmixed_rows_total 4", "smartmixed_rows_refused_total 0"] {
+    // The batch-size histogram's sum: every row of every batch.
+    for line in [
+        "smartmixed_rows_total 4",
+        "smartmixed_rows_refused_total 0",
+        "smartmixed_batch_size_sum 4",
+    ] {
         assert!(
             metrics.lines().any(|l| l == line),
             "no `{line}` in\n{metrics}"

@@ -98,6 +98,8 @@ pub struct BatchStats {
     pub errors: u64,
     /// Batches run.
     pub batches: u64,
+    /// Rows those batches held, all together (the batch-size histogram's sum).
+    pub batched_rows: u64,
     /// Requests waiting now.
     pub queued: usize,
     /// Batches by size: `batch_sizes[i]` counts batches of at most [`BATCH_BUCKETS`]`[i]`
@@ -255,6 +257,7 @@ struct Shared {
     refused: AtomicU64,
     errors: AtomicU64,
     batches: AtomicU64,
+    batched_rows: AtomicU64,
     batch_sizes: [AtomicU64; BATCH_BUCKETS.len()],
 }
 
@@ -310,6 +313,7 @@ impl BatchedModel {
             refused: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            batched_rows: AtomicU64::new(0),
             batch_sizes: Default::default(),
         });
         let worker = shared.clone();
@@ -435,6 +439,7 @@ impl BatchedModel {
             refused: s.refused.load(Ordering::Relaxed),
             errors: s.errors.load(Ordering::Relaxed),
             batches: s.batches.load(Ordering::Relaxed),
+            batched_rows: s.batched_rows.load(Ordering::Relaxed),
             queued: lock(&s.queue).pending.len(),
             batch_sizes: s
                 .batch_sizes
@@ -579,6 +584,8 @@ impl Shared {
             .min(self.options.max_batch);
         drop(q);
         self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batched_rows
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let bucket = BATCH_BUCKETS
             .iter()
             .position(|&b| batch.len() <= b)

@@ -434,7 +434,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
             "smartmixed_batch_size_bucket{{le=\"{bound}\"}} {cumulative}\n"
         ));
     }
-    text.push_str(&format!("smartmixed_batch_size_bucket{{le=\"+Inf\"}} {cumulative}\nsmartmixed_batch_size_count {cumulative}\n"));
+    text.push_str(&format!("smartmixed_batch_size_bucket{{le=\"+Inf\"}} {cumulative}\nsmartmixed_batch_size_sum {}\nsmartmixed_batch_size_count {cumulative}\n", s.batched_rows));
     text.push_str("# HELP smartmixed_request_duration_seconds Predict request latency.\n# TYPE smartmixed_request_duration_seconds histogram\n");
     let mut cumulative = 0;
     for (i, c) in app.latency.iter().enumerate() {
