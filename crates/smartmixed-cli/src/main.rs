@@ -83,11 +83,15 @@ pub(crate) fn shown(text: &str) -> String {
 }
 
 /// Rust ignores SIGPIPE, so printing to a closed pipe (`eval ... | head -1`) would panic;
-/// Unix tools instead end quietly when the reader goes away.
+/// Unix tools instead end quietly when the reader goes away. Not for `serve`: there a
+/// client that hangs up makes a socket write raise SIGPIPE (hyper writes with `writev`,
+/// which has no MSG_NOSIGNAL), and the default action would end the whole server; with
+/// SIGPIPE ignored the write fails with EPIPE for that connection only.
 #[cfg(unix)]
 fn end_quietly_on_broken_pipe() {
-    // SAFETY: called first thing in `main`, before any other thread exists; setting a
-    // signal's disposition to SIG_DFL installs no handler and touches no Rust state.
+    // SAFETY: called in `main` right after parsing, before any other thread exists;
+    // setting a signal's disposition to SIG_DFL installs no handler and touches no Rust
+    // state.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
@@ -114,7 +118,6 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    end_quietly_on_broken_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help, --version, and the help that no subcommand prints.
@@ -143,6 +146,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // clap prints --help and its errors before this, ignoring a broken pipe itself.
+    if !matches!(cli.command, Command::Serve(_)) {
+        end_quietly_on_broken_pipe();
+    }
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Export(args) => export::run(args).map(|()| ExitCode::SUCCESS),

@@ -39,10 +39,10 @@ pub struct BatchOptions {
     /// The most rows in one batch (1 to [`MAX_BATCH_ROWS`]).
     pub max_batch: usize,
     /// The longest a request waits for others to join its batch, from its arrival (zero:
-    /// it joins whatever is queued when no batch is running).
+    /// it joins whatever is queued when no batch is running; at most [`MAX_WAIT`]).
     pub max_wait: Duration,
-    /// Requests waiting beyond the batch being computed; one more is refused with
-    /// [`Error::QueueFull`] (1 to [`MAX_QUEUE`]).
+    /// Rows (requests of [`BatchedModel::submit`]) waiting beyond the batch being
+    /// computed; one more is refused with [`Error::QueueFull`] (1 to [`MAX_QUEUE`]).
     pub queue_capacity: usize,
     /// How much longer than `max_wait` a request may wait while fewer rows are queued than
     /// the last batch took plus those it left queued (at most [`MAX_REGATHER`]; zero:
@@ -53,6 +53,11 @@ pub struct BatchOptions {
     /// which is always there: it never waits.
     pub regather: Duration,
 }
+
+/// Largest accepted [`BatchOptions::max_wait`]: a batcher is for answers within
+/// milliseconds; a longer wait is a mistake (a lone row would sit that long, and a
+/// shut-down could take that long).
+pub const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// Largest accepted [`BatchOptions::regather`].
 pub const MAX_REGATHER: Duration = Duration::from_secs(1);
@@ -85,14 +90,16 @@ impl Default for BatchOptions {
 /// Counters of a [`BatchedModel`] since it started (for a `/metrics` endpoint).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchStats {
-    /// Requests accepted.
+    /// Requests (rows) accepted.
     pub requests: u64,
-    /// Requests refused because the queue was full.
+    /// Rows refused because the queue had no room for them.
     pub refused: u64,
     /// Requests answered with an error.
     pub errors: u64,
     /// Batches run.
     pub batches: u64,
+    /// Rows those batches held, all together (the batch-size histogram's sum).
+    pub batched_rows: u64,
     /// Requests waiting now.
     pub queued: usize,
     /// Batches by size: `batch_sizes[i]` counts batches of at most [`BATCH_BUCKETS`]`[i]`
@@ -194,6 +201,9 @@ impl Drop for Ticket {
 
 struct Request {
     raw: Vec<f32>,
+    /// Its place among the rows of its `submit_all` (0 for `submit`): the row its errors
+    /// name.
+    index: usize,
     arrived: Instant,
     slot: Arc<Slot>,
 }
@@ -247,6 +257,7 @@ struct Shared {
     refused: AtomicU64,
     errors: AtomicU64,
     batches: AtomicU64,
+    batched_rows: AtomicU64,
     batch_sizes: [AtomicU64; BATCH_BUCKETS.len()],
 }
 
@@ -279,6 +290,12 @@ impl BatchedModel {
         if !(1..=MAX_QUEUE).contains(&options.queue_capacity) {
             return Err(bad("queue_capacity", options.queue_capacity, MAX_QUEUE));
         }
+        if options.max_wait > MAX_WAIT {
+            return Err(Error::BatchOptions {
+                field: "max_wait".into(),
+                message: format!("{:?}, expected at most {MAX_WAIT:?}", options.max_wait),
+            });
+        }
         if options.regather > MAX_REGATHER {
             return Err(Error::BatchOptions {
                 field: "regather".into(),
@@ -296,6 +313,7 @@ impl BatchedModel {
             refused: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            batched_rows: AtomicU64::new(0),
             batch_sizes: Default::default(),
         });
         let worker = shared.clone();
@@ -323,6 +341,25 @@ impl BatchedModel {
     /// comes through the ticket. A row of the wrong width or with a non-finite value is
     /// refused here, so that it cannot fail the batch it would join.
     pub fn submit(&self, raw: Vec<f32>) -> Result<Ticket> {
+        self.check_row(&raw, 0)?;
+        let mut tickets = self.enqueue(vec![raw])?;
+        Ok(tickets.remove(0))
+    }
+
+    /// Queues several raw rows, all or none: if the queue has no room for every one,
+    /// none is queued ([`Error::QueueFull`]), so no row is computed for a caller that
+    /// could not get all its answers. A bad row (wrong width, non-finite value) is refused
+    /// with its index in `rows` as the error's row.
+    pub fn submit_all(&self, rows: Vec<Vec<f32>>) -> Result<Vec<Ticket>> {
+        for (i, raw) in rows.iter().enumerate() {
+            self.check_row(raw, i)?;
+        }
+        self.enqueue(rows)
+    }
+
+    /// A row the model can take: its width, and every value finite (row `index` in the
+    /// error).
+    fn check_row(&self, raw: &[f32], index: usize) -> Result<()> {
         let model = &self.shared.model;
         if raw.len() != model.input_size() {
             return Err(Error::InputSize {
@@ -331,34 +368,57 @@ impl BatchedModel {
                 inputs: model.input_size(),
             });
         }
-        check_finite(&raw, model.input_size())?;
-        let slot = Arc::new(Slot::default());
+        check_finite(raw, model.input_size()).map_err(|e| match e {
+            Error::NonFiniteInput {
+                index: i, value, ..
+            } => Error::NonFiniteInput {
+                row: index,
+                index: i,
+                value,
+            },
+            e => e,
+        })
+    }
+
+    /// Queues checked rows, all or none.
+    fn enqueue(&self, rows: Vec<Vec<f32>>) -> Result<Vec<Ticket>> {
+        let slots: Vec<Arc<Slot>> = rows.iter().map(|_| Arc::default()).collect();
         {
             let mut q = lock(&self.shared.queue);
             if q.closed {
                 return Err(Error::ShutDown);
             }
-            if q.pending.len() >= self.shared.options.queue_capacity {
-                self.shared.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(Error::QueueFull {
-                    capacity: self.shared.options.queue_capacity,
+            let capacity = self.shared.options.queue_capacity;
+            if q.pending.len().saturating_add(rows.len()) > capacity {
+                self.shared
+                    .refused
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                return Err(Error::QueueFull { capacity });
+            }
+            let arrived = Instant::now();
+            for (index, (raw, slot)) in rows.into_iter().zip(&slots).enumerate() {
+                q.pending.push_back(Request {
+                    raw,
+                    index,
+                    arrived,
+                    slot: slot.clone(),
                 });
             }
-            q.pending.push_back(Request {
-                raw,
-                arrived: Instant::now(),
-                slot: slot.clone(),
-            });
             if q.gathering {
                 self.shared.arrived.notify_one();
             }
         }
-        self.shared.requests.fetch_add(1, Ordering::Relaxed);
-        Ok(Ticket {
-            slot,
-            shared: self.shared.clone(),
-            taken: false,
-        })
+        self.shared
+            .requests
+            .fetch_add(slots.len() as u64, Ordering::Relaxed);
+        Ok(slots
+            .into_iter()
+            .map(|slot| Ticket {
+                slot,
+                shared: self.shared.clone(),
+                taken: false,
+            })
+            .collect())
     }
 
     /// One raw row's logits, blocking until its batch has run.
@@ -379,6 +439,7 @@ impl BatchedModel {
             refused: s.refused.load(Ordering::Relaxed),
             errors: s.errors.load(Ordering::Relaxed),
             batches: s.batches.load(Ordering::Relaxed),
+            batched_rows: s.batched_rows.load(Ordering::Relaxed),
             queued: lock(&s.queue).pending.len(),
             batch_sizes: s
                 .batch_sizes
@@ -388,11 +449,18 @@ impl BatchedModel {
         }
     }
 
-    /// Refuses new requests, answers every accepted one, and ends the batcher's thread.
-    pub fn shut_down(&self) {
+    /// Refuses new requests and runs the queued ones at once (no batch waits out
+    /// `max_wait` any more), without waiting for them: what a server calls when its
+    /// shutdown starts, from a thread that must not block. [`Self::shut_down`] then waits.
+    pub fn close(&self) {
         lock(&self.shared.queue).closed = true;
         self.shared.arrived.notify_all();
         self.shared.work.notify_all();
+    }
+
+    /// Refuses new requests, answers every accepted one, and ends the batcher's thread.
+    pub fn shut_down(&self) {
+        self.close();
         if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
         }
@@ -516,6 +584,8 @@ impl Shared {
             .min(self.options.max_batch);
         drop(q);
         self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batched_rows
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let bucket = BATCH_BUCKETS
             .iter()
             .position(|&b| batch.len() <= b)
@@ -601,7 +671,8 @@ impl Shared {
             let result = self
                 .model
                 .forward_raw(&raw[i * width..(i + 1) * width], 1, scratch, &mut out)
-                .map(|()| out);
+                .map(|()| out)
+                .map_err(|e| e.at_row(r.index));
             if result.is_err() {
                 self.errors.fetch_add(1, Ordering::Relaxed);
             }

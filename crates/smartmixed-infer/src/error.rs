@@ -85,8 +85,9 @@ pub enum Error {
     /// the model and the scratch stay usable.
     #[error("the forward pass panicked on {thread}: {message}")]
     Panicked { thread: String, message: String },
-    /// A [`crate::BatchedModel`] whose queue holds as many requests as it may: try later.
-    #[error("the request queue is full ({capacity} requests waiting)")]
+    /// A [`crate::BatchedModel`] whose queue has no room for the rows submitted (it holds
+    /// at most `capacity`): try later.
+    #[error("the request queue is full (it holds at most {capacity} rows)")]
     QueueFull { capacity: usize },
     /// A [`crate::BatchedModel`] that is shutting down takes no more requests.
     #[error("the batcher is shutting down and takes no more requests")]
@@ -113,6 +114,44 @@ pub enum Error {
         values: u128,
         limit: usize,
     },
+}
+
+impl Error {
+    /// This error with the input row it names (if it names one) set to `row`: a row run
+    /// alone (the batcher reruns a failed batch row by row) is row 0 of its own pass, but
+    /// the caller knows it by its place among the rows it submitted.
+    pub(crate) fn at_row(self, row: usize) -> Self {
+        match self {
+            Error::NonFiniteInput { index, value, .. } => {
+                Error::NonFiniteInput { row, index, value }
+            }
+            Error::NonFinitePreprocessed {
+                feature,
+                raw,
+                value,
+                ..
+            } => Error::NonFinitePreprocessed {
+                row,
+                feature,
+                raw,
+                value,
+            },
+            Error::NonFiniteOutput { class, value, .. } => {
+                Error::NonFiniteOutput { row, class, value }
+            }
+            e => e,
+        }
+    }
+
+    /// Whether the message names an input row.
+    pub fn names_a_row(&self) -> bool {
+        matches!(
+            self,
+            Error::NonFiniteInput { .. }
+                | Error::NonFinitePreprocessed { .. }
+                | Error::NonFiniteOutput { .. }
+        )
+    }
 }
 
 /// `Result` with the runtime's [`Error`].

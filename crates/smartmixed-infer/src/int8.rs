@@ -517,16 +517,32 @@ impl Int8Weights {
         self.dequantise_portable(params, dst);
     }
 
+    /// A row whose scale is so large (inputs near f32's limit, after preprocessing) that
+    /// `sum as f32 * s_row` could overflow, although the product with the small `s_col`
+    /// is finite, is dequantised in f64 instead (so int8 answers what f32 answers); every
+    /// other row keeps the f32 formula and its bits. The bound: `|sum - z colsum| =
+    /// |sum (q - z) w|` is at most 255 x 127 x k.
     #[inline(always)]
     fn dequantise_portable(&self, params: &[u32], dst: &mut [f32]) {
+        let largest_sum = (255 * 127 * self.k) as f32;
         for (row, p) in dst
             .chunks_exact_mut(self.n.max(1))
             .zip(params.chunks_exact(2))
         {
             let (scale, zero) = (f32::from_bits(p[0]), p[1] as i32);
-            for ((v, &sum), &s) in row.iter_mut().zip(&self.sums).zip(&self.scales) {
-                let acc = v.to_bits() as i32;
-                *v = (acc.wrapping_sub(zero * sum)) as f32 * scale * s;
+            let columns = row.iter_mut().zip(&self.sums).zip(&self.scales);
+            if (largest_sum * scale).is_finite() {
+                for ((v, &sum), &s) in columns {
+                    let acc = v.to_bits() as i32;
+                    *v = (acc.wrapping_sub(zero * sum)) as f32 * scale * s;
+                }
+            } else {
+                // (A NaN scale comes here too, and stays NaN.)
+                for ((v, &sum), &s) in columns {
+                    let acc = v.to_bits() as i32;
+                    let exact = f64::from(acc.wrapping_sub(zero * sum)) * f64::from(scale);
+                    *v = (exact * f64::from(s)) as f32;
+                }
             }
         }
     }
@@ -1160,6 +1176,42 @@ mod tests {
                 let bound = bound * (1.0 + 1e-6) + 3.0 * 2f64.powi(-24) * (exact.abs() + bound);
                 let err = (got[r * n + c] as f64 - exact).abs();
                 assert!(err <= bound, "row {r} col {c}: {err} > {bound}");
+            }
+        }
+    }
+
+    /// Audit defect 7: inputs near f32's limit (a row's range about 4e38, so its scale
+    /// about 1.6e36) overflowed `sum as f32 * s_row` before the column's small scale
+    /// brought the product back into range: int8 gave infinities where f32 answers. The
+    /// oracle: the exact sums in f64, within the quantisation bound, and finite.
+    #[test]
+    fn int8_answers_finite_inputs_at_the_edge_of_f32s_range() {
+        let (m, k, n) = (2, 13, 16);
+        let wt: Vec<f32> = values(k * n, 5).iter().map(|w| w * 0.01).collect();
+        let mut xs = values(m * k, 6);
+        xs[2] = -2.0e38;
+        xs[7] = 2.0e38;
+        xs[k + 3] = 3.0e38; // a one-sided extreme row too
+        let w = Int8Weights::new(&wt, k, n).unwrap();
+        let mut q = vec![0u32; m * w.row_words()];
+        let mut got = vec![0.0; m * n];
+        w.matmul(&xs, &mut q, &mut got, m);
+        let rq = w.row_quads();
+        for r in 0..m {
+            let sx = f32::from_bits(q[m * rq + 2 * r]) as f64;
+            assert!(sx > 1e35, "row {r}: scale {sx}, not the extreme this tests");
+            for c in 0..n {
+                let sw = w.scales[c] as f64;
+                let (mut exact, mut bound) = (0.0f64, 0.0f64);
+                for i in 0..k {
+                    let (x, wv) = (xs[r * k + i] as f64, wt[i * n + c] as f64);
+                    exact += x * wv;
+                    bound += x.abs() * sw / 2.0 + wv.abs() * sx / 2.0 + sx * sw / 4.0;
+                }
+                let v = got[r * n + c];
+                assert!(v.is_finite(), "row {r} col {c}: {v} (exact {exact:e})");
+                let bound = bound * (1.0 + 1e-6) + 3.0 * 2f64.powi(-24) * (exact.abs() + bound);
+                assert!((v as f64 - exact).abs() <= bound, "row {r} col {c}");
             }
         }
     }

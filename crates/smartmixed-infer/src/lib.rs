@@ -33,7 +33,7 @@ mod packed;
 
 pub use batched::{
     BatchOptions, BatchStats, BatchedModel, Ticket, BATCH_BUCKETS, MAX_BATCH_ROWS, MAX_QUEUE,
-    MAX_REGATHER,
+    MAX_REGATHER, MAX_WAIT,
 };
 pub use error::{Error, Result};
 pub use exec::{Pool, Scratch, MAX_THREADS};

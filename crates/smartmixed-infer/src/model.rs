@@ -230,8 +230,9 @@ pub struct Model {
     /// The manifest's input description, resolved once.
     input: InputManifest,
     layers: Vec<Layer>,
-    /// The threads its calls run on ([`Pool::global`] unless given one).
-    pool: Pool,
+    /// The threads its calls run on, if given one; else [`Pool::global`], started only
+    /// when a call first needs it (a model given its own pool at once never starts it).
+    pool: Option<Pool>,
     precision: Precision,
 }
 
@@ -514,7 +515,7 @@ impl Model {
             input: manifest.input_description(),
             manifest,
             layers,
-            pool: Pool::global().clone(),
+            pool: None,
             precision: options.precision,
         })
     }
@@ -522,13 +523,16 @@ impl Model {
     /// This model with its calls run on `pool` instead of the process's [`Pool::global`]
     /// (for a pool of its own size, or one shared with other models).
     pub fn with_pool(mut self, pool: Pool) -> Self {
-        self.pool = pool;
+        self.pool = Some(pool);
         self
     }
 
     /// The pool this model's calls run on.
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        match &self.pool {
+            Some(pool) => pool,
+            None => Pool::global(),
+        }
     }
 
     /// The precision it was loaded in.
@@ -771,7 +775,7 @@ impl Model {
             batch,
             scratch,
             output,
-            &self.pool,
+            self.pool(),
             hooks,
         )
     }

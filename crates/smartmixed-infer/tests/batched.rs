@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use safetensors::tensor::{Dtype, TensorView};
 use smartmixed_infer::{
-    register_activation, BatchOptions, BatchedModel, Error, Model, Pool, Scratch,
+    register_activation, BatchOptions, BatchedModel, Error, Model, Pool, Scratch, MAX_WAIT,
 };
 
 /// Panics on exactly one value, so a test can make one row of a batch panic.
@@ -73,6 +73,11 @@ fn model() -> Arc<Model> {
 
 /// [`model`]'s network, not yet shared.
 fn network() -> Model {
+    network_with_output_weights(vec![0.001, 1.0, -0.5, -0.002, 0.25, 1.5])
+}
+
+/// The network with `output` (2 x 3) as its last layer's weights.
+fn network_with_output_weights(output: Vec<f32>) -> Model {
     let tensors: [(&str, Vec<usize>, Vec<f32>); 4] = [
         (
             "layers.0.weight",
@@ -80,11 +85,7 @@ fn network() -> Model {
             vec![1.0, 0.0, 0.5, -0.25, -1.0, 0.75],
         ),
         ("layers.0.bias", vec![3], vec![0.0, 0.1, -0.2]),
-        (
-            "layers.1.weight",
-            vec![2, 3],
-            vec![0.001, 1.0, -0.5, -0.002, 0.25, 1.5],
-        ),
+        ("layers.1.weight", vec![2, 3], output),
         ("layers.1.bias", vec![2], vec![0.05, -0.05]),
     ];
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
@@ -171,13 +172,13 @@ fn many_threads_get_the_answer_their_row_gets_alone() {
 }
 
 /// Submitted without waiting, eight rows fill a batch of eight: one batch, whatever the
-/// timing (the wait is far longer than the submissions take).
+/// timing (the wait, `MAX_WAIT`, is far longer than the submissions take).
 #[test]
 fn requests_queued_together_run_as_one_batch() {
     let model = model();
     let options = BatchOptions {
         max_batch: 8,
-        max_wait: Duration::from_secs(30),
+        max_wait: MAX_WAIT,
         ..BatchOptions::default()
     };
     let batched = BatchedModel::new(model.clone(), options).unwrap();
@@ -216,7 +217,7 @@ fn a_full_queue_refuses_and_a_shut_down_answers_what_it_accepted() {
     let model = model();
     let options = BatchOptions {
         max_batch: 4,
-        max_wait: Duration::from_secs(30),
+        max_wait: MAX_WAIT,
         queue_capacity: 2,
         ..BatchOptions::default()
     };
@@ -233,6 +234,104 @@ fn a_full_queue_refuses_and_a_shut_down_answers_what_it_accepted() {
     assert!(matches!(batched.submit(row(4)), Err(Error::ShutDown)));
     let stats = batched.stats();
     assert_eq!((stats.requests, stats.refused), (2, 1));
+}
+
+/// `submit_all` queues every row or none: a request the queue cannot hold whole leaves
+/// nothing queued (nothing computed and thrown away), and a bad row is named by its index.
+#[test]
+fn submit_all_queues_every_row_or_none() {
+    let model = model();
+    let options = BatchOptions {
+        max_batch: 4,
+        max_wait: Duration::from_secs(1),
+        queue_capacity: 3,
+        ..BatchOptions::default()
+    };
+    let batched = BatchedModel::new(model.clone(), options).unwrap();
+    let first = batched.submit(row(0)).unwrap();
+    assert!(matches!(
+        batched.submit_all((1..4).map(row).collect()),
+        Err(Error::QueueFull { capacity: 3 })
+    ));
+    let stats = batched.stats();
+    assert_eq!((stats.requests, stats.refused, stats.queued), (1, 3, 1));
+    assert!(matches!(
+        batched.submit_all(vec![row(1), row(2), vec![1.0, f32::NAN]]),
+        Err(Error::NonFiniteInput {
+            row: 2,
+            index: 1,
+            ..
+        })
+    ));
+    let tickets = batched.submit_all(vec![row(1), row(2)]).unwrap();
+    within(Duration::from_secs(20), || batched.shut_down());
+    assert!(close(&first.wait().unwrap(), &alone(&model, &row(0))));
+    for (i, t) in tickets.into_iter().enumerate() {
+        assert!(close(&t.wait().unwrap(), &alone(&model, &row(i + 1))));
+    }
+    assert_eq!(batched.stats().requests, 3);
+}
+
+/// Audit defect 5: a shut-down waited out `max_wait` (and any wait at all was accepted, so
+/// one could never end). `close` makes the gathering batch run at once, without blocking;
+/// a wait over `MAX_WAIT` is refused.
+#[test]
+fn close_runs_a_waiting_batch_at_once_and_long_waits_are_refused() {
+    let model = model();
+    let options = BatchOptions {
+        max_batch: 4,
+        max_wait: MAX_WAIT,
+        ..BatchOptions::default()
+    };
+    let batched = Arc::new(BatchedModel::new(model.clone(), options).unwrap());
+    let start = std::time::Instant::now();
+    let ticket = batched.submit(row(5)).unwrap();
+    let waiter = std::thread::spawn(move || ticket.wait());
+    while batched.stats().queued == 0 && !waiter.is_finished() {
+        std::thread::yield_now();
+    }
+    batched.close();
+    let answer = within(Duration::from_secs(20), || waiter.join().unwrap()).unwrap();
+    assert!(
+        start.elapsed() < MAX_WAIT,
+        "answered only after the wait: {:?}",
+        start.elapsed()
+    );
+    assert!(close(&answer, &alone(&model, &row(5))));
+    assert!(matches!(batched.submit(row(6)), Err(Error::ShutDown)));
+    let too_long = BatchOptions {
+        max_wait: MAX_WAIT + Duration::from_nanos(1),
+        ..BatchOptions::default()
+    };
+    assert!(matches!(
+        BatchedModel::new(model, too_long),
+        Err(Error::BatchOptions { field, .. }) if field == "max_wait"
+    ));
+}
+
+/// Audit defect 11: a row that failed inside a batch was rerun alone, and its error named
+/// "input row 0" whatever its place; now it names its index among the rows submitted.
+#[test]
+fn a_row_that_fails_in_its_batch_is_named_by_its_place() {
+    // Neuron 0 passes x[0] on; times 10 in class 0, f32::MAX overflows.
+    let model = Arc::new(network_with_output_weights(vec![
+        10.0, 1.0, -0.5, -0.002, 0.25, 1.5,
+    ]));
+    let batched = BatchedModel::new(model.clone(), BatchOptions::default()).unwrap();
+    let rows = vec![row(1), row(2), row(3), vec![f32::MAX, f32::MAX]];
+    let tickets = batched.submit_all(rows).unwrap();
+    let answers: Vec<_> = within(Duration::from_secs(20), || {
+        tickets.into_iter().map(|t| t.wait()).collect()
+    });
+    for (i, answer) in answers.iter().take(3).enumerate() {
+        assert!(close(answer.as_ref().unwrap(), &alone(&model, &row(i + 1))));
+    }
+    match &answers[3] {
+        Err(e @ Error::NonFiniteOutput { row: 3, .. }) => {
+            assert!(e.to_string().contains("input row 3"), "{e}")
+        }
+        other => panic!("expected row 3's overflow, got {other:?}"),
+    }
 }
 
 #[test]
@@ -266,7 +365,7 @@ fn a_panicking_row_fails_alone_and_the_batcher_serves_on() {
         let model = Arc::new(network().with_pool(Pool::new(threads).unwrap()));
         let options = BatchOptions {
             max_batch: 4,
-            max_wait: Duration::from_secs(30),
+            max_wait: MAX_WAIT,
             ..BatchOptions::default()
         };
         let batched = BatchedModel::new(model.clone(), options).unwrap();

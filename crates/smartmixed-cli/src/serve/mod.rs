@@ -2,7 +2,13 @@
 //! ([`BatchedModel`]): `POST /v1/predict` (JSON rows of raw values, or f32 little-endian
 //! rows), `GET /v1/model`, `GET /healthz`, `GET /metrics` (Prometheus text). A full queue
 //! answers 503, a bad request 400 with a one-line reason, a body over the limit 413;
-//! SIGTERM or Ctrl-C stops accepting connections and finishes the requests already taken.
+//! SIGTERM or Ctrl-C stops accepting connections and finishes the requests already taken
+//! (within a deadline). The accept loop and its limits are in `conn`, the reading of a
+//! request's body in `body`.
+
+mod body;
+mod conn;
+mod json_rows;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,23 +46,57 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 32)]
     max_batch: usize,
     /// Longest a row waits for others to join its batch, in microseconds (0: a batch
-    /// starts whenever the batcher is free, with every row queued by then).
-    #[arg(long, default_value_t = 0)]
+    /// starts whenever the batcher is free, with every row queued by then; at most 1 s).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     max_wait_us: u64,
     /// Microseconds a row may wait, past --max-wait-us, for as many rows as the last batch
     /// had (clients just answered sending their next request); 0: never.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     regather_us: u64,
-    /// Rows that may wait; beyond, requests are answered 503.
+    /// Rows that may wait; a request whose rows do not all fit is answered 503, one with
+    /// more rows than this 413.
     #[arg(long, default_value_t = 1024)]
     queue: usize,
-    /// Threads of the model's pool, which runs each batch (default: the cores this process
-    /// may use).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Largest request body accepted, in bytes (larger: 413).
-    #[arg(long, default_value_t = 8 << 20)]
-    max_body_bytes: usize,
+    /// Threads of the model's pool, which runs each batch: 0 (the default) every core this
+    /// process may use, else 1 up to that many (more would only wait for a core).
+    #[arg(long, default_value_t = 0, value_parser = parse_threads)]
+    threads: usize,
+    /// Largest request body accepted, in bytes (larger: 413, from the Content-Length
+    /// before any of the body is read).
+    #[arg(long, default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    max_body_bytes: u64,
+    /// Connections open at once; more wait in the kernel's backlog until one closes.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    max_connections: u64,
+    /// Milliseconds a connection may take to send a request's headers, the idle time
+    /// between keep-alive requests included; then it is closed.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    header_timeout_ms: u64,
+    /// Milliseconds a request's body may take to arrive after its headers (later: 408).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    body_timeout_ms: u64,
+    /// Milliseconds the open connections get to finish after SIGTERM or Ctrl-C; then
+    /// (or at a second signal) they are dropped and the server exits with an error.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    drain_timeout_ms: u64,
+}
+
+/// The cores this process may use (affinity and cgroup quotas followed), as the pool's
+/// own default counts them.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `--threads`: 0 (every core) up to the cores this process may use. A pool runs one
+/// batch at a time, so threads past the cores only take turns on them.
+fn parse_threads(s: &str) -> std::result::Result<usize, String> {
+    let cores = cores();
+    match s.parse::<usize>() {
+        Ok(n) if n <= cores => Ok(n),
+        _ => Err(format!(
+            "expected a thread count from 0 (every core) to {cores} (the cores this process may use)"
+        )),
+    }
 }
 
 /// Upper bounds of the request-latency histogram, in seconds.
@@ -67,6 +107,8 @@ const LATENCY_BUCKETS: [f64; 12] = [
 /// What every handler shares: the batcher and the server's own counters.
 struct App {
     batched: BatchedModel,
+    body: body::BodyLimits,
+    connections: Arc<conn::ConnStats>,
     /// `GET /v1/model`'s answer, made once.
     description: Value,
     requests: AtomicU64,
@@ -125,6 +167,7 @@ fn describe(model: &Model) -> Value {
     json!({
         "precision": model.precision().name(),
         "kernel": model.kernel_description(),
+        "threads": model.pool().threads(),
         "architecture": architecture,
         "input": {
             "shape": input.shape,
@@ -138,18 +181,41 @@ fn describe(model: &Model) -> Value {
     })
 }
 
+/// What a predict body holds, by its `Content-Type`.
+#[derive(Debug, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    Binary,
+}
+
+/// The body's kind from its media type (RFC 9110: the type and subtype are
+/// case-insensitive, and parameters such as `; charset=utf-8` follow a `;`). No
+/// `Content-Type` is JSON; an unknown type is a 415, not a guess.
+fn body_kind(headers: &HeaderMap) -> std::result::Result<BodyKind, Failure> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(BodyKind::Json);
+    };
+    let text = value.to_str().unwrap_or("");
+    let media = text.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        Ok(BodyKind::Json)
+    } else if media.eq_ignore_ascii_case("application/octet-stream") {
+        Ok(BodyKind::Binary)
+    } else {
+        Err(Failure(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type `{}`: expected application/json or application/octet-stream (f32 little-endian rows)",
+                crate::shown(&String::from_utf8_lossy(value.as_bytes()))
+            ),
+        ))
+    }
+}
+
 /// The rows of a request body: JSON `{"inputs": [[...], ...]}`, or with
 /// `Content-Type: application/octet-stream` f32 little-endian rows back to back.
-fn rows(
-    headers: &HeaderMap,
-    body: &[u8],
-    width: usize,
-) -> std::result::Result<Vec<Vec<f32>>, Failure> {
-    let binary = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/octet-stream"));
-    if binary {
+fn rows(kind: BodyKind, body: &[u8], width: usize) -> std::result::Result<Vec<Vec<f32>>, Failure> {
+    if kind == BodyKind::Binary {
         let row_bytes = width * 4;
         if body.is_empty() || !body.len().is_multiple_of(row_bytes) {
             return Err(bad(format!(
@@ -175,46 +241,20 @@ fn rows(
         }
         return Ok(rows);
     }
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Request {
-        inputs: Vec<Vec<f64>>,
-    }
-    let request: Request = serde_json::from_slice(body).map_err(|e| {
-        bad(format!(
-            "body: {e}; expected {{\"inputs\": [[{width} numbers], ...]}}"
-        ))
-    })?;
-    if request.inputs.is_empty() {
-        return Err(bad("inputs: empty, expected at least one row".into()));
-    }
-    request
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            if row.len() != width {
-                return Err(bad(format!(
-                    "inputs[{i}]: {} values, the model takes {width}",
-                    row.len()
-                )));
-            }
-            let row: Vec<f32> = row.iter().map(|&v| v as f32).collect();
-            if let Some(j) = row.iter().position(|v| !v.is_finite()) {
-                return Err(bad(format!(
-                    "inputs[{i}][{j}]: {:e}, expected a finite number within f32's range",
-                    request.inputs[i][j]
-                )));
-            }
-            Ok(row)
-        })
-        .collect()
+    let values = json_rows::parse(body, width).map_err(bad)?;
+    Ok(values.chunks_exact(width).map(<[f32]>::to_vec).collect())
 }
 
-async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     let start = Instant::now();
-    app.requests.fetch_add(1, Ordering::Relaxed);
-    let result = answer(&app, &headers, &body).await;
+    // The media type first: a body that could not be parsed is not read.
+    let result = match body_kind(&headers) {
+        Ok(kind) => match body::read(&headers, body, &app.body).await {
+            Ok(body) => answer(&app, kind, body).await,
+            Err(f) => Err(f),
+        },
+        Err(f) => Err(f),
+    };
     let elapsed = start.elapsed();
     let bucket = LATENCY_BUCKETS
         .iter()
@@ -225,11 +265,47 @@ async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
         .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     match result {
         Ok(v) => Json(v).into_response(),
-        Err(f) => {
-            app.errors.fetch_add(1, Ordering::Relaxed);
-            f.into_response()
-        }
+        Err(f) => f.into_response(),
     }
+}
+
+/// Every request the router sees, on any path, counted; those answered 4xx or 5xx counted
+/// as errors too (a 404 or a 413 is as much the server's business as a bad row).
+async fn count(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    app.requests.fetch_add(1, Ordering::Relaxed);
+    let response = next.run(request).await;
+    if response.status().is_client_error() || response.status().is_server_error() {
+        app.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    response
+}
+
+/// An unknown path: 404, with the endpoints there are.
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Failure {
+    Failure(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no endpoint {method} {}; there are POST /v1/predict, GET /v1/model, GET /healthz, GET /metrics",
+            uri.path()
+        ),
+    )
+}
+
+/// A known path with the wrong method: 405.
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Failure {
+    let allowed = if uri.path() == "/v1/predict" {
+        "POST"
+    } else {
+        "GET"
+    };
+    Failure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} takes {allowed}, not {method}", uri.path()),
+    )
 }
 
 /// `POST /v1/predict`'s answer: a row's answer each, in the request's order (typed, not a
@@ -251,22 +327,38 @@ struct RowAnswer {
 /// batches), answered as classes, names and probabilities.
 async fn answer(
     app: &App,
-    headers: &HeaderMap,
-    body: &[u8],
+    kind: BodyKind,
+    body: Vec<u8>,
 ) -> std::result::Result<Predictions, Failure> {
     let model = app.batched.model();
-    let rows = rows(headers, body, model.input_size())?;
-    app.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
-    let tickets = rows
-        .into_iter()
-        .map(|r| app.batched.submit(r))
-        .collect::<smartmixed_infer::Result<Vec<_>>>()?;
+    let rows = rows(kind, &body, model.input_size())?;
+    // The rows hold what is needed; the body's memory goes before the wait for answers.
+    drop(body);
+    // A request the queue could never hold would get 503 (try later) for ever: refused for
+    // good, before any of its rows is queued.
+    let capacity = app.batched.options().queue_capacity;
+    if rows.len() > capacity {
+        return Err(Failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} rows in one request, more than the queue holds (--queue {capacity}): send at most {capacity} rows a request",
+                rows.len()
+            ),
+        ));
+    }
+    // All queued or none: a full queue computes nothing for a request it refuses.
+    let tickets = app.batched.submit_all(rows)?;
     let mut predictions = Vec::with_capacity(tickets.len());
     for (i, t) in tickets.into_iter().enumerate() {
         let logits = t.await.map_err(|e| {
+            // The runtime's message names the row ("input row i") where it can.
+            if e.names_a_row() {
+                return Failure::from(e);
+            }
             let f = Failure::from(e);
             Failure(f.0, format!("inputs[{i}]: {}", f.1))
         })?;
+        app.rows.fetch_add(1, Ordering::Relaxed);
         let p = Prediction::from_logits(&logits);
         predictions.push(RowAnswer {
             class: p.class,
@@ -288,19 +380,19 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     counter(
         "smartmixed_requests_total",
-        "HTTP predict requests received.",
+        "HTTP requests received, on any path (malformed ones that hyper refused included).",
         "counter",
-        load(&app.requests).to_string(),
+        (load(&app.requests) + load(&app.connections.malformed)).to_string(),
     );
     counter(
         "smartmixed_request_errors_total",
-        "Predict requests answered with an error.",
+        "HTTP requests answered with a 4xx or 5xx status.",
         "counter",
-        load(&app.errors).to_string(),
+        (load(&app.errors) + load(&app.connections.malformed)).to_string(),
     );
     counter(
         "smartmixed_rows_total",
-        "Rows submitted to the batcher.",
+        "Rows the batcher answered.",
         "counter",
         load(&app.rows).to_string(),
     );
@@ -317,6 +409,18 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         s.batches.to_string(),
     );
     counter(
+        "smartmixed_connections_open",
+        "HTTP connections open now.",
+        "gauge",
+        load(&app.connections.open).to_string(),
+    );
+    counter(
+        "smartmixed_header_timeouts_total",
+        "Connections closed because a request's headers did not arrive in time.",
+        "counter",
+        load(&app.connections.header_timeouts).to_string(),
+    );
+    counter(
         "smartmixed_queue_depth",
         "Rows waiting for a batch now.",
         "gauge",
@@ -330,7 +434,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
             "smartmixed_batch_size_bucket{{le=\"{bound}\"}} {cumulative}\n"
         ));
     }
-    text.push_str(&format!("smartmixed_batch_size_bucket{{le=\"+Inf\"}} {cumulative}\nsmartmixed_batch_size_count {cumulative}\n"));
+    text.push_str(&format!("smartmixed_batch_size_bucket{{le=\"+Inf\"}} {cumulative}\nsmartmixed_batch_size_sum {}\nsmartmixed_batch_size_count {cumulative}\n", s.batched_rows));
     text.push_str("# HELP smartmixed_request_duration_seconds Predict request latency.\n# TYPE smartmixed_request_duration_seconds histogram\n");
     let mut cumulative = 0;
     for (i, c) in app.latency.iter().enumerate() {
@@ -349,28 +453,12 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-/// SIGTERM (what a supervisor or a load balancer's drain sends) or Ctrl-C.
-async fn stop_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
+/// A line on stdout, for whoever watches the server; a stdout that is gone (SIGPIPE is
+/// ignored in `serve`, so the write fails with EPIPE) does not stop it.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -378,8 +466,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         precision: args.precision,
     };
     let mut model = Model::load_dir_with(&args.model, &options)?;
-    if let Some(threads) = args.threads {
-        model = model.with_pool(Pool::new(threads)?);
+    if args.threads > 0 {
+        // Before any call, so the process's global pool is never started.
+        model = model.with_pool(Pool::new(args.threads)?);
     }
     let model = Arc::new(model);
     let options = BatchOptions {
@@ -388,9 +477,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
         queue_capacity: args.queue,
         regather: Duration::from_micros(args.regather_us),
     };
+    let connections = Arc::new(conn::ConnStats::default());
     let app = Arc::new(App {
         description: describe(&model),
         batched: BatchedModel::new(model, options).context("--max-batch, --queue")?,
+        body: body::BodyLimits {
+            // At most 2^30 (the flag's range): a usize on every platform Rust serves from.
+            max_bytes: args.max_body_bytes as usize,
+            timeout: Duration::from_millis(args.body_timeout_ms),
+        },
+        connections: connections.clone(),
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         rows: AtomicU64::new(0),
@@ -405,25 +501,49 @@ pub fn run(args: ServeArgs) -> Result<()> {
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(args.max_body_bytes))
+        .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), count))
         .with_state(app.clone());
+    let limits = conn::Limits {
+        max_connections: args.max_connections as usize,
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the HTTP runtime")?;
-    runtime.block_on(async {
+    let stop = runtime.block_on(async {
+        let signals = conn::Signals::new().context("cannot watch for SIGTERM and SIGINT")?;
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
             .with_context(|| format!("--addr {}: cannot listen", args.addr))?;
         let local = listener.local_addr()?;
-        println!("listening on http://{local}");
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop_signal())
-            .await
-            .context("serving")
+        say(&format!("listening on http://{local}"));
+        anyhow::Ok(
+            conn::serve(listener, router, limits, connections, signals, || {
+                // The queued rows run now, not after their wait: the drain waits for them.
+                app.batched.close()
+            })
+            .await,
+        )
     })?;
+    // The connections' tasks end with the runtime (those the deadline cut are dropped).
+    drop(runtime);
     app.batched.shut_down();
-    println!("stopped: every accepted request answered");
-    Ok(())
+    match stop {
+        conn::Stop::Drained => {
+            say("stopped: every accepted request answered");
+            Ok(())
+        }
+        conn::Stop::DeadlinePassed(open) => anyhow::bail!(
+            "stopped: {open} connection(s) still open after --drain-timeout-ms ({} ms) were dropped, their requests unanswered",
+            args.drain_timeout_ms
+        ),
+        conn::Stop::SecondSignal(open) => anyhow::bail!(
+            "stopped at a second signal: {open} open connection(s) dropped, their requests unanswered"
+        ),
+    }
 }
