@@ -13,7 +13,7 @@ import os
 import tempfile
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
@@ -219,27 +219,30 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Trains on `X` `[n, features]` and labels `y` (integers or strings)."""
-        X, y = _validate_data(self, X, y, dtype=(np.float64, np.float32))
+        # The fitted state is replaced all at once, and only once training has succeeded: a
+        # fit that fails (or is interrupted) leaves the previous model, its classes and its
+        # features as they were. So the data are validated on a clone (`validate_data`
+        # records `n_features_in_` and `feature_names_in_` on the estimator it is given).
+        probe = clone(self)
+        X, y = _validate_data(probe, X, y, dtype=(np.float64, np.float32))
         check_classification_targets(y)
-        self.classes_, encoded = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                f"y holds {len(self.classes_)} class; expected at least 2 classes"
-            )
-        if len(self.classes_) > 256:
-            raise ValueError(f"y holds {len(self.classes_)} classes; expected at most 256")
+        classes, encoded = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"y holds {len(classes)} class; expected at least 2 classes")
+        if len(classes) > 256:
+            raise ValueError(f"y holds {len(classes)} classes; expected at most 256")
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         x = np.ascontiguousarray(X, dtype=np.float32)
         labels = np.ascontiguousarray(encoded, dtype=np.uint8)
         fraction = self.validation_fraction
-        counts = np.bincount(labels, minlength=len(self.classes_))
+        counts = np.bincount(labels, minlength=len(classes))
         validation = None
         if fraction is None or not _split_leaves_both(counts, fraction):
             # Asked not to hold any out (or too little data to): train on every row, and
             # pick epochs by the loss on (a sample of) the training rows.
             rows = _monitor_sample(len(labels), seed)
             validation, fraction = (x[rows], labels[rows]), 0.1
-        names = getattr(self, "feature_names_in_", None)
+        names = getattr(probe, "feature_names_in_", None)
         features = (
             [str(n) for n in names] if names is not None else [f"x{i}" for i in range(x.shape[1])]
         )
@@ -254,7 +257,7 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
                 x,
                 labels,
                 shape=[x.shape[1]],
-                class_names=[str(c) for c in self.classes_],
+                class_names=[str(c) for c in classes],
                 feature_names=features,
                 standardize=bool(self.standardize),
                 validation=validation,
@@ -262,16 +265,29 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
                 callback=callback,
                 origin="SmartMixedClassifier parameters",
             )
-        self.summary_ = json.loads(summary)
-        self.n_iter_ = sum(p["epochs"] for p in self.summary_["phases"])
-        self._weights = bytes(weights)
-        self._model = self._load()
-        self.choices_ = [dict(layer) for layer in self._model.groups]
+        summary = json.loads(summary)
+        weights = bytes(weights)
+        model = self._load(weights)
+        fitted = {
+            "classes_": classes,
+            "n_features_in_": probe.n_features_in_,
+            "summary_": summary,
+            "n_iter_": sum(p["epochs"] for p in summary["phases"]),
+            "_weights": weights,
+            "_model": model,
+            "choices_": [dict(layer) for layer in model.groups],
+        }
+        if names is not None:
+            fitted["feature_names_in_"] = names
+        # One assignment: a predict in another thread sees the old state or the new one.
+        state = {k: v for k, v in self.__dict__.items() if k != "feature_names_in_"}
+        state.update(fitted)
+        self.__dict__ = state
         return self
 
-    def _load(self):
+    def _load(self, weights):
         threads = None if self.n_jobs is None or self.n_jobs < 1 else int(self.n_jobs)
-        return Model.from_bytes(self._weights, threads)
+        return Model.from_bytes(weights, threads)
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "_weights")
@@ -280,13 +296,19 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities `[n, classes]` in the order of `classes_`."""
         check_is_fitted(self)
         X = _validate_data(self, X, reset=False, dtype=(np.float32, np.float64), **_NO_FINITE_CHECK)
-        p = self._model.predict_proba(X).astype(np.float64)
+        return self._proba(self.__dict__, X)
+
+    @staticmethod
+    def _proba(state, X):
+        p = state["_model"].predict_proba(X).astype(np.float64)
         return p / p.sum(axis=1, keepdims=True)
 
     def predict(self, X):
         """The most probable class of each row."""
         check_is_fitted(self)
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        X = _validate_data(self, X, reset=False, dtype=(np.float32, np.float64), **_NO_FINITE_CHECK)
+        state = self.__dict__  # the model and its classes from the same fit
+        return state["classes_"][np.argmax(self._proba(state, X), axis=1)]
 
     def export(self, dir, *, force=False):
         """Writes `dir/model.safetensors` and `dir/manifest.toml`, the files
@@ -316,7 +338,7 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
     def __setstate__(self, state):
         super().__setstate__(state)
         if "_weights" in state:
-            self._model = self._load()
+            self._model = self._load(self._weights)
 
     if not hasattr(BaseEstimator, "__sklearn_tags__"):  # scikit-learn < 1.6
 

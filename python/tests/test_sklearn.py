@@ -133,3 +133,39 @@ def test_defaults_train_on_every_row_with_auto_batches_and_a_monitor_sample():
     assert (held.summary_["train_samples"], held.summary_["validation_samples"]) == (2250, 250)
     with pytest.raises(ValueError, match="batch_size = 'big', expected an integer or 'auto'"):
         clone(clf).set_params(batch_size="big").fit(X, y)
+
+
+def test_a_failed_or_interrupted_refit_keeps_the_previous_model(split, monkeypatch):
+    """A re-fit that fails (in validation, in the trainer, or by an exception raised during
+    training, as Ctrl-C does) leaves the previous fit whole: its classes next to its model,
+    its features; nothing of the failed call."""
+    X_train, X_test, y_train, _ = split
+    clf = tiny().fit(X_train, y_train)
+    before = (clf.predict(X_test), clf.predict_proba(X_test), list(clf.classes_), clf.n_features_in_)
+    codes = {"class_0": 10, "class_1": 20, "class_2": 30}
+    numbers = np.array([codes[v] for v in y_train])
+
+    def unchanged():
+        assert list(clf.classes_) == before[2] and clf.n_features_in_ == before[3]
+        np.testing.assert_array_equal(clf.predict(X_test), before[0])
+        np.testing.assert_array_equal(clf.predict_proba(X_test), before[1])
+
+    with pytest.raises(ValueError, match="model.pool"):
+        clf.set_params(pool=("relu", "nope")).fit(X_train[:, :5], numbers)
+    unchanged()
+    with pytest.raises(ValueError, match="y holds 1 class"):
+        clf.set_params(pool=("relu", "tanh")).fit(X_train[:, :5], np.zeros(len(X_train)))
+    unchanged()
+
+    def interrupt(record):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(smartmixed, "_printer", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        clf.set_params(verbose=True).fit(X_train[:, :5], numbers)
+    unchanged()
+    monkeypatch.undo()
+    # And a re-fit that succeeds replaces everything.
+    clf.set_params(verbose=False).fit(X_train[:, :5], numbers)
+    assert list(clf.classes_) == [10, 20, 30] and clf.n_features_in_ == 5
+    assert set(clf.predict(X_test[:, :5])) <= {10, 20, 30}
