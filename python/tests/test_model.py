@@ -1,7 +1,9 @@
 """`smartmixed.Model`: the runtime from Python, checked against an independent numpy
 forward pass of the exported files."""
+import os
 import threading
 import time
+import warnings
 import tomllib
 
 import numpy as np
@@ -204,3 +206,62 @@ def test_the_gil_is_released_while_the_runtime_runs(wide_model):
     caller.join()
     assert alone > 0.05, "the call is too short to tell"
     assert max(gaps) < alone / 2, (max(gaps), alone)
+
+
+def _in_a_forked_child(compute, timeout=20):
+    """`compute()` (bytes) run in a `fork()`ed child: what it returned, or None if the child
+    failed; a child still running after `timeout` seconds is killed (a hang)."""
+    r, w = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.write(w, compute())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(r)
+            pytest.fail(f"the forked child hung for {timeout} s")
+        time.sleep(0.01)
+    with os.fdopen(r, "rb") as f:
+        out = f.read()
+    return out if os.waitstatus_to_exitcode(status) == 0 else None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+@pytest.mark.parametrize("rows", [1, 10])
+def test_a_forked_child_predicts_what_its_parent_does(wine_model, wine, wide_classifier, rows):
+    """A model loaded (and used: its workers started) before `fork()` predicts in the child
+    ("load once, fork workers" servers, multiprocessing's fork context) with its own pool of
+    two threads and with the process's pool (the estimator's default), and the child can
+    still make and use a new model."""
+    X, _, _ = wine
+    own = smartmixed.Model.load(wine_model, threads=2)
+    shared = smartmixed.Model.load(wine_model)
+    clf, wide = wide_classifier
+    x = np.ascontiguousarray(X[:rows], dtype=np.float32)
+    expected = [own.logits(x), shared.logits(x), clf.predict_proba(wide[:rows])]
+
+    def child():
+        fresh = smartmixed.Model.load(wine_model, threads=2)
+        got = [own.logits(x), shared.logits(x), clf.predict_proba(wide[:rows]), fresh.logits(x)]
+        del own_copy[:]  # dropping a model made before the fork must not hang either
+        return b"".join(np.ascontiguousarray(a).tobytes() for a in got)
+
+    own_copy = [smartmixed.Model.load(wine_model, threads=2)]
+    own_copy[0].logits(x)
+    out = _in_a_forked_child(child)
+    assert out is not None, "the child raised"
+    expected.append(expected[0])
+    assert out == b"".join(np.ascontiguousarray(a).tobytes() for a in expected)
