@@ -2,6 +2,10 @@
 (phase 1 picks each hidden neuron's activation, phase 2 trains the frozen mix) and run by
 the Rust runtime. Its fitted state is the exported model's safetensors bytes, so it
 pickles, and `export(dir)` writes the files `smartmixed-cli` and `smartmixed.Model` load.
+Features are standardised in float64 (as `StandardScaler`) before training; where float32
+cannot resolve a feature's spread at its offset (`1e6 + 0.01 x`), the estimator keeps that
+float64 standardisation and applies it before the model, while an export, which takes raw
+rows and standardises them in float32, warns.
 
     from smartmixed.sklearn import SmartMixedClassifier
     clf = SmartMixedClassifier(hidden_layer_sizes=(32, 16), random_state=0).fit(X, y)
@@ -11,9 +15,11 @@ import json
 import math
 import os
 import tempfile
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
@@ -75,6 +81,69 @@ def _monitor_sample(n, seed):
     return np.sort(np.random.RandomState(seed).choice(n, MONITOR_ROWS, replace=False))
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _beyond_float32(X, what="X"):
+    """A ValueError naming the first finite value of `X` beyond float32's range (which the
+    runtime computes in), or None."""
+    X = np.asarray(X)
+    if X.dtype.kind != "f" or X.dtype.itemsize <= 4:
+        return None
+    with np.errstate(invalid="ignore"):
+        beyond = np.isfinite(X) & (np.abs(X) > _FLOAT32_MAX)
+    if not beyond.any():
+        return None
+    at = tuple(int(i) for i in np.argwhere(beyond)[0])
+    where = f"row {at[0]}, column {at[1]}" if len(at) == 2 else f"index {at}"
+    return ValueError(
+        f"{what} {where}: value {float(X[at])!r} is beyond float32's range (+-{_FLOAT32_MAX:.4g}), "
+        "expected a value the model's float32 arithmetic can hold"
+    )
+
+
+def _float32(X):
+    """`X` as C-contiguous float32 (it is finite); a value beyond float32's range is an error
+    naming it."""
+    with np.errstate(over="ignore"):
+        x = np.ascontiguousarray(X, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise _beyond_float32(X) or ValueError("X holds values that are not finite")
+    return x
+
+
+def _standardised(X, mean, scale, finite=True):
+    """`(X - mean) / scale` computed in float64, then C-contiguous float32. With `finite`
+    (X is finite), a standardised value beyond float32 is an error naming it."""
+    z = np.subtract(X, mean, dtype=np.float64)
+    z /= scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = np.ascontiguousarray(z, dtype=np.float32)
+    if finite and not np.isfinite(x).all():
+        raise _beyond_float32(z, "standardised X") or ValueError("X holds values that are not finite")
+    return x
+
+
+# The rounding error, in standard deviations, of a raw float32 value that a feature may have
+# before its standardisation is left to the model (float32, as in every export): a feature
+# whose spread is small against its offset (1e6 + 0.01 x) is standardised in float64 first.
+FLOAT32_TOLERANCE = 1e-3
+
+
+def _float32_loses(mean, scale):
+    """Per feature, whether float32's spacing near its values (mean + 3 std) costs more than
+    `FLOAT32_TOLERANCE` standard deviations."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        top = np.float32(np.abs(mean) + 3 * scale)
+        return ~(np.spacing(top).astype(np.float64) / 2 <= FLOAT32_TOLERANCE * scale)
+
+
+def _as_lists(mean, scale):
+    """A float64 standardisation as the float32 lists of a manifest."""
+    with np.errstate(over="ignore"):
+        return mean.astype(np.float32).tolist(), scale.astype(np.float32).tolist()
+
+
 def _split_leaves_both(counts, fraction):
     """Whether the trainer's stratified split (per class, `round(count * fraction)` items to
     validation, rounding half away from zero) leaves items on both sides."""
@@ -118,8 +187,10 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
     select : {"val_loss", "val_accuracy"}
         The validation figure that picks each phase's best epoch.
     standardize : bool
-        Standardise features with the training data's mean and standard deviation (recorded
-        in the exported model, which applies it to raw inputs).
+        Standardise features with the training data's mean and standard deviation, computed
+        and applied in float64 as `StandardScaler` does (recorded in the exported model,
+        which applies it to raw inputs in float32; `export` warns for features whose spread
+        float32 cannot resolve at their offset).
     clip_norm : float
         Global gradient-norm clip (0: off, the default, as `MLPClassifier`; the CLI's
         configs clip at 1).
@@ -232,7 +303,15 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
         if len(classes) > 256:
             raise ValueError(f"y holds {len(classes)} classes; expected at most 256")
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        x = np.ascontiguousarray(X, dtype=np.float32)
+        standardisation = None
+        if self.standardize:
+            # In float64, as StandardScaler (whose mean and scale these are): a float32 copy
+            # of raw rows loses a feature whose spread is small against its offset.
+            scaler = StandardScaler().fit(X)
+            standardisation = (scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64))
+            x = _standardised(X, *standardisation)
+        else:
+            x = _float32(X)
         labels = np.ascontiguousarray(encoded, dtype=np.uint8)
         fraction = self.validation_fraction
         counts = np.bincount(labels, minlength=len(classes))
@@ -259,7 +338,7 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
                 shape=[x.shape[1]],
                 class_names=[str(c) for c in classes],
                 feature_names=features,
-                standardize=bool(self.standardize),
+                standardize=False,  # done above
                 validation=validation,
                 threads=threads,
                 callback=callback,
@@ -267,6 +346,14 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
             )
         summary = json.loads(summary)
         weights = bytes(weights)
+        if standardisation is not None and not _float32_loses(*standardisation).any():
+            # Raw float32 rows keep what standardising them needs: the model (as the export)
+            # standardises them itself, in float32, as the runtime does for every export.
+            try:
+                weights = _native.with_standardisation(weights, *_as_lists(*standardisation))
+                standardisation = None
+            except ValueError:
+                pass  # not expressible in float32 (a mean beyond 1e30): kept in float64
         model = self._load(weights)
         fitted = {
             "classes_": classes,
@@ -274,6 +361,9 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
             "summary_": summary,
             "n_iter_": sum(p["epochs"] for p in summary["phases"]),
             "_weights": weights,
+            # None: the model standardises raw rows; else (mean, scale), applied in float64
+            # before the model (which then has no standardisation of its own).
+            "_standardisation": standardisation,
             "_model": model,
             "choices_": [dict(layer) for layer in model.groups],
         }
@@ -300,7 +390,19 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _proba(state, X):
-        p = state["_model"].predict_proba(X).astype(np.float64)
+        standardisation = state.get("_standardisation")
+        try:
+            if standardisation is not None:
+                X = _standardised(X, *standardisation, finite=False)
+            p = state["_model"].predict_proba(X).astype(np.float64)
+        except ValueError as e:
+            beyond = _beyond_float32(X)
+            if beyond is None and standardisation is not None:
+                mean, scale = standardisation
+                beyond = _beyond_float32(np.subtract(X, mean) / scale, "standardised X")
+            if beyond is None:
+                raise
+            raise beyond from e
         return p / p.sum(axis=1, keepdims=True)
 
     def predict(self, X):
@@ -315,8 +417,37 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
         `smartmixed-cli` and `smartmixed.Model.load` read (each written to a temporary file
         and renamed); a model already there is replaced only with `force`."""
         check_is_fitted(self)
+        weights, model = self._weights, self._model
+        standardisation = getattr(self, "_standardisation", None)
+        if standardisation is not None:
+            # This estimator standardises in float64; an export takes raw rows and
+            # standardises them in float32 (the runtime's arithmetic, and the CLI's).
+            try:
+                weights = _native.with_standardisation(weights, *_as_lists(*standardisation))
+            except ValueError as e:
+                raise ValueError(
+                    f"{dir}: cannot export this model: its standardisation does not fit an "
+                    f"export's float32 one ({e}); shift or rescale those features before fitting"
+                ) from e
+            model = Model.from_bytes(weights, 1)
+            lossy = np.flatnonzero(_float32_loses(*standardisation))
+            if len(lossy):
+                names = model.input["feature_names"]
+                mean, scale = standardisation
+                which = ", ".join(
+                    f"`{names[i]}` (mean {mean[i]:.7g}, std {scale[i]:.3g})" for i in lossy[:5]
+                )
+                warnings.warn(
+                    f"{dir}: the exported model standardises raw rows in float32, which cannot "
+                    f"resolve the spread of {len(lossy)} feature(s) against their offset: "
+                    f"{which}; its predictions differ from this estimator's (which standardises "
+                    f"in float64). Subtract the offset from such columns before fitting to "
+                    f"export them faithfully.",
+                    UserWarning,
+                    stacklevel=2,
+                )
         os.makedirs(dir, exist_ok=True)
-        files = {"model.safetensors": self._weights, "manifest.toml": self._model.manifest.encode()}
+        files = {"model.safetensors": weights, "manifest.toml": model.manifest.encode()}
         if not force:
             for name in files:
                 if os.path.exists(os.path.join(dir, name)):

@@ -1,6 +1,7 @@
 """`SmartMixedClassifier` under scikit-learn's own estimator checks, and what a user of
 `MLPClassifier` expects of it: labels of any kind, pickling, export, reproducibility."""
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -169,3 +170,74 @@ def test_a_failed_or_interrupted_refit_keeps_the_previous_model(split, monkeypat
     clf.set_params(verbose=False).fit(X_train[:, :5], numbers)
     assert list(clf.classes_) == [10, 20, 30] and clf.n_features_in_ == 5
     assert set(clf.predict(X_test[:, :5])) <= {10, 20, 30}
+
+
+def _blobs(n=200, d=4, k=3, seed=0):
+    rng = np.random.RandomState(seed)
+    y = rng.randint(0, k, n)
+    return rng.normal(size=(n, d)) + 3 * np.eye(k, d)[y], y
+
+
+@pytest.mark.parametrize("offset, spread", [(1e6, 0.01), (1e8, 1.0), (1.7e9, 10.0)])
+def test_a_large_offset_and_small_spread_trains_as_standardscaler_would(offset, spread):
+    """float64 features whose spread float32 cannot resolve at their offset (timestamps,
+    coordinates) are standardised in float64, as by StandardScaler: the fit predicts as a fit
+    on the unshifted data does, and as well as StandardScaler + MLPClassifier."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _blobs()
+    shifted = offset + spread * X
+    assert len(np.unique(shifted[:, 0].astype(np.float32))) < 10  # float32 collapses it
+    clf = tiny(phase2_epochs=10).fit(shifted, y)
+    reference = tiny(phase2_epochs=10).fit(X, y)
+    assert np.mean(clf.predict(shifted) == reference.predict(X)) >= 0.97
+    mlp = make_pipeline(StandardScaler(), MLPClassifier((16,), max_iter=300, random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLPClassifier's ConvergenceWarning
+        oracle = mlp.fit(shifted, y).score(shifted, y)
+    assert clf.score(shifted, y) >= oracle - 0.03
+    # Pickled, it standardises the same way.
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(shifted), clf.predict_proba(shifted))
+
+
+def test_exports_standardise_raw_rows_and_warn_where_float32_cannot(tmp_path):
+    """An export takes raw rows and standardises them in float32 (the CLI's and the
+    runtime's meaning of a manifest): for ordinary features it predicts what the estimator
+    does, with the estimator's mean and std in its manifest; for a feature float32 cannot
+    resolve, export warns, naming it."""
+    X, y = _blobs()
+    X = X * [1, 10, 100, 0.1] + [5, -50, 1000, 0]
+    clf = tiny().fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.export(tmp_path / "plain")
+    model = smartmixed.Model.load(tmp_path / "plain")
+    np.testing.assert_allclose(model.input["mean"], X.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(model.input["std"], X.std(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(model.predict_proba(X), clf.predict_proba(X), rtol=1e-5, atol=1e-6)
+    shifted = X.copy()
+    shifted[:, 2] = 1e6 + 0.01 * X[:, 2]
+    clf = tiny().fit(shifted, y)
+    with pytest.warns(UserWarning, match=r"1 feature\(s\) against their offset: `x2` \(mean 100001\d"):
+        clf.export(tmp_path / "shifted")
+    model = smartmixed.Model.load(tmp_path / "shifted")
+    assert model.input["mean"][2] == pytest.approx(1e6 + 0.01 * X[:, 2].mean())
+    assert model.predict(shifted).shape == (len(X),)
+
+
+def test_values_beyond_float32_are_named():
+    """A finite float64 value beyond float32's range is refused naming its row, column and
+    value (not as "inf"); standardised first, it trains, as StandardScaler's would."""
+    X, y = _blobs()
+    big = X.copy()
+    big[0, 0] = 1e39
+    with pytest.raises(ValueError, match=r"^X row 0, column 0: value 1e\+39 is beyond float32's range"):
+        tiny(standardize=False).fit(big, y)
+    clf = tiny().fit(X, y)
+    test = X[:5].copy()
+    test[2, 1] = -1e39
+    with pytest.raises(ValueError, match=r"^X row 2, column 1: value -1e\+39 is beyond float32's range"):
+        clf.predict(test)
+    assert tiny().fit(big, y).predict(X).shape == (len(X),)

@@ -310,6 +310,43 @@ fn description(run: &Path) -> smartmixed_train::Result<export::Description> {
     })
 }
 
+/// `weights` (an export's `model.safetensors` bytes, the manifest in their metadata) with
+/// the input standardisation `(x / divisor - mean) / std` recorded in the manifest in place
+/// of the one there (empty lists: none), the tensors unchanged: `SmartMixedClassifier`
+/// trains on rows it standardised itself in float64, and exports the network with that
+/// standardisation in float32, for raw rows, as every export takes them.
+#[pyfunction]
+pub fn with_standardisation<'py>(
+    py: Python<'py>,
+    weights: &[u8],
+    mean: Vec<f32>,
+    std: Vec<f32>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    use smartmixed_core::manifest::MANIFEST_METADATA_KEY;
+    let invalid = |e: safetensors::SafeTensorError| {
+        PyValueError::new_err(format!("weights: not a safetensors export: {e}"))
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(weights).map_err(invalid)?;
+    let mut meta = header.metadata().clone().unwrap_or_default();
+    let text = meta.get(MANIFEST_METADATA_KEY).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "weights: no `{MANIFEST_METADATA_KEY}` in the safetensors metadata"
+        ))
+    })?;
+    let mut manifest = smartmixed_core::Manifest::from_toml(text).map_err(errors::core)?;
+    let mut input = manifest.input_description();
+    input.mean = mean;
+    input.std = std;
+    manifest.input = Some(input);
+    manifest.validate().map_err(errors::core)?;
+    meta.insert(MANIFEST_METADATA_KEY.to_string(), manifest.to_toml());
+    let tensors = safetensors::SafeTensors::deserialize(weights).map_err(invalid)?;
+    let bytes = safetensors::serialize(tensors.tensors(), &Some(meta)).map_err(invalid)?;
+    // What the runtime makes of it (and every check of a load).
+    smartmixed_infer::Model::from_safetensors(&bytes).map_err(errors::infer)?;
+    Ok(PyBytes::new(py, &bytes))
+}
+
 /// Exports a run's best checkpoint (as `smartmixed-cli export --run RUN --safetensors
 /// OUT`); a model already in `out` is replaced only with `force`.
 #[pyfunction]
