@@ -265,3 +265,16 @@ def test_a_forked_child_predicts_what_its_parent_does(wine_model, wine, wide_cla
     assert out is not None, "the child raised"
     expected.append(expected[0])
     assert out == b"".join(np.ascontiguousarray(a).tobytes() for a in expected)
+
+
+def test_misaligned_arrays_are_copied(wine_model, wine):
+    """A C-contiguous view at an odd byte offset (np.frombuffer(..., offset=1)) is a valid
+    array: it is read from an aligned copy, with the aligned array's bits."""
+    X, _, _ = wine
+    model = smartmixed.Model.load(wine_model, threads=2)
+    for dtype in (np.float32, np.float64):
+        x = np.ascontiguousarray(X[:20], dtype=dtype)
+        odd = np.frombuffer(b"\0" + x.tobytes(), dtype, offset=1).reshape(x.shape)
+        assert not odd.flags.aligned and odd.flags.c_contiguous
+        np.testing.assert_array_equal(model.logits(odd), model.logits(x))
+        np.testing.assert_array_equal(model.predict(odd), model.predict(x))

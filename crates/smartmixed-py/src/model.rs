@@ -1,6 +1,6 @@
 //! `smartmixed.Model`: an exported model on the runtime. Inputs are numpy arrays of raw
 //! values (the manifest's preprocessing is applied, bit for bit as `forward_raw` does); a
-//! C-contiguous float32 or float64 array is read in place, anything else is copied once;
+//! C-contiguous, aligned float32 or float64 array is read in place, anything else is copied once;
 //! the GIL is released while the preprocessing and the forward pass run.
 
 use std::path::PathBuf;
@@ -45,7 +45,8 @@ fn pooled(model: smartmixed_infer::Model, threads: Option<usize>) -> PyResult<Mo
     })
 }
 
-/// `x`'s values, row-major: borrowed when `x` is C-contiguous (float32 or float64).
+/// `x`'s values, row-major: borrowed when `x` is C-contiguous and aligned (float32 or
+/// float64; a misaligned array is borrowed from numpy's aligned copy).
 enum Rows<'py> {
     F32(numpy::PyReadonlyArrayDyn<'py, f32>),
     F64(numpy::PyReadonlyArrayDyn<'py, f64>),
@@ -232,6 +233,12 @@ impl Model {
         };
         if let Ok(a) = x.cast::<PyArrayDyn<f32>>() {
             let n = shape_of(a.shape())?;
+            if !a.is_aligned() {
+                // (A view at an odd byte offset: `np.frombuffer(b, offset=1)`.) numpy's
+                // copy is aligned and C-contiguous.
+                let copy = a.call_method0("copy")?.cast_into::<PyArrayDyn<f32>>()?;
+                return Ok((n, Rows::F32(copy.readonly())));
+            }
             let ro = a.readonly();
             if a.is_c_contiguous() {
                 return Ok((n, Rows::F32(ro)));
@@ -240,6 +247,10 @@ impl Model {
         }
         if let Ok(a) = x.cast::<PyArrayDyn<f64>>() {
             let n = shape_of(a.shape())?;
+            if !a.is_aligned() {
+                let copy = a.call_method0("copy")?.cast_into::<PyArrayDyn<f64>>()?;
+                return Ok((n, Rows::F64(copy.readonly())));
+            }
             let ro = a.readonly();
             if a.is_c_contiguous() {
                 return Ok((n, Rows::F64(ro)));
