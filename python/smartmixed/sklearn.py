@@ -16,11 +16,13 @@ import math
 import os
 import tempfile
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import InvalidParameterError, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
@@ -250,10 +252,71 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    # Checked in `fit` by scikit-learn's own machinery (`_validate_params`), then by
+    # `_check_params` for what it cannot express (bools are ints to it; the phases).
+    _parameter_constraints = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "pool": ["array-like"],
+        "activation": [None, str],
+        "phase1_epochs": [Interval(Integral, 0, None, closed="left")],
+        "phase2_epochs": [Interval(Integral, 0, None, closed="left")],
+        "transition": [StrOptions({"fixed", "auto"})],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "logit_learning_rate": [None, Interval(Real, 0, None, closed="neither")],
+        "tau": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "patience": [None, Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [None, Interval(Real, 0, 1, closed="neither")],
+        "select": [StrOptions({"val_loss", "val_accuracy"})],
+        "standardize": ["boolean"],
+        "clip_norm": [Interval(Real, 0, None, closed="left")],
+        "n_jobs": [
+            None,
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Integral, None, -1, closed="right"),
+        ],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def _check_params(self):
+        """`_parameter_constraints`, and what they cannot say: a bool is no number here
+        (`batch_size=True` is not 1), `hidden_layer_sizes` holds positive ints, `pool`
+        names."""
+        self._validate_params()
+
+        def invalid(name, expected):
+            value = getattr(self, name)
+            return InvalidParameterError(
+                f"The {name!r} parameter of {type(self).__name__} must be {expected}. "
+                f"Got {value!r} instead."
+            )
+
+        numbers = {
+            "phase1_epochs": "an int in the range [0, inf)",
+            "phase2_epochs": "an int in the range [0, inf)",
+            "learning_rate": "a float in the range (0, inf)",
+            "logit_learning_rate": "None or a float in the range (0, inf)",
+            "tau": "a float in the range (0, inf)",
+            "batch_size": "'auto' or an int in the range [1, inf)",
+            "patience": "None or an int in the range [1, inf)",
+            "validation_fraction": "None or a float in the range (0, 1)",
+            "clip_norm": "a float in the range [0, inf)",
+            "n_jobs": "None or a nonzero int",
+        }
+        for name, expected in numbers.items():
+            if isinstance(getattr(self, name), (bool, np.bool_)):
+                raise invalid(name, f"{expected}, not a bool")
+        sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes, dtype=object))
+        if sizes.ndim != 1 or len(sizes) == 0 or not all(
+            isinstance(w, Integral) and not isinstance(w, (bool, np.bool_)) and w >= 1 for w in sizes
+        ):
+            raise invalid("hidden_layer_sizes", "an int or a sequence of ints in the range [1, inf)")
+        if len(self.pool) == 0 or not all(isinstance(a, str) for a in self.pool):
+            raise invalid("pool", "a sequence of activation names (str)")
+
     def _batch_size(self, rows):
         if isinstance(self.batch_size, str):
-            if self.batch_size != "auto":
-                raise ValueError(f"batch_size = {self.batch_size!r}, expected an integer or 'auto'")
             return auto_batch_size(rows)
         return int(self.batch_size)
 
@@ -294,6 +357,7 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
         # fit that fails (or is interrupted) leaves the previous model, its classes and its
         # features as they were. So the data are validated on a clone (`validate_data`
         # records `n_features_in_` and `feature_names_in_` on the estimator it is given).
+        self._check_params()
         probe = clone(self)
         X, y = _validate_data(probe, X, y, dtype=(np.float64, np.float32))
         check_classification_targets(y)

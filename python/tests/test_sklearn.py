@@ -132,7 +132,7 @@ def test_defaults_train_on_every_row_with_auto_batches_and_a_monitor_sample():
     assert (clf.summary_["train_samples"], clf.summary_["validation_samples"]) == (2500, 2000)
     held = clone(clf).set_params(validation_fraction=0.1).fit(X, y)
     assert (held.summary_["train_samples"], held.summary_["validation_samples"]) == (2250, 250)
-    with pytest.raises(ValueError, match="batch_size = 'big', expected an integer or 'auto'"):
+    with pytest.raises(ValueError, match="The 'batch_size' parameter of SmartMixedClassifier must be"):
         clone(clf).set_params(batch_size="big").fit(X, y)
 
 
@@ -241,3 +241,52 @@ def test_values_beyond_float32_are_named():
     with pytest.raises(ValueError, match=r"^X row 2, column 1: value -1e\+39 is beyond float32's range"):
         clf.predict(test)
     assert tiny().fit(big, y).predict(X).shape == (len(X),)
+
+
+@pytest.mark.parametrize(
+    "param, value",
+    [
+        ("validation_fraction", -0.5),
+        ("validation_fraction", 0.0),
+        ("validation_fraction", 1.0),
+        ("validation_fraction", 1.5),
+        ("validation_fraction", float("nan")),
+        ("batch_size", True),
+        ("batch_size", 2.7),
+        ("batch_size", 0),
+        ("phase1_epochs", 2.9),
+        ("phase2_epochs", -1),
+        ("patience", 2.5),
+        ("patience", 0),
+        ("hidden_layer_sizes", (7.9,)),
+        ("hidden_layer_sizes", (True,)),
+        ("hidden_layer_sizes", (8, 0)),
+        ("hidden_layer_sizes", ()),
+        ("standardize", "no"),
+        ("n_jobs", 0),
+        ("n_jobs", 1.5),
+        ("n_jobs", True),
+        ("learning_rate", float("nan")),
+        ("learning_rate", float("inf")),
+        ("learning_rate", 0.0),
+        ("tau", float("nan")),
+        ("tau", float("inf")),
+        ("clip_norm", float("nan")),
+        ("clip_norm", float("inf")),
+        ("clip_norm", -1.0),
+        ("logit_learning_rate", float("inf")),
+        ("pool", "relu"),
+        ("pool", ("relu", 3)),
+        ("transition", "sometimes"),
+        ("select", "loss"),
+    ],
+)
+def test_invalid_parameters_are_refused_in_fit_naming_the_parameter(param, value):
+    """Each bad value gets scikit-learn's message, naming the parameter, from fit (not
+    __init__, which only stores); it was silently ignored, truncated or coerced before."""
+    X, y = _blobs(n=60)
+    clf = tiny(**{param: value})
+    assert clf.get_params()[param] is value
+    with pytest.raises(ValueError, match=rf"^The '{param}' parameter of SmartMixedClassifier must be .* Got .* instead\.$"):
+        clf.fit(X, y)
+
