@@ -282,7 +282,7 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
     def _check_params(self):
         """`_parameter_constraints`, and what they cannot say: a bool is no number here
         (`batch_size=True` is not 1), `hidden_layer_sizes` holds positive ints, `pool`
-        names."""
+        names, and the two phases need a phase 2."""
         self._validate_params()
 
         def invalid(name, expected):
@@ -314,6 +314,14 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
             raise invalid("hidden_layer_sizes", "an int or a sequence of ints in the range [1, inf)")
         if len(self.pool) == 0 or not all(isinstance(a, str) for a in self.pool):
             raise invalid("pool", "a sequence of activation names (str)")
+        if self.activation is None and self.phase2_epochs == 0:
+            raise invalid(
+                "phase2_epochs",
+                "at least 1 with activation=None (phase 2 trains the mixed network the "
+                "estimator keeps)",
+            )
+        if self.phase1_epochs + self.phase2_epochs == 0:
+            raise invalid("phase2_epochs", "positive where phase1_epochs is 0")
 
     def _batch_size(self, rows):
         if isinstance(self.batch_size, str):

@@ -279,6 +279,7 @@ def test_values_beyond_float32_are_named():
         ("pool", ("relu", 3)),
         ("transition", "sometimes"),
         ("select", "loss"),
+        ("phase2_epochs", 0),  # with activation=None: phase 2 is the model kept
     ],
 )
 def test_invalid_parameters_are_refused_in_fit_naming_the_parameter(param, value):
@@ -289,4 +290,13 @@ def test_invalid_parameters_are_refused_in_fit_naming_the_parameter(param, value
     assert clf.get_params()[param] is value
     with pytest.raises(ValueError, match=rf"^The '{param}' parameter of SmartMixedClassifier must be .* Got .* instead\.$"):
         clf.fit(X, y)
+
+
+def test_zero_epochs_of_one_phase_where_it_is_allowed():
+    """phase2_epochs=0 is refused with the two phases (it failed after phase 1 with an
+    OSError naming a deleted temporary file) but trains a fixed baseline; phase1_epochs=0
+    trains the mixed network from the start of phase 2."""
+    X, y = _blobs(n=60)
+    assert tiny(activation="relu", phase2_epochs=0).fit(X, y).n_iter_ == 4
+    assert tiny(phase1_epochs=0).fit(X, y).score(X, y) > 0.8
 

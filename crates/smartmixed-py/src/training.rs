@@ -282,19 +282,27 @@ pub fn fit_arrays<'py>(
 /// The best checkpoint of a run (phase 2's, or a fixed baseline's) as export bytes, with
 /// the input and class description its summary recorded.
 fn exported(run: &Path) -> smartmixed_train::Result<(Vec<u8>, smartmixed_core::Manifest)> {
-    let net = checkpoint::load(&Cpu::default(), &best_checkpoint(run))?;
+    let net = checkpoint::load(&Cpu::default(), &best_checkpoint(run)?)?;
     let description = description(run)?;
     export::to_bytes(&net, &description)
 }
 
 /// Phase 2's best checkpoint, or a fixed baseline's (what `smartmixed-cli export` takes);
-/// phase 2's name when neither exists, so that the load error names the file looked for.
-fn best_checkpoint(run: &Path) -> PathBuf {
+/// an error naming both when neither exists (a run of `phase2.epochs = 0` ends after
+/// phase 1, a run that never finished an epoch has none).
+fn best_checkpoint(run: &Path) -> smartmixed_train::Result<PathBuf> {
     [Phase::Phase2, Phase::Fixed]
         .iter()
         .map(|p| run.join(p.checkpoint_file()))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| run.join(Phase::Phase2.checkpoint_file()))
+        .ok_or_else(|| smartmixed_train::Error::Io {
+            path: run.to_path_buf(),
+            action: "no phase2-best.safetensors or fixed-best.safetensors in this run directory (a run of phase2.epochs = 0 has only phase 1's checkpoint: `smartmixed-cli export --phase 1` exports it)",
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "expected a finished phase 2 or fixed baseline",
+            ),
+        })
 }
 
 /// The input and classes a finished run recorded (none for an unfinished run).
@@ -353,7 +361,7 @@ pub fn with_standardisation<'py>(
 #[pyo3(signature = (run, out, force=false))]
 pub fn export_run(py: Python<'_>, run: PathBuf, out: PathBuf, force: bool) -> PyResult<()> {
     py.detach(|| {
-        let net = checkpoint::load(&Cpu::default(), &best_checkpoint(&run))?;
+        let net = checkpoint::load(&Cpu::default(), &best_checkpoint(&run)?)?;
         export::export_described(&net, &out, force, &description(&run)?).map(|_| ())
     })
     .map_err(errors::train)
