@@ -388,6 +388,17 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
         fraction = self.validation_fraction
         counts = np.bincount(labels, minlength=len(classes))
         validation = None
+        if fraction is not None and _split_leaves_both(counts, fraction):
+            # The trainer holds out round(count * fraction) of each class: a class it would
+            # hold out whole would never be trained on (MLPClassifier(early_stopping=True)
+            # refuses a class of one member, as its stratified split does).
+            for c, count in enumerate(counts):
+                if math.floor(count * fraction + 0.5) >= count:
+                    raise ValueError(
+                        f"validation_fraction={fraction} would hold out every sample of class "
+                        f"{classes[c]!r} ({count} member{'s' if count > 1 else ''}), leaving it "
+                        "none to train on; lower validation_fraction or pass None"
+                    )
         if fraction is None or not _split_leaves_both(counts, fraction):
             # Asked not to hold any out (or too little data to): train on every row, and
             # pick epochs by the loss on (a sample of) the training rows.

@@ -300,3 +300,16 @@ def test_zero_epochs_of_one_phase_where_it_is_allowed():
     assert tiny(activation="relu", phase2_epochs=0).fit(X, y).n_iter_ == 4
     assert tiny(phase1_epochs=0).fit(X, y).score(X, y) > 0.8
 
+
+def test_a_class_the_validation_split_would_hold_out_whole_is_refused():
+    """With validation_fraction a class of one sample would go to validation alone (and the
+    model never train on it): refused naming the class, as MLPClassifier(early_stopping=True)
+    refuses it; at None, or a fraction that keeps a sample of it, the fit trains on it."""
+    X, y = _blobs(n=60)
+    y = np.array(["a", "b", "c"], dtype=object)[y]
+    y[0] = "lonely"
+    with pytest.raises(ValueError, match=r"validation_fraction=0.5 would hold out every sample of class 'lonely' \(1 member\)"):
+        tiny(validation_fraction=0.5).fit(X, y)
+    clf = tiny(validation_fraction=0.2).fit(X, y)
+    assert "lonely" in clf.classes_
+    assert tiny().fit(X, y).summary_["train_samples"] == 60
