@@ -278,3 +278,48 @@ def test_misaligned_arrays_are_copied(wine_model, wine):
         assert not odd.flags.aligned and odd.flags.c_contiguous
         np.testing.assert_array_equal(model.logits(odd), model.logits(x))
         np.testing.assert_array_equal(model.predict(odd), model.predict(x))
+
+
+def test_paths_bytes_and_scalars_are_taken_or_refused_clearly(wine_model, wine, tmp_path):
+    """`load` takes str, bytes and os.PathLike paths; `from_bytes` takes bytes, bytearray and
+    memoryview; a numpy scalar is named as a scalar, not as "an array of dtype float32"."""
+    import pathlib
+
+    X, _, _ = wine
+    expected = smartmixed.Model.load(str(wine_model)).logits(X)
+    for path in (os.fsencode(wine_model), pathlib.Path(wine_model)):
+        np.testing.assert_array_equal(smartmixed.Model.load(path).logits(X), expected)
+    with pytest.raises(TypeError, match="expected str, bytes or os.PathLike"):
+        smartmixed.Model.load(3)
+    data = (wine_model / "model.safetensors").read_bytes()
+    for weights in (data, bytearray(data), memoryview(data)):
+        np.testing.assert_array_equal(smartmixed.Model.from_bytes(weights).logits(X), expected)
+    with pytest.raises(TypeError, match="weights is a int, expected bytes, bytearray or memoryview"):
+        smartmixed.Model.from_bytes(5)
+    model = smartmixed.Model.load(wine_model)
+    with pytest.raises(ValueError, match=r"^input is a numpy scalar \(float32\), not an array, expected a numpy array"):
+        model.predict_proba(np.float32(1))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_in_place_of_a_model_file_is_refused_not_waited_on(wine_model, tmp_path):
+    """`load` on a directory whose model.safetensors is a FIFO raises OSError at once (it
+    blocked forever in open); run in a child process so that a hang fails the test."""
+    import shutil
+    import subprocess
+    import sys
+
+    d = tmp_path / "fifo"
+    d.mkdir()
+    shutil.copy(wine_model / "manifest.toml", d)
+    os.mkfifo(d / "model.safetensors")
+    code = (
+        "import sys, smartmixed\n"
+        "try:\n    smartmixed.Model.load(sys.argv[1])\n"
+        "except OSError as e:\n    print(e)\n"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code, str(d)], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("Model.load waited on the FIFO")
+    assert "model.safetensors: not a regular file (a FIFO, socket or device)" in out.stdout, out

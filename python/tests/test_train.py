@@ -98,3 +98,16 @@ def test_exporting_a_run_without_phase_2_names_what_is_missing(tmp_path, wine_cs
     with pytest.raises(OSError, match=r"no phase2-best.safetensors or fixed-best.safetensors in this run directory .*phase2.epochs = 0"):
         smartmixed.export(tmp_path / "run", tmp_path / "model")
 
+
+def test_refusals_name_the_python_parameters_not_cli_flags(tmp_path, wine_csv, wine_model):
+    """Exporting over a model and training into a finished run are refused in the words of
+    the Python functions (`force=True`, `out`), not the CLI's (`--force`, `--out`)."""
+    with pytest.raises(ValueError, match="pass force=True to replace the model there") as e:
+        smartmixed.export(wine_model.parent / "run", wine_model)
+    assert "--force" not in str(e.value)
+    with pytest.raises(ValueError, match="choose another `out`") as e:
+        smartmixed.train(tiny_config(wine_csv), out=wine_model.parent / "run", verbose=False)
+    assert "--out" not in str(e.value)
+    # bytes paths, as os functions take them
+    smartmixed.export(os.fsencode(wine_model.parent / "run"), os.fsencode(tmp_path / "copy"))
+    assert (tmp_path / "copy" / "model.safetensors").is_file()

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
-use smartmixed_core::manifest::{InputKind, InputManifest};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
+use smartmixed_core::manifest::{InputKind, InputManifest, MANIFEST_FILE, WEIGHTS_FILE};
 use smartmixed_infer::{Pool, Scratch};
 
 use crate::errors;
@@ -262,7 +262,11 @@ impl Model {
             ));
         }
         let what = match x.getattr("dtype") {
-            Ok(d) => format!("an array of dtype {d}"),
+            Ok(d) if x.is_instance_of::<numpy::PyUntypedArray>() => {
+                format!("an array of dtype {d}")
+            }
+            // A numpy scalar (`np.float32(1)`) has a dtype too.
+            Ok(_) => format!("a numpy scalar ({}), not an array", x.get_type().name()?),
             Err(_) => format!("a {}", x.get_type().name()?),
         };
         Err(PyValueError::new_err(format!(
@@ -361,7 +365,25 @@ impl Model {
     /// (`None`: the process's pool, one thread per core).
     #[staticmethod]
     #[pyo3(signature = (dir, threads=None))]
-    fn load(py: Python<'_>, dir: PathBuf, threads: Option<usize>) -> PyResult<Self> {
+    fn load(py: Python<'_>, dir: &Bound<'_, PyAny>, threads: Option<usize>) -> PyResult<Self> {
+        // str, bytes or os.PathLike, as `open` takes them (a TypeError for anything else).
+        let dir: PathBuf = py
+            .import("os")?
+            .getattr("fsdecode")?
+            .call1((dir,))?
+            .extract()?;
+        for name in [WEIGHTS_FILE, MANIFEST_FILE] {
+            let path = dir.join(name);
+            // A FIFO would block the read forever, a device read without end.
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if !meta.is_file() && !meta.is_dir() {
+                    return Err(PyOSError::new_err(format!(
+                        "{}: not a regular file (a FIFO, socket or device), expected the model's {name}",
+                        path.display()
+                    )));
+                }
+            }
+        }
         let model = py
             .detach(|| smartmixed_infer::Model::load_dir(&dir))
             .map_err(errors::infer)?;
@@ -372,8 +394,23 @@ impl Model {
     /// every export writes it).
     #[staticmethod]
     #[pyo3(signature = (weights, threads=None))]
-    fn from_bytes(weights: &[u8], threads: Option<usize>) -> PyResult<Self> {
-        let model = smartmixed_infer::Model::from_safetensors(weights).map_err(errors::infer)?;
+    fn from_bytes(weights: &Bound<'_, PyAny>, threads: Option<usize>) -> PyResult<Self> {
+        let copy;
+        let bytes = if let Ok(b) = weights.cast::<PyBytes>() {
+            b.as_bytes()
+        } else if weights.is_instance_of::<PyByteArray>()
+            || weights.is_instance_of::<PyMemoryView>()
+        {
+            // (The buffer protocol is not in the abi3 API before Python 3.11: one copy.)
+            copy = weights.py().get_type::<PyBytes>().call1((weights,))?;
+            copy.cast::<PyBytes>()?.as_bytes()
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "weights is a {}, expected bytes, bytearray or memoryview (a model.safetensors file's contents)",
+                weights.get_type().name()?
+            )));
+        };
+        let model = smartmixed_infer::Model::from_safetensors(bytes).map_err(errors::infer)?;
         pooled(model, threads)
     }
 
