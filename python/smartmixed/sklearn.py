@@ -132,12 +132,15 @@ def _standardised(X, mean, scale, finite=True):
 FLOAT32_TOLERANCE = 1e-3
 
 
-def _float32_loses(mean, scale):
-    """Per feature, whether float32's spacing near its values (mean + 3 std) costs more than
-    `FLOAT32_TOLERANCE` standard deviations."""
+def _float32_loses(X, mean, scale):
+    """Per feature, whether standardising the rows `X` in float32, as the runtime does with a
+    manifest's mean and std (`(x - mean) / std` on the raw values cast to float32), strays
+    more than `FLOAT32_TOLERANCE` standard deviations from the float64 standardisation."""
     with np.errstate(over="ignore", invalid="ignore"):
-        top = np.float32(np.abs(mean) + 3 * scale)
-        return ~(np.spacing(top).astype(np.float64) / 2 <= FLOAT32_TOLERANCE * scale)
+        m32, s32 = mean.astype(np.float32), scale.astype(np.float32)
+        runtime = (np.asarray(X, dtype=np.float32) - m32) / s32
+        err = np.abs(runtime.astype(np.float64) - (X - mean) / scale).max(axis=0, initial=0.0)
+    return ~(err <= FLOAT32_TOLERANCE)
 
 
 def _as_lists(mean, scale):
@@ -429,7 +432,10 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
             )
         summary = json.loads(summary)
         weights = bytes(weights)
-        if standardisation is not None and not _float32_loses(*standardisation).any():
+        lossy = None
+        if standardisation is not None:
+            lossy = _float32_loses(X, *standardisation)
+        if standardisation is not None and not lossy.any():
             # Raw float32 rows keep what standardising them needs: the model (as the export)
             # standardises them itself, in float32, as the runtime does for every export.
             try:
@@ -447,6 +453,8 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
             # None: the model standardises raw rows; else (mean, scale), applied in float64
             # before the model (which then has no standardisation of its own).
             "_standardisation": standardisation,
+            # With a standardisation: the features float32 cannot standardise (for export).
+            "_lossy": None if standardisation is None else lossy,
             "_model": model,
             "choices_": [dict(layer) for layer in model.groups],
         }
@@ -513,7 +521,7 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
                     f"export's float32 one ({e}); shift or rescale those features before fitting"
                 ) from e
             model = Model.from_bytes(weights, 1)
-            lossy = np.flatnonzero(_float32_loses(*standardisation))
+            lossy = np.flatnonzero(self._lossy)
             if len(lossy):
                 names = model.input["feature_names"]
                 mean, scale = standardisation

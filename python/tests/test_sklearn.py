@@ -225,6 +225,17 @@ def test_exports_standardise_raw_rows_and_warn_where_float32_cannot(tmp_path):
     model = smartmixed.Model.load(tmp_path / "shifted")
     assert model.input["mean"][2] == pytest.approx(1e6 + 0.01 * X[:, 2].mean())
     assert model.predict(shifted).shape == (len(X),)
+    # A constant column at a large value loses nothing in float32 ((c - c) / 1 = 0): the
+    # model standardises it itself and export does not warn.
+    constant = np.column_stack([X, np.full(len(X), 1e6 + 0.3)])
+    clf = tiny().fit(constant, y)
+    assert clf._standardisation is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.export(tmp_path / "constant")
+    np.testing.assert_allclose(
+        smartmixed.Model.load(tmp_path / "constant").predict_proba(constant), clf.predict_proba(constant), atol=1e-6
+    )
 
 
 def test_values_beyond_float32_are_named():
