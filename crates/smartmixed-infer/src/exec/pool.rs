@@ -55,6 +55,17 @@ const SHUT_DOWN: usize = 1;
 static FORKS: AtomicU64 = AtomicU64::new(0);
 
 #[cfg(unix)]
+extern "C" {
+    /// POSIX `<pthread.h>` (in every Unix libc; declared here rather than a new dependency of
+    /// the runtime): handlers the C library runs around `fork()`.
+    fn pthread_atfork(
+        prepare: Option<unsafe extern "C" fn()>,
+        parent: Option<unsafe extern "C" fn()>,
+        child: Option<unsafe extern "C" fn()>,
+    ) -> std::ffi::c_int;
+}
+
+#[cfg(unix)]
 extern "C" fn count_fork_in_child() {
     // Async-signal-safe: one atomic add, in the child's only thread.
     FORKS.fetch_add(1, Ordering::Relaxed);
@@ -71,7 +82,7 @@ fn forks() -> u64 {
             // fails (ENOMEM), forked children of this process are not detected: the
             // behaviour before this handler existed.
             unsafe {
-                libc::pthread_atfork(None, None, Some(count_fork_in_child));
+                pthread_atfork(None, None, Some(count_fork_in_child));
             }
         });
     }
