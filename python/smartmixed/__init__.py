@@ -63,8 +63,8 @@ def train(config, out, *, threads=0, callback=None, verbose=True, **overrides):
     if isinstance(config, Mapping):
         kwargs["config_json"] = json.dumps(_plain(config))
     else:
-        kwargs["path"] = os.fspath(config)
-    return json.loads(_native.train_config(os.fspath(out), **kwargs))
+        kwargs["path"] = os.fsdecode(config)
+    return json.loads(_native.train_config(os.fsdecode(out), **kwargs))
 
 
 def _plain(config):
@@ -80,4 +80,4 @@ def export(run, out, *, force=False):
     """Exports a run's best checkpoint to `out` (`model.safetensors` + `manifest.toml`), as
     `smartmixed-cli export --run RUN --safetensors OUT` does; replaces a model there only
     with `force`."""
-    _native.export_run(os.fspath(run), os.fspath(out), force)
+    _native.export_run(os.fsdecode(run), os.fsdecode(out), force)

@@ -2,6 +2,10 @@
 (phase 1 picks each hidden neuron's activation, phase 2 trains the frozen mix) and run by
 the Rust runtime. Its fitted state is the exported model's safetensors bytes, so it
 pickles, and `export(dir)` writes the files `smartmixed-cli` and `smartmixed.Model` load.
+Features are standardised in float64 (as `StandardScaler`) before training; where float32
+cannot resolve a feature's spread at its offset (`1e6 + 0.01 x`), the estimator keeps that
+float64 standardisation and applies it before the model, while an export, which takes raw
+rows and standardises them in float32, warns.
 
     from smartmixed.sklearn import SmartMixedClassifier
     clf = SmartMixedClassifier(hidden_layer_sizes=(32, 16), random_state=0).fit(X, y)
@@ -11,10 +15,14 @@ import json
 import math
 import os
 import tempfile
+import warnings
+from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import InvalidParameterError, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
@@ -75,6 +83,72 @@ def _monitor_sample(n, seed):
     return np.sort(np.random.RandomState(seed).choice(n, MONITOR_ROWS, replace=False))
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _beyond_float32(X, what="X"):
+    """A ValueError naming the first finite value of `X` beyond float32's range (which the
+    runtime computes in), or None."""
+    X = np.asarray(X)
+    if X.dtype.kind != "f" or X.dtype.itemsize <= 4:
+        return None
+    with np.errstate(invalid="ignore"):
+        beyond = np.isfinite(X) & (np.abs(X) > _FLOAT32_MAX)
+    if not beyond.any():
+        return None
+    at = tuple(int(i) for i in np.argwhere(beyond)[0])
+    where = f"row {at[0]}, column {at[1]}" if len(at) == 2 else f"index {at}"
+    return ValueError(
+        f"{what} {where}: value {float(X[at])!r} is beyond float32's range (+-{_FLOAT32_MAX:.4g}), "
+        "expected a value the model's float32 arithmetic can hold"
+    )
+
+
+def _float32(X):
+    """`X` as C-contiguous float32 (it is finite); a value beyond float32's range is an error
+    naming it."""
+    with np.errstate(over="ignore"):
+        x = np.ascontiguousarray(X, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise _beyond_float32(X) or ValueError("X holds values that are not finite")
+    return x
+
+
+def _standardised(X, mean, scale, finite=True):
+    """`(X - mean) / scale` computed in float64, then C-contiguous float32. With `finite`
+    (X is finite), a standardised value beyond float32 is an error naming it."""
+    z = np.subtract(X, mean, dtype=np.float64)
+    z /= scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = np.ascontiguousarray(z, dtype=np.float32)
+    if finite and not np.isfinite(x).all():
+        raise _beyond_float32(z, "standardised X") or ValueError("X holds values that are not finite")
+    return x
+
+
+# The rounding error, in standard deviations, of a raw float32 value that a feature may have
+# before its standardisation is left to the model (float32, as in every export): a feature
+# whose spread is small against its offset (1e6 + 0.01 x) is standardised in float64 first.
+FLOAT32_TOLERANCE = 1e-3
+
+
+def _float32_loses(X, mean, scale):
+    """Per feature, whether standardising the rows `X` in float32, as the runtime does with a
+    manifest's mean and std (`(x - mean) / std` on the raw values cast to float32), strays
+    more than `FLOAT32_TOLERANCE` standard deviations from the float64 standardisation."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        m32, s32 = mean.astype(np.float32), scale.astype(np.float32)
+        runtime = (np.asarray(X, dtype=np.float32) - m32) / s32
+        err = np.abs(runtime.astype(np.float64) - (X - mean) / scale).max(axis=0, initial=0.0)
+    return ~(err <= FLOAT32_TOLERANCE)
+
+
+def _as_lists(mean, scale):
+    """A float64 standardisation as the float32 lists of a manifest."""
+    with np.errstate(over="ignore"):
+        return mean.astype(np.float32).tolist(), scale.astype(np.float32).tolist()
+
+
 def _split_leaves_both(counts, fraction):
     """Whether the trainer's stratified split (per class, `round(count * fraction)` items to
     validation, rounding half away from zero) leaves items on both sides."""
@@ -118,8 +192,10 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
     select : {"val_loss", "val_accuracy"}
         The validation figure that picks each phase's best epoch.
     standardize : bool
-        Standardise features with the training data's mean and standard deviation (recorded
-        in the exported model, which applies it to raw inputs).
+        Standardise features with the training data's mean and standard deviation, computed
+        and applied in float64 as `StandardScaler` does (recorded in the exported model,
+        which applies it to raw inputs in float32; `export` warns for features whose spread
+        float32 cannot resolve at their offset).
     clip_norm : float
         Global gradient-norm clip (0: off, the default, as `MLPClassifier`; the CLI's
         configs clip at 1).
@@ -179,10 +255,79 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    # Checked in `fit` by scikit-learn's own machinery (`_validate_params`), then by
+    # `_check_params` for what it cannot express (bools are ints to it; the phases).
+    _parameter_constraints = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "pool": ["array-like"],
+        "activation": [None, str],
+        "phase1_epochs": [Interval(Integral, 0, None, closed="left")],
+        "phase2_epochs": [Interval(Integral, 0, None, closed="left")],
+        "transition": [StrOptions({"fixed", "auto"})],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "logit_learning_rate": [None, Interval(Real, 0, None, closed="neither")],
+        "tau": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "patience": [None, Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [None, Interval(Real, 0, 1, closed="neither")],
+        "select": [StrOptions({"val_loss", "val_accuracy"})],
+        "standardize": ["boolean"],
+        "clip_norm": [Interval(Real, 0, None, closed="left")],
+        "n_jobs": [
+            None,
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Integral, None, -1, closed="right"),
+        ],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def _check_params(self):
+        """`_parameter_constraints`, and what they cannot say: a bool is no number here
+        (`batch_size=True` is not 1), `hidden_layer_sizes` holds positive ints, `pool`
+        names, and the two phases need a phase 2."""
+        self._validate_params()
+
+        def invalid(name, expected):
+            value = getattr(self, name)
+            return InvalidParameterError(
+                f"The {name!r} parameter of {type(self).__name__} must be {expected}. "
+                f"Got {value!r} instead."
+            )
+
+        numbers = {
+            "phase1_epochs": "an int in the range [0, inf)",
+            "phase2_epochs": "an int in the range [0, inf)",
+            "learning_rate": "a float in the range (0, inf)",
+            "logit_learning_rate": "None or a float in the range (0, inf)",
+            "tau": "a float in the range (0, inf)",
+            "batch_size": "'auto' or an int in the range [1, inf)",
+            "patience": "None or an int in the range [1, inf)",
+            "validation_fraction": "None or a float in the range (0, 1)",
+            "clip_norm": "a float in the range [0, inf)",
+            "n_jobs": "None or a nonzero int",
+        }
+        for name, expected in numbers.items():
+            if isinstance(getattr(self, name), (bool, np.bool_)):
+                raise invalid(name, f"{expected}, not a bool")
+        sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes, dtype=object))
+        if sizes.ndim != 1 or len(sizes) == 0 or not all(
+            isinstance(w, Integral) and not isinstance(w, (bool, np.bool_)) and w >= 1 for w in sizes
+        ):
+            raise invalid("hidden_layer_sizes", "an int or a sequence of ints in the range [1, inf)")
+        if len(self.pool) == 0 or not all(isinstance(a, str) for a in self.pool):
+            raise invalid("pool", "a sequence of activation names (str)")
+        if self.activation is None and self.phase2_epochs == 0:
+            raise invalid(
+                "phase2_epochs",
+                "at least 1 with activation=None (phase 2 trains the mixed network the "
+                "estimator keeps)",
+            )
+        if self.phase1_epochs + self.phase2_epochs == 0:
+            raise invalid("phase2_epochs", "positive where phase1_epochs is 0")
+
     def _batch_size(self, rows):
         if isinstance(self.batch_size, str):
-            if self.batch_size != "auto":
-                raise ValueError(f"batch_size = {self.batch_size!r}, expected an integer or 'auto'")
             return auto_batch_size(rows)
         return int(self.batch_size)
 
@@ -219,27 +364,50 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Trains on `X` `[n, features]` and labels `y` (integers or strings)."""
-        X, y = _validate_data(self, X, y, dtype=(np.float64, np.float32))
+        # The fitted state is replaced all at once, and only once training has succeeded: a
+        # fit that fails (or is interrupted) leaves the previous model, its classes and its
+        # features as they were. So the data are validated on a clone (`validate_data`
+        # records `n_features_in_` and `feature_names_in_` on the estimator it is given).
+        self._check_params()
+        probe = clone(self)
+        X, y = _validate_data(probe, X, y, dtype=(np.float64, np.float32))
         check_classification_targets(y)
-        self.classes_, encoded = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                f"y holds {len(self.classes_)} class; expected at least 2 classes"
-            )
-        if len(self.classes_) > 256:
-            raise ValueError(f"y holds {len(self.classes_)} classes; expected at most 256")
+        classes, encoded = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"y holds {len(classes)} class; expected at least 2 classes")
+        if len(classes) > 256:
+            raise ValueError(f"y holds {len(classes)} classes; expected at most 256")
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        x = np.ascontiguousarray(X, dtype=np.float32)
+        standardisation = None
+        if self.standardize:
+            # In float64, as StandardScaler (whose mean and scale these are): a float32 copy
+            # of raw rows loses a feature whose spread is small against its offset.
+            scaler = StandardScaler().fit(X)
+            standardisation = (scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64))
+            x = _standardised(X, *standardisation)
+        else:
+            x = _float32(X)
         labels = np.ascontiguousarray(encoded, dtype=np.uint8)
         fraction = self.validation_fraction
-        counts = np.bincount(labels, minlength=len(self.classes_))
+        counts = np.bincount(labels, minlength=len(classes))
         validation = None
+        if fraction is not None and _split_leaves_both(counts, fraction):
+            # The trainer holds out round(count * fraction) of each class: a class it would
+            # hold out whole would never be trained on (MLPClassifier(early_stopping=True)
+            # refuses a class of one member, as its stratified split does).
+            for c, count in enumerate(counts):
+                if math.floor(count * fraction + 0.5) >= count:
+                    raise ValueError(
+                        f"validation_fraction={fraction} would hold out every sample of class "
+                        f"{classes[c]!r} ({count} member{'s' if count > 1 else ''}), leaving it "
+                        "none to train on; lower validation_fraction or pass None"
+                    )
         if fraction is None or not _split_leaves_both(counts, fraction):
             # Asked not to hold any out (or too little data to): train on every row, and
             # pick epochs by the loss on (a sample of) the training rows.
             rows = _monitor_sample(len(labels), seed)
             validation, fraction = (x[rows], labels[rows]), 0.1
-        names = getattr(self, "feature_names_in_", None)
+        names = getattr(probe, "feature_names_in_", None)
         features = (
             [str(n) for n in names] if names is not None else [f"x{i}" for i in range(x.shape[1])]
         )
@@ -254,24 +422,53 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
                 x,
                 labels,
                 shape=[x.shape[1]],
-                class_names=[str(c) for c in self.classes_],
+                class_names=[str(c) for c in classes],
                 feature_names=features,
-                standardize=bool(self.standardize),
+                standardize=False,  # done above
                 validation=validation,
                 threads=threads,
                 callback=callback,
                 origin="SmartMixedClassifier parameters",
             )
-        self.summary_ = json.loads(summary)
-        self.n_iter_ = sum(p["epochs"] for p in self.summary_["phases"])
-        self._weights = bytes(weights)
-        self._model = self._load()
-        self.choices_ = [dict(layer) for layer in self._model.groups]
+        summary = json.loads(summary)
+        weights = bytes(weights)
+        lossy = None
+        if standardisation is not None:
+            lossy = _float32_loses(X, *standardisation)
+        if standardisation is not None and not lossy.any():
+            # Raw float32 rows keep what standardising them needs: the model (as the export)
+            # standardises them itself, in float32, as the runtime does for every export.
+            try:
+                weights = _native.with_standardisation(weights, *_as_lists(*standardisation))
+                standardisation = None
+            except ValueError:
+                pass  # not expressible in float32 (a mean beyond 1e30): kept in float64
+        model = self._load(weights)
+        fitted = {
+            "classes_": classes,
+            "n_features_in_": probe.n_features_in_,
+            "summary_": summary,
+            "n_iter_": sum(p["epochs"] for p in summary["phases"]),
+            "_weights": weights,
+            # None: the model standardises raw rows; else (mean, scale), applied in float64
+            # before the model (which then has no standardisation of its own).
+            "_standardisation": standardisation,
+            # With a standardisation: the features float32 cannot standardise (for export).
+            "_lossy": None if standardisation is None else lossy,
+            "_model": model,
+            "choices_": [dict(layer) for layer in model.groups],
+        }
+        if names is not None:
+            fitted["feature_names_in_"] = names
+        # One assignment: a predict in another thread sees the old state or the new one.
+        state = {k: v for k, v in self.__dict__.items() if k != "feature_names_in_"}
+        state.update(fitted)
+        self.__dict__ = state
         return self
 
-    def _load(self):
+    def _load(self, weights):
         threads = None if self.n_jobs is None or self.n_jobs < 1 else int(self.n_jobs)
-        return Model.from_bytes(self._weights, threads)
+        return Model.from_bytes(weights, threads)
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "_weights")
@@ -280,21 +477,68 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities `[n, classes]` in the order of `classes_`."""
         check_is_fitted(self)
         X = _validate_data(self, X, reset=False, dtype=(np.float32, np.float64), **_NO_FINITE_CHECK)
-        p = self._model.predict_proba(X).astype(np.float64)
+        return self._proba(self.__dict__, X)
+
+    @staticmethod
+    def _proba(state, X):
+        standardisation = state.get("_standardisation")
+        try:
+            if standardisation is not None:
+                X = _standardised(X, *standardisation, finite=False)
+            p = state["_model"].predict_proba(X).astype(np.float64)
+        except ValueError as e:
+            beyond = _beyond_float32(X)
+            if beyond is None and standardisation is not None:
+                mean, scale = standardisation
+                beyond = _beyond_float32(np.subtract(X, mean) / scale, "standardised X")
+            if beyond is None:
+                raise
+            raise beyond from e
         return p / p.sum(axis=1, keepdims=True)
 
     def predict(self, X):
         """The most probable class of each row."""
         check_is_fitted(self)
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        X = _validate_data(self, X, reset=False, dtype=(np.float32, np.float64), **_NO_FINITE_CHECK)
+        state = self.__dict__  # the model and its classes from the same fit
+        return state["classes_"][np.argmax(self._proba(state, X), axis=1)]
 
     def export(self, dir, *, force=False):
         """Writes `dir/model.safetensors` and `dir/manifest.toml`, the files
         `smartmixed-cli` and `smartmixed.Model.load` read (each written to a temporary file
         and renamed); a model already there is replaced only with `force`."""
         check_is_fitted(self)
+        weights, model = self._weights, self._model
+        standardisation = getattr(self, "_standardisation", None)
+        if standardisation is not None:
+            # This estimator standardises in float64; an export takes raw rows and
+            # standardises them in float32 (the runtime's arithmetic, and the CLI's).
+            try:
+                weights = _native.with_standardisation(weights, *_as_lists(*standardisation))
+            except ValueError as e:
+                raise ValueError(
+                    f"{dir}: cannot export this model: its standardisation does not fit an "
+                    f"export's float32 one ({e}); shift or rescale those features before fitting"
+                ) from e
+            model = Model.from_bytes(weights, 1)
+            lossy = np.flatnonzero(self._lossy)
+            if len(lossy):
+                names = model.input["feature_names"]
+                mean, scale = standardisation
+                which = ", ".join(
+                    f"`{names[i]}` (mean {mean[i]:.7g}, std {scale[i]:.3g})" for i in lossy[:5]
+                )
+                warnings.warn(
+                    f"{dir}: the exported model standardises raw rows in float32, which cannot "
+                    f"resolve the spread of {len(lossy)} feature(s) against their offset: "
+                    f"{which}; its predictions differ from this estimator's (which standardises "
+                    f"in float64). Subtract the offset from such columns before fitting to "
+                    f"export them faithfully.",
+                    UserWarning,
+                    stacklevel=2,
+                )
         os.makedirs(dir, exist_ok=True)
-        files = {"model.safetensors": self._weights, "manifest.toml": self._model.manifest.encode()}
+        files = {"model.safetensors": weights, "manifest.toml": model.manifest.encode()}
         if not force:
             for name in files:
                 if os.path.exists(os.path.join(dir, name)):
@@ -316,7 +560,7 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
     def __setstate__(self, state):
         super().__setstate__(state)
         if "_weights" in state:
-            self._model = self._load()
+            self._model = self._load(self._weights)
 
     if not hasattr(BaseEstimator, "__sklearn_tags__"):  # scikit-learn < 1.6
 

@@ -1,7 +1,9 @@
 """`smartmixed.Model`: the runtime from Python, checked against an independent numpy
 forward pass of the exported files."""
+import os
 import threading
 import time
+import warnings
 import tomllib
 
 import numpy as np
@@ -204,3 +206,120 @@ def test_the_gil_is_released_while_the_runtime_runs(wide_model):
     caller.join()
     assert alone > 0.05, "the call is too short to tell"
     assert max(gaps) < alone / 2, (max(gaps), alone)
+
+
+def _in_a_forked_child(compute, timeout=20):
+    """`compute()` (bytes) run in a `fork()`ed child: what it returned, or None if the child
+    failed; a child still running after `timeout` seconds is killed (a hang)."""
+    r, w = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.write(w, compute())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(r)
+            pytest.fail(f"the forked child hung for {timeout} s")
+        time.sleep(0.01)
+    with os.fdopen(r, "rb") as f:
+        out = f.read()
+    return out if os.waitstatus_to_exitcode(status) == 0 else None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+@pytest.mark.parametrize("rows", [1, 10])
+def test_a_forked_child_predicts_what_its_parent_does(wine_model, wine, wide_classifier, rows):
+    """A model loaded (and used: its workers started) before `fork()` predicts in the child
+    ("load once, fork workers" servers, multiprocessing's fork context) with its own pool of
+    two threads and with the process's pool (the estimator's default), and the child can
+    still make and use a new model."""
+    X, _, _ = wine
+    own = smartmixed.Model.load(wine_model, threads=2)
+    shared = smartmixed.Model.load(wine_model)
+    clf, wide = wide_classifier
+    x = np.ascontiguousarray(X[:rows], dtype=np.float32)
+    expected = [own.logits(x), shared.logits(x), clf.predict_proba(wide[:rows])]
+
+    def child():
+        fresh = smartmixed.Model.load(wine_model, threads=2)
+        got = [own.logits(x), shared.logits(x), clf.predict_proba(wide[:rows]), fresh.logits(x)]
+        del own_copy[:]  # dropping a model made before the fork must not hang either
+        return b"".join(np.ascontiguousarray(a).tobytes() for a in got)
+
+    own_copy = [smartmixed.Model.load(wine_model, threads=2)]
+    own_copy[0].logits(x)
+    out = _in_a_forked_child(child)
+    assert out is not None, "the child raised"
+    expected.append(expected[0])
+    assert out == b"".join(np.ascontiguousarray(a).tobytes() for a in expected)
+
+
+def test_misaligned_arrays_are_copied(wine_model, wine):
+    """A C-contiguous view at an odd byte offset (np.frombuffer(..., offset=1)) is a valid
+    array: it is read from an aligned copy, with the aligned array's bits."""
+    X, _, _ = wine
+    model = smartmixed.Model.load(wine_model, threads=2)
+    for dtype in (np.float32, np.float64):
+        x = np.ascontiguousarray(X[:20], dtype=dtype)
+        odd = np.frombuffer(b"\0" + x.tobytes(), dtype, offset=1).reshape(x.shape)
+        assert not odd.flags.aligned and odd.flags.c_contiguous
+        np.testing.assert_array_equal(model.logits(odd), model.logits(x))
+        np.testing.assert_array_equal(model.predict(odd), model.predict(x))
+
+
+def test_paths_bytes_and_scalars_are_taken_or_refused_clearly(wine_model, wine, tmp_path):
+    """`load` takes str, bytes and os.PathLike paths; `from_bytes` takes bytes, bytearray and
+    memoryview; a numpy scalar is named as a scalar, not as "an array of dtype float32"."""
+    import pathlib
+
+    X, _, _ = wine
+    expected = smartmixed.Model.load(str(wine_model)).logits(X)
+    for path in (os.fsencode(wine_model), pathlib.Path(wine_model)):
+        np.testing.assert_array_equal(smartmixed.Model.load(path).logits(X), expected)
+    with pytest.raises(TypeError, match="expected str, bytes or os.PathLike"):
+        smartmixed.Model.load(3)
+    data = (wine_model / "model.safetensors").read_bytes()
+    for weights in (data, bytearray(data), memoryview(data)):
+        np.testing.assert_array_equal(smartmixed.Model.from_bytes(weights).logits(X), expected)
+    with pytest.raises(TypeError, match="weights is a int, expected bytes, bytearray or memoryview"):
+        smartmixed.Model.from_bytes(5)
+    model = smartmixed.Model.load(wine_model)
+    with pytest.raises(ValueError, match=r"^input is a numpy scalar \(float32\), not an array, expected a numpy array"):
+        model.predict_proba(np.float32(1))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_in_place_of_a_model_file_is_refused_not_waited_on(wine_model, tmp_path):
+    """`load` on a directory whose model.safetensors is a FIFO raises OSError at once (it
+    blocked forever in open); run in a child process so that a hang fails the test."""
+    import shutil
+    import subprocess
+    import sys
+
+    d = tmp_path / "fifo"
+    d.mkdir()
+    shutil.copy(wine_model / "manifest.toml", d)
+    os.mkfifo(d / "model.safetensors")
+    code = (
+        "import sys, smartmixed\n"
+        "try:\n    smartmixed.Model.load(sys.argv[1])\n"
+        "except OSError as e:\n    print(e)\n"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code, str(d)], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("Model.load waited on the FIFO")
+    assert "model.safetensors: not a regular file (a FIFO, socket or device)" in out.stdout, out

@@ -1,6 +1,7 @@
 """`SmartMixedClassifier` under scikit-learn's own estimator checks, and what a user of
 `MLPClassifier` expects of it: labels of any kind, pickling, export, reproducibility."""
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -131,5 +132,195 @@ def test_defaults_train_on_every_row_with_auto_batches_and_a_monitor_sample():
     assert (clf.summary_["train_samples"], clf.summary_["validation_samples"]) == (2500, 2000)
     held = clone(clf).set_params(validation_fraction=0.1).fit(X, y)
     assert (held.summary_["train_samples"], held.summary_["validation_samples"]) == (2250, 250)
-    with pytest.raises(ValueError, match="batch_size = 'big', expected an integer or 'auto'"):
+    with pytest.raises(ValueError, match="The 'batch_size' parameter of SmartMixedClassifier must be"):
         clone(clf).set_params(batch_size="big").fit(X, y)
+
+
+def test_a_failed_or_interrupted_refit_keeps_the_previous_model(split, monkeypatch):
+    """A re-fit that fails (in validation, in the trainer, or by an exception raised during
+    training, as Ctrl-C does) leaves the previous fit whole: its classes next to its model,
+    its features; nothing of the failed call."""
+    X_train, X_test, y_train, _ = split
+    clf = tiny().fit(X_train, y_train)
+    before = (clf.predict(X_test), clf.predict_proba(X_test), list(clf.classes_), clf.n_features_in_)
+    codes = {"class_0": 10, "class_1": 20, "class_2": 30}
+    numbers = np.array([codes[v] for v in y_train])
+
+    def unchanged():
+        assert list(clf.classes_) == before[2] and clf.n_features_in_ == before[3]
+        np.testing.assert_array_equal(clf.predict(X_test), before[0])
+        np.testing.assert_array_equal(clf.predict_proba(X_test), before[1])
+
+    with pytest.raises(ValueError, match="model.pool"):
+        clf.set_params(pool=("relu", "nope")).fit(X_train[:, :5], numbers)
+    unchanged()
+    with pytest.raises(ValueError, match="y holds 1 class"):
+        clf.set_params(pool=("relu", "tanh")).fit(X_train[:, :5], np.zeros(len(X_train)))
+    unchanged()
+
+    def interrupt(record):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(smartmixed, "_printer", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        clf.set_params(verbose=True).fit(X_train[:, :5], numbers)
+    unchanged()
+    monkeypatch.undo()
+    # And a re-fit that succeeds replaces everything.
+    clf.set_params(verbose=False).fit(X_train[:, :5], numbers)
+    assert list(clf.classes_) == [10, 20, 30] and clf.n_features_in_ == 5
+    assert set(clf.predict(X_test[:, :5])) <= {10, 20, 30}
+
+
+def _blobs(n=200, d=4, k=3, seed=0):
+    rng = np.random.RandomState(seed)
+    y = rng.randint(0, k, n)
+    return rng.normal(size=(n, d)) + 3 * np.eye(k, d)[y], y
+
+
+@pytest.mark.parametrize("offset, spread", [(1e6, 0.01), (1e8, 1.0), (1.7e9, 10.0)])
+def test_a_large_offset_and_small_spread_trains_as_standardscaler_would(offset, spread):
+    """float64 features whose spread float32 cannot resolve at their offset (timestamps,
+    coordinates) are standardised in float64, as by StandardScaler: the fit predicts as a fit
+    on the unshifted data does, and as well as StandardScaler + MLPClassifier."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _blobs()
+    shifted = offset + spread * X
+    assert len(np.unique(shifted[:, 0].astype(np.float32))) < 10  # float32 collapses it
+    clf = tiny(phase2_epochs=10).fit(shifted, y)
+    reference = tiny(phase2_epochs=10).fit(X, y)
+    assert np.mean(clf.predict(shifted) == reference.predict(X)) >= 0.97
+    mlp = make_pipeline(StandardScaler(), MLPClassifier((16,), max_iter=300, random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLPClassifier's ConvergenceWarning
+        oracle = mlp.fit(shifted, y).score(shifted, y)
+    assert clf.score(shifted, y) >= oracle - 0.03
+    # Pickled, it standardises the same way.
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(shifted), clf.predict_proba(shifted))
+
+
+def test_exports_standardise_raw_rows_and_warn_where_float32_cannot(tmp_path):
+    """An export takes raw rows and standardises them in float32 (the CLI's and the
+    runtime's meaning of a manifest): for ordinary features it predicts what the estimator
+    does, with the estimator's mean and std in its manifest; for a feature float32 cannot
+    resolve, export warns, naming it."""
+    X, y = _blobs()
+    X = X * [1, 10, 100, 0.1] + [5, -50, 1000, 0]
+    clf = tiny().fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.export(tmp_path / "plain")
+    model = smartmixed.Model.load(tmp_path / "plain")
+    np.testing.assert_allclose(model.input["mean"], X.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(model.input["std"], X.std(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(model.predict_proba(X), clf.predict_proba(X), rtol=1e-5, atol=1e-6)
+    shifted = X.copy()
+    shifted[:, 2] = 1e6 + 0.01 * X[:, 2]
+    clf = tiny().fit(shifted, y)
+    with pytest.warns(UserWarning, match=r"1 feature\(s\) against their offset: `x2` \(mean 100001\d"):
+        clf.export(tmp_path / "shifted")
+    model = smartmixed.Model.load(tmp_path / "shifted")
+    assert model.input["mean"][2] == pytest.approx(1e6 + 0.01 * X[:, 2].mean())
+    assert model.predict(shifted).shape == (len(X),)
+    # A constant column at a large value loses nothing in float32 ((c - c) / 1 = 0): the
+    # model standardises it itself and export does not warn.
+    constant = np.column_stack([X, np.full(len(X), 1e6 + 0.3)])
+    clf = tiny().fit(constant, y)
+    assert clf._standardisation is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.export(tmp_path / "constant")
+    np.testing.assert_allclose(
+        smartmixed.Model.load(tmp_path / "constant").predict_proba(constant), clf.predict_proba(constant), atol=1e-6
+    )
+
+
+def test_values_beyond_float32_are_named():
+    """A finite float64 value beyond float32's range is refused naming its row, column and
+    value (not as "inf"); standardised first, it trains, as StandardScaler's would."""
+    X, y = _blobs()
+    big = X.copy()
+    big[0, 0] = 1e39
+    with pytest.raises(ValueError, match=r"^X row 0, column 0: value 1e\+39 is beyond float32's range"):
+        tiny(standardize=False).fit(big, y)
+    clf = tiny().fit(X, y)
+    test = X[:5].copy()
+    test[2, 1] = -1e39
+    with pytest.raises(ValueError, match=r"^X row 2, column 1: value -1e\+39 is beyond float32's range"):
+        clf.predict(test)
+    assert tiny().fit(big, y).predict(X).shape == (len(X),)
+
+
+@pytest.mark.parametrize(
+    "param, value",
+    [
+        ("validation_fraction", -0.5),
+        ("validation_fraction", 0.0),
+        ("validation_fraction", 1.0),
+        ("validation_fraction", 1.5),
+        ("validation_fraction", float("nan")),
+        ("batch_size", True),
+        ("batch_size", 2.7),
+        ("batch_size", 0),
+        ("phase1_epochs", 2.9),
+        ("phase2_epochs", -1),
+        ("patience", 2.5),
+        ("patience", 0),
+        ("hidden_layer_sizes", (7.9,)),
+        ("hidden_layer_sizes", (True,)),
+        ("hidden_layer_sizes", (8, 0)),
+        ("hidden_layer_sizes", ()),
+        ("standardize", "no"),
+        ("n_jobs", 0),
+        ("n_jobs", 1.5),
+        ("n_jobs", True),
+        ("learning_rate", float("nan")),
+        ("learning_rate", float("inf")),
+        ("learning_rate", 0.0),
+        ("tau", float("nan")),
+        ("tau", float("inf")),
+        ("clip_norm", float("nan")),
+        ("clip_norm", float("inf")),
+        ("clip_norm", -1.0),
+        ("logit_learning_rate", float("inf")),
+        ("pool", "relu"),
+        ("pool", ("relu", 3)),
+        ("transition", "sometimes"),
+        ("select", "loss"),
+        ("phase2_epochs", 0),  # with activation=None: phase 2 is the model kept
+    ],
+)
+def test_invalid_parameters_are_refused_in_fit_naming_the_parameter(param, value):
+    """Each bad value gets scikit-learn's message, naming the parameter, from fit (not
+    __init__, which only stores); it was silently ignored, truncated or coerced before."""
+    X, y = _blobs(n=60)
+    clf = tiny(**{param: value})
+    assert clf.get_params()[param] is value
+    with pytest.raises(ValueError, match=rf"^The '{param}' parameter of SmartMixedClassifier must be .* Got .* instead\.$"):
+        clf.fit(X, y)
+
+
+def test_zero_epochs_of_one_phase_where_it_is_allowed():
+    """phase2_epochs=0 is refused with the two phases (it failed after phase 1 with an
+    OSError naming a deleted temporary file) but trains a fixed baseline; phase1_epochs=0
+    trains the mixed network from the start of phase 2."""
+    X, y = _blobs(n=60)
+    assert tiny(activation="relu", phase2_epochs=0).fit(X, y).n_iter_ == 4
+    assert tiny(phase1_epochs=0).fit(X, y).score(X, y) > 0.8
+
+
+def test_a_class_the_validation_split_would_hold_out_whole_is_refused():
+    """With validation_fraction a class of one sample would go to validation alone (and the
+    model never train on it): refused naming the class, as MLPClassifier(early_stopping=True)
+    refuses it; at None, or a fraction that keeps a sample of it, the fit trains on it."""
+    X, y = _blobs(n=60)
+    y = np.array(["a", "b", "c"], dtype=object)[y]
+    y[0] = "lonely"
+    with pytest.raises(ValueError, match=r"validation_fraction=0.5 would hold out every sample of class 'lonely' \(1 member\)"):
+        tiny(validation_fraction=0.5).fit(X, y)
+    clf = tiny(validation_fraction=0.2).fit(X, y)
+    assert "lonely" in clf.classes_
+    assert tiny().fit(X, y).summary_["train_samples"] == 60

@@ -85,5 +85,29 @@ def test_an_exception_in_the_callback_stops_the_run_and_propagates(tmp_path, win
 
 
 def test_export_of_a_directory_without_a_run_names_the_checkpoint(tmp_path):
-    with pytest.raises(OSError, match="phase2-best.safetensors: cannot read checkpoint"):
+    with pytest.raises(OSError, match="no phase2-best.safetensors or fixed-best.safetensors in this run directory"):
         smartmixed.export(tmp_path, tmp_path / "model")
+
+
+def test_exporting_a_run_without_phase_2_names_what_is_missing(tmp_path, wine_csv):
+    """A run of phase2.epochs = 0 ends after phase 1: export says there is no phase 2 or
+    fixed checkpoint (it said it could not read phase2-best.safetensors)."""
+    cfg = tiny_config(wine_csv)
+    cfg["phase2"]["epochs"] = 0
+    smartmixed.train(cfg, out=tmp_path / "run", verbose=False)
+    with pytest.raises(OSError, match=r"no phase2-best.safetensors or fixed-best.safetensors in this run directory .*phase2.epochs = 0"):
+        smartmixed.export(tmp_path / "run", tmp_path / "model")
+
+
+def test_refusals_name_the_python_parameters_not_cli_flags(tmp_path, wine_csv, wine_model):
+    """Exporting over a model and training into a finished run are refused in the words of
+    the Python functions (`force=True`, `out`), not the CLI's (`--force`, `--out`)."""
+    with pytest.raises(ValueError, match="pass force=True to replace the model there") as e:
+        smartmixed.export(wine_model.parent / "run", wine_model)
+    assert "--force" not in str(e.value)
+    with pytest.raises(ValueError, match="choose another `out`") as e:
+        smartmixed.train(tiny_config(wine_csv), out=wine_model.parent / "run", verbose=False)
+    assert "--out" not in str(e.value)
+    # bytes paths, as os functions take them
+    smartmixed.export(os.fsencode(wine_model.parent / "run"), os.fsencode(tmp_path / "copy"))
+    assert (tmp_path / "copy" / "model.safetensors").is_file()

@@ -19,10 +19,19 @@ pub fn infer(e: smartmixed_infer::Error) -> PyErr {
     }
 }
 
+/// The trainer's advice in the CLI's words (its flags), in the Python functions' (their
+/// parameters).
+const PYTHON_WORDS: [(&str, &str); 2] = [
+    ("pass --force to replace", "pass force=True to replace"),
+    ("choose another --out", "choose another `out`"),
+];
+
 /// A trainer error.
 pub fn train(e: smartmixed_train::Error) -> PyErr {
     use smartmixed_train::Error as E;
-    let message = e.to_string();
+    let message = PYTHON_WORDS
+        .iter()
+        .fold(e.to_string(), |m, (cli, python)| m.replace(cli, python));
     match e {
         E::Io { .. } => PyOSError::new_err(message),
         E::Interrupted => PyKeyboardInterrupt::new_err(message),

@@ -28,6 +28,7 @@ fn _native(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     m.add_function(wrap_pyfunction!(training::train_config, m)?)?;
     m.add_function(wrap_pyfunction!(training::fit_arrays, m)?)?;
     m.add_function(wrap_pyfunction!(training::export_run, m)?)?;
+    m.add_function(wrap_pyfunction!(training::with_standardisation, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,16 +1,16 @@
 //! `smartmixed.Model`: an exported model on the runtime. Inputs are numpy arrays of raw
 //! values (the manifest's preprocessing is applied, bit for bit as `forward_raw` does); a
-//! C-contiguous float32 or float64 array is read in place, anything else is copied once;
+//! C-contiguous, aligned float32 or float64 array is read in place, anything else is copied once;
 //! the GIL is released while the preprocessing and the forward pass run.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
-use smartmixed_core::manifest::{InputKind, InputManifest};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
+use smartmixed_core::manifest::{InputKind, InputManifest, MANIFEST_FILE, WEIGHTS_FILE};
 use smartmixed_infer::{Pool, Scratch};
 
 use crate::errors;
@@ -45,7 +45,8 @@ fn pooled(model: smartmixed_infer::Model, threads: Option<usize>) -> PyResult<Mo
     })
 }
 
-/// `x`'s values, row-major: borrowed when `x` is C-contiguous (float32 or float64).
+/// `x`'s values, row-major: borrowed when `x` is C-contiguous and aligned (float32 or
+/// float64; a misaligned array is borrowed from numpy's aligned copy).
 enum Rows<'py> {
     F32(numpy::PyReadonlyArrayDyn<'py, f32>),
     F64(numpy::PyReadonlyArrayDyn<'py, f64>),
@@ -232,6 +233,12 @@ impl Model {
         };
         if let Ok(a) = x.cast::<PyArrayDyn<f32>>() {
             let n = shape_of(a.shape())?;
+            if !a.is_aligned() {
+                // (A view at an odd byte offset: `np.frombuffer(b, offset=1)`.) numpy's
+                // copy is aligned and C-contiguous.
+                let copy = a.call_method0("copy")?.cast_into::<PyArrayDyn<f32>>()?;
+                return Ok((n, Rows::F32(copy.readonly())));
+            }
             let ro = a.readonly();
             if a.is_c_contiguous() {
                 return Ok((n, Rows::F32(ro)));
@@ -240,6 +247,10 @@ impl Model {
         }
         if let Ok(a) = x.cast::<PyArrayDyn<f64>>() {
             let n = shape_of(a.shape())?;
+            if !a.is_aligned() {
+                let copy = a.call_method0("copy")?.cast_into::<PyArrayDyn<f64>>()?;
+                return Ok((n, Rows::F64(copy.readonly())));
+            }
             let ro = a.readonly();
             if a.is_c_contiguous() {
                 return Ok((n, Rows::F64(ro)));
@@ -251,7 +262,11 @@ impl Model {
             ));
         }
         let what = match x.getattr("dtype") {
-            Ok(d) => format!("an array of dtype {d}"),
+            Ok(d) if x.is_instance_of::<numpy::PyUntypedArray>() => {
+                format!("an array of dtype {d}")
+            }
+            // A numpy scalar (`np.float32(1)`) has a dtype too.
+            Ok(_) => format!("a numpy scalar ({}), not an array", x.get_type().name()?),
             Err(_) => format!("a {}", x.get_type().name()?),
         };
         Err(PyValueError::new_err(format!(
@@ -350,7 +365,25 @@ impl Model {
     /// (`None`: the process's pool, one thread per core).
     #[staticmethod]
     #[pyo3(signature = (dir, threads=None))]
-    fn load(py: Python<'_>, dir: PathBuf, threads: Option<usize>) -> PyResult<Self> {
+    fn load(py: Python<'_>, dir: &Bound<'_, PyAny>, threads: Option<usize>) -> PyResult<Self> {
+        // str, bytes or os.PathLike, as `open` takes them (a TypeError for anything else).
+        let dir: PathBuf = py
+            .import("os")?
+            .getattr("fsdecode")?
+            .call1((dir,))?
+            .extract()?;
+        for name in [WEIGHTS_FILE, MANIFEST_FILE] {
+            let path = dir.join(name);
+            // A FIFO would block the read forever, a device read without end.
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if !meta.is_file() && !meta.is_dir() {
+                    return Err(PyOSError::new_err(format!(
+                        "{}: not a regular file (a FIFO, socket or device), expected the model's {name}",
+                        path.display()
+                    )));
+                }
+            }
+        }
         let model = py
             .detach(|| smartmixed_infer::Model::load_dir(&dir))
             .map_err(errors::infer)?;
@@ -361,8 +394,23 @@ impl Model {
     /// every export writes it).
     #[staticmethod]
     #[pyo3(signature = (weights, threads=None))]
-    fn from_bytes(weights: &[u8], threads: Option<usize>) -> PyResult<Self> {
-        let model = smartmixed_infer::Model::from_safetensors(weights).map_err(errors::infer)?;
+    fn from_bytes(weights: &Bound<'_, PyAny>, threads: Option<usize>) -> PyResult<Self> {
+        let copy;
+        let bytes = if let Ok(b) = weights.cast::<PyBytes>() {
+            b.as_bytes()
+        } else if weights.is_instance_of::<PyByteArray>()
+            || weights.is_instance_of::<PyMemoryView>()
+        {
+            // (The buffer protocol is not in the abi3 API before Python 3.11: one copy.)
+            copy = weights.py().get_type::<PyBytes>().call1((weights,))?;
+            copy.cast::<PyBytes>()?.as_bytes()
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "weights is a {}, expected bytes, bytearray or memoryview (a model.safetensors file's contents)",
+                weights.get_type().name()?
+            )));
+        };
+        let model = smartmixed_infer::Model::from_safetensors(bytes).map_err(errors::infer)?;
         pooled(model, threads)
     }
 

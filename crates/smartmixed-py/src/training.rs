@@ -282,19 +282,27 @@ pub fn fit_arrays<'py>(
 /// The best checkpoint of a run (phase 2's, or a fixed baseline's) as export bytes, with
 /// the input and class description its summary recorded.
 fn exported(run: &Path) -> smartmixed_train::Result<(Vec<u8>, smartmixed_core::Manifest)> {
-    let net = checkpoint::load(&Cpu::default(), &best_checkpoint(run))?;
+    let net = checkpoint::load(&Cpu::default(), &best_checkpoint(run)?)?;
     let description = description(run)?;
     export::to_bytes(&net, &description)
 }
 
 /// Phase 2's best checkpoint, or a fixed baseline's (what `smartmixed-cli export` takes);
-/// phase 2's name when neither exists, so that the load error names the file looked for.
-fn best_checkpoint(run: &Path) -> PathBuf {
+/// an error naming both when neither exists (a run of `phase2.epochs = 0` ends after
+/// phase 1, a run that never finished an epoch has none).
+fn best_checkpoint(run: &Path) -> smartmixed_train::Result<PathBuf> {
     [Phase::Phase2, Phase::Fixed]
         .iter()
         .map(|p| run.join(p.checkpoint_file()))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| run.join(Phase::Phase2.checkpoint_file()))
+        .ok_or_else(|| smartmixed_train::Error::Io {
+            path: run.to_path_buf(),
+            action: "no phase2-best.safetensors or fixed-best.safetensors in this run directory (a run of phase2.epochs = 0 has only phase 1's checkpoint: `smartmixed-cli export --phase 1` exports it)",
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "expected a finished phase 2 or fixed baseline",
+            ),
+        })
 }
 
 /// The input and classes a finished run recorded (none for an unfinished run).
@@ -310,13 +318,50 @@ fn description(run: &Path) -> smartmixed_train::Result<export::Description> {
     })
 }
 
+/// `weights` (an export's `model.safetensors` bytes, the manifest in their metadata) with
+/// the input standardisation `(x / divisor - mean) / std` recorded in the manifest in place
+/// of the one there (empty lists: none), the tensors unchanged: `SmartMixedClassifier`
+/// trains on rows it standardised itself in float64, and exports the network with that
+/// standardisation in float32, for raw rows, as every export takes them.
+#[pyfunction]
+pub fn with_standardisation<'py>(
+    py: Python<'py>,
+    weights: &[u8],
+    mean: Vec<f32>,
+    std: Vec<f32>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    use smartmixed_core::manifest::MANIFEST_METADATA_KEY;
+    let invalid = |e: safetensors::SafeTensorError| {
+        PyValueError::new_err(format!("weights: not a safetensors export: {e}"))
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(weights).map_err(invalid)?;
+    let mut meta = header.metadata().clone().unwrap_or_default();
+    let text = meta.get(MANIFEST_METADATA_KEY).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "weights: no `{MANIFEST_METADATA_KEY}` in the safetensors metadata"
+        ))
+    })?;
+    let mut manifest = smartmixed_core::Manifest::from_toml(text).map_err(errors::core)?;
+    let mut input = manifest.input_description();
+    input.mean = mean;
+    input.std = std;
+    manifest.input = Some(input);
+    manifest.validate().map_err(errors::core)?;
+    meta.insert(MANIFEST_METADATA_KEY.to_string(), manifest.to_toml());
+    let tensors = safetensors::SafeTensors::deserialize(weights).map_err(invalid)?;
+    let bytes = safetensors::serialize(tensors.tensors(), &Some(meta)).map_err(invalid)?;
+    // What the runtime makes of it (and every check of a load).
+    smartmixed_infer::Model::from_safetensors(&bytes).map_err(errors::infer)?;
+    Ok(PyBytes::new(py, &bytes))
+}
+
 /// Exports a run's best checkpoint (as `smartmixed-cli export --run RUN --safetensors
 /// OUT`); a model already in `out` is replaced only with `force`.
 #[pyfunction]
 #[pyo3(signature = (run, out, force=false))]
 pub fn export_run(py: Python<'_>, run: PathBuf, out: PathBuf, force: bool) -> PyResult<()> {
     py.detach(|| {
-        let net = checkpoint::load(&Cpu::default(), &best_checkpoint(&run))?;
+        let net = checkpoint::load(&Cpu::default(), &best_checkpoint(&run)?)?;
         export::export_described(&net, &out, force, &description(&run)?).map(|_| ())
     })
     .map_err(errors::train)

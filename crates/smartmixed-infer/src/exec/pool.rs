@@ -27,6 +27,12 @@
 //! helpers even while the pool backs off.
 //! A job that panics on any thread is caught where it runs; the thread still counts itself
 //! finished, so [`Lease::run`] returns the panic's message and the pool serves the next call.
+//! After `fork()` the child has none of the workers (only the forking thread is copied),
+//! while its copy of the pool still lists them idle: a `pthread_atfork` handler counts
+//! forks, and a pool made before the last fork lends no worker (each call runs on its
+//! caller's thread alone, never touching the gate a vanished thread may have held) and is
+//! dropped without joining them. (A relaxed load of the counter per call; `getpid` would be
+//! a system call.)
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -44,6 +50,44 @@ pub const MAX_THREADS: usize = 256;
 
 /// A slot's `call` telling its worker to end (no `Call` lives at address 1).
 const SHUT_DOWN: usize = 1;
+
+/// The `fork()`s this process has been made by: its parent's count plus one in a child.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(unix)]
+extern "C" {
+    /// POSIX `<pthread.h>` (in every Unix libc; declared here rather than a new dependency of
+    /// the runtime): handlers the C library runs around `fork()`.
+    fn pthread_atfork(
+        prepare: Option<unsafe extern "C" fn()>,
+        parent: Option<unsafe extern "C" fn()>,
+        child: Option<unsafe extern "C" fn()>,
+    ) -> std::ffi::c_int;
+}
+
+#[cfg(unix)]
+extern "C" fn count_fork_in_child() {
+    // Async-signal-safe: one atomic add, in the child's only thread.
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The fork count now, with the handler that keeps it registered (once per process; a child
+/// inherits the registration).
+fn forks() -> u64 {
+    #[cfg(unix)]
+    {
+        static REGISTERED: std::sync::Once = std::sync::Once::new();
+        REGISTERED.call_once(|| {
+            // SAFETY: registers a handler that only does an atomic add. If registration
+            // fails (ENOMEM), forked children of this process are not detected: the
+            // behaviour before this handler existed.
+            unsafe {
+                pthread_atfork(None, None, Some(count_fork_in_child));
+            }
+        });
+    }
+    FORKS.load(Ordering::Relaxed)
+}
 
 /// How long an idle worker spins before sleeping (back-to-back calls find it awake).
 const SPIN: Duration = Duration::from_micros(50);
@@ -144,11 +188,19 @@ struct Shared {
     /// The length of the last back-off, in microseconds (see [`next_back_off`]).
     back_off: AtomicU64,
     epoch: Instant,
+    /// [`FORKS`] when the workers started: another count means this is a forked child,
+    /// where they do not exist.
+    forks: u64,
 }
 
 impl Shared {
     fn micros(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether this process was forked since the workers started (they are not here).
+    fn forked(&self) -> bool {
+        FORKS.load(Ordering::Relaxed) != self.forks
     }
 }
 
@@ -228,6 +280,7 @@ impl Pool {
             backing_off_until: AtomicU64::new(0),
             back_off: AtomicU64::new(0),
             epoch: Instant::now(),
+            forks: forks(),
         });
         Owner {
             shared,
@@ -264,13 +317,10 @@ impl Pool {
         let s = &*self.0.shared;
         workers.clear();
         if IN_CALL.with(|c| c.replace(true)) {
-            return Lease {
-                shared: s,
-                workers,
-                stalled: AtomicBool::new(false),
-                ran: AtomicBool::new(false),
-                nested: true,
-            };
+            return Lease::new(s, workers, Entry::Nested);
+        }
+        if s.forked() {
+            return Lease::new(s, workers, Entry::Forked);
         }
         let mut gate = locked(&s.gate);
         if gate.callers > 0 {
@@ -285,14 +335,20 @@ impl Pool {
             workers.extend(gate.idle.drain(at..));
         }
         drop(gate);
-        Lease {
-            shared: s,
-            workers,
-            stalled: AtomicBool::new(false),
-            ran: AtomicBool::new(false),
-            nested: false,
-        }
+        Lease::new(s, workers, Entry::Gated)
     }
+}
+
+/// How a call entered the pool.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// Through the gate: counted among the callers, perhaps with helpers.
+    Gated,
+    /// Inside another call on this thread: alone, not counted.
+    Nested,
+    /// In a process forked after the workers started: alone, the gate not touched (a
+    /// thread that held its lock at the fork is not in this process).
+    Forked,
 }
 
 /// One call: its thread counted among the callers, and the workers it borrowed.
@@ -305,8 +361,8 @@ pub(crate) struct Lease<'a> {
     /// Whether the helpers were given the job (they then put themselves back among the
     /// idle); if not, dropping the lease puts them back.
     ran: AtomicBool,
-    /// Started inside another call on this thread: not counted among the callers.
-    nested: bool,
+    /// Counted among the callers, or alone (nested, or in a forked child).
+    entry: Entry,
 }
 
 /// A thread's wait inside a call: spins, and past [`STALL`] yields and marks the call
@@ -344,7 +400,17 @@ impl<'l, 'a> Wait<'l, 'a> {
     }
 }
 
-impl Lease<'_> {
+impl<'a> Lease<'a> {
+    fn new(shared: &'a Shared, workers: &'a mut Vec<usize>, entry: Entry) -> Self {
+        Self {
+            shared,
+            workers,
+            stalled: AtomicBool::new(false),
+            ran: AtomicBool::new(false),
+            entry,
+        }
+    }
+
     /// Threads this call may use: its own and its helpers'.
     pub(crate) fn threads(&self) -> usize {
         self.workers.len() + 1
@@ -435,10 +501,11 @@ impl Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         let s = self.shared;
-        if self.nested {
-            return;
+        match self.entry {
+            Entry::Nested => return,
+            Entry::Forked => return IN_CALL.with(|c| c.set(false)),
+            Entry::Gated => IN_CALL.with(|c| c.set(false)),
         }
-        IN_CALL.with(|c| c.set(false));
         if self.stalled.load(Ordering::Relaxed) {
             // (Callers stalling at once may race here; any of their lengths will do.)
             let now = s.micros();
@@ -513,6 +580,14 @@ fn worker(s: &Shared, i: usize) {
 
 impl Drop for Owner {
     fn drop(&mut self) {
+        if self.shared.forked() {
+            // A forked child: the workers are not in this process, so there is no one to
+            // tell or to join (joining would wait forever). Their handles are leaked.
+            for h in self.handles.drain(..) {
+                std::mem::forget(h);
+            }
+            return;
+        }
         // No call is in flight: every call borrows a model or pool handle, and this is the
         // last. SHUT_DOWN tells each worker to stop.
         for slot in &self.shared.slots {
@@ -532,6 +607,72 @@ impl Drop for Owner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In a forked child (which has none of the workers) a call that would have borrowed a
+    /// worker runs on its own thread, even one that waits for every helper (`run`, which
+    /// spun forever before), and dropping the pool returns (joining would wait forever);
+    /// a pool made in the child lends its own workers. The parent's pool still lends.
+    #[cfg(unix)]
+    #[test]
+    fn a_forked_child_computes_on_its_own_thread() {
+        let pool = Pool::new(2).unwrap();
+        until_the_worker_is_idle(&pool);
+        let mut lent = Vec::with_capacity(4);
+        let child = || -> bool {
+            let lease = pool.enter(1, &mut lent, false);
+            let alone = lease.threads() == 1;
+            let ran = AtomicUsize::new(0);
+            let ok = lease
+                .run(&|_| {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                })
+                .is_ok();
+            drop(lease);
+            let fresh = Pool::new(2).unwrap();
+            until_the_worker_is_idle(&fresh);
+            let lends = fresh.enter(1, &mut Vec::new(), false).threads() == 2;
+            drop(fresh);
+            alone && ok && ran.load(Ordering::Relaxed) == 1 && lends
+        };
+        // SAFETY: the child only computes with this pool and a new one, then `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = catch_unwind(AssertUnwindSafe(child)).unwrap_or(false);
+            drop(pool);
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut status = 0;
+        let done = loop {
+            // SAFETY: waits for our own child without blocking.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                break true;
+            }
+            if Instant::now() > until {
+                // SAFETY: our own child, hung.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(done, "the forked child hung");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child's checks failed (status {status})"
+        );
+        until_the_worker_is_idle(&pool);
+        assert_eq!(
+            pool.enter(1, &mut lent, false).threads(),
+            2,
+            "the parent's pool lends"
+        );
+    }
 
     /// A shared job whose helper never runs (a pool whose worker thread was never
     /// started stands for a virtual CPU the host has descheduled) completes on the
