@@ -6,28 +6,13 @@ mod common;
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// `train` of the small config on the data already in `data` (which `train_small` would
-/// regenerate), into `tmp/run`.
-fn train_on(tmp: &Path, data: &Path) -> Output {
-    let cfg = write_config(tmp, "own.toml", &format!("{SMALL}[data]\nclasses = 2\n"));
-    cli(&[
-        "train",
-        "--config",
-        s(&cfg),
-        "--data-dir",
-        s(data),
-        "--out",
-        s(&tmp.join("run")),
-    ])
 }
 
 /// Defect 2: metrics.csv holding inf, 1e308 or a column of NaN made `report` loop forever.
@@ -434,7 +419,7 @@ fn empty_data_is_refused() {
     )
     .unwrap();
     assert_one_line_error(
-        &train_on(other.path(), &other_data),
+        &train_small_on(other.path(), &other_data),
         &["t10k-images-idx3-ubyte", "0 images"],
     );
 }
@@ -478,7 +463,7 @@ fn messages_name_what_is_wrong_once() {
     std::fs::remove_file(data.join("train-labels-idx1-ubyte")).unwrap();
     std::fs::create_dir_all(data.join("train-labels-idx1-ubyte")).unwrap();
     assert_one_line_error(
-        &train_on(tmp.path(), &data),
+        &train_small_on(tmp.path(), &data),
         &["train-labels-idx1-ubyte", "is a directory"],
     );
     // eval reads only the test files: a training label out of the model's range is no

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::{
     assert_one_line_error, cli, cli_ok, export, idx_bytes, summary_json, synthetic_data,
-    write_config, SMALL,
+    train_small_on, write_config, SMALL,
 };
 
 fn s(p: &Path) -> &str {
@@ -24,19 +24,6 @@ fn redim(dir: &Path, stem: &str, dims: &[u32]) {
     std::fs::write(&path, idx_bytes(&all, &bytes[16..])).unwrap();
 }
 
-fn train(tmp: &Path, data: &Path) -> std::process::Output {
-    let cfg = write_config(tmp, "c.toml", &format!("{SMALL}[data]\nclasses = 2\n"));
-    cli(&[
-        "train",
-        "--config",
-        s(&cfg),
-        "--data-dir",
-        s(data),
-        "--out",
-        s(&tmp.join("run")),
-    ])
-}
-
 #[test]
 fn a_trailing_channel_of_one_is_a_grey_image_whose_size_is_checked() {
     let tmp = tempfile::tempdir().unwrap();
@@ -44,7 +31,7 @@ fn a_trailing_channel_of_one_is_a_grey_image_whose_size_is_checked() {
     synthetic_data(&data, 200, 60);
     redim(&data, "train", &[6, 5, 1]);
     redim(&data, "t10k", &[6, 5, 1]);
-    let out = train(tmp.path(), &data);
+    let out = train_small_on(tmp.path(), &data);
     assert!(
         out.status.success(),
         "{}",
@@ -83,7 +70,7 @@ fn training_refuses_test_images_of_another_shape() {
     let data = tmp.path().join("data");
     synthetic_data(&data, 200, 60);
     redim(&data, "t10k", &[5, 6]);
-    let o = train(tmp.path(), &data);
+    let o = train_small_on(tmp.path(), &data);
     assert_one_line_error(
         &o,
         &["test images of shape [5, 6], training images of shape [6, 5]"],

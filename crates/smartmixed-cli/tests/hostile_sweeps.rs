@@ -533,26 +533,21 @@ fn a_sweep_with_only_refuses_when_unselected_cells_were_trained_otherwise() {
     common::synthetic_data(&data, 120, 40);
     let cfg = common::write_config(tmp.path(), "sweep.toml", &two_arch_sweep(s(&data), 1));
     let out = tmp.path().join("sweep");
-    common::cli_ok(&[
-        "sweep",
-        "--config",
-        s(&cfg),
-        "--out",
-        s(&out),
-        "--only",
-        "arch=1",
-    ]);
+    let sweep_only = |only: &str| {
+        cli(&[
+            "sweep",
+            "--config",
+            s(&cfg),
+            "--out",
+            s(&out),
+            "--only",
+            only,
+        ])
+    };
+    assert_ok(&sweep_only("arch=1"));
     let recorded = std::fs::read_to_string(out.join("sweep.toml")).unwrap();
     common::write_config(tmp.path(), "sweep.toml", &two_arch_sweep(s(&data), 2));
-    let o = cli(&[
-        "sweep",
-        "--config",
-        s(&cfg),
-        "--out",
-        s(&out),
-        "--only",
-        "arch=2",
-    ]);
+    let o = sweep_only("arch=2");
     assert_one_line_error(&o, &["a01-relu-s0", "phase2.epochs", "--retrain-changed"]);
     assert_eq!(
         std::fs::read_to_string(out.join("sweep.toml")).unwrap(),
@@ -561,14 +556,6 @@ fn a_sweep_with_only_refuses_when_unselected_cells_were_trained_otherwise() {
     // The same config on other data: refused as well, naming the data.
     common::write_config(tmp.path(), "sweep.toml", &two_arch_sweep(s(&data), 1));
     common::synthetic_data(&data, 100, 40);
-    let o = cli(&[
-        "sweep",
-        "--config",
-        s(&cfg),
-        "--out",
-        s(&out),
-        "--only",
-        "arch=2",
-    ]);
+    let o = sweep_only("arch=2");
     assert_one_line_error(&o, &["a01-relu-s0", "the data (train items"]);
 }

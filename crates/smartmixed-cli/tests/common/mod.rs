@@ -133,6 +133,26 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 pub const SMALL: &str = "[model]\nhidden = [16, 8]\n[phase1]\nepochs = 1\nlr = 0.01\n[phase2]\nepochs = 1\nlr = 0.01\n[training]\nbatch_size = 16\n";
 
+/// `train` of the small config on the data already in `data` (which [`train_small`]
+/// would regenerate), into `tmp/run`.
+pub fn train_small_on(tmp: &Path, data: &Path) -> Output {
+    let cfg = write_config(tmp, "own.toml", &format!("{SMALL}[data]\nclasses = 2\n"));
+    let (cfg, data, out) = (
+        cfg.to_str().unwrap(),
+        data.to_str().unwrap(),
+        tmp.join("run"),
+    );
+    cli(&[
+        "train",
+        "--config",
+        cfg,
+        "--data-dir",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 /// Trains the small config (edited by `edit`) on synthetic 6x5 images into `tmp/run`.
 pub fn train_small(tmp: &Path, edit: impl Fn(String) -> String) -> (Output, PathBuf) {
     let data = tmp.join("data");
