@@ -48,6 +48,23 @@ pub fn resolve_data_paths(data: &mut DataConfig, text: &str, path: &Path) -> Res
     Ok(())
 }
 
+/// Makes every `[data]` path absolute against the working directory (the file's own
+/// relative paths were resolved against its folder before): paths from `--data-dir`,
+/// `--set data.file=...` and the default `data/mnist`. The run's config.toml then names
+/// the files training read, so `eval --run`, `export` and `--resume` find them from any
+/// working directory.
+pub fn absolute_data_paths(data: &mut DataConfig) -> Result<()> {
+    let absolute = |p: &Path| -> Result<PathBuf> {
+        std::path::absolute(p)
+            .map(|p| normalise(&p))
+            .with_context(|| format!("{}: cannot make the data path absolute", p.display()))
+    };
+    data.dir = absolute(&data.dir)?;
+    data.file = data.file.as_deref().map(absolute).transpose()?;
+    data.test_file = data.test_file.as_deref().map(absolute).transpose()?;
+    Ok(())
+}
+
 /// `path` with `.` parts dropped and each `..` taking away the part before it, lexically
 /// (as cargo reads paths in manifests): `/repo/configs/../data` is `/repo/data`, which
 /// exists even when the working directory has no `configs` folder.

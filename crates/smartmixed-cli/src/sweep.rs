@@ -78,6 +78,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
     let mut cfg = SweepConfig::from_toml_str(&text, &config_path.display().to_string())?;
     // Relative paths in the sweep file are relative to its folder, as in a train config.
     crate::config_args::resolve_data_paths(&mut cfg.data, &text, config_path)?;
+    crate::config_args::absolute_data_paths(&mut cfg.data)?;
     let mut cells = cfg.cells();
     // A value the sweep does not have is a typo or a method the config leaves out (such
     // as smartmixed-auto in the paper's sweeps), not an empty selection.

@@ -169,6 +169,7 @@ fn resolve(args: &TrainArgs) -> Result<(TrainConfig, String)> {
     if let Some(d) = &args.data_dir {
         set_data_dir(&mut cfg, d, &origin)?;
     }
+    crate::config_args::absolute_data_paths(&mut cfg.data)?;
     Ok((cfg, origin))
 }
 

@@ -244,7 +244,8 @@ fn config_paths_are_relative_to_the_config_file() {
         proj.join("data").canonicalize().unwrap()
     );
 
-    // A path on the command line stays relative to the working directory.
+    // A path on the command line is relative to the working directory, and recorded
+    // absolute: it was recorded as typed, so `eval --run` from elsewhere read no data.
     let o = cli_in(
         &proj,
         &[
@@ -252,13 +253,25 @@ fn config_paths_are_relative_to_the_config_file() {
             "--config",
             "cfg/c.toml",
             "--data-dir",
-            "data",
-            "--print-config",
+            "./data/../data",
+            "--out",
+            "run",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap();
-    assert_eq!(printed["data"]["dir"].as_str(), Some("data"));
+    let recorded = std::fs::read_to_string(proj.join("run/config.toml")).unwrap();
+    let recorded: toml::Table = toml::from_str(&recorded).unwrap();
+    let dir = PathBuf::from(recorded["data"]["dir"].as_str().unwrap());
+    assert!(dir.is_absolute(), "{dir:?}");
+    assert_eq!(dir, proj.join("data").canonicalize().unwrap());
+    let model = tmp.path().join("model");
+    export(&proj.join("run"), &model);
+    let o = cli_in(
+        &elsewhere,
+        &["eval", "--model", s(&model), "--run", s(&proj.join("run"))],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("test"), "{o:?}");
 
     // The repository's configs name the vendored data from their own folder.
     let o = cli_in(
