@@ -357,6 +357,9 @@ fn parse_limited(
     // Label text -> index in `table.labels`; the texts are held twice (here and there).
     let mut interned: HashMap<Box<[u8]>, u8> = HashMap::new();
     let mut label_bytes = 0u64;
+    // The labels that are numbers, with the line each first appeared on: `0` and `0.0`
+    // (a column written by two tools) would otherwise be two classes.
+    let mut numeric: Vec<(f64, usize, u64)> = Vec::new();
     let mut row = Vec::with_capacity(header.len() - 1);
     each_record(&mut csv, &header, |record, line| {
         match parse_row(record, &header, label_col, &mut row) {
@@ -377,9 +380,17 @@ fn parse_limited(
                     )
                 })?;
                 // `parse_row` checked that the label is UTF-8.
-                table
-                    .labels
-                    .push(String::from_utf8_lossy(text).into_owned());
+                let name = String::from_utf8_lossy(text).into_owned();
+                if let Ok(x) = name.parse::<f64>() {
+                    if let Some(&(_, j, first)) = numeric.iter().find(|(y, ..)| *y == x) {
+                        return Err(format!(
+                            "line {line}: column `{label}`: label `{name}` is the number of label `{}` (line {first}) written another way, expected one spelling per class",
+                            table.labels[j]
+                        ));
+                    }
+                    numeric.push((x, table.labels.len(), line));
+                }
+                table.labels.push(name);
                 interned.insert(text.into(), i);
                 label_bytes = label_bytes.saturating_add(2 * text.len() as u64);
                 i
@@ -809,6 +820,31 @@ mod tests {
         let limit = value_limit();
         let after = available();
         assert!(limit <= MAX_VALUE_BYTES && limit <= before.max(after) / 4);
+    }
+
+    /// `0` and `0.0` (a column written by two tools) were two classes of one label.
+    #[test]
+    fn one_number_spelt_two_ways_is_refused_as_a_label() {
+        for (a, b) in [
+            ("0", "0.0"),
+            ("1", "1e0"),
+            ("2", "+2"),
+            ("0", "-0"),
+            ("3", "03"),
+        ] {
+            let text = format!("a,species\n1,{a}\n2,x\n3,{b}\n");
+            assert_eq!(
+                parse(&text, InvalidCells::Error).unwrap_err(),
+                format!("line 4: column `species`: label `{b}` is the number of label `{a}` (line 2) written another way, expected one spelling per class")
+            );
+        }
+        // Numbers that differ, and texts that merely look alike, are classes of their own.
+        let t = parse(
+            "a,species\n1,0\n2,0.5\n3,1\n4,nan\n5,NaN\n6,O\n",
+            InvalidCells::Error,
+        )
+        .unwrap();
+        assert_eq!(t.labels, ["0", "0.5", "1", "nan", "NaN", "O"]);
     }
 
     #[test]
