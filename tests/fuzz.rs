@@ -849,6 +849,7 @@ impl ResumeStateRun {
             classes: 3,
             class_names: Vec::new(),
             dropped_rows: 0,
+            imprecise_features: Vec::new(),
         };
         // On tmpfs where there is one: every case rewrites the run's files, and a resumed
         // case syncs each file it writes, which costs milliseconds on a disk.

@@ -267,6 +267,14 @@ fn announce(cfg: &TrainConfig, data: &Splits, out: &std::path::Path, resume: boo
         data.test.len(),
         out.display()
     );
+    for column in &data.imprecise_features {
+        let file = cfg
+            .data
+            .file
+            .as_deref()
+            .unwrap_or(std::path::Path::new("?"));
+        eprintln!("warning: {}: {column}", file.display());
+    }
     if data.dropped_rows > 0 {
         eprintln!(
             "left out {} table row(s) with an invalid cell (data.invalid = \"drop\"; summary.json records the count)",

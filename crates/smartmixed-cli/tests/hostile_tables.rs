@@ -256,3 +256,35 @@ fn dropped_rows_are_counted_and_overflowing_standardisation_is_refused() {
         &["test.csv", "test item 10, feature `b`", "3e38 becomes inf"],
     );
 }
+
+/// A column of Unix times (1.7e9 + 10 k) rounds to steps of 128 in f32 as it is read:
+/// training goes on (the model sees what f32 holds, as the runtime will), but says so,
+/// naming the file and the column; an ordinary column is not named.
+#[test]
+fn a_column_that_f32_cannot_hold_is_named_in_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = String::from("time,width,species\n");
+    for i in 0..120 {
+        let c = i % 2;
+        text.push_str(&format!(
+            "{},{:.2},{}\n",
+            1_700_000_000 + 10 * i,
+            c as f64 * 4.0 + (i % 7) as f64 * 0.1,
+            ["alpha", "beta"][c]
+        ));
+    }
+    let o = train_on(tmp.path(), "times.csv", &text, "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("times.csv: column `time`: values up to 1.70000119e9")
+            && warnings[0].contains("subtract an offset"),
+        "{err}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let o = train_on(tmp.path(), "plain.csv", &table("a,b,species", 120), "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !err.contains("warning:"), "{err}");
+}

@@ -158,6 +158,7 @@ impl Splits {
                     classes,
                     class_names: data.class_names.clone(),
                     dropped_rows: 0,
+                    imprecise_features: Vec::new(),
                 }
             }
             None => {

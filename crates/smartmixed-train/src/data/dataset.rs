@@ -56,6 +56,9 @@ pub struct Splits {
     pub class_names: Vec<String>,
     /// Table rows left out for an invalid cell (`data.invalid = "drop"`), both files.
     pub dropped_rows: usize,
+    /// Table columns that `f32` holds only coarsely for their spread (either file; a
+    /// column once): training goes on, the CLI warns.
+    pub imprecise_features: Vec<super::ImpreciseColumn>,
 }
 
 impl Dataset {
@@ -473,6 +476,7 @@ impl Splits {
         };
         let features = table.features.clone();
         let mut dropped_rows = table.dropped;
+        let mut imprecise = table.imprecise.clone();
         let full = dataset(table, &path)?;
         let (pool, test) = match &cfg.test_file {
             Some(test_path) => {
@@ -489,6 +493,11 @@ impl Splits {
                     });
                 }
                 dropped_rows += test.dropped;
+                for c in &test.imprecise {
+                    if imprecise.iter().all(|i| i.column != c.column) {
+                        imprecise.push(c.clone());
+                    }
+                }
                 (full, dataset(test, test_path)?)
             }
             None => {
@@ -509,6 +518,7 @@ impl Splits {
         };
         let mut splits = Self::split(cfg, &path, pool, test, names.len(), names)?;
         splits.dropped_rows = dropped_rows;
+        splits.imprecise_features = imprecise;
         splits.standardise(cfg.standardize, features);
         let test_origin = cfg.test_file.as_ref().unwrap_or(&path);
         for (set, name, origin) in [
@@ -592,6 +602,7 @@ impl Splits {
             classes,
             class_names,
             dropped_rows: 0,
+            imprecise_features: Vec::new(),
         })
     }
 }

@@ -6,8 +6,10 @@ mod dataset;
 pub mod folder;
 mod idx;
 pub mod image;
+mod precision;
 pub mod table;
 
 pub use arrays::{ArrayData, Arrays};
 pub use dataset::{Batch, Dataset, Splits};
 pub use idx::{read_idx, IdxArray};
+pub use precision::ImpreciseColumn;

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
+use super::precision::{ColumnPrecision, ImpreciseColumn};
 use crate::InvalidCells;
 use crate::{Error, Result};
 
@@ -55,6 +56,8 @@ pub struct Table {
     pub row_labels: Vec<u8>,
     /// Rows left out for an invalid cell (`InvalidCells::Drop`).
     pub dropped: usize,
+    /// Feature columns that `f32` holds only coarsely for their spread.
+    pub imprecise: Vec<ImpreciseColumn>,
 }
 
 impl Table {
@@ -353,7 +356,10 @@ fn parse_limited(
         labels: Vec::new(),
         row_labels: Vec::new(),
         dropped: 0,
+        imprecise: Vec::new(),
     };
+    let mut precision = ColumnPrecision::new(table.features.len());
+    let mut exact = Vec::with_capacity(header.len() - 1);
     // Label text -> index in `table.labels`; the texts are held twice (here and there).
     let mut interned: HashMap<Box<[u8]>, u8> = HashMap::new();
     let mut label_bytes = 0u64;
@@ -362,7 +368,7 @@ fn parse_limited(
     let mut numeric: Vec<(f64, usize, u64)> = Vec::new();
     let mut row = Vec::with_capacity(header.len() - 1);
     each_record(&mut csv, &header, |record, line| {
-        match parse_row(record, &header, label_col, &mut row) {
+        match parse_row(record, &header, label_col, &mut row, &mut exact) {
             Ok(()) => {}
             Err(_) if invalid == InvalidCells::Drop => {
                 table.dropped += 1;
@@ -410,20 +416,23 @@ fn parse_limited(
             .map_err(|_| format!("line {line}: out of memory for the table's values"))?;
         table.values.extend_from_slice(&row);
         table.row_labels.push(index);
+        precision.add(&exact, &row);
         Ok(())
     })?;
     if table.rows() == 0 {
         return Err("no data rows, expected at least one after the header".into());
     }
     table.values.shrink_to_fit();
+    table.imprecise = precision.imprecise(&table.features);
     Ok(table)
 }
 
-/// A cell as a finite number; the error says what the cell is instead.
-fn number(cell: &[u8]) -> std::result::Result<f32, String> {
+/// A cell as a finite number, as held (`f32`, rounded once from the text) and as written
+/// (`f64`, for [`ColumnPrecision`]); the error says what the cell is instead.
+fn number(cell: &[u8]) -> std::result::Result<(f32, f64), String> {
     let text = String::from_utf8_lossy(cell);
     match text.parse::<f32>() {
-        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) if v.is_finite() => Ok((v, text.parse::<f64>().unwrap_or(f64::from(v)))),
         Ok(_) => Err(format!("`{text}` is not a finite number")),
         Err(_) if cell.is_empty() => Err("missing value".into()),
         Err(_) => Err(format!("`{text}` is not a number")),
@@ -437,8 +446,10 @@ fn parse_row(
     header: &[String],
     label_col: usize,
     row: &mut Vec<f32>,
+    exact: &mut Vec<f64>,
 ) -> std::result::Result<(), String> {
     row.clear();
+    exact.clear();
     for (c, cell) in record.iter().enumerate() {
         if c == label_col {
             if cell.is_empty() {
@@ -452,7 +463,9 @@ fn parse_row(
             }
             continue;
         }
-        row.push(number(cell).map_err(|e| format!("column `{}`: {e}", header[c]))?);
+        let (held, written) = number(cell).map_err(|e| format!("column `{}`: {e}", header[c]))?;
+        row.push(held);
+        exact.push(written);
     }
     Ok(())
 }
@@ -526,7 +539,7 @@ fn parse_rows(
             ));
         }
         for &c in &columns {
-            let value = number(&record[c])
+            let (value, _) = number(&record[c])
                 .map_err(|e| format!("line {line}: column `{}`: {e}", header[c]))?;
             rows.push(value);
         }
