@@ -54,16 +54,20 @@ ACTIVATIONS = {
 
 
 class GroupedActivation(nn.Module):
-    """One activation per contiguous block of neurons: `(name, start, len)` in order."""
+    """One activation per contiguous block of neurons: `(name, start, len)` in order,
+    then, for a phase-1 export (the manifest's `hidden_clamp`), every output clamped to
+    `[-clamp, clamp]` as phase 1 evaluated it."""
 
-    def __init__(self, groups):
+    def __init__(self, groups, clamp=None):
         super().__init__()
         self.lengths = [g["len"] for g in groups]
         self.acts = nn.ModuleList(ACTIVATIONS[g["activation"]]() for g in groups)
+        self.clamp = None if clamp is None else float(clamp)
 
     def forward(self, x):
         parts = torch.split(x, self.lengths, dim=1)
-        return torch.cat([act(p) for act, p in zip(self.acts, parts)], dim=1)
+        y = torch.cat([act(p) for act, p in zip(self.acts, parts)], dim=1)
+        return y if self.clamp is None else torch.clamp(y, -self.clamp, self.clamp)
 
 
 class Preprocess(nn.Module):
@@ -102,8 +106,9 @@ class SmartMixedNet(nn.Module):
         self.layers = nn.ModuleList(
             nn.Linear(layer["inputs"], layer["outputs"]) for layer in manifest["layers"]
         )
+        clamp = manifest.get("hidden_clamp")
         self.activations = nn.ModuleList(
-            GroupedActivation(layer["groups"]) if layer.get("groups") else nn.Identity()
+            GroupedActivation(layer["groups"], clamp) if layer.get("groups") else nn.Identity()
             for layer in manifest["layers"]
         )
         self.load_state_dict(tensors)

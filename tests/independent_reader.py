@@ -57,6 +57,10 @@ def main(d: Path) -> int:
                 s = slice(g["start"], g["start"] + g["len"])
                 y[:, s] = ACTIVATIONS[g["activation"]](z[:, s])
             z = y
+            # Phase-1 exports clamp every hidden output (the manifest's hidden_clamp).
+            if "hidden_clamp" in manifest:
+                c = manifest["hidden_clamp"]
+                z = np.clip(z, -c, c)
         x = z
     want = np.fromfile(d / "logits.f32", dtype="<f4").reshape(x.shape)
     diff = float(np.max(np.abs(x - want)))

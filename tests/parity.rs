@@ -9,7 +9,7 @@ use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use smartmixed_core::{lookup, PAPER_POOL};
-use smartmixed_infer::{Model, Pool, Scratch};
+use smartmixed_infer::{LoadOptions, Model, Pool, Precision, Scratch};
 use smartmixed_train::data::Dataset;
 use smartmixed_train::export;
 use smartmixed_train::{Hidden, Network};
@@ -133,6 +133,81 @@ fn runtime_matches_the_trainer_on_the_mnist_test_set() {
     println!("max |trainer - runtime| over 10000 test images: {max_diff:e}");
     assert!(max_diff <= 1e-5, "max abs difference {max_diff}");
     assert_eq!(same, test.len(), "predictions differ");
+}
+
+/// A phase-1 network exported as it is (its argmax choices) computes what phase 1
+/// evaluates: every hidden output clamped to +-10. Without the manifest's `hidden_clamp`
+/// the exported model's accuracy differed from the phase-1 test accuracy of summary.json
+/// (89.06% against 89.12% on the quick config's 3 epochs).
+#[test]
+fn a_phase1_export_clamps_its_hidden_outputs_as_phase1_does() {
+    let dev = Cpu::default();
+    // Weights large enough that unbounded activations (relu, elu, selu, ...) pass 10.
+    let mut rng = StdRng::seed_from_u64(5);
+    let pool = PAPER_POOL.iter().map(|n| lookup(n).unwrap()).collect();
+    let mut net = Network::selective(&dev, &[784, 64, 32, 10], pool, 0.3, &mut rng);
+    if let Hidden::Selective { logits, .. } = &mut net.hidden {
+        for l in logits.iter_mut() {
+            let v: Vec<f32> = (0..l.shape().0 * l.shape().1)
+                .map(|_| rng.gen_range(-2.0..2.0))
+                .collect();
+            *l = dev.tensor_from_vec(v, *l.shape());
+        }
+    }
+    for layer in &mut net.layers {
+        let w: Vec<f32> = layer.weight.as_vec().iter().map(|w| w * 12.0).collect();
+        layer.weight = dev.tensor_from_vec(w, *layer.weight.shape());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = export::export(&net, dir.path(), false).unwrap();
+    assert_eq!(manifest.hidden_clamp, Some(10.0));
+    let model = Model::load_dir(dir.path()).unwrap();
+    let b = mnist_test().batch(&(0..300).collect::<Vec<_>>(), 10);
+    let want = net
+        .forward(dev.tensor_from_vec(b.inputs.clone(), (300, 784)), None)
+        .as_vec();
+    let mut got = vec![0.0; 300 * 10];
+    model
+        .forward(&b.inputs, 300, &mut Scratch::new(), &mut got)
+        .unwrap();
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let diff = max_abs_diff(&want, &got);
+    assert!(
+        diff <= 1e-5 * scale,
+        "max |phase 1 - runtime| = {diff} (logits up to {scale})"
+    );
+    // The clamp is active here: phase 2's network of the same weights (no clamp) gives
+    // other logits.
+    let other = net
+        .to_mixed(None)
+        .unwrap()
+        .forward(dev.tensor_from_vec(b.inputs.clone(), (300, 784)), None)
+        .as_vec();
+    let gap = max_abs_diff(&want, &other);
+    assert!(
+        gap > 100.0 * diff.max(1e-6 * scale),
+        "unclamped differs by only {gap}"
+    );
+    // bf16 and int8 clamp too: far nearer phase 1 than the unclamped network is.
+    for precision in [Precision::Bf16, Precision::Int8] {
+        let reduced = Model::load_dir_with(dir.path(), &LoadOptions { precision }).unwrap();
+        let mut got = vec![0.0; 300 * 10];
+        reduced
+            .forward(&b.inputs, 300, &mut Scratch::new(), &mut got)
+            .unwrap();
+        let d = max_abs_diff(&want, &got);
+        assert!(
+            d < gap / 10.0,
+            "{precision:?}: {d} against the unclamped {gap}"
+        );
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// The Python the reader runs on: `SMARTMIXED_PYTHON`, else `python3`.

@@ -51,6 +51,11 @@ pub fn run(args: InspectArgs) -> Result<()> {
             shares.join(", ")
         );
     }
+    if let Some(c) = m.hidden_clamp {
+        println!(
+            "  every hidden output clamped to [-{c}, {c}] (a phase-1 export, as phase 1 evaluates)"
+        );
+    }
     print_input(m);
     println!(
         "precision {}; kernel on this CPU: {}",

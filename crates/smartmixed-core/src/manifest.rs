@@ -40,6 +40,11 @@ pub struct Manifest {
     /// The name of each output class, in output order (version 2; empty: unnamed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub class_names: Vec<String>,
+    /// Every hidden neuron's output clamped to `[-c, c]` after its activation: phase 1
+    /// clamps at 10 (the authors' code), so its exports say so and compute what phase 1
+    /// evaluated (none: phase 2 and the baselines, which do not clamp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_clamp: Option<f32>,
 }
 
 /// One input as the model expects it: its shape, and the preprocessing training applied,
@@ -456,6 +461,14 @@ impl Manifest {
         if self.layers.is_empty() {
             return bad("layers", "expected at least one layer");
         }
+        if let Some(c) = self.hidden_clamp {
+            if !(c.is_normal() && c > 0.0) {
+                return bad(
+                    "hidden_clamp",
+                    format!("{c}, expected a positive normal number"),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -561,6 +574,7 @@ mod tests {
             ],
             input: None,
             class_names: vec![],
+            hidden_clamp: None,
         }
     }
 
@@ -577,6 +591,33 @@ mod tests {
             }),
             class_names: vec!["no".into(), "yes".into()],
             ..valid()
+        }
+    }
+
+    #[test]
+    fn a_hidden_clamp_round_trips_and_must_be_a_positive_normal_number() {
+        let m = Manifest {
+            hidden_clamp: Some(10.0),
+            ..described()
+        };
+        let text = m.to_toml();
+        assert!(text.contains("hidden_clamp = 10.0"), "{text}");
+        assert_eq!(Manifest::from_toml(&text).unwrap(), m);
+        assert_eq!(
+            Manifest::from_toml(&described().to_toml())
+                .unwrap()
+                .hidden_clamp,
+            None
+        );
+        for c in [0.0, -1.0, f32::NAN, f32::INFINITY, 1e-40] {
+            let m = Manifest {
+                hidden_clamp: Some(c),
+                ..described()
+            };
+            match m.validate() {
+                Err(Error::Manifest { field, .. }) => assert_eq!(field, "hidden_clamp"),
+                other => panic!("{c}: {other:?}"),
+            }
         }
     }
 

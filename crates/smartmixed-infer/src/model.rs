@@ -36,6 +36,9 @@ pub(crate) struct Layer {
     /// Per block, in bf16 and int8, the fast form of its activation where it has one
     /// ([`crate::fast_act`]); empty in f32, which keeps the exact forms.
     fast: Vec<Option<Fast>>,
+    /// Hidden layers of a phase-1 export: outputs clamped to `[-c, c]` after the
+    /// activation (the manifest's `hidden_clamp`), as phase 1 evaluated them.
+    clamp: Option<f32>,
 }
 
 /// How a model holds and multiplies its weights; chosen when it is loaded.
@@ -167,6 +170,12 @@ impl Layer {
                         (blk.activation.apply)(p, &self.bias[s..e], o);
                     }
                 }
+            }
+        }
+        if let Some(c) = self.clamp {
+            for r in 0..rows {
+                let o = std::slice::from_raw_parts_mut(out.add(r * n + cols.start), cols.len());
+                o.iter_mut().for_each(|v| *v = v.clamp(-c, c));
             }
         }
     }
@@ -349,7 +358,13 @@ fn f32_le(c: &[u8]) -> f32 {
 
 impl Layer {
     /// Layer `i` from the weights, as manifest entry `lm` describes it.
-    fn build(st: &SafeTensors, i: usize, lm: &LayerManifest, precision: Precision) -> Result<Self> {
+    fn build(
+        st: &SafeTensors,
+        i: usize,
+        lm: &LayerManifest,
+        precision: Precision,
+        clamp: Option<f32>,
+    ) -> Result<Self> {
         let (inputs, outputs) = (lm.inputs, lm.outputs);
         let w = tensor_bytes(st, format!("layers.{i}.weight"), &[outputs, inputs])?;
         let b = tensor_bytes(st, format!("layers.{i}.bias"), &[outputs])?;
@@ -415,6 +430,7 @@ impl Layer {
             outputs,
             weights,
             bias,
+            clamp: clamp.filter(|_| !blocks.is_empty()),
             blocks,
             fast,
         })
@@ -509,7 +525,7 @@ impl Model {
             .layers
             .iter()
             .enumerate()
-            .map(|(i, lm)| Layer::build(&st, i, lm, options.precision))
+            .map(|(i, lm)| Layer::build(&st, i, lm, options.precision, manifest.hidden_clamp))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             input: manifest.input_description(),

@@ -76,6 +76,9 @@ pub fn manifest<D: TrainDevice>(net: &Network<D>, description: &Description) -> 
         layers,
         input: description.input.clone(),
         class_names: description.class_names.clone(),
+        // Phase 1 evaluates its argmax network with every hidden output clamped.
+        hidden_clamp: matches!(net.hidden, Hidden::Selective { .. })
+            .then_some(crate::kernels::CLAMP),
     }
 }
 
@@ -117,9 +120,8 @@ pub fn to_bytes<D: TrainDevice>(
     net: &Network<D>,
     description: &Description,
 ) -> Result<(Vec<u8>, Manifest)> {
-    let net = mixed(net);
-    let manifest = manifest(&net, description);
+    let manifest = manifest(net, description);
     manifest.validate()?;
     let meta = HashMap::from([(MANIFEST_METADATA_KEY.to_string(), manifest.to_toml())]);
-    Ok((serialize(&layer_tensors(&net), meta), manifest))
+    Ok((serialize(&layer_tensors(&mixed(net)), meta), manifest))
 }
