@@ -88,6 +88,8 @@ fn temperatures_f32_cannot_train_with_are_refused_from_set() {
 
 /// Full-batch training (a batch_size above the training set) was refused as needing
 /// exabytes: the memory check counted the batch asked for, not the one the data allows.
+/// (This replaces hostile_runs.rs's test that such a batch is refused; which field a
+/// refusal names is config.rs's `the_memory_check_names_the_field_that_dominates`.)
 #[test]
 fn a_batch_above_the_training_set_trains_on_the_whole_set() {
     let tmp = tempfile::tempdir().unwrap();
