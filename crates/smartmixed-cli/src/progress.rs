@@ -68,6 +68,14 @@ impl Progress for Reporter {
         self.batches = batches;
         self.started = Instant::now();
         self.ran = 0;
+        if phase == Phase::Phase1 && epochs == 0 {
+            eprintln!(
+                "{}",
+                self.labelled(
+                    "phase1: 0 epochs, so no selection: phase 2 keeps each neuron's initial choice, the argmax of its initial logits (an activation drawn uniformly from the pool with training.seed)".into()
+                )
+            );
+        }
     }
 
     fn batch(&mut self, epoch: usize, batch: usize, loss: f64, samples_per_second: f64) {

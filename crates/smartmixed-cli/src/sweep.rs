@@ -105,7 +105,14 @@ pub fn run(args: SweepArgs) -> Result<ExitCode> {
         );
     }
     if let Some((k, n)) = args.shard {
+        let selected = cells.len();
         cells = shard(&cells, k, n);
+        if cells.is_empty() {
+            bail!(
+                "--shard {k}/{n}: {} has {selected} selected cell(s), so shard {k} holds none; use at most {selected} shards",
+                config_path.display()
+            );
+        }
     }
     let data = crate::progress::while_loading("loading data", || {
         Splits::load(&cfg.data, cfg.data.classes)

@@ -181,25 +181,6 @@ fn threads_past_four_per_core_are_capped_with_a_warning() {
     assert_eq!(summary_json(&run)["threads"], cap);
 }
 
-/// An oversized batch was refused as a `model.hidden` problem.
-#[test]
-fn an_oversized_batch_is_refused_naming_the_batch_size() {
-    let tmp = tempfile::tempdir().unwrap();
-    let config = small_config().replace("batch_size = 16", "batch_size = 100000000");
-    let (o, run) = train_with(tmp.path(), &config, &[]);
-    assert_one_line_error(
-        &o,
-        &[
-            "c.toml",
-            "training.batch_size",
-            "needs about",
-            "GB of memory",
-        ],
-    );
-    assert!(!String::from_utf8_lossy(&o.stderr).contains("model.hidden"));
-    assert!(!run.exists());
-}
-
 /// Item 9: `hidden = [131072]` passed the memory check (total RAM) under a 4 GiB
 /// address-space limit, trained, then aborted writing its state. The check now uses what
 /// the process may still allocate, so it is refused before a run directory exists.

@@ -35,9 +35,10 @@ pub fn train(e: smartmixed_train::Error) -> PyErr {
     match e {
         E::Io { .. } => PyOSError::new_err(message),
         E::Interrupted => PyKeyboardInterrupt::new_err(message),
-        E::NonFiniteLoss { .. } | E::NonFiniteEvaluation { .. } | E::Device(_) => {
-            PyRuntimeError::new_err(message)
-        }
+        E::NonFiniteLoss { .. }
+        | E::NonFiniteEvaluation { .. }
+        | E::NonFiniteLogits { .. }
+        | E::Device(_) => PyRuntimeError::new_err(message),
         _ => PyValueError::new_err(message),
     }
 }

@@ -431,9 +431,67 @@ fn positive(field: &str, v: f64) -> Problem {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        problem(field, format!("expected a finite number > 0, got {v}"))
+        problem(
+            field,
+            format!("expected a finite number > 0, got {}", shown(v)),
+        )
     }
 }
+
+/// `v` as a message shows it: plain where that is short, else in exponent form (`1e-50`,
+/// not fifty zeros).
+fn shown(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() || (1e-4..1e15).contains(&v.abs()) {
+        v.to_string()
+    } else {
+        format!("{v:e}")
+    }
+}
+
+/// A learning rate: training computes in f32, where a rate below the smallest normal f32
+/// is zero (subnormals are flushed) and one above the largest is infinite, so the run
+/// would train nothing, or NaN, and report it as a result.
+fn learning_rate(field: &str, v: f64) -> Problem {
+    positive(field, v)?;
+    let (min, max) = (f64::from(f32::MIN_POSITIVE), f64::from(f32::MAX));
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else {
+        problem(
+            field,
+            format!(
+                "expected a rate that f32 holds, from {min:.1e} to {max:.1e}, got {}",
+                shown(v)
+            ),
+        )
+    }
+}
+
+/// The Gumbel-softmax temperatures phase 1 may use. Outside this range the softmax's
+/// gradient to the logits vanishes in f32 (below: one-hot or NaN, since `score / tau`
+/// overflows; above: uniform, with gradients under Adam's epsilon), so phase 1 would keep
+/// its initial, random choices, or NaN logits, and the run would report them as chosen.
+pub const TEMPERATURE_RANGE: (f64, f64) = (1e-3, 1e6);
+
+fn temperature(field: &str, v: f64) -> Problem {
+    positive(field, v)?;
+    let (min, max) = TEMPERATURE_RANGE;
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else {
+        problem(
+            field,
+            format!(
+                "expected a temperature from {min} to {max:e}, got {}: outside it the Gumbel-softmax passes no gradient to the logits in f32, and phase 1 would keep its initial choices",
+                shown(v)
+            ),
+        )
+    }
+}
+
+/// The smallest gradient-norm clip other than 0 (off): a smaller one scales every
+/// gradient below Adam's epsilon (1e-8), or to zero in f32, and training stands still.
+pub const MIN_CLIP_NORM: f64 = 1e-6;
 
 /// A config file's text, at most [`smartmixed_core::MAX_TEXT_BYTES`] (configs and sweep configs).
 pub(crate) fn read_config(path: &Path) -> Result<String> {
@@ -588,14 +646,14 @@ impl TrainConfig {
     /// Rates, temperatures, fractions and counts within their ranges.
     fn check_numbers(&self) -> Problem {
         let (p1, t, d) = (&self.phase1, &self.training, &self.data);
-        positive("phase1.temperature", p1.temperature)?;
-        positive("phase1.lr", p1.lr)?;
-        positive("phase2.lr", self.phase2.lr)?;
+        temperature("phase1.temperature", p1.temperature)?;
+        learning_rate("phase1.lr", p1.lr)?;
+        learning_rate("phase2.lr", self.phase2.lr)?;
         if let Some(v) = p1.logit_lr {
-            positive("phase1.logit_lr", v)?;
+            learning_rate("phase1.logit_lr", v)?;
         }
         if let Some(v) = p1.temperature_final {
-            positive("phase1.temperature_final", v)?;
+            temperature("phase1.temperature_final", v)?;
         }
         let th = p1.auto.threshold;
         if !(0.0..=1.0).contains(&th) {
@@ -605,10 +663,13 @@ impl TrainConfig {
             );
         }
         let clip = t.clip_norm;
-        if !(clip.is_finite() && clip >= 0.0) {
+        if !(clip.is_finite() && (clip == 0.0 || clip >= MIN_CLIP_NORM)) {
             return problem(
                 "training.clip_norm",
-                format!("expected a number >= 0, got {clip}"),
+                format!(
+                    "expected 0 (no clipping) or a finite norm from {MIN_CLIP_NORM:e}, got {}: a smaller clip scales every gradient below Adam's epsilon and training stands still",
+                    shown(clip)
+                ),
             );
         }
         let vf = d.validation_fraction;
@@ -957,6 +1018,68 @@ mod tests {
         assert_eq!(c.data.format(), DataFormat::Csv);
         let c = TrainConfig::from_toml_str(&table("plants.CSV", ""), "t").unwrap();
         assert_eq!(c.data.format(), DataFormat::Csv);
+    }
+
+    /// Values `positive` let through but f32 training turns into nothing or NaN: a rate
+    /// that is 0 or infinite in f32, a temperature whose softmax passes no gradient (or
+    /// NaN logits), a clip that zeroes every gradient. Each was a run that exited 0.
+    #[test]
+    fn values_that_f32_training_would_silently_void_are_refused() {
+        let cases = [
+            (
+                "[phase1]\nepochs = 1\nlr = 1e-50\n",
+                "phase1.lr",
+                "f32 holds",
+            ),
+            (
+                "[phase2]\nepochs = 1\nlr = 1e300\n",
+                "phase2.lr",
+                "f32 holds",
+            ),
+            (
+                "[phase1]\nepochs = 1\nlogit_lr = 1e39\n",
+                "phase1.logit_lr",
+                "got 1e39",
+            ),
+            (
+                "[phase1]\nepochs = 1\ntemperature = 1e-40\n",
+                "phase1.temperature",
+                "got 1e-40",
+            ),
+            (
+                "[phase1]\nepochs = 1\ntemperature = 1e300\n",
+                "phase1.temperature",
+                "from 0.001 to 1e6",
+            ),
+            (
+                "[phase1]\nepochs = 1\ntemperature_final = 5e-324\n",
+                "phase1.temperature_final",
+                "initial choices",
+            ),
+            (
+                "[training]\nclip_norm = 1e-300\n",
+                "training.clip_norm",
+                "0 (no clipping)",
+            ),
+            ("[training]\nclip_norm = nan\n", "training.clip_norm", "NaN"),
+            ("[phase1]\nepochs = 1\nlr = -inf\n", "phase1.lr", "got -inf"),
+        ];
+        for (tail, field, why) in cases {
+            let e = err(&format!("{MINIMAL}{tail}"));
+            assert!(e.starts_with(&format!("t.toml: {field}: ")), "{e}");
+            assert!(e.contains(why), "{why} not in: {e}");
+            assert!(!e.contains('\n') && e.len() < 300, "{e}");
+        }
+        // The edges themselves, 0 (clipping off) and the paper's values stay valid.
+        for tail in [
+            "[phase1]\nepochs = 1\ntemperature = 0.001\ntemperature_final = 1e6\n",
+            "[phase1]\nepochs = 1\nlr = 1.1754944e-38\nlogit_lr = 3.4e38\n",
+            "[training]\nclip_norm = 0.0\n",
+            "[training]\nclip_norm = 1e-6\n",
+            "[phase1]\nepochs = 1\nlr = 1e-30\n",
+        ] {
+            TrainConfig::from_toml_str(&format!("{MINIMAL}{tail}"), "t.toml").unwrap();
+        }
     }
 
     #[test]

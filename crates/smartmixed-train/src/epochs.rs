@@ -156,6 +156,16 @@ impl<D: TrainDevice> Trainer<'_, D> {
         }
         let before = run.net.argmax_choices();
         let totals = self.train_batches(plan, run, epoch)?;
+        // Checked before anything of this epoch is kept: NaN logits choose the pool's
+        // first entry for every neuron, and the loss does not show it.
+        if let Some((layer, value)) = run.net.non_finite_logit() {
+            return Err(Error::NonFiniteLogits {
+                phase: plan.name,
+                epoch,
+                layer,
+                value,
+            });
+        }
         let val = self.validate(plan, &run.net, epoch)?;
         let after = run.net.argmax_choices();
         let changed = run

@@ -40,6 +40,16 @@ pub enum Error {
         batch: usize,
         loss: f32,
     },
+    /// Phase 1's logits stopped being finite while the loss stayed finite (the forward
+    /// pass uses their argmax, which a NaN turns into the pool's first entry everywhere).
+    #[error("{phase} epoch {epoch}: a logit of hidden layer {layer} is {value}: the logits' Adam updates overflowed f32 (lower phase1.logit_lr, or phase1.lr where logit_lr is unset); stopped (the best checkpoint so far is kept in the run directory)")]
+    NonFiniteLogits {
+        phase: smartmixed_core::Phase,
+        epoch: usize,
+        /// 1-based.
+        layer: usize,
+        value: f32,
+    },
     /// The loss on the validation or test set is not finite: the network's outputs
     /// overflowed there (the inputs are checked finite when loaded).
     #[error("{phase} epoch {epoch}: the {set} loss is {loss}: the network's outputs overflow on {set} items; stopped (the best checkpoint so far is kept in the run directory)")]

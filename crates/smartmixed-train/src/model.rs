@@ -202,6 +202,19 @@ impl<D: TrainDevice> Network<D> {
         p
     }
 
+    /// The first non-finite phase-1 logit: its hidden layer (1-based) and value.
+    pub fn non_finite_logit(&self) -> Option<(usize, f32)> {
+        let Hidden::Selective { logits, .. } = &self.hidden else {
+            return None;
+        };
+        logits.iter().enumerate().find_map(|(l, m)| {
+            values(m)
+                .into_iter()
+                .find(|v| !v.is_finite())
+                .map(|v| (l + 1, v))
+        })
+    }
+
     /// Phase 1's per-neuron choice: the argmax of the logits (eq. 7), per hidden layer.
     pub fn argmax_choices(&self) -> Option<Vec<Vec<u8>>> {
         match &self.hidden {

@@ -56,6 +56,10 @@ pub struct SweepSection {
     pub auto_patience: usize,
 }
 
+/// The most cells a sweep may have (the paper's sweep has 126): the cells are listed, and
+/// each one's config validated, before anything trains.
+pub const MAX_CELLS: usize = 100_000;
+
 fn default_seeds() -> Vec<u64> {
     vec![0]
 }
@@ -174,6 +178,42 @@ impl SweepConfig {
                     &format!("duplicate method `{m}`"),
                 ));
             }
+        }
+        // A repeated seed names one cell directory twice (the second run was skipped as
+        // "finished earlier"); a repeated architecture trains the same cells again under
+        // another number and ranks them as another network.
+        for (i, seed) in cfg.sweep.seeds.iter().enumerate() {
+            if cfg.sweep.seeds[..i].contains(seed) {
+                return Err(fail(
+                    &format!("sweep.seeds[{i}]"),
+                    &format!("duplicate seed {seed}"),
+                ));
+            }
+        }
+        for (i, a) in cfg.sweep.architectures.iter().enumerate() {
+            if let Some(j) = cfg.sweep.architectures[..i].iter().position(|b| b == a) {
+                return Err(fail(
+                    &format!("sweep.architectures[{i}]"),
+                    &format!("{a:?} repeats sweep.architectures[{j}]"),
+                ));
+            }
+        }
+        let (archs, methods, seeds) = (
+            cfg.sweep.architectures.len(),
+            cfg.sweep.methods.len(),
+            cfg.sweep.seeds.len(),
+        );
+        let cells = archs
+            .checked_mul(methods)
+            .and_then(|n| n.checked_mul(seeds))
+            .filter(|&n| n <= MAX_CELLS);
+        if cells.is_none() {
+            return Err(fail(
+                "sweep",
+                &format!(
+                    "{archs} architectures x {methods} methods x {seeds} seeds is more than {MAX_CELLS} cells; split the sweep into several files"
+                ),
+            ));
         }
         for cell in cfg.cells() {
             cfg.cell_config(&cell)
@@ -724,6 +764,54 @@ mod tests {
             e.contains("sweep.architectures[1][0]") && e.contains("a02") && !e.contains("model."),
             "{e}"
         );
+    }
+
+    /// A repeated seed made two cells of one directory (the second "finished earlier,
+    /// skipped", results.csv one row short); a repeated architecture trained the same
+    /// network twice under two numbers; a product of millions of cells was listed and
+    /// validated for minutes, growing by gigabytes, before anything was said.
+    #[test]
+    fn repeated_values_and_oversized_products_are_refused() {
+        let e = |text: &str| {
+            SweepConfig::from_toml_str(text, "s.toml")
+                .unwrap_err()
+                .to_string()
+        };
+        let seeds = e(&SWEEP.replace("seeds = [0, 1]", "seeds = [0, 1, 0]"));
+        assert!(
+            seeds.starts_with("s.toml: sweep.seeds[2]: duplicate seed 0"),
+            "{seeds}"
+        );
+        let archs = e(&SWEEP.replace("[[8], [8, 4], [6]]", "[[8], [8, 4], [8, 4]]"));
+        assert!(
+            archs.starts_with(
+                "s.toml: sweep.architectures[2]: [8, 4] repeats sweep.architectures[1]"
+            ),
+            "{archs}"
+        );
+        let many: Vec<String> = (0..400).map(|s| s.to_string()).collect();
+        let widths: Vec<String> = (1..=300).map(|w| format!("[{w}]")).collect();
+        let huge = SWEEP
+            .replace("seeds = [0, 1]", &format!("seeds = [{}]", many.join(", ")))
+            .replace("[[8], [8, 4], [6]]", &format!("[{}]", widths.join(", ")));
+        let start = std::time::Instant::now();
+        let big = e(&huge);
+        assert!(
+            big.starts_with("s.toml: sweep: 300 architectures x 3 methods x 400 seeds is more than 100000 cells"),
+            "{big}"
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        // At the limit itself the sweep is accepted.
+        let at_limit: Vec<String> = (0..MAX_CELLS / 9).map(|s| s.to_string()).collect();
+        let ok = SweepConfig::from_toml_str(
+            &SWEEP.replace(
+                "seeds = [0, 1]",
+                &format!("seeds = [{}]", at_limit.join(", ")),
+            ),
+            "s.toml",
+        )
+        .unwrap();
+        assert!(ok.cells().len() <= MAX_CELLS);
     }
 
     #[test]

@@ -149,7 +149,18 @@ pub fn check_data_fits(cfg: &TrainConfig, data: &Splits, origin: &str) -> Result
     // What this process may still allocate (the data is already loaded), not total RAM:
     // under a cgroup or `prlimit --as` a config that fits the machine aborts mid-run.
     let available = crate::memory::available_bytes().unwrap_or(u64::MAX);
-    cfg.check_memory(origin, features, data.classes, available)?;
+    // A batch holds at most the training set (`chunks` of the epoch's order), so a
+    // batch_size above it (full-batch training) needs no more than the set itself.
+    let batch = cfg.training.batch_size.min(data.train.len().max(1));
+    let effective = (batch < cfg.training.batch_size).then(|| {
+        let mut c = cfg.clone();
+        c.training.batch_size = batch;
+        c
+    });
+    effective
+        .as_ref()
+        .unwrap_or(cfg)
+        .check_memory(origin, features, data.classes, available)?;
     Ok(())
 }
 
