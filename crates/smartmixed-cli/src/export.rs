@@ -1,10 +1,11 @@
 //! `smartmixed-cli export`: a run's best checkpoint as `model.safetensors` + `manifest.toml`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use smartmixed_core::Phase;
-use smartmixed_train::{checkpoint, export, rundir, Cpu};
+use smartmixed_train::config::DataFormat;
+use smartmixed_train::{checkpoint, export, rundir, Cpu, TrainConfig};
 
 #[derive(clap::Args)]
 pub struct ExportArgs {
@@ -57,19 +58,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
             candidates.join(" or ")
         );
     };
-    let net = checkpoint::load(&Cpu::default(), &path)?;
-    // The input and class description a finished run recorded (an unfinished run has
-    // none: the manifest then describes its input as pixels / 255 of a flat shape).
-    let summary_path = args.run.join(rundir::SUMMARY);
-    let description = if summary_path.is_file() {
-        let summary = rundir::read_summary(&summary_path)?;
-        export::Description {
-            input: summary.input,
-            class_names: summary.class_names,
-        }
-    } else {
-        export::Description::default()
-    };
+    let (net, recorded) = checkpoint::load_described(&Cpu::default(), &path)?;
+    let description = describe(&args.run, &path, recorded)?;
     let manifest = export::export_described(&net, &args.out, args.force, &description)?;
     let hidden: Vec<String> = manifest.layers[..manifest.layers.len() - 1]
         .iter()
@@ -86,4 +76,46 @@ pub fn run(args: ExportArgs) -> Result<()> {
         println!("  hidden layer {}: {h}", i + 1);
     }
     Ok(())
+}
+
+/// What the export says of the input and classes: a finished run's summary.json, else
+/// (a run still training, or stopped) what the checkpoint recorded, said on the terminal.
+/// A checkpoint from before descriptions were recorded is exported as the flat pixels /
+/// 255 it then assumed, except for a table run, whose standardisation would be lost.
+fn describe(
+    run: &Path,
+    checkpoint: &Path,
+    recorded: Option<export::Description>,
+) -> Result<export::Description> {
+    let summary_path = run.join(rundir::SUMMARY);
+    if summary_path.is_file() {
+        let summary = rundir::read_summary(&summary_path)?;
+        return Ok(export::Description {
+            input: summary.input,
+            class_names: summary.class_names,
+        });
+    }
+    let unfinished = format!(
+        "{} has no {} (the run has not finished): exporting its best checkpoint so far, {}",
+        run.display(),
+        rundir::SUMMARY,
+        checkpoint.display()
+    );
+    if let Some(d) = recorded {
+        eprintln!("note: {unfinished}");
+        return Ok(d);
+    }
+    let config = run.join(rundir::CONFIG);
+    let table = TrainConfig::from_file(&config)
+        .map(|c| c.data.format() == DataFormat::Csv)
+        .unwrap_or(true);
+    if table {
+        bail!(
+            "{unfinished}; but that checkpoint predates recorded preprocessing and the run may have trained on a standardised table ({}), which the model would not apply: resume the run (train --resume {}) to finish it, then export",
+            config.display(),
+            run.display()
+        );
+    }
+    eprintln!("note: {unfinished}; its checkpoint records no input shape, so the model takes flat pixels / 255");
+    Ok(export::Description::default())
 }

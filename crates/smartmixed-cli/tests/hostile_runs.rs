@@ -294,3 +294,72 @@ fn a_run_killed_in_its_first_epoch_restarts_in_place() {
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 3, "{metrics}");
 }
+
+/// An unfinished run (no summary.json) was exported with no input description: a table
+/// model then applied none of training's standardisation (its manifest said pixels / 255),
+/// exit 0. Now the checkpoint records the description, the export says the run is
+/// unfinished, and an older checkpoint without one is refused for a table run.
+#[test]
+fn an_unfinished_table_run_exports_with_its_preprocessing_or_not_at_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut table = String::from("a,b,label\n");
+    for i in 0..80 {
+        let c = i % 2;
+        let row = format!(
+            "{},{},{}\n",
+            50.0 + 3.0 * c as f64 + 0.1 * i as f64,
+            7 * i,
+            ["no", "yes"][c]
+        );
+        table.push_str(&row);
+    }
+    let data = tmp.path().join("t.csv");
+    std::fs::write(&data, table).unwrap();
+    let cfg = write_config(
+        tmp.path(),
+        "t.toml",
+        &format!("{SMALL}[data]\nfile = {:?}\nlabel = \"label\"\n", s(&data)),
+    );
+    let run = tmp.path().join("run");
+    let o = cli(&["train", "--config", s(&cfg), "--out", s(&run)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let finished = tmp.path().join("finished");
+    export(&run, &finished);
+    let manifest = |dir: &Path| std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
+    assert!(
+        manifest(&finished).contains("mean = ["),
+        "{}",
+        manifest(&finished)
+    );
+
+    std::fs::remove_file(run.join("summary.json")).unwrap();
+    let unfinished = tmp.path().join("unfinished");
+    let o = cli(&["export", "--run", s(&run), "--out", s(&unfinished)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("note:") && err.contains("has not finished"),
+        "{err}"
+    );
+    assert_eq!(manifest(&unfinished), manifest(&finished));
+
+    // A checkpoint without the description (as runs before it wrote them).
+    let ckpt = run.join("phase2-best.safetensors");
+    let bytes = std::fs::read(&ckpt).unwrap();
+    std::fs::write(
+        &ckpt,
+        edit_metadata_of(&bytes, |m| {
+            m.remove("description").unwrap();
+        }),
+    )
+    .unwrap();
+    let o = cli(&[
+        "export",
+        "--run",
+        s(&run),
+        "--out",
+        s(&tmp.path().join("old")),
+    ]);
+    assert_one_line_error(&o, &["has not finished", "standardised table", "--resume"]);
+    assert!(!tmp.path().join("old/manifest.toml").exists());
+}

@@ -141,7 +141,7 @@ impl InputManifest {
 
     /// The shape matches `inputs`, per-feature lists have one entry per feature, and the
     /// preprocessing is numerically sound ([`Self::check_numbers`]).
-    fn check(&self, inputs: usize) -> Result<()> {
+    pub fn check(&self, inputs: usize) -> Result<()> {
         let width = self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         if self.shape.is_empty() || width != Some(inputs) {
             return bad(

@@ -11,6 +11,7 @@ use safetensors::SafeTensors;
 use smartmixed_core::lookup;
 use smartmixed_core::manifest::{check_partition, check_permutation};
 
+use crate::export::Description;
 use crate::fsutil::write_atomic;
 use crate::kernels::Block;
 use crate::model::{Dense, Hidden, Network};
@@ -135,6 +136,53 @@ pub(crate) fn to_bytes_with<D: TrainDevice>(
 /// Writes a checkpoint atomically.
 pub fn save<D: TrainDevice>(net: &Network<D>, path: &Path) -> Result<()> {
     write_atomic(path, &to_bytes(net))
+}
+
+/// The metadata key of [`save_described`]'s description (JSON).
+pub const DESCRIPTION_KEY: &str = "description";
+
+/// [`save`] with what the network's input and classes are (the trainer's checkpoints), so
+/// that `export` of a run without summary.json keeps the preprocessing.
+pub fn save_described<D: TrainDevice>(
+    net: &Network<D>,
+    path: &Path,
+    description: &Description,
+) -> Result<()> {
+    let json = serde_json::to_string(description).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!("cannot describe the input: {e}"),
+    })?;
+    let meta = HashMap::from([(DESCRIPTION_KEY.to_string(), json)]);
+    write_atomic(path, &to_bytes_with(net, Vec::new(), meta))
+}
+
+/// [`load`] and the description [`save_described`] recorded (`None`: a checkpoint saved
+/// without one, such as those of runs trained before it was recorded).
+pub fn load_described<D: TrainDevice>(
+    dev: &D,
+    path: &Path,
+) -> Result<(Network<D>, Option<Description>)> {
+    let bytes = smartmixed_core::tensorfile::read_file(path)
+        .map_err(|e| Error::io(path, "cannot read checkpoint", e))?;
+    let net = from_bytes(dev, &bytes, path)?;
+    let fail = |message: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = Contents::read(&bytes).map_err(fail)?;
+    let description = match file.meta.get(DESCRIPTION_KEY) {
+        None => None,
+        Some(_) => {
+            let d: Description = file.meta_json(DESCRIPTION_KEY).map_err(fail)?;
+            if let Some(input) = &d.input {
+                input
+                    .check(net.layers[0].weight.shape().1)
+                    .map_err(|e| fail(format!("metadata `{DESCRIPTION_KEY}`: {e}")))?;
+            }
+            Some(d)
+        }
+    };
+    Ok((net, description))
 }
 
 /// Reads a checkpoint written by [`save`], checking every tensor and the metadata.

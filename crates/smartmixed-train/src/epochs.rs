@@ -117,12 +117,25 @@ impl<D: TrainDevice> Trainer<'_, D> {
         })
     }
 
+    /// What every checkpoint records of the input and classes (summary.json's copy comes
+    /// only at the end; an export of an unfinished run reads this one).
+    fn description(&self) -> crate::export::Description {
+        crate::export::Description {
+            input: Some(self.data.input()),
+            class_names: self.data.class_names(),
+        }
+    }
+
     /// Writes the phase's best checkpoint, now that `net` is it: at once where a resume
     /// may read it, else once at the phase's end (a throwaway directory: the fit of a
     /// small table wrote it after most of its epochs, each write two `fsync`s).
     fn keep_best(&self, plan: &PhasePlan, net: &Network<D>) -> Result<()> {
         if self.run.resumable() {
-            checkpoint::save(net, &self.run.path().join(plan.name.checkpoint_file()))?;
+            checkpoint::save_described(
+                net,
+                &self.run.path().join(plan.name.checkpoint_file()),
+                &self.description(),
+            )?;
         }
         Ok(())
     }
@@ -298,7 +311,11 @@ impl<D: TrainDevice> Trainer<'_, D> {
             .best
             .ok_or_else(|| Error::Device("a phase ended without any evaluation".into()))?;
         if !self.run.resumable() {
-            checkpoint::save(&best, &self.run.path().join(plan.name.checkpoint_file()))?;
+            checkpoint::save_described(
+                &best,
+                &self.run.path().join(plan.name.checkpoint_file()),
+                &self.description(),
+            )?;
         }
         let data = self.data;
         let kind = self.config.model.output_loss;

@@ -22,10 +22,15 @@ pub fn mixed<D: TrainDevice>(net: &Network<D>) -> Network<D> {
     net.to_mixed(None).unwrap_or_else(|| net.clone())
 }
 
-/// What an export says about the model's input and classes (from the run's summary.json).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What an export says about the model's input and classes: from the run's summary.json,
+/// or for a run that has not finished, from its checkpoint's metadata (training records it
+/// in every checkpoint, so that an export never loses the preprocessing).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Description {
+    #[serde(default)]
     pub input: Option<InputManifest>,
+    #[serde(default)]
     pub class_names: Vec<String>,
 }
 
