@@ -110,8 +110,25 @@ pub fn parse_set(s: &str) -> std::result::Result<Set, String> {
     let value = value.trim();
     let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
         .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        .and_then(|mut t| t.remove("v"));
+    let parsed = match parsed {
+        Some(v) => v,
+        // A number TOML cannot hold would else become a string, refused as "expected
+        // u64" by the field it was meant for.
+        None if value.parse::<i128>().is_ok() => {
+            return Err(format!(
+                "`{s}`: {value} is outside TOML's integers, {} to {}",
+                i64::MIN,
+                i64::MAX
+            ));
+        }
+        None if value.parse::<f64>().is_ok() && value.contains(|c: char| c.is_ascii_digit()) => {
+            return Err(format!(
+                "`{s}`: {value} is not a TOML number; write it with digits on both sides of the point, e.g. 0.5 or 1e-3"
+            ));
+        }
+        None => toml::Value::String(value.to_string()),
+    };
     Ok(Set {
         key: key.to_string(),
         value: parsed,
@@ -159,4 +176,37 @@ pub fn shown_sets(sets: &[Set]) -> String {
         .map(|s| format!("--set {}", s.raw))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_set;
+
+    #[test]
+    fn a_set_value_parses_as_toml_else_as_a_string() {
+        let v = |s: &str| parse_set(s).map(|set| set.value);
+        assert_eq!(v("training.seed=7"), Ok(toml::Value::Integer(7)));
+        assert_eq!(v("phase1.lr=1e-3"), Ok(toml::Value::Float(1e-3)));
+        assert_eq!(
+            v("data.file=data/wine.csv"),
+            Ok(toml::Value::String("data/wine.csv".into()))
+        );
+    }
+
+    /// u64's top half was passed on as a string and refused as "expected u64".
+    #[test]
+    fn a_number_toml_cannot_hold_is_refused_as_such() {
+        let e = parse_set("training.seed=18446744073709551615").unwrap_err();
+        assert!(
+            e.contains("outside TOML's integers") && e.contains("9223372036854775807"),
+            "{e}"
+        );
+        let e = parse_set("training.seed=-9223372036854775809").unwrap_err();
+        assert!(e.contains("outside TOML's integers"), "{e}");
+        for value in [".5", "5.", "+.5e3"] {
+            let e = parse_set(&format!("phase1.lr={value}")).unwrap_err();
+            assert!(e.contains("is not a TOML number"), "{value}: {e}");
+        }
+        assert!(parse_set("training.seed=9223372036854775807").is_ok());
+    }
 }

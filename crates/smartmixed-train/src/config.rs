@@ -679,6 +679,18 @@ impl TrainConfig {
                 format!("expected a fraction strictly between 0 and 1, got {vf}"),
             );
         }
+        let paths = [
+            ("data.dir", Some(&d.dir)),
+            ("data.file", d.file.as_ref()),
+            ("data.test_file", d.test_file.as_ref()),
+        ];
+        if let Some((field, _)) = paths
+            .iter()
+            .find(|(_, p)| p.is_some_and(|p| p.as_os_str().is_empty()))
+        {
+            // Else an empty path surfaced later as a failure to resolve "".
+            return problem(field, "expected a path, got an empty string".into());
+        }
         if let Some(file) = d.file.as_ref().filter(|_| d.format() != DataFormat::Csv) {
             // Else the run would read data.dir and report it missing instead.
             return problem(
@@ -858,8 +870,10 @@ impl TrainConfig {
         let batch_dominates =
             self.training.batch_size > 1000 && rows.is_none_or(|r| params.is_some_and(|p| r > p));
         let gb = |b: Option<u64>| {
-            b.map_or("more than 18 EB".to_string(), |n| {
-                format!("{:.1} GB", n as f64 / 1e9)
+            // A size past u64 is what a config of absurd width or batch gives.
+            b.map_or("over 18 EB".to_string(), |n| match n as f64 {
+                n if n < 1e9 => format!("about {:.1} MB", n / 1e6),
+                n => format!("about {:.1} GB", n / 1e9),
             })
         };
         Err(Error::Config {
@@ -871,7 +885,7 @@ impl TrainConfig {
             }
             .into(),
             message: format!(
-                "training {:?} on {inputs} inputs at batch {} needs about {} ({} for the parameters, {} for a batch's activations), more than the {:.1} GB of memory this process can still use",
+                "training {:?} on {inputs} inputs at batch {} needs {} ({} for the parameters, {} for a batch's activations), more than the {:.1} GB of memory this process can still use",
                 self.model.hidden,
                 self.training.batch_size,
                 gb(needed),
@@ -1001,6 +1015,37 @@ mod tests {
         assert_eq!(field("[model]\nhidden = [1000000]\n"), "model.hidden");
         let overflow = "[model]\nhidden = [16]\n[training]\nbatch_size = 9223372036854775807\n";
         assert_eq!(field(overflow), "training.batch_size");
+        // A size past u64 reads as such, not as "about more than" one.
+        let e = TrainConfig::from_toml_str(overflow, "t.toml")
+            .unwrap()
+            .check_memory("t.toml", 784, 10, 1 << 30)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "needs over 18 EB (about 0.6 MB for the parameters, over 18 EB for a batch's"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_empty_data_path_is_refused_naming_its_field() {
+        for (line, field) in [
+            ("dir = \"\"", "data.dir"),
+            ("file = \"\"\nformat = \"csv\"\nlabel = \"y\"", "data.file"),
+            ("test_file = \"\"", "data.test_file"),
+        ] {
+            let text = format!("{MINIMAL}[data]\n{line}\n");
+            let e = TrainConfig::from_toml_str(&text, "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!("t.toml: {field}: expected a path, got an empty string"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
