@@ -13,7 +13,7 @@ use criterion::{black_box, Criterion};
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use smartmixed_core::{lookup, PAPER_POOL};
+use smartmixed_train::internals::step_benchmarks;
 use smartmixed_train::train_step;
 use smartmixed_train::Adam;
 use smartmixed_train::Matrix;
@@ -53,25 +53,15 @@ struct Setup {
 }
 
 fn setups(dev: &Cpu, widths: &[usize]) -> Vec<Setup> {
-    let mut rng = StdRng::seed_from_u64(0);
-    let pool = PAPER_POOL.iter().map(|n| lookup(n).unwrap()).collect();
-    let relu = Network::fixed(dev, widths, lookup("relu").unwrap(), &mut rng);
-    let phase1 = Network::selective(dev, widths, pool, 0.3, &mut rng);
-    // Random initial logits give every layer all six groups: the worst case for phase 2.
-    let phase2 = phase1.to_mixed(None).unwrap();
-    [
-        ("relu", relu, false),
-        ("phase1", phase1, true),
-        ("phase2", phase2, false),
-    ]
-    .into_iter()
-    .map(|(name, net, noisy)| Setup {
-        name,
-        adam: Adam::new(&net.params(), 1e-4).unwrap(),
-        net,
-        noise: noisy.then(|| StdRng::seed_from_u64(1)),
-    })
-    .collect()
+    step_benchmarks(dev, widths)
+        .into_iter()
+        .map(|(name, net, noisy)| Setup {
+            name,
+            adam: Adam::new(&net.params(), 1e-4).unwrap(),
+            net,
+            noise: noisy.then(|| StdRng::seed_from_u64(1)),
+        })
+        .collect()
 }
 
 fn batch(dev: &Cpu, rng: &mut StdRng, widths: &[usize], rows: usize) -> (Matrix<Cpu>, Matrix<Cpu>) {

@@ -9,6 +9,8 @@
 
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod data;
 mod epochs;
 mod error;
@@ -52,7 +54,7 @@ pub use dfdx::tensor::Cuda;
 #[doc(hidden)]
 pub mod internals {
     pub use crate::kernels::{Block, CLAMP};
-    pub use crate::model::{argmax_columns, gumbel};
+    pub use crate::model::{argmax_columns, gumbel, step_benchmarks};
     pub use crate::ops::{generic, values, LayerActivation};
     pub use crate::trainer::loss;
 }

@@ -361,3 +361,26 @@ fn permute_columns<D: TrainDevice>(m: &mut Matrix<D>, perm: &[u32]) {
     }
     *m = m.device().tensor_from_vec(out, (rows, cols));
 }
+
+/// The three networks a training-step benchmark times on `widths`, seeded alike: the
+/// fixed-ReLU baseline, phase 1 over the paper's pool, and phase 2 with all six groups in
+/// every layer (random initial logits: its worst case), each with whether its step draws
+/// Gumbel noise. For `benches/train_step.rs` and the `step_rate` example.
+pub fn step_benchmarks<D: TrainDevice>(
+    dev: &D,
+    widths: &[usize],
+) -> Vec<(&'static str, Network<D>, bool)> {
+    use rand::SeedableRng;
+    use smartmixed_core::{lookup, PAPER_POOL};
+    let mut rng = StdRng::seed_from_u64(0);
+    let pool = PAPER_POOL.iter().filter_map(|n| lookup(n).ok()).collect();
+    let relu = lookup("relu").expect("relu is built in");
+    let relu = Network::fixed(dev, widths, relu, &mut rng);
+    let phase1 = Network::selective(dev, widths, pool, 0.3, &mut rng);
+    let phase2 = phase1.to_mixed(None).expect("phase 1 has a phase 2");
+    vec![
+        ("relu", relu, false),
+        ("phase1", phase1, true),
+        ("phase2", phase2, false),
+    ]
+}

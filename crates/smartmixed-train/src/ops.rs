@@ -498,19 +498,22 @@ impl TrainDevice for Cpu {
 
 #[cfg(feature = "cuda")]
 impl TrainDevice for Cuda {
-    // The activation ops use the device-generic defaults. Clipping round-trips through
-    // the host: correct, not fast; untested here for want of a GPU.
+    fn dense<T: Tape<f32, Self>>(
+        x: Matrix<Self, T>,
+        weight: &Matrix<Self>,
+        bias: &Matrix<Self>,
+        activation: LayerActivation<'_, Self, T>,
+        _input_grad: bool,
+    ) -> Matrix<Self, T> {
+        crate::cuda::dense(x, weight, bias, activation)
+    }
+
     fn sum_squares(&self, grad: &<Self as Storage<f32>>::Vec) -> Result<f64, Self::Err> {
-        let host = grad.device().dtoh_sync_copy(&**grad)?;
-        Ok(host.iter().map(|&g| (g as f64) * (g as f64)).sum())
+        crate::cuda::sum_squares(grad)
     }
 
     fn scale(&self, grad: &mut <Self as Storage<f32>>::Vec, factor: f32) -> Result<(), Self::Err> {
-        let dev = grad.device();
-        let mut host = dev.dtoh_sync_copy(&**grad)?;
-        host.iter_mut().for_each(|g| *g *= factor);
-        dev.htod_sync_copy_into(&host, &mut **grad)?;
-        Ok(())
+        crate::cuda::scale(grad, factor)
     }
 
     fn download(&self, v: &<Self as Storage<f32>>::Vec) -> Result<Vec<f32>, Self::Err> {
