@@ -10,6 +10,8 @@ use smartmixed_core::manifest::image_shape;
 use smartmixed_core::InputKind;
 use smartmixed_infer::Model;
 use smartmixed_train::data::{folder, table, Dataset, Splits};
+use smartmixed_train::resume::{self, Fingerprint};
+use smartmixed_train::rundir;
 use smartmixed_train::{DataConfig, DataFormat, InvalidCells, TrainConfig};
 
 use crate::shown;
@@ -152,8 +154,9 @@ pub fn load(model: &Model, model_dir: &Path, request: Request) -> Result<Source>
                 .collect();
             (data, names)
         }
-        Plan::Config(cfg, _) => {
+        Plan::Config(cfg, path) => {
             let splits = Splits::load(&cfg.data, cfg.data.classes)?;
+            check_run_data(&path, &splits)?;
             if table_model && splits.input().feature_names != input.feature_names {
                 bail!(
                     "{origin}: feature columns {}, the model's are {}",
@@ -168,6 +171,41 @@ pub fn load(model: &Model, model_dir: &Path, request: Request) -> Result<Source>
     check_shape(model, &data, &origin)?;
     let data = relabelled(model, model_dir, data, &names, &origin)?;
     Ok(Source { data, origin })
+}
+
+/// For a run's config (`--run`, or `--config` naming a run's `config.toml`): the data it
+/// reads now must be what the run trained and tested on, by the fingerprint its
+/// summary.json (or an unfinished run's state) records. A table edited, extended or
+/// reordered since splits again into a "test split" that holds training rows, and its
+/// accuracy would be reported as held out.
+fn check_run_data(config: &Path, splits: &Splits) -> Result<()> {
+    let Some(dir) = config
+        .parent()
+        .filter(|_| config.file_name() == Some(std::ffi::OsStr::new(rundir::CONFIG)))
+    else {
+        return Ok(());
+    };
+    let then = if dir.join(rundir::SUMMARY).is_file() {
+        rundir::read_summary(&dir.join(rundir::SUMMARY))?.data
+    } else if dir.join(rundir::STATE).is_file() {
+        resume::load(&smartmixed_train::Cpu::default(), dir)?
+            .position
+            .data
+    } else {
+        None
+    };
+    let Some(then) = then else {
+        return Ok(());
+    };
+    let changed = then.differences(&Fingerprint::of(splits));
+    if !changed.is_empty() {
+        bail!(
+            "{}: the data it names is not what the run trained and tested on ({}), so its test split is no longer held out; evaluate with --data instead",
+            dir.display(),
+            changed.join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// Every row of a CSV table, its features taken by the model's names (in the model's

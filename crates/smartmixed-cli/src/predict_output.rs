@@ -61,11 +61,15 @@ struct Line<'a> {
     probabilities: Option<&'a [f32]>,
 }
 
-/// The `k` most probable classes of `p`, most probable first; ties in class order, so
-/// the first is `p.class` (the first of the largest).
+/// The `k` most probable classes of `p`, most probable first: `p.class` (the largest
+/// logit, which eval counts) leads, even where rounding gave another class the same
+/// probability; the rest by probability, ties in class order.
 fn top(p: &Prediction, k: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..p.probabilities.len()).collect();
+    let mut order: Vec<usize> = (0..p.probabilities.len())
+        .filter(|&c| c != p.class)
+        .collect();
     order.sort_by(|&a, &b| p.probabilities[b].total_cmp(&p.probabilities[a]));
+    order.insert(0, p.class);
     order.truncate(k);
     order
 }
@@ -190,5 +194,9 @@ mod tests {
         };
         assert_eq!(top(&p, 4), [1, 3, 0, 2]);
         assert_eq!(top(&p, 2), [1, 3]);
+        // Probabilities rounded level, logits not: the class stays first.
+        let p = Prediction::from_logits(&[0.1, 0.1f32.next_up()]);
+        assert_eq!(p.probabilities[0], p.probabilities[1]);
+        assert_eq!((p.class, top(&p, 2)), (1, vec![1, 0]));
     }
 }

@@ -316,13 +316,16 @@ pub fn finished_cells(dir: &Path) -> Result<Vec<Finished>> {
     Ok(out)
 }
 
-/// Writes `dir/results.csv` from the finished cells under `dir/cells` that are cells of
-/// `cfg` (others are named on stderr and left out), quoted by the csv crate; a cell whose
-/// phases' epochs overflow is an error naming it.
-fn write_results(dir: &Path, cfg: &SweepConfig) -> Result<usize> {
+/// The cells of `cfg` among `finished`, and the names of the others (left by an earlier
+/// config of the same directory: a cell `--retrain-changed` does not look at); a cell of
+/// `cfg` whose recorded widths are not its architecture's is an error naming it.
+pub fn of_config(
+    finished: Vec<Finished>,
+    cfg: &SweepConfig,
+) -> Result<(Vec<Finished>, Vec<String>)> {
     let mut cells = Vec::new();
     let mut others = Vec::new();
-    for f in finished_cells(dir)? {
+    for f in finished {
         let name = f.dir.file_name().unwrap_or_default();
         match Cell::of_config(name, cfg) {
             Err(_) => others.push(name.to_string_lossy().escape_debug().to_string()),
@@ -336,6 +339,14 @@ fn write_results(dir: &Path, cfg: &SweepConfig) -> Result<usize> {
             Ok(_) => cells.push(f),
         }
     }
+    Ok((cells, others))
+}
+
+/// Writes `dir/results.csv` from the finished cells under `dir/cells` that are cells of
+/// `cfg` (others are named on stderr and left out), quoted by the csv crate; a cell whose
+/// phases' epochs overflow is an error naming it.
+fn write_results(dir: &Path, cfg: &SweepConfig) -> Result<usize> {
+    let (cells, others) = of_config(finished_cells(dir)?, cfg)?;
     if !others.is_empty() {
         eprintln!(
             "{}: left out of {RESULTS}, not cells of the sweep config: {}",

@@ -46,7 +46,7 @@ pub struct TrainArgs {
     /// Train on a random subset of this many training images.
     #[arg(long, value_parser = parse_toml_count)]
     train_limit: Option<usize>,
-    /// Test on the first this many test images.
+    /// Test on this many test items: the first ones of IDX files, a seeded random subset of an image folder's or a table's (whose first items are often one class).
     #[arg(long, value_parser = parse_toml_count)]
     test_limit: Option<usize>,
     /// Training threads (default: every core; at most 4 per core are started).

@@ -182,6 +182,18 @@ fn eval_on_a_csv_model_with_its_table_counts_what_predict_answers() {
         ])),
         eval_counts(&eval)
     );
+
+    // The table edited since (its rows reordered): the run's "test split" would now hold
+    // rows it trained on, so --run is refused, naming the run and what changed.
+    let data = tmp.path().join("plants.csv");
+    let text = std::fs::read_to_string(&data).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[1..].reverse();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    assert_one_line_error(
+        &cli(&["eval", "--model", s(&model), "--run", s(&run)]),
+        &["run", "not what the run trained and tested on", "--data"],
+    );
 }
 
 /// A 6 x 5 grey PGM whose rows `2k, 2k + 1` are bright (class `k`), with noise.

@@ -156,4 +156,21 @@ fn folders_skip_hidden_entries_and_refuse_images_that_would_read_wrongly() {
         &cli(&["predict", "--model", s(&model), s(&lie)]),
         &["lie.pgm", "5 more bytes"],
     );
+    // A JPEG among a class's images, or a folder inside a class folder: both would be
+    // left out of training in silence, so training refuses them, naming the entry.
+    let jpeg = dir.join("train").join("b").join("extra.JPG");
+    std::fs::write(&jpeg, b"\xff\xd8\xff").unwrap();
+    let again = tmp.path().join("again");
+    assert_one_line_error(
+        &cli(&["train", "--config", s(&cfg), "--out", s(&again)]),
+        &["extra.JPG", ".jpg image", "PNG and PGM only"],
+    );
+    std::fs::remove_file(&jpeg).unwrap();
+    let nested = dir.join("train").join("a").join("more");
+    std::fs::create_dir_all(&nested).unwrap();
+    let third = tmp.path().join("third");
+    assert_one_line_error(
+        &cli(&["train", "--config", s(&cfg), "--out", s(&third)]),
+        &["more", "a folder inside a class folder"],
+    );
 }

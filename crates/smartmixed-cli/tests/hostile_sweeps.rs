@@ -559,3 +559,31 @@ fn a_sweep_with_only_refuses_when_unselected_cells_were_trained_otherwise() {
     let o = sweep_only("arch=2");
     assert_one_line_error(&o, &["a01-relu-s0", "the data (train items"]);
 }
+
+#[test]
+fn a_report_ranks_only_the_cells_of_the_recorded_sweep_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    common::synthetic_data(&data, 120, 40);
+    let cfg = common::write_config(tmp.path(), "sweep.toml", &two_arch_sweep(s(&data), 1));
+    let out = tmp.path().join("sweep");
+    let sweep = || common::cli_ok(&["sweep", "--config", s(&cfg), "--out", s(&out)]);
+    sweep();
+    // The config now has architecture 1 only: architecture 2's finished cell stays on
+    // disk, trained under the earlier config, and must not be ranked with this one's.
+    let one_arch = two_arch_sweep(s(&data), 1).replace("[[6], [4]]", "[[6]]");
+    common::write_config(tmp.path(), "sweep.toml", &one_arch);
+    sweep();
+    assert!(out.join("cells/a02-relu-s0/summary.json").is_file());
+    let report = tmp.path().join("report");
+    let o = cli(&["report", s(&out), "--out", s(&report)]);
+    assert_ok(&o);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("not cells of sweep.toml: a02-relu-s0"),
+        "{stderr}"
+    );
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("1 finished cells; 1 architectures"), "{md}");
+    assert!(md.contains("Left out: a02-relu-s0"), "{md}");
+}

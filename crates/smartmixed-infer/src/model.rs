@@ -867,13 +867,14 @@ impl Model {
 }
 
 impl Prediction {
-    /// The softmax of `logits` and its argmax.
+    /// The softmax of `logits`, and the class of the largest logit (as `eval` and training
+    /// count it: two logits an ulp apart can round to one probability).
     pub fn from_logits(logits: &[f32]) -> Self {
         let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
         let sum: f32 = exp.iter().sum();
         let probabilities: Vec<f32> = exp.iter().map(|e| e / sum).collect();
-        let class = smartmixed_core::math::argmax(&probabilities);
+        let class = smartmixed_core::math::argmax(logits);
         Prediction {
             class,
             probabilities,

@@ -222,7 +222,9 @@ pub struct DataConfig {
     /// Use only this many training images (a seeded random subset, before the split).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_limit: Option<usize>,
-    /// Use only the first this many test images.
+    /// Use only this many test items: the first ones of IDX files; a seeded random subset
+    /// (by `split_seed`) of an image folder's or a table's, whose first items are often of
+    /// one class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_limit: Option<usize>,
     /// Where the data comes from; default: `csv` when `data.file` ends in `.csv`,

@@ -408,7 +408,19 @@ impl Writer<'_> {
 /// Writes `out/report.md` and its figures for the sweep in `dir`; returns the files.
 /// Tables and figures rank the finished cells only; the others are listed.
 pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
-    let cells = finished_cells(dir)?;
+    // Only cells of sweep.toml count: a directory trained under an earlier config keeps
+    // that config's cells, which would be ranked with this one's.
+    let (cells, stale) = match SweepConfig::from_file(&dir.join(SWEEP_CONFIG)) {
+        Ok(cfg) => crate::sweep::of_config(finished_cells(dir)?, &cfg)?,
+        Err(_) => (finished_cells(dir)?, Vec::new()),
+    };
+    if !stale.is_empty() {
+        eprintln!(
+            "{}: left out of the report, not cells of {SWEEP_CONFIG}: {}",
+            dir.join("cells").display(),
+            stale.join(", ")
+        );
+    }
     let (running, not_run) = unfinished_cells(dir)?;
     if cells.is_empty() {
         if running.is_empty() {
@@ -444,6 +456,13 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
         "Each phase's checkpoint was selected by `{}` (`training.select`).\n\n",
         rules.join("`, `")
     ));
+    if !stale.is_empty() {
+        w.md.push_str(&format!(
+            "Left out: {} ({} finished cells that are not cells of {SWEEP_CONFIG}: an earlier config's).\n\n",
+            stale.join(", "),
+            stale.len()
+        ));
+    }
     w.unfinished(&running, &not_run);
     w.table_two(&sw);
     w.mrr(&sw)?;

@@ -192,6 +192,12 @@ impl Splits {
                 *v /= data.divisor;
             }
             (input.mean, input.std) = table::standardisation(&rows, features);
+            if let Some(i) = table::unscalable(&input.mean, &input.std, input.divisor) {
+                return Err(Error::Mismatch {
+                    path: origin("training"),
+                    message: table::unscalable_message(&data.feature_names, i, input.std[i]),
+                });
+            }
         }
         input.feature_names = data.feature_names;
         splits.set_input(input);

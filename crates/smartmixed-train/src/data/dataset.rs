@@ -304,7 +304,10 @@ impl Dataset {
     }
 
     /// Splits into (train, validation) with `fraction` of each class in validation,
-    /// chosen by a generator seeded with `seed`.
+    /// chosen by a generator seeded with `seed`, but never a class's every member: a class
+    /// of one item (or a fraction that rounds up to all of a small class) keeps one item on
+    /// the training side, since a class held out whole is never learnt and only counts as
+    /// errors where it is measured.
     pub fn stratified_split(&self, fraction: f64, seed: u64, classes: usize) -> (Self, Self) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut by_class = vec![Vec::new(); classes];
@@ -314,7 +317,8 @@ impl Dataset {
         let (mut train, mut val) = (Vec::new(), Vec::new());
         for mut members in by_class {
             members.shuffle(&mut rng);
-            let n_val = (members.len() as f64 * fraction).round() as usize;
+            let n_val = ((members.len() as f64 * fraction).round() as usize)
+                .min(members.len().saturating_sub(1));
             val.extend_from_slice(&members[..n_val]);
             train.extend_from_slice(&members[n_val..]);
         }
@@ -520,6 +524,13 @@ impl Splits {
         splits.dropped_rows = dropped_rows;
         splits.imprecise_features = imprecise;
         splits.standardise(cfg.standardize, features);
+        let input = splits.train.input();
+        if let Some(i) = table::unscalable(&input.mean, &input.std, input.divisor) {
+            return Err(Error::Mismatch {
+                path: path.clone(),
+                message: table::unscalable_message(&input.feature_names, i, input.std[i]),
+            });
+        }
         let test_origin = cfg.test_file.as_ref().unwrap_or(&path);
         for (set, name, origin) in [
             (&splits.train, "training", &path),
@@ -574,7 +585,23 @@ impl Splits {
             full = full.subset(&idx);
         }
         if let Some(limit) = cfg.test_limit.filter(|&l| l < test.len()) {
-            test = test.subset(&(0..limit).collect::<Vec<_>>());
+            let keep: Vec<usize> = if cfg.format() == DataFormat::Idx {
+                // MNIST's test files follow no class order: the first items, as the
+                // published subsets take them.
+                (0..limit).collect()
+            } else {
+                // Image folders list one class after another and tables are often sorted
+                // by label, so their first items would test a class or two: a seeded
+                // random subset instead.
+                let mut idx: Vec<usize> = (0..test.len()).collect();
+                idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
+                    cfg.split_seed ^ 0x7e57,
+                ));
+                idx.truncate(limit);
+                idx.sort_unstable();
+                idx
+            };
+            test = test.subset(&keep);
         }
         let (train, validation) =
             full.stratified_split(cfg.validation_fraction, cfg.split_seed, classes);
@@ -638,6 +665,61 @@ mod tests {
         assert_eq!(items(&val), items(&val2));
         let (_, val3) = ds.stratified_split(0.1, 7, 3);
         assert_ne!(items(&val), items(&val3));
+    }
+
+    #[test]
+    fn a_test_limit_takes_every_class_of_a_class_ordered_folder_or_table() {
+        // Test items one class after another, as an image folder lists them.
+        let labels: Vec<u8> = (0..90).map(|i| (i / 30) as u8).collect();
+        let test = Dataset::new(1, (0..90).collect(), labels.clone());
+        let full = Dataset::new(1, (0..90).collect(), labels);
+        let classes_in = |s: &Splits| {
+            let mut c: Vec<u8> = s.test.labels().to_vec();
+            c.sort_unstable();
+            c.dedup();
+            c
+        };
+        let mut cfg = DataConfig {
+            format: Some(DataFormat::ImageFolder),
+            test_limit: Some(12),
+            ..DataConfig::default()
+        };
+        let names = vec!["a".into(), "b".into(), "c".into()];
+        let limited = |cfg: &DataConfig| {
+            Splits::split(
+                cfg,
+                Path::new("d"),
+                full.clone(),
+                test.clone(),
+                3,
+                names.clone(),
+            )
+            .unwrap()
+        };
+        let s = limited(&cfg);
+        assert_eq!((s.test.len(), classes_in(&s)), (12, vec![0, 1, 2]));
+        assert_eq!(s.test.labels(), limited(&cfg).test.labels(), "seeded");
+        cfg.format = Some(DataFormat::Csv);
+        assert_eq!(classes_in(&limited(&cfg)), vec![0, 1, 2]);
+        // IDX keeps the first items (MNIST's published subsets).
+        cfg.format = Some(DataFormat::Idx);
+        let s = limited(&cfg);
+        assert_eq!(s.test.labels(), &[0u8; 12][..]);
+    }
+
+    #[test]
+    fn a_small_class_is_never_held_out_whole() {
+        // Class 1 has one item, class 2 two: fractions 0.5 and 0.9 round to all of them.
+        let labels = vec![0, 0, 0, 0, 0, 0, 1, 2, 2, 0];
+        let ds = Dataset::new(1, (0..10).collect(), labels);
+        for fraction in [0.5, 0.9] {
+            let (train, val) = ds.stratified_split(fraction, 3, 3);
+            let count = |d: &Dataset, c: u8| d.labels().iter().filter(|&&l| l == c).count();
+            assert_eq!((count(&train, 1), count(&val, 1)), (1, 0), "{fraction}");
+            assert_eq!(count(&train, 2), 1, "{fraction}");
+            assert_eq!(count(&val, 2), 1, "{fraction}");
+            assert_eq!(train.len() + val.len(), 10);
+        }
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub fn read_split(
                 ),
             });
         }
+        check_nothing_unread(&folder)?;
         let files = images_in(&folder)?;
         if files.is_empty() {
             return Err(Error::Mismatch {
@@ -143,6 +144,30 @@ fn folder_name(path: &Path) -> Result<String> {
             name.to_string_lossy().escape_debug()
         ),
     })
+}
+
+/// Image formats this reader does not decode: a class folder holding one would train on
+/// fewer images than the user sees there, without a word.
+const UNREAD_IMAGES: [&str; 8] = ["jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "ppm"];
+
+/// A class folder holds no image this reader would skip (another format) and no folder
+/// (its images would not be read: a class is one level, `split/<class>/*`).
+fn check_nothing_unread(folder: &Path) -> Result<()> {
+    for p in entries(folder)? {
+        let ext = p
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let message = if p.is_dir() {
+            "a folder inside a class folder, whose images would not be read (a class is one folder of images); move them up or out".to_string()
+        } else if let Some(e) = ext.filter(|e| UNREAD_IMAGES.contains(&e.as_str())) {
+            format!("a .{e} image, which this reader does not decode (PNG and PGM only), so it would be left out of training in silence; convert it or move it out")
+        } else {
+            continue;
+        };
+        return Err(Error::Mismatch { path: p, message });
+    }
+    Ok(())
 }
 
 fn is_image(p: &Path) -> bool {

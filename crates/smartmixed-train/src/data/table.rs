@@ -578,6 +578,30 @@ pub fn class_names(labels: &[String]) -> Vec<String> {
     names
 }
 
+/// The first feature whose standardisation, with `divisor`, scales or shifts raw values by
+/// more than an export can hold (`MAX_PREPROCESSED`, which `InputManifest::check`
+/// enforces): a column spread over less than about 1e-30. Training on it would finish and
+/// only `export` would refuse it.
+pub fn unscalable(mean: &[f32], std: &[f32], divisor: f32) -> Option<usize> {
+    use smartmixed_core::manifest::MAX_PREPROCESSED;
+    (0..std.len().min(mean.len())).find(|&i| {
+        let sd = f64::from(std[i]);
+        let scale = 1.0 / (f64::from(divisor) * sd);
+        let offset = f64::from(mean[i]) / sd;
+        !(scale <= MAX_PREPROCESSED && offset.abs() <= MAX_PREPROCESSED)
+    })
+}
+
+/// What [`unscalable`] found, as an error message naming the column.
+pub fn unscalable_message(names: &[String], i: usize, std: f32) -> String {
+    let name = names
+        .get(i)
+        .map_or_else(|| i.to_string(), |n| n.escape_debug().to_string());
+    format!(
+        "column `{name}`: its values spread by a standard deviation of {std:e}, too little to standardise (an export scales by at most 1e30); rescale the column or set data.standardize = false"
+    )
+}
+
 /// Per feature, the mean and standard deviation (population) of `rows`; the deviation is
 /// 1 for a constant feature (or one too small for a normal f32). Two passes in f64: the
 /// mean, then the squared deviations from it, so a large offset costs no precision
@@ -905,6 +929,16 @@ mod tests {
             s(&["10", "2", "a", "b"])
         );
     }
+    #[test]
+    fn a_column_too_narrow_to_standardise_is_found() {
+        let (mean, std) = standardisation(&[0.0, 1.0, 1e-31, 2.0, 0.0, 3.0, 1e-31, 4.0], 2);
+        assert_eq!(unscalable(&mean, &std, 1.0), Some(0), "{std:?}");
+        let (mean, std) = standardisation(&[0.0, 1.0, 1e-13, 2.0], 2);
+        assert_eq!(unscalable(&mean, &std, 1.0), None);
+        // A huge offset against a modest spread: 1e30 +- 1e-2 in f32 is a constant column.
+        assert_eq!(unscalable(&[1e30], &[1e-2], 1.0), Some(0));
+    }
+
     #[test]
     fn standardisation_is_the_population_mean_and_deviation() {
         let (mean, std) = standardisation(&[1.0, 5.0, 3.0, 5.0], 2);
