@@ -3,15 +3,20 @@
 # machines are): assembles the parts of CUDA 13.0 that the build needs from NVIDIA's PyPI
 # wheels into PREFIX (default /usr/local/cuda, the path dfdx then bakes in for NVRTC's
 # includes, which the H200 machines also have), plus a link-time stub of the driver
-# library (libcuda.so.1 comes with the GPU's driver) and an `nvidia-smi` that names the
-# target GPU's compute capability for dfdx's build script. Then:
-#   export CUDA_ROOT=PREFIX PATH=PREFIX/bin:$PATH CUDA_COMPUTE_CAP=90
+# library (libcuda.so.1 comes with the GPU's driver) and, in PREFIX/stub-bin, an
+# `nvidia-smi` that names the target GPU's compute capability for dfdx's build script.
+# It refuses a PREFIX that already holds a toolkit. Then:
+#   export CUDA_ROOT=PREFIX PATH=PREFIX/bin:PREFIX/stub-bin:$PATH CUDA_COMPUTE_CAP=90
 #   scripts/cuda.sh build --release -p smartmixed-cli --features cuda
 # and run the binary on the GPU machine with LD_LIBRARY_PATH naming its CUDA 13 libraries.
 # Usage: scripts/cuda-toolkit-from-pypi.sh [PREFIX] [COMPUTE_CAP, e.g. 9.0]
 set -euo pipefail
 prefix=${1:-/usr/local/cuda}
 cap=${2:-9.0}
+if [ -e "$prefix/bin/nvcc" ]; then
+  echo "$prefix already holds a CUDA toolkit (bin/nvcc); give another PREFIX" >&2
+  exit 2
+fi
 wheels=$(mktemp -d)
 trap 'rm -rf "$wheels"' EXIT
 pip_get() {
@@ -37,6 +42,7 @@ sys=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.9.15/src/driver/s
 grep -ohE 'pub fn cu[A-Za-z0-9_]+' "$sys" | sort -u | sed 's/pub fn \(.*\)/void \1(void) {}/' \
   > "$wheels/stub.c"
 cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$prefix/lib/libcuda.so" "$wheels/stub.c"
-printf '#!/bin/sh\necho compute_cap\necho %s\n' "$cap" > "$prefix/bin/nvidia-smi"
-chmod +x "$prefix/bin/nvidia-smi"
+mkdir -p "$prefix/stub-bin"
+printf '#!/bin/sh\necho compute_cap\necho %s\n' "$cap" > "$prefix/stub-bin/nvidia-smi"
+chmod +x "$prefix/stub-bin/nvidia-smi"
 "$prefix/bin/nvcc" --version | tail -n 1

@@ -14,12 +14,13 @@ stage)
   mkdir -p "$gpu"
   scripts/cuda.sh test --release -p smartmixed-train --features cuda --test cuda --no-run 2>&1 |
     tee "$gpu/build.log"
-  tests=$(grep -o 'target/cuda/release/deps/cuda-[0-9a-f]*' "$gpu/build.log" | tail -n 1)
+  built=${CARGO_TARGET_DIR:-target/cuda}/release
+  tests=$(grep -o "$built/deps/cuda-[0-9a-f]*" "$gpu/build.log" | tail -n 1)
   scripts/cuda.sh build --release -p smartmixed-train --features cuda --example step_rate
   scripts/cuda.sh build --release -p smartmixed-cli --features cuda
   strip -o "$gpu/cuda-tests" "$tests"
-  strip -o "$gpu/step_rate" target/cuda/release/examples/step_rate
-  strip -o "$gpu/smartmixed-cli" target/cuda/release/smartmixed-cli
+  strip -o "$gpu/step_rate" "$built/examples/step_rate"
+  strip -o "$gpu/smartmixed-cli" "$built/smartmixed-cli"
   ls -l "$gpu"
   ;;
 run)
@@ -30,7 +31,7 @@ run)
   nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader
   # The CUDA 13 libraries the binaries link (NVRTC, cuBLAS, cuRAND), wherever they are.
   libs=$(for l in libnvrtc.so.13 libcublas.so.13 libcurand.so.10; do
-    find / -xdev -name "$l" 2>/dev/null | head -n 1; done | xargs -n 1 dirname | sort -u |
+    find / -xdev -name "$l" 2>/dev/null | head -n 1; done | xargs -r -n 1 dirname | sort -u |
     paste -sd:)
   export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   # The tests find data/mnist by the path they were built at.
@@ -44,8 +45,9 @@ run)
   echo "== step rates"
   "$gpu/step_rate" 1.5
   echo "== quick config"
-  "$gpu/smartmixed-cli" train --config configs/quick.toml --out /tmp/gpu-quick
-  cp /tmp/gpu-quick/metrics.csv /tmp/gpu-quick/summary.json "$out/"
+  run=$(mktemp -d)/quick
+  "$gpu/smartmixed-cli" train --config configs/quick.toml --out "$run"
+  cp "$run/metrics.csv" "$run/summary.json" "$out/"
   ;;
 *)
   echo "usage: scripts/gpu-check.sh stage|run" >&2

@@ -151,8 +151,9 @@ def _as_lists(mean, scale):
 
 def _split_leaves_both(counts, fraction):
     """Whether the trainer's stratified split (per class, `round(count * fraction)` items to
-    validation, rounding half away from zero) leaves items on both sides."""
-    val = sum(math.floor(c * fraction + 0.5) for c in counts)
+    validation, rounding half away from zero, but never a class's every member) leaves
+    items on both sides."""
+    val = sum(min(math.floor(c * fraction + 0.5), max(c - 1, 0)) for c in counts)
     return 0 < val < sum(counts)
 
 
@@ -392,9 +393,9 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
         counts = np.bincount(labels, minlength=len(classes))
         validation = None
         if fraction is not None and _split_leaves_both(counts, fraction):
-            # The trainer holds out round(count * fraction) of each class: a class it would
-            # hold out whole would never be trained on (MLPClassifier(early_stopping=True)
-            # refuses a class of one member, as its stratified split does).
+            # The trainer holds out round(count * fraction) of each class but keeps one
+            # member of a class that would go whole; a fit refuses such a class all the
+            # same, as MLPClassifier(early_stopping=True) refuses a class of one member.
             for c, count in enumerate(counts):
                 if math.floor(count * fraction + 0.5) >= count:
                     raise ValueError(
@@ -476,16 +477,22 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """Class probabilities `[n, classes]` in the order of `classes_`."""
         check_is_fitted(self)
-        X = _validate_data(self, X, reset=False, dtype=(np.float32, np.float64), **_NO_FINITE_CHECK)
-        return self._proba(self.__dict__, X)
+        # float64 first, as in `fit`: scikit-learn converts any other dtype (ints, lists, an
+        # int DataFrame) to the first, and float32 would lose what the float64
+        # standardisation keeps (a timestamp column's spread).
+        X = _validate_data(self, X, reset=False, dtype=(np.float64, np.float32), **_NO_FINITE_CHECK)
+        p = self._run(self.__dict__, X, "predict_proba").astype(np.float64)
+        return p / p.sum(axis=1, keepdims=True)
 
     @staticmethod
-    def _proba(state, X):
+    def _run(state, X, method):
+        """The fitted model's `method` on `X` (standardised in float64 first when the fit
+        kept it so); a value beyond float32 is an error naming it."""
         standardisation = state.get("_standardisation")
         try:
             if standardisation is not None:
                 X = _standardised(X, *standardisation, finite=False)
-            p = state["_model"].predict_proba(X).astype(np.float64)
+            return getattr(state["_model"], method)(X)
         except ValueError as e:
             beyond = _beyond_float32(X)
             if beyond is None and standardisation is not None:
@@ -494,14 +501,14 @@ class SmartMixedClassifier(ClassifierMixin, BaseEstimator):
             if beyond is None:
                 raise
             raise beyond from e
-        return p / p.sum(axis=1, keepdims=True)
 
     def predict(self, X):
-        """The most probable class of each row."""
+        """The class of each row's largest logit (as `smartmixed.Model.predict`, the CLI and
+        the server answer: two logits an ulp apart can round to one probability)."""
         check_is_fitted(self)
-        X = _validate_data(self, X, reset=False, dtype=(np.float32, np.float64), **_NO_FINITE_CHECK)
+        X = _validate_data(self, X, reset=False, dtype=(np.float64, np.float32), **_NO_FINITE_CHECK)
         state = self.__dict__  # the model and its classes from the same fit
-        return state["classes_"][np.argmax(self._proba(state, X), axis=1)]
+        return state["classes_"][self._run(state, X, "predict")]
 
     def export(self, dir, *, force=False):
         """Writes `dir/model.safetensors` and `dir/manifest.toml`, the files

@@ -200,6 +200,10 @@ def test_a_large_offset_and_small_spread_trains_as_standardscaler_would(offset, 
     assert clf.score(shifted, y) >= oracle - 0.03
     # Pickled, it standardises the same way.
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(shifted), clf.predict_proba(shifted))
+    # A list (which scikit-learn converts to the first dtype allowed) is read as float64
+    # too: as float32 the feature had collapsed before its float64 standardisation.
+    np.testing.assert_array_equal(clf.predict_proba(shifted.tolist()), clf.predict_proba(shifted))
+    np.testing.assert_array_equal(clf.predict(shifted.tolist()), clf.predict(shifted))
 
 
 def test_exports_standardise_raw_rows_and_warn_where_float32_cannot(tmp_path):

@@ -33,6 +33,24 @@ def test_a_toml_file_with_overrides(tmp_path, wine_csv):
     assert summary["seed"] == 5
 
 
+def test_a_toml_files_relative_data_paths_are_read_from_its_folder(tmp_path, wine_csv, monkeypatch):
+    """As `smartmixed-cli train --config` reads them: `file = "../tables/wine.csv"` in
+    `configs/wine.toml` names the table beside `configs/`, whatever the working directory,
+    and the run records it absolute."""
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "wine.csv").write_bytes(wine_csv.read_bytes())
+    (tmp_path / "configs").mkdir()
+    cfg = tmp_path / "configs" / "wine.toml"
+    cfg.write_text('[model]\nhidden = [8]\n[phase1]\nepochs = 1\n[phase2]\nepochs = 1\n[data]\nfile = "../tables/wine.csv"\nlabel = "label"\n')
+    elsewhere = tmp_path / "x" / "y"  # where ../tables does not exist
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    smartmixed.train(cfg, out=tmp_path / "run", verbose=False)
+    recorded = (tmp_path / "run" / "config.toml").read_text()
+    table = (tmp_path / "configs" / ".." / "tables" / "wine.csv")
+    assert f'file = "{table}"' in recorded, recorded
+
+
 def test_errors_name_the_field(tmp_path, wine_csv):
     bad = tiny_config(wine_csv)
     bad["phase1"]["lr"] = -1.0

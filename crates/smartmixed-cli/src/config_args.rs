@@ -115,14 +115,26 @@ pub fn parse_set(s: &str) -> std::result::Result<Set, String> {
         Some(v) => v,
         // A number TOML cannot hold would else become a string, refused as "expected
         // u64" by the field it was meant for.
-        None if value.parse::<i128>().is_ok() => {
+        None if value
+            .parse::<i128>()
+            .is_ok_and(|v| i64::try_from(v).is_err()) =>
+        {
             return Err(format!(
                 "`{s}`: {value} is outside TOML's integers, {} to {}",
                 i64::MIN,
                 i64::MAX
             ));
         }
-        None if value.parse::<f64>().is_ok() && value.contains(|c: char| c.is_ascii_digit()) => {
+        // `.5`, `5.`, `5.e3`: a number without digits on a side of its point (other forms
+        // TOML refuses, such as `007`, stay strings: a column may be named so).
+        None if value.parse::<f64>().is_ok() && {
+            let unsigned = value.trim_start_matches(['+', '-']);
+            unsigned.starts_with('.')
+                || unsigned.ends_with('.')
+                || unsigned.contains(".e")
+                || unsigned.contains(".E")
+        } =>
+        {
             return Err(format!(
                 "`{s}`: {value} is not a TOML number; write it with digits on both sides of the point, e.g. 0.5 or 1e-3"
             ));
@@ -208,5 +220,10 @@ mod tests {
             assert!(e.contains("is not a TOML number"), "{value}: {e}");
         }
         assert!(parse_set("training.seed=9223372036854775807").is_ok());
+        // Forms TOML refuses that name things, not numbers, stay strings (a column `007`).
+        for value in ["007", "-01"] {
+            let v = parse_set(&format!("data.label={value}")).unwrap().value;
+            assert_eq!(v, toml::Value::String(value.into()));
+        }
     }
 }

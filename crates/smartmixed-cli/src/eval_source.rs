@@ -156,7 +156,7 @@ pub fn load(model: &Model, model_dir: &Path, request: Request) -> Result<Source>
         }
         Plan::Config(cfg, path) => {
             let splits = Splits::load(&cfg.data, cfg.data.classes)?;
-            check_run_data(&path, &splits)?;
+            check_run_data(&path, &cfg, &splits)?;
             if table_model && splits.input().feature_names != input.feature_names {
                 bail!(
                     "{origin}: feature columns {}, the model's are {}",
@@ -178,7 +178,7 @@ pub fn load(model: &Model, model_dir: &Path, request: Request) -> Result<Source>
 /// summary.json (or an unfinished run's state) records. A table edited, extended or
 /// reordered since splits again into a "test split" that holds training rows, and its
 /// accuracy would be reported as held out.
-fn check_run_data(config: &Path, splits: &Splits) -> Result<()> {
+fn check_run_data(config: &Path, cfg: &TrainConfig, splits: &Splits) -> Result<()> {
     let Some(dir) = config
         .parent()
         .filter(|_| config.file_name() == Some(std::ffi::OsStr::new(rundir::CONFIG)))
@@ -200,9 +200,10 @@ fn check_run_data(config: &Path, splits: &Splits) -> Result<()> {
     let changed = then.differences(&Fingerprint::of(splits));
     if !changed.is_empty() {
         bail!(
-            "{}: the data it names is not what the run trained and tested on ({}), so its test split is no longer held out; evaluate with --data instead",
+            "{}: the data it names is not what the run trained and tested on ({}), so its test split is no longer held out; evaluate with --data instead{}",
             dir.display(),
-            changed.join("; ")
+            changed.join("; "),
+            cfg.data.changed_subset_note()
         );
     }
     Ok(())

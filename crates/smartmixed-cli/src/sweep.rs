@@ -270,7 +270,11 @@ fn changed_cells(
             if let Some(then) = summary.ok().and_then(|s| s.data) {
                 let differences = then.differences(data);
                 if !differences.is_empty() {
-                    fields.push(format!("the data ({})", differences.join(", ")));
+                    fields.push(format!(
+                        "the data ({}){}",
+                        differences.join(", "),
+                        cfg.data.changed_subset_note()
+                    ));
                 }
             }
             let fields = fields.join(", ");

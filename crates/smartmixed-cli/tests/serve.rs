@@ -665,6 +665,15 @@ fn the_media_type_is_parsed_and_unknown_ones_are_415() {
             "{error}"
         );
     }
+    // A compressed body would be read as rows of its compressed bytes: 415, naming the
+    // coding (the header rides on the Content-Type line here); identity is no coding.
+    let gzip = "application/octet-stream\r\nContent-Encoding: gzip";
+    let (status, answer) = request(a, "POST", "/v1/predict", gzip, &binary);
+    assert_eq!(status, 415, "{answer}");
+    let error = json(&answer)["error"].as_str().unwrap().to_string();
+    assert!(error.contains("Content-Encoding `gzip`"), "{error}");
+    let identity = "application/octet-stream\r\nContent-Encoding: Identity";
+    assert_eq!(request(a, "POST", "/v1/predict", identity, &binary).0, 200);
 }
 
 /// Audit defect 10: `--threads 0` silently meant one thread, `--threads 300` started 256

@@ -159,6 +159,39 @@ fn toml_file_as_json(path: &Path) -> PyResult<serde_json::Value> {
     serde_json::to_value(table).map_err(|e| PyValueError::new_err(format!("{origin}: {e}")))
 }
 
+/// A config file's relative `[data]` paths (`dir`, `file`, `test_file`) resolved against
+/// the file's folder, as `smartmixed-cli train --config` reads them (overrides and dicts
+/// stay relative to the working directory, as `--set` does): from the working directory, a
+/// config's `../data/wine.csv` read another table, or none.
+fn paths_from_the_file_s_folder(table: &mut serde_json::Value, path: &Path) -> PyResult<()> {
+    let Some(data) = table.get_mut("data").and_then(|d| d.as_object_mut()) else {
+        return Ok(());
+    };
+    let folder = match path.parent() {
+        Some(f) if !f.as_os_str().is_empty() => f,
+        _ => Path::new("."),
+    };
+    let cannot = |e: String| {
+        pyo3::exceptions::PyOSError::new_err(format!(
+            "{}: cannot resolve its folder: {e}",
+            path.display()
+        ))
+    };
+    let folder = std::path::absolute(folder).map_err(|e| cannot(e.to_string()))?;
+    for key in ["dir", "file", "test_file"] {
+        if let Some(serde_json::Value::String(p)) = data.get_mut(key) {
+            if Path::new(p.as_str()).is_relative() {
+                let joined = folder.join(p.as_str());
+                *p = joined
+                    .to_str()
+                    .ok_or_else(|| cannot("the folder's name is not UTF-8".into()))?
+                    .to_string();
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Trains a config, a TOML file (`path`) or JSON text (`config_json`, a Python dict),
 /// with `overrides_json` (nested sections) laid over it, into the run directory `out`;
 /// the summary as JSON text.
@@ -178,7 +211,11 @@ pub fn train_config(
             .map_err(|e| PyValueError::new_err(format!("{what}: {e}")))
     };
     let (mut base, origin) = match (&path, &config_json) {
-        (Some(path), None) => (toml_file_as_json(path)?, path.display().to_string()),
+        (Some(path), None) => {
+            let mut table = toml_file_as_json(path)?;
+            paths_from_the_file_s_folder(&mut table, path)?;
+            (table, path.display().to_string())
+        }
         (None, Some(json)) => (parse(json, "config")?, "the config dict".to_string()),
         _ => {
             return Err(PyValueError::new_err(
@@ -193,7 +230,24 @@ pub fn train_config(
         }
         None => origin,
     };
-    let cfg = config_from_json(&base.to_string(), &origin)?;
+    let mut cfg = config_from_json(&base.to_string(), &origin)?;
+    // Recorded absolute, as `train` records them: a resume or `eval --run` from another
+    // folder reads the same data.
+    for p in [
+        Some(&mut cfg.data.dir),
+        cfg.data.file.as_mut(),
+        cfg.data.test_file.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *p = std::path::absolute(&*p).map_err(|e| {
+            pyo3::exceptions::PyOSError::new_err(format!(
+                "{}: cannot make it absolute: {e}",
+                p.display()
+            ))
+        })?;
+    }
     let data = py
         .detach(|| Splits::load(&cfg.data, cfg.data.classes))
         .map_err(errors::train)?;

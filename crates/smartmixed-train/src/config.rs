@@ -284,6 +284,16 @@ pub enum InvalidCells {
 }
 
 impl DataConfig {
+    /// Why a run of this data made by an earlier version can have another fingerprint
+    /// though the files are the same: said beside "other data" refusals.
+    pub fn changed_subset_note(&self) -> &'static str {
+        if self.test_limit.is_some() && self.format() != DataFormat::Idx {
+            " (a run made before 2026-12-04 with data.test_limit tested the first items of an image folder or table, now a seeded subset: the same files give another test split)"
+        } else {
+            ""
+        }
+    }
+
     /// The format asked for, or the one `file` implies.
     pub fn format(&self) -> DataFormat {
         self.format.unwrap_or_else(|| {

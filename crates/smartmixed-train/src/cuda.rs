@@ -168,8 +168,12 @@ fn kernel(dev: &Arc<CudaDevice>, name: &str) -> Result<CudaFunction, DriverError
 
 /// A launch over `len` items, one thread each.
 fn over(len: usize) -> LaunchConfig {
+    // Counted in usize: `len as u32` wrapped at 2^32 items and covered only part of them.
+    let blocks = u32::try_from(len.div_ceil(BLOCK as usize).max(1)).unwrap_or_else(|_| {
+        panic!("CUDA: a launch over {len} items, more blocks than a grid holds")
+    });
     LaunchConfig {
-        grid_dim: ((len as u32).div_ceil(BLOCK).max(1), 1, 1),
+        grid_dim: (blocks, 1, 1),
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     }

@@ -356,8 +356,9 @@ pub fn check<D: TrainDevice>(
             return Err(Error::Mismatch {
                 path: path.to_path_buf(),
                 message: format!(
-                    "the run trained on other data than it is given now ({}); resume with the run's own data",
-                    changed.join("; ")
+                    "the run trained on other data than it is given now ({}); resume with the run's own data{}",
+                    changed.join("; "),
+                    cfg.data.changed_subset_note()
                 ),
             });
         }

@@ -410,9 +410,12 @@ impl Writer<'_> {
 pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
     // Only cells of sweep.toml count: a directory trained under an earlier config keeps
     // that config's cells, which would be ranked with this one's.
-    let (cells, stale) = match SweepConfig::from_file(&dir.join(SWEEP_CONFIG)) {
-        Ok(cfg) => crate::sweep::of_config(finished_cells(dir)?, &cfg)?,
-        Err(_) => (finished_cells(dir)?, Vec::new()),
+    let recorded = dir.join(SWEEP_CONFIG);
+    let (cells, stale) = if recorded.exists() {
+        let cfg = SweepConfig::from_file(&recorded)?;
+        crate::sweep::of_config(finished_cells(dir)?, &cfg)?
+    } else {
+        (finished_cells(dir)?, Vec::new())
     };
     if !stale.is_empty() {
         eprintln!(

@@ -192,6 +192,20 @@ enum BodyKind {
 /// case-insensitive, and parameters such as `; charset=utf-8` follow a `;`). No
 /// `Content-Type` is JSON; an unknown type is a 415, not a guess.
 fn body_kind(headers: &HeaderMap) -> std::result::Result<BodyKind, Failure> {
+    // A compressed body read as rows would be answered as if it were some (RFC 9110: 415
+    // for a content coding the server does not take).
+    if let Some(coding) = headers.get(header::CONTENT_ENCODING) {
+        let text = coding.to_str().unwrap_or("");
+        if !text.trim().eq_ignore_ascii_case("identity") {
+            return Err(Failure(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Encoding `{}`: not supported, expected an unencoded body",
+                    crate::shown(&String::from_utf8_lossy(coding.as_bytes()))
+                ),
+            ));
+        }
+    }
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(BodyKind::Json);
     };
@@ -212,9 +226,30 @@ fn body_kind(headers: &HeaderMap) -> std::result::Result<BodyKind, Failure> {
     }
 }
 
+/// A request the queue could never hold would get 503 (try later) for ever: refused for
+/// good, before any of its rows is queued (or built: a row of one value costs ten times
+/// its bytes as a `Vec`).
+fn check_rows(rows: usize, capacity: usize) -> std::result::Result<(), Failure> {
+    if rows > capacity {
+        return Err(Failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{rows} rows in one request, more than the queue holds (--queue {capacity}): send at most {capacity} rows a request"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The rows of a request body: JSON `{"inputs": [[...], ...]}`, or with
-/// `Content-Type: application/octet-stream` f32 little-endian rows back to back.
-fn rows(kind: BodyKind, body: &[u8], width: usize) -> std::result::Result<Vec<Vec<f32>>, Failure> {
+/// `Content-Type: application/octet-stream` f32 little-endian rows back to back; at most
+/// `capacity` of them.
+fn rows(
+    kind: BodyKind,
+    body: &[u8],
+    width: usize,
+    capacity: usize,
+) -> std::result::Result<Vec<Vec<f32>>, Failure> {
     if kind == BodyKind::Binary {
         let row_bytes = width * 4;
         if body.is_empty() || !body.len().is_multiple_of(row_bytes) {
@@ -223,6 +258,7 @@ fn rows(kind: BodyKind, body: &[u8], width: usize) -> std::result::Result<Vec<Ve
                 body.len()
             )));
         }
+        check_rows(body.len() / row_bytes, capacity)?;
         let rows: Vec<Vec<f32>> = body
             .chunks_exact(row_bytes)
             .map(|r| {
@@ -242,6 +278,7 @@ fn rows(kind: BodyKind, body: &[u8], width: usize) -> std::result::Result<Vec<Ve
         return Ok(rows);
     }
     let values = json_rows::parse(body, width).map_err(bad)?;
+    check_rows(values.len() / width.max(1), capacity)?;
     Ok(values.chunks_exact(width).map(<[f32]>::to_vec).collect())
 }
 
@@ -331,21 +368,10 @@ async fn answer(
     body: Vec<u8>,
 ) -> std::result::Result<Predictions, Failure> {
     let model = app.batched.model();
-    let rows = rows(kind, &body, model.input_size())?;
+    let capacity = app.batched.options().queue_capacity;
+    let rows = rows(kind, &body, model.input_size(), capacity)?;
     // The rows hold what is needed; the body's memory goes before the wait for answers.
     drop(body);
-    // A request the queue could never hold would get 503 (try later) for ever: refused for
-    // good, before any of its rows is queued.
-    let capacity = app.batched.options().queue_capacity;
-    if rows.len() > capacity {
-        return Err(Failure(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} rows in one request, more than the queue holds (--queue {capacity}): send at most {capacity} rows a request",
-                rows.len()
-            ),
-        ));
-    }
     // All queued or none: a full queue computes nothing for a request it refuses.
     let tickets = app.batched.submit_all(rows)?;
     let mut predictions = Vec::with_capacity(tickets.len());

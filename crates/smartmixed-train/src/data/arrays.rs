@@ -167,8 +167,14 @@ impl Splits {
                     Some(t) => as_dataset(t),
                     None => full.subset(&[]),
                 };
+                // A test_limit of arrays takes a seeded subset, as of a table's rows (the
+                // format is not the filesystem's guess).
+                let cfg = DataConfig {
+                    format: Some(crate::DataFormat::Csv),
+                    ..cfg.clone()
+                };
                 let mut s = Splits::split(
-                    cfg,
+                    &cfg,
                     &origin("training"),
                     full,
                     test,

@@ -303,15 +303,24 @@ pub fn parse_pgm(bytes: &[u8], max_pixels: usize) -> Fault<GreyImage> {
         Ok(((v * 255) / max) as u8)
     };
     let pixels = match fields[0].1 {
-        // Exactly one whitespace byte separates the header from P5 data. A header ended
-        // by "\r\n" in a file one byte longer than its pixels reads either way: the two
-        // bytes as the separator (a Windows writer), or pixels from the "\n" with the
-        // last one taken for trailing whitespace (every pixel shifted): refused, not guessed.
-        b"P5" if bytes.get(pos..pos + 2) == Some(b"\r\n") && bytes.len() == pos + 2 + n => {
-            return Err((
-                pos as u64,
-                "the header ends in \\r\\n and the file is one byte longer than its pixels, so where they start is ambiguous (P5 takes one whitespace byte after maxval); save it again with a single newline".into(),
-            ))
+        // Exactly one whitespace byte separates the header from P5 data. After "\r\n" the
+        // data may start past both (a Windows writer) or at the "\n": where only one
+        // reading fits the file's length (trailing whitespace allowed), that one; where
+        // both fit, the image is ambiguous (one reading shifts every pixel): refused.
+        b"P5" if bytes.get(pos..pos + 2) == Some(b"\r\n") => {
+            let fits = |start: usize| {
+                bytes.len() >= start + n && bytes[start + n..].iter().all(u8::is_ascii_whitespace)
+            };
+            match (fits(pos + 1), fits(pos + 2)) {
+                (true, true) => {
+                    return Err((
+                        pos as u64,
+                        "the header ends in \\r\\n and the pixels fit after either byte, so where they start is ambiguous (P5 takes one whitespace byte after maxval); save it again with a single newline".into(),
+                    ))
+                }
+                (false, true) => pgm_binary(bytes, pos + 2, n, scale)?,
+                _ => pgm_binary(bytes, pos + 1, n, scale)?,
+            }
         }
         b"P5" => pgm_binary(bytes, pos + 1, n, scale)?,
         b"P2" => pgm_text(bytes, pos, n, scale)?,
@@ -483,11 +492,20 @@ mod tests {
         );
         let (_, m) = parse_pgm(b"P2 2 1 255\n1 2 3\n", MAX_PIXELS).unwrap_err();
         assert!(m.contains("more bytes"), "{m}");
-        // "\r\n" after maxval with one byte more than the pixels: ambiguous, refused
-        // (read from the "\n", this 2 x 1 image would be [10, 5] with the 10 dropped).
-        let (off, m) = parse_pgm(b"P5 2 1 255\r\n\x05\x0a", MAX_PIXELS).unwrap_err();
-        assert_eq!(off, 10);
-        assert!(m.contains("ambiguous"), "{m}");
+        // "\r\n" after maxval where the pixels fit after either byte: ambiguous, refused
+        // (read from the "\n", this 2 x 1 image would be [10, 5] with its 10 dropped).
+        for file in [&b"P5 2 1 255\r\n\x05\x0a"[..], b"P5 2 1 255\r\n\x05\x0a\n"] {
+            let (off, m) = parse_pgm(file, MAX_PIXELS).unwrap_err();
+            assert_eq!(off, 10);
+            assert!(m.contains("ambiguous"), "{m}");
+        }
+        // Where only the "\r\n" reading fits, it is taken.
+        assert_eq!(
+            parse_pgm(b"P5 2 1 255\r\n\x05\x07", MAX_PIXELS)
+                .unwrap()
+                .pixels,
+            [5, 7]
+        );
         // A first pixel of 10 after a single separator is read as it is.
         assert_eq!(
             parse_pgm(b"P5 2 1 255\n\x0a\x05", MAX_PIXELS)

@@ -598,7 +598,7 @@ pub fn unscalable_message(names: &[String], i: usize, std: f32) -> String {
         .get(i)
         .map_or_else(|| i.to_string(), |n| n.escape_debug().to_string());
     format!(
-        "column `{name}`: its values spread by a standard deviation of {std:e}, too little to standardise (an export scales by at most 1e30); rescale the column or set data.standardize = false"
+        "column `{name}`: a standard deviation of {std:e}, too little against its values to standardise (an export scales and shifts raw values by at most 1e30); rescale the column or set data.standardize = false"
     )
 }
 
