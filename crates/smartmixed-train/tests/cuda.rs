@@ -145,6 +145,77 @@ fn the_dense_ops_kernels_match_the_cpu() {
     }
 }
 
+/// The same cases without a tape (validation and test passes): the kernels' inference
+/// branches (phase 1 keeps no candidates, the grouped layer no derivatives) give the
+/// training branches' values, against the CPU's within the same 16 ulp.
+#[test]
+fn the_dense_ops_inference_kernels_match_the_cpu() {
+    let (b, n) = (37, 300);
+    let pool = paper_pool();
+    let p = pool.len();
+    let mut rng = StdRng::seed_from_u64(4);
+    let x = random(&mut rng, b * n, 14.0);
+    let bias = random(&mut rng, n, 1.0);
+    let choices: Vec<u8> = (0..n).map(|_| rng.gen_range(0..p as u8)).collect();
+    let groups: Vec<Block> = (0..p)
+        .map(|j| Block {
+            activation: pool[j],
+            start: j * n / p,
+            len: (j + 1) * n / p - j * n / p,
+        })
+        .collect();
+    fn infer<D: TrainDevice>(
+        dev: &D,
+        mode: &str,
+        (x, bias): (&[f32], &[f32]),
+        (b, n): (usize, usize),
+        groups: &[Block],
+        choices: &[u8],
+        pool: &[&'static Activation],
+    ) -> Vec<f32> {
+        let x_t: Matrix<D> = dev.tensor_from_vec(x.to_vec(), (b, n));
+        let weight: Matrix<D> = dev.tensor_from_vec(identity(n), (n, n));
+        let bias_t: Matrix<D> = dev.tensor_from_vec(bias.to_vec(), (1, n));
+        let soft: Matrix<D> = dev.tensor_from_vec(
+            vec![1.0 / pool.len() as f32; pool.len() * n],
+            (pool.len(), n),
+        );
+        let activation = match mode {
+            "identity" => LayerActivation::Identity,
+            "grouped" => LayerActivation::Grouped(groups),
+            _ => LayerActivation::Selective {
+                soft,
+                choices,
+                pool,
+            },
+        };
+        values(&D::dense(x_t, &weight, &bias_t, activation, false))
+    }
+    let (cpu, gpu) = (Cpu::default(), cuda());
+    for mode in ["identity", "grouped", "selective"] {
+        let want = infer(&cpu, mode, (&x, &bias), (b, n), &groups, &choices, &pool);
+        let got = infer(&gpu, mode, (&x, &bias), (b, n), &groups, &choices, &pool);
+        close(&format!("{mode} inference output"), &got, &want, 16.0 * U);
+    }
+}
+
+/// Clipping's two primitives on a buffer of 100,003 values (not a multiple of a block):
+/// the sum of squares against f64's (its per-block f64 partials add in another order:
+/// 1e-12 relative), and scaling by 0.5, exact on both devices.
+#[test]
+fn clipping_sums_squares_and_scales_on_cuda() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let v = random(&mut rng, 100_003, 3.0);
+    let want: f64 = v.iter().map(|&g| f64::from(g) * f64::from(g)).sum();
+    let dev = cuda();
+    let mut buf = dev.upload(&v).unwrap();
+    let got = dev.sum_squares(&buf).unwrap();
+    assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
+    dev.scale(&mut buf, 0.5).unwrap();
+    let halved: Vec<f32> = v.iter().map(|g| g * 0.5).collect();
+    assert_eq!(dev.download(&buf).unwrap(), halved);
+}
+
 /// A small network, trained `steps` steps from the same initial weights and batches on
 /// both devices; returns the losses and the final parameters.
 fn steps_on<D: TrainDevice>(dev: &D, mode: &str, steps: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
