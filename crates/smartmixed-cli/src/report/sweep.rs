@@ -18,9 +18,12 @@ use crate::sweep::{finished_cells, Finished, SWEEP_CONFIG};
 use smartmixed_train::rundir::SUMMARY;
 
 /// Fig. 6 over every SmartMixed cell's phase-2 checkpoint: hidden-to-hidden matrices only.
-fn heatmap(cells: &[&Finished], pool: &[String]) -> Result<WeightHeatmap> {
+/// The heatmap and how many cells it pooled (a cell without a phase-2 checkpoint, trained
+/// with `phase2.epochs = 0`, has no groups to pool).
+fn heatmap(cells: &[&Finished], pool: &[String]) -> Result<(WeightHeatmap, usize)> {
     let dev = Cpu::default();
     let mut h = WeightHeatmap::new(pool.to_vec());
+    let mut pooled = 0;
     for f in cells {
         let path = f.dir.join(smartmixed_core::Phase::Phase2.checkpoint_file());
         if !path.is_file() {
@@ -42,8 +45,9 @@ fn heatmap(cells: &[&Finished], pool: &[String]) -> Result<WeightHeatmap> {
         for l in 1..names.len() {
             h.add(&net.layers[l].weight_values(), &names[l - 1], &names[l]);
         }
+        pooled += 1;
     }
-    Ok(h)
+    Ok((h, pooled))
 }
 
 /// Test accuracy per `(architecture, method)`, per seed.
@@ -242,13 +246,18 @@ impl Writer<'_> {
             return Ok(());
         }
         let pool = &sw.pool;
-        let h = heatmap(&smart, pool)?;
+        let (h, pooled) = heatmap(&smart, pool)?;
+        let without = smart.len() - pooled;
+        let note = if without > 0 {
+            format!(" ({without} more without a phase-2 checkpoint, `phase2.epochs = 0`)")
+        } else {
+            String::new()
+        };
         let values: Vec<Vec<Option<f64>>> = (0..pool.len())
             .map(|s| (0..pool.len()).map(|t| h.mean(s, t)).collect())
             .collect();
         self.md.push_str(&format!(
-            "\n## Mean weight between activation groups (Fig. 6)\n\nPooled over the hidden-to-hidden weight matrices of {} SmartMixed cells (phase-2 best checkpoints; input-to-hidden and hidden-to-output matrices left out). Rows: source activation; columns: target.\n\n| source \\ target | {} |\n|---|{}\n",
-            smart.len(),
+            "\n## Mean weight between activation groups (Fig. 6)\n\nPooled over the hidden-to-hidden weight matrices of {pooled} `{SMARTMIXED}` cells{note} (phase-2 best checkpoints; input-to-hidden and hidden-to-output matrices left out; other methods' cells, `smartmixed-auto` too, are not pooled). Rows: source activation; columns: target.\n\n| source \\ target | {} |\n|---|{}\n",
             pool.join(" | "),
             "---|".repeat(pool.len())
         ));
@@ -264,7 +273,7 @@ impl Writer<'_> {
         let counts = (0..pool.len())
             .map(|s| (0..pool.len()).map(|t| h.count(s, t)).collect())
             .collect();
-        let fig = plot::weights(pool, values, counts, smart.len());
+        let fig = plot::weights(pool, values, counts, pooled);
         self.save(&fig, "fig6-weight-heatmap", "weight heatmap")
     }
 
@@ -467,6 +476,12 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
         ));
     }
     w.unfinished(&running, &not_run);
+    let unfinished = running.len() + not_run.len();
+    if unfinished > 0 {
+        w.md.push_str(&format!(
+            "**Provisional**: {unfinished} cells of {SWEEP_CONFIG} have not finished, so the ranks, the MRR and the rank counts below compare only the methods finished on each architecture (a method with no finished cell there counts 0 in the MRR).\n\n"
+        ));
+    }
     w.table_two(&sw);
     w.mrr(&sw)?;
     w.rank_counts(&sw)?;
