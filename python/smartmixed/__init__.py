@@ -48,8 +48,9 @@ def train(config, out, *, threads=0, callback=None, verbose=True, **overrides):
     `smartmixed-cli train --config CONFIG --out OUT` does; returns the run's summary
     (`summary.json`) as a dict.
 
-    `config` is a TOML file's path or a dict of the same sections. Keyword arguments
-    override fields: `phase1__epochs=5`, `data__dir="data/mnist"`, or whole sections
+    `config` is a TOML file's path or a dict of the same sections; a file's relative
+    `[data]` paths are read from its folder (as the CLI reads them), a dict's and the
+    overrides' from the working directory. Keyword arguments override fields: `phase1__epochs=5`, `data__dir="data/mnist"`, or whole sections
     (`training={"seed": 3}`). `callback(record)` gets each epoch's metrics as a dict (by
     default, with `verbose`, a line per epoch is printed). Ctrl-C stops the run after its
     current batch and raises `KeyboardInterrupt`; the run directory keeps every completed

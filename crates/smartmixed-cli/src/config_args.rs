@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use smartmixed_train::config::DataConfig;
+use smartmixed_train::fsutil::lexically_normal;
 use smartmixed_train::TrainConfig;
 
 /// The `[data]` keys that hold paths.
@@ -35,7 +36,7 @@ pub fn resolve_data_paths(data: &mut DataConfig, text: &str, path: &Path) -> Res
         if p.is_absolute() {
             p.to_path_buf()
         } else {
-            normalise(&folder.join(p))
+            lexically_normal(&folder.join(p))
         }
     };
     for key in PATH_KEYS.iter().filter(|k| written.contains_key(**k)) {
@@ -56,33 +57,13 @@ pub fn resolve_data_paths(data: &mut DataConfig, text: &str, path: &Path) -> Res
 pub fn absolute_data_paths(data: &mut DataConfig) -> Result<()> {
     let absolute = |p: &Path| -> Result<PathBuf> {
         std::path::absolute(p)
-            .map(|p| normalise(&p))
+            .map(|p| lexically_normal(&p))
             .with_context(|| format!("{}: cannot make the data path absolute", p.display()))
     };
     data.dir = absolute(&data.dir)?;
     data.file = data.file.as_deref().map(absolute).transpose()?;
     data.test_file = data.test_file.as_deref().map(absolute).transpose()?;
     Ok(())
-}
-
-/// `path` with `.` parts dropped and each `..` taking away the part before it, lexically
-/// (as cargo reads paths in manifests): `/repo/configs/../data` is `/repo/data`, which
-/// exists even when the working directory has no `configs` folder.
-fn normalise(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push(c);
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// One `--set KEY=VALUE`: the dotted key and the value, read as TOML (`3`, `1e-3`,

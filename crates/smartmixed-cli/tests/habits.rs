@@ -133,7 +133,10 @@ fn a_sweep_report_over_a_subset_ranks_only_what_ran_and_marks_the_rest() {
         "{md}"
     );
     assert!(md.contains("Not run: a01-smartmixed-s0"), "{md}");
-    assert!(md.contains("**Provisional**: 2 cells of sweep.toml"), "{md}");
+    assert!(
+        md.contains("**Provisional**: 2 cells of sweep.toml"),
+        "{md}"
+    );
 }
 
 /// `--only method=smartmixed-auto` on a sweep whose methods lack it says how to add it.

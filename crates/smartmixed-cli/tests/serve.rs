@@ -674,6 +674,9 @@ fn the_media_type_is_parsed_and_unknown_ones_are_415() {
     assert!(error.contains("Content-Encoding `gzip`"), "{error}");
     let identity = "application/octet-stream\r\nContent-Encoding: Identity";
     assert_eq!(request(a, "POST", "/v1/predict", identity, &binary).0, 200);
+    // A second header line is a coding too.
+    let second = "application/octet-stream\r\nContent-Encoding: identity\r\nContent-Encoding: gzip";
+    assert_eq!(request(a, "POST", "/v1/predict", second, &binary).0, 415);
 }
 
 /// Audit defect 10: `--threads 0` silently meant one thread, `--threads 300` started 256

@@ -181,7 +181,7 @@ fn paths_from_the_file_s_folder(table: &mut serde_json::Value, path: &Path) -> P
     for key in ["dir", "file", "test_file"] {
         if let Some(serde_json::Value::String(p)) = data.get_mut(key) {
             if Path::new(p.as_str()).is_relative() {
-                let joined = folder.join(p.as_str());
+                let joined = smartmixed_train::fsutil::lexically_normal(&folder.join(p.as_str()));
                 *p = joined
                     .to_str()
                     .ok_or_else(|| cannot("the folder's name is not UTF-8".into()))?
@@ -241,12 +241,14 @@ pub fn train_config(
     .into_iter()
     .flatten()
     {
-        *p = std::path::absolute(&*p).map_err(|e| {
-            pyo3::exceptions::PyOSError::new_err(format!(
-                "{}: cannot make it absolute: {e}",
-                p.display()
-            ))
-        })?;
+        *p = std::path::absolute(&*p)
+            .map(|a| smartmixed_train::fsutil::lexically_normal(&a))
+            .map_err(|e| {
+                pyo3::exceptions::PyOSError::new_err(format!(
+                    "{}: cannot make it absolute: {e}",
+                    p.display()
+                ))
+            })?;
     }
     let data = py
         .detach(|| Splits::load(&cfg.data, cfg.data.classes))

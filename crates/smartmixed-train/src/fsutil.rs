@@ -1,10 +1,11 @@
 //! Atomic file writes: a temporary file in the same directory, synced, renamed over the
 //! target, then the directory synced, so a crash, a power loss or a full disk never leaves
 //! a half-written file behind and a write that returned survives power loss. The trainer
-//! and the CLI write through here; the runtime never writes files.
+//! and the CLI write through here; the runtime never writes files. Also the lexical path
+//! normalisation with which the CLI and the Python package record data paths.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
@@ -47,6 +48,26 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn sync_parent(_path: &Path) -> std::io::Result<()> {
     Ok(())
+}
+
+/// `path` with `.` parts dropped and each `..` taking away the part before it, lexically
+/// (as cargo reads paths in manifests): `/repo/configs/../data` is `/repo/data`, which
+/// exists even when the working directory has no `configs` folder.
+pub fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

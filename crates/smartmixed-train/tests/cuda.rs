@@ -145,9 +145,9 @@ fn the_dense_ops_kernels_match_the_cpu() {
     }
 }
 
-/// The same cases without a tape (validation and test passes): the kernels' inference
-/// branches (phase 1 keeps no candidates, the grouped layer no derivatives) give the
-/// training branches' values, against the CPU's within the same 16 ulp.
+/// Cases like the above without a tape (validation and test passes): the kernels'
+/// inference branches (phase 1 keeps no candidates, the grouped layer no derivatives)
+/// against the CPU's inference, within the same 16 ulp.
 #[test]
 fn the_dense_ops_inference_kernels_match_the_cpu() {
     let (b, n) = (37, 300);

@@ -45,7 +45,8 @@ fn heatmap(cells: &[&Finished], pool: &[String]) -> Result<(WeightHeatmap, usize
         for l in 1..names.len() {
             h.add(&net.layers[l].weight_values(), &names[l - 1], &names[l]);
         }
-        pooled += 1;
+        // One hidden layer has no hidden-to-hidden matrix to pool.
+        pooled += usize::from(names.len() > 1);
     }
     Ok((h, pooled))
 }
@@ -249,7 +250,9 @@ impl Writer<'_> {
         let (h, pooled) = heatmap(&smart, pool)?;
         let without = smart.len() - pooled;
         let note = if without > 0 {
-            format!(" ({without} more without a phase-2 checkpoint, `phase2.epochs = 0`)")
+            format!(
+                " ({without} more with nothing to pool: no phase-2 checkpoint, as after `phase2.epochs = 0`, or one hidden layer)"
+            )
         } else {
             String::new()
         };
@@ -479,7 +482,9 @@ pub fn report(dir: &Path, out: &Path) -> Result<Vec<String>> {
     let unfinished = running.len() + not_run.len();
     if unfinished > 0 {
         w.md.push_str(&format!(
-            "**Provisional**: {unfinished} cells of {SWEEP_CONFIG} have not finished, so the ranks, the MRR and the rank counts below compare only the methods finished on each architecture (a method with no finished cell there counts 0 in the MRR).\n\n"
+            "**Provisional**: {unfinished} {} of {SWEEP_CONFIG} {} not finished, so the ranks, the MRR and the rank counts below compare only the methods finished on each architecture (a method with no finished cell there counts 0 in the MRR).\n\n",
+            if unfinished == 1 { "cell" } else { "cells" },
+            if unfinished == 1 { "has" } else { "have" }
         ));
     }
     w.table_two(&sw);

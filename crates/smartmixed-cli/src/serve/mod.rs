@@ -194,9 +194,14 @@ enum BodyKind {
 fn body_kind(headers: &HeaderMap) -> std::result::Result<BodyKind, Failure> {
     // A compressed body read as rows would be answered as if it were some (RFC 9110: 415
     // for a content coding the server does not take).
-    if let Some(coding) = headers.get(header::CONTENT_ENCODING) {
-        let text = coding.to_str().unwrap_or("");
-        if !text.trim().eq_ignore_ascii_case("identity") {
+    for coding in headers.get_all(header::CONTENT_ENCODING) {
+        // A list (`gzip, identity`) over one or more lines; empty elements are no coding.
+        let text = coding.to_str().unwrap_or("\u{fffd}");
+        let plain = text
+            .split(',')
+            .map(str::trim)
+            .all(|c| c.is_empty() || c.eq_ignore_ascii_case("identity"));
+        if !plain {
             return Err(Failure(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
