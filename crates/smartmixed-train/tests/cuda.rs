@@ -53,6 +53,38 @@ fn close(what: &str, a: &[f32], b: &[f32], tol: f64) {
 /// The input, bias, logits, Gumbel noise and output weights of one dense-op case.
 type Inputs<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32], &'a [f32]);
 
+/// One block per activation of `pool` over `n` neurons (phase 2's layout).
+fn blocks(pool: &[&'static Activation], n: usize) -> Vec<Block> {
+    let p = pool.len();
+    (0..p)
+        .map(|j| Block {
+            activation: pool[j],
+            start: j * n / p,
+            len: (j + 1) * n / p - j * n / p,
+        })
+        .collect()
+}
+
+/// The layer activation a test mode names: the output layer's bias, phase 2's groups, or
+/// phase 1's selection with the soft sample `soft`.
+fn layer_activation<'a, D: TrainDevice, T>(
+    mode: &str,
+    soft: Matrix<D, T>,
+    groups: &'a [Block],
+    choices: &'a [u8],
+    pool: &'a [&'static Activation],
+) -> LayerActivation<'a, D, T> {
+    match mode {
+        "identity" => LayerActivation::Identity,
+        "grouped" => LayerActivation::Grouped(groups),
+        _ => LayerActivation::Selective {
+            soft,
+            choices,
+            pool,
+        },
+    }
+}
+
 /// The dense op's output and the gradients of `sum(out * w)` with respect to its input,
 /// bias and (phase 1) logits, on device `D`.
 fn dense_on<D: TrainDevice>(
@@ -72,15 +104,7 @@ fn dense_on<D: TrainDevice>(
     let noise_t: Matrix<D> = dev.tensor_from_vec(noise.to_vec(), (p, n));
     let soft =
         ((alpha_t.retaped::<OwnedTape<f32, D>>() + noise_t) * (1.0 / 0.3)).softmax::<Axis<0>>();
-    let activation = match mode {
-        "identity" => LayerActivation::Identity,
-        "grouped" => LayerActivation::Grouped(groups),
-        _ => LayerActivation::Selective {
-            soft,
-            choices,
-            pool,
-        },
-    };
+    let activation = layer_activation(mode, soft, groups, choices, pool);
     let out = D::dense(x_t.leaky_trace(), &weight, &bias_t, activation, true);
     let out_v = values(&out);
     let w_t: Matrix<D> = dev.tensor_from_vec(w.to_vec(), (b, n));
@@ -115,13 +139,7 @@ fn the_dense_ops_kernels_match_the_cpu() {
     let noise = random(&mut rng, p * n, 1.0);
     let w = random(&mut rng, b * n, 1.0);
     let choices: Vec<u8> = (0..n).map(|_| rng.gen_range(0..p as u8)).collect();
-    let groups: Vec<Block> = (0..p)
-        .map(|j| Block {
-            activation: pool[j],
-            start: j * n / p,
-            len: (j + 1) * n / p - j * n / p,
-        })
-        .collect();
+    let groups = blocks(&pool, n);
     let inputs = (&x[..], &bias[..], &alpha[..], &noise[..], &w[..]);
     let (cpu, gpu) = (Cpu::default(), cuda());
     for mode in ["identity", "grouped", "selective"] {
@@ -157,13 +175,7 @@ fn the_dense_ops_inference_kernels_match_the_cpu() {
     let x = random(&mut rng, b * n, 14.0);
     let bias = random(&mut rng, n, 1.0);
     let choices: Vec<u8> = (0..n).map(|_| rng.gen_range(0..p as u8)).collect();
-    let groups: Vec<Block> = (0..p)
-        .map(|j| Block {
-            activation: pool[j],
-            start: j * n / p,
-            len: (j + 1) * n / p - j * n / p,
-        })
-        .collect();
+    let groups = blocks(&pool, n);
     fn infer<D: TrainDevice>(
         dev: &D,
         mode: &str,
@@ -180,15 +192,7 @@ fn the_dense_ops_inference_kernels_match_the_cpu() {
             vec![1.0 / pool.len() as f32; pool.len() * n],
             (pool.len(), n),
         );
-        let activation = match mode {
-            "identity" => LayerActivation::Identity,
-            "grouped" => LayerActivation::Grouped(groups),
-            _ => LayerActivation::Selective {
-                soft,
-                choices,
-                pool,
-            },
-        };
+        let activation = layer_activation(mode, soft, groups, choices, pool);
         values(&D::dense(x_t, &weight, &bias_t, activation, false))
     }
     let (cpu, gpu) = (Cpu::default(), cuda());
